@@ -1,0 +1,84 @@
+//! The unit of input: one broker message with its metadata and where it came from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::checkpoint::SplitId;
+
+/// One message header. Kafka allows a header without a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Option<Bytes>,
+}
+
+/// Where an event came from. The origin gives the event's split (the unit of ordering
+/// and acknowledgement) and its position inside that split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A Kafka record.
+    Kafka {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
+    /// A line of a sample file given to `sluice invoke` (1-based line number).
+    Sample { line: u64 },
+}
+
+impl Origin {
+    /// The split this event belongs to: a Kafka topic-partition, a sample file.
+    pub fn split(&self) -> SplitId {
+        match self {
+            Origin::Kafka {
+                topic, partition, ..
+            } => SplitId::kafka(topic, *partition),
+            Origin::Sample { .. } => SplitId::new("sample"),
+        }
+    }
+
+    /// The event's position within its split; positions grow within a split.
+    pub fn position(&self) -> i64 {
+        match self {
+            Origin::Kafka { offset, .. } => *offset,
+            Origin::Sample { line } => *line as i64,
+        }
+    }
+}
+
+/// A message from a source, as the platform sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The message value.
+    pub payload: Bytes,
+    pub key: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch, when the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    pub origin: Origin,
+}
+
+impl Event {
+    /// An event with only a payload, for tests and sample input.
+    pub fn from_payload(payload: impl Into<Bytes>, origin: Origin) -> Self {
+        Self {
+            payload: payload.into(),
+            key: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+            origin,
+        }
+    }
+
+    /// Bytes this event counts for against `batch.max_bytes`.
+    pub fn size_bytes(&self) -> usize {
+        self.payload.len()
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
+    }
+}

@@ -1,0 +1,4 @@
+//! Kafka source (rdkafka).
+
+pub mod config;
+pub mod source;

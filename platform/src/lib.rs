@@ -1,0 +1,7 @@
+//! The Sluice platform: job specs, batching, the function runtime, Parquet output and
+//! commits. The CLI (`sluice`) is a thin layer over this crate.
+
+pub mod batcher;
+pub mod function;
+pub mod output;
+pub mod spec;

@@ -1,0 +1,8 @@
+//! Output: the declared schema, Hive partitioning, and the Parquet writer over object
+//! storage.
+
+pub mod decode;
+pub mod partition;
+pub mod schema;
+pub mod store;
+pub mod writer;

@@ -1,0 +1,131 @@
+//! The validated job: domain types produced by [`super::load_job`]. Every value here has
+//! already been checked; code downstream never re-validates.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::output::schema::OutputSchema;
+
+/// A job, validated.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
+    pub name: String,
+    /// The job folder (absolute); the function runs here.
+    pub dir: PathBuf,
+    pub trigger: TriggerSpec,
+    pub function: FunctionSpec,
+    pub batch: BatchSpec,
+    pub scaling: ScalingSpec,
+    pub output: OutputSpec,
+    /// Dead-letter destination URL; accepted and kept, used once dead letters land.
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TriggerSpec {
+    Kafka(KafkaTriggerSpec),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaTriggerSpec {
+    /// Bootstrap servers, `host:port[,host:port…]`, with `${ENV}` already expanded.
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group; default `sluice-<job name>`.
+    pub group: String,
+    pub start: StartPosition,
+    /// Extra librdkafka properties (`[trigger.kafka.options]`), `${ENV}` expanded.
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionMode {
+    /// One process per batch.
+    Exec,
+    /// A long-lived instance handles batch after batch.
+    Stream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputMode {
+    /// Each input line is the message value (JSON values verbatim).
+    Value,
+    /// Each input line is an object with the payload and its metadata.
+    Envelope,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Program and arguments; a relative program path resolves against the job folder.
+    pub command: Vec<String>,
+    pub mode: FunctionMode,
+    pub encoding: Encoding,
+    pub input: InputMode,
+    /// Per-batch timeout; the whole process group is killed when it passes.
+    pub timeout: Duration,
+    /// Address-space limit (RLIMIT_AS) per instance, bytes.
+    pub memory: Option<u64>,
+    /// Open-file limit (RLIMIT_NOFILE) per instance.
+    pub open_files: u64,
+    /// CPU-seconds limit (RLIMIT_CPU) per instance, when declared.
+    pub cpu_time: Option<Duration>,
+    /// Most bytes a function may write to stdout for one batch.
+    pub max_output: u64,
+    /// Declared environment, `${ENV}` expanded. Nothing else of the platform's
+    /// environment reaches the function except PATH, HOME and LANG.
+    pub env: BTreeMap<String, String>,
+    /// Attempts per batch (first try included) before the job stops.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each attempt, with jitter.
+    pub retry_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSpec {
+    pub max_records: usize,
+    pub max_bytes: u64,
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ScalingSpec {
+    pub min_instances: u32,
+    pub max_instances: u32,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    /// `file://`, `s3://` or `memory://` URL of the output prefix.
+    pub url: String,
+    /// Column names, each present in `schema`.
+    pub partition_by: Vec<String>,
+    pub schema: OutputSchema,
+    pub compression: Compression,
+    /// A file is closed once its encoded size reaches this many bytes.
+    pub max_file_size: u64,
+    /// A file is closed at most this long after its first row.
+    pub max_file_age: Duration,
+    /// Store options (`endpoint`, `region`, `access_key_id`, …), `${ENV}` expanded.
+    pub options: BTreeMap<String, String>,
+}
