@@ -1,1 +1,80 @@
-fn main() {}
+//! `sluice`: the command-line interface. Thin: each subcommand parses its arguments and
+//! calls into `sluice-platform`.
+
+mod invoke;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Message-queue-triggered batch/ETL workers that write Parquet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one job in the foreground until SIGINT/SIGTERM (graceful: the open batch is
+    /// finished, flushed and committed before exit).
+    Run {
+        /// The job folder (holds job.toml and the function's files).
+        job_dir: PathBuf,
+    },
+    /// Run sample events through the job's function and print the rows that would be
+    /// written, without any broker or store.
+    Invoke {
+        job_dir: PathBuf,
+        /// NDJSON file with one event payload per line; standard input when absent.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+    },
+    /// Check a job folder's job.toml and print every problem found.
+    Validate { job_dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { job_dir } => run::run(&job_dir).await,
+            Command::Invoke { job_dir, input } => invoke::invoke(&job_dir, input.as_deref()).await,
+            Command::Validate { job_dir } => validate::validate(&job_dir),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sluice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `SLUICE_LOG` (or `RUST_LOG`) sets the filter, default `info`.
+fn init_logging() {
+    let filter = std::env::var("SLUICE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

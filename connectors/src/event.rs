@@ -38,6 +38,19 @@ impl Origin {
         }
     }
 
+    /// The origin as a JSON object, as shown to functions (envelope input) and in dead
+    /// letters: `{"topic", "partition", "offset"}` or `{"line"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => serde_json::json!({ "topic": &**topic, "partition": partition, "offset": offset }),
+            Origin::Sample { line } => serde_json::json!({ "line": line }),
+        }
+    }
+
     /// The event's position within its split; positions grow within a split.
     pub fn position(&self) -> i64 {
         match self {

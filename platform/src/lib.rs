@@ -2,6 +2,10 @@
 //! commits. The CLI (`sluice`) is a thin layer over this crate.
 
 pub mod batcher;
+pub mod deadletter;
 pub mod function;
+pub mod invoke;
 pub mod output;
+pub mod pipeline;
 pub mod spec;
+pub mod trigger;

@@ -1,0 +1,181 @@
+//! The dead-letter destination: records the function rejected (`$error`), kept with their
+//! error so nothing is silently dropped.
+//!
+//! This build writes dead letters as NDJSON objects into an object store: the job's
+//! `dead_letter.url`, or `<output.url>/_sluice/dead_letters` when none is declared. One
+//! line per record: the original payload (UTF-8 text, or base64 with
+//! `payload_encoding = "base64"`), key, headers, timestamp, origin, error, attempts and
+//! when it failed. [`DeadLetterSink::flush`] runs before the positions of those records
+//! are acknowledged, so a record is either redelivered or in the destination.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use object_store::PutPayload;
+use object_store::path::Path;
+use serde_json::{Value, json};
+use sluice_connectors::Event;
+
+use crate::output::store::{OutputLocation, StoreError, open_store};
+use crate::spec::JobSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("could not write {count} dead letters to {path}: {source}; their positions stay unacknowledged")]
+    Write {
+        count: usize,
+        path: String,
+        source: object_store::Error,
+    },
+}
+
+/// One rejected record and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    line: Value,
+}
+
+impl DeadLetter {
+    pub fn new(event: &Event, error: &str, attempts: u32) -> Self {
+        let (payload, payload_encoding) = text_or_base64(&event.payload);
+        let (key, key_encoding) = match &event.key {
+            Some(key) => {
+                let (text, encoding) = text_or_base64(key);
+                (Value::String(text), Value::String(encoding.into()))
+            }
+            None => (Value::Null, Value::Null),
+        };
+        let headers: BTreeMap<&str, Value> = event
+            .headers
+            .iter()
+            .map(|h| {
+                let value = h
+                    .value
+                    .as_ref()
+                    .map_or(Value::Null, |v| Value::String(text_or_base64(v).0));
+                (h.name.as_str(), value)
+            })
+            .collect();
+        let failed_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            line: json!({
+                "error": error,
+                "attempts": attempts,
+                "failed_at_ms": failed_at_ms,
+                "origin": event.origin.to_json(),
+                "key": key,
+                "key_encoding": key_encoding,
+                "headers": headers,
+                "timestamp_ms": event.timestamp_ms,
+                "payload": payload,
+                "payload_encoding": payload_encoding,
+            }),
+        }
+    }
+}
+
+fn text_or_base64(bytes: &Bytes) -> (String, &'static str) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), "utf8"),
+        Err(_) => (BASE64.encode(bytes), "base64"),
+    }
+}
+
+/// Buffers dead letters until the next commit, then writes them as one NDJSON object.
+pub struct DeadLetterSink {
+    location: OutputLocation,
+    file_stem: String,
+    seq: u64,
+    pending: Vec<DeadLetter>,
+}
+
+impl DeadLetterSink {
+    pub fn new(spec: &JobSpec, run_id: &str) -> Result<Self, StoreError> {
+        let url = match &spec.dead_letter {
+            Some(url) => url.clone(),
+            None => format!(
+                "{}/_sluice/dead_letters",
+                spec.output.url.trim_end_matches('/')
+            ),
+        };
+        Ok(Self {
+            location: open_store(&url, &spec.output.options)?,
+            file_stem: format!("dead-{run_id}"),
+            seq: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, letter: DeadLetter) {
+        self.pending.push(letter);
+    }
+
+    /// Writes every buffered dead letter; returns how many. On error they stay buffered
+    /// and the next flush writes them under the same name.
+    pub async fn flush(&mut self) -> Result<usize, DeadLetterError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let mut body = Vec::new();
+        for letter in &self.pending {
+            body.extend_from_slice(letter.line.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        let name = format!("{}-{:06}.ndjson", self.file_stem, self.seq);
+        let path = Path::from_iter(self.location.prefix.parts().chain([name.as_str().into()]));
+        let count = self.pending.len();
+        self.location
+            .store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map_err(|source| DeadLetterError::Write {
+                count,
+                path: format!("{}/{name}", self.location.url.trim_end_matches('/')),
+                source,
+            })?;
+        self.seq += 1;
+        self.pending.clear();
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sluice_connectors::{Header, Origin};
+
+    use super::*;
+
+    #[test]
+    fn keeps_the_original_record_and_its_error() {
+        let event = Event {
+            payload: Bytes::from_static(b"\xff\x00"),
+            key: Some(Bytes::from_static(b"user-1")),
+            headers: vec![Header {
+                name: "trace".into(),
+                value: Some(Bytes::from_static(b"abc")),
+            }],
+            timestamp_ms: Some(1_700_000_000_000),
+            origin: Origin::Kafka {
+                topic: Arc::from("clicks"),
+                partition: 2,
+                offset: 41,
+            },
+        };
+        let letter = DeadLetter::new(&event, "bad date", 3).line;
+        assert_eq!(letter["error"], "bad date");
+        assert_eq!(letter["attempts"], 3);
+        assert_eq!(letter["payload"], BASE64.encode(b"\xff\x00"));
+        assert_eq!(letter["payload_encoding"], "base64");
+        assert_eq!(letter["key"], "user-1");
+        assert_eq!(letter["headers"]["trace"], "abc");
+        assert_eq!(letter["origin"]["offset"], 41);
+        assert_eq!(letter["origin"]["topic"], "clicks");
+    }
+}

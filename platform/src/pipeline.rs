@@ -1,0 +1,313 @@
+//! One job's data path: source → batcher → function → Parquet → commit → ack.
+//!
+//! Invariant (the promise users rely on): a source position is acknowledged only after
+//! every output row derived from it is in a completed object, and every record the
+//! function rejected with `$error` is in the dead-letter destination. Batches that fail
+//! are retried with backoff; a batch that keeps failing stops the job with nothing of it
+//! acknowledged (bisection and dead-lettering of poison batches come later).
+//!
+//! ```text
+//! loop {
+//!     events   = source.next_events()        // or the batch window / file age expires
+//!     batch    = batcher.push(events)
+//!     output   = function.invoke(batch)       // retried with backoff
+//!     sink.write(decode(output.rows)); pending.extend(batch.checkpoint)
+//!     if sink.flush_due() { sink.flush(); dead_letters.flush(); source.ack(pending) }
+//! }
+//! shutdown: stop intake → cut and run the open batch → flush → ack → stop the function
+//! ```
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_connectors::{CheckpointDelta, CheckpointError, Source, SourceError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::batcher::{Batch, Batcher};
+use crate::deadletter::{DeadLetter, DeadLetterError, DeadLetterSink};
+use crate::function::encode::encode_batch;
+use crate::function::protocol::FunctionOutput;
+use crate::function::FunctionRunner;
+use crate::output::decode::decode_rows;
+use crate::output::store::{open_store, StoreError};
+use crate::output::writer::{ParquetSink, WriteError};
+use crate::spec::JobSpec;
+
+/// Why a job stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("output store: {0}")]
+    Store(#[from] StoreError),
+    #[error("writing parquet output: {0}")]
+    Output(#[from] WriteError),
+    #[error("dead letters: {0}")]
+    DeadLetter(#[from] DeadLetterError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(
+        "batch of {records} records ({positions}) failed {attempts} times, last: {last_error}; nothing of it was acknowledged, it will be redelivered when the job starts again"
+    )]
+    BatchFailed {
+        records: usize,
+        positions: String,
+        attempts: u32,
+        last_error: String,
+    },
+}
+
+/// Counters for one run, logged at the end and returned to the caller.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JobStats {
+    pub records_in: u64,
+    pub rows_out: u64,
+    pub record_errors: u64,
+    pub batches: u64,
+    pub retries: u64,
+    pub files: u64,
+    pub commits: u64,
+}
+
+/// Unique per process start, so two runs of a job never write the same object name.
+pub fn run_id() -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{millis:x}-{:x}", std::process::id())
+}
+
+/// Runs `spec` over `source` until `shutdown` is cancelled (graceful: the open batch is
+/// finished, flushed and acknowledged) or a finite source is exhausted.
+pub async fn run_job(
+    spec: &JobSpec,
+    source: Box<dyn Source>,
+    shutdown: CancellationToken,
+) -> Result<JobStats, JobError> {
+    let run_id = run_id();
+    let location = open_store(&spec.output.url, &spec.output.options)?;
+    let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
+    let dead_letters = DeadLetterSink::new(spec, &run_id)?;
+    let mut pipeline = Pipeline {
+        spec,
+        source,
+        batcher: Batcher::new(&spec.batch),
+        function: FunctionRunner::new(&spec.name, &spec.dir, &spec.function),
+        sink,
+        dead_letters,
+        pending: CheckpointDelta::new(),
+        stats: JobStats::default(),
+        shutdown,
+    };
+    let result = pipeline.run().await;
+    pipeline.function.shutdown().await;
+    pipeline.source.close().await;
+    let stats = pipeline.stats;
+    match &result {
+        Ok(()) => info!(job = %spec.name, ?stats, "job stopped"),
+        Err(error) => warn!(job = %spec.name, ?stats, %error, "job failed"),
+    }
+    result.map(|()| stats)
+}
+
+struct Pipeline<'a> {
+    spec: &'a JobSpec,
+    source: Box<dyn Source>,
+    batcher: Batcher,
+    function: FunctionRunner,
+    sink: ParquetSink,
+    dead_letters: DeadLetterSink,
+    /// Positions whose output is buffered in `sink` but not yet durable.
+    pending: CheckpointDelta,
+    stats: JobStats,
+    shutdown: CancellationToken,
+}
+
+impl Pipeline<'_> {
+    async fn run(&mut self) -> Result<(), JobError> {
+        let intake = self.intake().await;
+        // Whatever happened to intake, what was already processed is committed, so a
+        // failed batch never holds back the output before it.
+        let open = self.batcher.cut();
+        let drained = match (intake, open) {
+            (Ok(()), Some(batch)) => self.process(batch).await,
+            (intake, _) => intake,
+        };
+        let committed = self.commit().await;
+        drained.and(committed)
+    }
+
+    /// Consumes until shutdown or the end of a finite source.
+    async fn intake(&mut self) -> Result<(), JobError> {
+        loop {
+            let batch_deadline = self.batcher.deadline();
+            let flush_deadline = self.sink.flush_deadline();
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {
+                    info!(job = %self.spec.name, "shutdown requested: finishing the open batch");
+                    return Ok(());
+                }
+                () = sleep_until(batch_deadline) => {
+                    if let Some(batch) = self.batcher.cut_if_due(Instant::now()) {
+                        self.process(batch).await?;
+                    }
+                }
+                () = sleep_until(flush_deadline) => {}
+                events = self.source.next_events() => match events? {
+                    Some(events) => {
+                        for batch in self.batcher.push(events, Instant::now())? {
+                            self.process(batch).await?;
+                        }
+                    }
+                    None => return Ok(()),
+                },
+            }
+            if self.sink.flush_due(Instant::now()) {
+                self.commit().await?;
+            }
+        }
+    }
+
+    /// Runs one batch through the function (with retries) into the Parquet sink.
+    async fn process(&mut self, batch: Batch) -> Result<(), JobError> {
+        let output = self.invoke_with_retries(&batch).await?;
+        self.stats.batches += 1;
+        self.stats.records_in += batch.events.len() as u64;
+        self.stats.rows_out += output.row_count as u64;
+        self.stats.record_errors += output.errors.len() as u64;
+        for error in output.errors {
+            if let Some(event) = batch.events.get(error.record) {
+                warn!(job = %self.spec.name, record = error.record, origin = ?event.origin, message = %error.message, "function rejected a record; sending it to the dead-letter destination");
+                self.dead_letters
+                    .push(DeadLetter::new(event, &error.message, 1));
+            }
+        }
+        self.pending.extend(batch.checkpoint)?;
+        Ok(())
+    }
+
+    async fn invoke_with_retries(&mut self, batch: &Batch) -> Result<DecodedOutput, JobError> {
+        let input = encode_batch(&batch.events, self.spec.function.input);
+        let max_attempts = self.spec.function.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let error = match self.function.invoke(&input).await {
+                Ok(output) => match self.decode(output)? {
+                    Ok(decoded) => return Ok(decoded),
+                    Err(error) => (error, true),
+                },
+                Err(error) => {
+                    let retryable = error.is_retryable();
+                    (error.to_string(), retryable)
+                }
+            };
+            let (message, retryable) = error;
+            if !retryable || attempt >= max_attempts || self.shutdown.is_cancelled() {
+                return Err(JobError::BatchFailed {
+                    records: batch.events.len(),
+                    positions: batch.checkpoint.to_string(),
+                    attempts: attempt,
+                    last_error: message,
+                });
+            }
+            let backoff = backoff(self.spec.function.retry_backoff, attempt);
+            warn!(job = %self.spec.name, attempt, max_attempts, records = batch.events.len(), positions = %batch.checkpoint, error = %message, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
+            self.stats.retries += 1;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Decodes rows against the schema and hands them to the sink. Output that does not
+    /// fit the schema fails the attempt (inner error, retried); a sink failure is fatal
+    /// (outer error). Decoding and Parquet encoding are CPU work: they run under
+    /// `block_in_place` so the runtime's other tasks (the source's channel, signal
+    /// handling) keep running on the remaining worker threads.
+    fn decode(
+        &mut self,
+        output: FunctionOutput,
+    ) -> Result<Result<DecodedOutput, String>, JobError> {
+        let schema = &self.spec.output.schema;
+        let sink = &mut self.sink;
+        tokio::task::block_in_place(|| {
+            let batch = match decode_rows(schema, &output.rows, output.row_count) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "function output does not fit the output schema: {e}"
+                    )));
+                }
+            };
+            sink.write(&batch)?;
+            Ok(Ok(DecodedOutput {
+                row_count: batch.num_rows(),
+                errors: output.errors,
+            }))
+        })
+    }
+
+    /// Makes every buffered row and dead letter durable, then acknowledges their positions.
+    async fn commit(&mut self) -> Result<(), JobError> {
+        if self.pending.is_empty() && self.sink.buffered_rows() == 0 {
+            return Ok(());
+        }
+        let files = self.sink.flush().await?;
+        let dead = self.dead_letters.flush().await?;
+        let delta = std::mem::take(&mut self.pending);
+        if !delta.is_empty() {
+            self.source.ack(&delta).await?;
+        }
+        self.stats.files += files.len() as u64;
+        self.stats.commits += 1;
+        let rows: usize = files.iter().map(|f| f.rows).sum();
+        info!(job = %self.spec.name, files = files.len(), rows, dead_letters = dead, positions = %delta, "committed");
+        for file in &files {
+            debug!(job = %self.spec.name, path = %file.path, rows = file.rows, bytes = file.bytes, "wrote object");
+        }
+        Ok(())
+    }
+}
+
+/// What a successful invocation left after its rows went to the sink.
+struct DecodedOutput {
+    row_count: usize,
+    errors: Vec<crate::function::protocol::RecordError>,
+}
+
+/// `base * 2^(attempt-1)`, capped at 60 s, with ±25 % jitter so retries of many jobs
+/// don't align.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1 << (attempt - 1).min(16));
+    let capped = exp.min(Duration::from_secs(60));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    capped.mul_f64(jitter)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let first = backoff(base, 1);
+        assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
+        let third = backoff(base, 3);
+        assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
+        assert!(backoff(base, 40) <= Duration::from_secs(75));
+    }
+}

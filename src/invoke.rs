@@ -1,0 +1,57 @@
+//! `sluice invoke JOB_DIR [--input FILE]`: rows that would be written go to stdout as
+//! NDJSON; a summary and the per-record errors go to stderr.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use sluice_platform::invoke::{invoke_sample, sample_events};
+use sluice_platform::spec::load_job;
+
+pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let spec = match load_job(job_dir) {
+        Ok(spec) => spec,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let bytes = match input {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading events from standard input")?;
+            bytes
+        }
+    };
+    let events = sample_events(&bytes);
+    let report = invoke_sample(&spec, &events).await?;
+
+    let stdout = std::io::stdout().lock();
+    let mut writer = arrow_json::LineDelimitedWriter::new(stdout);
+    for batch in &report.rows {
+        writer.write(batch).context("printing rows")?;
+    }
+    writer.finish().context("printing rows")?;
+    writer.into_inner().flush().context("printing rows")?;
+
+    let rows: usize = report.rows.iter().map(|b| b.num_rows()).sum();
+    let mut stderr = std::io::stderr().lock();
+    writeln!(
+        stderr,
+        "{} records in, {rows} rows out, {} rejected",
+        report.records,
+        report.errors.len(),
+    )?;
+    for (path, count) in &report.partitions {
+        let shown = if path.is_empty() { "(unpartitioned)" } else { path };
+        writeln!(stderr, "  {shown}: {count} rows")?;
+    }
+    for error in &report.errors {
+        writeln!(stderr, "  rejected line {}: {}", error.line, error.message)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

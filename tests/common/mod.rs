@@ -1,0 +1,403 @@
+//! Shared fixtures for the end-to-end tests: the real Kafka-protocol broker and S3
+//! endpoint (started by `scripts/test.sh`, or whatever the environment points at), job
+//! folders, and the `sluice` binary as a child process.
+//!
+//! Environment: `SLUICE_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092),
+//! `SLUICE_TEST_S3_ENDPOINT` (default http://127.0.0.1:8333), `SLUICE_TEST_S3_BUCKET`
+//! (default sluice-test), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_REGION`.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub struct Env {
+    pub brokers: String,
+    pub s3_endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+pub fn env() -> Env {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    Env {
+        brokers: var("SLUICE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
+        s3_endpoint: var("SLUICE_TEST_S3_ENDPOINT", "http://127.0.0.1:8333"),
+        bucket: var("SLUICE_TEST_S3_BUCKET", "sluice-test"),
+        access_key: var("AWS_ACCESS_KEY_ID", "sluice"),
+        secret_key: var("AWS_SECRET_ACCESS_KEY", "sluice-secret-key"),
+        region: var("AWS_REGION", "us-east-1"),
+    }
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{nanos:x}-{}", std::process::id())
+}
+
+// ---------------------------------------------------------------------------------------
+// Kafka
+
+pub async fn create_topic(env: &Env, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topic request");
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic}: {code}"));
+    }
+}
+
+/// One click event as the example job expects it.
+#[derive(Debug, Clone)]
+pub struct Click {
+    pub event_id: String,
+    pub user_id: i64,
+    pub host: String,
+    pub ts: String,
+    pub date: String,
+}
+
+impl Click {
+    pub fn numbered(i: usize) -> Self {
+        let hosts = ["Shop.Example.com", "blog.example.org", "WWW.example.net"];
+        let day = 20 + i % 3;
+        Click {
+            event_id: format!("e-{i:06}"),
+            user_id: (i % 977) as i64,
+            host: hosts[i % hosts.len()].to_owned(),
+            ts: format!("2026-11-{day}T{:02}:{:02}:{:02}.{:03}Z", i % 24, i % 60, (i / 7) % 60, i % 1000),
+            date: format!("2026-11-{day}"),
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "url": format!("https://{}/p/{}?ref=test", self.host, self.user_id),
+            "ts": self.ts,
+            "action": "click",
+        })
+        .to_string()
+    }
+}
+
+/// Produces keyed events; returns, per partition, the offset after the last one written.
+pub async fn produce(env: &Env, topic: &str, payloads: &[(String, String)]) -> BTreeMap<i32, i64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let mut ends = BTreeMap::new();
+    for chunk in payloads.chunks(2000) {
+        let sends = chunk.iter().map(|(key, payload)| {
+            let record = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(payload.as_str())
+                .headers(OwnedHeaders::new().insert(Header { key: "source", value: Some("e2e") }));
+            producer.send(record, Duration::from_secs(30))
+        });
+        for result in futures::future::join_all(sends).await {
+            let delivery = result.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+            let end = ends.entry(delivery.partition).or_insert(0);
+            *end = (*end).max(delivery.offset + 1);
+        }
+    }
+    ends
+}
+
+/// The group's committed offsets for partitions `0..partitions` (missing = not committed).
+pub fn committed(env: &Env, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    offsets
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// S3
+
+pub fn s3(env: &Env) -> Arc<AmazonS3> {
+    Arc::new(
+        AmazonS3Builder::new()
+            .with_endpoint(&env.s3_endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&env.bucket)
+            .with_region(&env.region)
+            .with_access_key_id(&env.access_key)
+            .with_secret_access_key(&env.secret_key)
+            .build()
+            .expect("s3 client"),
+    )
+}
+
+/// One output row of the example job, with the Hive partition it was found under.
+#[derive(Debug, Clone)]
+pub struct OutputRow {
+    pub event_id: String,
+    pub user_id: i64,
+    pub domain: String,
+    pub ts_ms: i64,
+    pub partition_date: String,
+    pub object: String,
+}
+
+/// Every row of every Parquet object under `prefix` (skipping `_sluice/`).
+pub async fn read_rows(env: &Env, prefix: &str) -> Vec<OutputRow> {
+    let store = s3(env);
+    let objects: Vec<_> = store
+        .list(Some(&ObjectPath::from(prefix)))
+        .try_collect()
+        .await
+        .expect("list output");
+    let mut rows = Vec::new();
+    for object in objects {
+        let key = object.location.to_string();
+        if key.contains("/_sluice/") {
+            continue;
+        }
+        assert!(key.ends_with(".parquet"), "unexpected object {key}");
+        let bytes = store.get(&object.location).await.unwrap().bytes().await.unwrap();
+        let date = key
+            .split('/')
+            .find_map(|seg| seg.strip_prefix("event_date="))
+            .unwrap_or_else(|| panic!("{key} is not under an event_date= partition"))
+            .to_owned();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            assert!(batch.column_by_name("event_date").is_none(), "partition column inside the file");
+            let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>();
+            let users = batch.column_by_name("user_id").unwrap().as_primitive::<Int64Type>();
+            let domains = batch.column_by_name("domain").unwrap().as_string::<i32>();
+            let ts = batch.column_by_name("ts").unwrap().as_primitive::<TimestampMillisecondType>();
+            for i in 0..batch.num_rows() {
+                rows.push(OutputRow {
+                    event_id: ids.value(i).to_owned(),
+                    user_id: users.value(i),
+                    domain: domains.value(i).to_owned(),
+                    ts_ms: ts.value(i),
+                    partition_date: date.clone(),
+                    object: key.clone(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Counts rows per event id.
+pub fn count_ids(rows: &[OutputRow]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for row in rows {
+        *counts.entry(row.event_id.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs and the sluice binary
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A job folder: the example's transform.py plus a job.toml made for the test.
+pub struct JobDir {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub topic: String,
+    pub prefix: String,
+}
+
+impl JobDir {
+    /// `function` is the `[function]` table body; `extra` goes at the end of job.toml.
+    pub fn new(env: &Env, topic: &str, function: &str, extra: &str) -> JobDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            repo_root().join("jobs/clickstream/transform.py"),
+            dir.path().join("transform.py"),
+        )
+        .unwrap();
+        let name = unique("e2e").to_lowercase();
+        let prefix = format!("{name}/clicks");
+        let toml = format!(
+            r#"name = "{name}"
+[trigger.kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+start = "earliest"
+[function]
+{function}
+[batch]
+max_records = 1000
+max_wait = "500ms"
+[output]
+url = "s3://{bucket}/{prefix}"
+partition_by = ["event_date"]
+max_file_age = "1s"
+schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }}
+[output.options]
+endpoint = "{endpoint}"
+{extra}
+"#,
+            brokers = env.brokers,
+            bucket = env.bucket,
+            endpoint = env.s3_endpoint,
+        );
+        std::fs::write(dir.path().join("job.toml"), toml).unwrap();
+        JobDir { dir, name, topic: topic.to_owned(), prefix }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn group(&self) -> String {
+        format!("sluice-{}", self.name)
+    }
+
+    pub fn write(&self, file: &str, content: &str) {
+        std::fs::write(self.path().join(file), content).unwrap();
+    }
+}
+
+/// `sluice run` as a child process, logs captured to a file.
+pub struct Sluice {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Sluice {
+    pub fn run(env: &Env, job: &JobDir, tag: &str) -> Sluice {
+        let log = job.path().join(format!("sluice-{tag}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("run")
+            .arg(job.path())
+            .env("SLUICE_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", &env.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+            .env("AWS_REGION", &env.region)
+            .env("SLUICE_TEST_PLATFORM_SECRET", "do-not-leak")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice");
+        Sluice { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn terminate(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
+    /// Waits for exit; panics with the logs after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sluice did not exit within {timeout:?}; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Panics with the logs if sluice has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("sluice exited early with {status}; logs:\n{}", self.logs());
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true; panics with `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the group has committed `ends` on every partition, while sluice runs.
+pub async fn wait_committed(env: &Env, job: &JobDir, sluice: &mut Sluice, ends: &BTreeMap<i32, i64>, timeout: Duration) {
+    let partitions = ends.keys().max().map_or(0, |p| p + 1);
+    let deadline = Instant::now() + timeout;
+    loop {
+        sluice.assert_running();
+        let committed = committed(env, &job.group(), &job.topic, partitions);
+        if ends.iter().all(|(p, end)| committed.get(p) == Some(end)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: committed {committed:?}, expected {ends:?}; logs:\n{}",
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,134 @@
+//! A function that crashes mid-batch once, one that hangs past the timeout once, and one
+//! that always fails: the batch is retried, nothing is lost, and nothing is committed
+//! before its output is durable.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Wraps the example transform: when the batch holds `TARGET`, misbehave (once, or every
+/// time for `fail`), recording each misbehaving attempt in `<mode>.marker`.
+const FLAKY: &str = r#"
+import json, os, signal, sys, time
+import transform
+mode, target = sys.argv[1], sys.argv[2]
+marker = mode + ".marker"
+lines = [l for l in sys.stdin.read().splitlines() if l]
+hit = any(json.loads(l).get("event_id") == target for l in lines)
+if hit and (mode == "fail" or not os.path.exists(marker)):
+    with open(marker, "a") as f:
+        f.write("attempt\n")
+    if mode == "crash":
+        transform.run_batch(lines[: len(lines) // 2], sys.stdout)
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif mode == "hang":
+        time.sleep(1000)
+    else:
+        print("refusing this batch", file=sys.stderr)
+        sys.exit(1)
+transform.run_batch(lines, sys.stdout)
+"#;
+
+const EVENTS: usize = 3000;
+const TARGET: usize = 1500;
+
+async fn single_partition_topic(env: &Env, tag: &str) -> (String, std::collections::BTreeMap<i32, i64>) {
+    let topic = unique(tag);
+    create_topic(env, &topic, 1).await;
+    let payloads: Vec<_> = (0..EVENTS)
+        .map(|i| (format!("k{i}"), Click::numbered(i).json()))
+        .collect();
+    let ends = produce(env, &topic, &payloads).await;
+    assert_eq!(ends.get(&0), Some(&(EVENTS as i64)));
+    (topic, ends)
+}
+
+fn flaky_job(env: &Env, topic: &str, mode: &str, settings: &str) -> JobDir {
+    let target = Click::numbered(TARGET).event_id;
+    let job = JobDir::new(
+        env,
+        topic,
+        &format!(
+            "command = [\"python3\", \"flaky.py\", \"{mode}\", \"{target}\"]\nmode = \"exec\"\nretry_backoff = \"100ms\"\n{settings}"
+        ),
+        "",
+    );
+    job.write("flaky.py", FLAKY);
+    job
+}
+
+fn assert_exactly_once(rows: &[OutputRow], expected: usize) {
+    let counts = count_ids(rows);
+    assert_eq!(counts.len(), expected, "distinct ids");
+    let dupes: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dupes.is_empty(), "duplicated ids: {dupes:?}");
+    assert_eq!(rows.len(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_batch_is_retried_without_loss_or_duplicates() {
+    let env = env();
+    let (topic, ends) = single_partition_topic(&env, "crash").await;
+    let job = flaky_job(&env, &topic, "crash", "max_attempts = 3");
+    let mut sluice = Sluice::run(&env, &job, "run");
+    wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
+    sluice.terminate();
+    assert!(sluice.wait(Duration::from_secs(10)).success());
+
+    let attempts = std::fs::read_to_string(job.path().join("crash.marker")).unwrap();
+    assert_eq!(attempts.lines().count(), 1, "crashed exactly once");
+    let logs = sluice.logs();
+    assert!(logs.contains("batch failed; retrying"), "retry not logged:\n{logs}");
+    assert!(logs.contains("SIGSEGV") || logs.contains("signal 11"), "crash reason not logged:\n{logs}");
+    // The crashed attempt's half output must not be in the lake: exactly once.
+    assert_exactly_once(&read_rows(&env, &job.prefix).await, EVENTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
+    let env = env();
+    let (topic, ends) = single_partition_topic(&env, "hang").await;
+    let job = flaky_job(&env, &topic, "hang", "timeout = \"2s\"\nmax_attempts = 3");
+    let mut sluice = Sluice::run(&env, &job, "run");
+
+    let marker = job.path().join("hang.marker");
+    wait_for("the function to hang", Duration::from_secs(60), async || marker.exists()).await;
+    // While the batch holding offset TARGET hangs, its position must not be committed.
+    let committed = committed(&env, &job.group(), &topic, 1);
+    assert!(
+        committed.get(&0).is_none_or(|&o| o <= TARGET as i64),
+        "committed {committed:?} past the hanging batch at offset {TARGET}"
+    );
+
+    wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
+    sluice.terminate();
+    assert!(sluice.wait(Duration::from_secs(10)).success());
+    let logs = sluice.logs();
+    assert!(logs.contains("batch failed; retrying"), "retry not logged:\n{logs}");
+    assert!(logs.contains("timed out"), "timeout not logged:\n{logs}");
+    assert_exactly_once(&read_rows(&env, &job.prefix).await, EVENTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_that_keeps_failing_stops_the_job_with_earlier_output_committed() {
+    let env = env();
+    let (topic, _ends) = single_partition_topic(&env, "fail").await;
+    let job = flaky_job(&env, &topic, "fail", "max_attempts = 2");
+    let mut sluice = Sluice::run(&env, &job, "run");
+    let status = sluice.wait(Duration::from_secs(120));
+    let logs = sluice.logs();
+    assert!(!status.success(), "the job must stop with an error:\n{logs}");
+    assert!(logs.contains("failed 2 times"), "error does not say how often:\n{logs}");
+    assert!(logs.contains("refusing this batch"), "stderr of the function not shown:\n{logs}");
+    let attempts = std::fs::read_to_string(job.path().join("fail.marker")).unwrap();
+    assert_eq!(attempts.lines().count(), 2, "max_attempts = 2");
+
+    // Batches are 1000 records: the first (offsets 0..=999) succeeded and is committed;
+    // the second holds the poison record and none of it is.
+    let committed = committed(&env, &job.group(), &topic, 1);
+    assert_eq!(committed.get(&0), Some(&1000), "committed offsets");
+    assert_exactly_once(&read_rows(&env, &job.prefix).await, 1000);
+}

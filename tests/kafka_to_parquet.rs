@@ -1,0 +1,86 @@
+//! End to end over real services: 20,000 keyed click events on 3 partitions of a fresh
+//! topic → the example job (exec and stream mode) → Parquet on the S3 endpoint. Every
+//! input appears exactly once with the transformed values, in the right Hive partition,
+//! and the group's committed offsets reach the end of every partition.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const EVENTS: usize = 20_000;
+
+async fn run_example_job(mode: &str) {
+    let env = env();
+    let topic = unique(&format!("clicks-{mode}"));
+    create_topic(&env, &topic, 3).await;
+    let clicks: Vec<Click> = (0..EVENTS).map(Click::numbered).collect();
+    let payloads: Vec<(String, String)> = clicks
+        .iter()
+        .map(|c| (format!("user-{}", c.user_id), c.json()))
+        .collect();
+    let ends = produce(&env, &topic, &payloads).await;
+    assert_eq!(ends.len(), 3, "events reached every partition: {ends:?}");
+    assert_eq!(ends.values().sum::<i64>(), EVENTS as i64);
+
+    let job = JobDir::new(
+        &env,
+        &topic,
+        &format!("command = [\"python3\", \"transform.py\"]\nmode = \"{mode}\"\ntimeout = \"30s\""),
+        "",
+    );
+    let mut sluice = Sluice::run(&env, &job, "run");
+    wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(240)).await;
+    sluice.terminate();
+    let status = sluice.wait(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}; logs:\n{}", sluice.logs());
+
+    let rows = read_rows(&env, &job.prefix).await;
+    let counts = count_ids(&rows);
+    assert_eq!(rows.len(), EVENTS, "row count");
+    assert_eq!(counts.len(), EVENTS, "distinct ids");
+    assert!(counts.values().all(|&n| n == 1), "every id exactly once");
+    let by_id: std::collections::HashMap<_, _> = rows.iter().map(|r| (r.event_id.clone(), r)).collect();
+    for click in &clicks {
+        let row = by_id[&click.event_id];
+        assert_eq!(row.domain, click.host.to_lowercase(), "domain of {}", click.event_id);
+        assert_eq!(row.user_id, click.user_id);
+        assert_eq!(row.partition_date, click.date, "partition of {}", click.event_id);
+        let expected_ms = parse_rfc3339_ms(&click.ts);
+        assert_eq!(row.ts_ms, expected_ms, "ts of {}", click.event_id);
+    }
+    let logs = sluice.logs();
+    assert!(!logs.contains("do-not-leak"), "a platform secret reached the logs");
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn parse_rfc3339_ms(ts: &str) -> i64 {
+    let num = |range: std::ops::Range<usize>| ts[range].parse::<i64>().unwrap();
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // days from civil (Howard Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_job_in_exec_mode_writes_every_event_once() {
+    run_example_job("exec").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_job_in_stream_mode_writes_every_event_once() {
+    run_example_job("stream").await;
+}
+
+#[test]
+fn rfc3339_helper_is_right() {
+    assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.500Z"), 1500);
+    assert_eq!(parse_rfc3339_ms("2026-11-20T00:00:00.000Z"), 1_795_132_800_000);
+}
