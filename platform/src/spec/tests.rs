@@ -1,0 +1,829 @@
+//! Tests for `job.toml` parsing and validation: a full spec, a minimal one with its
+//! defaults, and one test per kind of mistake, each checking the field the error names.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::output::schema::ColumnType;
+
+const FILE: &str = "/jobs/clicks/job.toml";
+const DIR: &str = "/jobs/clicks";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "KAFKA_BROKERS" => Some("kafka-1:9092,kafka-2:9092".into()),
+        "SASL_PASSWORD" => Some("kafka-pass".into()),
+        "S3_SECRET" => Some("s3-secret".into()),
+        "S3_KEY_ID" => Some("AKIA123".into()),
+        "LAKE" => Some("lake".into()),
+        "API_TOKEN" => Some("tok".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
+    parse_job(text, Path::new(FILE), Path::new(DIR), &env)
+}
+
+fn errors(text: &str) -> SpecErrors {
+    match parse(text) {
+        Ok(job) => panic!("expected errors, got a valid job: {job:?}"),
+        Err(errors) => errors,
+    }
+}
+
+/// Asserts that parsing fails with an error naming `field`, and returns that error.
+fn error_for(text: &str, field: &str) -> SpecError {
+    let errors = errors(text);
+    match errors.for_field(field) {
+        Some(error) => error.clone(),
+        None => panic!("no error for field {field:?}; got:\n{errors}"),
+    }
+}
+
+const MINIMAL: &str = r#"
+name = "clicks"
+[trigger.kafka]
+brokers = "localhost:9092"
+topic = "clicks"
+[function]
+command = ["python3", "transform.py"]
+[output]
+url = "lake"
+schema = { user_id = "int64" }
+"#;
+
+/// `MINIMAL` with `extra` appended (TOML tables may follow in any order).
+fn minimal_with(extra: &str) -> String {
+    format!("{MINIMAL}\n{extra}")
+}
+
+/// `MINIMAL` with one line replaced.
+fn minimal_replacing(line: &str, replacement: &str) -> String {
+    assert!(MINIMAL.contains(line), "MINIMAL has no line {line:?}");
+    MINIMAL.replacen(line, replacement, 1)
+}
+
+#[test]
+fn full_spec_with_every_field_parses() {
+    let text = r#"
+name = "clickstream_v2"
+
+[trigger.kafka]
+brokers = "${KAFKA_BROKERS}"
+topic = "web.clicks-v2"
+group = "analytics"
+start = "latest"
+[trigger.kafka.options]
+"security.protocol" = "SASL_SSL"
+sasl.mechanism = "PLAIN"
+"sasl.password" = "${SASL_PASSWORD}"
+"fetch.max.bytes" = 1048576
+
+[function]
+command = ["./transform", "--fast"]
+mode = "stream"
+encoding = "ndjson"
+input = "envelope"
+timeout = "1m30s"
+memory = "512MiB"
+open_files = 4096
+cpu_time = "10m"
+max_output = "64MiB"
+max_attempts = 5
+retry_backoff = "500ms"
+[function.env]
+LOG_LEVEL = "debug"
+PRICE = "$$5"
+API_TOKEN = "${API_TOKEN}"
+
+[batch]
+max_records = 10000
+max_bytes = "16MiB"
+max_wait = "5s"
+
+[scaling]
+min_instances = 1
+max_instances = 4
+idle_timeout = "2m"
+
+[output]
+url = "s3://${LAKE}/clicks"
+partition_by = ["event_date"]
+schema = { user_id = "int64 not null", url = "utf8", ts = "timestamp_ms", event_date = "date32" }
+compression = "snappy"
+max_file_size = 10485760
+max_file_age = "1m"
+[output.options]
+endpoint = "http://localhost:9000"
+region = "us-east-1"
+access_key_id = "${S3_KEY_ID}"
+secret_access_key = "${S3_SECRET}"
+allow_http = true
+
+[dead_letter]
+url = "s3://${LAKE}/_dead/clicks"
+"#;
+    let job = parse(text).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(job.name, "clickstream_v2");
+    assert_eq!(job.dir, PathBuf::from(DIR));
+
+    let TriggerSpec::Kafka(kafka) = &job.trigger;
+    assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9092");
+    assert_eq!(kafka.topic, "web.clicks-v2");
+    assert_eq!(kafka.group, "analytics");
+    assert_eq!(kafka.start, StartPosition::Latest);
+    assert_eq!(
+        kafka.options.get("security.protocol").map(String::as_str),
+        Some("SASL_SSL")
+    );
+    assert_eq!(
+        kafka.options.get("sasl.mechanism").map(String::as_str),
+        Some("PLAIN")
+    );
+    assert_eq!(
+        kafka.options.get("sasl.password").map(String::as_str),
+        Some("kafka-pass")
+    );
+    assert_eq!(
+        kafka.options.get("fetch.max.bytes").map(String::as_str),
+        Some("1048576")
+    );
+    assert_eq!(kafka.options.len(), 4);
+
+    let function = &job.function;
+    assert_eq!(function.command, vec!["./transform", "--fast"]);
+    assert_eq!(function.mode, FunctionMode::Stream);
+    assert_eq!(function.encoding, Encoding::Ndjson);
+    assert_eq!(function.input, InputMode::Envelope);
+    assert_eq!(function.timeout, Duration::from_secs(90));
+    assert_eq!(function.memory, Some(512 << 20));
+    assert_eq!(function.open_files, 4096);
+    assert_eq!(function.cpu_time, Some(Duration::from_secs(600)));
+    assert_eq!(function.max_output, 64 << 20);
+    assert_eq!(function.max_attempts, 5);
+    assert_eq!(function.retry_backoff, Duration::from_millis(500));
+    assert_eq!(
+        function.env.get("LOG_LEVEL").map(String::as_str),
+        Some("debug")
+    );
+    assert_eq!(function.env.get("PRICE").map(String::as_str), Some("$5"));
+    assert_eq!(
+        function.env.get("API_TOKEN").map(String::as_str),
+        Some("tok")
+    );
+
+    assert_eq!(job.batch.max_records, 10_000);
+    assert_eq!(job.batch.max_bytes, 16 << 20);
+    assert_eq!(job.batch.max_wait, Duration::from_secs(5));
+
+    assert_eq!(job.scaling.min_instances, 1);
+    assert_eq!(job.scaling.max_instances, 4);
+    assert_eq!(job.scaling.idle_timeout, Duration::from_secs(120));
+
+    let output = &job.output;
+    assert_eq!(output.url, "s3://lake/clicks");
+    assert_eq!(output.partition_by, vec!["event_date"]);
+    let columns: Vec<(&str, ColumnType, bool)> = output
+        .schema
+        .columns()
+        .iter()
+        .map(|column| (column.name.as_str(), column.ty, column.nullable))
+        .collect();
+    assert_eq!(
+        columns,
+        vec![
+            ("user_id", ColumnType::Int64, false),
+            ("url", ColumnType::Utf8, true),
+            ("ts", ColumnType::TimestampMs, true),
+            ("event_date", ColumnType::Date32, true),
+        ],
+        "columns keep the order written in the file"
+    );
+    assert_eq!(output.compression, Compression::Snappy);
+    assert_eq!(output.max_file_size, 10 << 20);
+    assert_eq!(output.max_file_age, Duration::from_secs(60));
+    assert_eq!(
+        output.options.get("secret_access_key").map(String::as_str),
+        Some("s3-secret")
+    );
+    assert_eq!(
+        output.options.get("access_key_id").map(String::as_str),
+        Some("AKIA123")
+    );
+    assert_eq!(
+        output.options.get("allow_http").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        output.options.get("endpoint").map(String::as_str),
+        Some("http://localhost:9000")
+    );
+
+    assert_eq!(job.dead_letter.as_deref(), Some("s3://lake/_dead/clicks"));
+}
+
+#[test]
+fn minimal_spec_gets_documented_defaults() {
+    let job = parse(MINIMAL).unwrap_or_else(|errors| panic!("{errors}"));
+    let TriggerSpec::Kafka(kafka) = &job.trigger;
+    assert_eq!(kafka.brokers, "localhost:9092");
+    assert_eq!(kafka.group, "sluice-clicks");
+    assert_eq!(kafka.start, StartPosition::Earliest);
+    assert!(kafka.options.is_empty());
+
+    let function = &job.function;
+    assert_eq!(function.mode, FunctionMode::Exec);
+    assert_eq!(function.encoding, Encoding::Ndjson);
+    assert_eq!(function.input, InputMode::Value);
+    assert_eq!(function.timeout, Duration::from_secs(30));
+    assert_eq!(function.memory, None);
+    assert_eq!(function.open_files, 1024);
+    assert_eq!(function.cpu_time, None);
+    assert_eq!(function.max_output, 256 << 20);
+    assert!(function.env.is_empty());
+    assert_eq!(function.max_attempts, 3);
+    assert_eq!(function.retry_backoff, Duration::from_secs(1));
+
+    assert_eq!(job.batch.max_records, 1000);
+    assert_eq!(job.batch.max_bytes, 8 << 20);
+    assert_eq!(job.batch.max_wait, Duration::from_secs(2));
+
+    assert_eq!(job.scaling.min_instances, 0);
+    assert_eq!(job.scaling.max_instances, 1);
+    assert_eq!(job.scaling.idle_timeout, Duration::from_secs(30));
+
+    let output = &job.output;
+    assert_eq!(
+        output.url, "file:///jobs/clicks/lake",
+        "a plain path is a folder in the job folder"
+    );
+    assert!(output.partition_by.is_empty());
+    assert_eq!(output.compression, Compression::Zstd);
+    assert_eq!(output.max_file_size, 128 << 20);
+    assert_eq!(output.max_file_age, Duration::from_secs(30));
+    assert!(output.options.is_empty());
+    assert_eq!(job.dead_letter, None);
+}
+
+#[test]
+fn output_paths_resolve_against_the_job_folder() {
+    let url_of = |url: &str| {
+        let text = minimal_replacing("url = \"lake\"", &format!("url = {url:?}"));
+        parse(&text)
+            .map(|job| job.output.url)
+            .unwrap_or_else(|errors| panic!("{errors}"))
+    };
+    assert_eq!(url_of("./out"), "file:///jobs/clicks/out");
+    assert_eq!(url_of("../shared/out"), "file:///jobs/shared/out");
+    assert_eq!(url_of("/data/lake"), "file:///data/lake");
+    assert_eq!(url_of("file:///data/lake"), "file:///data/lake");
+    assert_eq!(url_of("memory://test"), "memory://test");
+}
+
+#[test]
+fn load_job_reads_the_folder_and_names_a_missing_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let errors = load_job(dir.path()).expect_err("no job.toml yet");
+    let error = &errors.0[0];
+    assert_eq!(error.file, dir.path().join("job.toml"));
+    assert!(error.to_string().contains("job.toml: not found"), "{error}");
+
+    std::fs::write(dir.path().join("job.toml"), MINIMAL).expect("write job.toml");
+    let job = load_job(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(job.dir, dir.path());
+    assert_eq!(
+        job.output.url,
+        format!("file://{}/lake", dir.path().display())
+    );
+}
+
+#[test]
+fn every_validation_error_is_reported_at_once() {
+    let text = r#"
+name = "Bad Name"
+[trigger.kafka]
+brokers = "localhost"
+topic = "no spaces allowed"
+[function]
+command = []
+timeout = "0s"
+[batch]
+max_records = 0
+[output]
+url = "gs://lake/x"
+schema = { id = "int128" }
+"#;
+    let errors = errors(text);
+    let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+    for expected in [
+        "name",
+        "trigger.kafka.brokers",
+        "trigger.kafka.topic",
+        "function.command",
+        "function.timeout",
+        "batch.max_records",
+        "output.url",
+        "output.schema.id",
+    ] {
+        assert!(
+            fields.contains(&expected),
+            "missing {expected} in {fields:?}"
+        );
+    }
+    let display = errors.to_string();
+    assert_eq!(
+        display.lines().count(),
+        errors.0.len(),
+        "one error per line"
+    );
+    assert!(
+        display.lines().all(|line| line.starts_with(FILE)),
+        "{display}"
+    );
+}
+
+#[test]
+fn display_is_file_field_message() {
+    let error = error_for(
+        &minimal_with("[batch]\nmax_wait = \"1h\""),
+        "batch.max_wait",
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("{FILE}: batch.max_wait: {}", error.message),
+        "Display is <file>: <field>: <message>"
+    );
+    assert!(
+        error.message.contains("to 15m"),
+        "says what is allowed: {}",
+        error.message
+    );
+}
+
+// One test per mistake; each checks the exact field named and part of the message.
+
+#[test]
+fn toml_syntax_error_names_line_and_column() {
+    let text = "name = \"clicks\"\n[trigger.kafka\nbrokers = \"x:1\"\n";
+    let errors = errors(text);
+    let error = &errors.0[0];
+    assert_eq!(error.field, "");
+    assert!(
+        error.message.contains("invalid TOML at line 2, column"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("{FILE}: invalid TOML at line 2")),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_field_is_named_with_its_table() {
+    let error = error_for(&minimal_with("[batch]\nmax_recs = 10"), "batch.max_recs");
+    assert!(
+        error.message.contains("max_records"),
+        "says what is allowed: {}",
+        error.message
+    );
+}
+
+#[test]
+fn unknown_top_level_field_is_named() {
+    error_for(&format!("owner = \"me\"\n{MINIMAL}"), "owner");
+}
+
+#[test]
+fn wrong_type_names_field_and_position() {
+    let error = error_for(
+        &minimal_with("[batch]\nmax_records = \"many\""),
+        "batch.max_records",
+    );
+    assert!(error.message.contains("line 13"), "{}", error.message);
+}
+
+#[test]
+fn bad_name_is_rejected() {
+    let error = error_for(
+        &minimal_replacing("name = \"clicks\"", "name = \"Clicks!\""),
+        "name",
+    );
+    assert!(error.message.contains("lowercase"), "{}", error.message);
+    let long = format!("name = \"{}\"", "a".repeat(64));
+    error_for(&minimal_replacing("name = \"clicks\"", &long), "name");
+}
+
+#[test]
+fn missing_name_is_reported() {
+    error_for(&minimal_replacing("name = \"clicks\"", ""), "name");
+}
+
+#[test]
+fn missing_trigger_is_reported() {
+    let text = minimal_replacing(
+        "[trigger.kafka]\nbrokers = \"localhost:9092\"\ntopic = \"clicks\"\n",
+        "",
+    );
+    let error = error_for(&text, "trigger");
+    assert!(error.message.contains("exactly one"), "{}", error.message);
+}
+
+#[test]
+fn two_triggers_are_rejected() {
+    let error = error_for(&minimal_with("[trigger.amqp]\nqueue = \"q\""), "trigger");
+    assert!(error.message.contains("kafka, amqp"), "{}", error.message);
+}
+
+#[test]
+fn unsupported_trigger_names_its_table() {
+    let text = minimal_replacing(
+        "[trigger.kafka]\nbrokers = \"localhost:9092\"\ntopic = \"clicks\"\n",
+        "[trigger.bucket]\nurl = \"s3://in\"\n",
+    );
+    let error = error_for(&text, "trigger.bucket");
+    assert!(
+        error
+            .message
+            .contains("not supported yet in this build; supported: kafka"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn unknown_trigger_kind_is_rejected() {
+    error_for(&minimal_with("[trigger.sqs]\nqueue = \"q\""), "trigger.sqs");
+}
+
+#[test]
+fn named_connection_is_not_supported_yet() {
+    let text = minimal_replacing("brokers = \"localhost:9092\"", "connection = \"local\"");
+    let error = error_for(&text, "trigger.kafka.connection");
+    assert!(error.message.contains("use brokers"), "{}", error.message);
+}
+
+#[test]
+fn missing_brokers_is_reported() {
+    error_for(
+        &minimal_replacing("brokers = \"localhost:9092\"", ""),
+        "trigger.kafka.brokers",
+    );
+}
+
+#[test]
+fn malformed_brokers_are_rejected() {
+    let text = minimal_replacing("brokers = \"localhost:9092\"", "brokers = \"a:9092,b\"");
+    error_for(&text, "trigger.kafka.brokers");
+}
+
+#[test]
+fn bad_topic_is_rejected() {
+    let error = error_for(
+        &minimal_replacing("topic = \"clicks\"", "topic = \"clicks/2024\""),
+        "trigger.kafka.topic",
+    );
+    assert!(
+        error.message.contains("'.', '_' and '-'"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn bad_start_lists_the_choices() {
+    let text = minimal_replacing(
+        "topic = \"clicks\"",
+        "topic = \"clicks\"\nstart = \"beginning\"",
+    );
+    let error = error_for(&text, "trigger.kafka.start");
+    assert!(
+        error.message.contains("earliest, latest"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn literal_secret_in_trigger_options_is_rejected() {
+    let text = minimal_with("[trigger.kafka.options]\n\"sasl.password\" = \"hunter2\"");
+    let error = error_for(&text, "trigger.kafka.options.sasl.password");
+    assert!(error.message.contains("environment"), "{}", error.message);
+    assert!(
+        !error.to_string().contains("hunter2"),
+        "the secret is never echoed: {error}"
+    );
+}
+
+#[test]
+fn literal_secret_in_output_options_is_rejected() {
+    let text = minimal_with("[output.options]\nsecret_access_key = \"abc\"");
+    error_for(&text, "output.options.secret_access_key");
+}
+
+#[test]
+fn missing_env_var_names_field_and_variable() {
+    let text = minimal_with("[output.options]\nsecret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"");
+    let error = error_for(&text, "output.options.secret_access_key");
+    assert!(
+        error.message.contains("AWS_SECRET_ACCESS_KEY is not set"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn missing_env_var_in_brokers() {
+    let text = minimal_replacing(
+        "brokers = \"localhost:9092\"",
+        "brokers = \"${NO_SUCH_BROKERS}\"",
+    );
+    let error = error_for(&text, "trigger.kafka.brokers");
+    assert!(
+        error.message.contains("NO_SUCH_BROKERS"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn lone_dollar_is_rejected() {
+    let text = minimal_with("[function.env]\nPRICE = \"$5\"");
+    let error = error_for(&text, "function.env.PRICE");
+    assert!(error.message.contains("$$"), "{}", error.message);
+}
+
+#[test]
+fn empty_command_is_rejected() {
+    error_for(
+        &minimal_replacing("command = [\"python3\", \"transform.py\"]", "command = []"),
+        "function.command",
+    );
+}
+
+#[test]
+fn missing_function_table_is_reported() {
+    error_for(
+        &minimal_replacing(
+            "[function]\ncommand = [\"python3\", \"transform.py\"]\n",
+            "",
+        ),
+        "function",
+    );
+}
+
+#[test]
+fn arrow_encoding_is_not_supported_yet() {
+    let text = minimal_with("").replace("[function]\n", "[function]\nencoding = \"arrow\"\n");
+    let error = error_for(&text, "function.encoding");
+    assert!(
+        error.message.contains("not supported yet"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn bad_mode_is_rejected() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nmode = \"daemon\"\n");
+    let error = error_for(&text, "function.mode");
+    assert!(error.message.contains("exec, stream"), "{}", error.message);
+}
+
+#[test]
+fn bad_duration_is_rejected() {
+    let text = MINIMAL.replace("[function]\n", "[function]\ntimeout = \"30\"\n");
+    let error = error_for(&text, "function.timeout");
+    assert!(
+        error.message.contains("\"30s\""),
+        "shows an example: {}",
+        error.message
+    );
+}
+
+#[test]
+fn timeout_over_an_hour_is_rejected() {
+    let text = MINIMAL.replace("[function]\n", "[function]\ntimeout = \"2h\"\n");
+    error_for(&text, "function.timeout");
+}
+
+#[test]
+fn duration_given_as_integer_is_a_type_error() {
+    let text = MINIMAL.replace("[function]\n", "[function]\ntimeout = 30\n");
+    let error = error_for(&text, "function.timeout");
+    assert!(
+        error.message.contains("duration string"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn bad_size_is_rejected() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nmemory = \"lots\"\n");
+    let error = error_for(&text, "function.memory");
+    assert!(
+        error.message.contains("512MiB"),
+        "shows an example: {}",
+        error.message
+    );
+}
+
+#[test]
+fn memory_below_minimum_is_rejected() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nmemory = \"8MiB\"\n");
+    let error = error_for(&text, "function.memory");
+    assert!(
+        error.message.contains("at least 16MiB"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn open_files_out_of_range() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nopen_files = 8\n");
+    let error = error_for(&text, "function.open_files");
+    assert!(error.message.contains("16 to 1048576"), "{}", error.message);
+}
+
+#[test]
+fn max_attempts_out_of_range() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nmax_attempts = 0\n");
+    error_for(&text, "function.max_attempts");
+}
+
+#[test]
+fn reserved_env_name_is_rejected() {
+    let error = error_for(
+        &minimal_with("[function.env]\nSLUICE_JOB = \"x\""),
+        "function.env.SLUICE_JOB",
+    );
+    assert!(error.message.contains("reserved"), "{}", error.message);
+}
+
+#[test]
+fn invalid_env_name_is_rejected() {
+    error_for(
+        &minimal_with("[function.env]\n\"1BAD\" = \"x\""),
+        "function.env.1BAD",
+    );
+}
+
+#[test]
+fn batch_bytes_out_of_range() {
+    let error = error_for(
+        &minimal_with("[batch]\nmax_bytes = \"2GiB\""),
+        "batch.max_bytes",
+    );
+    assert!(error.message.contains("1KiB to 1GiB"), "{}", error.message);
+}
+
+#[test]
+fn max_instances_below_min_instances() {
+    let error = error_for(
+        &minimal_with("[scaling]\nmin_instances = 3\nmax_instances = 2"),
+        "scaling.max_instances",
+    );
+    assert!(error.message.contains("min_instances"), "{}", error.message);
+}
+
+#[test]
+fn max_instances_above_limit() {
+    error_for(
+        &minimal_with("[scaling]\nmax_instances = 1000"),
+        "scaling.max_instances",
+    );
+}
+
+#[test]
+fn missing_output_table_is_reported() {
+    error_for(
+        &minimal_replacing(
+            "[output]\nurl = \"lake\"\nschema = { user_id = \"int64\" }\n",
+            "",
+        ),
+        "output",
+    );
+}
+
+#[test]
+fn missing_output_url_is_reported() {
+    error_for(&minimal_replacing("url = \"lake\"", ""), "output.url");
+}
+
+#[test]
+fn unsupported_scheme_not_yet_built() {
+    let error = error_for(
+        &minimal_replacing("url = \"lake\"", "url = \"az://container/x\""),
+        "output.url",
+    );
+    assert!(
+        error.message.contains("not supported yet in this build"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn unknown_scheme_lists_allowed() {
+    let error = error_for(
+        &minimal_replacing("url = \"lake\"", "url = \"http://example.com/x\""),
+        "output.url",
+    );
+    assert!(
+        error.message.contains("s3://bucket/prefix"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn unknown_column_type_names_the_column() {
+    let text = minimal_replacing(
+        "schema = { user_id = \"int64\" }",
+        "schema = { user_id = \"int64\", ts = \"datetime\" }",
+    );
+    let error = error_for(&text, "output.schema.ts");
+    assert!(
+        error.message.contains("timestamp_ms"),
+        "lists the allowed types: {}",
+        error.message
+    );
+}
+
+#[test]
+fn empty_schema_is_rejected() {
+    error_for(
+        &minimal_replacing("schema = { user_id = \"int64\" }", "schema = {}"),
+        "output.schema",
+    );
+}
+
+#[test]
+fn schema_value_of_wrong_type_names_the_column() {
+    error_for(
+        &minimal_replacing(
+            "schema = { user_id = \"int64\" }",
+            "schema = { user_id = 64 }",
+        ),
+        "output.schema.user_id",
+    );
+}
+
+#[test]
+fn partition_by_undeclared_column() {
+    let text = minimal_replacing("url = \"lake\"", "url = \"lake\"\npartition_by = [\"day\"]");
+    let error = error_for(&text, "output.partition_by");
+    assert!(error.message.contains("not declared"), "{}", error.message);
+}
+
+#[test]
+fn partition_by_every_column() {
+    let text = minimal_replacing(
+        "url = \"lake\"",
+        "url = \"lake\"\npartition_by = [\"user_id\"]",
+    );
+    let error = error_for(&text, "output.partition_by");
+    assert!(error.message.contains("every column"), "{}", error.message);
+}
+
+#[test]
+fn partition_by_duplicate() {
+    let text = minimal_replacing(
+        "url = \"lake\"\nschema = { user_id = \"int64\" }",
+        "url = \"lake\"\npartition_by = [\"day\", \"day\"]\nschema = { user_id = \"int64\", day = \"date32\" }",
+    );
+    let error = error_for(&text, "output.partition_by");
+    assert!(error.message.contains("twice"), "{}", error.message);
+}
+
+#[test]
+fn bad_compression_lists_choices() {
+    let text = minimal_replacing("url = \"lake\"", "url = \"lake\"\ncompression = \"gzip\"");
+    let error = error_for(&text, "output.compression");
+    assert!(
+        error.message.contains("zstd, snappy, none"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn negative_size_is_rejected() {
+    let text = minimal_replacing("url = \"lake\"", "url = \"lake\"\nmax_file_size = -1");
+    error_for(&text, "output.max_file_size");
+}
+
+#[test]
+fn missing_env_var_in_dead_letter_url() {
+    let error = error_for(
+        &minimal_with("[dead_letter]\nurl = \"${DEAD_LETTERS}\""),
+        "dead_letter.url",
+    );
+    assert!(error.message.contains("DEAD_LETTERS"), "{}", error.message);
+}

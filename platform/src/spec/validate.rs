@@ -1,0 +1,409 @@
+//! Validation: [`RawJob`] → [`JobSpec`], collecting every problem instead of stopping at the
+//! first. Pure: the environment is a lookup function passed in.
+//!
+//! Invariant: a `JobSpec` is returned only when no error was found; every value in it is
+//! within the documented range and every `${NAME}` reference has been expanded.
+//!
+//! This file checks the name, trigger, function, batch and scaling sections; `[output]` is
+//! checked in `validate_output.rs`, and the field checks they share live in `checker.rs`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::checker::{Checker, DAY, GIB, HOUR, KIB, MIB, MINUTE, SECOND};
+use super::error::SpecErrors;
+use super::raw::{
+    RawBatch, RawFunction, RawJob, RawKafkaTrigger, RawOptions, RawScaling, RawTrigger,
+};
+use super::types::{
+    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, JobSpec, KafkaTriggerSpec,
+    ScalingSpec, StartPosition, TriggerSpec,
+};
+use super::units::is_env_name;
+
+/// Trigger kinds the file format knows; only `kafka` is built in this build.
+const SUPPORTED_TRIGGERS: &str = "kafka";
+
+/// What the validation needs besides the raw job.
+pub struct ValidationContext<'a> {
+    /// The job file, for error messages.
+    pub file: &'a Path,
+    /// The job folder (absolute); relative output paths resolve against it.
+    pub dir: &'a Path,
+    /// Environment lookup for `${NAME}` references.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Validates `raw` into a [`JobSpec`], or returns every problem found.
+pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec, SpecErrors> {
+    let mut checker = Checker {
+        context,
+        errors: Vec::new(),
+    };
+    let name = checker.name(raw.name.as_deref());
+    let trigger = checker.trigger(raw.trigger.as_ref(), name.as_deref());
+    let function = checker.function(raw.function.as_ref());
+    let batch = checker.batch(&raw.batch);
+    let scaling = checker.scaling(&raw.scaling);
+    let output = checker.output(raw.output.as_ref());
+    let dead_letter = raw
+        .dead_letter
+        .as_ref()
+        .and_then(|dead_letter| dead_letter.url.as_deref())
+        .and_then(|url| checker.expand("dead_letter.url", url));
+
+    match (name, trigger, function, output) {
+        (Some(name), Some(trigger), Some(function), Some(output)) if checker.errors.is_empty() => {
+            Ok(JobSpec {
+                name,
+                dir: context.dir.to_path_buf(),
+                trigger,
+                function,
+                batch,
+                scaling,
+                output,
+                dead_letter,
+            })
+        }
+        _ => Err(SpecErrors(checker.errors)),
+    }
+}
+
+impl Checker<'_> {
+    fn name(&mut self, raw: Option<&str>) -> Option<String> {
+        let Some(name) = raw else {
+            self.missing("name", "name = \"clickstream\"");
+            return None;
+        };
+        let mut chars = name.chars();
+        let well_formed = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !well_formed || name.len() > 63 {
+            self.error(
+                "name",
+                format!(
+                    "invalid job name {name:?}; allowed: lowercase letters, digits, '_' and '-', \
+                     starting with a letter or digit, at most 63 characters"
+                ),
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    fn trigger(&mut self, raw: Option<&RawTrigger>, job_name: Option<&str>) -> Option<TriggerSpec> {
+        let example = "[trigger.kafka] with brokers and topic";
+        let Some(trigger) = raw else {
+            self.error(
+                "trigger",
+                format!("no trigger declared; declare exactly one, e.g. {example}"),
+            );
+            return None;
+        };
+        let declared: Vec<&str> = [
+            ("kafka", trigger.kafka.is_some()),
+            ("amqp", trigger.amqp.is_some()),
+            ("bucket", trigger.bucket.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, present)| present.then_some(kind))
+        .collect();
+        match declared.as_slice() {
+            [] => {
+                self.error(
+                    "trigger",
+                    format!("no trigger declared; declare exactly one, e.g. {example}"),
+                );
+                None
+            }
+            [_] => match &trigger.kafka {
+                Some(kafka) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
+                None => {
+                    self.error(
+                        format!("trigger.{}", declared[0]),
+                        format!("not supported yet in this build; supported: {SUPPORTED_TRIGGERS}"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.error(
+                    "trigger",
+                    format!(
+                        "{} triggers declared ({}); declare exactly one",
+                        declared.len(),
+                        declared.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn kafka(&mut self, raw: &RawKafkaTrigger, job_name: Option<&str>) -> Option<KafkaTriggerSpec> {
+        let brokers = match (&raw.brokers, &raw.connection) {
+            (_, Some(_)) => {
+                self.error(
+                    "trigger.kafka.connection",
+                    "named connections are not supported yet in this build; use brokers = \"host:port\"",
+                );
+                None
+            }
+            (Some(brokers), None) => self
+                .expand("trigger.kafka.brokers", brokers)
+                .and_then(|expanded| self.brokers(&expanded)),
+            (None, None) => {
+                self.missing("trigger.kafka.brokers", "brokers = \"localhost:9092\"");
+                None
+            }
+        };
+        let topic = match raw.topic.as_deref() {
+            None => {
+                self.missing("trigger.kafka.topic", "topic = \"clicks\"");
+                None
+            }
+            Some(topic) if is_kafka_topic(topic) => Some(topic.to_string()),
+            Some(topic) => {
+                self.error(
+                    "trigger.kafka.topic",
+                    format!(
+                        "invalid topic {topic:?}; allowed: letters, digits, '.', '_' and '-', \
+                         at most 249 characters, not \".\" or \"..\""
+                    ),
+                );
+                None
+            }
+        };
+        let group = match raw.group.as_deref() {
+            Some(group) if group.trim().is_empty() => {
+                self.error(
+                    "trigger.kafka.group",
+                    "empty consumer group; omit it to use sluice-<name>",
+                );
+                None
+            }
+            Some(group) => Some(group.to_string()),
+            None => job_name.map(|name| format!("sluice-{name}")),
+        };
+        let start = self.choice(
+            "trigger.kafka.start",
+            raw.start.as_deref(),
+            StartPosition::Earliest,
+            &[
+                ("earliest", StartPosition::Earliest),
+                ("latest", StartPosition::Latest),
+            ],
+            &[],
+        );
+        let options = self.options("trigger.kafka.options", &raw.options, true);
+        Some(KafkaTriggerSpec {
+            brokers: brokers?,
+            topic: topic?,
+            group: group?,
+            start,
+            options,
+        })
+    }
+
+    /// Checks `host:port[,host:port…]` and returns it without stray spaces.
+    fn brokers(&mut self, brokers: &str) -> Option<String> {
+        let entries: Vec<&str> = brokers.split(',').map(str::trim).collect();
+        let well_formed = entries.iter().all(|entry| {
+            entry.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
+        });
+        if !well_formed {
+            self.error(
+                "trigger.kafka.brokers",
+                format!("invalid brokers {brokers:?}; allowed: host:port[,host:port...], e.g. \"localhost:9092\""),
+            );
+            return None;
+        }
+        Some(entries.join(","))
+    }
+
+    fn function(&mut self, raw: Option<&RawFunction>) -> Option<FunctionSpec> {
+        let Some(raw) = raw else {
+            self.error(
+                "function",
+                "missing [function] table; declare at least command = [\"program\", ...]",
+            );
+            return None;
+        };
+        let command = match &raw.command {
+            None => {
+                self.missing(
+                    "function.command",
+                    "command = [\"python3\", \"transform.py\"]",
+                );
+                None
+            }
+            Some(command)
+                if command
+                    .first()
+                    .is_none_or(|program| program.trim().is_empty()) =>
+            {
+                self.error(
+                    "function.command",
+                    "the command must name a program: a non-empty array whose first element is not empty",
+                );
+                None
+            }
+            Some(command) => Some(command.clone()),
+        };
+        let mode = self.choice(
+            "function.mode",
+            raw.mode.as_deref(),
+            FunctionMode::Exec,
+            &[
+                ("exec", FunctionMode::Exec),
+                ("stream", FunctionMode::Stream),
+            ],
+            &[],
+        );
+        let encoding = self.choice(
+            "function.encoding",
+            raw.encoding.as_deref(),
+            Encoding::Ndjson,
+            &[("ndjson", Encoding::Ndjson)],
+            &["arrow"],
+        );
+        let input = self.choice(
+            "function.input",
+            raw.input.as_deref(),
+            InputMode::Value,
+            &[
+                ("value", InputMode::Value),
+                ("envelope", InputMode::Envelope),
+            ],
+            &[],
+        );
+        let timeout = self.duration(
+            "function.timeout",
+            raw.timeout.as_ref(),
+            30 * SECOND,
+            Duration::from_millis(1),
+            HOUR,
+        );
+        let memory = self.size("function.memory", raw.memory.as_ref(), 16 * MIB, None);
+        let open_files = self.integer("function.open_files", raw.open_files, 1024, 16, 1_048_576);
+        let cpu_time = raw.cpu_time.as_ref().map(|cpu_time| {
+            self.duration(
+                "function.cpu_time",
+                Some(cpu_time),
+                SECOND,
+                SECOND,
+                30 * DAY,
+            )
+        });
+        let max_output = self
+            .size("function.max_output", raw.max_output.as_ref(), KIB, None)
+            .unwrap_or(256 * MIB);
+        let env = self.function_env(&raw.env);
+        let max_attempts = self.integer("function.max_attempts", raw.max_attempts, 3, 1, 100);
+        let retry_backoff = self.duration(
+            "function.retry_backoff",
+            raw.retry_backoff.as_ref(),
+            SECOND,
+            Duration::ZERO,
+            HOUR,
+        );
+        Some(FunctionSpec {
+            command: command?,
+            mode,
+            encoding,
+            input,
+            timeout,
+            memory,
+            open_files,
+            cpu_time,
+            max_output,
+            env,
+            // Bounded to 1..=100 above, so the conversion cannot fail.
+            max_attempts: u32::try_from(max_attempts).unwrap_or(3),
+            retry_backoff,
+        })
+    }
+
+    fn function_env(&mut self, raw: &RawOptions) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for (name, _) in &raw.0 {
+            if !is_env_name(name) {
+                self.error(
+                    format!("function.env.{name}"),
+                    "invalid variable name; allowed: [A-Za-z_][A-Za-z0-9_]*",
+                );
+            } else if name.starts_with("SLUICE_") {
+                self.error(
+                    format!("function.env.{name}"),
+                    "names starting with SLUICE_ are reserved for the platform",
+                );
+            }
+        }
+        for (name, value) in self.options("function.env", raw, false) {
+            if is_env_name(&name) && !name.starts_with("SLUICE_") {
+                env.insert(name, value);
+            }
+        }
+        env
+    }
+
+    fn batch(&mut self, raw: &RawBatch) -> BatchSpec {
+        let max_records = self.integer("batch.max_records", raw.max_records, 1000, 1, 1_000_000);
+        let max_bytes = self
+            .size("batch.max_bytes", raw.max_bytes.as_ref(), KIB, Some(GIB))
+            .unwrap_or(8 * MIB);
+        let max_wait = self.duration(
+            "batch.max_wait",
+            raw.max_wait.as_ref(),
+            2 * SECOND,
+            Duration::from_millis(1),
+            15 * MINUTE,
+        );
+        BatchSpec {
+            // At most 1_000_000 (checked above), which fits any usize.
+            max_records: usize::try_from(max_records).unwrap_or(1000),
+            max_bytes,
+            max_wait,
+        }
+    }
+
+    fn scaling(&mut self, raw: &RawScaling) -> ScalingSpec {
+        let max_instances = self.integer("scaling.max_instances", raw.max_instances, 1, 1, 256);
+        let min_instances = self.integer("scaling.min_instances", raw.min_instances, 0, 0, 256);
+        if min_instances > max_instances {
+            self.error(
+                "scaling.max_instances",
+                format!("max_instances ({max_instances}) is below min_instances ({min_instances}); allowed: at least min_instances"),
+            );
+        }
+        let idle_timeout = self.duration(
+            "scaling.idle_timeout",
+            raw.idle_timeout.as_ref(),
+            30 * SECOND,
+            Duration::ZERO,
+            DAY,
+        );
+        ScalingSpec {
+            // Both bounded to 0..=256 above.
+            min_instances: u32::try_from(min_instances).unwrap_or(0),
+            max_instances: u32::try_from(max_instances).unwrap_or(1),
+            idle_timeout,
+        }
+    }
+}
+
+/// Kafka's topic rule: `[a-zA-Z0-9._-]`, 1 to 249 characters, not `.` or `..`.
+fn is_kafka_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -1,0 +1,231 @@
+//! The `[output]` section: where files go (URL or local folder), the schema in declaration
+//! order, partition columns, compression and file limits.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::checker::{Checker, DAY, KIB, MIB, SECOND};
+use super::raw::RawOutput;
+use super::types::{Compression, OutputSpec};
+use crate::output::schema::OutputSchema;
+
+impl Checker<'_> {
+    pub(super) fn output(&mut self, raw: Option<&RawOutput>) -> Option<OutputSpec> {
+        let Some(raw) = raw else {
+            self.error(
+                "output",
+                "missing [output] table; declare at least url and schema",
+            );
+            return None;
+        };
+        let url = match &raw.url {
+            None => {
+                self.missing(
+                    "output.url",
+                    "url = \"s3://lake/clicks\" or url = \"./out\"",
+                );
+                None
+            }
+            Some(url) => self
+                .expand("output.url", url)
+                .and_then(|url| self.output_url(&url)),
+        };
+        let schema = self.schema(raw);
+        let partition_by = self.partition_by(raw);
+        let compression = self.choice(
+            "output.compression",
+            raw.compression.as_deref(),
+            Compression::Zstd,
+            &[
+                ("zstd", Compression::Zstd),
+                ("snappy", Compression::Snappy),
+                ("none", Compression::None),
+            ],
+            &[],
+        );
+        let max_file_size = self
+            .size(
+                "output.max_file_size",
+                raw.max_file_size.as_ref(),
+                KIB,
+                None,
+            )
+            .unwrap_or(128 * MIB);
+        let max_file_age = self.duration(
+            "output.max_file_age",
+            raw.max_file_age.as_ref(),
+            30 * SECOND,
+            Duration::from_millis(1),
+            DAY,
+        );
+        let options = self.options("output.options", &raw.options, true);
+        Some(OutputSpec {
+            url: url?,
+            partition_by,
+            schema: schema?,
+            compression,
+            max_file_size,
+            max_file_age,
+            options,
+        })
+    }
+
+    /// Accepts `file://`, `s3://`, `memory://` URLs, and plain folder paths (relative ones
+    /// resolve against the job folder), which become `file://` URLs.
+    fn output_url(&mut self, url: &str) -> Option<String> {
+        let allowed = "allowed: s3://bucket/prefix, file:///absolute/path, memory://name, or a folder path such as \"./out\"";
+        let Some((scheme, _)) = url.split_once("://") else {
+            if url.trim().is_empty() {
+                self.error("output.url", format!("empty url; {allowed}"));
+                return None;
+            }
+            let path = normalize(&self.context.dir.join(url));
+            return match url::Url::from_file_path(&path) {
+                Ok(file_url) => Some(file_url.to_string()),
+                Err(()) => {
+                    self.error(
+                        "output.url",
+                        format!("cannot turn {url:?} into a file URL; {allowed}"),
+                    );
+                    None
+                }
+            };
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => match url::Url::parse(url)
+                .ok()
+                .filter(|parsed| parsed.to_file_path().is_ok())
+            {
+                Some(parsed) => Some(parsed.to_string()),
+                None => {
+                    self.error(
+                        "output.url",
+                        format!("invalid file URL {url:?}; write file:///absolute/path, or a plain folder path"),
+                    );
+                    None
+                }
+            },
+            "s3" => match url::Url::parse(url) {
+                Ok(parsed) if parsed.host_str().is_some_and(|bucket| !bucket.is_empty()) => {
+                    Some(url.to_string())
+                }
+                _ => {
+                    self.error(
+                        "output.url",
+                        format!("invalid S3 URL {url:?}; write s3://bucket/prefix"),
+                    );
+                    None
+                }
+            },
+            "memory" => match url::Url::parse(url) {
+                Ok(parsed) => Some(parsed.to_string()),
+                Err(error) => {
+                    self.error(
+                        "output.url",
+                        format!("invalid memory URL {url:?} ({error}); write memory://name"),
+                    );
+                    None
+                }
+            },
+            "gs" | "gcs" | "az" | "azure" | "abfs" | "abfss" => {
+                self.error(
+                    "output.url",
+                    format!("{scheme}:// is not supported yet in this build; supported: s3://, file://, memory://, or a folder path"),
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    "output.url",
+                    format!("unsupported scheme {scheme:?}; {allowed}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Builds the schema, checking each column on its own so every bad column is reported.
+    fn schema(&mut self, raw: &RawOutput) -> Option<OutputSchema> {
+        let Some(schema) = &raw.schema else {
+            self.missing(
+                "output.schema",
+                "schema = { user_id = \"int64\", ts = \"timestamp_ms\" }",
+            );
+            return None;
+        };
+        let mut valid = true;
+        for declaration in &schema.0 {
+            if let Err(error) = OutputSchema::from_declarations(std::slice::from_ref(declaration)) {
+                self.error(format!("output.schema.{}", declaration.0), error.message);
+                valid = false;
+            }
+        }
+        if !valid {
+            return None;
+        }
+        match OutputSchema::from_declarations(&schema.0) {
+            Ok(schema) => Some(schema),
+            Err(error) => {
+                let field = if error.column.is_empty() {
+                    "output.schema".to_string()
+                } else {
+                    format!("output.schema.{}", error.column)
+                };
+                self.error(field, error.message);
+                None
+            }
+        }
+    }
+
+    fn partition_by(&mut self, raw: &RawOutput) -> Vec<String> {
+        let Some(partition_by) = &raw.partition_by else {
+            return Vec::new();
+        };
+        let declared: Vec<&str> = raw
+            .schema
+            .iter()
+            .flat_map(|schema| schema.0.iter().map(|(name, _)| name.as_str()))
+            .collect();
+        let mut seen: Vec<&str> = Vec::new();
+        for column in partition_by {
+            if seen.contains(&column.as_str()) {
+                self.error(
+                    "output.partition_by",
+                    format!("column {column:?} is listed twice"),
+                );
+            } else if raw.schema.is_some() && !declared.contains(&column.as_str()) {
+                self.error(
+                    "output.partition_by",
+                    format!(
+                        "column {column:?} is not declared in output.schema; allowed: {}",
+                        declared.join(", ")
+                    ),
+                );
+            }
+            seen.push(column);
+        }
+        if !declared.is_empty() && declared.iter().all(|column| seen.contains(column)) {
+            self.error(
+                "output.partition_by",
+                "every column is a partition column; at least one column must be left to write into the files",
+            );
+        }
+        partition_by.clone()
+    }
+}
+
+/// Removes `.` and resolves `..` components without touching the file system (the folder
+/// may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let mut normalized = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normalized.pop();
+            }
+            other => normalized.push(other),
+        }
+    }
+    normalized
+}
