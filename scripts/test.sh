@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's one test command. Brings up the test services (scripts/services.sh
+# start), exports their settings (scripts/services.sh env), then runs every test
+# target and afterwards the doc tests of the whole workspace. Extra arguments go to
+# both cargo invocations, e.g. `scripts/test.sh kafka -- --nocapture`.
+#
+# Exit status: cargo's (the doc tests only run when the other targets pass).
+# Services found running are left alone; services this run started stay running for
+# the next run and are named at the end (stop them with `scripts/services.sh stop`).
+
+set -euo pipefail
+
+repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$repo_root"
+
+start_output=$(mktemp)
+trap 'rm -f "$start_output"' EXIT
+
+scripts/services.sh start | tee "$start_output"
+eval "$(scripts/services.sh env)"
+
+started=$(sed -n 's/^services: \([a-z0-9]*\): started .*/\1/p' "$start_output" | paste -sd' ' -)
+found=$(sed -n 's/^services: \([a-z0-9]*\): already .*/\1/p' "$start_output" | paste -sd' ' -)
+
+status=0
+cargo test --workspace --all-targets "$@" || status=$?
+if ((status == 0)); then
+    cargo test --workspace --doc "$@" || status=$?
+fi
+
+echo "test services: kafka at $SLUICE_TEST_KAFKA_BROKERS, s3 at $SLUICE_TEST_S3_ENDPOINT (bucket $SLUICE_TEST_S3_BUCKET)"
+if [[ -n "$started" ]]; then
+    echo "test services: started by this run and left running: $started (scripts/services.sh stop stops them)"
+fi
+if [[ -n "$found" ]]; then
+    echo "test services: were already running, left alone: $found"
+fi
+exit "$status"
