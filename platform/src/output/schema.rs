@@ -99,7 +99,9 @@ impl OutputSchema {
         if decls.is_empty() {
             return Err(SchemaDeclError {
                 column: String::new(),
-                message: "the schema declares no columns; declare at least one, e.g. { id = \"int64\" }".into(),
+                message:
+                    "the schema declares no columns; declare at least one, e.g. { id = \"int64\" }"
+                        .into(),
             });
         }
         let mut columns = Vec::with_capacity(decls.len());
