@@ -15,7 +15,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use object_store::PutPayload;
-use object_store::path::Path;
 use serde_json::{Value, json};
 use sluice_connectors::Event;
 
@@ -24,6 +23,8 @@ use crate::spec::JobSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
+    #[error("invalid dead-letter object name {name}: {message} (internal error)")]
+    Path { name: String, message: String },
     #[error("could not write {count} dead letters to {path}: {source}; their positions stay unacknowledged")]
     Write {
         count: usize,
@@ -103,8 +104,17 @@ impl DeadLetterSink {
                 spec.output.url.trim_end_matches('/')
             ),
         };
+        // The output's store options (endpoint, credentials) apply when the dead letters go
+        // to the same kind of store.
+        let same_scheme = url.split_once("://").map(|(scheme, _)| scheme)
+            == spec.output.url.split_once("://").map(|(scheme, _)| scheme);
+        let options = if same_scheme {
+            spec.output.options.clone()
+        } else {
+            Default::default()
+        };
         Ok(Self {
-            location: open_store(&url, &spec.output.options)?,
+            location: open_store(&url, &options)?,
             file_stem: format!("dead-{run_id}"),
             seq: 0,
             pending: Vec::new(),
@@ -127,8 +137,14 @@ impl DeadLetterSink {
             body.push(b'\n');
         }
         let name = format!("{}-{:06}.ndjson", self.file_stem, self.seq);
-        let path = Path::from_iter(self.location.prefix.parts().chain([name.as_str().into()]));
         let count = self.pending.len();
+        let path = self
+            .location
+            .object_path(&name)
+            .map_err(|e| DeadLetterError::Path {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
         self.location
             .store
             .put(&path, PutPayload::from(body))

@@ -255,6 +255,9 @@ impl Pipeline<'_> {
         if self.pending.is_empty() && self.sink.buffered_rows() == 0 {
             return Ok(());
         }
+        // Closing files encodes their last row groups and footers: CPU work, kept off the
+        // runtime's other tasks like the rest of the Parquet encoding.
+        tokio::task::block_in_place(|| self.sink.finish_open_files())?;
         let files = self.sink.flush().await?;
         let dead = self.dead_letters.flush().await?;
         let delta = std::mem::take(&mut self.pending);

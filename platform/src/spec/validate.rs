@@ -51,7 +51,8 @@ pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec,
         .dead_letter
         .as_ref()
         .and_then(|dead_letter| dead_letter.url.as_deref())
-        .and_then(|url| checker.expand("dead_letter.url", url));
+        .and_then(|url| checker.expand("dead_letter.url", url))
+        .and_then(|url| checker.store_url("dead_letter.url", &url));
 
     match (name, trigger, function, output) {
         (Some(name), Some(trigger), Some(function), Some(output)) if checker.errors.is_empty() => {

@@ -28,7 +28,7 @@ impl Checker<'_> {
             }
             Some(url) => self
                 .expand("output.url", url)
-                .and_then(|url| self.output_url(&url)),
+                .and_then(|url| self.store_url("output.url", &url)),
         };
         let schema = self.schema(raw);
         let partition_by = self.partition_by(raw);
@@ -71,12 +71,13 @@ impl Checker<'_> {
     }
 
     /// Accepts `file://`, `s3://`, `memory://` URLs, and plain folder paths (relative ones
-    /// resolve against the job folder), which become `file://` URLs.
-    fn output_url(&mut self, url: &str) -> Option<String> {
+    /// resolve against the job folder), which become `file://` URLs. Used for every
+    /// store URL a job declares (`output.url`, `dead_letter.url`).
+    pub(super) fn store_url(&mut self, field: &str, url: &str) -> Option<String> {
         let allowed = "allowed: s3://bucket/prefix, file:///absolute/path, memory://name, or a folder path such as \"./out\"";
         let Some((scheme, _)) = url.split_once("://") else {
             if url.trim().is_empty() {
-                self.error("output.url", format!("empty url; {allowed}"));
+                self.error(field, format!("empty url; {allowed}"));
                 return None;
             }
             let path = normalize(&self.context.dir.join(url));
@@ -84,7 +85,7 @@ impl Checker<'_> {
                 Ok(file_url) => Some(file_url.to_string()),
                 Err(()) => {
                     self.error(
-                        "output.url",
+                        field,
                         format!("cannot turn {url:?} into a file URL; {allowed}"),
                     );
                     None
@@ -99,7 +100,7 @@ impl Checker<'_> {
                 Some(parsed) => Some(parsed.to_string()),
                 None => {
                     self.error(
-                        "output.url",
+                        field,
                         format!("invalid file URL {url:?}; write file:///absolute/path, or a plain folder path"),
                     );
                     None
@@ -111,7 +112,7 @@ impl Checker<'_> {
                 }
                 _ => {
                     self.error(
-                        "output.url",
+                        field,
                         format!("invalid S3 URL {url:?}; write s3://bucket/prefix"),
                     );
                     None
@@ -121,7 +122,7 @@ impl Checker<'_> {
                 Ok(parsed) => Some(parsed.to_string()),
                 Err(error) => {
                     self.error(
-                        "output.url",
+                        field,
                         format!("invalid memory URL {url:?} ({error}); write memory://name"),
                     );
                     None
@@ -129,14 +130,14 @@ impl Checker<'_> {
             },
             "gs" | "gcs" | "az" | "azure" | "abfs" | "abfss" => {
                 self.error(
-                    "output.url",
+                    field,
                     format!("{scheme}:// is not supported yet in this build; supported: s3://, file://, memory://, or a folder path"),
                 );
                 None
             }
             _ => {
                 self.error(
-                    "output.url",
+                    field,
                     format!("unsupported scheme {scheme:?}; {allowed}"),
                 );
                 None
