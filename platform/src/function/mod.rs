@@ -78,8 +78,17 @@ impl FunctionRunner {
     }
 
     async fn invoke_stream(&mut self, batch: &EncodedBatch) -> Result<FunctionOutput, InvokeError> {
-        let mut instance = match self.warm.take() {
-            Some(instance) => instance,
+        let mut warm = self.warm.take();
+        if let Some(dead) = warm.take_if(|instance| !instance.is_running()) {
+            tracing::warn!(
+                job = self.job,
+                instance = dead.id(),
+                "warm function instance exited while idle; starting a new one"
+            );
+            dead.kill().await;
+        }
+        let mut instance = match warm {
+            Some(warm) => warm,
             None => self.start_instance()?,
         };
         let result = instance.invoke(batch, &self.spec).await;

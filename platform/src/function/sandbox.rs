@@ -241,6 +241,14 @@ impl FunctionProcess {
         Ok(status)
     }
 
+    /// Whether the leader has exited (it is reaped if so). Does not wait.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        if !self.reaped && matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.reaped = true;
+        }
+        self.reaped
+    }
+
     /// Kills the group and reaps the leader, waiting at most `bound` for it to go.
     pub(crate) async fn kill_and_reap(&mut self, bound: Duration) {
         self.kill_group();

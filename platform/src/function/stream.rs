@@ -80,6 +80,18 @@ impl StreamInstance {
         self.usable
     }
 
+    /// Whether the instance is still running (it may have died while idle).
+    pub(crate) fn is_running(&mut self) -> bool {
+        !self.process.has_exited()
+    }
+
+    /// Kills the instance and everything it started, without a grace period.
+    pub(crate) async fn kill(mut self) {
+        self.usable = false;
+        self.stdin = None;
+        self.process.kill_and_reap(REAP_BOUND).await;
+    }
+
     /// Runs one batch. On error the instance has been killed and must be dropped.
     pub(crate) async fn invoke(
         &mut self,

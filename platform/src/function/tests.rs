@@ -472,13 +472,85 @@ async fn a_missing_program_is_not_retryable() {
 async fn resource_limits_apply_to_the_function() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = sh(
-        r#"cat >/dev/null; printf '{"nofile":"%s","core":"%s","cpu":"%s"}\n' "$(ulimit -n)" "$(ulimit -c)" "$(ulimit -t)""#,
+        r#"cat >/dev/null; printf '{"nofile":"%s","core":"%s","cpu":"%s","kib":"%s"}\n' "$(ulimit -n)" "$(ulimit -c)" "$(ulimit -t)" "$(ulimit -v)""#,
     );
     spec.open_files = 64;
+    spec.memory = Some(512 << 20);
     spec.cpu_time = Some(Duration::from_millis(2500));
     let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
     assert_eq!(
         rows(&output),
-        vec![serde_json::json!({"nofile": "64", "core": "0", "cpu": "3"})]
+        vec![serde_json::json!({"nofile": "64", "core": "0", "cpu": "3", "kib": "524288"})]
     );
+}
+
+/// The Python block of `docs/function-protocol.md` whose first line names `file`.
+fn documented_example(file: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/function-protocol.md"
+    ))
+    .expect("the protocol document exists");
+    doc.split("```python\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.starts_with(&format!("# {file} ")))
+        .unwrap_or_else(|| panic!("no example named {file}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_documented_examples_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["transform.py", "transform_stream.py"] {
+        std::fs::write(dir.path().join(file), documented_example(file)).unwrap();
+    }
+    let input = batch(&[
+        r#"{"user":"7","url":"/a"}"#,
+        r#"{"url":"/b"}"#,
+        "not json",
+        r#"{"user":"9","url":"/c"}"#,
+    ]);
+    let expected_rows = vec![
+        serde_json::json!({"user_id": 7, "url": "/a"}),
+        serde_json::json!({"user_id": 9, "url": "/c"}),
+    ];
+    let failed_records = |output: &FunctionOutput| -> Vec<usize> {
+        output.errors.iter().map(|error| error.record).collect()
+    };
+
+    let exec = spec(&["python3", "transform.py"], FunctionMode::Exec);
+    let output = run_once(dir.path(), &exec, &input).await.unwrap();
+    assert_eq!(rows(&output), expected_rows);
+    assert_eq!(failed_records(&output), vec![1, 2]);
+
+    let stream = spec(&["python3", "transform_stream.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("job", dir.path(), &stream);
+    for round in 0..2 {
+        let output = runner.invoke(&input).await.unwrap();
+        assert_eq!(rows(&output), expected_rows);
+        assert_eq!(failed_records(&output), vec![1, 2]);
+        assert_eq!(output.init_time.is_some(), round == 0);
+    }
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
+    let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
+    let first_pid = rows(&first)[0]["pid"].as_i64().unwrap() as i32;
+
+    kill(Pid::from_raw(first_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_gone(first_pid).await;
+
+    let second = runner.invoke(&batch(&[r#"{"v":2}"#])).await.unwrap();
+    let second_pid = rows(&second)[0]["pid"].as_i64().unwrap() as i32;
+    assert_ne!(first_pid, second_pid);
+    assert_eq!(rows(&second)[0]["v"], 2);
+    assert_eq!(runner.warm_instance(), Some("job-2"));
+    runner.shutdown().await;
 }
