@@ -1,1 +1,134 @@
-//! (to be written)
+//! Exec mode: one process per batch.
+//!
+//! The batch is written to stdin, which is then closed, while stdout is read at the same
+//! time (a function may write output before it has read all its input; writing first and
+//! reading after would deadlock once both pipes are full). The process succeeds by exiting
+//! 0 after writing its rows; it may stop reading early (a broken pipe on stdin is then no
+//! error).
+//!
+//! Invariants: when [`run_batch`] returns, the process and everything it started are dead
+//! and the leader is reaped, whatever the outcome; the timeout covers spawn to exit.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
+
+use super::encode::EncodedBatch;
+use super::protocol::{FrameEnd, Framing, FunctionOutput, InvokeError, OutputFrame, OutputReader};
+use super::sandbox::{FunctionProcess, InstanceContext};
+
+/// How long to wait for a killed process to be reaped.
+const REAP_BOUND: Duration = Duration::from_secs(5);
+
+/// Runs one batch through a fresh process for `context`.
+pub(crate) async fn run_batch(
+    context: &InstanceContext<'_>,
+    batch: &EncodedBatch,
+) -> Result<FunctionOutput, InvokeError> {
+    let spec = context.spec;
+    let started = Instant::now();
+    let (mut process, pipes) = FunctionProcess::spawn(context)?;
+    tracing::debug!(
+        job = context.job,
+        instance = context.instance,
+        pid = process.pid(),
+        records = batch.records,
+        "started function process"
+    );
+    let mut frame = OutputFrame::new(
+        batch.records,
+        spec.max_output,
+        started,
+        Some(process.spawned_at()),
+    );
+    let mut reader = OutputReader::new(pipes.stdout);
+    let driven = tokio::time::timeout(
+        spec.timeout,
+        drive(
+            &mut process,
+            pipes.stdin,
+            &mut reader,
+            &mut frame,
+            &batch.bytes,
+        ),
+    )
+    .await;
+    match driven {
+        Ok(Ok(())) => Ok(frame.finish()),
+        Ok(Err(error)) => {
+            process.kill_and_reap(REAP_BOUND).await;
+            Err(error)
+        }
+        Err(_elapsed) => {
+            process.kill_and_reap(REAP_BOUND).await;
+            Err(InvokeError::Timeout {
+                after: spec.timeout,
+            })
+        }
+    }
+}
+
+/// Feeds the input, reads the output and waits for the exit, all at once.
+async fn drive(
+    process: &mut FunctionProcess,
+    stdin: ChildStdin,
+    reader: &mut OutputReader<tokio::process::ChildStdout>,
+    frame: &mut OutputFrame,
+    input: &[u8],
+) -> Result<(), InvokeError> {
+    let group = process.group();
+    let write = async {
+        let written = write_and_close(stdin, input).await;
+        if written
+            .as_ref()
+            .is_err_and(|error| error.kind() != io::ErrorKind::BrokenPipe)
+        {
+            group.kill();
+        }
+        written
+    };
+    let read = async {
+        let read = reader.read_frame(frame, Framing::UntilEof).await;
+        if read.is_err() {
+            // Stop the function so the writer and the exit wait finish too.
+            group.kill();
+        }
+        read
+    };
+    let exit = async {
+        let status = process.wait().await;
+        // Whatever the leader started dies with it; such stragglers would otherwise keep
+        // stdout open. The leader's own output is already in the pipe and still readable.
+        group.kill();
+        status
+    };
+    let (written, read, status) = tokio::join!(write, read, exit);
+
+    match read? {
+        FrameEnd::Complete => {}
+        FrameEnd::Eof => {
+            return Err(InvokeError::Protocol {
+                line: frame.next_line_number(),
+                reason: "output ended unexpectedly".into(),
+            });
+        }
+    }
+    let status = status?;
+    if !status.success() {
+        return Err(process.failure(status).await);
+    }
+    match written {
+        // The function exited 0 without reading all its input: its choice.
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(InvokeError::Io(error)),
+        _ => Ok(()),
+    }
+}
+
+async fn write_and_close(mut stdin: ChildStdin, input: &[u8]) -> io::Result<()> {
+    stdin.write_all(input).await?;
+    stdin.flush().await?;
+    drop(stdin);
+    Ok(())
+}

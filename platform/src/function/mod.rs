@@ -1,7 +1,166 @@
-//! The function runtime: spawning sandboxed instances and speaking the function protocol.
+//! The function runtime: running a job's function on a batch, in a sandboxed subprocess,
+//! over the function protocol (`docs/function-protocol.md`).
+//!
+//! ```text
+//! let batch = encode_batch(&events, spec.input);
+//! let mut runner = FunctionRunner::new(job, dir, &spec);
+//! loop { let output = runner.invoke(&batch).await?; /* rows → Parquet, errors → DLQ */ }
+//! runner.shutdown().await;
+//! ```
+//!
+//! - [`encode`]: events → NDJSON stdin ([`EncodedBatch`]).
+//! - [`protocol`]: stdout → rows and per-record errors ([`FunctionOutput`]), and the
+//!   error type of an invocation ([`InvokeError`]).
+//! - `sandbox`: spawning with a cleared environment, a process group, rlimits; stderr logs.
+//! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
+//!
+//! Invariants: [`FunctionRunner::invoke`] runs exactly one attempt (retries and bisection
+//! are the caller's); when it returns an error, every process of the failed attempt is
+//! dead. A runner holds at most one warm stream instance; dropping the runner (or an
+//! `invoke` future) kills it.
 
 pub mod encode;
-pub mod exec;
+mod exec;
 pub mod protocol;
-pub mod sandbox;
-pub mod stream;
+mod sandbox;
+mod stream;
+
+use std::path::{Path, PathBuf};
+
+pub use encode::{EncodedBatch, encode_batch};
+pub use protocol::{FunctionOutput, InvokeError, RecordError};
+
+use crate::spec::{FunctionMode, FunctionSpec};
+use sandbox::InstanceContext;
+use stream::StreamInstance;
+
+/// Runs one job's function, batch by batch.
+#[derive(Debug)]
+pub struct FunctionRunner {
+    job: String,
+    dir: PathBuf,
+    spec: FunctionSpec,
+    /// Instances (exec processes or stream instances) started so far.
+    started: u64,
+    warm: Option<StreamInstance>,
+}
+
+impl FunctionRunner {
+    /// A runner for `job`, whose function runs in folder `dir` as `spec` says. Nothing is
+    /// started until the first [`invoke`](Self::invoke).
+    pub fn new(job: &str, dir: &Path, spec: &FunctionSpec) -> Self {
+        Self {
+            job: job.to_owned(),
+            dir: dir.to_path_buf(),
+            spec: spec.clone(),
+            started: 0,
+            warm: None,
+        }
+    }
+
+    /// Runs the function once on `batch`: a fresh process in exec mode; in stream mode the
+    /// warm instance, or a new one (a cold start) when there is none. After a failure the
+    /// next call starts a new instance.
+    pub async fn invoke(&mut self, batch: &EncodedBatch) -> Result<FunctionOutput, InvokeError> {
+        match self.spec.mode {
+            FunctionMode::Exec => {
+                let instance = self.next_instance_id();
+                let context = InstanceContext {
+                    job: &self.job,
+                    instance: &instance,
+                    dir: &self.dir,
+                    spec: &self.spec,
+                };
+                exec::run_batch(&context, batch).await
+            }
+            FunctionMode::Stream => self.invoke_stream(batch).await,
+        }
+    }
+
+    async fn invoke_stream(&mut self, batch: &EncodedBatch) -> Result<FunctionOutput, InvokeError> {
+        let mut warm = self.warm.take();
+        if let Some(dead) = warm.take_if(|instance| !instance.is_running()) {
+            tracing::warn!(
+                job = self.job,
+                instance = dead.id(),
+                "warm function instance exited while idle; starting a new one"
+            );
+            dead.kill().await;
+        }
+        let mut instance = match warm {
+            Some(warm) => warm,
+            None => self.start_instance()?,
+        };
+        let result = instance.invoke(batch, &self.spec).await;
+        match &result {
+            Ok(output) if instance.batches() == 1 => {
+                let init_ms = output.init_time.map(|init| init.as_millis() as u64);
+                tracing::info!(
+                    job = self.job,
+                    instance = instance.id(),
+                    pid = instance.pid(),
+                    init_ms,
+                    first_batch_ms = output.duration.as_millis() as u64,
+                    "function instance cold start"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                job = self.job,
+                instance = instance.id(),
+                batches = instance.batches(),
+                %error,
+                "function instance failed and was killed"
+            ),
+        }
+        if instance.is_usable() {
+            self.warm = Some(instance);
+        }
+        result
+    }
+
+    fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
+        let instance_id = self.next_instance_id();
+        let context = InstanceContext {
+            job: &self.job,
+            instance: &instance_id,
+            dir: &self.dir,
+            spec: &self.spec,
+        };
+        let instance = StreamInstance::start(&context)?;
+        tracing::debug!(
+            job = self.job,
+            instance = instance.id(),
+            pid = instance.pid(),
+            "started function instance"
+        );
+        Ok(instance)
+    }
+
+    fn next_instance_id(&mut self) -> String {
+        self.started += 1;
+        format!("{}-{}", self.job, self.started)
+    }
+
+    /// The warm stream instance's id, if one is running.
+    pub fn warm_instance(&self) -> Option<&str> {
+        self.warm.as_ref().map(StreamInstance::id)
+    }
+
+    /// Stops the warm instance, if any: stdin closed, SIGTERM to its process group, and
+    /// SIGKILL if it has not exited within 5 s. The runner stays usable.
+    pub async fn shutdown(&mut self) {
+        if let Some(instance) = self.warm.take() {
+            tracing::debug!(
+                job = self.job,
+                instance = instance.id(),
+                "stopping function instance"
+            );
+            instance.stop().await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

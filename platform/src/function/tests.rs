@@ -1,0 +1,556 @@
+//! The runtime against real subprocesses (`sh` and `python3` scripts in a temporary job
+//! folder).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use serde_json::Value;
+use sluice_connectors::{Event, Origin};
+
+use super::*;
+use crate::spec::{Encoding, InputMode};
+
+const STREAM_ECHO: &str = r#"
+import json, os, sys
+
+print(json.dumps({"$ready": True}), flush=True)
+batch, batches = [], 0
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if line:
+        batch.append(json.loads(line))
+        continue
+    batches += 1
+    for record in batch:
+        if record.get("crash"):
+            print("crashing on purpose", file=sys.stderr, flush=True)
+            sys.exit(3)
+        print(json.dumps({"pid": os.getpid(), "batch": batches, "v": record["v"]}))
+    print(flush=True)
+    batch = []
+"#;
+
+fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
+    FunctionSpec {
+        command: command.iter().map(|part| part.to_string()).collect(),
+        mode,
+        encoding: Encoding::Ndjson,
+        input: InputMode::Value,
+        timeout: Duration::from_secs(60),
+        memory: None,
+        open_files: 1024,
+        cpu_time: None,
+        max_output: 256 << 20,
+        env: BTreeMap::new(),
+        max_attempts: 1,
+        retry_backoff: Duration::from_secs(1),
+    }
+}
+
+fn sh(script: &str) -> FunctionSpec {
+    spec(&["sh", "-c", script], FunctionMode::Exec)
+}
+
+fn batch(payloads: &[&str]) -> EncodedBatch {
+    let events: Vec<Event> = payloads
+        .iter()
+        .enumerate()
+        .map(|(line, payload)| {
+            Event::from_payload(
+                Bytes::copy_from_slice(payload.as_bytes()),
+                Origin::Sample {
+                    line: line as u64 + 1,
+                },
+            )
+        })
+        .collect();
+    encode_batch(&events, InputMode::Value)
+}
+
+fn rows(output: &FunctionOutput) -> Vec<Value> {
+    let text = std::str::from_utf8(&output.rows).expect("rows are UTF-8");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("each row is JSON"))
+        .collect()
+}
+
+async fn run_once(
+    dir: &Path,
+    spec: &FunctionSpec,
+    batch: &EncodedBatch,
+) -> Result<FunctionOutput, InvokeError> {
+    FunctionRunner::new("job", dir, spec).invoke(batch).await
+}
+
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()))
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// Whether `pid` no longer runs. A zombie counts as gone: it runs no code, and whoever
+/// adopted it may reap it late.
+fn is_gone(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits (bounded) until `pid` is gone; SIGKILL delivery is asynchronous.
+async fn assert_gone(pid: i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !is_gone(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("double.py"),
+        r#"
+import json, os, sys
+for index, line in enumerate(sys.stdin):
+    record = json.loads(line)
+    if "n" not in record:
+        print(json.dumps({"$error": {"record": index, "message": "no n"}}))
+        continue
+    print(json.dumps({"n": record["n"] * 2, "mode": os.environ["SLUICE_MODE"]}))
+"#,
+    )
+    .unwrap();
+    let spec = spec(&["python3", "double.py"], FunctionMode::Exec);
+    let output = run_once(
+        dir.path(),
+        &spec,
+        &batch(&[r#"{"n":1}"#, r#"{"x":0}"#, r#"{"n":21}"#]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.row_count, 2);
+    assert_eq!(
+        rows(&output),
+        vec![
+            serde_json::json!({"n": 2, "mode": "exec"}),
+            serde_json::json!({"n": 42, "mode": "exec"})
+        ]
+    );
+    assert_eq!(
+        output.errors,
+        vec![RecordError {
+            record: 1,
+            message: "no n".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn stream_reuses_one_process_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
+    let spec = spec(&["python3", "./echo.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("clicks", dir.path(), &spec);
+
+    let mut pids = Vec::new();
+    for round in 1..=3_i64 {
+        let payloads: Vec<String> = (0..round).map(|v| format!("{{\"v\":{v}}}")).collect();
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let output = runner.invoke(&batch(&payloads)).await.unwrap();
+        let rows = rows(&output);
+        assert_eq!(rows.len() as i64, round);
+        assert!(rows.iter().all(|row| row["batch"] == round), "{rows:?}");
+        assert_eq!(
+            output.init_time.is_some(),
+            round == 1,
+            "init time only on the cold start"
+        );
+        pids.extend(rows.iter().map(|row| row["pid"].as_i64().unwrap()));
+        assert_eq!(runner.warm_instance(), Some("clicks-1"));
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "one process served every batch");
+
+    runner.shutdown().await;
+    assert_eq!(runner.warm_instance(), None);
+    assert_gone(pids[0] as i32).await;
+}
+
+#[tokio::test]
+async fn readiness_line_measures_init_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slow_init.py"),
+        format!("import time\ntime.sleep(0.3)\n{STREAM_ECHO}"),
+    )
+    .unwrap();
+    let spec = spec(&["python3", "slow_init.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let output = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
+    let init = output.init_time.expect("the instance announced readiness");
+    assert!(init >= Duration::from_millis(300), "{init:?}");
+    assert!(
+        init <= output.duration,
+        "{init:?} within {:?}",
+        output.duration
+    );
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_last_line_without_newline_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sh(r#"cat >/dev/null; printf '{"a":1}\n{"a":2}'"#);
+    let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
+    assert_eq!(output.row_count, 2);
+    assert_eq!(output.rows, b"{\"a\":1}\n{\"a\":2}\n");
+}
+
+#[tokio::test]
+async fn a_ten_megabyte_line_is_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(
+        &[
+            "python3",
+            "-c",
+            r#"import json, sys; sys.stdin.read(); print(json.dumps({"s": "x" * (10 * 1024 * 1024)}))"#,
+        ],
+        FunctionMode::Exec,
+    );
+    let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
+    assert_eq!(output.row_count, 1);
+    assert_eq!(
+        output.rows.len(),
+        10 * 1024 * 1024 + r#"{"s": ""}"#.len() + 1
+    );
+}
+
+#[tokio::test]
+async fn non_utf8_output_is_a_protocol_error_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sh(r#"printf '{"a":1}\n{"a":"\377"}\n'"#);
+    match run_once(dir.path(), &spec, &batch(&["{}"])).await {
+        Err(InvokeError::Protocol { line, reason }) => {
+            assert_eq!(line, 2);
+            assert!(reason.contains("UTF-8"), "{reason}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn error_lines_are_collected_and_out_of_range_records_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = sh(r#"cat >/dev/null
+echo '{"$error": {"record": 0, "message": "bad date"}}'
+echo '{"a": 1}'
+echo '{"$error": {"record": 1, "message": "bad id"}}'"#);
+    let output = run_once(dir.path(), &ok, &batch(&["{}", "{}"]))
+        .await
+        .unwrap();
+    assert_eq!(output.row_count, 1);
+    let messages: Vec<(usize, &str)> = output
+        .errors
+        .iter()
+        .map(|error| (error.record, error.message.as_str()))
+        .collect();
+    assert_eq!(messages, vec![(0, "bad date"), (1, "bad id")]);
+
+    let out_of_range = sh(r#"cat >/dev/null; echo '{"$error": {"record": 2, "message": "x"}}'"#);
+    match run_once(dir.path(), &out_of_range, &batch(&["{}", "{}"])).await {
+        Err(InvokeError::Protocol { line: 1, reason }) => {
+            assert!(reason.contains("record 2"), "{reason}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_function_that_writes_nothing_returns_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_once(dir.path(), &sh("cat >/dev/null"), &batch(&["{}", "{}"]))
+        .await
+        .unwrap();
+    assert_eq!(output.row_count, 0);
+    assert!(output.rows.is_empty() && output.errors.is_empty());
+}
+
+#[tokio::test]
+async fn too_much_output_fails_and_kills_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sh(r#"echo $$ > pid; exec yes '{"a":1}'"#);
+    spec.max_output = 1 << 20;
+    match run_once(dir.path(), &spec, &batch(&["{}"])).await {
+        Err(InvokeError::OutputTooLarge { limit }) => assert_eq!(limit, 1 << 20),
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    assert_gone(read_pid(&dir.path().join("pid"))).await;
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sh("sleep 1000 & echo $! > grandchild.pid; echo $$ > pid; exec sleep 1000");
+    spec.timeout = Duration::from_secs(2);
+    match run_once(dir.path(), &spec, &batch(&["{}"])).await {
+        Err(error @ InvokeError::Timeout { .. }) => assert!(error.is_retryable()),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_gone(read_pid(&dir.path().join("grandchild.pid"))).await;
+    assert_gone(read_pid(&dir.path().join("pid"))).await;
+}
+
+#[tokio::test]
+async fn a_crash_reports_the_exit_code_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sh("cat >/dev/null; echo 'first line' >&2; echo 'something broke' >&2; exit 3");
+    match run_once(dir.path(), &spec, &batch(&["{}"])).await {
+        Err(InvokeError::Exit { code, stderr_tail }) => {
+            assert_eq!(code, 3);
+            assert_eq!(stderr_tail, "first line\nsomething broke");
+        }
+        other => panic!("expected an exit error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stream_instance_dying_mid_batch_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
+    let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+
+    let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
+    let first_pid = rows(&first)[0]["pid"].as_i64().unwrap();
+
+    match runner
+        .invoke(&batch(&[r#"{"v":2}"#, r#"{"v":3,"crash":true}"#]))
+        .await
+    {
+        Err(InvokeError::Exit { code, stderr_tail }) => {
+            assert_eq!(code, 3);
+            assert!(stderr_tail.contains("crashing on purpose"), "{stderr_tail}");
+        }
+        other => panic!("expected an exit error, got {other:?}"),
+    }
+    assert_eq!(runner.warm_instance(), None);
+    assert_gone(first_pid as i32).await;
+
+    let third = runner.invoke(&batch(&[r#"{"v":4}"#])).await.unwrap();
+    let third_pid = rows(&third)[0]["pid"].as_i64().unwrap();
+    assert_ne!(third_pid, first_pid, "a fresh instance took the next batch");
+    assert!(third.init_time.is_some());
+    assert_eq!(runner.warm_instance(), Some("job-2"));
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_timeout_kills_the_instance_and_the_next_batch_starts_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(
+        &[
+            "sh",
+            "-c",
+            "sleep 1000 & echo $! > grandchild.pid; echo $$ > pid; exec sleep 1000",
+        ],
+        FunctionMode::Stream,
+    );
+    spec.timeout = Duration::from_secs(2);
+    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
+    assert!(matches!(error, InvokeError::Timeout { .. }), "{error:?}");
+    assert_eq!(runner.warm_instance(), None);
+    assert_gone(read_pid(&dir.path().join("grandchild.pid"))).await;
+    assert_gone(read_pid(&dir.path().join("pid"))).await;
+}
+
+#[tokio::test]
+async fn the_environment_is_cleared_to_what_the_job_declares() {
+    // SAFETY: edition 2024 marks `set_var` unsafe because C code in other threads may
+    // read the environment at the same time; the name is unique to this test, and Rust
+    // code reading the environment takes std's environment lock.
+    unsafe { std::env::set_var("SLUICE_TEST_FAKE_SECRET", "hunter2") };
+    let dir = tempfile::tempdir().unwrap();
+    // `python3` on PATH may be a wrapper script that sets variables of its own; run the
+    // interpreter itself.
+    let interpreter = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let interpreter = String::from_utf8(interpreter.stdout).unwrap();
+    let mut spec = spec(
+        &[
+            interpreter.trim(),
+            "-c",
+            "import json, os, sys; sys.stdin.read(); print(json.dumps(dict(os.environ)))",
+        ],
+        FunctionMode::Exec,
+    );
+    spec.env
+        .insert("API_URL".into(), "http://example.test".into());
+    let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
+    let env = rows(&output).remove(0);
+    let env = env.as_object().expect("an object");
+
+    assert!(!env.contains_key("SLUICE_TEST_FAKE_SECRET"), "{env:?}");
+    assert_eq!(env["API_URL"], "http://example.test");
+    assert_eq!(env["SLUICE_JOB"], "job");
+    assert_eq!(env["SLUICE_INSTANCE"], "job-1");
+    assert_eq!(env["SLUICE_MODE"], "exec");
+    assert_eq!(env["SLUICE_ENCODING"], "ndjson");
+    assert!(env.contains_key("PATH"));
+    // Python may add LC_CTYPE itself when it coerces a C locale.
+    let allowed = [
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_CTYPE",
+        "API_URL",
+        "SLUICE_JOB",
+        "SLUICE_INSTANCE",
+        "SLUICE_MODE",
+        "SLUICE_ENCODING",
+    ];
+    let unexpected: Vec<&String> = env
+        .keys()
+        .filter(|key| !allowed.contains(&key.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "leaked into the function: {unexpected:?}"
+    );
+}
+
+#[tokio::test]
+async fn fifty_megabytes_through_cat_do_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = format!("{{\"pad\":\"{}\"}}", "p".repeat(990));
+    let count = 50 * 1024 * 1024 / (record.len() + 1);
+    let input = EncodedBatch {
+        bytes: format!("{record}\n").repeat(count).into_bytes(),
+        records: count,
+    };
+    let output = run_once(dir.path(), &spec(&["cat"], FunctionMode::Exec), &input)
+        .await
+        .unwrap();
+    assert_eq!(output.row_count, count);
+    assert!(
+        output.rows == input.bytes,
+        "cat returned its input unchanged"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_not_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(&["./no-such-program"], FunctionMode::Exec);
+    let error = run_once(dir.path(), &spec, &batch(&["{}"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, InvokeError::Spawn { .. }), "{error:?}");
+    assert!(!error.is_retryable());
+    assert!(error.to_string().contains("./no-such-program"), "{error}");
+}
+
+#[tokio::test]
+async fn resource_limits_apply_to_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = sh(
+        r#"cat >/dev/null; printf '{"nofile":"%s","core":"%s","cpu":"%s","kib":"%s"}\n' "$(ulimit -n)" "$(ulimit -c)" "$(ulimit -t)" "$(ulimit -v)""#,
+    );
+    spec.open_files = 64;
+    spec.memory = Some(512 << 20);
+    spec.cpu_time = Some(Duration::from_millis(2500));
+    let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
+    assert_eq!(
+        rows(&output),
+        vec![serde_json::json!({"nofile": "64", "core": "0", "cpu": "3", "kib": "524288"})]
+    );
+}
+
+/// The Python block of `docs/function-protocol.md` whose first line names `file`.
+fn documented_example(file: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/function-protocol.md"
+    ))
+    .expect("the protocol document exists");
+    doc.split("```python\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.starts_with(&format!("# {file} ")))
+        .unwrap_or_else(|| panic!("no example named {file}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_documented_examples_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["transform.py", "transform_stream.py"] {
+        std::fs::write(dir.path().join(file), documented_example(file)).unwrap();
+    }
+    let input = batch(&[
+        r#"{"user":"7","url":"/a"}"#,
+        r#"{"url":"/b"}"#,
+        "not json",
+        r#"{"user":"9","url":"/c"}"#,
+    ]);
+    let expected_rows = vec![
+        serde_json::json!({"user_id": 7, "url": "/a"}),
+        serde_json::json!({"user_id": 9, "url": "/c"}),
+    ];
+    let failed_records = |output: &FunctionOutput| -> Vec<usize> {
+        output.errors.iter().map(|error| error.record).collect()
+    };
+
+    let exec = spec(&["python3", "transform.py"], FunctionMode::Exec);
+    let output = run_once(dir.path(), &exec, &input).await.unwrap();
+    assert_eq!(rows(&output), expected_rows);
+    assert_eq!(failed_records(&output), vec![1, 2]);
+
+    let stream = spec(&["python3", "transform_stream.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("job", dir.path(), &stream);
+    for round in 0..2 {
+        let output = runner.invoke(&input).await.unwrap();
+        assert_eq!(rows(&output), expected_rows);
+        assert_eq!(failed_records(&output), vec![1, 2]);
+        assert_eq!(output.init_time.is_some(), round == 0);
+    }
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
+    let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
+    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
+    let first_pid = rows(&first)[0]["pid"].as_i64().unwrap() as i32;
+
+    kill(Pid::from_raw(first_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_gone(first_pid).await;
+
+    let second = runner.invoke(&batch(&[r#"{"v":2}"#])).await.unwrap();
+    let second_pid = rows(&second)[0]["pid"].as_i64().unwrap() as i32;
+    assert_ne!(first_pid, second_pid);
+    assert_eq!(rows(&second)[0]["v"], 2);
+    assert_eq!(runner.warm_instance(), Some("job-2"));
+    runner.shutdown().await;
+}
