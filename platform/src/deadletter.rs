@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
 use sluice_connectors::Event;
 
