@@ -1,0 +1,522 @@
+//! The Kafka source against librdkafka's in-process mock cluster (no external broker).
+//!
+//! The mock broker holds a group's first join for 3 s (its `group.initial.rebalance.delay`),
+//! so every wait below is bounded generously and checks a condition, never a duration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+
+use super::{KafkaSource, KafkaSourceConfig, KafkaStart};
+use crate::checkpoint::{CheckpointDelta, SplitId};
+use crate::event::{Event, Header, Origin};
+use crate::source::{Source, SourceError};
+
+const PARTITIONS: i32 = 3;
+/// Bound on every wait for the group, the broker or the statistics.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Base timestamp of produced messages (ms since the epoch).
+const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
+
+/// One mock cluster with one topic of [`PARTITIONS`] partitions.
+struct Cluster {
+    /// Kept alive for the test; every test closes its sources before it is dropped.
+    mock: MockCluster<'static, DefaultProducerContext>,
+    brokers: String,
+    topic: String,
+}
+
+impl Cluster {
+    fn new(topic: &str) -> Cluster {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(topic, PARTITIONS, 1).unwrap();
+        Cluster {
+            brokers: mock.bootstrap_servers(),
+            mock,
+            topic: topic.to_owned(),
+        }
+    }
+
+    fn config(&self, group: &str, start: KafkaStart) -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            job: format!("job-{group}"),
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            group: group.to_owned(),
+            start,
+            options: BTreeMap::from([("statistics.interval.ms".into(), "200".into())]),
+        }
+    }
+
+    /// Produces `count` messages to each partition, numbered from `first` within the
+    /// partition (message `n` of partition `p` has key `k-p-n`, a JSON payload, two
+    /// headers and timestamp `BASE_TIMESTAMP_MS + n`), and waits until the broker has them.
+    async fn produce(&self, first: usize, count: usize) {
+        let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+        // The producer's flush blocks.
+        tokio::task::spawn_blocking(move || {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            for partition in 0..PARTITIONS {
+                for n in first..first + count {
+                    let key = key_of(partition, n);
+                    let payload = payload_of(partition, n);
+                    let headers = OwnedHeaders::new()
+                        .insert(KafkaHeader {
+                            key: "trace",
+                            value: Some(&format!("t-{n}")),
+                        })
+                        .insert(KafkaHeader::<&[u8]> {
+                            key: "empty",
+                            value: None,
+                        });
+                    let record = BaseRecord::to(&topic)
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(headers)
+                        .timestamp(BASE_TIMESTAMP_MS + n as i64);
+                    producer.send(record).map_err(|(error, _)| error).unwrap();
+                    producer.poll(Duration::ZERO);
+                }
+            }
+            producer.flush(DEADLINE).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Produces one message without a payload (a tombstone) to partition 0.
+    async fn produce_tombstone(&self) {
+        let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            let record = BaseRecord::<str, [u8]>::to(&topic)
+                .partition(0)
+                .key("tombstone");
+            producer.send(record).map_err(|(error, _)| error).unwrap();
+            producer.flush(DEADLINE).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+}
+
+fn key_of(partition: i32, n: usize) -> String {
+    format!("k-{partition}-{n}")
+}
+
+fn payload_of(partition: i32, n: usize) -> String {
+    format!(r#"{{"partition":{partition},"n":{n}}}"#)
+}
+
+/// (partition, offset) of an event.
+fn position(event: &Event) -> (i32, i64) {
+    match &event.origin {
+        Origin::Kafka {
+            partition, offset, ..
+        } => (*partition, *offset),
+        other => panic!("not a kafka origin: {other:?}"),
+    }
+}
+
+/// Takes events until `count` have arrived; panics if they do not within [`DEADLINE`].
+async fn collect(source: &mut KafkaSource, count: usize) -> Vec<Event> {
+    let started = Instant::now();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let left = DEADLINE.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, source.next_events()).await {
+            Ok(Ok(Some(chunk))) => {
+                assert!(!chunk.is_empty(), "a chunk is never empty");
+                events.extend(chunk);
+            }
+            Ok(Ok(None)) => panic!("a kafka source never ends"),
+            Ok(Err(error)) => panic!("source failed: {error}"),
+            Err(_) => panic!("got {} of {count} events within {DEADLINE:?}", events.len()),
+        }
+    }
+    assert_eq!(events.len(), count, "more events than expected");
+    events
+}
+
+/// Asserts that no event arrives for a while.
+async fn assert_nothing_more(source: &mut KafkaSource) {
+    if let Ok(result) = tokio::time::timeout(Duration::from_secs(1), source.next_events()).await {
+        panic!("expected no more events, got {result:?}");
+    }
+}
+
+/// Waits until `condition` holds; panics after [`DEADLINE`].
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Positions per partition, in delivery order.
+fn offsets_by_partition(events: &[Event]) -> BTreeMap<i32, Vec<i64>> {
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for event in events {
+        let (partition, offset) = position(event);
+        by_partition.entry(partition).or_default().push(offset);
+    }
+    by_partition
+}
+
+fn ack_delta(topic: &str, ranges: &[(i32, i64, i64)]) -> CheckpointDelta {
+    let mut delta = CheckpointDelta::new();
+    for &(partition, first, last) in ranges {
+        delta
+            .record(SplitId::kafka(topic, partition), first)
+            .unwrap();
+        if last > first {
+            delta
+                .record(SplitId::kafka(topic, partition), last)
+                .unwrap();
+        }
+    }
+    delta
+}
+
+#[tokio::test]
+async fn delivers_every_message_with_its_metadata_in_partition_order() {
+    let cluster = Cluster::new("clicks");
+    cluster.produce(0, 10).await;
+    cluster.produce_tombstone().await;
+    let mut source = KafkaSource::connect(cluster.config("g-meta", KafkaStart::Earliest))
+        .await
+        .unwrap();
+
+    let events = collect(&mut source, 31).await;
+
+    let by_partition = offsets_by_partition(&events);
+    assert_eq!(by_partition[&0], (0..=10).collect::<Vec<i64>>());
+    assert_eq!(by_partition[&1], (0..10).collect::<Vec<i64>>());
+    assert_eq!(by_partition[&2], (0..10).collect::<Vec<i64>>());
+    for event in &events {
+        let (partition, offset) = position(event);
+        let Origin::Kafka { topic, .. } = &event.origin else {
+            unreachable!()
+        };
+        assert_eq!(&**topic, "clicks");
+        if partition == 0 && offset == 10 {
+            assert_eq!(event.payload, Bytes::new(), "a null payload becomes empty");
+            assert_eq!(event.key, Some(Bytes::from("tombstone")));
+            assert!(event.headers.is_empty());
+            continue;
+        }
+        let n = offset as usize;
+        assert_eq!(event.payload, Bytes::from(payload_of(partition, n)));
+        assert_eq!(event.key, Some(Bytes::from(key_of(partition, n))));
+        assert_eq!(
+            event.headers,
+            vec![
+                Header {
+                    name: "trace".into(),
+                    value: Some(Bytes::from(format!("t-{n}"))),
+                },
+                Header {
+                    name: "empty".into(),
+                    value: None,
+                },
+            ]
+        );
+        assert_eq!(event.timestamp_ms, Some(BASE_TIMESTAMP_MS + n as i64));
+    }
+    assert_eq!(source.assigned_partitions(), vec![0, 1, 2]);
+    source.close().await;
+}
+
+#[tokio::test]
+async fn resumes_exactly_after_the_acknowledged_offsets() {
+    let cluster = Cluster::new("orders");
+    cluster.produce(0, 10).await;
+    let config = cluster.config("g-resume", KafkaStart::Earliest);
+
+    let mut first = KafkaSource::connect(config.clone()).await.unwrap();
+    collect(&mut first, 30).await;
+    // Acknowledge in two steps, as the platform does after two batches.
+    first
+        .ack(&ack_delta("orders", &[(0, 0, 1), (1, 0, 6)]))
+        .await
+        .unwrap();
+    first.ack(&ack_delta("orders", &[(0, 2, 3)])).await.unwrap();
+    first.close().await;
+
+    let mut second = KafkaSource::connect(config).await.unwrap();
+    let events = collect(&mut second, 6 + 3 + 10).await;
+    let by_partition = offsets_by_partition(&events);
+    assert_eq!(by_partition[&0], (4..10).collect::<Vec<i64>>());
+    assert_eq!(by_partition[&1], (7..10).collect::<Vec<i64>>());
+    assert_eq!(by_partition[&2], (0..10).collect::<Vec<i64>>());
+    assert_nothing_more(&mut second).await;
+    second.close().await;
+}
+
+#[tokio::test]
+async fn redelivers_everything_that_was_never_acknowledged() {
+    let cluster = Cluster::new("payments");
+    cluster.produce(0, 5).await;
+    let config = cluster.config("g-redeliver", KafkaStart::Earliest);
+
+    let mut first = KafkaSource::connect(config.clone()).await.unwrap();
+    let before = collect(&mut first, 15).await;
+    first.close().await;
+
+    let mut second = KafkaSource::connect(config).await.unwrap();
+    let after = collect(&mut second, 15).await;
+    assert_eq!(offsets_by_partition(&after), offsets_by_partition(&before));
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect::<BTreeSet<_>>(),
+        before
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect::<BTreeSet<_>>()
+    );
+    second.close().await;
+}
+
+#[tokio::test]
+async fn latest_start_skips_existing_messages_and_delivers_new_ones() {
+    let cluster = Cluster::new("views");
+    cluster.produce(0, 5).await;
+    let mut source = KafkaSource::connect(cluster.config("g-latest", KafkaStart::Latest))
+        .await
+        .unwrap();
+    wait_until("all partitions assigned", || {
+        let assigned = source.assigned_partitions();
+        async move { assigned == vec![0, 1, 2] }
+    })
+    .await;
+
+    // The start position is resolved after the assignment, asynchronously: keep producing
+    // until every partition has delivered something new.
+    let started = Instant::now();
+    let mut produced = 5;
+    let mut partitions_seen = BTreeSet::new();
+    while partitions_seen.len() < PARTITIONS as usize {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no new messages within {DEADLINE:?}"
+        );
+        cluster.produce(produced, 1).await;
+        produced += 1;
+        while let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(300), source.next_events()).await
+        {
+            for event in result.unwrap().unwrap() {
+                let (partition, offset) = position(&event);
+                assert!(offset >= 5, "old message delivered: {partition}/{offset}");
+                assert_eq!(
+                    event.payload,
+                    Bytes::from(payload_of(partition, offset as usize))
+                );
+                partitions_seen.insert(partition);
+            }
+        }
+    }
+    source.close().await;
+}
+
+#[tokio::test]
+async fn reports_the_backlog_until_it_is_acknowledged() {
+    let cluster = Cluster::new("metrics");
+    cluster.produce(0, 10).await;
+    let mut source = KafkaSource::connect(cluster.config("g-backlog", KafkaStart::Earliest))
+        .await
+        .unwrap();
+
+    // Nothing committed yet: every message is backlog, delivered or not.
+    wait_until("backlog of 30", || {
+        let backlog = source.backlog();
+        async move { backlog == Some(30) }
+    })
+    .await;
+    let events = collect(&mut source, 30).await;
+    assert_eq!(source.backlog(), Some(30));
+
+    let mut delta = CheckpointDelta::new();
+    for event in &events {
+        // Offsets grow within each partition, as delivered.
+        delta
+            .record(event.origin.split(), event.origin.position())
+            .unwrap();
+    }
+    source.ack(&delta).await.unwrap();
+    wait_until("backlog of 0 after the ack", || {
+        let backlog = source.backlog();
+        async move { backlog == Some(0) }
+    })
+    .await;
+
+    cluster.produce(10, 2).await;
+    wait_until("backlog of 6 after new messages", || {
+        let backlog = source.backlog();
+        async move { backlog == Some(6) }
+    })
+    .await;
+    source.close().await;
+}
+
+#[tokio::test]
+async fn keeps_order_and_serves_the_group_while_the_platform_is_slow() {
+    // Far more than the channel holds (8 chunks of at most 1000 events), so the poll
+    // thread waits with the partitions paused, then resumes.
+    const PER_PARTITION: usize = 5000;
+    let cluster = Cluster::new("bulk");
+    cluster.produce(0, PER_PARTITION).await;
+    let mut source = KafkaSource::connect(cluster.config("g-bulk", KafkaStart::Earliest))
+        .await
+        .unwrap();
+
+    // Statistics keep coming while nobody takes events.
+    let total = (PER_PARTITION * PARTITIONS as usize) as u64;
+    wait_until("backlog known while the channel is full", || {
+        let backlog = source.backlog();
+        async move { backlog == Some(total) }
+    })
+    .await;
+
+    let events = collect(&mut source, total as usize).await;
+    let expected: Vec<i64> = (0..PER_PARTITION as i64).collect();
+    for (partition, offsets) in offsets_by_partition(&events) {
+        assert_eq!(offsets, expected, "partition {partition}");
+    }
+    assert_nothing_more(&mut source).await;
+    source.close().await;
+}
+
+#[tokio::test]
+async fn close_is_prompt_and_leaves_the_source_unusable() {
+    let cluster = Cluster::new("audit");
+    cluster.produce(0, 3).await;
+    let mut source = KafkaSource::connect(cluster.config("g-close", KafkaStart::Earliest))
+        .await
+        .unwrap();
+    let events = collect(&mut source, 9).await;
+    assert_eq!(source.assigned_partitions(), vec![0, 1, 2]);
+
+    let watch = source.state_watch();
+    tokio::time::timeout(Duration::from_secs(10), source.close())
+        .await
+        .expect("close did not finish within 10 s");
+    // Closing the consumer revoked its partitions, and only the source holds its state:
+    // the poll thread has ended and the consumer is destroyed.
+    assert!(source.assigned_partitions().is_empty());
+    assert_eq!(watch.strong_count(), 1);
+    let delta = ack_delta("audit", &[(position(&events[0]).0, 0, 0)]);
+    assert!(matches!(
+        source.ack(&delta).await,
+        Err(SourceError::Ack { .. })
+    ));
+    assert!(source.next_events().await.is_err());
+    // A second close is harmless.
+    source.close().await;
+}
+
+#[tokio::test]
+async fn dropping_the_source_stops_the_thread_and_closes_the_consumer() {
+    let cluster = Cluster::new("sessions");
+    cluster.produce(0, 2).await;
+    let config = cluster.config("g-drop", KafkaStart::Earliest);
+
+    let mut first = KafkaSource::connect(config.clone()).await.unwrap();
+    collect(&mut first, 6).await;
+    let watch = first.state_watch();
+    drop(first);
+    // The poll thread and the consumer both hold the state: it is freed once the thread
+    // has ended and the consumer is destroyed.
+    wait_until("poll thread ended and consumer destroyed", || {
+        let alive = watch.strong_count();
+        async move { alive == 0 }
+    })
+    .await;
+
+    // The group is free for the next member, which gets every partition and the
+    // messages the first one never acknowledged.
+    let mut second = KafkaSource::connect(config).await.unwrap();
+    let events = collect(&mut second, 6).await;
+    assert_eq!(second.assigned_partitions(), vec![0, 1, 2]);
+    assert_eq!(offsets_by_partition(&events).len(), 3);
+    second.close().await;
+}
+
+#[tokio::test]
+async fn refuses_to_acknowledge_positions_of_another_topic() {
+    let cluster = Cluster::new("refunds");
+    let mut source = KafkaSource::connect(cluster.config("g-foreign", KafkaStart::Earliest))
+        .await
+        .unwrap();
+    let err = source
+        .ack(&ack_delta("other", &[(0, 0, 3)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::Internal { .. }), "{err}");
+    assert!(err.to_string().contains("other/0"), "{err}");
+    // An empty delta commits nothing and succeeds.
+    source.ack(&CheckpointDelta::new()).await.unwrap();
+    source.close().await;
+}
+
+#[tokio::test]
+async fn rejects_a_bad_configuration_before_connecting() {
+    let cluster = Cluster::new("bad");
+    let mut config = cluster.config("g-bad", KafkaStart::Earliest);
+    config
+        .options
+        .insert("enable.auto.commit".into(), "true".into());
+    let err = KafkaSource::connect(config).await.unwrap_err();
+    assert!(matches!(err, SourceError::Config { .. }), "{err}");
+
+    let mut config = cluster.config("g-bad", KafkaStart::Earliest);
+    config.options.insert("no.such.property".into(), "1".into());
+    let err = KafkaSource::connect(config).await.unwrap_err();
+    assert!(matches!(err, SourceError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("no.such.property"), "{err}");
+}
+
+#[tokio::test]
+async fn reports_an_authorization_failure_through_next_events() {
+    let cluster = Cluster::new("secret");
+    cluster
+        .mock
+        .topic_error(
+            "secret",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .unwrap();
+    let mut source = KafkaSource::connect(cluster.config("g-denied", KafkaStart::Earliest))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(DEADLINE, source.next_events())
+        .await
+        .expect("no error within the deadline");
+    let err = result.unwrap_err();
+    assert!(matches!(err, SourceError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("secret"), "{err}");
+    source.close().await;
+}
