@@ -47,7 +47,11 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
         report.errors.len(),
     )?;
     for (path, count) in &report.partitions {
-        let shown = if path.is_empty() { "(unpartitioned)" } else { path };
+        let shown = if path.is_empty() {
+            "(unpartitioned)"
+        } else {
+            path
+        };
         writeln!(stderr, "  {shown}: {count} rows")?;
     }
     for error in &report.errors {

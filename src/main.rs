@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Message-queue-triggered batch/ETL workers that write Parquet")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Message-queue-triggered batch/ETL workers that write Parquet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

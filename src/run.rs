@@ -38,7 +38,8 @@ pub async fn run(job_dir: &Path) -> anyhow::Result<ExitCode> {
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::spawn(async move {
         let mut signals = 0;
         loop {
@@ -51,7 +52,9 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
                 info!("stopping: finishing the open batch, then flushing and committing");
                 shutdown.cancel();
             } else {
-                warn!("second signal: exiting now without committing; uncommitted positions are redelivered on the next start");
+                warn!(
+                    "second signal: exiting now without committing; uncommitted positions are redelivered on the next start"
+                );
                 std::process::exit(130);
             }
         }

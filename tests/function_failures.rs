@@ -2,6 +2,8 @@
 //! that always fails: the batch is retried, nothing is lost, and nothing is committed
 //! before its output is durable.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -35,7 +37,10 @@ transform.run_batch(lines, sys.stdout)
 const EVENTS: usize = 3000;
 const TARGET: usize = 1500;
 
-async fn single_partition_topic(env: &Env, tag: &str) -> (String, std::collections::BTreeMap<i32, i64>) {
+async fn single_partition_topic(
+    env: &Env,
+    tag: &str,
+) -> (String, std::collections::BTreeMap<i32, i64>) {
     let topic = unique(tag);
     create_topic(env, &topic, 1).await;
     let payloads: Vec<_> = (0..EVENTS)
@@ -81,8 +86,14 @@ async fn crash_mid_batch_is_retried_without_loss_or_duplicates() {
     let attempts = std::fs::read_to_string(job.path().join("crash.marker")).unwrap();
     assert_eq!(attempts.lines().count(), 1, "crashed exactly once");
     let logs = sluice.logs();
-    assert!(logs.contains("batch failed; retrying"), "retry not logged:\n{logs}");
-    assert!(logs.contains("SIGSEGV") || logs.contains("signal 11"), "crash reason not logged:\n{logs}");
+    assert!(
+        logs.contains("batch failed; retrying"),
+        "retry not logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("SIGSEGV") || logs.contains("signal 11"),
+        "crash reason not logged:\n{logs}"
+    );
     // The crashed attempt's half output must not be in the lake: exactly once.
     assert_exactly_once(&read_rows(&env, &job.prefix).await, EVENTS);
 }
@@ -95,7 +106,12 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
     let mut sluice = Sluice::run(&env, &job, "run");
 
     let marker = job.path().join("hang.marker");
-    wait_for("the function to hang", Duration::from_secs(60), async || marker.exists()).await;
+    wait_for(
+        "the function to hang",
+        Duration::from_secs(60),
+        async || marker.exists(),
+    )
+    .await;
     // While the batch holding offset TARGET hangs, its position must not be committed.
     let committed = committed(&env, &job.group(), &topic, 1);
     assert!(
@@ -107,7 +123,10 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
     sluice.terminate();
     assert!(sluice.wait(Duration::from_secs(10)).success());
     let logs = sluice.logs();
-    assert!(logs.contains("batch failed; retrying"), "retry not logged:\n{logs}");
+    assert!(
+        logs.contains("batch failed; retrying"),
+        "retry not logged:\n{logs}"
+    );
     assert!(logs.contains("timed out"), "timeout not logged:\n{logs}");
     assert_exactly_once(&read_rows(&env, &job.prefix).await, EVENTS);
 }
@@ -120,9 +139,18 @@ async fn batch_that_keeps_failing_stops_the_job_with_earlier_output_committed() 
     let mut sluice = Sluice::run(&env, &job, "run");
     let status = sluice.wait(Duration::from_secs(120));
     let logs = sluice.logs();
-    assert!(!status.success(), "the job must stop with an error:\n{logs}");
-    assert!(logs.contains("failed 2 times"), "error does not say how often:\n{logs}");
-    assert!(logs.contains("refusing this batch"), "stderr of the function not shown:\n{logs}");
+    assert!(
+        !status.success(),
+        "the job must stop with an error:\n{logs}"
+    );
+    assert!(
+        logs.contains("failed 2 times"),
+        "error does not say how often:\n{logs}"
+    );
+    assert!(
+        logs.contains("refusing this batch"),
+        "stderr of the function not shown:\n{logs}"
+    );
     let attempts = std::fs::read_to_string(job.path().join("fail.marker")).unwrap();
     assert_eq!(attempts.lines().count(), 2, "max_attempts = 2");
 

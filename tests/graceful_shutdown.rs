@@ -1,6 +1,8 @@
 //! `sluice run`, then SIGTERM while events flow: it exits 0 within 10 s; a second run
 //! resumes from the committed offsets; together they write every record.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -21,7 +23,7 @@ async fn sigterm_while_events_flow_then_resume() {
         "",
     );
 
-    let producer_env = env();
+    let producer_env = common::env();
     let producer_topic = topic.clone();
     let producer = tokio::spawn(async move {
         let mut ends = std::collections::BTreeMap::new();
@@ -44,11 +46,18 @@ async fn sigterm_while_events_flow_then_resume() {
         !committed(&env, &job.group(), &topic, 3).is_empty()
     })
     .await;
-    assert!(!producer.is_finished(), "events must still be flowing at SIGTERM");
+    assert!(
+        !producer.is_finished(),
+        "events must still be flowing at SIGTERM"
+    );
     first.terminate();
     let status = first.wait(Duration::from_secs(10));
     assert!(status.success(), "exit {status}; logs:\n{}", first.logs());
-    assert!(first.logs().contains("shutdown requested"), "{}", first.logs());
+    assert!(
+        first.logs().contains("shutdown requested"),
+        "{}",
+        first.logs()
+    );
     let after_first = committed(&env, &job.group(), &topic, 3);
 
     let ends = producer.await.unwrap();
@@ -56,7 +65,11 @@ async fn sigterm_while_events_flow_then_resume() {
     let mut second = Sluice::run(&env, &job, "second");
     wait_committed(&env, &job, &mut second, &ends, Duration::from_secs(120)).await;
     second.terminate();
-    assert!(second.wait(Duration::from_secs(10)).success(), "{}", second.logs());
+    assert!(
+        second.wait(Duration::from_secs(10)).success(),
+        "{}",
+        second.logs()
+    );
 
     let rows = read_rows(&env, &job.prefix).await;
     let counts = count_ids(&rows);
@@ -65,9 +78,15 @@ async fn sigterm_while_events_flow_then_resume() {
         .filter(|id| !counts.contains_key(id))
         .take(5)
         .collect();
-    assert!(missing.is_empty(), "records missing after restart: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "records missing after restart: {missing:?}"
+    );
     // A graceful stop commits everything it wrote, so the second run starts exactly where
     // the first stopped: no record is written twice either.
-    assert!(counts.values().all(|&n| n == 1), "duplicates after a graceful stop (first run committed {after_first:?})");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "duplicates after a graceful stop (first run committed {after_first:?})"
+    );
     assert_eq!(rows.len(), EVENTS);
 }

@@ -3,6 +3,8 @@
 //! input appears exactly once with the transformed values, in the right Hive partition,
 //! and the group's committed offsets reach the end of every partition.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -41,17 +43,30 @@ async fn run_example_job(mode: &str) {
     assert_eq!(rows.len(), EVENTS, "row count");
     assert_eq!(counts.len(), EVENTS, "distinct ids");
     assert!(counts.values().all(|&n| n == 1), "every id exactly once");
-    let by_id: std::collections::HashMap<_, _> = rows.iter().map(|r| (r.event_id.clone(), r)).collect();
+    let by_id: std::collections::HashMap<_, _> =
+        rows.iter().map(|r| (r.event_id.clone(), r)).collect();
     for click in &clicks {
         let row = by_id[&click.event_id];
-        assert_eq!(row.domain, click.host.to_lowercase(), "domain of {}", click.event_id);
+        assert_eq!(
+            row.domain,
+            click.host.to_lowercase(),
+            "domain of {}",
+            click.event_id
+        );
         assert_eq!(row.user_id, click.user_id);
-        assert_eq!(row.partition_date, click.date, "partition of {}", click.event_id);
+        assert_eq!(
+            row.partition_date, click.date,
+            "partition of {}",
+            click.event_id
+        );
         let expected_ms = parse_rfc3339_ms(&click.ts);
         assert_eq!(row.ts_ms, expected_ms, "ts of {}", click.event_id);
     }
     let logs = sluice.logs();
-    assert!(!logs.contains("do-not-leak"), "a platform secret reached the logs");
+    assert!(
+        !logs.contains("do-not-leak"),
+        "a platform secret reached the logs"
+    );
 }
 
 /// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -82,5 +97,8 @@ async fn example_job_in_stream_mode_writes_every_event_once() {
 #[test]
 fn rfc3339_helper_is_right() {
     assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.500Z"), 1500);
-    assert_eq!(parse_rfc3339_ms("2026-11-20T00:00:00.000Z"), 1_795_132_800_000);
+    assert_eq!(
+        parse_rfc3339_ms("2026-11-20T00:00:00.000Z"),
+        1_795_132_800_000
+    );
 }

@@ -170,7 +170,10 @@ mod tests {
         let mut delta = CheckpointDelta::new();
         delta.record(split.clone(), 10).unwrap();
         let err = delta.record(split.clone(), 10).unwrap_err();
-        assert!(matches!(err, CheckpointError::Backwards { held_last: 10, .. }));
+        assert!(matches!(
+            err,
+            CheckpointError::Backwards { held_last: 10, .. }
+        ));
         assert!(err.to_string().contains("t/1"));
     }
 

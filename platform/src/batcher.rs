@@ -155,7 +155,14 @@ mod tests {
         let mut batcher = Batcher::new(&spec(100, 10, 1000));
         let now = Instant::now();
         let batches = batcher
-            .push(vec![event(0, 0, "aaaa"), event(0, 1, "bbbb"), event(0, 2, "cccc")], now)
+            .push(
+                vec![
+                    event(0, 0, "aaaa"),
+                    event(0, 1, "bbbb"),
+                    event(0, 2, "cccc"),
+                ],
+                now,
+            )
             .unwrap();
         assert_eq!(batches.len(), 1, "the third event would pass 10 bytes");
         assert_eq!(batches[0].events.len(), 2);
@@ -169,7 +176,10 @@ mod tests {
         let now = Instant::now();
         let big = "x".repeat(50);
         let batches = batcher
-            .push(vec![event(0, 0, "a"), event(0, 1, &big), event(0, 2, "b")], now)
+            .push(
+                vec![event(0, 0, "a"), event(0, 1, &big), event(0, 2, "b")],
+                now,
+            )
             .unwrap();
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[0].events.len(), 1);
@@ -183,14 +193,34 @@ mod tests {
         let mut batcher = Batcher::new(&spec(100, 1 << 20, 500));
         let start = Instant::now();
         assert_eq!(batcher.deadline(), None);
-        assert!(batcher.push(vec![event(0, 0, "{}")], start).unwrap().is_empty());
+        assert!(
+            batcher
+                .push(vec![event(0, 0, "{}")], start)
+                .unwrap()
+                .is_empty()
+        );
         let later = start + Duration::from_millis(300);
-        assert!(batcher.push(vec![event(1, 0, "{}")], later).unwrap().is_empty());
+        assert!(
+            batcher
+                .push(vec![event(1, 0, "{}")], later)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(500)));
-        assert!(batcher.cut_if_due(start + Duration::from_millis(499)).is_none());
-        let batch = batcher.cut_if_due(start + Duration::from_millis(500)).unwrap();
+        assert!(
+            batcher
+                .cut_if_due(start + Duration::from_millis(499))
+                .is_none()
+        );
+        let batch = batcher
+            .cut_if_due(start + Duration::from_millis(500))
+            .unwrap();
         assert_eq!(batch.events.len(), 2);
-        assert_eq!(batch.checkpoint.iter().count(), 2, "two partitions in one batch");
+        assert_eq!(
+            batch.checkpoint.iter().count(),
+            2,
+            "two partitions in one batch"
+        );
         assert_eq!(batcher.deadline(), None);
     }
 

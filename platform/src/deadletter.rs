@@ -25,7 +25,9 @@ use crate::spec::JobSpec;
 pub enum DeadLetterError {
     #[error("invalid dead-letter object name {name}: {message} (internal error)")]
     Path { name: String, message: String },
-    #[error("could not write {count} dead letters to {path}: {source}; their positions stay unacknowledged")]
+    #[error(
+        "could not write {count} dead letters to {path}: {source}; their positions stay unacknowledged"
+    )]
     Write {
         count: usize,
         path: String,

@@ -25,7 +25,9 @@ pub enum SampleError {
         last: u64,
         source: InvokeError,
     },
-    #[error("batch of sample lines {first}..={last}: function output does not fit the output schema: {source}")]
+    #[error(
+        "batch of sample lines {first}..={last}: function output does not fit the output schema: {source}"
+    )]
     Schema {
         first: u64,
         last: u64,
@@ -62,7 +64,10 @@ pub fn sample_events(input: &[u8]) -> Vec<Event> {
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(i, line)| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Event::from_payload(Bytes::copy_from_slice(line), Origin::Sample { line: i as u64 + 1 })
+            Event::from_payload(
+                Bytes::copy_from_slice(line),
+                Origin::Sample { line: i as u64 + 1 },
+            )
         })
         .collect()
 }
@@ -92,7 +97,11 @@ async fn run_batches(
         let output = runner
             .invoke(&input)
             .await
-            .map_err(|source| SampleError::Function { first, last, source })?;
+            .map_err(|source| SampleError::Function {
+                first,
+                last,
+                source,
+            })?;
         for error in &output.errors {
             let line = chunk
                 .get(error.record)
@@ -102,8 +111,14 @@ async fn run_batches(
                 message: error.message.clone(),
             });
         }
-        let batch = decode_rows(&spec.output.schema, &output.rows, output.row_count)
-            .map_err(|source| SampleError::Schema { first, last, source })?;
+        let batch =
+            decode_rows(&spec.output.schema, &output.rows, output.row_count).map_err(|source| {
+                SampleError::Schema {
+                    first,
+                    last,
+                    source,
+                }
+            })?;
         for (path, part) in split_by_partition(&batch, &spec.output.partition_by)? {
             *partitions.entry(path).or_default() += part.num_rows();
         }

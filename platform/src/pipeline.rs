@@ -25,11 +25,11 @@ use tracing::{debug, info, warn};
 
 use crate::batcher::{Batch, Batcher};
 use crate::deadletter::{DeadLetter, DeadLetterError, DeadLetterSink};
+use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::FunctionOutput;
-use crate::function::FunctionRunner;
 use crate::output::decode::decode_rows;
-use crate::output::store::{open_store, StoreError};
+use crate::output::store::{StoreError, open_store};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::spec::JobSpec;
 

@@ -5,7 +5,7 @@
 //! Environment: `SLUICE_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092),
 //! `SLUICE_TEST_S3_ENDPOINT` (default http://127.0.0.1:8333), `SLUICE_TEST_S3_BUCKET`
 //! (default sluice-test), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_REGION`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,8 @@ pub struct Env {
 }
 
 pub fn env() -> Env {
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let var =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     Env {
         brokers: var("SLUICE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
         s3_endpoint: var("SLUICE_TEST_S3_ENDPOINT", "http://127.0.0.1:8333"),
@@ -50,7 +51,10 @@ pub fn env() -> Env {
 
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{nanos:x}-{}", std::process::id())
 }
 
@@ -92,7 +96,13 @@ impl Click {
             event_id: format!("e-{i:06}"),
             user_id: (i % 977) as i64,
             host: hosts[i % hosts.len()].to_owned(),
-            ts: format!("2026-11-{day}T{:02}:{:02}:{:02}.{:03}Z", i % 24, i % 60, (i / 7) % 60, i % 1000),
+            ts: format!(
+                "2026-11-{day}T{:02}:{:02}:{:02}.{:03}Z",
+                i % 24,
+                i % 60,
+                (i / 7) % 60,
+                i % 1000
+            ),
             date: format!("2026-11-{day}"),
         }
     }
@@ -123,7 +133,10 @@ pub async fn produce(env: &Env, topic: &str, payloads: &[(String, String)]) -> B
             let record = FutureRecord::to(topic)
                 .key(key.as_str())
                 .payload(payload.as_str())
-                .headers(OwnedHeaders::new().insert(Header { key: "source", value: Some("e2e") }));
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "source",
+                    value: Some("e2e"),
+                }));
             producer.send(record, Duration::from_secs(30))
         });
         for result in futures::future::join_all(sends).await {
@@ -202,20 +215,38 @@ pub async fn read_rows(env: &Env, prefix: &str) -> Vec<OutputRow> {
             continue;
         }
         assert!(key.ends_with(".parquet"), "unexpected object {key}");
-        let bytes = store.get(&object.location).await.unwrap().bytes().await.unwrap();
+        let bytes = store
+            .get(&object.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let date = key
             .split('/')
             .find_map(|seg| seg.strip_prefix("event_date="))
             .unwrap_or_else(|| panic!("{key} is not under an event_date= partition"))
             .to_owned();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
-            assert!(batch.column_by_name("event_date").is_none(), "partition column inside the file");
+            assert!(
+                batch.column_by_name("event_date").is_none(),
+                "partition column inside the file"
+            );
             let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>();
-            let users = batch.column_by_name("user_id").unwrap().as_primitive::<Int64Type>();
+            let users = batch
+                .column_by_name("user_id")
+                .unwrap()
+                .as_primitive::<Int64Type>();
             let domains = batch.column_by_name("domain").unwrap().as_string::<i32>();
-            let ts = batch.column_by_name("ts").unwrap().as_primitive::<TimestampMillisecondType>();
+            let ts = batch
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>();
             for i in 0..batch.num_rows() {
                 rows.push(OutputRow {
                     event_id: ids.value(i).to_owned(),
@@ -291,7 +322,12 @@ endpoint = "{endpoint}"
             endpoint = env.s3_endpoint,
         );
         std::fs::write(dir.path().join("job.toml"), toml).unwrap();
-        JobDir { dir, name, topic: topic.to_owned(), prefix }
+        JobDir {
+            dir,
+            name,
+            topic: topic.to_owned(),
+            prefix,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -353,7 +389,10 @@ impl Sluice {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("sluice did not exit within {timeout:?}; logs:\n{}", self.logs());
+                panic!(
+                    "sluice did not exit within {timeout:?}; logs:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -378,13 +417,22 @@ impl Drop for Sluice {
 pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Waits until the group has committed `ends` on every partition, while sluice runs.
-pub async fn wait_committed(env: &Env, job: &JobDir, sluice: &mut Sluice, ends: &BTreeMap<i32, i64>, timeout: Duration) {
+pub async fn wait_committed(
+    env: &Env,
+    job: &JobDir,
+    sluice: &mut Sluice,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
     let partitions = ends.keys().max().map_or(0, |p| p + 1);
     let deadline = Instant::now() + timeout;
     loop {

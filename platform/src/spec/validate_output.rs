@@ -136,10 +136,7 @@ impl Checker<'_> {
                 None
             }
             _ => {
-                self.error(
-                    field,
-                    format!("unsupported scheme {scheme:?}; {allowed}"),
-                );
+                self.error(field, format!("unsupported scheme {scheme:?}; {allowed}"));
                 None
             }
         }
