@@ -5,7 +5,13 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
+use arrow_array::cast::AsArray as _;
+use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Schema, TimeUnit};
 use sluice_platform::invoke::{invoke_sample, sample_events};
 use sluice_platform::spec::load_job;
 
@@ -33,7 +39,9 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
     let stdout = std::io::stdout().lock();
     let mut writer = arrow_json::LineDelimitedWriter::new(stdout);
     for batch in &report.rows {
-        writer.write(batch).context("printing rows")?;
+        writer
+            .write(&with_offset_timezones(batch)?)
+            .context("printing rows")?;
     }
     writer.finish().context("printing rows")?;
     writer.into_inner().flush().context("printing rows")?;
@@ -58,4 +66,41 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
         writeln!(stderr, "  rejected line {}: {}", error.line, error.message)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Arrow's JSON writer formats only offset time zones without the tz database; our
+/// timestamps are UTC, so relabel `UTC` as `+00:00` (metadata only, values unchanged).
+fn with_offset_timezones(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| -> ArrayRef {
+            match column.data_type() {
+                DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => Arc::new(
+                    column
+                        .as_primitive::<TimestampMillisecondType>()
+                        .clone()
+                        .with_timezone("+00:00"),
+                ),
+                DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => Arc::new(
+                    column
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .clone()
+                        .with_timezone("+00:00"),
+                ),
+                _ => column.clone(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let fields = columns
+        .iter()
+        .zip(batch.schema().fields())
+        .map(|(column, field)| {
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(column.data_type().clone())
+        })
+        .collect::<Vec<_>>();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).context("printing rows")
 }
