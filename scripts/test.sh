@@ -23,7 +23,7 @@ started=$(sed -n 's/^services: \([a-z0-9]*\): started .*/\1/p' "$start_output" |
 found=$(sed -n 's/^services: \([a-z0-9]*\): already .*/\1/p' "$start_output" | paste -sd' ' -)
 
 status=0
-cargo test --workspace --all-targets "$@" || status=$?
+cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 if ((status == 0)); then
     cargo test --workspace --doc "$@" || status=$?
 fi
