@@ -127,7 +127,10 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
         logs.contains("batch failed; retrying"),
         "retry not logged:\n{logs}"
     );
-    assert!(logs.contains("did not finish within"), "timeout not logged:\n{logs}");
+    assert!(
+        logs.contains("did not finish within"),
+        "timeout not logged:\n{logs}"
+    );
     assert_exactly_once(&read_rows(&env, &job.prefix).await, EVENTS);
 }
 

@@ -258,11 +258,45 @@ impl Pipeline<'_> {
         // Closing files encodes their last row groups and footers: CPU work, kept off the
         // runtime's other tasks like the rest of the Parquet encoding.
         tokio::task::block_in_place(|| self.sink.finish_open_files())?;
-        let files = self.sink.flush().await?;
-        let dead = self.dead_letters.flush().await?;
+        let mut attempt = 1;
+        let files = loop {
+            match self.sink.flush().await {
+                Ok(files) => break files,
+                Err(error) if error.is_retryable() && attempt < COMMIT_ATTEMPTS => {
+                    self.wait_before_commit_retry("upload output", attempt, &error)
+                        .await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let mut attempt = 1;
+        let dead = loop {
+            match self.dead_letters.flush().await {
+                Ok(dead) => break dead,
+                Err(error) if attempt < COMMIT_ATTEMPTS => {
+                    self.wait_before_commit_retry("write dead letters", attempt, &error)
+                        .await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        // Every row and dead letter derived from `pending` is durable: acknowledge it.
         let delta = std::mem::take(&mut self.pending);
-        if !delta.is_empty() {
-            self.source.ack(&delta).await?;
+        let mut attempt = 1;
+        while !delta.is_empty() {
+            match self.source.ack(&delta).await {
+                Ok(()) => break,
+                Err(error @ (SourceError::Ack { .. } | SourceError::Unavailable { .. }))
+                    if attempt < COMMIT_ATTEMPTS =>
+                {
+                    self.wait_before_commit_retry("acknowledge positions", attempt, &error)
+                        .await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         self.stats.files += files.len() as u64;
         self.stats.commits += 1;
@@ -274,6 +308,26 @@ impl Pipeline<'_> {
         Ok(())
     }
 }
+
+impl Pipeline<'_> {
+    /// Backs off before retrying a step of the commit. Not cut short by shutdown: a
+    /// graceful stop still wants its output committed.
+    async fn wait_before_commit_retry(
+        &self,
+        step: &str,
+        attempt: u32,
+        error: &dyn std::fmt::Display,
+    ) {
+        let backoff = backoff(COMMIT_RETRY_BACKOFF, attempt);
+        warn!(job = %self.spec.name, attempt, max_attempts = COMMIT_ATTEMPTS, %error, backoff_ms = backoff.as_millis() as u64, "could not {step}; retrying");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Tries per commit step (upload, dead letters, ack) before the job stops: with the
+/// backoff below, about 15 s of outage is ridden out.
+const COMMIT_ATTEMPTS: u32 = 5;
+const COMMIT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What a successful invocation left after its rows went to the sink.
 struct DecodedOutput {
@@ -301,16 +355,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let first = backoff(base, 1);
-        assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
-        let third = backoff(base, 3);
-        assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
-        assert!(backoff(base, 40) <= Duration::from_secs(75));
-    }
-}
+mod tests;

@@ -1,0 +1,290 @@
+//! The pipeline over in-memory doubles: a finite source that records its acks, real
+//! function subprocesses, and a `file://` output folder.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sluice_connectors::{CheckpointDelta, Event, Origin, Source, SourceError, VecSource};
+
+use super::*;
+use crate::spec::parse_job;
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let base = Duration::from_millis(100);
+    let first = backoff(base, 1);
+    assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
+    let third = backoff(base, 3);
+    assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
+    assert!(backoff(base, 40) <= Duration::from_secs(75));
+}
+
+/// A [`VecSource`] whose acks the test can still see after the pipeline took the source.
+struct RecordingSource {
+    inner: VecSource,
+    acked: Arc<Mutex<Vec<CheckpointDelta>>>,
+}
+
+#[async_trait]
+impl Source for RecordingSource {
+    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
+        self.inner.next_events().await
+    }
+
+    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
+        self.acked.lock().unwrap().push(delta.clone());
+        Ok(())
+    }
+}
+
+fn events(count: i64) -> Vec<Event> {
+    (0..count)
+        .map(|i| {
+            let day = 1 + i % 2;
+            Event::from_payload(
+                format!(r#"{{"id":{i},"day":"2026-01-0{day}"}}"#),
+                Origin::Kafka {
+                    topic: Arc::from("t"),
+                    partition: (i % 2) as i32,
+                    offset: i / 2,
+                },
+            )
+        })
+        .collect()
+}
+
+fn job(dir: &Path, command: &str, extra_function: &str) -> JobSpec {
+    std::fs::write(dir.join("fn.sh"), command).unwrap();
+    let text = format!(
+        r#"name = "pipeline-test"
+[trigger.kafka]
+brokers = "127.0.0.1:1"
+topic = "t"
+[function]
+command = ["sh", "fn.sh"]
+retry_backoff = "10ms"
+{extra_function}
+[batch]
+max_records = 10
+[output]
+url = "out"
+partition_by = ["day"]
+schema = {{ id = "int64 not null", day = "date32" }}
+"#
+    );
+    parse_job(&text, &dir.join("job.toml"), dir, &|_| None).unwrap()
+}
+
+fn source(events: Vec<Event>) -> (Box<dyn Source>, Arc<Mutex<Vec<CheckpointDelta>>>) {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let source = RecordingSource {
+        inner: VecSource::new(events, 7),
+        acked: acked.clone(),
+    };
+    (Box::new(source), acked)
+}
+
+fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Merges every acked delta; the last position per split is what counts.
+fn acked_through(acked: &[CheckpointDelta]) -> Vec<(String, i64)> {
+    let mut last = std::collections::BTreeMap::new();
+    for delta in acked {
+        for (split, range) in delta.iter() {
+            last.insert(split.to_string(), range.last);
+        }
+    }
+    last.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_written_then_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(dir.path(), "exec cat", "");
+    let (source, acked) = source(events(45));
+    let stats = run_job(&spec, source, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(stats.records_in, 45);
+    assert_eq!(stats.rows_out, 45);
+    assert_eq!(stats.batches, 5, "max_records = 10");
+    let files = parquet_files(&dir.path().join("out"));
+    assert!(
+        files.iter().any(|f| f.contains("/day=2026-01-01/")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.contains("/day=2026-01-02/")),
+        "{files:?}"
+    );
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        // 45 events alternate partitions: ids 0,2,…,44 are offsets 0..=22 of partition 0,
+        // ids 1,3,…,43 offsets 0..=21 of partition 1.
+        vec![("t/0".to_owned(), 22), ("t/1".to_owned(), 21)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_keeps_failing_acknowledges_only_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    // The second batch (ids 10..19) holds id 13: the function then writes invalid JSON.
+    let spec = job(
+        dir.path(),
+        "input=$(cat); case \"$input\" in *'\"id\":13,'*) echo '{not json' ;; *) printf '%s\\n' \"$input\" ;; esac",
+        "max_attempts = 2",
+    );
+    let (source, acked) = source(events(30));
+    let error = run_job(&spec, source, CancellationToken::new())
+        .await
+        .unwrap_err();
+
+    let message = error.to_string();
+    assert!(message.contains("failed 2 times"), "{message}");
+    assert!(
+        message.contains("t/0:5..=9"),
+        "names the positions: {message}"
+    );
+    assert!(
+        message.contains("output row 0"),
+        "names the bad row: {message}"
+    );
+    // Only the first batch (offsets 0..=4 of each partition) is acknowledged.
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 4), ("t/1".to_owned(), 4)]
+    );
+    assert_eq!(
+        parquet_files(&dir.path().join("out")).len(),
+        2,
+        "first batch written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_records_go_to_dead_letters_before_the_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rejects the record at index 2 of every batch, passes the others through.
+    let script = r#"i=0; while IFS= read -r line; do
+  if [ "$i" = 2 ]; then echo "{\"\$error\": {\"record\": 2, \"message\": \"bad day\"}}"; else printf '%s\n' "$line"; fi
+  i=$((i+1))
+done"#;
+    let spec = job(dir.path(), script, "");
+    let (source, acked) = source(events(20));
+    let stats = run_job(&spec, source, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(stats.rows_out, 18);
+    assert_eq!(stats.record_errors, 2);
+    let dead_dir = dir.path().join("out/_sluice/dead_letters");
+    let letters: Vec<serde_json::Value> = std::fs::read_dir(&dead_dir)
+        .unwrap()
+        .flat_map(|entry| {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut ids: Vec<String> = letters
+        .iter()
+        .map(|l| l["payload"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            r#"{"id":12,"day":"2026-01-01"}"#.to_owned(),
+            r#"{"id":2,"day":"2026-01-01"}"#.to_owned()
+        ]
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["error"] == "bad day" && l["origin"]["topic"] == "t")
+    );
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 9), ("t/1".to_owned(), 9)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_open_batch_and_commits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(dir.path(), "exec cat", "");
+    let shutdown = CancellationToken::new();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let source = EndlessSource {
+        next: 0,
+        shutdown: shutdown.clone(),
+    };
+    let recording = RecordingEndless {
+        inner: source,
+        acked: acked.clone(),
+    };
+    let stats = run_job(&spec, Box::new(recording), shutdown).await.unwrap();
+    // The source asked for shutdown after handing over 3 events: fewer than a batch.
+    assert_eq!(stats.records_in, 3);
+    assert_eq!(stats.rows_out, 3);
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 2)]
+    );
+}
+
+/// Hands over one event per call; after the third, requests shutdown and then waits
+/// forever like a broker with no more messages.
+struct EndlessSource {
+    next: i64,
+    shutdown: CancellationToken,
+}
+
+struct RecordingEndless {
+    inner: EndlessSource,
+    acked: Arc<Mutex<Vec<CheckpointDelta>>>,
+}
+
+#[async_trait]
+impl Source for RecordingEndless {
+    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
+        let source = &mut self.inner;
+        if source.next == 3 {
+            source.shutdown.cancel();
+            std::future::pending::<()>().await;
+        }
+        let event = Event::from_payload(
+            format!(r#"{{"id":{},"day":"2026-01-01"}}"#, source.next),
+            Origin::Kafka {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset: source.next,
+            },
+        );
+        source.next += 1;
+        Ok(Some(vec![event]))
+    }
+
+    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
+        self.acked.lock().unwrap().push(delta.clone());
+        Ok(())
+    }
+}
