@@ -1,0 +1,126 @@
+//! The CLI without any broker or store: `validate` and `invoke`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output, Stdio};
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn validate_accepts_the_example_job() {
+    let out = sluice(&["validate", "jobs/clickstream"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+#[test]
+fn validate_names_the_file_and_every_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        r#"name = "Bad Name"
+[trigger.kafka]
+brokers = "127.0.0.1:9092"
+topic = "t"
+[function]
+command = ["python3", "f.py"]
+timeout = "soon"
+[output]
+url = "out"
+schema = { id = "int65" }
+"#,
+    )
+    .unwrap();
+    let out = sluice(&["validate", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("job.toml");
+    for field in ["name", "function.timeout", "output.schema.id"] {
+        let expected = format!("{}: {field}: ", file.display());
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn invoke_runs_the_example_function_on_its_sample_events() {
+    let out = sluice(&[
+        "invoke",
+        "jobs/clickstream",
+        "--input",
+        "jobs/clickstream/events.ndjson",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 20);
+    assert_eq!(rows[0]["event_id"], "e-0001");
+    assert_eq!(
+        rows[0]["domain"], "shop.example.com",
+        "transformed: host lower-cased"
+    );
+    assert!(rows[0]["ts"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        stderr.contains("21 records in, 20 rows out, 1 rejected"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("event_date=2026-11-27: 7 rows"), "{stderr}");
+    assert!(stderr.contains("rejected line 21: ValueError"), "{stderr}");
+}
+
+#[test]
+fn invoke_reports_a_function_that_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        r#"name = "broken"
+[trigger.kafka]
+brokers = "127.0.0.1:9092"
+topic = "t"
+[function]
+command = ["sh", "-c", "echo 'no such column' >&2; exit 4"]
+[output]
+url = "out"
+schema = { id = "int64" }
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["invoke", dir.path().to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"id\": 1}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sample lines 1..=1"), "{stderr}");
+    assert!(stderr.contains("exited with code 4"), "{stderr}");
+    assert!(stderr.contains("no such column"), "{stderr}");
+}
