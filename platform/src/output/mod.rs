@@ -2,6 +2,7 @@
 //! storage.
 
 pub mod decode;
+mod json_value;
 pub mod partition;
 pub mod schema;
 pub mod store;

@@ -25,6 +25,9 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ClientConfigKey, ObjectStore};
 
+// Percent-decoding the URL path is the same operation as unescaping a Hive value.
+use super::partition::unescape_partition_value as percent_decode;
+
 /// Where a job's output goes: the store and the prefix inside it.
 #[derive(Debug, Clone)]
 pub struct OutputLocation {
@@ -230,23 +233,6 @@ fn parse_prefix(url: &str, raw: &str) -> Result<Path, StoreError> {
         url: url.into(),
         message: format!("bad prefix {raw:?}: {e}"),
     })
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
