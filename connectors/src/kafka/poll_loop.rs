@@ -69,6 +69,34 @@ pub(super) struct PollLoop {
     spill: Vec<Event>,
     /// An error met while waiting for room in the channel; sent after the spill.
     deferred_failure: Option<PollFailure>,
+    /// What has been handed to the platform, to drop redeliveries after a rebalance.
+    handed_over: HandedOver,
+}
+
+/// Per partition, the offset after the last message handed to the platform.
+///
+/// After a rebalance gives back a partition this consumer already read from, librdkafka
+/// fetches again from the group's committed offset, which trails what the platform holds
+/// in flight. Those messages are already in the pipeline and will be committed by it (or
+/// the job fails and everything uncommitted is redelivered on restart), so handing them
+/// over again would only duplicate output — and would move positions backwards, which
+/// the platform rightly refuses. They are dropped here; nothing past what was handed over
+/// is ever dropped.
+#[derive(Debug, Default)]
+pub(super) struct HandedOver {
+    next: std::collections::HashMap<i32, i64>,
+}
+
+impl HandedOver {
+    /// True when `offset` of `partition` has not been handed over yet; records it.
+    pub(super) fn admit(&mut self, partition: i32, offset: i64) -> bool {
+        let next = self.next.entry(partition).or_insert(i64::MIN);
+        if offset < *next {
+            return false;
+        }
+        *next = offset + 1;
+        true
+    }
 }
 
 impl PollLoop {
@@ -88,6 +116,7 @@ impl PollLoop {
             paused: false,
             spill: Vec::new(),
             deferred_failure: None,
+            handed_over: HandedOver::default(),
         }
     }
 
@@ -138,6 +167,20 @@ impl PollLoop {
                 // Nothing fetched, or librdkafka served an event (rebalance, statistics).
                 None => break,
                 Some(Ok(message)) => {
+                    if !self
+                        .handed_over
+                        .admit(message.partition(), message.offset())
+                    {
+                        debug!(
+                            job = &*self.job,
+                            topic = &*self.topic,
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            "dropping a redelivered message already handed to the platform"
+                        );
+                        timeout = Duration::ZERO;
+                        continue;
+                    }
                     let event = event_from_message(&message, &self.topic);
                     bytes += event.size_bytes();
                     events.push(event);

@@ -520,3 +520,17 @@ async fn reports_an_authorization_failure_through_next_events() {
     assert!(err.to_string().contains("secret"), "{err}");
     source.close().await;
 }
+
+#[test]
+fn redeliveries_after_a_rebalance_are_not_handed_over_twice() {
+    let mut handed_over = super::poll_loop::HandedOver::default();
+    assert!(handed_over.admit(0, 10));
+    assert!(handed_over.admit(0, 11));
+    assert!(handed_over.admit(1, 0), "partitions are independent");
+    // The partition comes back and librdkafka fetches from the committed offset again.
+    assert!(!handed_over.admit(0, 5));
+    assert!(!handed_over.admit(0, 11));
+    assert!(handed_over.admit(0, 12));
+    // Gaps (compaction, transaction markers) are fine.
+    assert!(handed_over.admit(0, 40));
+}
