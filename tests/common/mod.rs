@@ -343,6 +343,17 @@ endpoint = "{endpoint}"
     }
 }
 
+/// The `sluice` binary: Cargo's for tests; for the benchmark example (built beside it),
+/// `target/<profile>/sluice`.
+pub fn sluice_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_sluice") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    profile_dir.join("sluice")
+}
+
 /// `sluice run` as a child process, logs captured to a file.
 pub struct Sluice {
     pub child: Child,
@@ -352,7 +363,7 @@ pub struct Sluice {
 impl Sluice {
     pub fn run(env: &Env, job: &JobDir, tag: &str) -> Sluice {
         let log = job.path().join(format!("sluice-{tag}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = Command::new(sluice_binary())
             .arg("run")
             .arg(job.path())
             .env("SLUICE_LOG", "info")
