@@ -55,7 +55,7 @@ async fn main() {
                 "schema = { event_id = \"utf8 not null\", user_id = \"int64\", url = \"utf8\", ts = \"timestamp_ms\", action = \"utf8\" }",
             )
             .replace("max_records = 1000", "max_records = 10000")
-            .replace("max_file_age = \"1s\"", "max_file_age = \"5s\"");
+            ;
         job.write("job.toml", &toml);
     }
 
