@@ -135,31 +135,31 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_that_keeps_failing_stops_the_job_with_earlier_output_committed() {
+async fn a_poison_record_is_isolated_and_dead_lettered_while_the_partition_keeps_flowing() {
     let env = env();
-    let (topic, _ends) = single_partition_topic(&env, "fail").await;
+    let (topic, ends) = single_partition_topic(&env, "poison").await;
     let job = flaky_job(&env, &topic, "fail", "max_attempts = 2");
     let mut sluice = Sluice::run(&env, &job, "run");
-    let status = sluice.wait(Duration::from_secs(120));
+    wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
+    sluice.terminate();
+    assert!(sluice.wait(Duration::from_secs(10)).success());
     let logs = sluice.logs();
     assert!(
-        !status.success(),
-        "the job must stop with an error:\n{logs}"
+        logs.contains("splitting it to isolate the records at fault"),
+        "no bisection logged:\n{logs}"
     );
-    assert!(
-        logs.contains("failed 2 times"),
-        "error does not say how often:\n{logs}"
-    );
-    assert!(
-        logs.contains("refusing this batch"),
-        "stderr of the function not shown:\n{logs}"
-    );
-    let attempts = std::fs::read_to_string(job.path().join("fail.marker")).unwrap();
-    assert_eq!(attempts.lines().count(), 2, "max_attempts = 2");
 
-    // Batches are 1000 records: the first (offsets 0..=999) succeeded and is committed;
-    // the second holds the poison record and none of it is.
-    let committed = committed(&env, &job.group(), &topic, 1);
-    assert_eq!(committed.get(&0), Some(&1000), "committed offsets");
-    assert_exactly_once(&read_rows(&env, &job.prefix).await, 1000);
+    // Every other record is written once; the poison one is in the dead letters with its
+    // error (the function's stderr), attempts and origin.
+    let rows = read_rows(&env, &job.prefix).await;
+    let target = Click::numbered(TARGET);
+    assert!(rows.iter().all(|r| r.event_id != target.event_id));
+    assert_exactly_once(&rows, EVENTS - 1);
+    let letters = read_dead_letters(&env, &job.prefix).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["payload"], target.json());
+    assert_eq!(letters[0]["attempts"], 2);
+    assert_eq!(letters[0]["origin"]["offset"], TARGET as i64);
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(error.contains("refusing this batch"), "{error}");
 }

@@ -62,14 +62,12 @@ impl DeadLetter {
                 (h.name.as_str(), value)
             })
             .collect();
-        let failed_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Self {
             line: json!({
                 "error": error,
+                "kind": "record",
                 "attempts": attempts,
-                "failed_at_ms": failed_at_ms,
+                "failed_at_ms": now_ms(),
                 "origin": event.origin.to_json(),
                 "key": key,
                 "key_encoding": key_encoding,
@@ -80,6 +78,12 @@ impl DeadLetter {
             }),
         }
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn text_or_base64(bytes: &Bytes) -> (String, &'static str) {

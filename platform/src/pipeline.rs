@@ -23,12 +23,9 @@ use sluice_connectors::{CheckpointDelta, CheckpointError, Source, SourceError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::batcher::{Batch, Batcher};
-use crate::deadletter::{DeadLetter, DeadLetterError, DeadLetterSink};
+use crate::batcher::Batcher;
+use crate::deadletter::{DeadLetterError, DeadLetterSink};
 use crate::function::FunctionRunner;
-use crate::function::encode::encode_batch;
-use crate::function::protocol::FunctionOutput;
-use crate::output::decode::decode_rows;
 use crate::output::store::{StoreError, open_store};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::spec::JobSpec;
@@ -65,6 +62,10 @@ pub struct JobStats {
     pub record_errors: u64,
     pub batches: u64,
     pub retries: u64,
+    /// Batches split in two because they kept failing.
+    pub bisections: u64,
+    /// Records and rows sent to the dead-letter destination.
+    pub dead_letters: u64,
     pub files: u64,
     pub commits: u64,
 }
@@ -169,87 +170,6 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Runs one batch through the function (with retries) into the Parquet sink.
-    async fn process(&mut self, batch: Batch) -> Result<(), JobError> {
-        let output = self.invoke_with_retries(&batch).await?;
-        self.stats.batches += 1;
-        self.stats.records_in += batch.events.len() as u64;
-        self.stats.rows_out += output.row_count as u64;
-        self.stats.record_errors += output.errors.len() as u64;
-        for error in output.errors {
-            if let Some(event) = batch.events.get(error.record) {
-                warn!(job = %self.spec.name, record = error.record, origin = ?event.origin, message = %error.message, "function rejected a record; sending it to the dead-letter destination");
-                self.dead_letters
-                    .push(DeadLetter::new(event, &error.message, 1));
-            }
-        }
-        self.pending.extend(batch.checkpoint)?;
-        Ok(())
-    }
-
-    async fn invoke_with_retries(&mut self, batch: &Batch) -> Result<DecodedOutput, JobError> {
-        let input = encode_batch(&batch.events, self.spec.function.input);
-        let max_attempts = self.spec.function.max_attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let error = match self.function.invoke(&input).await {
-                Ok(output) => match self.decode(output)? {
-                    Ok(decoded) => return Ok(decoded),
-                    Err(error) => (error, true),
-                },
-                Err(error) => {
-                    let retryable = error.is_retryable();
-                    (error.to_string(), retryable)
-                }
-            };
-            let (message, retryable) = error;
-            if !retryable || attempt >= max_attempts || self.shutdown.is_cancelled() {
-                return Err(JobError::BatchFailed {
-                    records: batch.events.len(),
-                    positions: batch.checkpoint.to_string(),
-                    attempts: attempt,
-                    last_error: message,
-                });
-            }
-            let backoff = backoff(self.spec.function.retry_backoff, attempt);
-            warn!(job = %self.spec.name, attempt, max_attempts, records = batch.events.len(), positions = %batch.checkpoint, error = %message, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
-            self.stats.retries += 1;
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = self.shutdown.cancelled() => {}
-            }
-            attempt += 1;
-        }
-    }
-
-    /// Decodes rows against the schema and hands them to the sink. Output that does not
-    /// fit the schema fails the attempt (inner error, retried); a sink failure is fatal
-    /// (outer error). Decoding and Parquet encoding are CPU work: they run under
-    /// `block_in_place` so the runtime's other tasks (the source's channel, signal
-    /// handling) keep running on the remaining worker threads.
-    fn decode(
-        &mut self,
-        output: FunctionOutput,
-    ) -> Result<Result<DecodedOutput, String>, JobError> {
-        let schema = &self.spec.output.schema;
-        let sink = &mut self.sink;
-        tokio::task::block_in_place(|| {
-            let batch = match decode_rows(schema, &output.rows, output.row_count) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    return Ok(Err(format!(
-                        "function output does not fit the output schema: {e}"
-                    )));
-                }
-            };
-            sink.write(&batch)?;
-            Ok(Ok(DecodedOutput {
-                row_count: batch.num_rows(),
-                errors: output.errors,
-            }))
-        })
-    }
-
     /// Makes every buffered row and dead letter durable, then acknowledges their positions.
     async fn commit(&mut self) -> Result<(), JobError> {
         if self.pending.is_empty() && self.sink.buffered_rows() == 0 {
@@ -329,15 +249,9 @@ impl Pipeline<'_> {
 const COMMIT_ATTEMPTS: u32 = 5;
 const COMMIT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What a successful invocation left after its rows went to the sink.
-struct DecodedOutput {
-    row_count: usize,
-    errors: Vec<crate::function::protocol::RecordError>,
-}
-
 /// `base * 2^(attempt-1)`, capped at 60 s, with ±25 % jitter so retries of many jobs
 /// don't align.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1 << (attempt - 1).min(16));
     let capped = exp.min(Duration::from_secs(60));
     let nanos = SystemTime::now()
@@ -353,6 +267,8 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+mod batch_runner;
 
 #[cfg(test)]
 mod tests;

@@ -262,6 +262,31 @@ pub async fn read_rows(env: &Env, prefix: &str) -> Vec<OutputRow> {
     rows
 }
 
+/// Every dead letter under the job's default destination, `<prefix>/_sluice/dead_letters/`.
+pub async fn read_dead_letters(env: &Env, prefix: &str) -> Vec<serde_json::Value> {
+    let store = s3(env);
+    let dead = ObjectPath::from(format!("{prefix}/_sluice/dead_letters"));
+    let objects: Vec<_> = store
+        .list(Some(&dead))
+        .try_collect()
+        .await
+        .expect("list dead letters");
+    let mut letters = Vec::new();
+    for object in objects {
+        let bytes = store
+            .get(&object.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        for line in std::str::from_utf8(&bytes).unwrap().lines() {
+            letters.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    letters
+}
+
 /// Counts rows per event id.
 pub fn count_ids(rows: &[OutputRow]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();

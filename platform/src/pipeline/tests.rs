@@ -142,29 +142,124 @@ async fn every_event_is_written_then_acknowledged() {
     );
 }
 
+/// Every dead letter under the job's default destination.
+fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
+    let dead_dir = dir.join("out/_sluice/dead_letters");
+    let Ok(entries) = std::fs::read_dir(&dead_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|entry| {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_keeps_failing_acknowledges_only_what_came_before() {
+async fn output_that_does_not_fit_is_traced_to_its_record_by_bisection() {
     let dir = tempfile::tempdir().unwrap();
-    // The second batch (ids 10..19) holds id 13: the function then writes invalid JSON.
+    // Any batch holding id 13 answers with a row the schema refuses (id must be an int64).
     let spec = job(
         dir.path(),
-        "input=$(cat); case \"$input\" in *'\"id\":13,'*) echo '{not json' ;; *) printf '%s\\n' \"$input\" ;; esac",
+        r#"while IFS= read -r line; do
+  case "$line" in *'"id":13,'*) echo '{"id": "thirteen"}' ;; *) printf '%s
+' "$line" ;; esac
+done"#,
         "max_attempts = 2",
     );
+    let (source, acked) = source(events(30));
+    let stats = run_job(&spec, source, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(stats.rows_out, 29, "every other record is written");
+    assert_eq!(stats.dead_letters, 1);
+    assert!(stats.bisections >= 3, "10 → 5 → 2/3 → 1: {stats:?}");
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["payload"], r#"{"id":13,"day":"2026-01-02"}"#);
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("does not fit the output schema") && error.contains("\"id\""),
+        "{error}"
+    );
+    // The partition keeps flowing: everything is acknowledged.
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 14), ("t/1".to_owned(), 14)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_crashes_the_function_is_dead_lettered_after_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        dir.path(),
+        r#"input=$(cat); case "$input" in *'"id":7,'*) echo 'cannot handle 7' >&2; exit 1 ;; esac; printf '%s
+' "$input""#,
+        "max_attempts = 2",
+    );
+    let (source, acked) = source(events(20));
+    let stats = run_job(&spec, source, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(stats.rows_out, 19);
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["payload"], r#"{"id":7,"day":"2026-01-02"}"#);
+    assert_eq!(
+        letters[0]["attempts"], 2,
+        "a single record gets every attempt"
+    );
+    assert_eq!(letters[0]["origin"]["partition"], 1);
+    assert_eq!(letters[0]["origin"]["offset"], 3);
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("exited with code 1") && error.contains("cannot handle 7"),
+        "{error}"
+    );
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 9), ("t/1".to_owned(), 9)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_cannot_start_stops_the_job_acknowledging_only_earlier_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    // The program deletes itself after its first batch: no split of a later batch can
+    // help, so the job stops instead of dead-lettering healthy records.
+    let spec = job(dir.path(), "", "");
+    let script = dir.path().join("once.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh
+cat
+rm -f \"$0\"
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut spec = spec;
+    spec.function.command = vec!["./once.sh".to_owned()];
     let (source, acked) = source(events(30));
     let error = run_job(&spec, source, CancellationToken::new())
         .await
         .unwrap_err();
 
     let message = error.to_string();
-    assert!(message.contains("failed 2 times"), "{message}");
+    assert!(message.contains("could not start function"), "{message}");
     assert!(
         message.contains("t/0:5..=9"),
         "names the positions: {message}"
     );
     assert!(
-        message.contains("output row 0"),
-        "names the bad row: {message}"
+        dead_letters(dir.path()).is_empty(),
+        "healthy records are not dead-lettered"
     );
     // Only the first batch (offsets 0..=4 of each partition) is acknowledged.
     assert_eq!(
@@ -194,16 +289,7 @@ done"#;
 
     assert_eq!(stats.rows_out, 18);
     assert_eq!(stats.record_errors, 2);
-    let dead_dir = dir.path().join("out/_sluice/dead_letters");
-    let letters: Vec<serde_json::Value> = std::fs::read_dir(&dead_dir)
-        .unwrap()
-        .flat_map(|entry| {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            text.lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let letters = dead_letters(dir.path());
     let mut ids: Vec<String> = letters
         .iter()
         .map(|l| l["payload"].as_str().unwrap().to_owned())
