@@ -1,6 +1,7 @@
 //! `sluice`: the command-line interface. Thin: each subcommand parses its arguments and
 //! calls into `sluice-platform`.
 
+mod dlq;
 mod invoke;
 mod run;
 mod validate;
@@ -40,6 +41,11 @@ enum Command {
     },
     /// Check a job folder's job.toml and print every problem found.
     Validate { job_dir: PathBuf },
+    /// Inspect dead letters and replay them through the job.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
             Command::Run { job_dir } => run::run(&job_dir).await,
             Command::Invoke { job_dir, input } => invoke::invoke(&job_dir, input.as_deref()).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),
+            Command::Dlq { command } => dlq::dlq(command).await,
         }
     });
     match result {

@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use common::*;
 
-/// Wraps the example transform: when the batch holds `TARGET`, misbehave (once, or every
-/// time for `fail`), recording each misbehaving attempt in `<mode>.marker`.
+/// Wraps the example transform: when the batch holds one of the target ids (comma
+/// separated), misbehave (once, or every time for `fail`; `ok` never does), recording
+/// each misbehaving attempt in `<mode>.marker`.
 const FLAKY: &str = r#"
 import json, os, signal, sys, time
 import transform
-mode, target = sys.argv[1], sys.argv[2]
+mode, targets = sys.argv[1], sys.argv[2].split(",")
 marker = mode + ".marker"
 lines = [l for l in sys.stdin.read().splitlines() if l]
-hit = any(json.loads(l).get("event_id") == target for l in lines)
+hit = any(json.loads(l).get("event_id") in targets for l in lines)
 if hit and (mode == "fail" or not os.path.exists(marker)):
     with open(marker, "a") as f:
         f.write("attempt\n")
@@ -135,10 +136,34 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_is_isolated_and_dead_lettered_while_the_partition_keeps_flowing() {
+async fn poison_records_are_dead_lettered_the_rest_commits_and_replay_lands_them() {
+    const RECORDS: usize = 1000;
     let env = env();
-    let (topic, ends) = single_partition_topic(&env, "poison").await;
+    let topic = unique("poison");
+    create_topic(&env, &topic, 1).await;
+    let payloads: Vec<_> = (0..RECORDS)
+        .map(|i| (format!("k{i}"), Click::numbered(i).json()))
+        .collect();
+    let ends = produce(&env, &topic, &payloads).await;
+    let poison = [17, 500, 998];
+    let targets: Vec<String> = poison
+        .iter()
+        .map(|&i| Click::numbered(i).event_id)
+        .collect();
     let job = flaky_job(&env, &topic, "fail", "max_attempts = 2");
+    let command = |mode: &str| {
+        format!(
+            "command = [\"python3\", \"flaky.py\", \"{mode}\", \"{}\"]",
+            targets.join(",")
+        )
+    };
+    let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
+    let single = format!(
+        "command = [\"python3\", \"flaky.py\", \"fail\", \"{}\"]",
+        Click::numbered(TARGET).event_id
+    );
+    job.write("job.toml", &toml.replace(&single, &command("fail")));
+
     let mut sluice = Sluice::run(&env, &job, "run");
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
     sluice.terminate();
@@ -149,17 +174,53 @@ async fn a_poison_record_is_isolated_and_dead_lettered_while_the_partition_keeps
         "no bisection logged:\n{logs}"
     );
 
-    // Every other record is written once; the poison one is in the dead letters with its
-    // error (the function's stderr), attempts and origin.
+    // The 997 others are written once; the 3 are dead letters with their error (the
+    // function's stderr), attempts and origin.
     let rows = read_rows(&env, &job.prefix).await;
-    let target = Click::numbered(TARGET);
-    assert!(rows.iter().all(|r| r.event_id != target.event_id));
-    assert_exactly_once(&rows, EVENTS - 1);
+    assert!(rows.iter().all(|r| !targets.contains(&r.event_id)));
+    assert_exactly_once(&rows, RECORDS - 3);
     let letters = read_dead_letters(&env, &job.prefix).await;
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0]["payload"], target.json());
-    assert_eq!(letters[0]["attempts"], 2);
-    assert_eq!(letters[0]["origin"]["offset"], TARGET as i64);
-    let error = letters[0]["error"].as_str().unwrap();
-    assert!(error.contains("refusing this batch"), "{error}");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let mut offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| l["origin"]["offset"].as_i64().unwrap())
+        .collect();
+    offsets.sort();
+    assert_eq!(offsets, vec![17, 500, 998]);
+    for letter in &letters {
+        assert_eq!(letter["attempts"], 2);
+        let error = letter["error"].as_str().unwrap();
+        assert!(error.contains("refusing this batch"), "{error}");
+    }
+
+    // After a fix, `sluice dlq replay` lands them, and they are not pending any more.
+    job.write("job.toml", &toml.replace(&single, &command("ok")));
+    let replay = std::process::Command::new(sluice_binary())
+        .args(["dlq", "replay"])
+        .arg(job.path())
+        .env("AWS_ACCESS_KEY_ID", &env.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+        .env("AWS_REGION", &env.region)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert!(replay.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("replayed 3 dead letters: 3 rows written, 0 failed again"),
+        "{stderr}"
+    );
+    assert_exactly_once(&read_rows(&env, &job.prefix).await, RECORDS);
+    let listed = std::process::Command::new(sluice_binary())
+        .args(["dlq", "list"])
+        .arg(job.path())
+        .env("AWS_ACCESS_KEY_ID", &env.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+        .env("AWS_REGION", &env.region)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        stdout.starts_with("0 dead letters in 0 objects"),
+        "{stdout}"
+    );
 }

@@ -25,6 +25,9 @@ pub enum Origin {
     },
     /// A line of a sample file given to `sluice invoke` (1-based line number).
     Sample { line: u64 },
+    /// A dead letter being replayed: its object and 1-based line there. The record's
+    /// first origin is kept in the letter itself.
+    DeadLetter { object: Arc<str>, line: u64 },
 }
 
 impl Origin {
@@ -35,6 +38,7 @@ impl Origin {
                 topic, partition, ..
             } => SplitId::kafka(topic, *partition),
             Origin::Sample { .. } => SplitId::new("sample"),
+            Origin::DeadLetter { object, .. } => SplitId::new(format!("dead-letter:{object}")),
         }
     }
 
@@ -48,6 +52,9 @@ impl Origin {
                 offset,
             } => serde_json::json!({ "topic": &**topic, "partition": partition, "offset": offset }),
             Origin::Sample { line } => serde_json::json!({ "line": line }),
+            Origin::DeadLetter { object, line } => {
+                serde_json::json!({ "dead_letter_object": &**object, "line": line })
+            }
         }
     }
 
@@ -55,7 +62,7 @@ impl Origin {
     pub fn position(&self) -> i64 {
         match self {
             Origin::Kafka { offset, .. } => *offset,
-            Origin::Sample { line } => *line as i64,
+            Origin::Sample { line } | Origin::DeadLetter { line, .. } => *line as i64,
         }
     }
 }

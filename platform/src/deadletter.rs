@@ -1,12 +1,15 @@
-//! The dead-letter destination: records the function rejected (`$error`), kept with their
-//! error so nothing is silently dropped.
+//! The dead-letter destination: records the function rejected (`$error`) or that a failing
+//! batch was split down to, kept with their error so nothing is silently dropped.
 //!
 //! This build writes dead letters as NDJSON objects into an object store: the job's
 //! `dead_letter.url`, or `<output.url>/_sluice/dead_letters` when none is declared. One
 //! line per record: the original payload (UTF-8 text, or base64 with
-//! `payload_encoding = "base64"`), key, headers, timestamp, origin, error, attempts and
-//! when it failed. [`DeadLetterSink::flush`] runs before the positions of those records
-//! are acknowledged, so a record is either redelivered or in the destination.
+//! `payload_encoding = "base64"`), key (likewise), headers (UTF-8 text, or
+//! `{"base64": …}`), timestamp, origin, error, attempts and when it failed.
+//! [`DeadLetterSink::flush`] runs before the positions of those records are acknowledged,
+//! so a record is either redelivered or in the destination. [`replay`] reads them back.
+
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,7 +61,10 @@ impl DeadLetter {
                 let value = h
                     .value
                     .as_ref()
-                    .map_or(Value::Null, |v| Value::String(text_or_base64(v).0));
+                    .map_or(Value::Null, |v| match text_or_base64(v) {
+                        (text, "utf8") => Value::String(text),
+                        (encoded, _) => json!({ "base64": encoded }),
+                    });
                 (h.name.as_str(), value)
             })
             .collect();
@@ -93,6 +99,27 @@ fn text_or_base64(bytes: &Bytes) -> (String, &'static str) {
     }
 }
 
+/// The job's dead-letter destination: `dead_letter.url`, or `_sluice/dead_letters` under
+/// the output. The output's store options (endpoint, credentials) apply when the dead
+/// letters go to the same kind of store.
+pub fn open_dead_letter_store(spec: &JobSpec) -> Result<OutputLocation, StoreError> {
+    let url = match &spec.dead_letter {
+        Some(url) => url.clone(),
+        None => format!(
+            "{}/_sluice/dead_letters",
+            spec.output.url.trim_end_matches('/')
+        ),
+    };
+    let same_scheme = url.split_once("://").map(|(scheme, _)| scheme)
+        == spec.output.url.split_once("://").map(|(scheme, _)| scheme);
+    let options = if same_scheme {
+        spec.output.options.clone()
+    } else {
+        Default::default()
+    };
+    open_store(&url, &options)
+}
+
 /// Buffers dead letters until the next commit, then writes them as one NDJSON object.
 pub struct DeadLetterSink {
     location: OutputLocation,
@@ -103,24 +130,8 @@ pub struct DeadLetterSink {
 
 impl DeadLetterSink {
     pub fn new(spec: &JobSpec, run_id: &str) -> Result<Self, StoreError> {
-        let url = match &spec.dead_letter {
-            Some(url) => url.clone(),
-            None => format!(
-                "{}/_sluice/dead_letters",
-                spec.output.url.trim_end_matches('/')
-            ),
-        };
-        // The output's store options (endpoint, credentials) apply when the dead letters go
-        // to the same kind of store.
-        let same_scheme = url.split_once("://").map(|(scheme, _)| scheme)
-            == spec.output.url.split_once("://").map(|(scheme, _)| scheme);
-        let options = if same_scheme {
-            spec.output.options.clone()
-        } else {
-            Default::default()
-        };
         Ok(Self {
-            location: open_store(&url, &options)?,
+            location: open_dead_letter_store(spec)?,
             file_stem: format!("dead-{run_id}"),
             seq: 0,
             pending: Vec::new(),

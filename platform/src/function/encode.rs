@@ -149,27 +149,10 @@ fn push_envelope_line(out: &mut Vec<u8>, event: &Event) {
     out.push(b'}');
 }
 
+/// The origin as `Origin::to_json` renders it (also used in dead letters), so every
+/// connector's origin reaches functions the same way.
 fn push_origin(out: &mut Vec<u8>, origin: &Origin) {
-    match origin {
-        Origin::Kafka {
-            topic,
-            partition,
-            offset,
-        } => {
-            out.extend_from_slice(b"{\"topic\":");
-            push_json_string(out, topic);
-            out.extend_from_slice(b",\"partition\":");
-            out.extend_from_slice(partition.to_string().as_bytes());
-            out.extend_from_slice(b",\"offset\":");
-            out.extend_from_slice(offset.to_string().as_bytes());
-            out.push(b'}');
-        }
-        Origin::Sample { line } => {
-            out.extend_from_slice(b"{\"line\":");
-            out.extend_from_slice(line.to_string().as_bytes());
-            out.push(b'}');
-        }
-    }
+    out.extend_from_slice(origin.to_json().to_string().as_bytes());
 }
 
 fn is_json_whitespace(c: char) -> bool {

@@ -1,0 +1,104 @@
+//! `sluice dlq list|show|replay JOB_DIR`: inspect dead letters and run them through the
+//! job again.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use sluice_platform::deadletter::replay::{ReplaySource, read_dead_letters};
+use sluice_platform::pipeline::run_job;
+use sluice_platform::spec::{JobSpec, load_job};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// One line per dead-letter object: name, letters, first error.
+    List { job_dir: std::path::PathBuf },
+    /// Print the dead letters as JSON lines.
+    Show {
+        job_dir: std::path::PathBuf,
+        /// Print at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Run every dead letter through the job's function again and write the output; each
+    /// replayed object is moved under `replayed/` once its output is durable.
+    Replay { job_dir: std::path::PathBuf },
+}
+
+pub async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List { job_dir } => list(&job(&job_dir)?).await,
+        DlqCommand::Show { job_dir, limit } => show(&job(&job_dir)?, limit).await,
+        DlqCommand::Replay { job_dir } => replay(&job(&job_dir)?).await,
+    }
+}
+
+fn job(job_dir: &Path) -> anyhow::Result<JobSpec> {
+    load_job(job_dir).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+async fn list(spec: &JobSpec) -> anyhow::Result<ExitCode> {
+    let (location, objects) = read_dead_letters(spec).await?;
+    let total: usize = objects.iter().map(|o| o.letters.len()).sum();
+    println!(
+        "{total} dead letters in {} objects at {}",
+        objects.len(),
+        location.url
+    );
+    for object in &objects {
+        let first_error = object
+            .letters
+            .first()
+            .and_then(|l| l.get("error"))
+            .and_then(|e| e.as_str())
+            .unwrap_or("");
+        let shown: String = first_error.chars().take(100).collect();
+        println!(
+            "  {}  {} letters  first error: {shown}",
+            object.name,
+            object.letters.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(spec: &JobSpec, limit: usize) -> anyhow::Result<ExitCode> {
+    let (_, objects) = read_dead_letters(spec).await?;
+    for letter in objects.iter().flat_map(|o| &o.letters).take(limit) {
+        println!("{letter}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(spec: &JobSpec) -> anyhow::Result<ExitCode> {
+    let (source, total) = ReplaySource::open(spec).await?;
+    if total == 0 {
+        eprintln!("no dead letters to replay");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = source.progress();
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            let done = progress.load(Ordering::Relaxed);
+            eprintln!(
+                "replaying dead letters: {done}/{total} ({}%)",
+                done * 100 / total
+            );
+        }
+    });
+    let result = run_job(spec, Box::new(source), CancellationToken::new()).await;
+    ticker.abort();
+    let stats =
+        result.with_context(|| format!("replaying the dead letters of job {}", spec.name))?;
+    eprintln!(
+        "replayed {total} dead letters: {} rows written, {} failed again (back in the dead letters)",
+        stats.rows_out, stats.dead_letters
+    );
+    Ok(ExitCode::SUCCESS)
+}
