@@ -25,6 +25,14 @@ pub enum Origin {
     },
     /// A line of a sample file given to `sluice invoke` (1-based line number).
     Sample { line: u64 },
+    /// A record of an object in a bucket: the object's identity (key and etag) and the
+    /// record's line (1-based; the element index for JSON arrays).
+    Object {
+        bucket: Arc<str>,
+        key: Arc<str>,
+        etag: Option<Arc<str>>,
+        line: u64,
+    },
     /// A dead letter being replayed: its object and 1-based line there. The record's
     /// first origin is kept in the letter itself.
     DeadLetter { object: Arc<str>, line: u64 },
@@ -39,6 +47,9 @@ impl Origin {
             } => SplitId::kafka(topic, *partition),
             Origin::Sample { .. } => SplitId::new("sample"),
             Origin::DeadLetter { object, .. } => SplitId::new(format!("dead-letter:{object}")),
+            Origin::Object { key, etag, .. } => {
+                SplitId::new(format!("object:{key}@{}", etag.as_deref().unwrap_or("")))
+            }
         }
     }
 
@@ -52,6 +63,14 @@ impl Origin {
                 offset,
             } => serde_json::json!({ "topic": &**topic, "partition": partition, "offset": offset }),
             Origin::Sample { line } => serde_json::json!({ "line": line }),
+            Origin::Object {
+                bucket,
+                key,
+                etag,
+                line,
+            } => {
+                serde_json::json!({ "bucket": &**bucket, "key": &**key, "etag": etag.as_deref(), "line": line })
+            }
             Origin::DeadLetter { object, line } => {
                 serde_json::json!({ "dead_letter_object": &**object, "line": line })
             }
@@ -62,7 +81,9 @@ impl Origin {
     pub fn position(&self) -> i64 {
         match self {
             Origin::Kafka { offset, .. } => *offset,
-            Origin::Sample { line } | Origin::DeadLetter { line, .. } => *line as i64,
+            Origin::Sample { line }
+            | Origin::DeadLetter { line, .. }
+            | Origin::Object { line, .. } => *line as i64,
         }
     }
 }

@@ -1,0 +1,27 @@
+//! Bucket source: input objects from any object store (`file://`, `s3://`, …).
+//!
+//! This build learns about objects by **listing** a prefix every `poll_interval`, with a
+//! durable [`cursor::Cursor`] beside the job's output (`_sluice/bucket/cursor.json`), so
+//! a restart neither reprocesses nor skips objects. Keys with a segment starting with `_`
+//! or `.` are ignored (e.g. `_sluice/`). Each object is streamed into records by its
+//! format (see [`reader`]); every record's origin names the object (bucket, key, etag) and
+//! its line.
+//!
+//! | outcome                                                   | cursor                         |
+//! |-----------------------------------------------------------|--------------------------------|
+//! | every record's output durable (or dead-lettered)          | object marked done             |
+//! | the job stops before that                                 | not done: read again on restart |
+//! | the object cannot be read (truncated gzip, ragged CSV, …) | not done; error logged with the object and line; records before the error are processed; retried on restart |
+//!
+//! Delivery is at-least-once per object: an object whose output was partly written when
+//! the job stopped is read again whole.
+
+pub mod cursor;
+pub mod reader;
+pub mod source;
+
+pub use reader::{InputCompression, InputFormat};
+pub use source::{BucketSource, BucketSourceConfig};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+//! The bucket source in listing mode: polls a prefix for objects not yet done, streams
+//! each through [`super::reader`] on a blocking thread, and marks an object done in the
+//! [`Cursor`] once every record of it is acknowledged.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use tracing::{error, info, warn};
+
+use super::cursor::Cursor;
+use super::reader::{InputCompression, InputFormat, ReadError, read_records, resolve};
+use crate::checkpoint::{CheckpointDelta, SplitId};
+use crate::event::{Event, Origin};
+use crate::source::{Source, SourceError};
+
+const CONNECTOR: &str = "bucket";
+/// Events per chunk handed to the platform.
+const CHUNK: usize = 1000;
+
+/// Everything the bucket source needs; the platform opens the stores.
+#[derive(Debug, Clone)]
+pub struct BucketSourceConfig {
+    pub job: String,
+    /// Where input objects are listed.
+    pub input_store: Arc<dyn ObjectStore>,
+    pub input_prefix: Path,
+    /// The input URL, for origins and messages.
+    pub input_url: String,
+    /// Where the cursor lives (beside the output).
+    pub cursor_store: Arc<dyn ObjectStore>,
+    pub cursor_path: Path,
+    pub format: InputFormat,
+    pub compression: InputCompression,
+    /// How often the prefix is listed when nothing is pending.
+    pub poll_interval: Duration,
+    /// End (`next_events` returns `None`) once a listing finds nothing new: for one-shot
+    /// runs such as the quickstart.
+    pub stop_when_idle: bool,
+}
+
+enum ReadItem {
+    Events(Vec<Event>),
+    /// The object was read to its end; the line of its last record, if any.
+    Done {
+        last: Option<u64>,
+    },
+    Failed(ReadError),
+}
+
+struct Reading {
+    split: SplitId,
+    key: String,
+    etag: String,
+    items: mpsc::Receiver<ReadItem>,
+}
+
+/// An object whose records were handed over, waiting for their acknowledgement.
+struct InFlight {
+    key: String,
+    etag: String,
+    /// Known once the object was read to its end.
+    last: Option<u64>,
+}
+
+/// See the module docs and [`crate::Source`].
+pub struct BucketSource {
+    config: BucketSourceConfig,
+    bucket: Arc<str>,
+    cursor: Cursor,
+    pending: VecDeque<ObjectMeta>,
+    reading: Option<Reading>,
+    in_flight: HashMap<SplitId, InFlight>,
+    /// Objects that could not be read: reported, not acknowledged, retried on restart.
+    failed: HashSet<(String, String)>,
+    next_listing: Instant,
+}
+
+impl BucketSource {
+    pub async fn connect(config: BucketSourceConfig) -> Result<Self, SourceError> {
+        let cursor = Cursor::load(config.cursor_store.clone(), config.cursor_path.clone())
+            .await
+            .map_err(|message| SourceError::Unavailable {
+                connector: CONNECTOR,
+                message,
+            })?;
+        info!(job = %config.job, input = %config.input_url, done = cursor.len(), "bucket source listing");
+        Ok(Self {
+            bucket: Arc::from(config.input_url.as_str()),
+            config,
+            cursor,
+            pending: VecDeque::new(),
+            reading: None,
+            in_flight: HashMap::new(),
+            failed: HashSet::new(),
+            next_listing: Instant::now(),
+        })
+    }
+
+    fn relative_key(&self, location: &Path) -> String {
+        let prefix = self.config.input_prefix.as_ref();
+        let full = location.as_ref();
+        full.strip_prefix(prefix)
+            .map_or(full, |rest| rest.trim_start_matches('/'))
+            .to_owned()
+    }
+
+    /// Lists the prefix; queues objects that are not done, in flight or failed.
+    async fn list(&mut self) -> Result<(), SourceError> {
+        let prefix =
+            (!self.config.input_prefix.as_ref().is_empty()).then_some(&self.config.input_prefix);
+        let mut found: Vec<ObjectMeta> = self
+            .config
+            .input_store
+            .list(prefix)
+            .try_collect()
+            .await
+            .map_err(|e| SourceError::Unavailable {
+            connector: CONNECTOR,
+            message: format!("listing {}: {e}", self.config.input_url),
+        })?;
+        found.sort_by(|a, b| a.location.cmp(&b.location));
+        let in_flight: HashSet<(String, String)> = self
+            .in_flight
+            .values()
+            .map(|f| (f.key.clone(), f.etag.clone()))
+            .collect();
+        for meta in found {
+            let key = self.relative_key(&meta.location);
+            if key
+                .split('/')
+                .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
+            {
+                continue;
+            }
+            let id = (key.clone(), meta.e_tag.clone().unwrap_or_default());
+            if self.cursor.is_done(&id.0, &id.1)
+                || in_flight.contains(&id)
+                || self.failed.contains(&id)
+            {
+                continue;
+            }
+            if self
+                .reading
+                .as_ref()
+                .is_some_and(|r| r.key == id.0 && r.etag == id.1)
+            {
+                continue;
+            }
+            self.pending.push_back(meta);
+        }
+        Ok(())
+    }
+
+    fn start_reading(&mut self, meta: ObjectMeta) {
+        let key = self.relative_key(&meta.location);
+        let etag = meta.e_tag.clone().unwrap_or_default();
+        let origin_etag = meta.e_tag.as_deref().map(Arc::from);
+        let split = Origin::Object {
+            bucket: self.bucket.clone(),
+            key: Arc::from(key.as_str()),
+            etag: origin_etag.clone(),
+            line: 0,
+        }
+        .split();
+        let (format, compression) = resolve(&key, self.config.format, self.config.compression);
+        let (sender, items) = mpsc::channel(4);
+        let store = self.config.input_store.clone();
+        let (bucket, key_arc) = (self.bucket.clone(), Arc::<str>::from(key.as_str()));
+        let runtime = tokio::runtime::Handle::current();
+        // Decompression and parsing are synchronous readers: a blocking thread, bridged to
+        // the object's byte stream.
+        tokio::task::spawn_blocking(move || {
+            let outcome = read_object(
+                &runtime,
+                &store,
+                &meta.location,
+                format,
+                compression,
+                &sender,
+                &|line, payload| {
+                    Event::from_payload(
+                        payload,
+                        Origin::Object {
+                            bucket: bucket.clone(),
+                            key: key_arc.clone(),
+                            etag: origin_etag.clone(),
+                            line,
+                        },
+                    )
+                },
+            );
+            let item = match outcome {
+                Ok(last) => ReadItem::Done { last },
+                Err(error) => ReadItem::Failed(error),
+            };
+            let _ = sender.blocking_send(item);
+        });
+        self.reading = Some(Reading {
+            split,
+            key,
+            etag,
+            items,
+        });
+    }
+
+    /// The read of the current object ended: track it until its acknowledgement.
+    async fn finish_reading(
+        &mut self,
+        reading: Reading,
+        last: Option<u64>,
+    ) -> Result<(), SourceError> {
+        match last {
+            None => {
+                // No records: nothing to wait for.
+                self.cursor
+                    .mark_done(&[(reading.key, reading.etag)])
+                    .await
+                    .map_err(|message| SourceError::Unavailable {
+                        connector: CONNECTOR,
+                        message,
+                    })?;
+            }
+            Some(last) => {
+                self.in_flight.insert(
+                    reading.split,
+                    InFlight {
+                        key: reading.key,
+                        etag: reading.etag,
+                        last: Some(last),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams one object through the reader, sending chunks of events. Returns the line of
+/// the last record.
+fn read_object(
+    runtime: &tokio::runtime::Handle,
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+    format: InputFormat,
+    compression: InputCompression,
+    sender: &mpsc::Sender<ReadItem>,
+    make_event: &dyn Fn(u64, Bytes) -> Event,
+) -> Result<Option<u64>, ReadError> {
+    let stream = runtime
+        .block_on(store.get(location))
+        .map_err(|e| ReadError {
+            line: None,
+            message: format!("cannot read the object: {e}"),
+        })?
+        .into_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let input = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut last = None;
+    let mut consumer_gone = false;
+    read_records(input, format, compression, &mut |line, payload| {
+        last = Some(line);
+        chunk.push(make_event(line, payload));
+        if chunk.len() >= CHUNK
+            && sender
+                .blocking_send(ReadItem::Events(std::mem::take(&mut chunk)))
+                .is_err()
+        {
+            consumer_gone = true;
+            return false;
+        }
+        true
+    })
+    .inspect_err(|_| {
+        // Records before the error still go out: they are valid and get processed.
+        if !chunk.is_empty() {
+            let _ = sender.blocking_send(ReadItem::Events(std::mem::take(&mut chunk)));
+        }
+    })?;
+    if !chunk.is_empty() && !consumer_gone {
+        let _ = sender.blocking_send(ReadItem::Events(chunk));
+    }
+    Ok(last)
+}
+
+#[async_trait]
+impl Source for BucketSource {
+    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
+        loop {
+            if let Some(reading) = &mut self.reading {
+                let item = reading.items.recv().await;
+                if let Some(ReadItem::Events(events)) = item {
+                    return Ok(Some(events));
+                }
+                let Some(reading) = self.reading.take() else {
+                    continue;
+                };
+                let object = format!(
+                    "{}/{}",
+                    self.config.input_url.trim_end_matches('/'),
+                    reading.key
+                );
+                match item {
+                    Some(ReadItem::Done { last }) => self.finish_reading(reading, last).await?,
+                    Some(ReadItem::Failed(failure)) => {
+                        error!(job = %self.config.job, %object, line = failure.line, error = %failure.message, "cannot read object; it is not acknowledged and is retried when the job restarts");
+                        self.failed.insert((reading.key, reading.etag));
+                    }
+                    _ => {
+                        warn!(job = %self.config.job, %object, "object reader stopped unexpectedly; the object is retried when the job restarts");
+                        self.failed.insert((reading.key, reading.etag));
+                    }
+                }
+                continue;
+            }
+            if let Some(meta) = self.pending.pop_front() {
+                self.start_reading(meta);
+                continue;
+            }
+            tokio::time::sleep_until(self.next_listing).await;
+            self.next_listing = Instant::now() + self.config.poll_interval;
+            self.list().await?;
+            if self.pending.is_empty() && self.config.stop_when_idle {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
+        let mut done = Vec::new();
+        for (split, range) in delta.iter() {
+            let complete = self
+                .in_flight
+                .get(split)
+                .is_some_and(|f| f.last.is_some_and(|last| range.last >= last as i64));
+            if complete && let Some(finished) = self.in_flight.remove(split) {
+                done.push((finished.key, finished.etag));
+            }
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.cursor
+            .mark_done(&done)
+            .await
+            .map_err(|message| SourceError::Ack {
+                connector: CONNECTOR,
+                positions: delta.to_string(),
+                message,
+            })?;
+        for (key, _) in &done {
+            info!(job = %self.config.job, object = %key, "object done");
+        }
+        Ok(())
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        Some(self.pending.len() as u64 + u64::from(self.reading.is_some()))
+    }
+}
