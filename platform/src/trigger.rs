@@ -1,12 +1,32 @@
 //! Builds a job's source from its trigger: the one place that lists every connector.
 
+use sluice_connectors::bucket::{BucketSource, BucketSourceConfig};
 use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use sluice_connectors::{Source, SourceError};
 
+use crate::output::store::open_store;
 use crate::spec::{JobSpec, StartPosition, TriggerSpec};
+
+/// Where a bucket trigger keeps its cursor, relative to the job's output.
+pub const BUCKET_CURSOR: &str = "_sluice/bucket/cursor.json";
+
+/// How the source should behave beyond what the job declares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectOptions {
+    /// A bucket source ends once a listing finds nothing new (one-shot runs); broker
+    /// sources ignore it.
+    pub stop_when_idle: bool,
+}
 
 /// Connects the job's source. Nothing is consumed until the pipeline asks for events.
 pub async fn connect_source(spec: &JobSpec) -> Result<Box<dyn Source>, SourceError> {
+    connect_source_with(spec, ConnectOptions::default()).await
+}
+
+pub async fn connect_source_with(
+    spec: &JobSpec,
+    options: ConnectOptions,
+) -> Result<Box<dyn Source>, SourceError> {
     match &spec.trigger {
         TriggerSpec::Kafka(kafka) => {
             let config = KafkaSourceConfig {
@@ -21,6 +41,32 @@ pub async fn connect_source(spec: &JobSpec) -> Result<Box<dyn Source>, SourceErr
                 options: kafka.options.clone(),
             };
             Ok(Box::new(KafkaSource::connect(config).await?))
+        }
+        TriggerSpec::Bucket(bucket) => {
+            let config_error = |message: String| SourceError::Config {
+                connector: "bucket",
+                message,
+            };
+            let input = open_store(&bucket.url, &bucket.options)
+                .map_err(|e| config_error(format!("input {}: {e}", bucket.url)))?;
+            let output = open_store(&spec.output.url, &spec.output.options)
+                .map_err(|e| config_error(format!("output {}: {e}", spec.output.url)))?;
+            let cursor_path = output
+                .object_path(BUCKET_CURSOR)
+                .map_err(|e| config_error(format!("cursor path: {e}")))?;
+            let config = BucketSourceConfig {
+                job: spec.name.clone(),
+                input_store: input.store,
+                input_prefix: input.prefix,
+                input_url: input.url,
+                cursor_store: output.store,
+                cursor_path,
+                format: bucket.format,
+                compression: bucket.compression,
+                poll_interval: bucket.poll_interval,
+                stop_when_idle: options.stop_when_idle,
+            };
+            Ok(Box::new(BucketSource::connect(config).await?))
         }
     }
 }

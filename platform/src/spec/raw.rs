@@ -44,8 +44,31 @@ pub struct RawTrigger {
     pub kafka: Option<RawKafkaTrigger>,
     /// `[trigger.amqp]`: consume an AMQP queue (not supported yet in this build).
     pub amqp: Option<IgnoredAny>,
-    /// `[trigger.bucket]`: react to new objects in a bucket (not supported yet in this build).
-    pub bucket: Option<IgnoredAny>,
+    /// `[trigger.bucket]`: process the objects that appear under a store prefix.
+    pub bucket: Option<RawBucketTrigger>,
+}
+
+/// `[trigger.bucket]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucketTrigger {
+    /// Where input objects appear (required): `s3://bucket/prefix`, `file:///abs/path`, or a
+    /// folder path relative to the job folder (`"inbox"`). `${NAME}` is expanded.
+    pub url: Option<String>,
+    /// How objects are found: `"listing"` (default: poll the prefix, with a durable cursor
+    /// beside the output). Bucket notifications are not supported yet in this build.
+    pub mode: Option<String>,
+    /// How an object becomes records: `"auto"` (default: `.csv` → csv, `.json` → json,
+    /// otherwise lines), `"lines"` (NDJSON or text), `"csv"` (header row), `"json"` (an
+    /// array or one object), `"raw"` (one record: the bytes).
+    pub format: Option<String>,
+    /// `"auto"` (default: by `.gz` / `.zst` suffix), `"none"`, `"gzip"`, `"zstd"`.
+    pub compression: Option<String>,
+    /// How often the prefix is listed for new objects (default 1s).
+    pub poll_interval: Option<RawDuration>,
+    /// Object-store options for the input, like `[output.options]`.
+    #[serde(default)]
+    pub options: RawOptions,
 }
 
 /// `[trigger.kafka]`.

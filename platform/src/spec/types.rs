@@ -26,6 +26,20 @@ pub struct JobSpec {
 #[derive(Debug, Clone)]
 pub enum TriggerSpec {
     Kafka(KafkaTriggerSpec),
+    Bucket(BucketTriggerSpec),
+}
+
+pub use sluice_connectors::bucket::{InputCompression, InputFormat};
+
+#[derive(Debug, Clone)]
+pub struct BucketTriggerSpec {
+    /// `file://`, `s3://` or `memory://` URL of the input prefix.
+    pub url: String,
+    pub format: InputFormat,
+    pub compression: InputCompression,
+    pub poll_interval: Duration,
+    /// Store options for the input, `${ENV}` expanded.
+    pub options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

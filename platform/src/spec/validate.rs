@@ -23,7 +23,7 @@ use super::types::{
 use super::units::is_env_name;
 
 /// Trigger kinds the file format knows; only `kafka` is built in this build.
-const SUPPORTED_TRIGGERS: &str = "kafka";
+const SUPPORTED_TRIGGERS: &str = "kafka, bucket";
 
 /// What the validation needs besides the raw job.
 pub struct ValidationContext<'a> {
@@ -120,9 +120,10 @@ impl Checker<'_> {
                 );
                 None
             }
-            [_] => match &trigger.kafka {
-                Some(kafka) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
-                None => {
+            [_] => match (&trigger.kafka, &trigger.bucket) {
+                (Some(kafka), _) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
+                (_, Some(bucket)) => self.bucket(bucket).map(TriggerSpec::Bucket),
+                _ => {
                     self.error(
                         format!("trigger.{}", declared[0]),
                         format!("not supported yet in this build; supported: {SUPPORTED_TRIGGERS}"),

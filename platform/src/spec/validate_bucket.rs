@@ -1,0 +1,180 @@
+//! The `[trigger.bucket]` section: where input objects appear and how they become records.
+
+use std::time::Duration;
+
+use super::checker::{Checker, DAY};
+use super::raw::RawBucketTrigger;
+use super::types::{BucketTriggerSpec, InputCompression, InputFormat};
+
+impl Checker<'_> {
+    pub(super) fn bucket(&mut self, raw: &RawBucketTrigger) -> Option<BucketTriggerSpec> {
+        let url = match &raw.url {
+            None => {
+                self.missing(
+                    "trigger.bucket.url",
+                    "url = \"s3://landing/clicks\" or url = \"./inbox\"",
+                );
+                None
+            }
+            Some(url) => self
+                .expand("trigger.bucket.url", url)
+                .and_then(|url| self.store_url("trigger.bucket.url", &url)),
+        };
+        if let Some(mode) = raw.mode.as_deref()
+            && mode != "listing"
+        {
+            let message = if mode == "notifications" {
+                "notifications are not supported yet in this build; allowed: \"listing\"".to_owned()
+            } else {
+                format!("unknown mode {mode:?}; allowed: \"listing\"")
+            };
+            self.error("trigger.bucket.mode", message);
+        }
+        let format = self.choice(
+            "trigger.bucket.format",
+            raw.format.as_deref(),
+            InputFormat::Auto,
+            &[
+                ("auto", InputFormat::Auto),
+                ("lines", InputFormat::Lines),
+                ("csv", InputFormat::Csv),
+                ("json", InputFormat::Json),
+                ("raw", InputFormat::Raw),
+            ],
+            &[],
+        );
+        let compression = self.choice(
+            "trigger.bucket.compression",
+            raw.compression.as_deref(),
+            InputCompression::Auto,
+            &[
+                ("auto", InputCompression::Auto),
+                ("none", InputCompression::None),
+                ("gzip", InputCompression::Gzip),
+                ("zstd", InputCompression::Zstd),
+            ],
+            &[],
+        );
+        let poll_interval = self.duration(
+            "trigger.bucket.poll_interval",
+            raw.poll_interval.as_ref(),
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+            DAY,
+        );
+        let options = self.options("trigger.bucket.options", &raw.options, true);
+        Some(BucketTriggerSpec {
+            url: url?,
+            format,
+            compression,
+            poll_interval,
+            options,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::spec::{InputCompression, InputFormat, SpecErrors, TriggerSpec, parse_job};
+
+    fn parse(trigger: &str) -> Result<crate::spec::JobSpec, SpecErrors> {
+        let text = format!(
+            r#"name = "files"
+{trigger}
+[function]
+command = ["cat"]
+[output]
+url = "lake"
+schema = {{ id = "int64" }}
+"#
+        );
+        parse_job(
+            &text,
+            Path::new("/jobs/files/job.toml"),
+            Path::new("/jobs/files"),
+            &|_| None,
+        )
+    }
+
+    fn field_error(trigger: &str, field: &str) -> String {
+        let errors = parse(trigger).unwrap_err();
+        match errors.for_field(field) {
+            Some(error) => error.to_string(),
+            None => panic!("no error for {field}; got:\n{errors}"),
+        }
+    }
+
+    #[test]
+    fn a_folder_is_a_bucket_with_defaults() {
+        let job = parse("[trigger.bucket]\nurl = \"inbox\"").unwrap();
+        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+            panic!("expected a bucket trigger")
+        };
+        assert_eq!(bucket.url, "file:///jobs/files/inbox");
+        assert_eq!(bucket.format, InputFormat::Auto);
+        assert_eq!(bucket.compression, InputCompression::Auto);
+        assert_eq!(bucket.poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let job = parse(
+            "[trigger.bucket]\nurl = \"s3://landing/clicks\"\nmode = \"listing\"\nformat = \"csv\"\ncompression = \"gzip\"\npoll_interval = \"5s\"\n[trigger.bucket.options]\nregion = \"eu-west-1\"",
+        )
+        .unwrap();
+        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+            panic!("expected a bucket trigger")
+        };
+        assert_eq!(bucket.url, "s3://landing/clicks");
+        assert_eq!(bucket.format, InputFormat::Csv);
+        assert_eq!(bucket.compression, InputCompression::Gzip);
+        assert_eq!(bucket.poll_interval, Duration::from_secs(5));
+        assert_eq!(
+            bucket.options.get("region").map(String::as_str),
+            Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn mistakes_name_their_field() {
+        assert!(
+            field_error("[trigger.bucket]\nformat = \"csv\"", "trigger.bucket.url")
+                .contains("required")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"x\"\nmode = \"notifications\"",
+                "trigger.bucket.mode"
+            )
+            .contains("not supported yet")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"x\"\nformat = \"xml\"",
+                "trigger.bucket.format"
+            )
+            .contains("csv")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"x\"\ncompression = \"bz2\"",
+                "trigger.bucket.compression"
+            )
+            .contains("zstd")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"ftp://x/y\"",
+                "trigger.bucket.url"
+            )
+            .contains("ftp")
+        );
+        field_error(
+            "[trigger.bucket]\nurl = \"x\"\nwatch = true",
+            "trigger.bucket.watch",
+        );
+    }
+}
