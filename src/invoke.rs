@@ -70,7 +70,7 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
 
 /// Arrow's JSON writer formats only offset time zones without the tz database; our
 /// timestamps are UTC, so relabel `UTC` as `+00:00` (metadata only, values unchanged).
-fn with_offset_timezones(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+pub fn with_offset_timezones(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()

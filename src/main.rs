@@ -2,6 +2,7 @@
 //! calls into `sluice-platform`.
 
 mod dlq;
+mod head;
 mod invoke;
 mod run;
 mod validate;
@@ -30,6 +31,10 @@ enum Command {
     Run {
         /// The job folder (holds job.toml and the function's files).
         job_dir: PathBuf,
+        /// Process what is there, then stop (bucket triggers: once a listing finds
+        /// nothing new). Broker triggers ignore it.
+        #[arg(long)]
+        once: bool,
     },
     /// Run sample events through the job's function and print the rows that would be
     /// written, without any broker or store.
@@ -41,6 +46,13 @@ enum Command {
     },
     /// Check a job folder's job.toml and print every problem found.
     Validate { job_dir: PathBuf },
+    /// Print the first rows of a local Parquet file as JSON lines.
+    Head {
+        file: PathBuf,
+        /// How many rows.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        rows: usize,
+    },
     /// Inspect dead letters and replay them through the job.
     Dlq {
         #[command(subcommand)]
@@ -64,7 +76,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { job_dir } => run::run(&job_dir).await,
+            Command::Run { job_dir, once } => run::run(&job_dir, once).await,
+            Command::Head { file, rows } => head::head(&file, rows),
             Command::Invoke { job_dir, input } => invoke::invoke(&job_dir, input.as_deref()).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),
             Command::Dlq { command } => dlq::dlq(command).await,

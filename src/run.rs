@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use sluice_platform::pipeline::run_job;
 use sluice_platform::spec::load_job;
-use sluice_platform::trigger::connect_source;
+use sluice_platform::trigger::{ConnectOptions, connect_source_with};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub async fn run(job_dir: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(job_dir: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let spec = match load_job(job_dir) {
         Ok(spec) => spec,
         Err(errors) => {
@@ -26,9 +26,14 @@ pub async fn run(job_dir: &Path) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.output.url, "starting job");
-    let source = connect_source(&spec)
-        .await
-        .with_context(|| format!("job {}: connecting the trigger", spec.name))?;
+    let source = connect_source_with(
+        &spec,
+        ConnectOptions {
+            stop_when_idle: once,
+        },
+    )
+    .await
+    .with_context(|| format!("job {}: connecting the trigger", spec.name))?;
     let stats = run_job(&spec, source, shutdown)
         .await
         .with_context(|| format!("job {}", spec.name))?;

@@ -222,42 +222,7 @@ pub async fn read_rows(env: &Env, prefix: &str) -> Vec<OutputRow> {
             .bytes()
             .await
             .unwrap();
-        let date = key
-            .split('/')
-            .find_map(|seg| seg.strip_prefix("event_date="))
-            .unwrap_or_else(|| panic!("{key} is not under an event_date= partition"))
-            .to_owned();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            assert!(
-                batch.column_by_name("event_date").is_none(),
-                "partition column inside the file"
-            );
-            let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>();
-            let users = batch
-                .column_by_name("user_id")
-                .unwrap()
-                .as_primitive::<Int64Type>();
-            let domains = batch.column_by_name("domain").unwrap().as_string::<i32>();
-            let ts = batch
-                .column_by_name("ts")
-                .unwrap()
-                .as_primitive::<TimestampMillisecondType>();
-            for i in 0..batch.num_rows() {
-                rows.push(OutputRow {
-                    event_id: ids.value(i).to_owned(),
-                    user_id: users.value(i),
-                    domain: domains.value(i).to_owned(),
-                    ts_ms: ts.value(i),
-                    partition_date: date.clone(),
-                    object: key.clone(),
-                });
-            }
-        }
+        rows.extend(rows_of_parquet(&key, bytes));
     }
     rows
 }
@@ -285,6 +250,48 @@ pub async fn read_dead_letters(env: &Env, prefix: &str) -> Vec<serde_json::Value
         }
     }
     letters
+}
+
+/// The example job's rows in one Parquet object, with the `event_date=` partition of its key.
+pub fn rows_of_parquet(key: &str, bytes: bytes::Bytes) -> Vec<OutputRow> {
+    let date = key
+        .split('/')
+        .find_map(|seg| seg.strip_prefix("event_date="))
+        .unwrap_or_else(|| panic!("{key} is not under an event_date= partition"))
+        .to_owned();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        assert!(
+            batch.column_by_name("event_date").is_none(),
+            "partition column inside the file"
+        );
+        let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>();
+        let users = batch
+            .column_by_name("user_id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let domains = batch.column_by_name("domain").unwrap().as_string::<i32>();
+        let ts = batch
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        for i in 0..batch.num_rows() {
+            rows.push(OutputRow {
+                event_id: ids.value(i).to_owned(),
+                user_id: users.value(i),
+                domain: domains.value(i).to_owned(),
+                ts_ms: ts.value(i),
+                partition_date: date.clone(),
+                object: key.to_owned(),
+            });
+        }
+    }
+    rows
 }
 
 /// Counts rows per event id.
