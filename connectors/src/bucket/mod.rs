@@ -17,6 +17,7 @@
 //! the job stopped is read again whole.
 
 pub mod cursor;
+pub mod notification;
 pub mod reader;
 pub mod source;
 
