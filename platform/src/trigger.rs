@@ -1,14 +1,18 @@
 //! Builds a job's source from its trigger: the one place that lists every connector.
 
-use sluice_connectors::bucket::{BucketSource, BucketSourceConfig};
+use sluice_connectors::bucket::notification::NoticeFilter;
+use sluice_connectors::bucket::spool::NoticeSpool;
+use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
 use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use sluice_connectors::{Source, SourceError};
 
 use crate::output::store::open_store;
-use crate::spec::{JobSpec, StartPosition, TriggerSpec};
+use crate::spec::{BucketDiscovery, JobSpec, StartPosition, TriggerSpec};
 
 /// Where a bucket trigger keeps its cursor, relative to the job's output.
 pub const BUCKET_CURSOR: &str = "_sluice/bucket/cursor.json";
+/// Where a bucket trigger in notification mode keeps accepted notifications.
+pub const BUCKET_NOTICES: &str = "_sluice/bucket/notices";
 
 /// How the source should behave beyond what the job declares.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +58,30 @@ pub async fn connect_source_with(
             let cursor_path = output
                 .object_path(BUCKET_CURSOR)
                 .map_err(|e| config_error(format!("cursor path: {e}")))?;
+            let discovery = match &bucket.discovery {
+                BucketDiscovery::Listing => Discovery::Listing {
+                    poll_interval: bucket.poll_interval,
+                },
+                BucketDiscovery::Notifications {
+                    listen,
+                    events,
+                    prefix,
+                    suffix,
+                } => Discovery::Notifications {
+                    listen: *listen,
+                    filter: NoticeFilter {
+                        events: events.clone(),
+                        prefix: prefix.clone(),
+                        suffix: suffix.clone(),
+                    },
+                    spool: NoticeSpool::new(
+                        output.store.clone(),
+                        output
+                            .object_path(BUCKET_NOTICES)
+                            .map_err(|e| config_error(format!("notification spool path: {e}")))?,
+                    ),
+                },
+            };
             let config = BucketSourceConfig {
                 job: spec.name.clone(),
                 input_store: input.store,
@@ -63,7 +91,7 @@ pub async fn connect_source_with(
                 cursor_path,
                 format: bucket.format,
                 compression: bucket.compression,
-                poll_interval: bucket.poll_interval,
+                discovery,
                 stop_when_idle: options.stop_when_idle,
             };
             Ok(Box::new(BucketSource::connect(config).await?))

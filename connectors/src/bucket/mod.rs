@@ -20,9 +20,11 @@ pub mod cursor;
 pub mod notification;
 pub mod reader;
 pub mod source;
+pub mod spool;
+pub mod webhook;
 
 pub use reader::{InputCompression, InputFormat};
-pub use source::{BucketSource, BucketSourceConfig};
+pub use source::{BucketSource, BucketSourceConfig, Discovery};
 
 #[cfg(test)]
 mod tests;

@@ -10,14 +10,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
+use std::net::SocketAddr;
+
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::io::{StreamReader, SyncIoBridge};
-use tracing::{error, info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
 use super::cursor::Cursor;
+use super::notification::{NoticeFilter, ObjectNotice};
 use super::reader::{InputCompression, InputFormat, ReadError, read_records, resolve};
+use super::spool::NoticeSpool;
+use super::webhook;
 use crate::checkpoint::{CheckpointDelta, SplitId};
 use crate::event::{Event, Origin};
 use crate::source::{Source, SourceError};
@@ -40,11 +46,25 @@ pub struct BucketSourceConfig {
     pub cursor_path: Path,
     pub format: InputFormat,
     pub compression: InputCompression,
-    /// How often the prefix is listed when nothing is pending.
-    pub poll_interval: Duration,
+    /// How objects are found.
+    pub discovery: Discovery,
     /// End (`next_events` returns `None`) once a listing finds nothing new: for one-shot
-    /// runs such as the quickstart.
+    /// runs such as the quickstart. Notifications never end.
     pub stop_when_idle: bool,
+}
+
+/// How the source learns about objects.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// List the prefix every `poll_interval`.
+    Listing { poll_interval: Duration },
+    /// Receive S3 event notifications on an HTTP endpoint; accepted ones are kept in the
+    /// spool (see [`super::spool`]) until their object is done.
+    Notifications {
+        listen: SocketAddr,
+        filter: NoticeFilter,
+        spool: NoticeSpool,
+    },
 }
 
 enum ReadItem {
@@ -60,7 +80,11 @@ struct Reading {
     split: SplitId,
     key: String,
     etag: String,
+    notice: Option<ObjectNotice>,
     items: mpsc::Receiver<ReadItem>,
+    /// The furthest position acknowledged while the object was still being read: the
+    /// platform may commit an object's records before the reader reports its end.
+    acked: Option<i64>,
 }
 
 /// An object whose records were handed over, waiting for their acknowledgement.
@@ -69,6 +93,24 @@ struct InFlight {
     etag: String,
     /// Known once the object was read to its end.
     last: Option<u64>,
+    /// The notification it came from, removed from the spool when the object is done.
+    notice: Option<ObjectNotice>,
+}
+
+/// An object to read.
+struct Pending {
+    location: Path,
+    key: String,
+    etag: Option<String>,
+    notice: Option<ObjectNotice>,
+}
+
+/// The notification side of a source in notification mode.
+struct Notifications {
+    notices: mpsc::Receiver<ObjectNotice>,
+    spool: NoticeSpool,
+    address: SocketAddr,
+    stop: CancellationToken,
 }
 
 /// See the module docs and [`crate::Source`].
@@ -76,7 +118,8 @@ pub struct BucketSource {
     config: BucketSourceConfig,
     bucket: Arc<str>,
     cursor: Cursor,
-    pending: VecDeque<ObjectMeta>,
+    pending: VecDeque<Pending>,
+    notifications: Option<Notifications>,
     reading: Option<Reading>,
     in_flight: HashMap<SplitId, InFlight>,
     /// Objects that could not be read: reported, not acknowledged, retried on restart.
@@ -92,17 +135,106 @@ impl BucketSource {
                 connector: CONNECTOR,
                 message,
             })?;
-        info!(job = %config.job, input = %config.input_url, done = cursor.len(), "bucket source listing");
-        Ok(Self {
+        let mut source = Self {
             bucket: Arc::from(config.input_url.as_str()),
-            config,
             cursor,
             pending: VecDeque::new(),
+            notifications: None,
             reading: None,
             in_flight: HashMap::new(),
             failed: HashSet::new(),
             next_listing: Instant::now(),
-        })
+            config,
+        };
+        if let Discovery::Notifications {
+            listen,
+            filter,
+            spool,
+        } = source.config.discovery.clone()
+        {
+            // Notifications accepted before a restart are still in the spool.
+            let spooled = spool
+                .list()
+                .await
+                .map_err(|message| SourceError::Unavailable {
+                    connector: CONNECTOR,
+                    message,
+                })?;
+            for notice in spooled {
+                source.queue_notice(notice, &spool).await?;
+            }
+            let (sender, notices) = mpsc::channel(1024);
+            let stop = CancellationToken::new();
+            let address = webhook::serve(
+                source.config.job.clone(),
+                listen,
+                filter,
+                spool.clone(),
+                sender,
+                stop.clone(),
+            )
+            .await
+            .map_err(|e| SourceError::Config {
+                connector: CONNECTOR,
+                message: format!("cannot listen for notifications on {listen}: {e}"),
+            })?;
+            source.notifications = Some(Notifications {
+                notices,
+                spool,
+                address,
+                stop,
+            });
+        } else {
+            info!(job = %source.config.job, input = %source.config.input_url, done = source.cursor.len(), "bucket source listing");
+        }
+        Ok(source)
+    }
+
+    /// Where notifications are received, in notification mode.
+    pub fn notification_address(&self) -> Option<SocketAddr> {
+        self.notifications.as_ref().map(|n| n.address)
+    }
+
+    /// Queues a notified object unless it is done already (a repeated notification) or
+    /// being processed.
+    async fn queue_notice(
+        &mut self,
+        notice: ObjectNotice,
+        spool: &NoticeSpool,
+    ) -> Result<(), SourceError> {
+        let etag = notice.etag.clone().unwrap_or_default();
+        if self.cursor.is_done(&notice.key, &etag) {
+            debug!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done");
+            return spool
+                .remove(&notice)
+                .await
+                .map_err(|message| SourceError::Unavailable {
+                    connector: CONNECTOR,
+                    message,
+                });
+        }
+        let busy = self
+            .in_flight
+            .values()
+            .any(|f| f.key == notice.key && f.etag == etag)
+            || self
+                .reading
+                .as_ref()
+                .is_some_and(|r| r.key == notice.key && r.etag == etag)
+            || self
+                .pending
+                .iter()
+                .any(|p| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag);
+        if busy {
+            return Ok(());
+        }
+        self.pending.push_back(Pending {
+            location: Path::from(notice.key.as_str()),
+            key: notice.key.clone(),
+            etag: notice.etag.clone(),
+            notice: Some(notice),
+        });
+        Ok(())
     }
 
     fn relative_key(&self, location: &Path) -> String {
@@ -155,15 +287,25 @@ impl BucketSource {
             {
                 continue;
             }
-            self.pending.push_back(meta);
+            self.pending.push_back(Pending {
+                location: meta.location,
+                key: id.0,
+                etag: meta.e_tag,
+                notice: None,
+            });
         }
         Ok(())
     }
 
-    fn start_reading(&mut self, meta: ObjectMeta) {
-        let key = self.relative_key(&meta.location);
-        let etag = meta.e_tag.clone().unwrap_or_default();
-        let origin_etag = meta.e_tag.as_deref().map(Arc::from);
+    fn start_reading(&mut self, object: Pending) {
+        let Pending {
+            location,
+            key,
+            etag: object_etag,
+            notice,
+        } = object;
+        let etag = object_etag.clone().unwrap_or_default();
+        let origin_etag = object_etag.as_deref().map(Arc::from);
         let split = Origin::Object {
             bucket: self.bucket.clone(),
             key: Arc::from(key.as_str()),
@@ -182,7 +324,7 @@ impl BucketSource {
             let outcome = read_object(
                 &runtime,
                 &store,
-                &meta.location,
+                &location,
                 format,
                 compression,
                 &sender,
@@ -208,7 +350,9 @@ impl BucketSource {
             split,
             key,
             etag,
+            notice,
             items,
+            acked: None,
         });
     }
 
@@ -221,13 +365,31 @@ impl BucketSource {
         match last {
             None => {
                 // No records: nothing to wait for.
-                self.cursor
-                    .mark_done(&[(reading.key, reading.etag)])
-                    .await
-                    .map_err(|message| SourceError::Unavailable {
-                        connector: CONNECTOR,
-                        message,
-                    })?;
+                self.complete(vec![InFlight {
+                    key: reading.key,
+                    etag: reading.etag,
+                    last: None,
+                    notice: reading.notice,
+                }])
+                .await
+                .map_err(|message| SourceError::Unavailable {
+                    connector: CONNECTOR,
+                    message,
+                })?;
+            }
+            Some(last) if reading.acked.is_some_and(|acked| acked >= last as i64) => {
+                // Every record was acknowledged before the reader reported the end.
+                self.complete(vec![InFlight {
+                    key: reading.key,
+                    etag: reading.etag,
+                    last: Some(last),
+                    notice: reading.notice,
+                }])
+                .await
+                .map_err(|message| SourceError::Unavailable {
+                    connector: CONNECTOR,
+                    message,
+                })?;
             }
             Some(last) => {
                 self.in_flight.insert(
@@ -236,11 +398,65 @@ impl BucketSource {
                         key: reading.key,
                         etag: reading.etag,
                         last: Some(last),
+                        notice: reading.notice,
                     },
                 );
             }
         }
         Ok(())
+    }
+}
+
+impl BucketSource {
+    /// Objects whose records all have durable output: into the cursor, out of the spool.
+    async fn complete(&mut self, done: Vec<InFlight>) -> Result<(), String> {
+        let ids: Vec<(String, String)> = done
+            .iter()
+            .map(|f| (f.key.clone(), f.etag.clone()))
+            .collect();
+        self.cursor.mark_done(&ids).await?;
+        if let Some(notifications) = &self.notifications {
+            for finished in &done {
+                if let Some(notice) = &finished.notice {
+                    notifications.spool.remove(notice).await?;
+                }
+            }
+        }
+        for (key, _) in &ids {
+            info!(job = %self.config.job, object = %key, "object done");
+        }
+        Ok(())
+    }
+
+    /// Waits for what to read next: the next listing, or the next notification.
+    async fn discover(&mut self) -> Result<bool, SourceError> {
+        if let Some(notifications) = &mut self.notifications {
+            let Some(notice) = notifications.notices.recv().await else {
+                return Err(SourceError::Internal {
+                    connector: CONNECTOR,
+                    message: "the notification endpoint stopped".into(),
+                });
+            };
+            let spool = notifications.spool.clone();
+            self.queue_notice(notice, &spool).await?;
+            return Ok(true);
+        }
+        tokio::time::sleep_until(self.next_listing).await;
+        let poll_interval = match &self.config.discovery {
+            Discovery::Listing { poll_interval } => *poll_interval,
+            Discovery::Notifications { .. } => Duration::from_secs(1),
+        };
+        self.next_listing = Instant::now() + poll_interval;
+        self.list().await?;
+        Ok(!(self.pending.is_empty() && self.config.stop_when_idle))
+    }
+}
+
+impl Drop for BucketSource {
+    fn drop(&mut self) {
+        if let Some(notifications) = &self.notifications {
+            notifications.stop.cancel();
+        }
     }
 }
 
@@ -322,14 +538,11 @@ impl Source for BucketSource {
                 }
                 continue;
             }
-            if let Some(meta) = self.pending.pop_front() {
-                self.start_reading(meta);
+            if let Some(object) = self.pending.pop_front() {
+                self.start_reading(object);
                 continue;
             }
-            tokio::time::sleep_until(self.next_listing).await;
-            self.next_listing = Instant::now() + self.config.poll_interval;
-            self.list().await?;
-            if self.pending.is_empty() && self.config.stop_when_idle {
+            if !self.discover().await? {
                 return Ok(None);
             }
         }
@@ -338,6 +551,11 @@ impl Source for BucketSource {
     async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
         let mut done = Vec::new();
         for (split, range) in delta.iter() {
+            if let Some(reading) = &mut self.reading
+                && reading.split == *split
+            {
+                reading.acked = Some(reading.acked.map_or(range.last, |a| a.max(range.last)));
+            }
             let complete = self
                 .in_flight
                 .get(split)

@@ -40,7 +40,9 @@ fn config(folders: &Folders, stop_when_idle: bool) -> BucketSourceConfig {
         cursor_path: Path::from("_sluice/bucket/cursor.json"),
         format: InputFormat::Auto,
         compression: InputCompression::Auto,
-        poll_interval: Duration::from_millis(20),
+        discovery: Discovery::Listing {
+            poll_interval: Duration::from_millis(20),
+        },
         stop_when_idle,
     }
 }
@@ -180,4 +182,148 @@ async fn a_new_version_of_a_done_object_is_read_again() {
     std::fs::write(folders.inbox.join("a.ndjson"), "{\"v\":2}\n{\"v\":2}\n").unwrap();
     let mut source = BucketSource::connect(config(&folders, true)).await.unwrap();
     assert_eq!(drain(&mut source).await.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Notification mode
+
+use super::notification::NoticeFilter;
+use super::spool::NoticeSpool;
+
+fn notification_config(folders: &Folders) -> BucketSourceConfig {
+    let state: Arc<dyn object_store::ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap());
+    BucketSourceConfig {
+        discovery: Discovery::Notifications {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            filter: NoticeFilter::default(),
+            spool: NoticeSpool::new(state, Path::from("_sluice/bucket/notices")),
+        },
+        ..config(folders, false)
+    }
+}
+
+/// POSTs `body` to the endpoint; returns the status code.
+async fn post(address: std::net::SocketAddr, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST /notify HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}
+
+fn aws_body(key: &str, etag: &str) -> String {
+    let encoded = key.replace(' ', "+");
+    format!(
+        r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"landing"}},"object":{{"key":"{encoded}","size":10,"eTag":"{etag}","sequencer":"01"}}}}}}]}}"#
+    )
+}
+
+fn minio_body(key: &str, etag: &str) -> String {
+    let encoded = key.replace(' ', "+");
+    format!(
+        r#"{{"EventName":"s3:ObjectCreated:Put","Key":"landing/{encoded}","Records":[{{"eventSource":"minio:s3","eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"landing"}},"object":{{"key":"{encoded}","size":10,"eTag":"{etag}","sequencer":"02"}}}}}}]}}"#
+    )
+}
+
+async fn spooled(folders: &Folders) -> usize {
+    let state: Arc<dyn object_store::ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap());
+    NoticeSpool::new(state, Path::from("_sluice/bucket/notices"))
+        .list()
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn next(source: &mut BucketSource) -> Option<Vec<Event>> {
+    tokio::time::timeout(Duration::from_millis(700), source.next_events())
+        .await
+        .ok()
+        .map(|r| r.unwrap().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notified_objects_are_processed_once_whatever_the_server_shape() {
+    let folders = folders();
+    std::fs::write(
+        folders.inbox.join("day one.ndjson"),
+        "{\"n\":1}\n{\"n\":2}\n",
+    )
+    .unwrap();
+    std::fs::write(folders.inbox.join("two.ndjson"), "{\"n\":3}\n").unwrap();
+    let mut source = BucketSource::connect(notification_config(&folders))
+        .await
+        .unwrap();
+    let address = source.notification_address().unwrap();
+
+    assert_eq!(post(address, &aws_body("day one.ndjson", "e1")).await, 200);
+    let events = next(&mut source).await.expect("the notified object");
+    assert_eq!(events.len(), 2);
+    assert_eq!(key_of(&events[0]), "day one.ndjson");
+    assert_eq!(spooled(&folders).await, 1, "kept until done");
+    // Acknowledged before the reader reported the object's end (as a pipeline may):
+    // the object completes when the end is seen.
+    source.ack(&delta_of(&events)).await.unwrap();
+    assert!(next(&mut source).await.is_none());
+    assert_eq!(spooled(&folders).await, 0);
+
+    // The same notification again: dropped, no records.
+    assert_eq!(post(address, &aws_body("day one.ndjson", "e1")).await, 200);
+    assert!(
+        next(&mut source).await.is_none(),
+        "a repeat must not be processed"
+    );
+
+    // MinIO's shape names its object the same way.
+    assert_eq!(post(address, &minio_body("two.ndjson", "e2")).await, 200);
+    let events = next(&mut source).await.expect("the MinIO-notified object");
+    assert_eq!(key_of(&events[0]), "two.ndjson");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_notifications_are_refused_or_kept_and_survive_a_restart() {
+    let folders = folders();
+    let mut source = BucketSource::connect(notification_config(&folders))
+        .await
+        .unwrap();
+    let address = source.notification_address().unwrap();
+    assert_eq!(post(address, "{not json").await, 400);
+    assert_eq!(post(address, r#"{"Event":"s3:TestEvent"}"#).await, 200);
+
+    // A notification for an object that does not exist: reported, kept, not done.
+    assert_eq!(post(address, &aws_body("missing.ndjson", "m1")).await, 200);
+    assert!(next(&mut source).await.is_none());
+    assert_eq!(spooled(&folders).await, 1);
+    drop(source);
+
+    // The object appears; after a restart the spooled notification is processed.
+    std::fs::write(folders.inbox.join("missing.ndjson"), "{\"late\":true}\n").unwrap();
+    let mut source = BucketSource::connect(notification_config(&folders))
+        .await
+        .unwrap();
+    let events = next(&mut source).await.expect("the spooled object");
+    assert_eq!(key_of(&events[0]), "missing.ndjson");
+    source.ack(&delta_of(&events)).await.unwrap();
+    assert!(next(&mut source).await.is_none());
+    assert_eq!(spooled(&folders).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_acknowledged_before_its_end_was_seen_is_still_marked_done() {
+    let folders = folders();
+    std::fs::write(folders.inbox.join("a.ndjson"), "{\"n\":1}\n").unwrap();
+    let mut source = BucketSource::connect(config(&folders, true)).await.unwrap();
+    let events = source.next_events().await.unwrap().unwrap();
+    // The pipeline commits before asking for more events.
+    source.ack(&delta_of(&events)).await.unwrap();
+    assert!(drain(&mut source).await.is_empty());
+    drop(source);
+    let mut source = BucketSource::connect(config(&folders, true)).await.unwrap();
+    assert!(drain(&mut source).await.is_empty(), "not read again");
 }

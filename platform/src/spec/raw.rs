@@ -56,8 +56,16 @@ pub struct RawBucketTrigger {
     /// folder path relative to the job folder (`"inbox"`). `${NAME}` is expanded.
     pub url: Option<String>,
     /// How objects are found: `"listing"` (default: poll the prefix, with a durable cursor
-    /// beside the output). Bucket notifications are not supported yet in this build.
+    /// beside the output) or `"notifications"` (S3 event notifications POSTed to `listen`).
     pub mode: Option<String>,
+    /// Notifications: the address the HTTP endpoint listens on (default `127.0.0.1:9400`).
+    pub listen: Option<String>,
+    /// Notifications: event-name prefixes to process (default `["ObjectCreated:"]`).
+    pub events: Option<Vec<String>>,
+    /// Notifications: only keys starting with this.
+    pub prefix: Option<String>,
+    /// Notifications: only keys ending with this.
+    pub suffix: Option<String>,
     /// How an object becomes records: `"auto"` (default: `.csv` → csv, `.json` → json,
     /// otherwise lines), `"lines"` (NDJSON or text), `"csv"` (header row), `"json"` (an
     /// array or one object), `"raw"` (one record: the bytes).

@@ -31,10 +31,23 @@ pub enum TriggerSpec {
 
 pub use sluice_connectors::bucket::{InputCompression, InputFormat};
 
+/// How a bucket trigger finds objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketDiscovery {
+    Listing,
+    Notifications {
+        listen: std::net::SocketAddr,
+        events: Vec<String>,
+        prefix: String,
+        suffix: String,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct BucketTriggerSpec {
     /// `file://`, `s3://` or `memory://` URL of the input prefix.
     pub url: String,
+    pub discovery: BucketDiscovery,
     pub format: InputFormat,
     pub compression: InputCompression,
     pub poll_interval: Duration,

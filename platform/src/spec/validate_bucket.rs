@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::checker::{Checker, DAY};
 use super::raw::RawBucketTrigger;
-use super::types::{BucketTriggerSpec, InputCompression, InputFormat};
+use super::types::{BucketDiscovery, BucketTriggerSpec, InputCompression, InputFormat};
 
 impl Checker<'_> {
     pub(super) fn bucket(&mut self, raw: &RawBucketTrigger) -> Option<BucketTriggerSpec> {
@@ -20,16 +20,32 @@ impl Checker<'_> {
                 .expand("trigger.bucket.url", url)
                 .and_then(|url| self.store_url("trigger.bucket.url", &url)),
         };
-        if let Some(mode) = raw.mode.as_deref()
-            && mode != "listing"
-        {
-            let message = if mode == "notifications" {
-                "notifications are not supported yet in this build; allowed: \"listing\"".to_owned()
-            } else {
-                format!("unknown mode {mode:?}; allowed: \"listing\"")
-            };
-            self.error("trigger.bucket.mode", message);
-        }
+        let discovery = match raw.mode.as_deref() {
+            None | Some("listing") => {
+                for (field, set) in [
+                    ("listen", raw.listen.is_some()),
+                    ("events", raw.events.is_some()),
+                    ("prefix", raw.prefix.is_some()),
+                    ("suffix", raw.suffix.is_some()),
+                ] {
+                    if set {
+                        self.error(
+                            format!("trigger.bucket.{field}"),
+                            "only used with mode = \"notifications\"",
+                        );
+                    }
+                }
+                Some(BucketDiscovery::Listing)
+            }
+            Some("notifications") => self.notifications(raw),
+            Some(other) => {
+                self.error(
+                    "trigger.bucket.mode",
+                    format!("unknown mode {other:?}; allowed: \"listing\", \"notifications\""),
+                );
+                None
+            }
+        };
         let format = self.choice(
             "trigger.bucket.format",
             raw.format.as_deref(),
@@ -65,10 +81,43 @@ impl Checker<'_> {
         let options = self.options("trigger.bucket.options", &raw.options, true);
         Some(BucketTriggerSpec {
             url: url?,
+            discovery: discovery?,
             format,
             compression,
             poll_interval,
             options,
+        })
+    }
+}
+
+impl Checker<'_> {
+    fn notifications(&mut self, raw: &RawBucketTrigger) -> Option<BucketDiscovery> {
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:9400");
+        let listen = match listen.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.error(
+                    "trigger.bucket.listen",
+                    format!("{listen:?} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\""),
+                );
+                None
+            }
+        };
+        let events = raw
+            .events
+            .clone()
+            .unwrap_or_else(|| vec!["ObjectCreated:".to_owned()]);
+        if events.is_empty() {
+            self.error(
+                "trigger.bucket.events",
+                "no event names; omit it for [\"ObjectCreated:\"]",
+            );
+        }
+        Some(BucketDiscovery::Notifications {
+            listen: listen?,
+            events,
+            prefix: raw.prefix.clone().unwrap_or_default(),
+            suffix: raw.suffix.clone().unwrap_or_default(),
         })
     }
 }
@@ -117,6 +166,24 @@ schema = {{ id = "int64" }}
         assert_eq!(bucket.format, InputFormat::Auto);
         assert_eq!(bucket.compression, InputCompression::Auto);
         assert_eq!(bucket.poll_interval, Duration::from_secs(1));
+        assert_eq!(bucket.discovery, crate::spec::BucketDiscovery::Listing);
+    }
+
+    #[test]
+    fn notifications_have_an_endpoint_and_filters() {
+        let job = parse("[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\nlisten = \"0.0.0.0:9500\"\nsuffix = \".csv\"").unwrap();
+        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+            panic!("expected a bucket trigger")
+        };
+        assert_eq!(
+            bucket.discovery,
+            crate::spec::BucketDiscovery::Notifications {
+                listen: "0.0.0.0:9500".parse().unwrap(),
+                events: vec!["ObjectCreated:".into()],
+                prefix: String::new(),
+                suffix: ".csv".into(),
+            }
+        );
     }
 
     #[test]
@@ -146,10 +213,24 @@ schema = {{ id = "int64" }}
         );
         assert!(
             field_error(
-                "[trigger.bucket]\nurl = \"x\"\nmode = \"notifications\"",
+                "[trigger.bucket]\nurl = \"x\"\nmode = \"push\"",
                 "trigger.bucket.mode"
             )
-            .contains("not supported yet")
+            .contains("notifications")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"x\"\nmode = \"notifications\"\nlisten = \"nine\"",
+                "trigger.bucket.listen"
+            )
+            .contains("ip:port")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"x\"\nprefix = \"in/\"",
+                "trigger.bucket.prefix"
+            )
+            .contains("notifications")
         );
         assert!(
             field_error(

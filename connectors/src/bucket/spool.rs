@@ -1,0 +1,83 @@
+//! Accepted notifications, kept durably until their object is done.
+//!
+//! A notification is acknowledged to its sender (HTTP 200) only once it is in the spool:
+//! an object under `<output>/_sluice/bucket/notices/` named from the object's identity
+//! (bucket, key, etag or version), so the same notification delivered twice is one entry.
+//! The entry is removed once every record of the object has durable output; on start, the
+//! source picks up every entry still there.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt as _;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+
+use super::notification::ObjectNotice;
+
+#[derive(Debug, Clone)]
+pub struct NoticeSpool {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+}
+
+impl NoticeSpool {
+    /// `prefix` is the spool folder, e.g. `<output prefix>/_sluice/bucket/notices`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        Self { store, prefix }
+    }
+
+    fn entry(&self, notice: &ObjectNotice) -> Path {
+        let version = notice
+            .version_id
+            .as_deref()
+            .or(notice.etag.as_deref())
+            .unwrap_or("");
+        // One path segment: the identity, percent-encoded by `Path::from_iter`'s parts.
+        let name = format!("{}|{}|{version}.json", notice.bucket, notice.key);
+        Path::from_iter(self.prefix.parts().chain([name.as_str().into()]))
+    }
+
+    pub async fn put(&self, notice: &ObjectNotice) -> Result<(), String> {
+        let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
+        let path = self.entry(notice);
+        self.store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("saving notification {path}: {e}"))
+    }
+
+    pub async fn remove(&self, notice: &ObjectNotice) -> Result<(), String> {
+        let path = self.entry(notice);
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(format!("removing notification {path}: {e}")),
+        }
+    }
+
+    /// Every spooled notice, in name order.
+    pub async fn list(&self) -> Result<Vec<ObjectNotice>, String> {
+        let mut entries: Vec<_> = self
+            .store
+            .list(Some(&self.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| format!("listing notifications under {}: {e}", self.prefix))?;
+        entries.sort_by(|a, b| a.location.cmp(&b.location));
+        let mut notices = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let body = self
+                .store
+                .get(&entry.location)
+                .await
+                .map_err(|e| format!("reading {}: {e}", entry.location))?
+                .bytes()
+                .await
+                .map_err(|e| format!("reading {}: {e}", entry.location))?;
+            let notice = serde_json::from_slice(&body)
+                .map_err(|e| format!("{} is not a spooled notification: {e}", entry.location))?;
+            notices.push(notice);
+        }
+        Ok(notices)
+    }
+}

@@ -1,0 +1,230 @@
+//! The bucket trigger in notification mode against the S3 endpoint: 50 objects (keys with
+//! spaces, unicode and `+`) announced by AWS- and MinIO-shaped notification bodies POSTed
+//! to Sluice's endpoint → exactly one output per object; the same notifications delivered
+//! again → outputs unchanged. (Ceph RGW pushing real notifications is tested separately.)
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
+
+const OBJECTS: usize = 50;
+const PER_OBJECT: usize = 20;
+
+/// S3's key encoding in notifications: `+` for space, `%XX` for other reserved bytes.
+fn url_encode_key(key: &str) -> String {
+    let mut out = String::new();
+    for byte in key.bytes() {
+        match byte {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+fn body(bucket: &str, key: &str, etag: &str, minio: bool) -> String {
+    let encoded = url_encode_key(key);
+    let record = format!(
+        r#"{{"eventSource":"{}","eventName":"{}ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{encoded}","size":1,"eTag":"{etag}","sequencer":"0A"}}}}}}"#,
+        if minio { "minio:s3" } else { "aws:s3" },
+        if minio { "s3:" } else { "" },
+    );
+    if minio {
+        format!(
+            r#"{{"EventName":"s3:ObjectCreated:Put","Key":"{bucket}/{encoded}","Records":[{record}]}}"#
+        )
+    } else {
+        format!(r#"{{"Records":[{record}]}}"#)
+    }
+}
+
+async fn post(address: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: sluice\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Objects the cursor lists as done.
+async fn done_objects(env: &Env, lake: &str) -> usize {
+    let store = s3(env);
+    match store
+        .get(&ObjectPath::from(format!(
+            "{lake}/_sluice/bucket/cursor.json"
+        )))
+        .await
+    {
+        Ok(found) => {
+            let cursor: serde_json::Value =
+                serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
+            cursor["done"].as_object().unwrap().len()
+        }
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notified_objects_land_once_and_repeats_change_nothing() {
+    let env = env();
+    let store = s3(&env);
+    let base = unique("notify").to_lowercase();
+    let inbox = format!("{base}/inbox");
+    let lake = format!("{base}/lake");
+    let address = format!("127.0.0.1:{}", free_port());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("jobs/clickstream/transform.py"),
+        dir.path().join("transform.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        format!(
+            r#"name = "{name}"
+[trigger.bucket]
+url = "s3://{bucket}/{inbox}"
+mode = "notifications"
+listen = "{address}"
+[trigger.bucket.options]
+endpoint = "{endpoint}"
+[function]
+command = ["python3", "transform.py"]
+mode = "stream"
+[batch]
+max_wait = "200ms"
+[output]
+url = "s3://{bucket}/{lake}"
+partition_by = ["event_date"]
+max_file_age = "500ms"
+schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }}
+[output.options]
+endpoint = "{endpoint}"
+"#,
+            name = unique("notify").to_lowercase(),
+            bucket = env.bucket,
+            endpoint = env.s3_endpoint,
+        ),
+    )
+    .unwrap();
+
+    // Upload the objects first, as a bucket would before notifying.
+    let mut bodies = Vec::new();
+    for n in 0..OBJECTS {
+        let key = format!("{inbox}/día {n} + more.ndjson");
+        let payload: String = (n * PER_OBJECT..(n + 1) * PER_OBJECT)
+            .map(|i| Click::numbered(i).json() + "\n")
+            .collect();
+        let put = store
+            .put(
+                &ObjectPath::from(key.as_str()),
+                PutPayload::from(payload.into_bytes()),
+            )
+            .await
+            .unwrap();
+        let etag = put.e_tag.unwrap_or_default();
+        bodies.push(body(&env.bucket, &key, etag.trim_matches('"'), n % 2 == 1));
+    }
+
+    let job = JobDir {
+        dir,
+        name: String::new(),
+        topic: String::new(),
+        prefix: lake.clone(),
+    };
+    let mut sluice = Sluice::run(&env, &job, "run");
+    wait_for(
+        "the notification endpoint",
+        Duration::from_secs(30),
+        async || {
+            sluice.assert_running();
+            tokio::net::TcpStream::connect(&address).await.is_ok()
+        },
+    )
+    .await;
+    assert_eq!(
+        post(&address, "{\"Records\": [oops").await,
+        400,
+        "malformed JSON refused"
+    );
+    for body in &bodies {
+        assert_eq!(post(&address, body).await, 200);
+    }
+    wait_for("every object done", Duration::from_secs(120), async || {
+        sluice.assert_running();
+        done_objects(&env, &lake).await == OBJECTS
+    })
+    .await;
+    let rows = read_rows(&env, &lake).await;
+    assert_eq!(rows.len(), OBJECTS * PER_OBJECT);
+    assert!(count_ids(&rows).values().all(|&n| n == 1));
+    let objects_before: usize = rows
+        .iter()
+        .map(|r| r.object.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+
+    // The same notifications again: accepted, recognised as done, nothing rewritten.
+    for body in &bodies {
+        assert_eq!(post(&address, body).await, 200);
+    }
+    let spool = ObjectPath::from(format!("{lake}/_sluice/bucket/notices"));
+    wait_for(
+        "repeats to be dropped",
+        Duration::from_secs(60),
+        async || {
+            use futures::TryStreamExt as _;
+            let left: Vec<_> = store.list(Some(&spool)).try_collect().await.unwrap();
+            left.is_empty()
+        },
+    )
+    .await;
+    sluice.terminate();
+    assert!(
+        sluice.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sluice.logs()
+    );
+    let rows = read_rows(&env, &lake).await;
+    assert_eq!(
+        rows.len(),
+        OBJECTS * PER_OBJECT,
+        "no duplicate rows after repeats"
+    );
+    let objects_after: usize = rows
+        .iter()
+        .map(|r| r.object.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(objects_before, objects_after, "outputs unchanged");
+    assert!(
+        sluice
+            .logs()
+            .contains("rejected a malformed bucket notification"),
+        "{}",
+        sluice.logs()
+    );
+}
