@@ -8,6 +8,7 @@
 //! Connectors are listed explicitly in [`supported_connectors`]; there is no registration
 //! macro.
 
+pub mod amqp;
 pub mod checkpoint;
 pub mod event;
 pub mod kafka;
@@ -22,5 +23,5 @@ pub use vec_source::VecSource;
 /// Every connector this build supports, by the table name used in `job.toml`
 /// (`[trigger.<name>]`).
 pub fn supported_connectors() -> &'static [&'static str] {
-    &["kafka"]
+    &["kafka", "amqp"]
 }

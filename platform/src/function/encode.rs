@@ -164,6 +164,36 @@ fn push_origin(out: &mut Vec<u8>, origin: &Origin) {
             out.extend_from_slice(offset.to_string().as_bytes());
             out.push(b'}');
         }
+        Origin::Amqp {
+            queue,
+            seq,
+            delivery_tag,
+            message_id,
+            exchange,
+            routing_key,
+            redelivered,
+        } => {
+            out.extend_from_slice(b"{\"queue\":");
+            push_json_string(out, queue);
+            out.extend_from_slice(b",\"seq\":");
+            out.extend_from_slice(seq.to_string().as_bytes());
+            out.extend_from_slice(b",\"delivery_tag\":");
+            out.extend_from_slice(delivery_tag.to_string().as_bytes());
+            out.extend_from_slice(b",\"message_id\":");
+            match message_id {
+                Some(id) => push_json_string(out, id),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"exchange\":");
+            push_json_string(out, exchange);
+            out.extend_from_slice(b",\"routing_key\":");
+            push_json_string(out, routing_key);
+            out.extend_from_slice(if *redelivered {
+                b",\"redelivered\":true}"
+            } else {
+                b",\"redelivered\":false}"
+            });
+        }
         Origin::Sample { line } => {
             out.extend_from_slice(b"{\"line\":");
             out.extend_from_slice(line.to_string().as_bytes());
@@ -411,5 +441,25 @@ mod tests {
         assert_eq!(parsed[2]["value_encoding"], json!("base64"));
         assert_eq!(parsed[2]["key"], Value::Null);
         assert_eq!(parsed[2]["key_encoding"], Value::Null);
+    }
+
+    #[test]
+    fn envelope_origin_of_amqp_events_matches_its_json() {
+        for message_id in [Some("m-\"1\"".to_owned()), None] {
+            let origin = Origin::Amqp {
+                queue: Arc::from("orders"),
+                seq: 12,
+                delivery_tag: 3,
+                message_id,
+                exchange: "amq.topic".into(),
+                routing_key: "order.eu".into(),
+                redelivered: true,
+            };
+            let event = Event::from_payload(Bytes::from_static(b"{}"), origin.clone());
+            let batch = encode_batch(&[event], InputMode::Envelope);
+            let parsed: Value = serde_json::from_str(&lines(&batch)[0]).unwrap();
+            assert_eq!(parsed["origin"], origin.to_json());
+            assert_eq!(parsed["origin"]["seq"], 12);
+        }
     }
 }
