@@ -1,5 +1,6 @@
 //! Builds a job's source from its trigger: the one place that lists every connector.
 
+use sluice_connectors::amqp::{AmqpSource, AmqpSourceConfig};
 use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use sluice_connectors::{Source, SourceError};
 
@@ -21,6 +22,14 @@ pub async fn connect_source(spec: &JobSpec) -> Result<Box<dyn Source>, SourceErr
                 options: kafka.options.clone(),
             };
             Ok(Box::new(KafkaSource::connect(config).await?))
+        }
+        TriggerSpec::Amqp(amqp) => {
+            let mut config = AmqpSourceConfig::new(&spec.name, &amqp.url, &amqp.queue);
+            config.declare = amqp.declare;
+            config.exchange = amqp.exchange.clone();
+            config.routing_keys = amqp.routing_keys.clone();
+            config.prefetch = amqp.prefetch;
+            Ok(Box::new(AmqpSource::connect(config).await?))
         }
     }
 }

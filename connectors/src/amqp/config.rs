@@ -136,13 +136,13 @@ impl AmqpSourceConfig {
                 self.min_backoff, self.max_backoff
             )));
         }
-        parse_url(&self.url)
+        parse_broker_url(&self.url)
     }
 }
 
 /// Parses an `amqp://` URL, keeping the host as written: lapin's own parser replaces a
-/// host that is an IP address with `localhost`.
-fn parse_url(text: &str) -> Result<AMQPUri, SourceError> {
+/// host that is an IP address with `localhost`. Errors show the URL without its password.
+pub fn parse_broker_url(text: &str) -> Result<AMQPUri, SourceError> {
     let redacted = redact_url(text);
     let url = url::Url::parse(text)
         .map_err(|error| config_error(format!("url {redacted} is not a valid URL: {error}")))?;
@@ -178,7 +178,7 @@ fn parse_url(text: &str) -> Result<AMQPUri, SourceError> {
 
 /// Replaces the password of a URL with `***`. Text that is not a URL is shown only up to
 /// its scheme, as it could hold a password in a form the parser did not recognise.
-pub(crate) fn redact_url(text: &str) -> String {
+pub fn redact_url(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut url) => {
             if url.password().is_some() {

@@ -62,5 +62,5 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 
-pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH};
+pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, redact_url};
 pub use source::AmqpSource;

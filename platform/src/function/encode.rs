@@ -457,7 +457,7 @@ mod tests {
             };
             let event = Event::from_payload(Bytes::from_static(b"{}"), origin.clone());
             let batch = encode_batch(&[event], InputMode::Envelope);
-            let parsed: Value = serde_json::from_str(&lines(&batch)[0]).unwrap();
+            let parsed: Value = serde_json::from_str(lines(&batch)[0]).unwrap();
             assert_eq!(parsed["origin"], origin.to_json());
             assert_eq!(parsed["origin"]["seq"], 12);
         }

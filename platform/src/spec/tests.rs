@@ -129,7 +129,9 @@ url = "s3://${LAKE}/_dead/clicks"
     assert_eq!(job.name, "clickstream_v2");
     assert_eq!(job.dir, PathBuf::from(DIR));
 
-    let TriggerSpec::Kafka(kafka) = &job.trigger;
+    let TriggerSpec::Kafka(kafka) = &job.trigger else {
+        panic!("not a kafka trigger: {:?}", job.trigger);
+    };
     assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9092");
     assert_eq!(kafka.topic, "web.clicks-v2");
     assert_eq!(kafka.group, "analytics");
@@ -227,7 +229,9 @@ url = "s3://${LAKE}/_dead/clicks"
 #[test]
 fn minimal_spec_gets_documented_defaults() {
     let job = parse(MINIMAL).unwrap_or_else(|errors| panic!("{errors}"));
-    let TriggerSpec::Kafka(kafka) = &job.trigger;
+    let TriggerSpec::Kafka(kafka) = &job.trigger else {
+        panic!("not a kafka trigger: {:?}", job.trigger);
+    };
     assert_eq!(kafka.brokers, "localhost:9092");
     assert_eq!(kafka.group, "sluice-clicks");
     assert_eq!(kafka.start, StartPosition::Earliest);
@@ -449,7 +453,7 @@ fn unsupported_trigger_names_its_table() {
     assert!(
         error
             .message
-            .contains("not supported yet in this build; supported: kafka"),
+            .contains("not supported yet in this build; supported: kafka, amqp"),
         "{}",
         error.message
     );
@@ -460,4 +464,5 @@ fn unknown_trigger_kind_is_rejected() {
     error_for(&minimal_with("[trigger.sqs]\nqueue = \"q\""), "trigger.sqs");
 }
 
+mod amqp;
 mod invalid;
