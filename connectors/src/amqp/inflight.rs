@@ -92,6 +92,11 @@ impl Inflight {
         seq
     }
 
+    /// The generation deliveries are acknowledged on; `None` while disconnected.
+    pub(super) fn live_generation(&self) -> Option<u64> {
+        self.live
+    }
+
     pub(super) fn is_live(&self, generation: u64) -> bool {
         self.live == Some(generation)
     }

@@ -11,7 +11,7 @@
 //!    sends them in chunks (up to [`MAX_CHUNK_EVENTS`]) through a bounded channel; while
 //!    the channel is full, at most `prefetch` deliveries pile up (the broker sends no more);
 //! 2. when the session fails (connection dropped or closed by the broker, channel error,
-//!    consumer cancelled by the broker), forgets the session's unacknowledged deliveries
+//!    consumer cancelled by the broker, an ack that could not be sent), forgets the session's unacknowledged deliveries
 //!    — the broker requeues them — and opens a new session with backoff (`min_backoff`
 //!    doubling to `max_backoff`), forever, until cancelled;
 //! 3. when cancelled, cancels the consumer and closes the channels and the connection;
@@ -59,6 +59,10 @@ pub(super) struct Shared {
     channel: Mutex<Option<(u64, Channel)>>,
     /// Ready messages in the queue at the last read, or [`UNKNOWN`].
     ready: AtomicU64,
+    /// Wakes the task when an ack failed on the channel of `reset_generation`: that
+    /// channel may hold deliveries that will never be acknowledged, so it is replaced.
+    reset: tokio::sync::Notify,
+    reset_generation: AtomicU64,
 }
 
 impl Shared {
@@ -83,6 +87,13 @@ impl Shared {
             .as_ref()
             .filter(|(live, _)| *live == generation)
             .map(|(_, channel)| channel.clone())
+    }
+
+    /// Asks the task to replace the session of `generation` (its unacknowledged
+    /// deliveries are then redelivered by the broker).
+    pub(super) fn request_reset(&self, generation: u64) {
+        self.reset_generation.store(generation, Ordering::Relaxed);
+        self.reset.notify_one();
     }
 
     fn set_channel(&self, channel: Option<(u64, Channel)>) {
@@ -305,6 +316,12 @@ impl SessionTask {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return SessionEnd::Cancelled,
+                () = self.shared.reset.notified() => {
+                    // A reset asked for an older session is stale: ignored.
+                    if self.shared.reset_generation.load(Ordering::Relaxed) == session.generation {
+                        return SessionEnd::Lost("an acknowledgement failed on the channel".into());
+                    }
+                }
                 _ = backlog_tick.tick() => {
                     if let Err(reason) = self.refresh_ready(&session.status_channel).await {
                         return SessionEnd::Lost(reason);

@@ -105,6 +105,14 @@ impl AmqpSource {
         self.shared.inflight().unacked()
     }
 
+    /// Replaces the live session as a failed ack does, for tests of that path.
+    #[cfg(test)]
+    pub(super) fn reset_live_session(&self) {
+        if let Some(generation) = self.shared.inflight().live_generation() {
+            self.shared.request_reset(generation);
+        }
+    }
+
     fn ack_error(&self, delta: &CheckpointDelta, message: String) -> SourceError {
         SourceError::Ack {
             connector: "amqp",
@@ -114,7 +122,8 @@ impl AmqpSource {
     }
 
     /// Sends the acks of `planned` on the live channel. A channel lost meanwhile only
-    /// means its deliveries are redelivered: logged, not an error (no retry can help).
+    /// means its deliveries are redelivered: logged, not an error (no retry can help). A
+    /// failed send replaces the session, so the broker redelivers what was not acked.
     async fn send_acks(&self, planned: &Planned) {
         let tags: Vec<(u64, bool)> = match &planned.plan {
             AckPlan::Nothing => return,
@@ -132,7 +141,10 @@ impl AmqpSource {
         };
         for (tag, multiple) in tags {
             if let Err(error) = channel.basic_ack(tag, BasicAckOptions { multiple }).await {
-                warn!(job = &*self.job, queue = &*self.queue, generation = planned.generation, tag, multiple, %error, "amqp acknowledgement failed with the channel; the broker redelivers those deliveries");
+                warn!(job = &*self.job, queue = &*self.queue, generation = planned.generation, tag, multiple, %error, "amqp acknowledgement failed; replacing the channel, the broker redelivers those deliveries");
+                // Deliveries whose ack was not sent must not stay unacknowledged on a
+                // channel that lives on.
+                self.shared.request_reset(planned.generation);
                 return;
             }
         }

@@ -458,6 +458,28 @@ async fn reconnects_with_monotonic_positions_after_the_server_drops_it() {
 }
 
 #[tokio::test]
+async fn a_failed_ack_replaces_the_channel_and_its_deliveries_come_again() {
+    let broker = Broker::new("reset", true).await;
+    broker.publish(0..3).await;
+    let mut source = AmqpSource::connect(broker.config()).await.unwrap();
+    let before = collect(&mut source, 3).await;
+    // What a failed basic.ack does: the channel, which may now hold deliveries nobody
+    // will acknowledge, is replaced.
+    source.reset_live_session();
+    let after = collect(&mut source, 3).await;
+    assert_eq!(after.iter().map(number).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(after.iter().all(|event| amqp(event).5), "redelivered");
+    assert_eq!(after.iter().map(seq).collect::<Vec<_>>(), vec![4, 5, 6]);
+    source
+        .ack(&delta(&broker.queue, seq(&before[0]), 6))
+        .await
+        .unwrap();
+    assert_eq!(source.unacked(), 0);
+    source.close().await;
+    broker.finish().await;
+}
+
+#[tokio::test]
 async fn reports_backlog_of_ready_and_unacked_messages() {
     let broker = Broker::new("backlog", true).await;
     broker.publish(0..30).await;
