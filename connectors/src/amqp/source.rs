@@ -52,6 +52,7 @@ impl std::fmt::Debug for AmqpSource {
             .field("queue", &self.queue)
             .field("closed", &self.task.is_none())
             .field("unacked", &self.shared.inflight().unacked())
+            .field("generation", &self.shared.inflight().live_generation())
             .finish_non_exhaustive()
     }
 }
