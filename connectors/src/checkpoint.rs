@@ -29,6 +29,17 @@ impl SplitId {
         Self(format!("{topic}/{partition}").into())
     }
 
+    /// The split id of an AMQP queue: `amqp:queue`. A queue is one split: its positions
+    /// are the consuming source's own sequence numbers.
+    pub fn amqp(queue: &str) -> Self {
+        Self(format!("amqp:{queue}").into())
+    }
+
+    /// The queue of an AMQP split id.
+    pub fn as_amqp(&self) -> Option<&str> {
+        self.0.strip_prefix("amqp:")
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -182,5 +193,13 @@ mod tests {
         let split = SplitId::kafka("a/b", 7);
         assert_eq!(split.as_kafka(), Some(("a/b", 7)));
         assert_eq!(SplitId::new("sample").as_kafka(), None);
+    }
+
+    #[test]
+    fn amqp_split_ids_round_trip() {
+        let split = SplitId::amqp("orders/eu");
+        assert_eq!(split.as_str(), "amqp:orders/eu");
+        assert_eq!(split.as_amqp(), Some("orders/eu"));
+        assert_eq!(SplitId::kafka("t", 0).as_amqp(), None);
     }
 }

@@ -23,6 +23,22 @@ pub enum Origin {
         partition: i32,
         offset: i64,
     },
+    /// An AMQP delivery. `seq` is the position: numbered by the source from 1, growing
+    /// across reconnections (delivery tags restart on every channel, so they cannot be).
+    /// A redelivered message gets a new `seq`.
+    Amqp {
+        queue: Arc<str>,
+        seq: i64,
+        /// The tag on the channel the message came on; only meaningful on that channel.
+        delivery_tag: u64,
+        /// The producer's `message_id` property, when set.
+        message_id: Option<String>,
+        /// The exchange the message was published to; empty for the default exchange.
+        exchange: String,
+        routing_key: String,
+        /// True when the broker delivered this message before (to any consumer).
+        redelivered: bool,
+    },
     /// A line of a sample file given to `sluice invoke` (1-based line number).
     Sample { line: u64 },
     /// A record of an object in a bucket: the object's identity (key and etag) and the
@@ -39,12 +55,14 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The split this event belongs to: a Kafka topic-partition, a sample file.
+    /// The split this event belongs to: a Kafka topic-partition, an AMQP queue, a sample
+    /// file.
     pub fn split(&self) -> SplitId {
         match self {
             Origin::Kafka {
                 topic, partition, ..
             } => SplitId::kafka(topic, *partition),
+            Origin::Amqp { queue, .. } => SplitId::amqp(queue),
             Origin::Sample { .. } => SplitId::new("sample"),
             Origin::DeadLetter { object, .. } => SplitId::new(format!("dead-letter:{object}")),
             Origin::Object { key, etag, .. } => {
@@ -54,7 +72,8 @@ impl Origin {
     }
 
     /// The origin as a JSON object, as shown to functions (envelope input) and in dead
-    /// letters: `{"topic", "partition", "offset"}` or `{"line"}`.
+    /// letters: `{"topic", "partition", "offset"}`, `{"queue", "seq", "delivery_tag",
+    /// "message_id", "exchange", "routing_key", "redelivered"}` or `{"line"}`.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Origin::Kafka {
@@ -62,6 +81,23 @@ impl Origin {
                 partition,
                 offset,
             } => serde_json::json!({ "topic": &**topic, "partition": partition, "offset": offset }),
+            Origin::Amqp {
+                queue,
+                seq,
+                delivery_tag,
+                message_id,
+                exchange,
+                routing_key,
+                redelivered,
+            } => serde_json::json!({
+                "queue": &**queue,
+                "seq": seq,
+                "delivery_tag": delivery_tag,
+                "message_id": message_id,
+                "exchange": exchange,
+                "routing_key": routing_key,
+                "redelivered": redelivered,
+            }),
             Origin::Sample { line } => serde_json::json!({ "line": line }),
             Origin::Object {
                 bucket,
@@ -81,6 +117,7 @@ impl Origin {
     pub fn position(&self) -> i64 {
         match self {
             Origin::Kafka { offset, .. } => *offset,
+            Origin::Amqp { seq, .. } => *seq,
             Origin::Sample { line }
             | Origin::DeadLetter { line, .. }
             | Origin::Object { line, .. } => *line as i64,

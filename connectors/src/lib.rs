@@ -8,6 +8,7 @@
 //! Connectors are listed explicitly in [`supported_connectors`]; there is no registration
 //! macro.
 
+pub mod amqp;
 pub mod bucket;
 pub mod checkpoint;
 pub mod event;
@@ -23,5 +24,5 @@ pub use vec_source::VecSource;
 /// Every connector this build supports, by the table name used in `job.toml`
 /// (`[trigger.<name>]`).
 pub fn supported_connectors() -> &'static [&'static str] {
-    &["kafka", "bucket"]
+    &["kafka", "amqp", "bucket"]
 }

@@ -1,5 +1,6 @@
 //! Builds a job's source from its trigger: the one place that lists every connector.
 
+use sluice_connectors::amqp::{AmqpSource, AmqpSourceConfig};
 use sluice_connectors::bucket::notification::NoticeFilter;
 use sluice_connectors::bucket::spool::NoticeSpool;
 use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
@@ -95,6 +96,14 @@ pub async fn connect_source_with(
                 stop_when_idle: options.stop_when_idle,
             };
             Ok(Box::new(BucketSource::connect(config).await?))
+        }
+        TriggerSpec::Amqp(amqp) => {
+            let mut config = AmqpSourceConfig::new(&spec.name, &amqp.url, &amqp.queue);
+            config.declare = amqp.declare;
+            config.exchange = amqp.exchange.clone();
+            config.routing_keys = amqp.routing_keys.clone();
+            config.prefetch = amqp.prefetch;
+            Ok(Box::new(AmqpSource::connect(config).await?))
         }
     }
 }

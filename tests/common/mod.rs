@@ -3,9 +3,12 @@
 //! folders, and the `sluice` binary as a child process.
 //!
 //! Environment: `SLUICE_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092),
+//! `SLUICE_TEST_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/%2f),
 //! `SLUICE_TEST_S3_ENDPOINT` (default http://127.0.0.1:8333), `SLUICE_TEST_S3_BUCKET`
 //! (default sluice-test), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_REGION`.
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod amqp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub struct Env {
     pub brokers: String,
+    pub amqp_url: String,
     pub s3_endpoint: String,
     pub bucket: String,
     pub access_key: String,
@@ -41,6 +45,10 @@ pub fn env() -> Env {
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     Env {
         brokers: var("SLUICE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
+        amqp_url: var(
+            "SLUICE_TEST_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ),
         s3_endpoint: var("SLUICE_TEST_S3_ENDPOINT", "http://127.0.0.1:8333"),
         bucket: var("SLUICE_TEST_S3_BUCKET", "sluice-test"),
         access_key: var("AWS_ACCESS_KEY_ID", "sluice"),
@@ -314,13 +322,47 @@ pub fn repo_root() -> PathBuf {
 pub struct JobDir {
     pub dir: tempfile::TempDir,
     pub name: String,
+    /// The Kafka topic or AMQP queue the job consumes.
     pub topic: String,
     pub prefix: String,
 }
 
 impl JobDir {
-    /// `function` is the `[function]` table body; `extra` goes at the end of job.toml.
+    /// A job on Kafka `topic` (from the earliest offset). `function` is the `[function]`
+    /// table body; `extra` goes at the end of job.toml.
     pub fn new(env: &Env, topic: &str, function: &str, extra: &str) -> JobDir {
+        let trigger = format!(
+            "[trigger.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nstart = \"earliest\"",
+            brokers = env.brokers
+        );
+        JobDir::with_trigger(env, &trigger, topic, function, extra)
+    }
+
+    /// A job on the AMQP `queue` of the test broker; `trigger_extra` adds lines to
+    /// `[trigger.amqp]` (e.g. `prefetch = 500`).
+    pub fn new_amqp(
+        env: &Env,
+        queue: &str,
+        trigger_extra: &str,
+        function: &str,
+        extra: &str,
+    ) -> JobDir {
+        let trigger = format!(
+            "[trigger.amqp]\nurl = \"{url}\"\nqueue = \"{queue}\"\n{trigger_extra}",
+            url = env.amqp_url
+        );
+        JobDir::with_trigger(env, &trigger, queue, function, extra)
+    }
+
+    /// A job with the given trigger table (whole, header included); `source` names what
+    /// it consumes (kept as [`JobDir::topic`]).
+    pub fn with_trigger(
+        env: &Env,
+        trigger: &str,
+        source: &str,
+        function: &str,
+        extra: &str,
+    ) -> JobDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(
             repo_root().join("jobs/clickstream/transform.py"),
@@ -331,10 +373,7 @@ impl JobDir {
         let prefix = format!("{name}/clicks");
         let toml = format!(
             r#"name = "{name}"
-[trigger.kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-start = "earliest"
+{trigger}
 [function]
 {function}
 [batch]
@@ -349,7 +388,6 @@ schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", doma
 endpoint = "{endpoint}"
 {extra}
 "#,
-            brokers = env.brokers,
             bucket = env.bucket,
             endpoint = env.s3_endpoint,
         );
@@ -357,7 +395,7 @@ endpoint = "{endpoint}"
         JobDir {
             dir,
             name,
-            topic: topic.to_owned(),
+            topic: source.to_owned(),
             prefix,
         }
     }

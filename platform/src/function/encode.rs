@@ -395,4 +395,24 @@ mod tests {
         assert_eq!(parsed[2]["key"], Value::Null);
         assert_eq!(parsed[2]["key_encoding"], Value::Null);
     }
+
+    #[test]
+    fn envelope_origin_of_amqp_events_matches_its_json() {
+        for message_id in [Some("m-\"1\"".to_owned()), None] {
+            let origin = Origin::Amqp {
+                queue: Arc::from("orders"),
+                seq: 12,
+                delivery_tag: 3,
+                message_id,
+                exchange: "amq.topic".into(),
+                routing_key: "order.eu".into(),
+                redelivered: true,
+            };
+            let event = Event::from_payload(Bytes::from_static(b"{}"), origin.clone());
+            let batch = encode_batch(&[event], InputMode::Envelope);
+            let parsed: Value = serde_json::from_str(lines(&batch)[0]).unwrap();
+            assert_eq!(parsed["origin"], origin.to_json());
+            assert_eq!(parsed["origin"]["seq"], 12);
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod raw;
 pub mod types;
 pub mod units;
 pub mod validate;
+mod validate_amqp;
 mod validate_bucket;
 mod validate_output;
 

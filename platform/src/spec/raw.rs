@@ -9,7 +9,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 /// A whole `job.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -20,7 +20,7 @@ pub struct RawJob {
     /// in logs and metrics.
     pub name: Option<String>,
     /// Where the job's messages come from: exactly one of `[trigger.kafka]`,
-    /// `[trigger.amqp]`, `[trigger.bucket]` (only Kafka is supported in this build).
+    /// `[trigger.amqp]`, `[trigger.bucket]` (Kafka and AMQP are supported in this build).
     pub trigger: Option<RawTrigger>,
     /// The program that transforms each batch (`[function]`, required).
     pub function: Option<RawFunction>,
@@ -42,8 +42,8 @@ pub struct RawJob {
 pub struct RawTrigger {
     /// `[trigger.kafka]`: consume a Kafka topic with a consumer group.
     pub kafka: Option<RawKafkaTrigger>,
-    /// `[trigger.amqp]`: consume an AMQP queue (not supported yet in this build).
-    pub amqp: Option<IgnoredAny>,
+    /// `[trigger.amqp]`: consume an AMQP 0-9-1 (RabbitMQ) queue.
+    pub amqp: Option<RawAmqpTrigger>,
     /// `[trigger.bucket]`: process the objects that appear under a store prefix.
     pub bucket: Option<RawBucketTrigger>,
 }
@@ -101,6 +101,29 @@ pub struct RawKafkaTrigger {
     /// reference.
     #[serde(default)]
     pub options: RawOptions,
+}
+
+/// `[trigger.amqp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpTrigger {
+    /// Broker address (required), `amqp://user:password@host:5672/vhost` (`%2f` for the
+    /// vhost `/`); `${NAME}` references are expanded. A password must be a `${NAME}`
+    /// reference (or the whole URL one); only RabbitMQ's default `guest:guest` may be
+    /// written literally.
+    pub url: Option<String>,
+    /// The queue to consume (required), at most 255 bytes.
+    pub queue: Option<String>,
+    /// Declare the queue (durable) before consuming, and bind it to `exchange`; default
+    /// false: the queue must exist.
+    pub declare: Option<bool>,
+    /// With `declare = true`: an existing exchange to bind the queue to.
+    pub exchange: Option<String>,
+    /// With `exchange`: one binding per routing key (default: one binding with `""`).
+    pub routing_keys: Option<Vec<String>>,
+    /// Most unacknowledged deliveries the broker sends at once, 1 to 65535 (default
+    /// 10000); must cover what arrives within `output.max_file_age`.
+    pub prefetch: Option<i64>,
 }
 
 /// `[function]`.

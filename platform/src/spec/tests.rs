@@ -448,4 +448,5 @@ fn unknown_trigger_kind_is_rejected() {
     error_for(&minimal_with("[trigger.sqs]\nqueue = \"q\""), "trigger.sqs");
 }
 
+mod amqp;
 mod invalid;

@@ -26,6 +26,7 @@ pub struct JobSpec {
 #[derive(Debug, Clone)]
 pub enum TriggerSpec {
     Kafka(KafkaTriggerSpec),
+    Amqp(AmqpTriggerSpec),
     Bucket(BucketTriggerSpec),
 }
 
@@ -71,6 +72,43 @@ pub struct KafkaTriggerSpec {
     pub start: StartPosition,
     /// Extra librdkafka properties (`[trigger.kafka.options]`), `${ENV}` expanded.
     pub options: BTreeMap<String, String>,
+}
+
+/// `[trigger.amqp]`. `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpTriggerSpec {
+    /// `amqp://user:password@host:port/vhost`, `${ENV}` expanded; it holds the password,
+    /// so show it only through [`AmqpTriggerSpec::redacted_url`].
+    pub url: String,
+    pub queue: String,
+    /// Declare the queue (durable) and bind it before consuming.
+    pub declare: bool,
+    /// Exchange to bind the queue to; only with `declare`.
+    pub exchange: Option<String>,
+    /// Routing keys of the bindings; only with `exchange` (empty: one binding with `""`).
+    pub routing_keys: Vec<String>,
+    /// Most unacknowledged deliveries at once (`basic.qos`), 1 to 65535.
+    pub prefetch: u16,
+}
+
+impl AmqpTriggerSpec {
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        sluice_connectors::amqp::redact_url(&self.url)
+    }
+}
+
+impl std::fmt::Debug for AmqpTriggerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpTriggerSpec")
+            .field("url", &self.redacted_url())
+            .field("queue", &self.queue)
+            .field("declare", &self.declare)
+            .field("exchange", &self.exchange)
+            .field("routing_keys", &self.routing_keys)
+            .field("prefetch", &self.prefetch)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! within the documented range and every `${NAME}` reference has been expanded.
 //!
 //! This file checks the name, trigger, function, batch and scaling sections; `[output]` is
-//! checked in `validate_output.rs`, and the field checks they share live in `checker.rs`.
+//! checked in `validate_output.rs`, `[trigger.amqp]` in `validate_amqp.rs`, and the field
+//! checks they share live in `checker.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,8 +23,8 @@ use super::types::{
 };
 use super::units::is_env_name;
 
-/// Trigger kinds the file format knows; only `kafka` is built in this build.
-const SUPPORTED_TRIGGERS: &str = "kafka, bucket";
+/// Trigger kinds the file format knows and this build supports.
+const SUPPORTED_TRIGGERS: &str = "kafka, amqp, bucket";
 
 /// What the validation needs besides the raw job.
 pub struct ValidationContext<'a> {
@@ -96,7 +97,8 @@ impl Checker<'_> {
     }
 
     fn trigger(&mut self, raw: Option<&RawTrigger>, job_name: Option<&str>) -> Option<TriggerSpec> {
-        let example = "[trigger.kafka] with brokers and topic";
+        let example =
+            "[trigger.kafka] with brokers and topic, or [trigger.amqp] with url and queue";
         let Some(trigger) = raw else {
             self.error(
                 "trigger",
@@ -120,10 +122,11 @@ impl Checker<'_> {
                 );
                 None
             }
-            [_] => match (&trigger.kafka, &trigger.bucket) {
-                (Some(kafka), _) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
-                (_, Some(bucket)) => self.bucket(bucket).map(TriggerSpec::Bucket),
-                _ => {
+            [_] => match (&trigger.kafka, &trigger.amqp, &trigger.bucket) {
+                (Some(kafka), _, _) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
+                (None, Some(amqp), _) => self.amqp(amqp).map(TriggerSpec::Amqp),
+                (None, None, Some(bucket)) => self.bucket(bucket).map(TriggerSpec::Bucket),
+                (None, None, None) => {
                     self.error(
                         format!("trigger.{}", declared[0]),
                         format!("not supported yet in this build; supported: {SUPPORTED_TRIGGERS}"),

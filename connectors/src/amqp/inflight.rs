@@ -1,0 +1,259 @@
+//! Deliveries received and not yet acknowledged: position → (channel generation, tag).
+//!
+//! AMQP delivery tags restart at 1 on every channel, so they cannot be positions (the
+//! platform refuses positions that go backwards within a split). The source numbers its
+//! deliveries itself (`seq`, from 1, growing across reconnections) and keeps, per `seq`,
+//! the generation of the channel the delivery came on and its tag there. Each new
+//! channel gets a new generation.
+//!
+//! Invariants:
+//! - a delivery is acknowledged at most once: it leaves the map before its ack is sent;
+//! - only deliveries of the live channel are ever acknowledged; when a channel is lost
+//!   its deliveries leave the map unacknowledged (the broker requeues and redelivers
+//!   them, under new positions);
+//! - within a generation, `seq` and tag grow together, so the live generation's entries
+//!   in `seq` order are also in tag order. An ack of the map's oldest live entries up to
+//!   tag `t` can therefore use `multiple`: no other unacknowledged tag below `t` exists
+//!   on the channel.
+
+use std::collections::BTreeMap;
+
+/// One delivery on one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delivered {
+    generation: u64,
+    tag: u64,
+}
+
+/// What to send to acknowledge a range of positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum AckPlan {
+    /// Nothing of the live channel is covered.
+    Nothing,
+    /// `basic.ack(tag, multiple = true)`: covers every unacknowledged tag up to `tag`.
+    Multiple { tag: u64, count: usize },
+    /// One `basic.ack(tag, multiple = false)` per tag, ascending: used when an earlier
+    /// delivery of the channel is not covered and must stay unacknowledged.
+    Each(Vec<u64>),
+}
+
+/// The outcome of [`Inflight::plan_ack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Planned {
+    pub(super) plan: AckPlan,
+    /// The generation the plan's tags belong to.
+    pub(super) generation: u64,
+    /// Positions in the range that were not acknowledged because they were no longer held
+    /// (their channel was lost, or they were already acknowledged).
+    pub(super) skipped: usize,
+}
+
+#[derive(Debug)]
+pub(super) struct Inflight {
+    next_seq: i64,
+    /// The generation deliveries may be acknowledged on; `None` while disconnected.
+    live: Option<u64>,
+    deliveries: BTreeMap<i64, Delivered>,
+}
+
+impl Default for Inflight {
+    fn default() -> Self {
+        Self {
+            next_seq: 1,
+            live: None,
+            deliveries: BTreeMap::new(),
+        }
+    }
+}
+
+impl Inflight {
+    /// A channel of `generation` is consuming: its deliveries can be acknowledged.
+    pub(super) fn channel_opened(&mut self, generation: u64) {
+        self.live = Some(generation);
+    }
+
+    /// The channel of `generation` is gone: forgets its deliveries (never to be
+    /// acknowledged) and returns how many there were.
+    pub(super) fn channel_lost(&mut self, generation: u64) -> usize {
+        if self.live == Some(generation) {
+            self.live = None;
+        }
+        let before = self.deliveries.len();
+        self.deliveries
+            .retain(|_, delivered| delivered.generation != generation);
+        before - self.deliveries.len()
+    }
+
+    /// Records a delivery of `generation` and returns its position.
+    pub(super) fn record(&mut self, generation: u64, tag: u64) -> i64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.deliveries.insert(seq, Delivered { generation, tag });
+        seq
+    }
+
+    /// The generation deliveries are acknowledged on; `None` while disconnected.
+    pub(super) fn live_generation(&self) -> Option<u64> {
+        self.live
+    }
+
+    pub(super) fn is_live(&self, generation: u64) -> bool {
+        self.live == Some(generation)
+    }
+
+    /// Deliveries received and not yet acknowledged nor lost.
+    pub(super) fn unacked(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// Takes positions `first..=last` out of the map and says how to acknowledge those of
+    /// the live channel. Entries of other generations are dropped unacknowledged. Entries
+    /// before `first` stay (they are not covered).
+    pub(super) fn plan_ack(&mut self, first: i64, last: i64) -> Planned {
+        let live = self.live;
+        let covered: Vec<(i64, Delivered)> = self
+            .deliveries
+            .range(first..=last)
+            .map(|(seq, delivered)| (*seq, *delivered))
+            .collect();
+        let positions = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0);
+        let mut tags = Vec::with_capacity(covered.len());
+        for (seq, delivered) in &covered {
+            self.deliveries.remove(seq);
+            if Some(delivered.generation) == live {
+                tags.push(delivered.tag);
+            }
+        }
+        let skipped = positions.saturating_sub(tags.len());
+        let Some(generation) = live else {
+            return Planned {
+                plan: AckPlan::Nothing,
+                generation: 0,
+                skipped,
+            };
+        };
+        let earlier_uncovered = self
+            .deliveries
+            .range(..first)
+            .any(|(_, delivered)| delivered.generation == generation);
+        let plan = match tags.as_slice() {
+            [] => AckPlan::Nothing,
+            [.., last_tag] if !earlier_uncovered => AckPlan::Multiple {
+                tag: *last_tag,
+                count: tags.len(),
+            },
+            _ => AckPlan::Each(tags),
+        };
+        Planned {
+            plan,
+            generation,
+            skipped,
+        }
+    }
+
+    /// Forgets everything (the source is closing; nothing more will be acknowledged).
+    pub(super) fn clear(&mut self) {
+        self.live = None;
+        self.deliveries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_deliveries(generation: u64, tags: std::ops::RangeInclusive<u64>) -> Inflight {
+        let mut inflight = Inflight::default();
+        inflight.channel_opened(generation);
+        for tag in tags {
+            inflight.record(generation, tag);
+        }
+        inflight
+    }
+
+    #[test]
+    fn positions_grow_across_generations() {
+        let mut inflight = with_deliveries(1, 1..=3);
+        assert_eq!(inflight.channel_lost(1), 3);
+        inflight.channel_opened(2);
+        // Tags restart at 1 on the new channel; positions do not.
+        assert_eq!(inflight.record(2, 1), 4);
+        assert_eq!(inflight.record(2, 2), 5);
+        assert_eq!(inflight.unacked(), 2);
+    }
+
+    #[test]
+    fn in_order_acks_use_multiple() {
+        let mut inflight = with_deliveries(1, 1..=5);
+        let planned = inflight.plan_ack(1, 3);
+        assert_eq!(planned.plan, AckPlan::Multiple { tag: 3, count: 3 });
+        assert_eq!(planned.generation, 1);
+        assert_eq!(planned.skipped, 0);
+        assert_eq!(inflight.unacked(), 2);
+        assert_eq!(
+            inflight.plan_ack(4, 5).plan,
+            AckPlan::Multiple { tag: 5, count: 2 }
+        );
+        assert_eq!(inflight.unacked(), 0);
+    }
+
+    #[test]
+    fn never_acks_twice() {
+        let mut inflight = with_deliveries(1, 1..=3);
+        inflight.plan_ack(1, 2);
+        let again = inflight.plan_ack(1, 3);
+        assert_eq!(again.plan, AckPlan::Multiple { tag: 3, count: 1 });
+        assert_eq!(again.skipped, 2);
+        let third = inflight.plan_ack(1, 3);
+        assert_eq!(third.plan, AckPlan::Nothing);
+        assert_eq!(third.skipped, 3);
+    }
+
+    #[test]
+    fn an_uncovered_earlier_delivery_forbids_multiple() {
+        let mut inflight = with_deliveries(1, 10..=13);
+        let planned = inflight.plan_ack(3, 4);
+        assert_eq!(planned.plan, AckPlan::Each(vec![12, 13]));
+        // Positions 1 and 2 are still held, and can be acknowledged later.
+        assert_eq!(inflight.unacked(), 2);
+        assert_eq!(
+            inflight.plan_ack(1, 2).plan,
+            AckPlan::Multiple { tag: 11, count: 2 }
+        );
+    }
+
+    #[test]
+    fn deliveries_of_a_lost_channel_are_never_acked() {
+        let mut inflight = with_deliveries(1, 1..=3);
+        assert_eq!(inflight.channel_lost(1), 3);
+        inflight.channel_opened(2);
+        inflight.record(2, 1);
+        inflight.record(2, 2);
+        // The platform acknowledges everything it had: the old channel's positions 1..=3
+        // are skipped, the new channel's 4..=5 are acknowledged with tags 1..=2.
+        let planned = inflight.plan_ack(1, 5);
+        assert_eq!(planned.plan, AckPlan::Multiple { tag: 2, count: 2 });
+        assert_eq!(planned.generation, 2);
+        assert_eq!(planned.skipped, 3);
+    }
+
+    #[test]
+    fn nothing_is_acked_while_disconnected() {
+        let mut inflight = with_deliveries(1, 1..=2);
+        inflight.live = None;
+        let planned = inflight.plan_ack(1, 2);
+        assert_eq!(planned.plan, AckPlan::Nothing);
+        assert_eq!(planned.skipped, 2);
+        assert_eq!(inflight.unacked(), 0);
+    }
+
+    #[test]
+    fn losing_an_old_generation_keeps_the_live_one() {
+        let mut inflight = with_deliveries(2, 1..=2);
+        assert_eq!(inflight.channel_lost(1), 0);
+        assert!(inflight.is_live(2));
+        inflight.clear();
+        assert!(!inflight.is_live(2));
+        assert_eq!(inflight.unacked(), 0);
+    }
+}

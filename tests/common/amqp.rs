@@ -1,0 +1,152 @@
+//! AMQP fixtures for the end-to-end tests: a publishing connection to the test RabbitMQ
+//! (`Env::amqp_url`), queue depth through a passive declare, and dropping a job's
+//! connection from the server side with `rabbitmqctl` (which must be on PATH and allowed
+//! to talk to the node, as root is).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+use super::Env;
+
+/// A connection to the test broker with publisher confirms on.
+pub struct AmqpAdmin {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl AmqpAdmin {
+    pub async fn connect(env: &Env) -> AmqpAdmin {
+        let connection = Connection::connect(&env.amqp_url, ConnectionProperties::default())
+            .await
+            .expect("connect to the test rabbitmq");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        AmqpAdmin {
+            connection,
+            channel,
+        }
+    }
+
+    /// Declares a durable queue.
+    pub async fn declare_queue(&self, queue: &str) {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Publishes persistent messages straight to `queue` (default exchange), each with
+    /// its `message_id`, and waits until the broker confirms every one.
+    pub async fn publish(&self, queue: &str, messages: &[(String, String)]) {
+        for chunk in messages.chunks(500) {
+            let mut confirms = Vec::with_capacity(chunk.len());
+            for (message_id, payload) in chunk {
+                let properties = BasicProperties::default()
+                    .with_message_id(ShortString::from(message_id.as_str()))
+                    .with_delivery_mode(2);
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        payload.as_bytes(),
+                        properties,
+                    )
+                    .await
+                    .unwrap();
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                let confirmation = confirm.await.unwrap();
+                assert!(
+                    matches!(confirmation, Confirmation::Ack(_)),
+                    "{confirmation:?}"
+                );
+            }
+        }
+    }
+
+    /// Ready messages and consumers of `queue`.
+    pub async fn counts(&self, queue: &str) -> (u32, u32) {
+        let declared = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (declared.message_count(), declared.consumer_count())
+    }
+
+    pub async fn delete_queue(self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        self.connection.close(200, "OK".into()).await.unwrap();
+    }
+}
+
+/// Closes, from the server side, every connection whose client-provided name is `name`
+/// (a job's connection is named `sluice-<job name>`); returns how many there were.
+///
+/// `rabbitmqctl`'s JSON output shows pids in a form `close_connection` does not take, so
+/// the table output is read: one line per connection, the pid, a tab, then the client
+/// properties, with the name quoted.
+pub async fn close_connections_named(name: &str) -> usize {
+    let listed = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "--silent",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    assert!(
+        listed.status.success(),
+        "rabbitmqctl list_connections: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let quoted = format!("\"{name}\"");
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let Some((pid, properties)) = line.split_once('\t') else {
+            continue;
+        };
+        if !properties.contains(&quoted) {
+            continue;
+        }
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid.trim(), "test drops the connection"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "rabbitmqctl close_connection {pid}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        closed += 1;
+    }
+    closed
+}
