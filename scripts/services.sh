@@ -317,6 +317,38 @@ EOF
     say "s3: started (pid $pid) on $s3_endpoint, bucket $s3_bucket, ready in $((SECONDS - started)) s"
 }
 
+# --- rabbitmq ------------------------------------------------------------------
+
+# RabbitMQ is the machine's own service (it runs before a session starts); this only
+# makes sure it answers, starting it the Debian way if it has stopped. Tests take
+# another broker from SLUICE_TEST_AMQP_URL.
+ensure_rabbitmq() {
+    if [[ -n "${SLUICE_TEST_AMQP_URL:-}" ]]; then
+        say "rabbitmq: external, SLUICE_TEST_AMQP_URL set"
+        return
+    fi
+    if port_open 127.0.0.1 5672; then
+        say "rabbitmq: already answering on 127.0.0.1:5672"
+        return
+    fi
+    if ! command -v rabbitmq-server >/dev/null; then
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+            say "rabbitmq: installing rabbitmq-server"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+        else
+            die "rabbitmq: nothing answers on 127.0.0.1:5672 and rabbitmq-server is not installed"
+        fi
+    fi
+    say "rabbitmq: starting (rabbitmq-server -detached)"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    local deadline=$((SECONDS + ${SLUICE_SERVICES_TIMEOUT:-60}))
+    until port_open 127.0.0.1 5672; do
+        ((SECONDS < deadline)) || die "rabbitmq: did not answer on 127.0.0.1:5672 within ${SLUICE_SERVICES_TIMEOUT:-60} s"
+        sleep 0.5
+    done
+    say "rabbitmq: answering on 127.0.0.1:5672"
+}
+
 # --- commands ------------------------------------------------------------------
 
 cmd_start() {
@@ -324,6 +356,7 @@ cmd_start() {
     with_lock
     start_kafka
     start_s3
+    ensure_rabbitmq
 }
 
 cmd_stop() {
@@ -390,6 +423,7 @@ cmd_env() {
         SLUICE_TEST_KAFKA_BROKERS "$brokers" \
         SLUICE_TEST_S3_ENDPOINT "$endpoint" \
         SLUICE_TEST_S3_BUCKET "$s3_bucket" \
+        SLUICE_TEST_AMQP_URL "${SLUICE_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}" \
         AWS_ACCESS_KEY_ID "$access_key" \
         AWS_SECRET_ACCESS_KEY "$secret_key" \
         AWS_REGION "$region"
