@@ -17,13 +17,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::cursor::Cursor;
 use super::notification::{NoticeFilter, ObjectNotice};
 use super::reader::{InputCompression, InputFormat, ReadError, read_records, resolve};
 use super::spool::NoticeSpool;
-use super::webhook;
 use crate::checkpoint::{CheckpointDelta, SplitId};
 use crate::event::{Event, Origin};
 use crate::source::{Source, SourceError};
@@ -105,6 +104,8 @@ struct Pending {
     notice: Option<ObjectNotice>,
 }
 
+mod notified;
+
 /// The notification side of a source in notification mode.
 struct Notifications {
     notices: mpsc::Receiver<ObjectNotice>,
@@ -152,89 +153,11 @@ impl BucketSource {
             spool,
         } = source.config.discovery.clone()
         {
-            // Notifications accepted before a restart are still in the spool.
-            let spooled = spool
-                .list()
-                .await
-                .map_err(|message| SourceError::Unavailable {
-                    connector: CONNECTOR,
-                    message,
-                })?;
-            for notice in spooled {
-                source.queue_notice(notice, &spool).await?;
-            }
-            let (sender, notices) = mpsc::channel(1024);
-            let stop = CancellationToken::new();
-            let address = webhook::serve(
-                source.config.job.clone(),
-                listen,
-                filter,
-                spool.clone(),
-                sender,
-                stop.clone(),
-            )
-            .await
-            .map_err(|e| SourceError::Config {
-                connector: CONNECTOR,
-                message: format!("cannot listen for notifications on {listen}: {e}"),
-            })?;
-            source.notifications = Some(Notifications {
-                notices,
-                spool,
-                address,
-                stop,
-            });
+            source.start_notifications(listen, filter, spool).await?;
         } else {
             info!(job = %source.config.job, input = %source.config.input_url, done = source.cursor.len(), "bucket source listing");
         }
         Ok(source)
-    }
-
-    /// Where notifications are received, in notification mode.
-    pub fn notification_address(&self) -> Option<SocketAddr> {
-        self.notifications.as_ref().map(|n| n.address)
-    }
-
-    /// Queues a notified object unless it is done already (a repeated notification) or
-    /// being processed.
-    async fn queue_notice(
-        &mut self,
-        notice: ObjectNotice,
-        spool: &NoticeSpool,
-    ) -> Result<(), SourceError> {
-        let etag = notice.etag.clone().unwrap_or_default();
-        if self.cursor.is_done(&notice.key, &etag) {
-            debug!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done");
-            return spool
-                .remove(&notice)
-                .await
-                .map_err(|message| SourceError::Unavailable {
-                    connector: CONNECTOR,
-                    message,
-                });
-        }
-        let busy = self
-            .in_flight
-            .values()
-            .any(|f| f.key == notice.key && f.etag == etag)
-            || self
-                .reading
-                .as_ref()
-                .is_some_and(|r| r.key == notice.key && r.etag == etag)
-            || self
-                .pending
-                .iter()
-                .any(|p| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag);
-        if busy {
-            return Ok(());
-        }
-        self.pending.push_back(Pending {
-            location: Path::from(notice.key.as_str()),
-            key: notice.key.clone(),
-            etag: notice.etag.clone(),
-            notice: Some(notice),
-        });
-        Ok(())
     }
 
     fn relative_key(&self, location: &Path) -> String {
@@ -449,14 +372,6 @@ impl BucketSource {
         self.next_listing = Instant::now() + poll_interval;
         self.list().await?;
         Ok(!(self.pending.is_empty() && self.config.stop_when_idle))
-    }
-}
-
-impl Drop for BucketSource {
-    fn drop(&mut self) {
-        if let Some(notifications) = &self.notifications {
-            notifications.stop.cancel();
-        }
     }
 }
 

@@ -1,0 +1,114 @@
+//! Notification mode of the bucket source: the HTTP endpoint, the spool, and queueing
+//! notified objects (see [`super::super::spool`] and [`super::super::webhook`]).
+
+use std::net::SocketAddr;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::super::notification::{NoticeFilter, ObjectNotice};
+use super::super::spool::NoticeSpool;
+use super::super::webhook;
+use super::{BucketSource, CONNECTOR, Notifications, Pending};
+use crate::source::SourceError;
+use object_store::path::Path;
+
+impl BucketSource {
+    /// Queues what the spool still holds, then starts the endpoint.
+    pub(super) async fn start_notifications(
+        &mut self,
+        listen: SocketAddr,
+        filter: NoticeFilter,
+        spool: NoticeSpool,
+    ) -> Result<(), SourceError> {
+        // Notifications accepted before a restart are still in the spool.
+        let spooled = spool
+            .list()
+            .await
+            .map_err(|message| SourceError::Unavailable {
+                connector: CONNECTOR,
+                message,
+            })?;
+        for notice in spooled {
+            self.queue_notice(notice, &spool).await?;
+        }
+        let (sender, notices) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let address = webhook::serve(
+            self.config.job.clone(),
+            listen,
+            filter,
+            spool.clone(),
+            sender,
+            stop.clone(),
+        )
+        .await
+        .map_err(|e| SourceError::Config {
+            connector: CONNECTOR,
+            message: format!("cannot listen for notifications on {listen}: {e}"),
+        })?;
+        self.notifications = Some(Notifications {
+            notices,
+            spool,
+            address,
+            stop,
+        });
+        Ok(())
+    }
+
+    /// Where notifications are received, in notification mode.
+    pub fn notification_address(&self) -> Option<SocketAddr> {
+        self.notifications.as_ref().map(|n| n.address)
+    }
+
+    /// Queues a notified object unless it is done already (a repeated notification) or
+    /// being processed.
+    pub(super) async fn queue_notice(
+        &mut self,
+        notice: ObjectNotice,
+        spool: &NoticeSpool,
+    ) -> Result<(), SourceError> {
+        let etag = notice.etag.clone().unwrap_or_default();
+        if self.cursor.is_done(&notice.key, &etag) {
+            debug!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done");
+            return spool
+                .remove(&notice)
+                .await
+                .map_err(|message| SourceError::Unavailable {
+                    connector: CONNECTOR,
+                    message,
+                });
+        }
+        let busy = self
+            .in_flight
+            .values()
+            .any(|f| f.key == notice.key && f.etag == etag)
+            || self
+                .reading
+                .as_ref()
+                .is_some_and(|r| r.key == notice.key && r.etag == etag)
+            || self
+                .pending
+                .iter()
+                .any(|p| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag);
+        if busy {
+            return Ok(());
+        }
+        self.pending.push_back(Pending {
+            location: Path::from(notice.key.as_str()),
+            key: notice.key.clone(),
+            etag: notice.etag.clone(),
+            notice: Some(notice),
+        });
+        Ok(())
+    }
+}
+
+impl Drop for BucketSource {
+    fn drop(&mut self) {
+        if let Some(notifications) = &self.notifications {
+            notifications.stop.cancel();
+        }
+    }
+}
