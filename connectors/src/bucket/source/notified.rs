@@ -1,18 +1,18 @@
 //! Notification mode of the bucket source: the HTTP endpoint, the spool, and queueing
-//! notified objects (see [`super::super::spool`] and [`super::super::webhook`]).
+//! notified objects (see [`crate::bucket::spool`] and [`crate::bucket::webhook`]).
 
 use std::net::SocketAddr;
 
+use object_store::path::Path;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::super::notification::{NoticeFilter, ObjectNotice};
-use super::super::spool::NoticeSpool;
-use super::super::webhook;
 use super::{BucketSource, CONNECTOR, Notifications, Pending};
+use crate::bucket::notification::{NoticeFilter, ObjectNotice};
+use crate::bucket::spool::NoticeSpool;
+use crate::bucket::webhook;
 use crate::source::SourceError;
-use object_store::path::Path;
 
 impl BucketSource {
     /// Queues what the spool still holds, then starts the endpoint.
