@@ -46,6 +46,8 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
         open_files: 1024,
         cpu_time: None,
         max_output: 256 << 20,
+        max_processes: 256,
+        network: false,
         env: BTreeMap::new(),
         max_attempts: 1,
         retry_backoff: Duration::from_secs(1),
