@@ -17,6 +17,7 @@
 //! in the per-batch [`OutputFrame`], never in a pending future, so a read may be cancelled
 //! (by a timeout or a `select!`) and resumed without losing bytes.
 
+use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -76,8 +77,58 @@ pub enum InvokeError {
         "batch failed: function broke the output protocol at line {line} (function error): {reason}"
     )]
     Protocol { line: usize, reason: String },
+    #[error(
+        "batch failed: function hit the memory limit (function.memory = {}) and {enforcement} (function error, or raise function.memory); its processes were killed; stderr: {}",
+        format_bytes(*.limit),
+        tail_or_none(.stderr_tail)
+    )]
+    MemoryLimit {
+        limit: u64,
+        enforcement: MemoryEnforcement,
+        stderr_tail: String,
+    },
+    #[error(
+        "batch failed: function hit the process limit (function.max_processes = {limit}; a fork bomb or a process leak, or raise function.max_processes); its processes were killed; stderr: {}",
+        tail_or_none(.stderr_tail)
+    )]
+    ProcessLimit { limit: u64, stderr_tail: String },
+    #[error(
+        "batch not run: could not set up the function's sandbox: {reason} (platform problem; retrying may help)"
+    )]
+    Sandbox { reason: String },
     #[error("batch failed: i/o error talking to the function: {0}")]
     Io(#[from] io::Error),
+}
+
+/// How a memory limit was enforced when a function hit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryEnforcement {
+    /// A cgroup memory limit: the kernel's OOM killer killed the function.
+    Cgroup,
+    /// `RLIMIT_AS`: an allocation failed and the function reported it on stderr.
+    AddressSpace,
+}
+
+impl fmt::Display for MemoryEnforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryEnforcement::Cgroup => "was killed by the kernel's out-of-memory killer",
+            MemoryEnforcement::AddressSpace => "failed to allocate memory",
+        })
+    }
+}
+
+/// `64MiB` for whole mebibytes, `1GiB` for whole gibibytes, else bytes.
+fn format_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes > 0 && bytes.is_multiple_of(GIB) {
+        format!("{}GiB", bytes / GIB)
+    } else if bytes > 0 && bytes.is_multiple_of(MIB) {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 impl InvokeError {
@@ -101,6 +152,9 @@ impl InvokeError {
             | InvokeError::Timeout { .. }
             | InvokeError::OutputTooLarge { .. }
             | InvokeError::Protocol { .. }
+            | InvokeError::MemoryLimit { .. }
+            | InvokeError::ProcessLimit { .. }
+            | InvokeError::Sandbox { .. }
             | InvokeError::Io(_) => true,
         }
     }

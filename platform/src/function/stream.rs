@@ -23,8 +23,6 @@ use super::protocol::{FrameEnd, Framing, FunctionOutput, InvokeError, OutputFram
 use super::sandbox::{FunctionProcess, InstanceContext};
 use crate::spec::FunctionSpec;
 
-/// How long a stopping instance gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long an instance that closed stdout mid-batch gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for a killed process to be reaped.
@@ -90,6 +88,7 @@ impl StreamInstance {
         self.usable = false;
         self.stdin = None;
         self.process.kill_and_reap(REAP_BOUND).await;
+        self.process.release().await;
     }
 
     /// Runs one batch. On error the instance has been killed and must be dropped.
@@ -103,10 +102,14 @@ impl StreamInstance {
         // A cold start's invocation began when the instance was spawned.
         let started = spawned_at.unwrap_or_else(Instant::now);
         self.batches += 1;
+        self.process.begin_batch();
         let mut frame = OutputFrame::new(batch.records, spec.max_output, started, spawned_at);
         let driven = tokio::time::timeout(spec.timeout, self.drive(&mut frame, &batch.bytes)).await;
         let result = match driven {
-            Ok(Ok(AfterBatch::Running)) => return Ok(frame.finish()),
+            Ok(Ok(AfterBatch::Running)) => {
+                self.process.end_batch();
+                return Ok(frame.finish());
+            }
             Ok(Ok(AfterBatch::Exited)) => {
                 tracing::warn!(
                     instance = self.id,
@@ -122,6 +125,12 @@ impl StreamInstance {
         self.usable = false;
         self.stdin = None;
         self.process.kill_and_reap(REAP_BOUND).await;
+        let result = match result {
+            Ok(output) => Ok(output),
+            Err(error) => Err(self.process.explain(error).await),
+        };
+        self.process.end_batch();
+        self.process.release().await;
         result
     }
 
@@ -165,12 +174,13 @@ impl StreamInstance {
         Ok(after)
     }
 
-    /// Stops the instance: stdin closed, SIGTERM to its group, SIGKILL after a grace period.
-    pub(crate) async fn stop(mut self) {
+    /// Stops the instance: stdin closed, SIGTERM to its group, SIGKILL to all its
+    /// processes after `grace`.
+    pub(crate) async fn stop(mut self, grace: Duration) {
         self.usable = false;
         self.stdin = None;
         self.process.group().signal(Signal::SIGTERM);
-        match tokio::time::timeout(STOP_GRACE, self.process.wait()).await {
+        match tokio::time::timeout(grace, self.process.wait()).await {
             Ok(Ok(status)) => {
                 tracing::debug!(instance = self.id, %status, "function instance stopped");
             }
@@ -180,13 +190,15 @@ impl StreamInstance {
             Err(_elapsed) => {
                 tracing::warn!(
                     instance = self.id,
-                    grace = ?STOP_GRACE,
+                    ?grace,
                     "function instance ignored SIGTERM; killing it"
                 );
             }
         }
         // Also reaches anything the instance started and left behind.
         self.process.kill_and_reap(REAP_BOUND).await;
+        self.process.end_batch();
+        self.process.release().await;
     }
 }
 
