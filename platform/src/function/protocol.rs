@@ -5,7 +5,8 @@
 //!   [`FunctionOutput::rows`] for the Arrow JSON decoder, which checks it in full later;
 //! - a control line, an object whose first key starts with `$`: `{"$error": {"record": i,
 //!   "message": "…"}}` (record `i` of the batch failed) or `{"$ready": true}` (the instance
-//!   finished initialising); any other `$` key is a protocol error naming it;
+//!   finished initialising; in stream mode only valid as the instance's very first line,
+//!   in exec mode ignored); any other `$` key is a protocol error naming it;
 //! - an empty line: the end of a batch's output in stream mode (ignored in exec mode, where
 //!   the output ends at end of file).
 //!
@@ -22,6 +23,7 @@ use std::io;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -198,6 +200,8 @@ pub(crate) enum LineError {
     MalformedControl { reason: String },
     #[error("`$error` names record {record} but the batch has {records} records")]
     RecordOutOfRange { record: u64, records: usize },
+    #[error("`$ready` may only be the first line a stream instance writes (logs belong on stderr)")]
+    MisplacedReady,
 }
 
 /// Classifies one output line (without its `\n`). `records` is the batch size, which
@@ -303,6 +307,9 @@ pub(crate) struct OutputFrame {
     started: Instant,
     /// When the instance was spawned, if a `$ready` line in this batch measures init time.
     spawned_at: Option<Instant>,
+    /// Whether this is the first batch of a fresh instance (stream mode: the only one
+    /// whose first line may be `$ready`).
+    first_of_instance: bool,
     init_time: Option<Duration>,
 }
 
@@ -326,6 +333,7 @@ impl OutputFrame {
             errors: Vec::new(),
             started,
             spawned_at,
+            first_of_instance: spawned_at.is_some(),
             init_time: None,
         }
     }
@@ -344,6 +352,11 @@ impl OutputFrame {
     /// The line number the next line would get, for errors about a missing line.
     pub(crate) fn next_line_number(&self) -> usize {
         self.line + 1
+    }
+
+    /// Whether this frame is the first batch of a fresh instance.
+    pub(crate) fn is_first_of_instance(&self) -> bool {
+        self.first_of_instance
     }
 
     fn protocol_error(&self, error: LineError) -> InvokeError {
@@ -365,6 +378,12 @@ impl OutputFrame {
             OutputLine::Empty => return Ok(framing == Framing::UntilEmptyLine),
             OutputLine::Error(error) => self.errors.push(error),
             OutputLine::Ready => {
+                // In stream mode a `$ready` anywhere else means the instance wrote
+                // something else first: framing can no longer be trusted.
+                if framing == Framing::UntilEmptyLine && !(self.first_of_instance && self.line == 1)
+                {
+                    return Err(self.protocol_error(LineError::MisplacedReady));
+                }
                 if let Some(spawned_at) = self.spawned_at.take() {
                     self.init_time = Some(spawned_at.elapsed());
                 }
@@ -471,6 +490,18 @@ impl<R: AsyncRead + Unpin> OutputReader<R> {
                 None
             }
         }
+    }
+
+    /// Whether the function wrote anything that no frame has consumed yet, without
+    /// waiting: bytes already buffered, or bytes the pipe has ready now.
+    pub(crate) fn has_unread_output(&mut self) -> io::Result<bool> {
+        if self.start == self.buffer.len() && !self.eof {
+            // `fill` is cancel-safe: when the pipe has nothing, nothing is read.
+            if let Some(filled) = self.fill().now_or_never() {
+                filled?;
+            }
+        }
+        Ok(self.start < self.buffer.len())
     }
 
     /// Reads more bytes from the pipe, first dropping consumed ones.

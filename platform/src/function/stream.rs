@@ -4,6 +4,11 @@
 //! with its output lines followed by one empty line. Before its first answer an instance
 //! may write `{"$ready": true}`; the time from spawn to that line is its init time.
 //!
+//! An instance may write `$ready` only as its first line, and nothing between an answer's
+//! empty line and the next batch; either mistake is a protocol error (stray output would
+//! otherwise be read as the next batch's answer). Output written late, after the next
+//! batch was sent, cannot be told apart from the answer.
+//!
 //! Invariants: an instance handles one batch at a time; after any failure (exit or crash
 //! mid-batch, timeout, protocol violation, too much output) it is killed with its whole
 //! process group and reaped before the error is returned, and it is never used again
@@ -152,6 +157,14 @@ impl StreamInstance {
                 "function instance is no longer running",
             )));
         };
+        // Before any batch but the first, nothing may be waiting on stdout: the previous
+        // answer ended at its empty line, and more output means the framing is off.
+        if !frame.is_first_of_instance() && reader.has_unread_output()? {
+            return Err(InvokeError::Protocol {
+                line: 1,
+                reason: "instance wrote output after the empty line that ended its previous answer; an answer ends with exactly one empty line".into(),
+            });
+        }
         let group = process.group();
         let write = async {
             stdin.write_all(input).await?;
