@@ -380,8 +380,8 @@ impl OutputFrame {
             OutputLine::Ready => {
                 // In stream mode a `$ready` anywhere else means the instance wrote
                 // something else first: framing can no longer be trusted.
-                if framing == Framing::UntilEmptyLine && !(self.first_of_instance && self.line == 1)
-                {
+                let first_line_of_instance = self.first_of_instance && self.line == 1;
+                if framing == Framing::UntilEmptyLine && !first_line_of_instance {
                     return Err(self.protocol_error(LineError::MisplacedReady));
                 }
                 if let Some(spawned_at) = self.spawned_at.take() {

@@ -572,3 +572,6 @@ async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
     assert_eq!(runner.warm_instance(), Some("job-2"));
     runner.shutdown().await;
 }
+
+#[path = "containment_tests.rs"]
+mod containment;
