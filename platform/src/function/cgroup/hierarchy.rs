@@ -6,15 +6,19 @@
 //! process, the platform moves itself into `<its cgroup>/sluice-platform` first).
 //! Otherwise the v1 `pids` and `memory` hierarchies are used, whichever exist. Detection
 //! ends with a probe: a forked child joins a fresh cgroup with `pids.max = 1` and must
-//! fail to fork, so a hierarchy is only used once its limit is seen to work.
+//! fail to fork, so a hierarchy is only used once its limit is seen to work; then instance
+//! cgroups left by platform processes that are gone are emptied and removed.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::libc;
+use nix::sys::signal::kill;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 
-use super::{create_dir, join, procs_files};
+use super::{CgroupKiller, create_dir, join, procs_files};
 
 /// Name of the directory under the platform's cgroup that holds every job.
 const SLUICE_DIR: &str = "sluice";
@@ -53,6 +57,7 @@ impl CgroupHierarchy {
             Plan::V1 { pids, memory } => set_up_v1(pids.as_deref(), memory.as_deref())?,
         };
         hierarchy.probe()?;
+        hierarchy.sweep_stale();
         Ok(hierarchy)
     }
 
@@ -82,6 +87,31 @@ impl CgroupHierarchy {
             }
         }
         roots
+    }
+
+    /// Kills and removes instance cgroups left by platform processes that are gone (a
+    /// platform killed with SIGKILL leaves the processes its functions started). A cgroup
+    /// whose platform pid is alive is left alone, whoever has that pid now.
+    pub(super) fn sweep_stale(&self) {
+        let own = std::process::id();
+        for root in self.roots() {
+            for job in subdirectories(root) {
+                for instance in subdirectories(&job) {
+                    let platform = instance
+                        .file_name()
+                        .and_then(|name| name.to_str())
+                        .and_then(platform_pid_of);
+                    let stale = platform.is_some_and(|pid| {
+                        pid != own && kill(Pid::from_raw(pid as i32), None) == Err(Errno::ESRCH)
+                    });
+                    if stale {
+                        remove_stale(self.version, &instance);
+                    }
+                }
+                // Busy while it still holds instances.
+                let _ = std::fs::remove_dir(&job);
+            }
+        }
     }
 
     /// A forked child joins a new cgroup limited to one process and tries to fork: that
@@ -336,6 +366,43 @@ fn set_up_v1(pids: Option<&Path>, memory: Option<&Path>) -> Result<CgroupHierarc
         pids_root: pids.map(make_root).transpose()?,
         memory_root: memory.map(make_root).transpose()?,
     })
+}
+
+fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+                .map(|entry| entry.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The platform pid in an instance cgroup's name, `<instance>.<platform pid>.<n>`.
+pub(super) fn platform_pid_of(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(3, '.');
+    let (_sequence, pid, _instance) = (parts.next()?, parts.next()?, parts.next()?);
+    pid.parse().ok()
+}
+
+/// Kills what is in a stale cgroup and removes it, waiting a little for the processes to
+/// go; one still busy is left for the next start.
+fn remove_stale(version: CgroupVersion, dir: &Path) {
+    let killer = CgroupKiller {
+        version,
+        dir: dir.to_path_buf(),
+    };
+    for _ in 0..50 {
+        killer.kill_all();
+        if std::fs::remove_dir(dir).is_ok() {
+            tracing::info!(cgroup = %dir.display(), "removed a function cgroup left by a platform process that is gone");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracing::warn!(cgroup = %dir.display(), "could not remove a stale function cgroup");
 }
 
 fn write_file(path: &Path, value: &str) -> Result<(), String> {

@@ -224,8 +224,8 @@ pub(crate) struct InstanceCgroup {
 /// Kills every process of one instance's cgroup.
 #[derive(Debug, Clone)]
 pub(crate) struct CgroupKiller {
-    version: CgroupVersion,
-    dir: PathBuf,
+    pub(super) version: CgroupVersion,
+    pub(super) dir: PathBuf,
 }
 
 impl CgroupKiller {

@@ -131,3 +131,58 @@ async fn an_instance_cgroup_is_created_limited_and_removed_with_its_job_director
     drop(job);
     assert!(job_dirs.iter().all(|dir| !dir.exists()), "{job_dirs:?}");
 }
+
+#[test]
+fn instance_cgroup_names_carry_the_platform_pid() {
+    use super::hierarchy::platform_pid_of;
+    assert_eq!(platform_pid_of("clicks-3.4711.17"), Some(4711));
+    assert_eq!(platform_pid_of("my.job-1.4711.2"), Some(4711));
+    assert_eq!(platform_pid_of("probe.4711"), None);
+    assert_eq!(platform_pid_of("clicks-3"), None);
+}
+
+#[tokio::test]
+async fn cgroups_left_by_a_dead_platform_are_emptied_and_removed() {
+    let Some(hierarchy) = host_hierarchy() else {
+        eprintln!("cgroups are not usable here; nothing to check");
+        return;
+    };
+    // A pid that is certainly gone: a child that has been reaped.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_platform = gone.id();
+    gone.wait().unwrap();
+
+    let job_dirs = hierarchy.job_dirs("stale-sweep");
+    let name = format!("stale-sweep-1.{dead_platform}.1");
+    let instance_dirs: Vec<PathBuf> = job_dirs.iter().map(|dir| dir.join(&name)).collect();
+    for dir in &instance_dirs {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    // A process a function left behind, still in the instance's cgroup.
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    for dir in &instance_dirs {
+        std::fs::write(dir.join("cgroup.procs"), orphan.id().to_string()).unwrap();
+    }
+    // A live instance of this process in the same job is left alone.
+    let live_name = format!("stale-sweep-2.{}.1", std::process::id());
+    let live_dirs: Vec<PathBuf> = job_dirs.iter().map(|dir| dir.join(&live_name)).collect();
+    for dir in &live_dirs {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+
+    hierarchy.sweep_stale();
+
+    let status = orphan.wait().unwrap();
+    assert!(!status.success(), "the orphan was killed: {status}");
+    assert!(
+        instance_dirs.iter().all(|dir| !dir.exists()),
+        "{instance_dirs:?}"
+    );
+    assert!(live_dirs.iter().all(|dir| dir.exists()), "{live_dirs:?}");
+    for dir in live_dirs.iter().chain(&job_dirs) {
+        std::fs::remove_dir(dir).unwrap();
+    }
+}
