@@ -44,9 +44,16 @@ pub(crate) fn isolation() -> &'static Isolation {
 /// without `CAP_SYS_PTRACE`, including every function (their capabilities are dropped),
 /// cannot read its environment, memory or file descriptors through `/proc/<pid>/…`, even
 /// when they run as the same user. Side effects: no core dumps of the platform, and a
-/// debugger needs root to attach. Call it once at start, before any function runs.
+/// debugger needs root to attach.
+///
+/// It also detects, once, which isolation this host allows (cgroups, network namespaces,
+/// capabilities; 10 to 20 ms of blocking work, warnings for what is missing), which the
+/// first [`FunctionRunner::new`](super::FunctionRunner::new) would otherwise do on the
+/// async runtime. Call it once at start, before any function runs.
 pub fn harden_platform_process() -> io::Result<()> {
-    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)
+    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)?;
+    isolation();
+    Ok(())
 }
 
 impl Isolation {

@@ -73,8 +73,9 @@ impl FunctionRunner {
     /// started until the first [`invoke`](Self::invoke).
     ///
     /// The first runner of a platform process detects, once, which isolation the host
-    /// allows (cgroups, network namespaces, dropping capabilities; a few milliseconds)
-    /// and logs at warn level what is missing.
+    /// allows (cgroups, network namespaces, dropping capabilities; 10 to 20 ms of blocking
+    /// work) and logs at warn level what is missing, unless [`harden_platform_process`]
+    /// did so at start.
     pub fn new(job: &str, dir: &Path, spec: &FunctionSpec) -> Self {
         isolation::isolation();
         Self {
