@@ -6,8 +6,12 @@
 //! 0 after writing its rows; it may stop reading early (a broken pipe on stdin is then no
 //! error).
 //!
+//! A function that closes stdout early but keeps running is waited for until the timeout,
+//! then killed: the batch fails with a timeout.
+//!
 //! Invariants: when [`run_batch`] returns, the process and everything it started are dead
-//! and the leader is reaped, whatever the outcome; the timeout covers spawn to exit.
+//! (its cgroup, when it has one, is emptied and removed) and the leader is reaped,
+//! whatever the outcome; the timeout covers spawn to exit.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -55,19 +59,23 @@ pub(crate) async fn run_batch(
         ),
     )
     .await;
-    match driven {
+    let result = match driven {
         Ok(Ok(())) => Ok(frame.finish()),
-        Ok(Err(error)) => {
+        Ok(Err(error)) => Err(error),
+        Err(_elapsed) => Err(InvokeError::Timeout {
+            after: spec.timeout,
+        }),
+    };
+    let result = match result {
+        Ok(output) => Ok(output),
+        Err(error) => {
             process.kill_and_reap(REAP_BOUND).await;
-            Err(error)
+            Err(process.explain(error).await)
         }
-        Err(_elapsed) => {
-            process.kill_and_reap(REAP_BOUND).await;
-            Err(InvokeError::Timeout {
-                after: spec.timeout,
-            })
-        }
-    }
+    };
+    process.end_batch();
+    process.release().await;
+    result
 }
 
 /// Feeds the input, reads the output and waits for the exit, all at once.

@@ -5,7 +5,8 @@
 //!   [`FunctionOutput::rows`] for the Arrow JSON decoder, which checks it in full later;
 //! - a control line, an object whose first key starts with `$`: `{"$error": {"record": i,
 //!   "message": "…"}}` (record `i` of the batch failed) or `{"$ready": true}` (the instance
-//!   finished initialising); any other `$` key is a protocol error naming it;
+//!   finished initialising; in stream mode only valid as the instance's very first line,
+//!   in exec mode ignored); any other `$` key is a protocol error naming it;
 //! - an empty line: the end of a batch's output in stream mode (ignored in exec mode, where
 //!   the output ends at end of file).
 //!
@@ -17,10 +18,12 @@
 //! in the per-batch [`OutputFrame`], never in a pending future, so a read may be cancelled
 //! (by a timeout or a `select!`) and resumed without losing bytes.
 
+use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -76,8 +79,58 @@ pub enum InvokeError {
         "batch failed: function broke the output protocol at line {line} (function error): {reason}"
     )]
     Protocol { line: usize, reason: String },
+    #[error(
+        "batch failed: function hit the memory limit (function.memory = {}) and {enforcement} (function error, or raise function.memory); its processes were killed; stderr: {}",
+        format_bytes(*.limit),
+        tail_or_none(.stderr_tail)
+    )]
+    MemoryLimit {
+        limit: u64,
+        enforcement: MemoryEnforcement,
+        stderr_tail: String,
+    },
+    #[error(
+        "batch failed: function hit the process limit (function.max_processes = {limit}; a fork bomb or a process leak, or raise function.max_processes); its processes were killed; stderr: {}",
+        tail_or_none(.stderr_tail)
+    )]
+    ProcessLimit { limit: u64, stderr_tail: String },
+    #[error(
+        "batch not run: could not set up the function's sandbox: {reason} (platform problem; retrying may help)"
+    )]
+    Sandbox { reason: String },
     #[error("batch failed: i/o error talking to the function: {0}")]
     Io(#[from] io::Error),
+}
+
+/// How a memory limit was enforced when a function hit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryEnforcement {
+    /// A cgroup memory limit: the kernel's OOM killer killed the function.
+    Cgroup,
+    /// `RLIMIT_AS`: an allocation failed and the function reported it on stderr.
+    AddressSpace,
+}
+
+impl fmt::Display for MemoryEnforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryEnforcement::Cgroup => "was killed by the kernel's out-of-memory killer",
+            MemoryEnforcement::AddressSpace => "failed to allocate memory",
+        })
+    }
+}
+
+/// `64MiB` for whole mebibytes, `1GiB` for whole gibibytes, else bytes.
+fn format_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes > 0 && bytes.is_multiple_of(GIB) {
+        format!("{}GiB", bytes / GIB)
+    } else if bytes > 0 && bytes.is_multiple_of(MIB) {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 impl InvokeError {
@@ -101,6 +154,9 @@ impl InvokeError {
             | InvokeError::Timeout { .. }
             | InvokeError::OutputTooLarge { .. }
             | InvokeError::Protocol { .. }
+            | InvokeError::MemoryLimit { .. }
+            | InvokeError::ProcessLimit { .. }
+            | InvokeError::Sandbox { .. }
             | InvokeError::Io(_) => true,
         }
     }
@@ -144,6 +200,8 @@ pub(crate) enum LineError {
     MalformedControl { reason: String },
     #[error("`$error` names record {record} but the batch has {records} records")]
     RecordOutOfRange { record: u64, records: usize },
+    #[error("`$ready` may only be the first line a stream instance writes (logs belong on stderr)")]
+    MisplacedReady,
 }
 
 /// Classifies one output line (without its `\n`). `records` is the batch size, which
@@ -249,6 +307,9 @@ pub(crate) struct OutputFrame {
     started: Instant,
     /// When the instance was spawned, if a `$ready` line in this batch measures init time.
     spawned_at: Option<Instant>,
+    /// Whether this is the first batch of a fresh instance (stream mode: the only one
+    /// whose first line may be `$ready`).
+    first_of_instance: bool,
     init_time: Option<Duration>,
 }
 
@@ -272,6 +333,7 @@ impl OutputFrame {
             errors: Vec::new(),
             started,
             spawned_at,
+            first_of_instance: spawned_at.is_some(),
             init_time: None,
         }
     }
@@ -290,6 +352,11 @@ impl OutputFrame {
     /// The line number the next line would get, for errors about a missing line.
     pub(crate) fn next_line_number(&self) -> usize {
         self.line + 1
+    }
+
+    /// Whether this frame is the first batch of a fresh instance.
+    pub(crate) fn is_first_of_instance(&self) -> bool {
+        self.first_of_instance
     }
 
     fn protocol_error(&self, error: LineError) -> InvokeError {
@@ -311,6 +378,12 @@ impl OutputFrame {
             OutputLine::Empty => return Ok(framing == Framing::UntilEmptyLine),
             OutputLine::Error(error) => self.errors.push(error),
             OutputLine::Ready => {
+                // In stream mode a `$ready` anywhere else means the instance wrote
+                // something else first: framing can no longer be trusted.
+                let first_line_of_instance = self.first_of_instance && self.line == 1;
+                if framing == Framing::UntilEmptyLine && !first_line_of_instance {
+                    return Err(self.protocol_error(LineError::MisplacedReady));
+                }
                 if let Some(spawned_at) = self.spawned_at.take() {
                     self.init_time = Some(spawned_at.elapsed());
                 }
@@ -417,6 +490,18 @@ impl<R: AsyncRead + Unpin> OutputReader<R> {
                 None
             }
         }
+    }
+
+    /// Whether the function wrote anything that no frame has consumed yet, without
+    /// waiting: bytes already buffered, or bytes the pipe has ready now.
+    pub(crate) fn has_unread_output(&mut self) -> io::Result<bool> {
+        if self.start == self.buffer.len() && !self.eof {
+            // `fill` is cancel-safe: when the pipe has nothing, nothing is read.
+            if let Some(filled) = self.fill().now_or_never() {
+                filled?;
+            }
+        }
+        Ok(self.start < self.buffer.len())
     }
 
     /// Reads more bytes from the pipe, first dropping consumed ones.

@@ -257,3 +257,48 @@ fn messages_say_what_happened_and_whose_fault() {
         "batch failed: function exited with code 3 (function error); stderr: boom"
     );
 }
+
+#[tokio::test]
+async fn in_stream_mode_ready_is_only_valid_as_the_first_line_of_an_instance() {
+    let read_stream = |output: &'static [u8], first_of_instance: bool| async move {
+        let mut reader = OutputReader::new(output);
+        let spawned_at = first_of_instance.then(Instant::now);
+        let mut frame = OutputFrame::new(1, 1024, Instant::now(), spawned_at);
+        reader
+            .read_frame(&mut frame, Framing::UntilEmptyLine)
+            .await
+            .map(|_| frame.finish())
+    };
+    let first = read_stream(b"{\"$ready\":true}\n{\"a\":1}\n\n", true).await;
+    assert_eq!(first.unwrap().row_count, 1);
+
+    for (output, first_of_instance, line) in [
+        // A row, then `$ready`: the row may belong to nothing the platform sent.
+        (&b"{\"a\":1}\n{\"$ready\":true}\n\n"[..], true, 2),
+        // `$ready` in a later batch.
+        (&b"{\"$ready\":true}\n\n"[..], false, 1),
+    ] {
+        match read_stream(output, first_of_instance).await {
+            Err(InvokeError::Protocol { line: at, reason }) => {
+                assert_eq!(at, line);
+                assert!(reason.contains("only be the first line"), "{reason}");
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unread_output_is_seen_without_waiting() {
+    let (pipe, mut writer) = tokio::io::simplex(1024);
+    let mut reader = OutputReader::new(pipe);
+    assert!(!reader.has_unread_output().unwrap(), "nothing written yet");
+    writer.write_all(b"{\"a\":1}\n\n\n").await.unwrap();
+    let mut frame = OutputFrame::new(1, 1024, Instant::now(), None);
+    let end = reader
+        .read_frame(&mut frame, Framing::UntilEmptyLine)
+        .await
+        .unwrap();
+    assert_eq!(end, FrameEnd::Complete);
+    assert!(reader.has_unread_output().unwrap(), "the stray empty line");
+}

@@ -7,53 +7,71 @@
 //! - a cleared environment: only `PATH` (the platform's, or a default), `HOME` and `LANG`
 //!   when the platform has them, the job's declared `env`, and `SLUICE_JOB`,
 //!   `SLUICE_INSTANCE`, `SLUICE_MODE`, `SLUICE_ENCODING`;
-//! - its own process group, so one `killpg` reaches every process it started;
+//! - its own process group, so one `killpg` reaches every process it started that stayed
+//!   in the group;
+//! - when cgroups are usable, a cgroup of its own ([`super::cgroup`]) joined before `exec`:
+//!   `function.max_processes` and `function.memory` are enforced by the kernel there, and
+//!   every process of the instance is killed when it ends, even ones that left the group;
 //! - `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the platform (the signal follows the
 //!   thread that spawned it; runtime worker threads live as long as the runtime);
-//! - resource limits: `RLIMIT_AS` (memory), `RLIMIT_NOFILE` (open files), `RLIMIT_CPU`
-//!   (CPU seconds, counted per process over its whole life) and no core dumps.
+//! - resource limits: `RLIMIT_NOFILE` (open files), `RLIMIT_CPU` (CPU seconds, counted per
+//!   process over its whole life), no core dumps, and `RLIMIT_AS` for memory when no memory
+//!   cgroup enforces it;
+//! - a network namespace of its own unless the job allows network, no capabilities, and
+//!   `PR_SET_NO_NEW_PRIVS` ([`super::isolation`]).
 //!
-//! Invariant: while a [`FunctionProcess`] exists, its process group is ours to kill; it is
-//! killed when the value is dropped before the process was reaped. stderr is read by a
-//! task for the life of the process: every line is logged with job and instance, and the
-//! last few KiB are kept for error messages.
+//! Invariant: while a [`FunctionProcess`] exists, its process group and cgroup are ours to
+//! kill; both are killed when the value is dropped before the process was released.
+//! stderr is read by a task for the life of the process ([`super::stderr`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
-use tokio::task::JoinHandle;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use super::protocol::InvokeError;
+use super::cgroup::{CgroupKiller, CgroupLimits, InstanceCgroup, JobCgroup, LimitEvents};
+use super::isolation::{ChildSetup, isolation};
+use super::protocol::{InvokeError, MemoryEnforcement};
+use super::stderr::StderrLog;
 use crate::spec::{FunctionMode, FunctionSpec};
 
 /// `PATH` for the function when the platform has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// Longest stderr line logged; the rest of a longer line is dropped.
-const MAX_STDERR_LINE: usize = 8 * 1024;
-/// How much of the end of stderr error messages quote.
-const STDERR_TAIL_BYTES: usize = 4 * 1024;
 /// How long to wait for stderr to close once the process group is gone.
 const STDERR_DRAIN: Duration = Duration::from_secs(2);
+/// What runtimes write to stderr when an allocation fails (Python, C++, libc `perror`,
+/// Go, the JVM, Rust).
+const ALLOCATION_FAILURES: [&str; 6] = [
+    "MemoryError",
+    "bad_alloc",
+    "Cannot allocate memory",
+    "out of memory",
+    "OutOfMemoryError",
+    "memory allocation of",
+];
 
-/// Who a process is: the job, the instance id and the function settings.
+/// Who a process is: the job, the instance id, the function settings, and the job's
+/// cgroup when instances get one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InstanceContext<'a> {
     pub(crate) job: &'a str,
     pub(crate) instance: &'a str,
     pub(crate) dir: &'a Path,
     pub(crate) spec: &'a FunctionSpec,
+    pub(crate) job_cgroup: Option<&'a Arc<JobCgroup>>,
 }
 
-/// Builds the sandboxed command for `context` (stdio piped, nothing started yet).
-pub(crate) fn build_command(context: &InstanceContext<'_>) -> Result<Command, InvokeError> {
+/// Builds the sandboxed command for `context` (stdio piped, nothing started yet). The
+/// child joins `cgroup` before `exec`.
+fn build_command(
+    context: &InstanceContext<'_>,
+    cgroup: Option<&InstanceCgroup>,
+) -> Result<Command, InvokeError> {
     let spec = context.spec;
     let Some((program, args)) = spec.command.split_first() else {
         return Err(InvokeError::Spawn {
@@ -89,15 +107,29 @@ pub(crate) fn build_command(context: &InstanceContext<'_>) -> Result<Command, In
         .process_group(0)
         .kill_on_drop(true);
 
-    let limits = ResourceLimits::from_spec(spec);
-    let parent = nix::unistd::getpid();
+    let isolation = isolation();
+    let memory_by_cgroup = cgroup.is_some_and(InstanceCgroup::limits_memory);
+    let setup = ChildSetup {
+        parent: nix::unistd::getpid(),
+        cgroup_procs: cgroup
+            .map(|cgroup| cgroup.procs_files().to_vec())
+            .unwrap_or_default(),
+        new_network: !spec.network && isolation.network_namespaces,
+        address_space: spec.memory.filter(|_| !memory_by_cgroup),
+        open_files: spec.open_files,
+        // RLIMIT_CPU counts whole seconds; round up so a limit is never tighter.
+        cpu_seconds: spec
+            .cpu_time
+            .map(|cpu| (cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0)).max(1)),
+        drop_capabilities: isolation.drop_capabilities,
+    };
     // SAFETY: the closure runs in the forked child before `exec`, where only
-    // async-signal-safe operations are allowed. It makes plain syscalls (prctl, getppid,
-    // getrlimit, setrlimit) through nix's thin wrappers, which neither allocate nor lock,
-    // reads only values copied into the closure, and builds errors with
-    // `io::Error::from_raw_os_error`, which does not allocate.
+    // async-signal-safe operations are allowed. `apply_in_child` makes plain syscalls
+    // (prctl, getppid, open/write/close, unshare, socket/ioctl, getrlimit/setrlimit,
+    // capset) through thin wrappers that neither allocate nor lock, reads only data moved
+    // into the closure before the fork, and builds errors without allocating.
     unsafe {
-        command.pre_exec(move || limits.apply_in_child(parent));
+        command.pre_exec(move || setup.apply_in_child());
     }
     Ok(command)
 }
@@ -115,63 +147,21 @@ fn resolve_program(dir: &Path, program: &str) -> PathBuf {
     }
 }
 
-/// Limits applied in the child, as plain numbers (the closure must not allocate).
-#[derive(Debug, Clone, Copy)]
-struct ResourceLimits {
-    memory: Option<u64>,
-    open_files: u64,
-    cpu_seconds: Option<u64>,
-}
-
-impl ResourceLimits {
-    fn from_spec(spec: &FunctionSpec) -> Self {
-        Self {
-            memory: spec.memory,
-            open_files: spec.open_files,
-            // RLIMIT_CPU counts whole seconds; round up so a limit is never tighter.
-            cpu_seconds: spec
-                .cpu_time
-                .map(|cpu| (cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0)).max(1)),
-        }
-    }
-
-    /// Runs in the forked child; see the SAFETY note in [`build_command`].
-    fn apply_in_child(&self, parent: Pid) -> io::Result<()> {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-        // The platform may have died between fork and prctl; then nobody would kill us.
-        if nix::unistd::getppid() != parent {
-            return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
-        }
-        if let Some(memory) = self.memory {
-            lower_limit(Resource::RLIMIT_AS, memory, memory)?;
-        }
-        lower_limit(Resource::RLIMIT_NOFILE, self.open_files, self.open_files)?;
-        if let Some(seconds) = self.cpu_seconds {
-            // SIGXCPU at the soft limit, SIGKILL a second later.
-            lower_limit(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
-        }
-        lower_limit(Resource::RLIMIT_CORE, 0, 0)?;
-        Ok(())
-    }
-}
-
-/// Sets a limit, never above the current hard limit (raising it needs privileges).
-fn lower_limit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
-    let (_, current_hard) = getrlimit(resource)?;
-    let hard = hard.min(current_hard);
-    setrlimit(resource, soft.min(hard), hard)?;
-    Ok(())
-}
-
-/// A running function process, its group and its stderr log.
+/// A running function process, its group, its cgroup and its stderr log.
 #[derive(Debug)]
 pub(crate) struct FunctionProcess {
     child: Child,
     /// Process group id (the leader's pid).
     group: Pid,
+    cgroup: Option<InstanceCgroup>,
     stderr: StderrLog,
     spawned_at: Instant,
     reaped: bool,
+    /// `function.memory` and how it is enforced, for error messages.
+    memory: Option<(u64, MemoryEnforcement)>,
+    max_processes: u64,
+    /// The cgroup's counters when the current batch began.
+    events_at_batch_start: LimitEvents,
 }
 
 /// The pipes to a process's stdin and stdout.
@@ -186,11 +176,34 @@ impl FunctionProcess {
     pub(crate) fn spawn(
         context: &InstanceContext<'_>,
     ) -> Result<(FunctionProcess, ProcessPipes), InvokeError> {
+        let spec = context.spec;
         let spawn_error = |source: io::Error| InvokeError::Spawn {
-            command: context.spec.command.join(" "),
+            command: spec.command.join(" "),
             source,
         };
-        let mut command = build_command(context)?;
+        let cgroup = context
+            .job_cgroup
+            .map(|job| {
+                let limits = CgroupLimits {
+                    max_processes: spec.max_processes,
+                    memory: spec.memory,
+                };
+                job.create_instance(context.instance, limits)
+                    .map_err(|error| InvokeError::Sandbox {
+                        reason: format!("cannot create the instance's cgroup: {error}"),
+                    })
+            })
+            .transpose()?;
+        let mut command = build_command(context, cgroup.as_ref())?;
+        let memory = spec.memory.map(|limit| {
+            let by_cgroup = cgroup.as_ref().is_some_and(InstanceCgroup::limits_memory);
+            let enforcement = if by_cgroup {
+                MemoryEnforcement::Cgroup
+            } else {
+                MemoryEnforcement::AddressSpace
+            };
+            (limit, enforcement)
+        });
         let spawned_at = Instant::now();
         let mut child = command.spawn().map_err(spawn_error)?;
         let (Some(pid), Some(stdin), Some(stdout), Some(stderr)) = (
@@ -208,9 +221,13 @@ impl FunctionProcess {
         let process = FunctionProcess {
             child,
             group,
+            events_at_batch_start: LimitEvents::default(),
+            cgroup,
             stderr,
             spawned_at,
             reaped: false,
+            memory,
+            max_processes: spec.max_processes,
         };
         Ok((process, ProcessPipes { stdin, stdout }))
     }
@@ -224,12 +241,17 @@ impl FunctionProcess {
         self.spawned_at
     }
 
-    /// A handle that signals the process group while the process itself is borrowed.
+    /// A handle that signals the process group (and kills the cgroup) while the process
+    /// itself is borrowed.
     pub(crate) fn group(&self) -> ProcessGroup {
-        ProcessGroup(self.group)
+        ProcessGroup {
+            group: self.group,
+            cgroup: self.cgroup.as_ref().and_then(InstanceCgroup::killer),
+        }
     }
 
-    /// SIGKILL to the whole group: the function and anything it started.
+    /// SIGKILL to the whole group and to everything in the cgroup: the function and
+    /// anything it started.
     pub(crate) fn kill_group(&self) {
         self.group().kill();
     }
@@ -263,6 +285,27 @@ impl FunctionProcess {
         }
     }
 
+    /// Marks the start of a batch: limit counters are compared against this point.
+    pub(crate) fn begin_batch(&mut self) {
+        if let Some(cgroup) = &self.cgroup {
+            self.events_at_batch_start = cgroup.events();
+        }
+    }
+
+    /// Marks the end of a batch: reports stderr lines suppressed during it.
+    pub(crate) fn end_batch(&self) {
+        self.stderr.end_batch();
+    }
+
+    /// Kills whatever is left of the instance and removes its cgroup (bounded). The
+    /// process must not be used afterwards.
+    pub(crate) async fn release(&mut self) {
+        self.kill_group();
+        if let Some(cgroup) = self.cgroup.as_mut() {
+            cgroup.remove().await;
+        }
+    }
+
     /// The last lines the process wrote to stderr, once stderr has closed (or after a
     /// short wait, if something still holds it open).
     pub(crate) async fn stderr_tail(&mut self) -> String {
@@ -284,6 +327,66 @@ impl FunctionProcess {
             ))),
         }
     }
+
+    /// Names the limit behind a failure, when one was hit during this batch: the memory
+    /// limit (an OOM kill in the cgroup, or a failed allocation reported on stderr under
+    /// `RLIMIT_AS`) or the process limit. Call it after the instance was killed, so its
+    /// stderr is closed. Other errors are returned as they are.
+    pub(crate) async fn explain(&mut self, error: InvokeError) -> InvokeError {
+        let stderr_tail = match &error {
+            InvokeError::Exit { stderr_tail, .. } | InvokeError::Killed { stderr_tail, .. } => {
+                Some(stderr_tail.clone())
+            }
+            InvokeError::Timeout { .. } | InvokeError::Protocol { .. } | InvokeError::Io(_) => None,
+            _ => return error,
+        };
+        let events = self
+            .cgroup
+            .as_ref()
+            .map_or(LimitEvents::default(), |cgroup| {
+                let now = cgroup.events();
+                LimitEvents {
+                    oom_kills: now
+                        .oom_kills
+                        .saturating_sub(self.events_at_batch_start.oom_kills),
+                    process_limit_hits: now
+                        .process_limit_hits
+                        .saturating_sub(self.events_at_batch_start.process_limit_hits),
+                }
+            });
+        let allocation_failed = stderr_tail.as_deref().is_some_and(|tail| {
+            ALLOCATION_FAILURES
+                .iter()
+                .any(|pattern| tail.contains(pattern))
+        });
+        let memory_hit = match self.memory {
+            Some((limit, MemoryEnforcement::Cgroup)) if events.oom_kills > 0 => {
+                Some((limit, MemoryEnforcement::Cgroup))
+            }
+            Some((limit, MemoryEnforcement::AddressSpace)) if allocation_failed => {
+                Some((limit, MemoryEnforcement::AddressSpace))
+            }
+            _ => None,
+        };
+        if memory_hit.is_none() && events.process_limit_hits == 0 {
+            return error;
+        }
+        let stderr_tail = match stderr_tail {
+            Some(tail) => tail,
+            None => self.stderr_tail().await,
+        };
+        match memory_hit {
+            Some((limit, enforcement)) => InvokeError::MemoryLimit {
+                limit,
+                enforcement,
+                stderr_tail,
+            },
+            None => InvokeError::ProcessLimit {
+                limit: self.max_processes,
+                stderr_tail,
+            },
+        }
+    }
 }
 
 impl Drop for FunctionProcess {
@@ -291,124 +394,36 @@ impl Drop for FunctionProcess {
         if !self.reaped {
             self.kill_group();
         }
+        // The cgroup, if not removed yet, kills what is left and removes itself on drop.
     }
 }
 
-/// A function's process group, for signalling it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ProcessGroup(Pid);
+/// A function's process group and cgroup, for signalling them.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessGroup {
+    group: Pid,
+    cgroup: Option<CgroupKiller>,
+}
 
 impl ProcessGroup {
     /// Sends `signal` to every process in the group. A group that is already gone is fine.
-    pub(crate) fn signal(self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         // After the leader is reaped its pid stays reserved as long as any member of the
         // group lives, so this cannot reach an unrelated group while stragglers remain.
-        if let Err(errno) = killpg(self.0, signal)
+        if let Err(errno) = killpg(self.group, signal)
             && errno != nix::errno::Errno::ESRCH
         {
-            tracing::warn!(pgid = self.0.as_raw(), %errno, ?signal, "failed to signal function process group");
+            tracing::warn!(pgid = self.group.as_raw(), %errno, ?signal, "failed to signal function process group");
         }
     }
 
-    /// SIGKILL to the whole group.
-    pub(crate) fn kill(self) {
+    /// SIGKILL to the whole group, and to every process in the cgroup, which includes
+    /// those that left the group.
+    pub(crate) fn kill(&self) {
         self.signal(Signal::SIGKILL);
-    }
-}
-
-/// The task that reads a process's stderr, and what it kept. The task ends when stderr
-/// closes, which happens at the latest when the process group is killed.
-#[derive(Debug)]
-struct StderrLog {
-    tail: Arc<Mutex<String>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl StderrLog {
-    fn start(stderr: ChildStderr, job: &str, instance: &str) -> Self {
-        let tail = Arc::new(Mutex::new(String::new()));
-        let task = tokio::spawn(log_stderr(
-            stderr,
-            job.to_owned(),
-            instance.to_owned(),
-            Arc::clone(&tail),
-        ));
-        Self {
-            tail,
-            task: Some(task),
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
         }
-    }
-
-    /// Waits up to `bound` for stderr to close, then returns its tail.
-    async fn finish(&mut self, bound: Duration) -> String {
-        if let Some(task) = self.task.as_mut()
-            && tokio::time::timeout(bound, task).await.is_ok()
-        {
-            self.task = None;
-        }
-        self.tail
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .trim_end()
-            .to_owned()
-    }
-}
-
-/// Logs each stderr line (capped at [`MAX_STDERR_LINE`]) and keeps the tail.
-async fn log_stderr(stderr: ChildStderr, job: String, instance: String, tail: Arc<Mutex<String>>) {
-    let mut reader = BufReader::with_capacity(MAX_STDERR_LINE, stderr);
-    let mut line = Vec::with_capacity(256);
-    let mut truncated = false;
-    loop {
-        let chunk = match reader.fill_buf().await {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                tracing::warn!(job, instance, %error, "failed to read function stderr");
-                break;
-            }
-        };
-        if chunk.is_empty() {
-            if !line.is_empty() {
-                emit_stderr_line(&job, &instance, &line, truncated, &tail);
-            }
-            break;
-        }
-        let newline = memchr::memchr(b'\n', chunk);
-        let take = newline.unwrap_or(chunk.len());
-        let room = MAX_STDERR_LINE - line.len();
-        line.extend_from_slice(&chunk[..take.min(room)]);
-        truncated |= take > room;
-        reader.consume(take + usize::from(newline.is_some()));
-        if newline.is_some() {
-            emit_stderr_line(&job, &instance, &line, truncated, &tail);
-            line.clear();
-            truncated = false;
-        }
-    }
-}
-
-fn emit_stderr_line(job: &str, instance: &str, line: &[u8], truncated: bool, tail: &Mutex<String>) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut text = String::from_utf8_lossy(line).into_owned();
-    if truncated {
-        text.push_str(" [truncated]");
-    }
-    tracing::info!(target: "sluice::function", job, instance, "{text}");
-    let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-    tail.push_str(&text);
-    tail.push('\n');
-    if tail.len() > STDERR_TAIL_BYTES {
-        let mut cut = tail.len() - STDERR_TAIL_BYTES;
-        while !tail.is_char_boundary(cut) {
-            cut += 1;
-        }
-        // Prefer starting at a whole line when one begins inside the kept part.
-        if let Some(newline) = tail[cut..].find('\n')
-            && cut + newline + 1 < tail.len()
-        {
-            cut += newline + 1;
-        }
-        tail.drain(..cut);
     }
 }
 
@@ -437,20 +452,5 @@ mod tests {
             resolve_program(dir.path(), "/bin/sh"),
             PathBuf::from("/bin/sh")
         );
-    }
-
-    #[test]
-    fn stderr_tail_keeps_the_last_lines() {
-        let tail = Mutex::new(String::new());
-        for n in 0..1000 {
-            emit_stderr_line("job", "job-1", format!("line {n}").as_bytes(), false, &tail);
-        }
-        let tail = tail.into_inner().unwrap();
-        assert!(tail.len() <= STDERR_TAIL_BYTES);
-        assert!(
-            tail.starts_with("line "),
-            "starts at a whole line: {tail:.20}"
-        );
-        assert!(tail.ends_with("line 999\n"));
     }
 }

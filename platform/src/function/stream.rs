@@ -4,6 +4,11 @@
 //! with its output lines followed by one empty line. Before its first answer an instance
 //! may write `{"$ready": true}`; the time from spawn to that line is its init time.
 //!
+//! An instance may write `$ready` only as its first line, and nothing between an answer's
+//! empty line and the next batch; either mistake is a protocol error (stray output would
+//! otherwise be read as the next batch's answer). Output written late, after the next
+//! batch was sent, cannot be told apart from the answer.
+//!
 //! Invariants: an instance handles one batch at a time; after any failure (exit or crash
 //! mid-batch, timeout, protocol violation, too much output) it is killed with its whole
 //! process group and reaped before the error is returned, and it is never used again
@@ -23,8 +28,6 @@ use super::protocol::{FrameEnd, Framing, FunctionOutput, InvokeError, OutputFram
 use super::sandbox::{FunctionProcess, InstanceContext};
 use crate::spec::FunctionSpec;
 
-/// How long a stopping instance gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long an instance that closed stdout mid-batch gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for a killed process to be reaped.
@@ -90,6 +93,7 @@ impl StreamInstance {
         self.usable = false;
         self.stdin = None;
         self.process.kill_and_reap(REAP_BOUND).await;
+        self.process.release().await;
     }
 
     /// Runs one batch. On error the instance has been killed and must be dropped.
@@ -103,10 +107,14 @@ impl StreamInstance {
         // A cold start's invocation began when the instance was spawned.
         let started = spawned_at.unwrap_or_else(Instant::now);
         self.batches += 1;
+        self.process.begin_batch();
         let mut frame = OutputFrame::new(batch.records, spec.max_output, started, spawned_at);
         let driven = tokio::time::timeout(spec.timeout, self.drive(&mut frame, &batch.bytes)).await;
         let result = match driven {
-            Ok(Ok(AfterBatch::Running)) => return Ok(frame.finish()),
+            Ok(Ok(AfterBatch::Running)) => {
+                self.process.end_batch();
+                return Ok(frame.finish());
+            }
             Ok(Ok(AfterBatch::Exited)) => {
                 tracing::warn!(
                     instance = self.id,
@@ -122,6 +130,12 @@ impl StreamInstance {
         self.usable = false;
         self.stdin = None;
         self.process.kill_and_reap(REAP_BOUND).await;
+        let result = match result {
+            Ok(output) => Ok(output),
+            Err(error) => Err(self.process.explain(error).await),
+        };
+        self.process.end_batch();
+        self.process.release().await;
         result
     }
 
@@ -143,6 +157,14 @@ impl StreamInstance {
                 "function instance is no longer running",
             )));
         };
+        // Before any batch but the first, nothing may be waiting on stdout: the previous
+        // answer ended at its empty line, and more output means the framing is off.
+        if !frame.is_first_of_instance() && reader.has_unread_output()? {
+            return Err(InvokeError::Protocol {
+                line: 1,
+                reason: "instance wrote output after the empty line that ended its previous answer; an answer ends with exactly one empty line".into(),
+            });
+        }
         let group = process.group();
         let write = async {
             stdin.write_all(input).await?;
@@ -165,12 +187,13 @@ impl StreamInstance {
         Ok(after)
     }
 
-    /// Stops the instance: stdin closed, SIGTERM to its group, SIGKILL after a grace period.
-    pub(crate) async fn stop(mut self) {
+    /// Stops the instance: stdin closed, SIGTERM to its group, SIGKILL to all its
+    /// processes after `grace`.
+    pub(crate) async fn stop(mut self, grace: Duration) {
         self.usable = false;
         self.stdin = None;
         self.process.group().signal(Signal::SIGTERM);
-        match tokio::time::timeout(STOP_GRACE, self.process.wait()).await {
+        match tokio::time::timeout(grace, self.process.wait()).await {
             Ok(Ok(status)) => {
                 tracing::debug!(instance = self.id, %status, "function instance stopped");
             }
@@ -180,13 +203,15 @@ impl StreamInstance {
             Err(_elapsed) => {
                 tracing::warn!(
                     instance = self.id,
-                    grace = ?STOP_GRACE,
+                    ?grace,
                     "function instance ignored SIGTERM; killing it"
                 );
             }
         }
         // Also reaches anything the instance started and left behind.
         self.process.kill_and_reap(REAP_BOUND).await;
+        self.process.end_batch();
+        self.process.release().await;
     }
 }
 

@@ -46,6 +46,8 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
         open_files: 1024,
         cpu_time: None,
         max_output: 256 << 20,
+        max_processes: 256,
+        network: false,
         env: BTreeMap::new(),
         max_attempts: 1,
         retry_backoff: Duration::from_secs(1),
@@ -477,11 +479,27 @@ async fn resource_limits_apply_to_the_function() {
     spec.open_files = 64;
     spec.memory = Some(512 << 20);
     spec.cpu_time = Some(Duration::from_millis(2500));
-    let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
-    assert_eq!(
-        rows(&output),
-        vec![serde_json::json!({"nofile": "64", "core": "0", "cpu": "3", "kib": "524288"})]
-    );
+    let memory_cgroup = isolation::isolation()
+        .cgroups
+        .as_ref()
+        .is_some_and(|cgroups| cgroups.limits_memory());
+    for use_cgroups in [true, false] {
+        let mut runner = FunctionRunner::new("limits", dir.path(), &spec);
+        runner.use_cgroups = use_cgroups;
+        let output = runner.invoke(&batch(&["{}"])).await.unwrap();
+        // A memory cgroup replaces the address-space limit, which hurts runtimes that
+        // reserve large virtual ranges.
+        let kib = if use_cgroups && memory_cgroup {
+            "unlimited"
+        } else {
+            "524288"
+        };
+        assert_eq!(
+            rows(&output),
+            vec![serde_json::json!({"nofile": "64", "core": "0", "cpu": "3", "kib": kib})],
+            "cgroups used: {use_cgroups}"
+        );
+    }
 }
 
 /// The Python block of `docs/function-protocol.md` whose first line names `file`.
@@ -554,3 +572,6 @@ async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
     assert_eq!(runner.warm_instance(), Some("job-2"));
     runner.shutdown().await;
 }
+
+#[path = "containment_tests.rs"]
+mod containment;

@@ -143,8 +143,8 @@ pub struct RawFunction {
     pub input: Option<String>,
     /// Per-batch time limit, e.g. `"30s"` (default 30s, at most 1h).
     pub timeout: Option<RawDuration>,
-    /// Memory (address-space) limit per instance, e.g. `"512MiB"` (at least 16MiB; default
-    /// unlimited).
+    /// Memory limit per instance, e.g. `"512MiB"` (at least 16MiB; default unlimited):
+    /// a cgroup memory limit where cgroups are usable, else an address-space limit.
     pub memory: Option<RawSize>,
     /// Open-file limit per instance (default 1024, 16 to 1048576).
     pub open_files: Option<i64>,
@@ -152,6 +152,12 @@ pub struct RawFunction {
     pub cpu_time: Option<RawDuration>,
     /// Most output a function may write for one batch (default 256MiB, at least 1KiB).
     pub max_output: Option<RawSize>,
+    /// Most processes, threads included, an instance may run at once (default 256, 1 to
+    /// 65536); enforced where cgroups are usable.
+    pub max_processes: Option<i64>,
+    /// Whether the function may use the network (default false: a network namespace with
+    /// only loopback, where the kernel allows).
+    pub network: Option<bool>,
     /// Environment for the function (names `[A-Za-z_][A-Za-z0-9_]*`, not starting with
     /// `SLUICE_`); `${NAME}` references are expanded from the platform's environment.
     #[serde(default)]

@@ -91,6 +91,8 @@ memory = "512MiB"
 open_files = 4096
 cpu_time = "10m"
 max_output = "64MiB"
+max_processes = 32
+network = true
 max_attempts = 5
 retry_backoff = "500ms"
 [function.env]
@@ -164,6 +166,8 @@ url = "s3://${LAKE}/_dead/clicks"
     assert_eq!(function.open_files, 4096);
     assert_eq!(function.cpu_time, Some(Duration::from_secs(600)));
     assert_eq!(function.max_output, 64 << 20);
+    assert_eq!(function.max_processes, 32);
+    assert!(function.network);
     assert_eq!(function.max_attempts, 5);
     assert_eq!(function.retry_backoff, Duration::from_millis(500));
     assert_eq!(
@@ -246,6 +250,8 @@ fn minimal_spec_gets_documented_defaults() {
     assert_eq!(function.open_files, 1024);
     assert_eq!(function.cpu_time, None);
     assert_eq!(function.max_output, 256 << 20);
+    assert_eq!(function.max_processes, 256);
+    assert!(!function.network, "no network unless the job asks for it");
     assert!(function.env.is_empty());
     assert_eq!(function.max_attempts, 3);
     assert_eq!(function.retry_backoff, Duration::from_secs(1));

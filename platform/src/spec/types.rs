@@ -141,7 +141,9 @@ pub struct FunctionSpec {
     pub input: InputMode,
     /// Per-batch timeout; the whole process group is killed when it passes.
     pub timeout: Duration,
-    /// Address-space limit (RLIMIT_AS) per instance, bytes.
+    /// Memory limit per instance, bytes: a cgroup memory limit where cgroups are usable
+    /// (the kernel OOM-kills the instance), else an address-space limit (RLIMIT_AS) per
+    /// process.
     pub memory: Option<u64>,
     /// Open-file limit (RLIMIT_NOFILE) per instance.
     pub open_files: u64,
@@ -149,6 +151,12 @@ pub struct FunctionSpec {
     pub cpu_time: Option<Duration>,
     /// Most bytes a function may write to stdout for one batch.
     pub max_output: u64,
+    /// Most processes (threads included) an instance may run at once; enforced by the
+    /// cgroup `pids` controller where cgroups are usable.
+    pub max_processes: u64,
+    /// Whether the function may use the network. When false, it runs in a network
+    /// namespace of its own (loopback only), where the kernel allows.
+    pub network: bool,
     /// Declared environment, `${ENV}` expanded. Nothing else of the platform's
     /// environment reaches the function except PATH, HOME and LANG.
     pub env: BTreeMap<String, String>,

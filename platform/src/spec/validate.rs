@@ -308,6 +308,8 @@ impl Checker<'_> {
         let max_output = self
             .size("function.max_output", raw.max_output.as_ref(), KIB, None)
             .unwrap_or(256 * MIB);
+        let max_processes =
+            self.integer("function.max_processes", raw.max_processes, 256, 1, 65_536);
         let env = self.function_env(&raw.env);
         let max_attempts = self.integer("function.max_attempts", raw.max_attempts, 3, 1, 100);
         let retry_backoff = self.duration(
@@ -327,6 +329,8 @@ impl Checker<'_> {
             open_files,
             cpu_time,
             max_output,
+            max_processes,
+            network: raw.network.unwrap_or(false),
             env,
             // Bounded to 1..=100 above, so the conversion cannot fail.
             max_attempts: u32::try_from(max_attempts).unwrap_or(3),

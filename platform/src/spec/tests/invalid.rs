@@ -194,6 +194,20 @@ fn open_files_out_of_range() {
 }
 
 #[test]
+fn max_processes_out_of_range() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nmax_processes = 0\n");
+    let error = error_for(&text, "function.max_processes");
+    assert!(error.message.contains("1 to 65536"), "{}", error.message);
+}
+
+#[test]
+fn network_must_be_a_boolean() {
+    let text = MINIMAL.replace("[function]\n", "[function]\nnetwork = \"no\"\n");
+    let error = error_for(&text, "function.network");
+    assert!(error.message.contains("bool"), "{}", error.message);
+}
+
+#[test]
 fn max_attempts_out_of_range() {
     let text = MINIMAL.replace("[function]\n", "[function]\nmax_attempts = 0\n");
     error_for(&text, "function.max_attempts");

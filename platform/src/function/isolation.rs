@@ -1,0 +1,283 @@
+//! What isolates a function process beyond its process group, decided once per platform
+//! process, and the code that applies it in the forked child before `exec`.
+//!
+//! | mechanism | used when | what it gives |
+//! |---|---|---|
+//! | cgroups ([`super::cgroup`]) | cgroup v2 or v1 `pids`/`memory` are writable | `max_processes`, `memory` enforced by the kernel, every process of an instance killed at its end |
+//! | a network namespace | `unshare(CLONE_NEWNET)` works (needs `CAP_SYS_ADMIN`) and the job says `network = false` | no interfaces but a loopback of its own |
+//! | dropped capabilities | the platform holds `CAP_SETPCAP` (it runs as root) | a root function keeps uid 0 but has no capability: it cannot read the memory or environment of a non-dumpable process (see [`harden_platform_process`]), load modules, mount, change limits, … |
+//! | `PR_SET_NO_NEW_PRIVS` | always | no privileges gained through set-uid programs |
+//! | rlimits | always | open files, CPU seconds, no core dumps; address space when no memory cgroup |
+//!
+//! Invariant: whatever is unavailable is reported once, at warn level, when a runner is
+//! first made; the function then runs with what is available.
+
+use std::ffi::CString;
+use std::io;
+use std::sync::OnceLock;
+
+use nix::libc;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+use super::cgroup::CgroupHierarchy;
+
+/// Isolation mechanisms this platform process can use.
+#[derive(Debug)]
+pub(crate) struct Isolation {
+    pub(crate) cgroups: Option<CgroupHierarchy>,
+    /// Whether a child can get a network namespace of its own.
+    pub(crate) network_namespaces: bool,
+    /// The highest capability number, when the platform has capabilities to drop.
+    pub(crate) drop_capabilities: Option<u32>,
+}
+
+/// The isolation available here, detected on first use.
+pub(crate) fn isolation() -> &'static Isolation {
+    static ISOLATION: OnceLock<Isolation> = OnceLock::new();
+    ISOLATION.get_or_init(Isolation::detect)
+}
+
+/// Makes the platform process non-dumpable (`PR_SET_DUMPABLE = 0`), so that processes
+/// without `CAP_SYS_PTRACE`, including every function (their capabilities are dropped),
+/// cannot read its environment, memory or file descriptors through `/proc/<pid>/…`, even
+/// when they run as the same user. Side effects: no core dumps of the platform, and a
+/// debugger needs root to attach.
+///
+/// It also detects, once, which isolation this host allows (cgroups, network namespaces,
+/// capabilities; 10 to 20 ms of blocking work, warnings for what is missing), which the
+/// first [`FunctionRunner::new`](super::FunctionRunner::new) would otherwise do on the
+/// async runtime. Call it once at start, before any function runs.
+pub fn harden_platform_process() -> io::Result<()> {
+    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)?;
+    isolation();
+    Ok(())
+}
+
+impl Isolation {
+    fn detect() -> Self {
+        let cgroups = match CgroupHierarchy::detect() {
+            Ok(hierarchy) => {
+                tracing::info!(
+                    version = ?hierarchy.version(),
+                    processes = hierarchy.limits_processes(),
+                    memory = hierarchy.limits_memory(),
+                    "function instances get cgroups"
+                );
+                Some(hierarchy)
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    %reason,
+                    "cgroups are not usable; function memory limits fall back to RLIMIT_AS, \
+                     function.max_processes is not enforced, and processes that leave a \
+                     function's process group are not killed with it"
+                );
+                None
+            }
+        };
+        let network_namespaces = match probe_in_child(|| enter_network_namespace().is_ok()) {
+            Ok(true) => true,
+            outcome => {
+                tracing::warn!(
+                    ?outcome,
+                    "network namespaces are not usable (they need CAP_SYS_ADMIN); functions \
+                     with network = false still have network access"
+                );
+                false
+            }
+        };
+        let drop_capabilities = capabilities_to_drop();
+        if nix::sys::prctl::get_dumpable().unwrap_or(true) {
+            tracing::warn!(
+                "the platform process is dumpable: functions running as the same user can \
+                 read its environment through /proc; call harden_platform_process at start"
+            );
+        }
+        Isolation {
+            cgroups,
+            network_namespaces,
+            drop_capabilities,
+        }
+    }
+}
+
+/// The highest capability number when this process may drop capabilities from the
+/// bounding set (it holds `CAP_SETPCAP`), else `None`.
+fn capabilities_to_drop() -> Option<u32> {
+    const CAP_SETPCAP: u32 = 8;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    if effective & (1 << CAP_SETPCAP) == 0 {
+        return None;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .or(Some(63))
+}
+
+/// Runs `check` in a forked child and reports whether it returned true.
+fn probe_in_child(check: impl FnOnce() -> bool) -> Result<bool, String> {
+    // SAFETY: the child of a possibly multi-threaded process may only make
+    // async-signal-safe calls; `check` makes raw syscalls only, then the child `_exit`s.
+    match unsafe { nix::unistd::fork() } {
+        Err(errno) => Err(format!("cannot fork a probe process: {errno}")),
+        Ok(ForkResult::Child) => {
+            let code = if check() { 0 } else { 1 };
+            // SAFETY: `_exit` is async-signal-safe.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code == 0),
+                other => return Err(format!("probe process ended as {other:?}")),
+            }
+        },
+    }
+}
+
+/// Everything the child does between `fork` and `exec`, as plain data: the closure that
+/// runs it must not allocate.
+#[derive(Debug)]
+pub(crate) struct ChildSetup {
+    /// The platform's pid, to notice that it died before `PR_SET_PDEATHSIG` was set.
+    pub(crate) parent: Pid,
+    /// `cgroup.procs` files to join.
+    pub(crate) cgroup_procs: Vec<CString>,
+    pub(crate) new_network: bool,
+    /// `RLIMIT_AS` in bytes, when memory is not limited by a cgroup.
+    pub(crate) address_space: Option<u64>,
+    pub(crate) open_files: u64,
+    pub(crate) cpu_seconds: Option<u64>,
+    /// Drop every capability up to this number.
+    pub(crate) drop_capabilities: Option<u32>,
+}
+
+impl ChildSetup {
+    /// Runs in the forked child. Only async-signal-safe syscalls through thin wrappers
+    /// (nix, libc), on data prepared before the fork; errors are built with
+    /// `io::Error::from_raw_os_error`/`last_os_error`, which do not allocate.
+    pub(crate) fn apply_in_child(&self) -> io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+        // The platform may have died between fork and prctl; then nobody would kill us.
+        if nix::unistd::getppid() != self.parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        super::cgroup::join(&self.cgroup_procs)?;
+        if self.new_network {
+            enter_network_namespace()?;
+        }
+        if let Some(memory) = self.address_space {
+            lower_limit(Resource::RLIMIT_AS, memory, memory)?;
+        }
+        lower_limit(Resource::RLIMIT_NOFILE, self.open_files, self.open_files)?;
+        if let Some(seconds) = self.cpu_seconds {
+            // SIGXCPU at the soft limit, SIGKILL a second later.
+            lower_limit(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
+        }
+        lower_limit(Resource::RLIMIT_CORE, 0, 0)?;
+        if let Some(last) = self.drop_capabilities {
+            drop_all_capabilities(last)?;
+        }
+        nix::sys::prctl::set_no_new_privs()?;
+        Ok(())
+    }
+}
+
+/// Sets a limit, never above the current hard limit (raising it needs privileges).
+fn lower_limit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
+    let (_, current_hard) = getrlimit(resource)?;
+    let hard = hard.min(current_hard);
+    setrlimit(resource, soft.min(hard), hard)?;
+    Ok(())
+}
+
+/// A network namespace of its own, with only a loopback interface, brought up.
+fn enter_network_namespace() -> io::Result<()> {
+    // SAFETY: plain syscalls; `request` is a zeroed C struct owned by this frame.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        request.ifr_name[0] = b'l' as libc::c_char;
+        request.ifr_name[1] = b'o' as libc::c_char;
+        let mut result = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request);
+        if result == 0 {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(socket, libc::SIOCSIFFLAGS, &request);
+        }
+        let error = io::Error::last_os_error();
+        libc::close(socket);
+        if result != 0 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapabilityHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapabilityData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets as two 32-bit halves.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the bounding, ambient, inheritable, permitted and effective capability sets,
+/// so the program `exec`ed next has no capability even as uid 0.
+fn drop_all_capabilities(last: u32) -> io::Result<()> {
+    // SAFETY: plain prctl/capset syscalls on values owned by this frame.
+    unsafe {
+        for capability in 0..=libc::c_ulong::from(last) {
+            if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 {
+                let error = io::Error::last_os_error();
+                // A capability this kernel does not know.
+                if error.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(error);
+                }
+            }
+        }
+        // Fails with EINVAL on kernels without ambient capabilities; none to clear then.
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let header = CapabilityHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapabilityData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! A function's stderr: read for the life of the process, logged line by line with job and
+//! instance, within a budget.
+//!
+//! Invariants: stderr is always drained at the speed the function writes it (a function
+//! never blocks on a full stderr pipe); memory is bounded (one line of at most
+//! [`MAX_STDERR_LINE`] bytes being assembled, plus a tail of [`STDERR_TAIL_BYTES`]); at most
+//! [`MAX_LOGGED_LINES_PER_BATCH`] lines are logged per batch, the rest are counted and
+//! reported as one "… N more lines suppressed" record when the batch ends (or stderr
+//! closes). The tail, which error messages quote, always holds the true last lines,
+//! suppressed or not.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::ChildStderr;
+use tokio::task::JoinHandle;
+
+/// Longest stderr line logged; the rest of a longer line is dropped.
+pub(crate) const MAX_STDERR_LINE: usize = 8 * 1024;
+/// How much of the end of stderr error messages quote.
+pub(crate) const STDERR_TAIL_BYTES: usize = 4 * 1024;
+/// Lines logged per batch; later lines of the batch are only counted.
+pub(crate) const MAX_LOGGED_LINES_PER_BATCH: usize = 1000;
+
+/// What the reader task shares with the process owner.
+#[derive(Debug, Default)]
+struct StderrState {
+    tail: String,
+    logged_in_batch: usize,
+    suppressed_in_batch: u64,
+}
+
+/// Who wrote the lines, for the log records.
+#[derive(Debug, Clone)]
+struct Source {
+    job: String,
+    instance: String,
+}
+
+/// The task that reads a process's stderr, and what it kept. The task ends when stderr
+/// closes, which happens at the latest when every process of the instance is killed.
+#[derive(Debug)]
+pub(crate) struct StderrLog {
+    source: Source,
+    state: Arc<Mutex<StderrState>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl StderrLog {
+    pub(crate) fn start(stderr: ChildStderr, job: &str, instance: &str) -> Self {
+        let source = Source {
+            job: job.to_owned(),
+            instance: instance.to_owned(),
+        };
+        let state = Arc::new(Mutex::new(StderrState::default()));
+        let task = tokio::spawn(log_stderr(stderr, source.clone(), Arc::clone(&state)));
+        Self {
+            source,
+            state,
+            task: Some(task),
+        }
+    }
+
+    /// Reports the lines suppressed since the last batch ended and renews the budget.
+    pub(crate) fn end_batch(&self) {
+        end_batch(&self.source, &self.state);
+    }
+
+    /// Waits up to `bound` for stderr to close, then returns its tail.
+    pub(crate) async fn finish(&mut self, bound: Duration) -> String {
+        if let Some(task) = self.task.as_mut()
+            && tokio::time::timeout(bound, task).await.is_ok()
+        {
+            self.task = None;
+        }
+        quoted_tail(&lock(&self.state).tail).to_owned()
+    }
+}
+
+fn lock(state: &Mutex<StderrState>) -> std::sync::MutexGuard<'_, StderrState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn end_batch(source: &Source, state: &Mutex<StderrState>) {
+    let suppressed = {
+        let mut state = lock(state);
+        state.logged_in_batch = 0;
+        std::mem::take(&mut state.suppressed_in_batch)
+    };
+    if suppressed > 0 {
+        tracing::warn!(
+            target: "sluice::function",
+            job = source.job,
+            instance = source.instance,
+            suppressed,
+            "… {suppressed} more stderr lines suppressed (at most {MAX_LOGGED_LINES_PER_BATCH} are logged per batch)"
+        );
+    }
+}
+
+/// Logs each stderr line (capped at [`MAX_STDERR_LINE`]) within the budget and keeps the
+/// tail.
+async fn log_stderr(stderr: ChildStderr, source: Source, state: Arc<Mutex<StderrState>>) {
+    let mut reader = BufReader::with_capacity(MAX_STDERR_LINE, stderr);
+    let mut line = Vec::with_capacity(256);
+    let mut truncated = false;
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                tracing::warn!(job = source.job, instance = source.instance, %error, "failed to read function stderr");
+                break;
+            }
+        };
+        if chunk.is_empty() {
+            if !line.is_empty() {
+                emit_stderr_line(&source, &line, truncated, &state);
+            }
+            break;
+        }
+        let newline = memchr::memchr(b'\n', chunk);
+        let take = newline.unwrap_or(chunk.len());
+        let room = MAX_STDERR_LINE - line.len();
+        line.extend_from_slice(&chunk[..take.min(room)]);
+        truncated |= take > room;
+        reader.consume(take + usize::from(newline.is_some()));
+        if newline.is_some() {
+            emit_stderr_line(&source, &line, truncated, &state);
+            line.clear();
+            truncated = false;
+        }
+    }
+    end_batch(&source, &state);
+}
+
+fn emit_stderr_line(source: &Source, line: &[u8], truncated: bool, state: &Mutex<StderrState>) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Borrowed, without a copy, when the line is valid UTF-8.
+    let text = String::from_utf8_lossy(line);
+    let marker = if truncated { " [truncated]" } else { "" };
+    let log = {
+        let mut state = lock(state);
+        append_to_tail(&mut state.tail, &text, marker);
+        if state.logged_in_batch < MAX_LOGGED_LINES_PER_BATCH {
+            state.logged_in_batch += 1;
+            true
+        } else {
+            state.suppressed_in_batch += 1;
+            false
+        }
+    };
+    if log {
+        tracing::info!(target: "sluice::function", job = source.job, instance = source.instance, "{text}{marker}");
+    }
+}
+
+/// Appends a line to `tail`, which holds at most twice [`STDERR_TAIL_BYTES`] (trimming
+/// only when it doubles keeps a flood of lines linear in its size).
+fn append_to_tail(tail: &mut String, text: &str, marker: &str) {
+    tail.push_str(text);
+    tail.push_str(marker);
+    tail.push('\n');
+    if tail.len() > 2 * STDERR_TAIL_BYTES {
+        let cut = tail_start(tail);
+        tail.drain(..cut);
+    }
+}
+
+/// Where the last [`STDERR_TAIL_BYTES`] of `tail` begin, moved to the start of a whole
+/// line when one begins inside them.
+fn tail_start(tail: &str) -> usize {
+    if tail.len() <= STDERR_TAIL_BYTES {
+        return 0;
+    }
+    let mut cut = tail.len() - STDERR_TAIL_BYTES;
+    while !tail.is_char_boundary(cut) {
+        cut += 1;
+    }
+    if let Some(newline) = tail[cut..].find('\n')
+        && cut + newline + 1 < tail.len()
+    {
+        cut += newline + 1;
+    }
+    cut
+}
+
+/// The tail as error messages quote it: its last [`STDERR_TAIL_BYTES`], from a line start.
+fn quoted_tail(tail: &str) -> &str {
+    tail[tail_start(tail)..].trim_end()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn source() -> Source {
+        Source {
+            job: "job".into(),
+            instance: "job-1".into(),
+        }
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_last_lines() {
+        let state = Mutex::new(StderrState::default());
+        for n in 0..1000 {
+            emit_stderr_line(&source(), format!("line {n}").as_bytes(), false, &state);
+        }
+        let kept = state.into_inner().unwrap().tail;
+        assert!(
+            kept.len() <= 2 * STDERR_TAIL_BYTES,
+            "bounded: {}",
+            kept.len()
+        );
+        let tail = quoted_tail(&kept);
+        assert!(tail.len() <= STDERR_TAIL_BYTES);
+        assert!(
+            tail.starts_with("line "),
+            "starts at a whole line: {tail:.20}"
+        );
+        assert!(tail.ends_with("line 999"));
+    }
+
+    #[test]
+    fn lines_past_the_budget_are_counted_not_logged_and_the_budget_renews_per_batch() {
+        let state = Mutex::new(StderrState::default());
+        let extra = 25;
+        for n in 0..MAX_LOGGED_LINES_PER_BATCH + extra {
+            emit_stderr_line(&source(), format!("line {n}").as_bytes(), false, &state);
+        }
+        {
+            let state = lock(&state);
+            assert_eq!(state.logged_in_batch, MAX_LOGGED_LINES_PER_BATCH);
+            assert_eq!(state.suppressed_in_batch, extra as u64);
+            let last = format!("line {}", MAX_LOGGED_LINES_PER_BATCH + extra - 1);
+            assert!(quoted_tail(&state.tail).ends_with(&last));
+        }
+        end_batch(&source(), &state);
+        emit_stderr_line(&source(), b"next batch", false, &state);
+        let state = lock(&state);
+        assert_eq!((state.logged_in_batch, state.suppressed_in_batch), (1, 0));
+    }
+}
