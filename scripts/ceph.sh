@@ -315,6 +315,9 @@ mon data avail crit = 1
 # once a second (start-up takes half as long).
 paxos propose interval = 0.05
 paxos min wait = 0.01
+# radosgw starts while the OSD boots; an operation sent before the OSD is in the map
+# waits for the client's next tick to ask for a newer map (every 5 s by default).
+objecter tick interval = 0.5
 
 [mon]
 mon data = $cluster_dir/mon/\$cluster-\$id
