@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The project's one test command. Brings up the test services (scripts/services.sh
-# start), exports their settings (scripts/services.sh env), then runs every test
-# target and afterwards the doc tests of the whole workspace. Extra arguments go to
+# start, and the Ceph RADOS Gateway for bucket notifications with scripts/ceph.sh
+# start), exports their settings (`env` of both), then runs every test target and
+# afterwards the doc tests of the whole workspace. Extra arguments go to
 # both cargo invocations, e.g. `scripts/test.sh kafka -- --nocapture`.
 #
 # Exit status: cargo's (the doc tests only run when the other targets pass).
 # Services found running are left alone; services this run started stay running for
-# the next run and are named at the end (stop them with `scripts/services.sh stop`).
+# the next run and are named at the end (stop them with `scripts/services.sh stop` and
+# `scripts/ceph.sh stop`).
 
 set -euo pipefail
 
@@ -18,9 +20,11 @@ trap 'rm -f "$start_output"' EXIT
 
 scripts/services.sh start | tee "$start_output"
 eval "$(scripts/services.sh env)"
+scripts/ceph.sh start | tee -a "$start_output"
+eval "$(scripts/ceph.sh env)"
 
-started=$(sed -n 's/^services: \([a-z0-9]*\): started .*/\1/p' "$start_output" | paste -sd' ' -)
-found=$(sed -n 's/^services: \([a-z0-9]*\): already .*/\1/p' "$start_output" | paste -sd' ' -)
+started=$(sed -n 's/^\(services\|ceph\): \([a-z0-9]*\): started .*/\2/p' "$start_output" | paste -sd' ' -)
+found=$(sed -n 's/^\(services\|ceph\): \([a-z0-9]*\): already .*/\2/p' "$start_output" | paste -sd' ' -)
 
 status=0
 cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
@@ -28,9 +32,9 @@ if ((status == 0)); then
     cargo test --workspace --doc "$@" || status=$?
 fi
 
-echo "test services: kafka at $SLUICE_TEST_KAFKA_BROKERS, s3 at $SLUICE_TEST_S3_ENDPOINT (bucket $SLUICE_TEST_S3_BUCKET)"
+echo "test services: kafka at $SLUICE_TEST_KAFKA_BROKERS, s3 at $SLUICE_TEST_S3_ENDPOINT (bucket $SLUICE_TEST_S3_BUCKET), rgw at $SLUICE_TEST_RGW_ENDPOINT (bucket $SLUICE_TEST_RGW_BUCKET)"
 if [[ -n "$started" ]]; then
-    echo "test services: started by this run and left running: $started (scripts/services.sh stop stops them)"
+    echo "test services: started by this run and left running: $started (scripts/services.sh stop and scripts/ceph.sh stop stop them)"
 fi
 if [[ -n "$found" ]]; then
     echo "test services: were already running, left alone: $found"
