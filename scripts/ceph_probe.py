@@ -24,6 +24,13 @@
         when the URL names nobody. Messages are published with the topic's name as
         routing key; the exchange must exist before the first notification.
 
+    ceph_probe.py subscribe ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION PUSH_ENDPOINT PREFIX
+        Creates a persistent SNS topic pushing to PUSH_ENDPOINT and points BUCKET's
+        s3:ObjectCreated:* notifications for keys under PREFIX at it; prints the topic ARN.
+
+    ceph_probe.py unsubscribe ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION TOPIC_ARN
+        Removes BUCKET's notification configuration and the topic.
+
 Exit status: 0 when the check holds, 1 otherwise (the reason goes to stderr).
 """
 
@@ -321,8 +328,38 @@ def probe_notify(client: Client, bucket: str, amqp: tuple[str, str] | None) -> s
     )
 
 
+def subscribe(client: Client, bucket: str, push_endpoint: str, prefix: str) -> str:
+    """Points BUCKET's ObjectCreated notifications under PREFIX at PUSH_ENDPOINT (a
+    persistent topic: RGW retries while the endpoint is down). Returns the topic ARN."""
+    topic = f"sluice-{uuid.uuid4().hex[:8]}"
+    params = {
+        "Name": topic,
+        "Attributes.entry.1.key": "push-endpoint",
+        "Attributes.entry.1.value": push_endpoint,
+        "Attributes.entry.2.key": "persistent",
+        "Attributes.entry.2.value": "true",
+    }
+    topic_arn = xml_text(client.sns("CreateTopic", params), "TopicArn")
+    config = notification_configuration(topic, topic_arn, prefix)
+    client.expect("PutBucketNotificationConfiguration", (200,), "PUT", f"/{bucket}", {"notification": ""}, config)
+    return topic_arn
+
+
+def unsubscribe(client: Client, bucket: str, topic_arn: str) -> None:
+    client.expect("DeleteBucketNotification", (200, 204), "DELETE", f"/{bucket}", {"notification": ""})
+    client.sns("DeleteTopic", {"TopicArn": topic_arn})
+
+
 def main(argv: list[str]) -> int:
     try:
+        if len(argv) == 8 and argv[0] == "subscribe":
+            endpoint, bucket, access_key, secret_key, region, push_endpoint, prefix = argv[1:8]
+            print(subscribe(Client(endpoint, access_key, secret_key, region), bucket, push_endpoint, prefix))
+            return 0
+        if len(argv) == 7 and argv[0] == "unsubscribe":
+            endpoint, bucket, access_key, secret_key, region, topic_arn = argv[1:7]
+            unsubscribe(Client(endpoint, access_key, secret_key, region), bucket, topic_arn)
+            return 0
         if len(argv) >= 6 and argv[0] in ("ready", "notify"):
             endpoint, bucket, access_key, secret_key, region = argv[1:6]
             client = Client(endpoint, access_key, secret_key, region)

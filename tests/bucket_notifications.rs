@@ -140,7 +140,7 @@ endpoint = "{endpoint}"
             .collect();
         let put = store
             .put(
-                &ObjectPath::from(key.as_str()),
+                &ObjectPath::parse(&key).unwrap(),
                 PutPayload::from(payload.into_bytes()),
             )
             .await

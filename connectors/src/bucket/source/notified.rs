@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use object_store::path::Path;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::info;
 
 use super::{BucketSource, CONNECTOR, Notifications, Pending};
 use crate::bucket::notification::{NoticeFilter, ObjectNotice};
@@ -71,7 +71,7 @@ impl BucketSource {
     ) -> Result<(), SourceError> {
         let etag = notice.etag.clone().unwrap_or_default();
         if self.cursor.is_done(&notice.key, &etag) {
-            debug!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done");
+            info!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done; dropped");
             return spool
                 .remove(&notice)
                 .await
@@ -96,7 +96,7 @@ impl BucketSource {
             return Ok(());
         }
         self.pending.push_back(Pending {
-            location: Path::from(notice.key.as_str()),
+            location: object_location(&notice.key),
             key: notice.key.clone(),
             etag: notice.etag.clone(),
             notice: Some(notice),
@@ -111,4 +111,10 @@ impl Drop for BucketSource {
             notifications.stop.cancel();
         }
     }
+}
+
+/// The store path of a notified key, taken as it is (`Path::parse` keeps unicode, spaces
+/// and `+`); a key `Path` cannot hold verbatim (an empty or `.` segment) is encoded.
+fn object_location(key: &str) -> Path {
+    Path::parse(key).unwrap_or_else(|_| Path::from(key))
 }

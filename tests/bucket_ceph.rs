@@ -1,0 +1,233 @@
+//! Real bucket notifications from a real S3 server: Ceph RADOS Gateway (started by
+//! `scripts/ceph.sh`) pushes S3 event JSON to Sluice's notification endpoint. 50 objects
+//! whose keys hold spaces, unicode and `+` → each object's records land exactly once;
+//! the same objects uploaded again (same content, so the same version etag, with fresh
+//! notifications) → nothing changes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt as _, PutPayload};
+
+const OBJECTS: usize = 50;
+const PER_OBJECT: usize = 10;
+
+struct Rgw {
+    endpoint: String,
+    bucket: String,
+    access_key: String,
+    secret_key: String,
+    region: String,
+}
+
+fn rgw() -> Rgw {
+    let var =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    Rgw {
+        endpoint: var("SLUICE_TEST_RGW_ENDPOINT", "http://127.0.0.1:7480"),
+        bucket: var("SLUICE_TEST_RGW_BUCKET", "sluice-notify"),
+        access_key: var("SLUICE_TEST_RGW_ACCESS_KEY_ID", "sluice"),
+        secret_key: var("SLUICE_TEST_RGW_SECRET_ACCESS_KEY", "sluice-secret-key"),
+        region: var("SLUICE_TEST_RGW_REGION", "us-east-1"),
+    }
+}
+
+fn probe(rgw: &Rgw, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts/ceph_probe.py"))
+        .arg(args[0])
+        .args([
+            &rgw.endpoint,
+            &rgw.bucket,
+            &rgw.access_key,
+            &rgw.secret_key,
+            &rgw.region,
+        ])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ceph_probe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceph_notifications_process_each_object_once_and_repeats_change_nothing() {
+    let env = env();
+    let rgw = rgw();
+    assert_eq!(
+        rgw.access_key, env.access_key,
+        "the job uses one set of credentials for both stores"
+    );
+    let base = unique("ceph").to_lowercase();
+    let port = free_port();
+    let lake = format!("{base}/lake");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("jobs/clickstream/transform.py"),
+        dir.path().join("transform.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        format!(
+            r#"name = "{name}"
+[trigger.bucket]
+url = "s3://{rgw_bucket}/{base}"
+mode = "notifications"
+listen = "127.0.0.1:{port}"
+[trigger.bucket.options]
+endpoint = "{rgw_endpoint}"
+region = "{rgw_region}"
+[function]
+command = ["python3", "transform.py"]
+mode = "stream"
+[batch]
+max_wait = "200ms"
+[output]
+url = "s3://{bucket}/{lake}"
+partition_by = ["event_date"]
+max_file_age = "500ms"
+schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }}
+[output.options]
+endpoint = "{endpoint}"
+"#,
+            name = base,
+            rgw_bucket = rgw.bucket,
+            rgw_endpoint = rgw.endpoint,
+            rgw_region = rgw.region,
+            bucket = env.bucket,
+            endpoint = env.s3_endpoint,
+        ),
+    )
+    .unwrap();
+    let job = JobDir {
+        dir,
+        name: base.clone(),
+        topic: String::new(),
+        prefix: lake.clone(),
+    };
+    let mut sluice = Sluice::run(&env, &job, "run");
+    let address = format!("127.0.0.1:{port}");
+    wait_for(
+        "the notification endpoint",
+        Duration::from_secs(30),
+        async || {
+            sluice.assert_running();
+            tokio::net::TcpStream::connect(&address).await.is_ok()
+        },
+    )
+    .await;
+    let topic = probe(
+        &rgw,
+        &[
+            "subscribe",
+            &format!("http://{address}/"),
+            &format!("{base}/"),
+        ],
+    );
+
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&rgw.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&rgw.bucket)
+        .with_region(&rgw.region)
+        .with_access_key_id(&rgw.access_key)
+        .with_secret_access_key(&rgw.secret_key)
+        .build()
+        .unwrap();
+    let upload = async |store: &object_store::aws::AmazonS3| {
+        for n in 0..OBJECTS {
+            let key = format!("{base}/día {n} + más.ndjson");
+            let body: String = (n * PER_OBJECT..(n + 1) * PER_OBJECT)
+                .map(|i| Click::numbered(i).json() + "\n")
+                .collect();
+            store
+                .put(
+                    &ObjectPath::parse(&key).unwrap(),
+                    PutPayload::from(body.into_bytes()),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    upload(&store).await;
+
+    let cursor = ObjectPath::from(format!("{lake}/_sluice/bucket/cursor.json"));
+    let output = s3(&env);
+    let done = async || match output.get(&cursor).await {
+        Ok(found) => {
+            let cursor: serde_json::Value =
+                serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
+            cursor["done"].as_object().unwrap().len()
+        }
+        Err(_) => 0,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while done().await != OBJECTS {
+        sluice.assert_running();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for every notified object; done {}; logs:\n{}",
+            done().await,
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = read_rows(&env, &lake).await;
+    assert_eq!(rows.len(), OBJECTS * PER_OBJECT, "{}", sluice.logs());
+    assert!(count_ids(&rows).values().all(|&n| n == 1));
+
+    // The same objects again: Ceph sends fresh notifications for the same versions.
+    let notified = sluice
+        .logs()
+        .matches("listening for bucket notifications")
+        .count();
+    upload(&store).await;
+    wait_for(
+        "the repeated notifications",
+        Duration::from_secs(60),
+        async || {
+            sluice.assert_running();
+            sluice
+                .logs()
+                .matches("repeated notification for an object already done")
+                .count()
+                >= OBJECTS
+        },
+    )
+    .await;
+    probe(&rgw, &["unsubscribe", &topic]);
+    sluice.terminate();
+    assert!(
+        sluice.wait(Duration::from_secs(10)).success(),
+        "{}",
+        sluice.logs()
+    );
+    assert_eq!(notified, 1);
+    let rows = read_rows(&env, &lake).await;
+    assert_eq!(
+        rows.len(),
+        OBJECTS * PER_OBJECT,
+        "no duplicate rows after repeated notifications"
+    );
+    assert_eq!(done().await, OBJECTS);
+}
