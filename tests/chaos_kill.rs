@@ -1,6 +1,7 @@
 //! Exactly-once under `kill -9`: 200,000 keyed records on 4 partitions, `sluice run`
-//! killed with SIGKILL at 20 random moments (50 ms – 2.5 s after its first partition
-//! assignment) and restarted each time, then a last run that finishes and stops with
+//! killed with SIGKILL 20 times (at random moments 50 ms – 2.5 s after its first
+//! partition assignment; every other kill as soon as a range is seen between its intent
+//! and commit markers, within such a moment) and restarted each time, then a last run that finishes and stops with
 //! SIGTERM. The Parquet output holds every record exactly
 //! once, and no object is a leftover of an unfinished range.
 //!
@@ -220,7 +221,14 @@ async fn sigkill_at_random_moments_still_writes_every_record_exactly_once() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let delay = prng.millis(50, 2500);
-        tokio::time::sleep(delay).await;
+        if kill % 2 == 0 {
+            tokio::time::sleep(delay).await;
+        } else {
+            // Targeted: kill as soon as a range is seen between its intent and its commit
+            // marker (or at the random moment if none is seen by then).
+            let until = Instant::now() + delay;
+            while Instant::now() < until && unfinished(&markers(&env, &job).await).is_empty() {}
+        }
         if let Some(status) = sluice.child.try_wait().unwrap() {
             panic!("sluice exited by itself with {status}:\n{}", sluice.logs());
         }
