@@ -1,5 +1,8 @@
 //! `sluice run JOB_DIR`: one job in the foreground.
 //!
+//! Before the trigger connects, recovery finishes any range a crash left unfinished and
+//! moves the group's offsets up to the committed output (exactly-once Kafka output).
+//!
 //! SIGINT or SIGTERM starts a graceful stop (stop intake, finish the open batch, flush,
 //! commit, exit 0); a second signal exits at once without committing (nothing is lost:
 //! uncommitted positions are redelivered on the next start).
@@ -8,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use sluice_platform::commit::recover;
 use sluice_platform::pipeline::run_job;
 use sluice_platform::spec::load_job;
 use sluice_platform::trigger::{ConnectOptions, connect_source_with};
@@ -26,6 +30,12 @@ pub async fn run(job_dir: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.output.url, "starting job");
+    let recovered = recover(&spec)
+        .await
+        .with_context(|| format!("job {}: recovering unfinished output", spec.name))?;
+    if !recovered.redone.is_empty() {
+        info!(job = %spec.name, ranges = ?recovered.redone, "finished ranges an earlier run left unfinished");
+    }
     let source = connect_source_with(
         &spec,
         ConnectOptions {

@@ -8,6 +8,11 @@
 //! `{"base64": …}`), timestamp, origin, error, attempts and when it failed.
 //! [`DeadLetterSink::flush`] runs before the positions of those records are acknowledged,
 //! so a record is either redelivered or in the destination. [`replay`] reads them back.
+//!
+//! Naming: the dead letters of a Kafka range are one object named from the range,
+//! `<topic>-<partition>-<first:020>-<last:020>.ndjson`, so writing the range again (a redo
+//! after a crash) overwrites it instead of adding a second copy. Dead letters of other
+//! splits go into `dead-<run id>-<seq:06>.ndjson` objects.
 
 pub mod replay;
 
@@ -19,8 +24,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
-use sluice_connectors::Event;
+use sluice_connectors::{Event, PositionRange, SplitId};
 
+use crate::commit::names::range_stem;
 use crate::output::store::{OutputLocation, StoreError, open_store};
 use crate::spec::JobSpec;
 
@@ -41,6 +47,7 @@ pub enum DeadLetterError {
 /// One rejected record and why.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    split: SplitId,
     line: Value,
 }
 
@@ -69,6 +76,7 @@ impl DeadLetter {
             })
             .collect();
         Self {
+            split: event.origin.split(),
             line: json!({
                 "error": error,
                 "kind": "record",
@@ -99,17 +107,34 @@ fn text_or_base64(bytes: &Bytes) -> (String, &'static str) {
     }
 }
 
-/// The job's dead-letter destination: `dead_letter.url`, or `_sluice/dead_letters` under
-/// the output. The output's store options (endpoint, credentials) apply when the dead
-/// letters go to the same kind of store.
+/// The job's dead-letter destination, opened on its own (for `sluice dlq`).
 pub fn open_dead_letter_store(spec: &JobSpec) -> Result<OutputLocation, StoreError> {
-    let url = match &spec.dead_letter {
-        Some(url) => url.clone(),
-        None => format!(
-            "{}/_sluice/dead_letters",
-            spec.output.url.trim_end_matches('/')
-        ),
+    let output = open_store(&spec.output.url, &spec.output.options)?;
+    dead_letter_location(spec, &output)
+}
+
+/// Where a job's dead letters go: its `dead_letter.url`, or `_sluice/dead_letters` below
+/// the output location (same store) when none is declared.
+pub fn dead_letter_location(
+    spec: &JobSpec,
+    output: &OutputLocation,
+) -> Result<OutputLocation, StoreError> {
+    let Some(url) = &spec.dead_letter else {
+        let prefix =
+            output
+                .object_path("_sluice/dead_letters")
+                .map_err(|e| StoreError::InvalidUrl {
+                    url: output.url.clone(),
+                    message: e.to_string(),
+                })?;
+        return Ok(OutputLocation {
+            store: output.store.clone(),
+            prefix,
+            url: format!("{}/_sluice/dead_letters", output.url.trim_end_matches('/')),
+        });
     };
+    // The output's store options (endpoint, credentials) apply when the dead letters go
+    // to the same kind of store.
     let same_scheme = url.split_once("://").map(|(scheme, _)| scheme)
         == spec.output.url.split_once("://").map(|(scheme, _)| scheme);
     let options = if same_scheme {
@@ -117,10 +142,11 @@ pub fn open_dead_letter_store(spec: &JobSpec) -> Result<OutputLocation, StoreErr
     } else {
         Default::default()
     };
-    open_store(&url, &options)
+    open_store(url, &options)
 }
 
-/// Buffers dead letters until the next commit, then writes them as one NDJSON object.
+/// Buffers dead letters until the next commit, then writes them as NDJSON objects (see
+/// the module docs for their names).
 pub struct DeadLetterSink {
     location: OutputLocation,
     file_stem: String,
@@ -129,49 +155,94 @@ pub struct DeadLetterSink {
 }
 
 impl DeadLetterSink {
-    pub fn new(spec: &JobSpec, run_id: &str) -> Result<Self, StoreError> {
-        Ok(Self {
-            location: open_dead_letter_store(spec)?,
+    /// A sink writing to `location` (see [`dead_letter_location`]); `run_id` names the
+    /// objects of splits that are not Kafka partitions.
+    pub fn new(location: OutputLocation, run_id: &str) -> Self {
+        Self {
+            location,
             file_stem: format!("dead-{run_id}"),
             seq: 0,
             pending: Vec::new(),
-        })
+        }
     }
 
     pub fn push(&mut self, letter: DeadLetter) {
         self.pending.push(letter);
     }
 
-    /// Writes every buffered dead letter; returns how many. On error they stay buffered
-    /// and the next flush writes them under the same name.
-    pub async fn flush(&mut self) -> Result<usize, DeadLetterError> {
+    /// The object (as stored) each Kafka range with buffered dead letters will be written
+    /// to by [`Self::flush`] with the same `ranges`: what a commit intent lists.
+    pub fn planned_objects(
+        &self,
+        ranges: &BTreeMap<SplitId, PositionRange>,
+    ) -> BTreeMap<SplitId, String> {
+        let mut planned = BTreeMap::new();
+        for letter in &self.pending {
+            if planned.contains_key(&letter.split) {
+                continue;
+            }
+            if let Some(name) = self.range_name(&letter.split, ranges)
+                && let Ok(path) = self.location.object_path(&name)
+            {
+                planned.insert(letter.split.clone(), path.to_string());
+            }
+        }
+        planned
+    }
+
+    fn range_name(
+        &self,
+        split: &SplitId,
+        ranges: &BTreeMap<SplitId, PositionRange>,
+    ) -> Option<String> {
+        let range = ranges.get(split)?;
+        range_stem(split, *range).map(|stem| format!("{stem}.ndjson"))
+    }
+
+    /// Writes every buffered dead letter, one object per Kafka range in `ranges` and one
+    /// for the rest; returns how many. On error they all stay buffered and the next flush
+    /// writes them again under the same names.
+    pub async fn flush(
+        &mut self,
+        ranges: &BTreeMap<SplitId, PositionRange>,
+    ) -> Result<usize, DeadLetterError> {
         if self.pending.is_empty() {
             return Ok(0);
         }
-        let mut body = Vec::new();
+        let mut objects: BTreeMap<String, (usize, Vec<u8>)> = BTreeMap::new();
+        let unranged = format!("{}-{:06}.ndjson", self.file_stem, self.seq);
         for letter in &self.pending {
+            let name = self
+                .range_name(&letter.split, ranges)
+                .unwrap_or_else(|| unranged.clone());
+            let (count, body) = objects.entry(name).or_default();
+            *count += 1;
             body.extend_from_slice(letter.line.to_string().as_bytes());
             body.push(b'\n');
         }
-        let name = format!("{}-{:06}.ndjson", self.file_stem, self.seq);
+        let wrote_unranged = objects.contains_key(&unranged);
+        for (name, (count, body)) in objects {
+            let path = self
+                .location
+                .object_path(&name)
+                .map_err(|e| DeadLetterError::Path {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+            self.location
+                .store
+                .put(&path, PutPayload::from(body))
+                .await
+                .map_err(|source| DeadLetterError::Write {
+                    count,
+                    path: format!("{}/{name}", self.location.url.trim_end_matches('/')),
+                    source,
+                })?;
+        }
+        if wrote_unranged {
+            self.seq += 1;
+        }
         let count = self.pending.len();
-        let path = self
-            .location
-            .object_path(&name)
-            .map_err(|e| DeadLetterError::Path {
-                name: name.clone(),
-                message: e.to_string(),
-            })?;
-        self.location
-            .store
-            .put(&path, PutPayload::from(body))
-            .await
-            .map_err(|source| DeadLetterError::Write {
-                count,
-                path: format!("{}/{name}", self.location.url.trim_end_matches('/')),
-                source,
-            })?;
-        self.seq += 1;
         self.pending.clear();
         Ok(count)
     }

@@ -2,6 +2,7 @@
 //! commits. The CLI (`sluice`) is a thin layer over this crate.
 
 pub mod batcher;
+pub mod commit;
 pub mod deadletter;
 pub mod function;
 pub mod invoke;

@@ -6,27 +6,36 @@
 //! are retried with backoff; a batch that keeps failing stops the job with nothing of it
 //! acknowledged (bisection and dead-lettering of poison batches come later).
 //!
+//! Kafka records get exactly-once output: each commit writes, per partition, the range
+//! of offsets it covers through the protocol of [`crate::commit`] (intent marker →
+//! objects named from the range → commit marker → offsets), and records at or below a
+//! range that already has a commit marker (redelivered because an offset commit was
+//! lost) are skipped. Other splits are at-least-once.
+//!
 //! ```text
 //! loop {
 //!     events   = source.next_events()        // or the batch window / file age expires
-//!     batch    = batcher.push(events)
+//!     events.retain(not already committed)
+//!     batches  = batcher.push(events)         // one open batch per split
 //!     output   = function.invoke(batch)       // retried with backoff
-//!     sink.write(decode(output.rows)); pending.extend(batch.checkpoint)
-//!     if sink.flush_due() { sink.flush(); dead_letters.flush(); source.ack(pending) }
+//!     sink.write(split, decode(output.rows)); pending.extend(batch.checkpoint)
+//!     if sink.flush_due() { intents; sink.flush(); dead_letters.flush(); commit markers;
+//!                           source.ack(pending); prune markers }
 //! }
-//! shutdown: stop intake → cut and run the open batch → flush → ack → stop the function
+//! shutdown: stop intake → cut and run the open batches → commit → stop the function
 //! ```
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sluice_connectors::{CheckpointDelta, CheckpointError, Source, SourceError};
+use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Source, SourceError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::batcher::Batcher;
-use crate::deadletter::{DeadLetterError, DeadLetterSink};
+use crate::batcher::{Batch, Batcher};
+use crate::commit::{CommitError, Committer, kafka_topic};
+use crate::deadletter::{DeadLetterError, DeadLetterSink, dead_letter_location};
 use crate::function::FunctionRunner;
-use crate::output::store::{StoreError, open_store};
+use crate::output::store::{OutputLocation, StoreError, open_store};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::spec::JobSpec;
 
@@ -43,6 +52,8 @@ pub enum JobError {
     DeadLetter(#[from] DeadLetterError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error(
         "batch of {records} records ({positions}) failed {attempts} times, last: {last_error}; nothing of it was acknowledged, it will be redelivered when the job starts again"
     )]
@@ -68,6 +79,8 @@ pub struct JobStats {
     pub dead_letters: u64,
     pub files: u64,
     pub commits: u64,
+    /// Kafka records skipped because a commit marker already covers them.
+    pub skipped_committed: u64,
 }
 
 /// Unique per process start, so two runs of a job never write the same object name.
@@ -78,17 +91,37 @@ pub fn run_id() -> String {
     format!("{millis:x}-{:x}", std::process::id())
 }
 
-/// Runs `spec` over `source` until `shutdown` is cancelled (graceful: the open batch is
-/// finished, flushed and acknowledged) or a finite source is exhausted.
+/// Runs `spec` over `source` until `shutdown` is cancelled (graceful: the open batches
+/// are finished, flushed and acknowledged) or a finite source is exhausted.
+///
+/// A Kafka job's output must have no unfinished range: run
+/// [`crate::commit::recover`] first (before the source joins its group), or this fails
+/// with [`CommitError::Unfinished`].
 pub async fn run_job(
     spec: &JobSpec,
     source: Box<dyn Source>,
     shutdown: CancellationToken,
 ) -> Result<JobStats, JobError> {
-    let run_id = run_id();
     let location = open_store(&spec.output.url, &spec.output.options)?;
+    let dead_location = dead_letter_location(spec, &location)?;
+    let committer =
+        Committer::load(location.clone(), dead_location.clone(), kafka_topic(spec)).await?;
+    run_pipeline(spec, location, dead_location, source, shutdown, committer).await
+}
+
+/// [`run_job`] with its output locations and committer given: a normal run, or (with a
+/// redo committer and a source over one range) the redo of an unfinished range.
+pub(crate) async fn run_pipeline(
+    spec: &JobSpec,
+    location: OutputLocation,
+    dead_location: OutputLocation,
+    source: Box<dyn Source>,
+    shutdown: CancellationToken,
+    committer: Committer,
+) -> Result<JobStats, JobError> {
+    let run_id = run_id();
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
-    let dead_letters = DeadLetterSink::new(spec, &run_id)?;
+    let dead_letters = DeadLetterSink::new(dead_location, &run_id);
     let mut pipeline = Pipeline {
         spec,
         source,
@@ -96,6 +129,7 @@ pub async fn run_job(
         function: FunctionRunner::new(&spec.name, &spec.dir, &spec.function),
         sink,
         dead_letters,
+        committer,
         pending: CheckpointDelta::new(),
         stats: JobStats::default(),
         shutdown,
@@ -118,6 +152,7 @@ struct Pipeline<'a> {
     function: FunctionRunner,
     sink: ParquetSink,
     dead_letters: DeadLetterSink,
+    committer: Committer,
     /// Positions whose output is buffered in `sink` but not yet durable.
     pending: CheckpointDelta,
     stats: JobStats,
@@ -130,12 +165,31 @@ impl Pipeline<'_> {
         // Whatever happened to intake, what was already processed is committed, so a
         // failed batch never holds back the output before it.
         let open = self.batcher.cut();
-        let drained = match (intake, open) {
-            (Ok(()), Some(batch)) => self.process(batch).await,
-            (intake, _) => intake,
+        let drained = match intake {
+            Ok(()) => self.process_all(open).await,
+            intake => intake,
         };
         let committed = self.commit().await;
         drained.and(committed)
+    }
+
+    async fn process_all(&mut self, batches: Vec<Batch>) -> Result<(), JobError> {
+        for batch in batches {
+            self.process(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops events a commit marker already covers (see [`Committer::already_committed`]).
+    fn skip_committed(&mut self, mut events: Vec<Event>) -> Vec<Event> {
+        let before = events.len();
+        events.retain(|event| !self.committer.already_committed(event));
+        let skipped = before - events.len();
+        if skipped > 0 {
+            self.stats.skipped_committed += skipped as u64;
+            debug!(job = %self.spec.name, skipped, "skipped redelivered records whose output is already committed");
+        }
+        events
     }
 
     /// Consumes until shutdown or the end of a finite source.
@@ -150,34 +204,54 @@ impl Pipeline<'_> {
                     return Ok(());
                 }
                 () = sleep_until(batch_deadline) => {
-                    if let Some(batch) = self.batcher.cut_if_due(Instant::now()) {
-                        self.process(batch).await?;
-                    }
+                    let due = self.batcher.cut_if_due(Instant::now());
+                    self.process_all(due).await?;
                 }
                 () = sleep_until(flush_deadline) => {}
                 events = self.source.next_events() => match events? {
                     Some(events) => {
-                        for batch in self.batcher.push(events, Instant::now())? {
-                            self.process(batch).await?;
-                        }
+                        let events = self.skip_committed(events);
+                        let full = self.batcher.push(events, Instant::now())?;
+                        self.process_all(full).await?;
                     }
                     None => return Ok(()),
                 },
             }
-            if self.sink.flush_due(Instant::now()) {
+            // A redo commits its whole range at once, with the range's own boundaries.
+            if self.sink.flush_due(Instant::now()) && !self.committer.redoing() {
                 self.commit().await?;
             }
         }
     }
 
-    /// Makes every buffered row and dead letter durable, then acknowledges their positions.
+    /// Makes every buffered row and dead letter durable, then acknowledges their
+    /// positions; Kafka ranges go through the commit protocol of [`crate::commit`].
     async fn commit(&mut self) -> Result<(), JobError> {
-        if self.pending.is_empty() && self.sink.buffered_rows() == 0 {
+        let redoing = self.committer.redoing();
+        if self.pending.is_empty() && self.sink.buffered_rows() == 0 && !redoing {
             return Ok(());
         }
-        // Closing files encodes their last row groups and footers: CPU work, kept off the
-        // runtime's other tasks like the rest of the Parquet encoding.
-        tokio::task::block_in_place(|| self.sink.finish_open_files())?;
+        // Names every file: Kafka splits from their range. Closing files encodes their
+        // last row groups and footers: CPU work, kept off the runtime's other tasks like
+        // the rest of the Parquet encoding.
+        let ranges = self.committer.ranges(&self.pending);
+        tokio::task::block_in_place(|| self.sink.finish_open_files(&ranges))?;
+        // (a) intents: which objects each range is about to write.
+        let objects = self.sink.pending_objects();
+        let dead_objects = self.dead_letters.planned_objects(&ranges);
+        let mut attempt = 1;
+        let staged = loop {
+            match self.committer.stage(&ranges, &objects, &dead_objects).await {
+                Ok(staged) => break staged,
+                Err(error) if error.is_retryable() && attempt < COMMIT_ATTEMPTS => {
+                    self.wait_before_commit_retry("write commit intents", attempt, &error)
+                        .await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        // (b) the objects.
         let mut attempt = 1;
         let files = loop {
             match self.sink.flush().await {
@@ -192,7 +266,7 @@ impl Pipeline<'_> {
         };
         let mut attempt = 1;
         let dead = loop {
-            match self.dead_letters.flush().await {
+            match self.dead_letters.flush(&ranges).await {
                 Ok(dead) => break dead,
                 Err(error) if attempt < COMMIT_ATTEMPTS => {
                     self.wait_before_commit_retry("write dead letters", attempt, &error)
@@ -202,7 +276,20 @@ impl Pipeline<'_> {
                 Err(error) => return Err(error.into()),
             }
         };
-        // Every row and dead letter derived from `pending` is durable: acknowledge it.
+        // (c) commit markers: the ranges' output is complete.
+        let mut attempt = 1;
+        let committed = loop {
+            match staged.commit(&mut self.committer).await {
+                Ok(committed) => break committed,
+                Err(error) if error.is_retryable() && attempt < COMMIT_ATTEMPTS => {
+                    self.wait_before_commit_retry("write commit markers", attempt, &error)
+                        .await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        // (d) every row and dead letter derived from `pending` is durable: acknowledge it.
         let delta = std::mem::take(&mut self.pending);
         let mut attempt = 1;
         while !delta.is_empty() {
@@ -218,10 +305,12 @@ impl Pipeline<'_> {
                 Err(error) => return Err(error.into()),
             }
         }
+        // (e) older markers are no longer needed.
+        self.committer.prune(&committed).await;
         self.stats.files += files.len() as u64;
         self.stats.commits += 1;
         let rows: usize = files.iter().map(|f| f.rows).sum();
-        info!(job = %self.spec.name, files = files.len(), rows, dead_letters = dead, positions = %delta, "committed");
+        info!(job = %self.spec.name, files = files.len(), rows, dead_letters = dead, ranges = committed.len(), positions = %delta, "committed");
         for file in &files {
             debug!(job = %self.spec.name, path = %file.path, rows = file.rows, bytes = file.bytes, "wrote object");
         }

@@ -8,7 +8,7 @@ use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use sluice_connectors::{Source, SourceError};
 
 use crate::output::store::open_store;
-use crate::spec::{BucketDiscovery, JobSpec, StartPosition, TriggerSpec};
+use crate::spec::{BucketDiscovery, JobSpec, KafkaTriggerSpec, StartPosition, TriggerSpec};
 
 /// Where a bucket trigger keeps its cursor, relative to the job's output.
 pub const BUCKET_CURSOR: &str = "_sluice/bucket/cursor.json";
@@ -24,6 +24,8 @@ pub struct ConnectOptions {
 }
 
 /// Connects the job's source. Nothing is consumed until the pipeline asks for events.
+/// For a Kafka job, run [`crate::commit::recover`] first: the source joins the group and
+/// resumes from its committed offsets, which recovery completes.
 pub async fn connect_source(spec: &JobSpec) -> Result<Box<dyn Source>, SourceError> {
     connect_source_with(spec, ConnectOptions::default()).await
 }
@@ -33,20 +35,9 @@ pub async fn connect_source_with(
     options: ConnectOptions,
 ) -> Result<Box<dyn Source>, SourceError> {
     match &spec.trigger {
-        TriggerSpec::Kafka(kafka) => {
-            let config = KafkaSourceConfig {
-                job: spec.name.clone(),
-                brokers: kafka.brokers.clone(),
-                topic: kafka.topic.clone(),
-                group: kafka.group.clone(),
-                start: match kafka.start {
-                    StartPosition::Earliest => KafkaStart::Earliest,
-                    StartPosition::Latest => KafkaStart::Latest,
-                },
-                options: kafka.options.clone(),
-            };
-            Ok(Box::new(KafkaSource::connect(config).await?))
-        }
+        TriggerSpec::Kafka(kafka) => Ok(Box::new(
+            KafkaSource::connect(kafka_config(spec, kafka)).await?,
+        )),
         TriggerSpec::Bucket(bucket) => {
             let config_error = |message: String| SourceError::Config {
                 connector: "bucket",
@@ -105,5 +96,20 @@ pub async fn connect_source_with(
             config.prefetch = amqp.prefetch;
             Ok(Box::new(AmqpSource::connect(config).await?))
         }
+    }
+}
+
+/// The Kafka connector's configuration for a job's Kafka trigger.
+pub fn kafka_config(spec: &JobSpec, kafka: &KafkaTriggerSpec) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        job: spec.name.clone(),
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        group: kafka.group.clone(),
+        start: match kafka.start {
+            StartPosition::Earliest => KafkaStart::Earliest,
+            StartPosition::Latest => KafkaStart::Latest,
+        },
+        options: kafka.options.clone(),
     }
 }

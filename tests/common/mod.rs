@@ -2,7 +2,8 @@
 //! endpoint (started by `scripts/test.sh`, or whatever the environment points at), job
 //! folders, and the `sluice` binary as a child process.
 //!
-//! Environment: `SLUICE_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092),
+//! Environment: `SLUICE_TEST_BINARY` (the `sluice` binary to run),
+//! `SLUICE_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092),
 //! `SLUICE_TEST_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/%2f),
 //! `SLUICE_TEST_S3_ENDPOINT` (default http://127.0.0.1:8333), `SLUICE_TEST_S3_BUCKET`
 //! (default sluice-test), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_REGION`.
@@ -413,9 +414,13 @@ endpoint = "{endpoint}"
     }
 }
 
-/// The `sluice` binary: Cargo's for tests; for the benchmark example (built beside it),
-/// `target/<profile>/sluice`.
+/// The `sluice` binary: `SLUICE_TEST_BINARY` when set (a copy kept apart from a target
+/// directory other checkouts also build into), else Cargo's for tests; for the benchmark
+/// example (built beside it), `target/<profile>/sluice`.
 pub fn sluice_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_TEST_BINARY") {
+        return PathBuf::from(path);
+    }
     if let Some(path) = option_env!("CARGO_BIN_EXE_sluice") {
         return PathBuf::from(path);
     }

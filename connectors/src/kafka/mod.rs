@@ -24,6 +24,8 @@
 //! Files: `config.rs` (trigger fields → librdkafka configuration), `source.rs`
 //! ([`KafkaSource`] and the [`Source`] contract), `poll_loop.rs` (the thread polling
 //! librdkafka), `context.rs` (librdkafka callbacks: rebalances, statistics, logs),
+//! `range.rs` (reading one offset range again and committing offsets from outside the
+//! group, for the platform's recovery of unfinished ranges),
 //! `tests.rs` (against librdkafka's in-process mock cluster).
 //!
 //! [`Event`]: crate::Event
@@ -32,10 +34,12 @@
 pub mod config;
 mod context;
 mod poll_loop;
+pub mod range;
 pub mod source;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{DEFAULT_OPTIONS, KafkaSourceConfig, KafkaStart, MANAGED_OPTIONS};
+pub use range::{KafkaPartitionLog, PartitionLog};
 pub use source::KafkaSource;

@@ -1,22 +1,33 @@
 //! The Parquet sink: output batches are split by partition, encoded into in-memory
-//! Parquet files (one open file per Hive partition), and uploaded when flushed.
+//! Parquet files (one open file per source split and Hive partition), and uploaded when
+//! flushed.
 //!
 //! Lifecycle, as the caller drives it:
 //!
 //! ```text
 //! let mut sink = ParquetSink::new(location, &spec.output, "part-<run id>")?;
 //! loop {
-//!     sink.write(&batch)?;                          // CPU: split + encode (blocking thread)
+//!     sink.write(&split, &batch)?;                  // CPU: split + encode (blocking thread)
 //!     if sink.flush_due(Instant::now()) {
-//!         let files = sink.flush().await?;          // I/O: upload every open file
+//!         sink.finish_open_files(&ranges)?;         // CPU: close files, fix their names
+//!         let names = sink.pending_objects();       // what the commit intent lists
+//!         let files = sink.flush().await?;          // I/O: upload every closed file
 //!         // every row written so far is durable in `files` (and earlier flushes): commit
 //!     }
 //! }
 //! ```
 //!
 //! Invariants:
-//! - Object names are `<prefix>/<hive path>/<file_stem>-<seq:06>.parquet`; `seq` counts
-//!   files opened by this sink and never repeats, and a file's name is fixed when it opens.
+//! - Rows of different source splits never share a file, so a file's rows all derive
+//!   from one split's positions.
+//! - A file is named when it closes. A Kafka split given a range in
+//!   [`ParquetSink::finish_open_files`] names its files from that range,
+//!   `<prefix>/<hive path>/<topic>-<partition>-<first:020>-<last:020>.parquet` — the same
+//!   name whenever the same range is written again, which is what makes a redo overwrite
+//!   instead of duplicate. There is one such file per (range, Hive path): the sink never
+//!   rolls a file before a flush. Every other file is named
+//!   `<prefix>/<hive path>/<file_stem>-<seq:06>.parquet`; `seq` counts files of this sink
+//!   and never repeats.
 //! - `flush` closes every open file. Files that fail to upload stay pending, encoded, and
 //!   the next `flush` uploads them again under the same names (an upload is a whole-object
 //!   PUT or a completed multipart upload, so a retry overwrites and never duplicates). When
@@ -45,8 +56,11 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use tracing::debug;
 
+use sluice_connectors::{PositionRange, SplitId};
+
 use super::partition::{PartitionError, file_schema, split_by_partition};
 use super::store::OutputLocation;
+use crate::commit::names::range_stem;
 use crate::spec::{Compression, OutputSpec};
 
 /// Most rows in one Parquet row group.
@@ -141,9 +155,8 @@ impl WriteError {
     }
 }
 
-/// A Parquet file being written, in memory.
+/// A Parquet file being written, in memory; named when it closes.
 struct OpenFile {
-    object: Path,
     writer: ArrowWriter<Vec<u8>>,
     rows: usize,
     first_row_at: Instant,
@@ -151,6 +164,7 @@ struct OpenFile {
 
 /// A closed file waiting for its upload.
 struct PendingFile {
+    split: SplitId,
     object: Path,
     data: Bytes,
     rows: usize,
@@ -169,8 +183,8 @@ pub struct ParquetSink {
     max_file_size: u64,
     max_file_age: Duration,
     next_seq: u64,
-    /// Open files by Hive path.
-    open: BTreeMap<String, OpenFile>,
+    /// Open files by source split and Hive path.
+    open: BTreeMap<(SplitId, String), OpenFile>,
     /// Closed files not uploaded yet, oldest first.
     pending: Vec<PendingFile>,
     /// Files uploaded since the last successful flush.
@@ -255,11 +269,12 @@ impl ParquetSink {
         })
     }
 
-    /// Splits `batch` by partition and encodes it into the open files, opening files as
-    /// needed. CPU-bound and synchronous: callers on an async runtime run it on a
-    /// blocking thread (`spawn_blocking`). `batch` must have the output schema's Arrow
-    /// form, as [`super::decode::decode_rows`] produces.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+    /// Splits `batch` (rows derived from events of `split`) by partition and encodes it
+    /// into the split's open files, opening files as needed. CPU-bound and synchronous:
+    /// callers on an async runtime run it on a blocking thread (`spawn_blocking`).
+    /// `batch` must have the output schema's Arrow form, as
+    /// [`super::decode::decode_rows`] produces.
+    pub fn write(&mut self, split: &SplitId, batch: &RecordBatch) -> Result<(), WriteError> {
         self.check_usable()?;
         if batch.schema().fields() != self.input_schema.fields() {
             return Err(WriteError::SchemaMismatch {
@@ -278,17 +293,18 @@ impl ParquetSink {
         // sink as it was.
         let now = Instant::now();
         for (partition, _) in &groups {
-            if !self.open.contains_key(partition) {
-                let file = self.open_file(partition, now)?;
-                self.open.insert(partition.clone(), file);
+            let key = (split.clone(), partition.clone());
+            if !self.open.contains_key(&key) {
+                let file = self.open_file(split, partition, now)?;
+                self.open.insert(key, file);
             }
         }
         for (partition, part) in &groups {
-            let Some(file) = self.open.get_mut(partition) else {
+            let Some(file) = self.open.get_mut(&(split.clone(), partition.clone())) else {
                 continue;
             };
             if let Err(source) = file.writer.write(part) {
-                let path = file.object.to_string();
+                let path = describe_open_file(split, partition);
                 self.broken = Some(format!("encoding {path} failed: {source}"));
                 return Err(WriteError::Encode {
                     url: self.location.url.clone(),
@@ -301,21 +317,12 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn open_file(&mut self, partition: &str, now: Instant) -> Result<OpenFile, WriteError> {
-        let name = format!("{}-{:06}.parquet", self.file_stem, self.next_seq);
-        let relative = if partition.is_empty() {
-            name
-        } else {
-            format!("{partition}/{name}")
-        };
-        let object =
-            self.location
-                .object_path(&relative)
-                .map_err(|source| WriteError::ObjectPath {
-                    url: self.location.url.clone(),
-                    path: relative.clone(),
-                    source,
-                })?;
+    fn open_file(
+        &mut self,
+        split: &SplitId,
+        partition: &str,
+        now: Instant,
+    ) -> Result<OpenFile, WriteError> {
         let writer = ArrowWriter::try_new(
             Vec::new(),
             self.file_schema.clone(),
@@ -323,16 +330,47 @@ impl ParquetSink {
         )
         .map_err(|source| WriteError::Encode {
             url: self.location.url.clone(),
-            path: object.to_string(),
+            path: describe_open_file(split, partition),
             source,
         })?;
-        self.next_seq += 1;
         Ok(OpenFile {
-            object,
             writer,
             rows: 0,
             first_row_at: now,
         })
+    }
+
+    /// The object a closing file of `split` under Hive path `partition` is written to:
+    /// named from the split's range when it has one, else from the stem and a sequence
+    /// number.
+    fn object_for(
+        &mut self,
+        split: &SplitId,
+        partition: &str,
+        ranges: &BTreeMap<SplitId, PositionRange>,
+    ) -> Result<Path, WriteError> {
+        let name = match ranges
+            .get(split)
+            .and_then(|range| range_stem(split, *range))
+        {
+            Some(stem) => format!("{stem}.parquet"),
+            None => {
+                self.next_seq += 1;
+                format!("{}-{:06}.parquet", self.file_stem, self.next_seq - 1)
+            }
+        };
+        let relative = if partition.is_empty() {
+            name
+        } else {
+            format!("{partition}/{name}")
+        };
+        self.location
+            .object_path(&relative)
+            .map_err(|source| WriteError::ObjectPath {
+                url: self.location.url.clone(),
+                path: relative.clone(),
+                source,
+            })
     }
 
     /// Rows written and not yet durable (open and pending files).
@@ -374,20 +412,27 @@ impl ParquetSink {
         Some(oldest.checked_add(self.max_file_age).unwrap_or(oldest))
     }
 
-    /// Closes every open file into the upload queue: the last row group and footer of
-    /// each are encoded here. [`Self::flush`] does this itself; callers that keep CPU work
-    /// off the async runtime call it first on a blocking thread.
-    pub fn finish_open_files(&mut self) -> Result<(), WriteError> {
+    /// Closes every open file into the upload queue and names it: files of a Kafka split
+    /// with a range in `ranges` are named from it, the others from the stem (see the
+    /// module docs). The last row group and footer of each file are encoded here: CPU
+    /// work, callers on an async runtime run it on a blocking thread. [`Self::flush`]
+    /// closes what is still open itself, naming every file from the stem.
+    pub fn finish_open_files(
+        &mut self,
+        ranges: &BTreeMap<SplitId, PositionRange>,
+    ) -> Result<(), WriteError> {
         self.check_usable()?;
-        for (_, file) in mem::take(&mut self.open) {
+        for ((split, partition), file) in mem::take(&mut self.open) {
             if file.rows == 0 {
                 // Opened by a write that failed before writing to it; nothing to keep.
                 continue;
             }
-            let path = file.object.to_string();
+            let object = self.object_for(&split, &partition, ranges)?;
+            let path = object.to_string();
             match file.writer.into_inner() {
                 Ok(data) => self.pending.push(PendingFile {
-                    object: file.object,
+                    split,
+                    object,
                     data: Bytes::from(data),
                     rows: file.rows,
                     first_row_at: file.first_row_at,
@@ -413,7 +458,7 @@ impl ParquetSink {
     /// Cancel-safe: dropping the future before it finishes loses nothing; the next call
     /// uploads every pending file again, overwriting any that had completed.
     pub async fn flush(&mut self) -> Result<Vec<WrittenFile>, WriteError> {
-        self.finish_open_files()?;
+        self.finish_open_files(&BTreeMap::new())?;
         // Owned inputs (cheap clones) keep the upload futures free of borrows, so the
         // flush future stays `Send`.
         let uploads: Vec<(usize, Path, Bytes)> = self
@@ -475,6 +520,19 @@ impl ParquetSink {
         }
     }
 
+    /// The objects closed files will be uploaded to, per split, in store form (prefix
+    /// included): what a commit intent lists before the upload starts.
+    pub fn pending_objects(&self) -> BTreeMap<SplitId, Vec<String>> {
+        let mut objects: BTreeMap<SplitId, Vec<String>> = BTreeMap::new();
+        for file in &self.pending {
+            objects
+                .entry(file.split.clone())
+                .or_default()
+                .push(file.object.to_string());
+        }
+        objects
+    }
+
     fn check_usable(&self) -> Result<(), WriteError> {
         match &self.broken {
             Some(reason) => Err(WriteError::Broken {
@@ -512,6 +570,11 @@ async fn upload(store: &dyn ObjectStore, object: &Path, data: Bytes) -> object_s
     }
     parts.finish().await?;
     Ok(())
+}
+
+/// How an open (not yet named) file appears in messages.
+fn describe_open_file(split: &SplitId, partition: &str) -> String {
+    format!("open file of split {split} under {partition:?}")
 }
 
 fn check_file_stem(stem: &str) -> Result<(), String> {

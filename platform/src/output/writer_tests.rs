@@ -52,6 +52,12 @@ const EVENTS: &[(&str, &str)] = &[
     ("event_date", "date32"),
 ];
 
+/// The split rows of most tests derive from: not a Kafka partition, so files keep
+/// stem-and-sequence names.
+fn split() -> SplitId {
+    SplitId::new("sample")
+}
+
 fn events_spec(url: &str) -> OutputSpec {
     output_spec(url, EVENTS, &["event_date"], Compression::Zstd)
 }
@@ -116,8 +122,8 @@ async fn round_trip_into_a_local_folder() {
     let location = open_store(&url, &spec.options).unwrap();
     let mut sink = ParquetSink::new(location, &spec, "part-run1").unwrap();
 
-    sink.write(&events(&spec, 0, 6)).unwrap();
-    sink.write(&events(&spec, 6, 4)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 6)).unwrap();
+    sink.write(&split(), &events(&spec, 6, 4)).unwrap();
     assert_eq!(sink.buffered_rows(), 10);
     assert!(sink.buffered_bytes() > 0);
 
@@ -200,7 +206,7 @@ async fn round_trip_in_memory_with_a_prefix_and_other_codecs() {
         let location = open_store(&spec.url, &spec.options).unwrap();
         let store = location.store.clone();
         let mut sink = ParquetSink::new(location, &spec, "part-x").unwrap();
-        sink.write(&events(&spec, 0, 5)).unwrap();
+        sink.write(&split(), &events(&spec, 0, 5)).unwrap();
         let files = sink.flush().await.unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, "lake/clicks/part-x-000000.parquet");
@@ -230,13 +236,17 @@ async fn hostile_partition_values_stay_under_the_prefix() {
     let store = location.store.clone();
     let mut sink = ParquetSink::new(location, &spec, "f").unwrap();
     let text = "{\"id\":1,\"k\":\"../../etc\"}\n{\"id\":2,\"k\":\"/\"}\n{\"id\":3,\"k\":\"50%\"}\n{\"id\":4}\n";
-    sink.write(&decode_rows(&spec.schema, text.as_bytes(), 4).unwrap())
-        .unwrap();
+    sink.write(
+        &split(),
+        &decode_rows(&spec.schema, text.as_bytes(), 4).unwrap(),
+    )
+    .unwrap();
     let files = sink.flush().await.unwrap();
     let listed = list_all(&*store).await;
+    // Files are numbered as they close, in Hive-path order.
     let expected: BTreeSet<String> = [
-        "out/k=..%2F..%2Fetc/f-000000.parquet",
-        "out/k=%2F/f-000001.parquet",
+        "out/k=%2F/f-000000.parquet",
+        "out/k=..%2F..%2Fetc/f-000001.parquet",
         "out/k=50%25/f-000002.parquet",
         "out/k=__HIVE_DEFAULT_PARTITION__/f-000003.parquet",
     ]
@@ -248,6 +258,45 @@ async fn hostile_partition_values_stay_under_the_prefix() {
 }
 
 #[tokio::test]
+async fn kafka_splits_get_files_of_their_own_named_from_their_range() {
+    let spec = events_spec("memory://lake");
+    let location = open_store(&spec.url, &spec.options).unwrap();
+    let store = location.store.clone();
+    let mut sink = ParquetSink::new(location, &spec, "part-run").unwrap();
+    let (p0, p1) = (SplitId::kafka("clicks", 0), SplitId::kafka("clicks", 1));
+    sink.write(&p0, &events(&spec, 0, 4)).unwrap();
+    sink.write(&p1, &events(&spec, 4, 2)).unwrap();
+    sink.write(&split(), &events(&spec, 6, 1)).unwrap();
+    let ranges = BTreeMap::from([(
+        p0.clone(),
+        PositionRange {
+            first: 10,
+            last: 13,
+        },
+    )]);
+    sink.finish_open_files(&ranges).unwrap();
+    let pending = sink.pending_objects();
+    assert_eq!(
+        pending[&p0],
+        vec![
+            "lake/event_date=2024-01-01/clicks-0-00000000000000000010-00000000000000000013.parquet",
+            "lake/event_date=2024-01-02/clicks-0-00000000000000000010-00000000000000000013.parquet",
+        ]
+    );
+    // Without a range, a Kafka split's files are named like any other.
+    assert!(
+        pending[&p1].iter().all(|o| o.contains("/part-run-")),
+        "{pending:?}"
+    );
+    assert_eq!(pending[&split()].len(), 1);
+    let files = sink.flush().await.unwrap();
+    assert_eq!(files.len(), 5, "no file mixes splits");
+    let rows: usize = files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, 7);
+    assert_eq!(list_all(&*store).await.len(), 5);
+}
+
+#[tokio::test]
 async fn flushing_nothing_writes_nothing() {
     let spec = events_spec("memory://");
     let location = open_store(&spec.url, &spec.options).unwrap();
@@ -255,7 +304,7 @@ async fn flushing_nothing_writes_nothing() {
     let mut sink = ParquetSink::new(location, &spec, "part").unwrap();
     assert!(!sink.flush_due(Instant::now() + Duration::from_secs(3600)));
     assert_eq!(sink.flush_deadline(), None);
-    sink.write(&events(&spec, 0, 0)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 0)).unwrap();
     assert_eq!(sink.buffered_rows(), 0);
     assert!(sink.flush().await.unwrap().is_empty());
     assert!(list_all(&*store).await.is_empty());
@@ -269,7 +318,7 @@ async fn size_makes_a_flush_due_and_names_keep_increasing() {
     let location = open_store(&spec.url, &spec.options).unwrap();
     let mut sink = ParquetSink::new(location, &spec, "part").unwrap();
 
-    sink.write(&events(&spec, 0, 10)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 10)).unwrap();
     assert!(
         !sink.flush_due(Instant::now()),
         "{} bytes",
@@ -277,7 +326,7 @@ async fn size_makes_a_flush_due_and_names_keep_increasing() {
     );
     let mut next = 10;
     while !sink.flush_due(Instant::now()) {
-        sink.write(&events(&spec, next, 100)).unwrap();
+        sink.write(&split(), &events(&spec, next, 100)).unwrap();
         next += 100;
         assert!(
             next < 100_000,
@@ -291,7 +340,7 @@ async fn size_makes_a_flush_due_and_names_keep_increasing() {
     assert_eq!(first[0].rows as i64, next);
     assert!(!sink.flush_due(Instant::now()));
 
-    sink.write(&events(&spec, next, 1)).unwrap();
+    sink.write(&split(), &events(&spec, next, 1)).unwrap();
     let second = sink.flush().await.unwrap();
     assert_eq!(second[0].path, "part-000001.parquet");
     assert_eq!(first[0].path, "part-000000.parquet");
@@ -303,7 +352,7 @@ async fn age_makes_a_flush_due() {
     let location = open_store(&spec.url, &spec.options).unwrap();
     let mut sink = ParquetSink::new(location, &spec, "part").unwrap();
     let before = Instant::now();
-    sink.write(&events(&spec, 0, 1)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 1)).unwrap();
     let after = Instant::now();
     let deadline = sink.flush_deadline().unwrap();
     assert!(deadline >= before + spec.max_file_age && deadline <= after + spec.max_file_age);
@@ -311,7 +360,7 @@ async fn age_makes_a_flush_due() {
     assert!(sink.flush_due(deadline));
 
     // A later write does not move the deadline: it follows the oldest row.
-    sink.write(&events(&spec, 1, 1)).unwrap();
+    sink.write(&split(), &events(&spec, 1, 1)).unwrap();
     assert_eq!(sink.flush_deadline(), Some(deadline));
 }
 
@@ -322,13 +371,13 @@ async fn mismatched_batches_are_rejected_without_harm() {
     let mut sink = ParquetSink::new(location, &spec, "part").unwrap();
     let other = output_spec("memory://", &[("x", "int64")], &[], Compression::Zstd);
     let wrong = decode_rows(&other.schema, b"{\"x\":1}\n", 1).unwrap();
-    let error = sink.write(&wrong).unwrap_err();
+    let error = sink.write(&split(), &wrong).unwrap_err();
     assert!(
         matches!(error, WriteError::SchemaMismatch { .. }),
         "{error}"
     );
     assert!(!error.is_retryable());
-    sink.write(&events(&spec, 0, 2)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 2)).unwrap();
     assert_eq!(sink.flush().await.unwrap().len(), 2);
 }
 

@@ -153,8 +153,10 @@ impl Pipeline<'_> {
         output: &FunctionOutput,
         events: &[Event],
     ) -> Result<(), JobError> {
+        // Batches never mix splits, so the first record's split is the batch's.
+        let split = events[0].origin.split();
         let sink = &mut self.sink;
-        tokio::task::block_in_place(|| sink.write(&rows))?;
+        tokio::task::block_in_place(|| sink.write(&split, &rows))?;
         self.stats.rows_out += rows.num_rows() as u64;
         for error in &output.errors {
             if let Some(event) = events.get(error.record) {

@@ -124,7 +124,9 @@ async fn every_event_is_written_then_acknowledged() {
 
     assert_eq!(stats.records_in, 45);
     assert_eq!(stats.rows_out, 45);
-    assert_eq!(stats.batches, 5, "max_records = 10");
+    // One open batch per partition: 23 events of partition 0 and 22 of partition 1 make
+    // 10 + 10 + 3 and 10 + 10 + 2.
+    assert_eq!(stats.batches, 6, "max_records = 10, per partition");
     let files = parquet_files(&dir.path().join("out"));
     assert!(
         files.iter().any(|f| f.contains("/day=2026-01-01/")),
@@ -254,29 +256,33 @@ rm -f \"$0\"
     let message = error.to_string();
     assert!(message.contains("could not start function"), "{message}");
     assert!(
-        message.contains("t/0:5..=9"),
+        message.contains("t/1:0..=9"),
         "names the positions: {message}"
     );
     assert!(
         dead_letters(dir.path()).is_empty(),
         "healthy records are not dead-lettered"
     );
-    // Only the first batch (offsets 0..=4 of each partition) is acknowledged.
+    // Only partition 0's batch (offsets 0..=9, all on day 1) is acknowledged.
     assert_eq!(
         acked_through(&acked.lock().unwrap()),
-        vec![("t/0".to_owned(), 4), ("t/1".to_owned(), 4)]
+        vec![("t/0".to_owned(), 9)]
     );
     assert_eq!(
-        parquet_files(&dir.path().join("out")).len(),
-        2,
-        "first batch written"
+        parquet_files(&dir.path().join("out")),
+        vec![format!(
+            "{}/day=2026-01-01/t-0-00000000000000000000-00000000000000000009.parquet",
+            dir.path().join("out").display()
+        )],
+        "partition 0's batch written, named from its range"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_records_go_to_dead_letters_before_the_ack() {
     let dir = tempfile::tempdir().unwrap();
-    // Rejects the record at index 2 of every batch, passes the others through.
+    // Rejects the record at index 2 of every batch (one batch of 10 per partition:
+    // ids 4 and 5), passes the others through.
     let script = r#"i=0; while IFS= read -r line; do
   if [ "$i" = 2 ]; then echo "{\"\$error\": {\"record\": 2, \"message\": \"bad day\"}}"; else printf '%s\n' "$line"; fi
   i=$((i+1))
@@ -289,7 +295,29 @@ done"#;
 
     assert_eq!(stats.rows_out, 18);
     assert_eq!(stats.record_errors, 2);
-    let letters = dead_letters(dir.path());
+    let dead_dir = dir.path().join("out/_sluice/dead_letters");
+    let mut names: Vec<String> = std::fs::read_dir(&dead_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "t-0-00000000000000000000-00000000000000000009.ndjson",
+            "t-1-00000000000000000000-00000000000000000009.ndjson"
+        ],
+        "one object per range, named from it"
+    );
+    let letters: Vec<serde_json::Value> = std::fs::read_dir(&dead_dir)
+        .unwrap()
+        .flat_map(|entry| {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut ids: Vec<String> = letters
         .iter()
         .map(|l| l["payload"].as_str().unwrap().to_owned())
@@ -298,8 +326,8 @@ done"#;
     assert_eq!(
         ids,
         vec![
-            r#"{"id":12,"day":"2026-01-01"}"#.to_owned(),
-            r#"{"id":2,"day":"2026-01-01"}"#.to_owned()
+            r#"{"id":4,"day":"2026-01-01"}"#.to_owned(),
+            r#"{"id":5,"day":"2026-01-02"}"#.to_owned()
         ]
     );
     assert!(

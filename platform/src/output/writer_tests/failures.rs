@@ -147,7 +147,7 @@ async fn failed_uploads_are_retried_under_the_same_names() {
     let spec = events_spec("memory://out");
     let store = Arc::new(FlakyStore::new(1));
     let mut sink = ParquetSink::new(flaky_location(&store), &spec, "part").unwrap();
-    sink.write(&events(&spec, 0, 10)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 10)).unwrap();
 
     let error = sink.flush().await.unwrap_err();
     assert!(error.is_retryable(), "{error}");
@@ -174,7 +174,7 @@ async fn failed_uploads_are_retried_under_the_same_names() {
     assert!(!after_failure.contains(failed_path.as_ref()));
 
     // Rows written in between go to new files; the pending one keeps its name.
-    sink.write(&events(&spec, 10, 2)).unwrap();
+    sink.write(&split(), &events(&spec, 10, 2)).unwrap();
     let files = sink.flush().await.unwrap();
     assert_eq!(sink.buffered_rows(), 0);
 
@@ -222,7 +222,7 @@ async fn a_flush_that_keeps_failing_keeps_everything_pending() {
     let spec = events_spec("memory://out");
     let store = Arc::new(FlakyStore::new(4));
     let mut sink = ParquetSink::new(flaky_location(&store), &spec, "part").unwrap();
-    sink.write(&events(&spec, 0, 4)).unwrap();
+    sink.write(&split(), &events(&spec, 0, 4)).unwrap();
     assert!(sink.flush().await.is_err());
     assert!(sink.flush().await.is_err());
     assert!(list_all(&*store).await.is_empty());
@@ -267,7 +267,7 @@ async fn large_files_use_a_multipart_upload_that_is_retried() {
         ],
     )
     .unwrap();
-    sink.write(&batch).unwrap();
+    sink.write(&split(), &batch).unwrap();
     assert!(sink.buffered_bytes() > MULTIPART_THRESHOLD);
 
     assert!(sink.flush().await.is_err());

@@ -1,0 +1,710 @@
+//! The commit protocol under crashes, over in-memory doubles: a store that "dies" (hangs
+//! forever, after telling the test) at a chosen write, a Kafka double over a `Vec` of
+//! records with group offsets, and real function subprocesses. A crash is the pipeline's
+//! future being dropped mid-flight — what `kill -9` leaves, since everything not in the
+//! store or the group's offsets is lost.
+//!
+//! Each crash case then recovers and runs to the end, and must leave exactly the objects
+//! of a clean run (same names, same rows, same dead letters), no unfinished markers, and
+//! the group's offsets at the end of every partition.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice_connectors::kafka::PartitionLog;
+use sluice_connectors::{
+    CheckpointDelta, Event, Origin, PositionRange, Source, SourceError, VecSource,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::deadletter::dead_letter_location;
+use crate::output::store::OutputLocation;
+use crate::pipeline::{JobStats, run_pipeline};
+use crate::spec::parse_job;
+
+const TOPIC: &str = "t";
+const PARTITIONS: i32 = 2;
+const PER_PARTITION: i64 = 30;
+
+/// Where a run dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    /// At the `n`th (1-based) write of an object whose name ends with `suffix`.
+    AtWrite { suffix: &'static str, n: usize },
+    /// In the offset commit, before the broker stores the offsets.
+    BeforeOffsetCommit,
+    /// Right after the broker stored the offsets.
+    AfterOffsetCommit,
+}
+
+/// An in-memory store shared by every "process" of a test, which can die at one write.
+#[derive(Debug, Default)]
+struct CrashStore {
+    inner: InMemory,
+    crash: Mutex<Option<(&'static str, usize)>>,
+    died: Arc<Notify>,
+}
+
+impl CrashStore {
+    /// Hangs forever (after telling the test) when this write is the chosen one.
+    async fn maybe_die(&self, location: &Path) {
+        let die = {
+            let mut crash = self.crash.lock().unwrap();
+            match crash.as_mut() {
+                Some((suffix, n)) if location.as_ref().ends_with(*suffix) => {
+                    *n -= 1;
+                    if *n == 0 {
+                        *crash = None;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            }
+        };
+        if die {
+            self.died.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl fmt::Display for CrashStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CrashStore")
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CrashStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.maybe_die(location).await;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.maybe_die(location).await;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The Kafka double: every partition's records and the group's committed offsets.
+#[derive(Debug)]
+struct VecLog {
+    records: BTreeMap<i32, Vec<Event>>,
+    committed: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl VecLog {
+    /// `PER_PARTITION` records per partition; record `o` of partition `p` has id
+    /// `o * PARTITIONS + p` and falls on one of two days.
+    fn new() -> Self {
+        let records = (0..PARTITIONS)
+            .map(|p| {
+                let events = (0..PER_PARTITION)
+                    .map(|o| {
+                        let id = o * i64::from(PARTITIONS) + i64::from(p);
+                        Event::from_payload(
+                            format!(r#"{{"id":{id},"day":"2026-01-0{}"}}"#, 1 + id % 2),
+                            Origin::Kafka {
+                                topic: Arc::from(TOPIC),
+                                partition: p,
+                                offset: o,
+                            },
+                        )
+                    })
+                    .collect();
+                (p, events)
+            })
+            .collect();
+        Self {
+            records,
+            committed: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn committed(&self) -> BTreeMap<i32, i64> {
+        self.committed.lock().unwrap().clone()
+    }
+
+    /// What a group member receives: every partition from its committed offset (or the
+    /// start), interleaved.
+    fn member_events(&self) -> Vec<Event> {
+        let committed = self.committed();
+        let mut queues: Vec<_> = self
+            .records
+            .iter()
+            .map(|(p, events)| {
+                let from = committed.get(p).copied().unwrap_or(0);
+                events
+                    .iter()
+                    .filter(move |e| e.origin.position() >= from)
+                    .cloned()
+                    .collect::<std::collections::VecDeque<_>>()
+            })
+            .collect();
+        let mut events = Vec::new();
+        while queues.iter().any(|q| !q.is_empty()) {
+            for queue in &mut queues {
+                events.extend(queue.pop_front());
+            }
+        }
+        events
+    }
+}
+
+#[async_trait]
+impl PartitionLog for VecLog {
+    async fn read_range(
+        &self,
+        partition: i32,
+        range: PositionRange,
+    ) -> Result<Box<dyn Source>, SourceError> {
+        let events = self.records[&partition]
+            .iter()
+            .filter(|e| (range.first..=range.last).contains(&e.origin.position()))
+            .cloned()
+            .collect();
+        Ok(Box::new(VecSource::new(events, 4)))
+    }
+
+    async fn committed_offsets(
+        &self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, SourceError> {
+        let committed = self.committed();
+        Ok(partitions
+            .iter()
+            .filter_map(|p| committed.get(p).map(|o| (*p, *o)))
+            .collect())
+    }
+
+    async fn commit_offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), SourceError> {
+        self.committed.lock().unwrap().extend(offsets);
+        Ok(())
+    }
+}
+
+/// A group member over the double: acks commit offsets to it, and may die there.
+struct MemberSource {
+    inner: VecSource,
+    log: Arc<VecLog>,
+    crash: Option<Crash>,
+    died: Arc<Notify>,
+}
+
+#[async_trait]
+impl Source for MemberSource {
+    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
+        self.inner.next_events().await
+    }
+
+    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
+        if self.crash == Some(Crash::BeforeOffsetCommit) {
+            self.died.notify_one();
+            std::future::pending::<()>().await;
+        }
+        let offsets: BTreeMap<i32, i64> = delta
+            .iter()
+            .filter_map(|(split, range)| Some((split.as_kafka()?.1, range.last + 1)))
+            .collect();
+        self.log.commit_offsets(&offsets).await?;
+        if self.crash == Some(Crash::AfterOffsetCommit) {
+            self.died.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Rejects records whose id ends in 3 or 4 (so every range has dead letters), passes the
+/// rest.
+const FUNCTION: &str = r#"i=0; while IFS= read -r line; do
+  case "$line" in
+    *'3,"day"'*|*'4,"day"'*) echo "{\"\$error\": {\"record\": $i, \"message\": \"ends in 3 or 4\"}}" ;;
+    *) printf '%s\n' "$line" ;;
+  esac
+  i=$((i+1))
+done"#;
+
+/// One job's world: its folder, output store and Kafka double, outliving every run.
+struct World {
+    _dir: tempfile::TempDir,
+    spec: JobSpec,
+    store: Arc<CrashStore>,
+    log: Arc<VecLog>,
+}
+
+enum Outcome {
+    Finished(JobStats),
+    Died,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fn.sh"), FUNCTION).unwrap();
+        let text = format!(
+            r#"name = "commit-test"
+[trigger.kafka]
+brokers = "127.0.0.1:1"
+topic = "{TOPIC}"
+[function]
+command = ["sh", "fn.sh"]
+[batch]
+max_records = 10
+[output]
+url = "memory://out"
+partition_by = ["day"]
+schema = {{ id = "int64 not null", day = "date32" }}
+"#
+        );
+        let spec = parse_job(&text, &dir.path().join("job.toml"), dir.path(), &|_| None).unwrap();
+        Self {
+            _dir: dir,
+            spec,
+            store: Arc::new(CrashStore::default()),
+            log: Arc::new(VecLog::new()),
+        }
+    }
+
+    fn output(&self) -> OutputLocation {
+        OutputLocation {
+            store: self.store.clone(),
+            prefix: Path::from("out"),
+            url: "memory://out".into(),
+        }
+    }
+
+    fn dead_letters(&self) -> OutputLocation {
+        dead_letter_location(&self.spec, &self.output()).unwrap()
+    }
+
+    /// Runs the job as `sluice run` would after recovery, until the double runs dry or
+    /// the run dies at `crash`.
+    async fn run(&self, crash: Option<Crash>) -> Result<Outcome, crate::pipeline::JobError> {
+        if let Some(Crash::AtWrite { suffix, n }) = crash {
+            *self.store.crash.lock().unwrap() = Some((suffix, n));
+        }
+        let committer = Committer::load(self.output(), self.dead_letters(), Some(TOPIC)).await?;
+        let source = MemberSource {
+            inner: VecSource::new(self.log.member_events(), 7),
+            log: self.log.clone(),
+            crash,
+            died: self.store.died.clone(),
+        };
+        let run = run_pipeline(
+            &self.spec,
+            self.output(),
+            self.dead_letters(),
+            Box::new(source),
+            CancellationToken::new(),
+            committer,
+        );
+        tokio::select! {
+            result = run => result.map(Outcome::Finished),
+            () = self.store.died.notified() => Ok(Outcome::Died),
+        }
+    }
+
+    async fn recover(&self) -> RecoveryReport {
+        recover_with(&self.spec, self.output(), self.dead_letters(), &*self.log)
+            .await
+            .unwrap()
+    }
+
+    /// Every object but the markers: Parquet objects as their sorted ids, dead letters
+    /// as their sorted payloads.
+    async fn objects(&self) -> BTreeMap<String, Vec<String>> {
+        let listed: Vec<_> = self.store.inner.list(None).try_collect().await.unwrap();
+        let mut objects = BTreeMap::new();
+        for meta in listed {
+            let name = meta.location.to_string();
+            if name.starts_with("out/_sluice/kafka/") {
+                continue;
+            }
+            let data = self
+                .store
+                .inner
+                .get(&meta.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let mut rows = if name.ends_with(".parquet") {
+                parquet_ids(data)
+            } else {
+                String::from_utf8(data.to_vec())
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        let letter: serde_json::Value = serde_json::from_str(l).unwrap();
+                        letter["payload"].as_str().unwrap().to_owned()
+                    })
+                    .collect()
+            };
+            rows.sort();
+            objects.insert(name, rows);
+        }
+        objects
+    }
+
+    async fn markers(&self) -> BTreeMap<i32, PartitionMarkers> {
+        MarkerStore::new(self.output()).list(TOPIC).await.unwrap()
+    }
+}
+
+fn parquet_ids(data: Bytes) -> Vec<String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        ids.extend(column.values().iter().map(|id| id.to_string()));
+    }
+    ids
+}
+
+/// The objects and offsets of a run that never crashed.
+async fn clean_run() -> (BTreeMap<String, Vec<String>>, BTreeMap<i32, i64>) {
+    let world = World::new();
+    let Outcome::Finished(stats) = world.run(None).await.unwrap() else {
+        panic!("a run without a crash died");
+    };
+    assert_eq!(
+        stats.records_in,
+        (PER_PARTITION * i64::from(PARTITIONS)) as u64
+    );
+    (world.objects().await, world.log.committed())
+}
+
+fn all_offsets() -> BTreeMap<i32, i64> {
+    (0..PARTITIONS).map(|p| (p, PER_PARTITION)).collect()
+}
+
+/// Crashes at `crash`, recovers, runs to the end; returns the recovery report.
+async fn crash_recover_finish(crash: Crash) -> RecoveryReport {
+    let (clean, clean_offsets) = clean_run().await;
+    assert_eq!(clean_offsets, all_offsets());
+    let world = World::new();
+    assert!(
+        matches!(world.run(Some(crash)).await.unwrap(), Outcome::Died),
+        "{crash:?} was never reached"
+    );
+    let report = world.recover().await;
+    let Outcome::Finished(_) = world.run(None).await.unwrap() else {
+        panic!("the run after recovery died");
+    };
+    assert_eq!(world.objects().await, clean, "after {crash:?}");
+    assert_eq!(world.log.committed(), all_offsets(), "after {crash:?}");
+    for (partition, markers) in world.markers().await {
+        assert_eq!(markers.unfinished(), None, "partition {partition}");
+        assert_eq!(
+            markers.latest_commit(),
+            Some(PositionRange {
+                first: 0,
+                last: PER_PARTITION - 1
+            })
+        );
+    }
+    report
+}
+
+fn whole_partition() -> PositionRange {
+    PositionRange {
+        first: 0,
+        last: PER_PARTITION - 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_run_names_everything_from_its_ranges() {
+    let (objects, offsets) = clean_run().await;
+    assert_eq!(offsets, all_offsets());
+    let names: Vec<&str> = objects.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        vec![
+            "out/_sluice/dead_letters/t-0-00000000000000000000-00000000000000000029.ndjson",
+            "out/_sluice/dead_letters/t-1-00000000000000000000-00000000000000000029.ndjson",
+            "out/day=2026-01-01/t-0-00000000000000000000-00000000000000000029.parquet",
+            "out/day=2026-01-02/t-1-00000000000000000000-00000000000000000029.parquet",
+        ]
+    );
+    let rows: usize = objects.values().map(Vec::len).sum();
+    assert_eq!(rows, 60, "every record once, as a row or a dead letter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_intent_is_redone_with_the_same_names() {
+    let report = crash_recover_finish(Crash::AtWrite {
+        suffix: ".parquet",
+        n: 1,
+    })
+    .await;
+    assert_eq!(
+        report.redone.len(),
+        2,
+        "both ranges were staged: {report:?}"
+    );
+    assert_eq!(report.redone[&0], whole_partition());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_some_uploads_is_redone_and_overwrites() {
+    let report = crash_recover_finish(Crash::AtWrite {
+        suffix: ".parquet",
+        n: 2,
+    })
+    .await;
+    assert_eq!(report.redone.len(), 2, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_two_commit_markers_redoes_only_the_unfinished_partition() {
+    let report = crash_recover_finish(Crash::AtWrite {
+        suffix: ".commit.json",
+        n: 2,
+    })
+    .await;
+    assert_eq!(report.redone.len(), 1, "{report:?}");
+    assert_eq!(report.redone[&1], whole_partition());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_commit_marker_heals_the_group_offsets() {
+    let report = crash_recover_finish(Crash::BeforeOffsetCommit).await;
+    assert!(report.redone.is_empty(), "{report:?}");
+    assert_eq!(report.healed, all_offsets());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_offset_commit_needs_nothing() {
+    let report = crash_recover_finish(Crash::AfterOffsetCommit).await;
+    assert!(report.redone.is_empty(), "{report:?}");
+    assert!(report.healed.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refuses_to_start_over_an_unfinished_range() {
+    let world = World::new();
+    let crash = Crash::AtWrite {
+        suffix: ".parquet",
+        n: 1,
+    };
+    assert!(matches!(
+        world.run(Some(crash)).await.unwrap(),
+        Outcome::Died
+    ));
+    let Err(error) = world.run(None).await else {
+        panic!("a run started over an unfinished range");
+    };
+    assert!(error.to_string().contains("run recovery"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_below_a_commit_marker_are_skipped_when_redelivered() {
+    let (clean, _) = clean_run().await;
+    let world = World::new();
+    assert!(matches!(
+        world.run(Some(Crash::BeforeOffsetCommit)).await.unwrap(),
+        Outcome::Died
+    ));
+    assert!(world.log.committed().is_empty());
+    // No recovery: the member is handed every record again.
+    let Outcome::Finished(stats) = world.run(None).await.unwrap() else {
+        panic!("died");
+    };
+    assert_eq!(stats.skipped_committed, 60);
+    assert_eq!(stats.records_in, 0);
+    assert_eq!(world.objects().await, clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted() {
+    let (clean, _) = clean_run().await;
+    let world = World::new();
+    assert!(matches!(
+        world
+            .run(Some(Crash::AtWrite {
+                suffix: ".commit.json",
+                n: 1
+            }))
+            .await
+            .unwrap(),
+        Outcome::Died
+    ));
+    // As if the interrupted attempt (a function that is not deterministic) had written
+    // one more object for partition 0's range and listed it in its intent.
+    let markers = MarkerStore::new(world.output());
+    let range = whole_partition();
+    let mut intent = markers
+        .get(TOPIC, 0, range, names::MarkerKind::Intent)
+        .await
+        .unwrap()
+        .unwrap();
+    let stray = "out/day=2026-01-09/t-0-00000000000000000000-00000000000000000029.parquet";
+    intent.objects.push(stray.into());
+    let intent_path = Path::from(format!(
+        "out/{}",
+        names::marker_name(TOPIC, 0, range, names::MarkerKind::Intent)
+    ));
+    let stray_path = Path::from(stray);
+    let body = serde_json::to_vec(&intent).unwrap();
+    world
+        .store
+        .inner
+        .put(&intent_path, body.into())
+        .await
+        .unwrap();
+    world
+        .store
+        .inner
+        .put(&stray_path, Bytes::from_static(b"stray").into())
+        .await
+        .unwrap();
+
+    let report = world.recover().await;
+    assert_eq!(report.redone.len(), 2);
+    assert!(
+        world.store.inner.head(&stray_path).await.is_err(),
+        "stray kept"
+    );
+    assert_eq!(world.objects().await, clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_redo_is_recovered_again() {
+    let (clean, _) = clean_run().await;
+    let world = World::new();
+    let at_upload = Crash::AtWrite {
+        suffix: ".parquet",
+        n: 1,
+    };
+    assert!(matches!(
+        world.run(Some(at_upload)).await.unwrap(),
+        Outcome::Died
+    ));
+    // The redo dies at its own commit marker.
+    *world.store.crash.lock().unwrap() = Some((".commit.json", 1));
+    let redo = recover_with(
+        &world.spec,
+        world.output(),
+        world.dead_letters(),
+        &*world.log,
+    );
+    tokio::select! {
+        _ = redo => panic!("the redo was expected to die"),
+        () = world.store.died.notified() => {}
+    }
+    let report = world.recover().await;
+    assert!(!report.redone.is_empty());
+    let Outcome::Finished(_) = world.run(None).await.unwrap() else {
+        panic!("died");
+    };
+    assert_eq!(world.objects().await, clean);
+    assert_eq!(world.log.committed(), all_offsets());
+}
+
+#[tokio::test]
+async fn markers_are_create_only_and_conflicts_are_refused() {
+    let world = World::new();
+    let markers = MarkerStore::new(world.output());
+    let manifest = RangeManifest {
+        topic: TOPIC.into(),
+        partition: 0,
+        first: 0,
+        last: 9,
+        objects: vec!["out/a.parquet".into()],
+        dead_letters: vec![],
+    };
+    markers
+        .put(names::MarkerKind::Intent, &manifest)
+        .await
+        .unwrap();
+    // The same content again is our own retry: fine.
+    markers
+        .put(names::MarkerKind::Intent, &manifest)
+        .await
+        .unwrap();
+    let mut other = manifest.clone();
+    other.objects.push("out/b.parquet".into());
+    let error = markers
+        .put(names::MarkerKind::Intent, &other)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CommitError::Conflict { .. }), "{error}");
+    assert!(!error.is_retryable());
+    let found = markers.list(TOPIC).await.unwrap();
+    assert_eq!(
+        found[&0].unfinished(),
+        Some(PositionRange { first: 0, last: 9 })
+    );
+}
