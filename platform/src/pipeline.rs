@@ -239,71 +239,34 @@ impl Pipeline<'_> {
         // (a) intents: which objects each range is about to write.
         let objects = self.sink.pending_objects();
         let dead_objects = self.dead_letters.planned_objects(&ranges);
-        let mut attempt = 1;
-        let staged = loop {
-            match self.committer.stage(&ranges, &objects, &dead_objects).await {
-                Ok(staged) => break staged,
-                Err(error) if error.is_retryable() && attempt < COMMIT_ATTEMPTS => {
-                    self.wait_before_commit_retry("write commit intents", attempt, &error)
-                        .await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
+        let (job, shutdown) = (&self.spec.name, &self.shutdown);
+        let staged = retry_commit_step(job, shutdown, "write commit intents", async || {
+            self.committer.stage(&ranges, &objects, &dead_objects).await
+        })
+        .await?;
         // (b) the objects.
-        let mut attempt = 1;
-        let files = loop {
-            match self.sink.flush().await {
-                Ok(files) => break files,
-                Err(error) if error.is_retryable() && attempt < COMMIT_ATTEMPTS => {
-                    self.wait_before_commit_retry("upload output", attempt, &error)
-                        .await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
-        let mut attempt = 1;
-        let dead = loop {
-            match self.dead_letters.flush(&ranges).await {
-                Ok(dead) => break dead,
-                Err(error) if attempt < COMMIT_ATTEMPTS => {
-                    self.wait_before_commit_retry("write dead letters", attempt, &error)
-                        .await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
+        let files = retry_commit_step(job, shutdown, "upload output", async || {
+            self.sink.flush().await
+        })
+        .await?;
+        let dead = retry_commit_step(job, shutdown, "write dead letters", async || {
+            self.dead_letters.flush(&ranges).await
+        })
+        .await?;
         // (c) commit markers: the ranges' output is complete.
-        let mut attempt = 1;
-        let committed = loop {
-            match staged.commit(&mut self.committer).await {
-                Ok(committed) => break committed,
-                Err(error) if error.is_retryable() && attempt < COMMIT_ATTEMPTS => {
-                    self.wait_before_commit_retry("write commit markers", attempt, &error)
-                        .await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
+        let committer = &mut self.committer;
+        let committed = retry_commit_step(job, shutdown, "write commit markers", async || {
+            staged.commit(committer).await
+        })
+        .await?;
         // (d) every row and dead letter derived from `pending` is durable: acknowledge it.
         let delta = std::mem::take(&mut self.pending);
-        let mut attempt = 1;
-        while !delta.is_empty() {
-            match self.source.ack(&delta).await {
-                Ok(()) => break,
-                Err(error @ (SourceError::Ack { .. } | SourceError::Unavailable { .. }))
-                    if attempt < COMMIT_ATTEMPTS =>
-                {
-                    self.wait_before_commit_retry("acknowledge positions", attempt, &error)
-                        .await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
+        if !delta.is_empty() {
+            let source = &mut self.source;
+            retry_commit_step(job, shutdown, "acknowledge positions", async || {
+                source.ack(&delta).await
+            })
+            .await?;
         }
         // (e) older markers are no longer needed.
         self.committer.prune(&committed).await;
@@ -318,25 +281,80 @@ impl Pipeline<'_> {
     }
 }
 
-impl Pipeline<'_> {
-    /// Backs off before retrying a step of the commit. Not cut short by shutdown: a
-    /// graceful stop still wants its output committed.
-    async fn wait_before_commit_retry(
-        &self,
-        step: &str,
-        attempt: u32,
-        error: &dyn std::fmt::Display,
-    ) {
-        let backoff = backoff(COMMIT_RETRY_BACKOFF, attempt);
-        warn!(job = %self.spec.name, attempt, max_attempts = COMMIT_ATTEMPTS, %error, backoff_ms = backoff.as_millis() as u64, "could not {step}; retrying");
-        tokio::time::sleep(backoff).await;
+/// An error a commit step may hit: whether trying the same step again can succeed (the
+/// store or broker is unreachable, not the data or the job at fault).
+trait Transient: std::fmt::Display {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for WriteError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
     }
 }
 
-/// Tries per commit step (upload, dead letters, ack) before the job stops: with the
-/// backoff below, about 15 s of outage is ridden out.
-const COMMIT_ATTEMPTS: u32 = 5;
+impl Transient for CommitError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
+impl Transient for DeadLetterError {
+    fn is_transient(&self) -> bool {
+        true
+    }
+}
+
+impl Transient for SourceError {
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Ack { .. } | SourceError::Unavailable { .. }
+        )
+    }
+}
+
+/// Runs one step of the commit until it succeeds. A transient failure (the store or the
+/// broker unreachable) is retried with backoff for as long as the job runs — nothing is
+/// acknowledged meanwhile, so an outage only delays output — and, once shutdown was
+/// requested, [`SHUTDOWN_COMMIT_ATTEMPTS`] more times before the job gives up (what was
+/// not committed is redelivered on the next start). Any other failure stops the job.
+async fn retry_commit_step<T, E: Transient>(
+    job: &str,
+    shutdown: &CancellationToken,
+    step: &str,
+    mut run: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut attempt = 1;
+    let mut after_shutdown = 0;
+    loop {
+        let error = match run().await {
+            Ok(done) => {
+                if attempt > 1 {
+                    info!(job, attempts = attempt, "{step}: succeeded after an outage");
+                }
+                return Ok(done);
+            }
+            Err(error) => error,
+        };
+        if shutdown.is_cancelled() {
+            after_shutdown += 1;
+        }
+        if !error.is_transient() || after_shutdown > SHUTDOWN_COMMIT_ATTEMPTS {
+            return Err(error);
+        }
+        let backoff = backoff(COMMIT_RETRY_BACKOFF, attempt).min(COMMIT_RETRY_CAP);
+        warn!(job, attempt, %error, backoff_ms = backoff.as_millis() as u64, "could not {step}; degraded, retrying (nothing is acknowledged meanwhile)");
+        tokio::time::sleep(backoff).await;
+        attempt += 1;
+    }
+}
+
+/// Backoff between tries of a commit step: from 1 s, doubling, at most 10 s.
 const COMMIT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+const COMMIT_RETRY_CAP: Duration = Duration::from_secs(10);
+/// Tries of a commit step left once shutdown was requested.
+const SHUTDOWN_COMMIT_ATTEMPTS: u32 = 3;
 
 /// `base * 2^(attempt-1)`, capped at 60 s, with ±25 % jitter so retries of many jobs
 /// don't align.
