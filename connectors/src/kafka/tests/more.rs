@@ -252,8 +252,8 @@ async fn drain(source: &mut Box<dyn Source>) -> Vec<Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_is_read_again_exactly_and_ends() {
-    use crate::kafka::{KafkaPartitionLog, PartitionLog};
     use crate::checkpoint::PositionRange;
+    use crate::kafka::{KafkaPartitionLog, PartitionLog};
 
     let cluster = Cluster::new("range");
     cluster.produce(0, 20).await;
