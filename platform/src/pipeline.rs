@@ -301,7 +301,7 @@ impl Transient for CommitError {
 
 impl Transient for DeadLetterError {
     fn is_transient(&self) -> bool {
-        true
+        matches!(self, DeadLetterError::Write { .. })
     }
 }
 
