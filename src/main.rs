@@ -64,8 +64,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     // Before any function runs: keep the platform's environment and memory out of their
-    // reach (see docs/function-protocol.md, "Environment").
-    if let Err(error) = sluice_platform::function::harden_platform_process() {
+    // reach (see docs/function-protocol.md, "Environment"). Commands that run no function
+    // skip the host checks this involves.
+    let runs_functions = matches!(
+        cli.command,
+        Command::Run { .. } | Command::Invoke { .. } | Command::Dlq { .. }
+    );
+    if runs_functions && let Err(error) = sluice_platform::function::harden_platform_process() {
         tracing::warn!(%error, "could not harden the platform process; functions may read its environment");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -60,14 +60,6 @@ async fn post(address: &str, body: &str) -> u16 {
     response[9..12].parse().unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Objects the cursor lists as done.
 async fn done_objects(env: &Env, lake: &str) -> usize {
     let store = s3(env);

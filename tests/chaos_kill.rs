@@ -136,27 +136,9 @@ fn unfinished(markers: &Markers) -> Vec<i32> {
 
 /// Every Parquet object under the job's output (markers and dead letters aside), with
 /// the event ids it holds.
-async fn parquet_objects(env: &Env, job: &JobDir) -> BTreeMap<String, Vec<String>> {
-    let store = s3(env);
-    let objects: Vec<_> = store
-        .list(Some(&ObjectPath::from(job.prefix.as_str())))
-        .try_collect()
-        .await
-        .unwrap();
+async fn ids_per_object(env: &Env, job: &JobDir) -> BTreeMap<String, Vec<String>> {
     let mut found = BTreeMap::new();
-    for object in objects {
-        let key = object.location.to_string();
-        if key.contains("/_sluice/") {
-            continue;
-        }
-        assert!(key.ends_with(".parquet"), "unexpected object {key}");
-        let bytes = store
-            .get(&object.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+    for (key, bytes) in common::parquet_objects(env, &job.prefix).await {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
@@ -268,7 +250,7 @@ async fn sigkill_at_random_moments_still_writes_every_record_exactly_once() {
     );
 
     // Every record exactly once.
-    let objects = parquet_objects(&env, &job).await;
+    let objects = ids_per_object(&env, &job).await;
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for ids in objects.values() {
         for id in ids {

@@ -211,26 +211,8 @@ pub struct OutputRow {
 
 /// Every row of every Parquet object under `prefix` (skipping `_sluice/`).
 pub async fn read_rows(env: &Env, prefix: &str) -> Vec<OutputRow> {
-    let store = s3(env);
-    let objects: Vec<_> = store
-        .list(Some(&ObjectPath::from(prefix)))
-        .try_collect()
-        .await
-        .expect("list output");
     let mut rows = Vec::new();
-    for object in objects {
-        let key = object.location.to_string();
-        if key.contains("/_sluice/") {
-            continue;
-        }
-        assert!(key.ends_with(".parquet"), "unexpected object {key}");
-        let bytes = store
-            .get(&object.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+    for (key, bytes) in parquet_objects(env, prefix).await {
         rows.extend(rows_of_parquet(&key, bytes));
     }
     rows
@@ -497,6 +479,42 @@ impl Drop for Sluice {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every object under `prefix` except `_sluice/` bookkeeping, all `.parquet`, with bytes.
+pub async fn parquet_objects(env: &Env, prefix: &str) -> Vec<(String, bytes::Bytes)> {
+    let store = s3(env);
+    let objects: Vec<_> = store
+        .list(Some(&ObjectPath::from(prefix)))
+        .try_collect()
+        .await
+        .expect("list output");
+    let mut found = Vec::new();
+    for object in objects {
+        let key = object.location.to_string();
+        if key.contains("/_sluice/") {
+            continue;
+        }
+        assert!(key.ends_with(".parquet"), "unexpected object {key}");
+        let bytes = store
+            .get(&object.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        found.push((key, bytes));
+    }
+    found
 }
 
 /// Polls `check` every 100 ms until it returns true; panics with `what` after `timeout`.
