@@ -29,12 +29,21 @@ enum Command {
     /// Run one job in the foreground until SIGINT/SIGTERM (graceful: the open batch is
     /// finished, flushed and committed before exit).
     Run {
-        /// The job folder (holds job.toml and the function's files).
-        job_dir: PathBuf,
+        /// The job folder (holds job.toml and the function's files); several folders run
+        /// side by side in one process, sharing the node's instance slots fairly.
+        #[arg(required = true)]
+        job_dirs: Vec<PathBuf>,
         /// Process what is there, then stop (bucket triggers: once a listing finds
         /// nothing new). Broker triggers ignore it.
         #[arg(long)]
         once: bool,
+        /// Serve the jobs' status as JSON on /status and Prometheus metrics on /metrics,
+        /// e.g. 127.0.0.1:9090.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// Most function instances across all jobs of this process (default: 4 per core).
+        #[arg(long, value_name = "N")]
+        node_instances: Option<usize>,
     },
     /// Run sample events through the job's function and print the rows that would be
     /// written, without any broker or store.
@@ -86,7 +95,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { job_dir, once } => run::run(&job_dir, once).await,
+            Command::Run {
+                job_dirs,
+                once,
+                http,
+                node_instances,
+            } => {
+                let options = run::RunOptions {
+                    once,
+                    http,
+                    node_instances,
+                };
+                run::run(&job_dirs, options).await
+            }
             Command::Head { file, rows } => head::head(&file, rows),
             Command::Invoke { job_dir, input } => invoke::invoke(&job_dir, input.as_deref()).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),

@@ -1,54 +1,126 @@
-//! `sluice run JOB_DIR`: one job in the foreground.
+//! `sluice run JOB_DIR...`: jobs in the foreground, no daemon.
 //!
-//! Before the trigger connects, recovery finishes any range a crash left unfinished and
-//! moves the group's offsets up to the committed output (exactly-once Kafka output).
+//! Before a job's trigger connects, recovery finishes any range a crash left unfinished
+//! and moves the group's offsets up to the committed output (exactly-once Kafka output).
+//! Several job folders run side by side, sharing the node's instance slots fairly
+//! (`--node-instances`); `--http ADDR` serves their status on `/status` and `/metrics`.
 //!
-//! SIGINT or SIGTERM starts a graceful stop (stop intake, finish the open batch, flush,
+//! SIGINT or SIGTERM starts a graceful stop (stop intake, finish the open batches, flush,
 //! commit, exit 0); a second signal exits at once without committing (nothing is lost:
 //! uncommitted positions are redelivered on the next start).
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use sluice_platform::commit::recover;
-use sluice_platform::pipeline::run_job;
-use sluice_platform::spec::load_job;
+use sluice_platform::pipeline::{JobRuntime, run_job_with};
+use sluice_platform::pool::node::NodeCapacity;
+use sluice_platform::spec::{JobSpec, load_job};
+use sluice_platform::status::{JobState, StatusBoard, http};
 use sluice_platform::trigger::{ConnectOptions, connect_source_with};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-pub async fn run(job_dir: &Path, once: bool) -> anyhow::Result<ExitCode> {
-    let spec = match load_job(job_dir) {
-        Ok(spec) => spec,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
+/// The command line's options for `run`.
+pub struct RunOptions {
+    pub once: bool,
+    pub http: Option<SocketAddr>,
+    pub node_instances: Option<usize>,
+}
+
+pub async fn run(job_dirs: &[PathBuf], options: RunOptions) -> anyhow::Result<ExitCode> {
+    let mut specs = Vec::new();
+    for dir in job_dirs {
+        match load_job(dir) {
+            Ok(spec) => specs.push(spec),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
         }
-    };
+    }
+    if let Some(duplicate) = duplicate_name(&specs) {
+        anyhow::bail!("two job folders name the same job {duplicate:?}; job names must be unique");
+    }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.output.url, "starting job");
-    let recovered = recover(&spec)
-        .await
-        .with_context(|| format!("job {}: recovering unfinished output", spec.name))?;
-    if !recovered.redone.is_empty() {
-        info!(job = %spec.name, ranges = ?recovered.redone, "finished ranges an earlier run left unfinished");
+    let node = NodeCapacity::global(options.node_instances);
+    let board = StatusBoard::new();
+    let http_stop = CancellationToken::new();
+    if let Some(addr) = options.http {
+        let bound = http::serve(Arc::clone(&board), addr, http_stop.clone())
+            .await
+            .with_context(|| format!("serving the status endpoint on {addr}"))?;
+        info!(addr = %bound, "status on /status and /metrics");
     }
-    let source = connect_source_with(
-        &spec,
-        ConnectOptions {
-            stop_when_idle: once,
-        },
-    )
-    .await
-    .with_context(|| format!("job {}: connecting the trigger", spec.name))?;
-    let stats = run_job(&spec, source, shutdown)
+    let jobs = specs.iter().map(|spec| {
+        let runtime = JobRuntime {
+            node: Arc::clone(&node),
+            status: board.job(&spec.name),
+        };
+        run_one(spec, options.once, shutdown.clone(), runtime)
+    });
+    let results = futures::future::join_all(jobs).await;
+    http_stop.cancel();
+    let mut failed = 0;
+    for (spec, result) in specs.iter().zip(results) {
+        if let Err(error) = result {
+            failed += 1;
+            if specs.len() == 1 {
+                return Err(error);
+            }
+            error!(job = %spec.name, "{error:#}");
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_one(
+    spec: &JobSpec,
+    once: bool,
+    shutdown: CancellationToken,
+    runtime: JobRuntime,
+) -> anyhow::Result<()> {
+    let status = runtime.status.clone();
+    info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.output.url, "starting job");
+    let started = async {
+        let recovered = recover(spec)
+            .await
+            .with_context(|| format!("job {}: recovering unfinished output", spec.name))?;
+        if !recovered.redone.is_empty() {
+            info!(job = %spec.name, ranges = ?recovered.redone, "finished ranges an earlier run left unfinished");
+        }
+        connect_source_with(spec, ConnectOptions { stop_when_idle: once })
+            .await
+            .with_context(|| format!("job {}: connecting the trigger", spec.name))
+    }
+    .await;
+    let source = match started {
+        Ok(source) => source,
+        Err(error) => {
+            status.set_state(JobState::Failed, Some(format!("{error:#}")));
+            return Err(error);
+        }
+    };
+    let stats = run_job_with(spec, source, shutdown, runtime)
         .await
         .with_context(|| format!("job {}", spec.name))?;
     info!(job = %spec.name, records = stats.records_in, rows = stats.rows_out, files = stats.files, "done");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+fn duplicate_name(specs: &[JobSpec]) -> Option<&str> {
+    let mut names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -64,7 +136,7 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
             }
             signals += 1;
             if signals == 1 {
-                info!("stopping: finishing the open batch, then flushing and committing");
+                info!("stopping: finishing the open batches, then flushing and committing");
                 shutdown.cancel();
             } else {
                 warn!(

@@ -8,5 +8,7 @@ pub mod function;
 pub mod invoke;
 pub mod output;
 pub mod pipeline;
+pub mod pool;
 pub mod spec;
+pub mod status;
 pub mod trigger;

@@ -1,10 +1,14 @@
-//! One job's data path: source → batcher → function → Parquet → commit → ack.
+//! One job's data path: source → batcher → dispatcher → function instances → Parquet →
+//! commit → ack.
 //!
 //! Invariant (the promise users rely on): a source position is acknowledged only after
 //! every output row derived from it is in a completed object, and every record the
-//! function rejected with `$error` is in the dead-letter destination. Batches that fail
-//! are retried with backoff; a batch that keeps failing stops the job with nothing of it
-//! acknowledged (bisection and dead-lettering of poison batches come later).
+//! function rejected with `$error` (or that kept failing it) is in the dead-letter
+//! destination. Batches run concurrently on a pool of instances (`crate::pool`), as many
+//! as the autoscaler wants and `scaling.ordering` allows; a finished batch is applied
+//! (rows to the sink, dead letters, positions to the pending checkpoint) only after every
+//! earlier batch of its split (`dispatch`), so commits per split stay in input order even
+//! when batches finish out of order.
 //!
 //! Kafka records get exactly-once output: each commit writes, per partition, the range
 //! of offsets it covers through the protocol of [`crate::commit`] (intent marker →
@@ -14,20 +18,26 @@
 //!
 //! ```text
 //! loop {
-//!     events   = source.next_events()        // or the batch window / file age expires
+//!     events  = source.next_events()            // while less than QUEUE_BYTES waits in batches
 //!     events.retain(not already committed)
-//!     batches  = batcher.push(events)         // one open batch per split
-//!     output   = function.invoke(batch)       // retried with backoff
-//!     sink.write(split, decode(output.rows)); pending.extend(batch.checkpoint)
+//!     dispatcher.enqueue(batcher.push(events))  // one open batch per split
+//!     while a batch may start and pool.lease() gives an instance:
+//!         spawn run_batch(batch, instance)      // retries, bisection: batch_runner.rs
+//!     finished batch → pool.release(instance); apply the outcomes now in split order
+//!     every 500 ms: autoscaler (backlog, throughput) → desired; stop idle instances
 //!     if sink.flush_due() { intents; sink.flush(); dead_letters.flush(); commit markers;
 //!                           source.ack(pending); prune markers }
 //! }
-//! shutdown: stop intake → cut and run the open batches → commit → stop the function
+//! shutdown: stop intake → cut the open batches → run and apply them all → commit → stop
+//! the instances
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Source, SourceError};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -37,7 +47,12 @@ use crate::deadletter::{DeadLetterError, DeadLetterSink, dead_letter_location};
 use crate::function::FunctionRunner;
 use crate::output::store::{OutputLocation, StoreError, open_store};
 use crate::output::writer::{ParquetSink, WriteError};
+use crate::pool::InstancePool;
+use crate::pool::node::NodeCapacity;
 use crate::spec::JobSpec;
+use crate::status::{JobState, JobStatusHandle};
+use batch_runner::{BatchContext, BatchOutcome};
+use dispatch::{Dispatcher, Ticket};
 
 /// Why a job stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +78,13 @@ pub enum JobError {
         attempts: u32,
         last_error: String,
     },
+    /// A bug in Sluice: a batch task panicked or was lost.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Counters for one run, logged at the end and returned to the caller.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct JobStats {
     pub records_in: u64,
     pub rows_out: u64,
@@ -77,10 +95,26 @@ pub struct JobStats {
     pub bisections: u64,
     /// Records and rows sent to the dead-letter destination.
     pub dead_letters: u64,
+    /// Records older than `function.max_record_age` (dead-lettered, not run).
+    pub expired: u64,
     pub files: u64,
     pub commits: u64,
     /// Kafka records skipped because a commit marker already covers them.
     pub skipped_committed: u64,
+}
+
+impl JobStats {
+    /// Adds the counters of one batch.
+    fn add_batch(&mut self, batch: &JobStats) {
+        self.records_in += batch.records_in;
+        self.rows_out += batch.rows_out;
+        self.record_errors += batch.record_errors;
+        self.batches += batch.batches;
+        self.retries += batch.retries;
+        self.bisections += batch.bisections;
+        self.dead_letters += batch.dead_letters;
+        self.expired += batch.expired;
+    }
 }
 
 /// Unique per process start, so two runs of a job never write the same object name.
@@ -89,6 +123,24 @@ pub fn run_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     format!("{millis:x}-{:x}", std::process::id())
+}
+
+/// What a job shares with the rest of the process: the node's instance slots and the
+/// board its status is published on.
+#[derive(Debug, Clone)]
+pub struct JobRuntime {
+    pub node: Arc<NodeCapacity>,
+    pub status: JobStatusHandle,
+}
+
+impl JobRuntime {
+    /// The process-wide node capacity and a status nobody serves.
+    pub fn for_job(spec: &JobSpec) -> Self {
+        Self {
+            node: NodeCapacity::global(None),
+            status: JobStatusHandle::detached(&spec.name),
+        }
+    }
 }
 
 /// Runs `spec` over `source` until `shutdown` is cancelled (graceful: the open batches
@@ -102,11 +154,38 @@ pub async fn run_job(
     source: Box<dyn Source>,
     shutdown: CancellationToken,
 ) -> Result<JobStats, JobError> {
-    let location = open_store(&spec.output.url, &spec.output.options)?;
-    let dead_location = dead_letter_location(spec, &location)?;
-    let committer =
-        Committer::load(location.clone(), dead_location.clone(), kafka_topic(spec)).await?;
-    run_pipeline(spec, location, dead_location, source, shutdown, committer).await
+    run_job_with(spec, source, shutdown, JobRuntime::for_job(spec)).await
+}
+
+/// [`run_job`] sharing a node capacity and publishing status through `runtime`.
+pub async fn run_job_with(
+    spec: &JobSpec,
+    source: Box<dyn Source>,
+    shutdown: CancellationToken,
+    runtime: JobRuntime,
+) -> Result<JobStats, JobError> {
+    let status = runtime.status.clone();
+    let result = async {
+        let location = open_store(&spec.output.url, &spec.output.options)?;
+        let dead_location = dead_letter_location(spec, &location)?;
+        let committer =
+            Committer::load(location.clone(), dead_location.clone(), kafka_topic(spec)).await?;
+        run_pipeline_with(
+            spec,
+            location,
+            dead_location,
+            source,
+            shutdown,
+            committer,
+            runtime,
+        )
+        .await
+    }
+    .await;
+    if let Err(error) = &result {
+        status.set_state(JobState::Failed, Some(error.to_string()));
+    }
+    result
 }
 
 /// [`run_job`] with its output locations and committer given: a normal run, or (with a
@@ -119,37 +198,107 @@ pub(crate) async fn run_pipeline(
     shutdown: CancellationToken,
     committer: Committer,
 ) -> Result<JobStats, JobError> {
+    let runtime = JobRuntime::for_job(spec);
+    run_pipeline_with(
+        spec,
+        location,
+        dead_location,
+        source,
+        shutdown,
+        committer,
+        runtime,
+    )
+    .await
+}
+
+async fn run_pipeline_with(
+    spec: &JobSpec,
+    location: OutputLocation,
+    dead_location: OutputLocation,
+    source: Box<dyn Source>,
+    shutdown: CancellationToken,
+    committer: Committer,
+    runtime: JobRuntime,
+) -> Result<JobStats, JobError> {
     let run_id = run_id();
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
     let dead_letters = DeadLetterSink::new(dead_location, &run_id);
+    let template = FunctionRunner::new(&spec.name, &spec.dir, &spec.function);
+    let pool = InstancePool::new(
+        &spec.name,
+        template,
+        spec.function.mode,
+        spec.scaling,
+        runtime.node,
+    );
     let mut pipeline = Pipeline {
         spec,
+        context: BatchContext {
+            spec: Arc::new(spec.clone()),
+            shutdown: shutdown.clone(),
+        },
         source,
         batcher: Batcher::new(&spec.batch),
-        function: FunctionRunner::new(&spec.name, &spec.dir, &spec.function),
+        dispatch: Dispatcher::new(spec.scaling.ordering),
+        pool,
+        running: JoinSet::new(),
         sink,
         dead_letters,
         committer,
         pending: CheckpointDelta::new(),
         stats: JobStats::default(),
         shutdown,
+        status: runtime.status,
+        failure: None,
+        intake_stopped: false,
     };
+    pipeline.status.set_state(JobState::Running, None);
     let result = pipeline.run().await;
-    pipeline.function.shutdown().await;
+    pipeline.pool.shutdown().await;
     pipeline.source.close().await;
+    pipeline.publish_status();
     let stats = pipeline.stats;
     match &result {
-        Ok(()) => info!(job = %spec.name, ?stats, "job stopped"),
-        Err(error) => warn!(job = %spec.name, ?stats, %error, "job failed"),
+        Ok(()) => {
+            info!(job = %spec.name, ?stats, "job stopped");
+            pipeline.status.set_state(JobState::Stopped, None);
+        }
+        Err(error) => {
+            warn!(job = %spec.name, ?stats, %error, "job failed");
+            pipeline
+                .status
+                .set_state(JobState::Failed, Some(error.to_string()));
+        }
     }
     result.map(|()| stats)
 }
 
+/// How often the autoscaler and the idle-instance reaper run.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
+/// Intake pauses once this many payload bytes wait in batches for an instance. A broker
+/// hands over one partition's backlog in chunks, so the queue must hold more than one
+/// chunk of one partition for the next partition's batches to reach free instances.
+const QUEUE_BYTES: usize = 32 << 20;
+/// Batches that may always wait, however large, and the most that may wait at all.
+const QUEUE_BATCHES_MIN: usize = 4;
+const QUEUE_BATCHES_MAX: usize = 4096;
+
+/// A batch task's result: its ticket, its runner back (none if the task panicked), and
+/// what the batch produced.
+type Finished = (
+    Ticket,
+    Option<FunctionRunner>,
+    Result<BatchOutcome, JobError>,
+);
+
 struct Pipeline<'a> {
     spec: &'a JobSpec,
+    context: BatchContext,
     source: Box<dyn Source>,
     batcher: Batcher,
-    function: FunctionRunner,
+    dispatch: Dispatcher<BatchOutcome>,
+    pool: InstancePool,
+    running: JoinSet<Finished>,
     sink: ParquetSink,
     dead_letters: DeadLetterSink,
     committer: Committer,
@@ -157,27 +306,41 @@ struct Pipeline<'a> {
     pending: CheckpointDelta,
     stats: JobStats,
     shutdown: CancellationToken,
+    status: JobStatusHandle,
+    /// The first batch failure: no batch starts after it; the job stops once the running
+    /// ones are finished and what was applied is committed.
+    failure: Option<JobError>,
+    /// Set when intake failed: queued batches are not started.
+    intake_stopped: bool,
 }
 
 impl Pipeline<'_> {
     async fn run(&mut self) -> Result<(), JobError> {
         let intake = self.intake().await;
-        // Whatever happened to intake, what was already processed is committed, so a
-        // failed batch never holds back the output before it.
-        let open = self.batcher.cut();
-        let drained = match intake {
-            Ok(()) => self.process_all(open).await,
-            intake => intake,
-        };
+        match &intake {
+            Ok(()) if self.failure.is_none() => {
+                let open = self.batcher.cut();
+                self.enqueue(open);
+            }
+            _ => self.intake_stopped = true,
+        }
+        // Whatever happened, what was already processed is committed, so a failed batch
+        // never holds back the output before it.
+        let drained = self.drain().await;
         let committed = self.commit().await;
-        drained.and(committed)
+        let failure = self.failure.take().map_or(Ok(()), Err);
+        intake.and(drained).and(failure).and(committed)
     }
 
-    async fn process_all(&mut self, batches: Vec<Batch>) -> Result<(), JobError> {
-        for batch in batches {
-            self.process(batch).await?;
+    /// Starts what may start and waits until no batch is queued or running.
+    async fn drain(&mut self) -> Result<(), JobError> {
+        loop {
+            self.start_batches();
+            let Some(done) = self.running.join_next().await else {
+                return Ok(());
+            };
+            self.finished(done)?;
         }
-        Ok(())
     }
 
     /// Drops events a commit marker already covers (see [`Committer::already_committed`]).
@@ -192,31 +355,50 @@ impl Pipeline<'_> {
         events
     }
 
-    /// Consumes until shutdown or the end of a finite source.
+    fn enqueue(&mut self, batches: Vec<Batch>) {
+        for batch in batches {
+            self.dispatch.enqueue(batch);
+        }
+    }
+
+    /// Consumes until shutdown, the end of a finite source, or a batch failure.
     async fn intake(&mut self) -> Result<(), JobError> {
+        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.failure.is_some() {
+                return Ok(());
+            }
             let batch_deadline = self.batcher.deadline();
             let flush_deadline = self.sink.flush_deadline();
+            let queued = self.dispatch.queued_batches();
+            let room = queued < QUEUE_BATCHES_MIN
+                || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < QUEUE_BYTES);
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
-                    info!(job = %self.spec.name, "shutdown requested: finishing the open batch");
+                    info!(job = %self.spec.name, "shutdown requested: finishing the open batches");
                     return Ok(());
+                }
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
+                    self.finished(done)?;
                 }
                 () = sleep_until(batch_deadline) => {
                     let due = self.batcher.cut_if_due(Instant::now());
-                    self.process_all(due).await?;
+                    self.enqueue(due);
                 }
                 () = sleep_until(flush_deadline) => {}
-                events = self.source.next_events() => match events? {
+                _ = maintenance.tick() => self.maintain(),
+                events = self.source.next_events(), if room => match events? {
                     Some(events) => {
                         let events = self.skip_committed(events);
                         let full = self.batcher.push(events, Instant::now())?;
-                        self.process_all(full).await?;
+                        self.enqueue(full);
                     }
                     None => return Ok(()),
                 },
             }
+            self.start_batches();
             // A redo commits its whole range at once, with the range's own boundaries.
             if self.sink.flush_due(Instant::now()) && !self.committer.redoing() {
                 self.commit().await?;
@@ -240,30 +422,32 @@ impl Pipeline<'_> {
         let objects = self.sink.pending_objects();
         let dead_objects = self.dead_letters.planned_objects(&ranges);
         let (job, shutdown) = (&self.spec.name, &self.shutdown);
-        let staged = retry_commit_step(job, shutdown, "write commit intents", async || {
+        let status = &self.status;
+        let staged = retry_commit_step(job, shutdown, status, "write commit intents", async || {
             self.committer.stage(&ranges, &objects, &dead_objects).await
         })
         .await?;
         // (b) the objects.
-        let files = retry_commit_step(job, shutdown, "upload output", async || {
+        let files = retry_commit_step(job, shutdown, status, "upload output", async || {
             self.sink.flush().await
         })
         .await?;
-        let dead = retry_commit_step(job, shutdown, "write dead letters", async || {
+        let dead = retry_commit_step(job, shutdown, status, "write dead letters", async || {
             self.dead_letters.flush(&ranges).await
         })
         .await?;
         // (c) commit markers: the ranges' output is complete.
         let committer = &mut self.committer;
-        let committed = retry_commit_step(job, shutdown, "write commit markers", async || {
-            staged.commit(committer).await
-        })
-        .await?;
+        let committed =
+            retry_commit_step(job, shutdown, status, "write commit markers", async || {
+                staged.commit(committer).await
+            })
+            .await?;
         // (d) every row and dead letter derived from `pending` is durable: acknowledge it.
         let delta = std::mem::take(&mut self.pending);
         if !delta.is_empty() {
             let source = &mut self.source;
-            retry_commit_step(job, shutdown, "acknowledge positions", async || {
+            retry_commit_step(job, shutdown, status, "acknowledge positions", async || {
                 source.ack(&delta).await
             })
             .await?;
@@ -322,6 +506,7 @@ impl Transient for SourceError {
 async fn retry_commit_step<T, E: Transient>(
     job: &str,
     shutdown: &CancellationToken,
+    status: &JobStatusHandle,
     step: &str,
     mut run: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E> {
@@ -332,6 +517,7 @@ async fn retry_commit_step<T, E: Transient>(
             Ok(done) => {
                 if attempt > 1 {
                     info!(job, attempts = attempt, "{step}: succeeded after an outage");
+                    status.set_state(JobState::Running, None);
                 }
                 return Ok(done);
             }
@@ -344,6 +530,10 @@ async fn retry_commit_step<T, E: Transient>(
             return Err(error);
         }
         let backoff = backoff(COMMIT_RETRY_BACKOFF, attempt).min(COMMIT_RETRY_CAP);
+        status.set_state(
+            JobState::Degraded,
+            Some(format!("could not {step}: {error}")),
+        );
         warn!(job, attempt, %error, backoff_ms = backoff.as_millis() as u64, "could not {step}; degraded, retrying (nothing is acknowledged meanwhile)");
         tokio::time::sleep(backoff).await;
         attempt += 1;
@@ -376,6 +566,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 mod batch_runner;
+mod dispatch;
+mod scheduling;
 
 #[cfg(test)]
 mod tests;

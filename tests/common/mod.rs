@@ -10,6 +10,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod amqp;
+pub mod sleepy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -159,11 +160,31 @@ pub async fn produce(env: &Env, topic: &str, payloads: &[(String, String)]) -> B
 
 /// The group's committed offsets for partitions `0..partitions` (missing = not committed).
 pub fn committed(env: &Env, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
+    CommittedProbe::new(env, group).committed(topic, partitions)
+}
+
+/// Reads a group's committed offsets over one connection, for tests that poll them often.
+pub struct CommittedProbe {
+    consumer: BaseConsumer,
+}
+
+impl CommittedProbe {
+    pub fn new(env: &Env, group: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &env.brokers)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        CommittedProbe { consumer }
+    }
+
+    /// Committed offsets for partitions `0..partitions` (missing = not committed).
+    pub fn committed(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        committed_offsets(&self.consumer, topic, partitions)
+    }
+}
+
+fn committed_offsets(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -419,10 +440,16 @@ pub struct Sluice {
 
 impl Sluice {
     pub fn run(env: &Env, job: &JobDir, tag: &str) -> Sluice {
+        Sluice::run_with(env, job, tag, &[])
+    }
+
+    /// `sluice run JOB_DIR ARGS...`.
+    pub fn run_with(env: &Env, job: &JobDir, tag: &str, args: &[&str]) -> Sluice {
         let log = job.path().join(format!("sluice-{tag}.log"));
         let child = Command::new(sluice_binary())
             .arg("run")
             .arg(job.path())
+            .args(args)
             .env("SLUICE_LOG", "info")
             .env("AWS_ACCESS_KEY_ID", &env.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
@@ -527,6 +554,43 @@ pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `GET path` on 127.0.0.1:`port` (Sluice's status endpoint); the body, or `None` while
+/// nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_owned())
+}
+
+/// Processes whose command line contains `needle` (the process table, as `ps` sees it).
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        });
+        if cmdline.contains(needle) && !zombie {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// Waits until the group has committed `ends` on every partition, while sluice runs.

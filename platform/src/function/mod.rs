@@ -37,6 +37,7 @@ mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use encode::{EncodedBatch, encode_batch};
@@ -57,15 +58,16 @@ pub struct FunctionRunner {
     job: String,
     dir: PathBuf,
     spec: FunctionSpec,
-    /// Instances (exec processes or stream instances) started so far.
-    started: u64,
+    /// Instances (exec processes or stream instances) started so far, shared by the
+    /// runner's [siblings](Self::sibling) so instance ids stay unique within the job.
+    started: Arc<AtomicU64>,
     warm: Option<StreamInstance>,
     /// How long [`shutdown`](Self::shutdown) waits between SIGTERM and SIGKILL.
     stop_grace: Duration,
     /// Whether instances get cgroups when the host allows them.
     use_cgroups: bool,
-    /// The job's cgroup directories, made with the first instance.
-    job_cgroup: Option<Arc<JobCgroup>>,
+    /// The job's cgroup directories, made with the first instance of any sibling.
+    job_cgroup: Arc<std::sync::Mutex<Option<Arc<JobCgroup>>>>,
 }
 
 impl FunctionRunner {
@@ -82,12 +84,43 @@ impl FunctionRunner {
             job: job.to_owned(),
             dir: dir.to_path_buf(),
             spec: spec.clone(),
-            started: 0,
+            started: Arc::new(AtomicU64::new(0)),
             warm: None,
             stop_grace: STOP_GRACE,
             use_cgroups: true,
-            job_cgroup: None,
+            job_cgroup: Arc::default(),
         }
+    }
+
+    /// Another runner of the same job (one per pool instance): same function, shared
+    /// instance numbering and job cgroup, no warm instance yet.
+    pub fn sibling(&self) -> Self {
+        Self {
+            job: self.job.clone(),
+            dir: self.dir.clone(),
+            spec: self.spec.clone(),
+            started: Arc::clone(&self.started),
+            warm: None,
+            stop_grace: self.stop_grace,
+            use_cgroups: self.use_cgroups,
+            job_cgroup: Arc::clone(&self.job_cgroup),
+        }
+    }
+
+    /// Stream mode: starts the warm instance now if there is none, so the next batch does
+    /// not wait for the process to spawn (instances kept warm by `min_instances`). Its
+    /// init time is still measured, on its first batch. Exec mode has nothing to warm.
+    pub fn warm_up(&mut self) -> Result<(), InvokeError> {
+        if self.spec.mode == FunctionMode::Stream && self.warm.is_none() {
+            let instance = self.start_instance()?;
+            self.warm = Some(instance);
+        }
+        Ok(())
+    }
+
+    /// The process id of the warm stream instance, if one is running.
+    pub fn warm_pid(&self) -> Option<u32> {
+        self.warm.as_ref().map(StreamInstance::pid)
     }
 
     /// The job's cgroup handle when instances get cgroups; made on first use.
@@ -98,14 +131,18 @@ impl FunctionRunner {
         let Some(hierarchy) = isolation::isolation().cgroups.as_ref() else {
             return Ok(None);
         };
-        if self.job_cgroup.is_none() {
+        let mut shared = self
+            .job_cgroup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shared.is_none() {
             let handle =
                 JobCgroup::for_job(hierarchy, &self.job).map_err(|error| InvokeError::Sandbox {
                     reason: format!("cannot create the job's cgroup: {error}"),
                 })?;
-            self.job_cgroup = Some(handle);
+            *shared = Some(handle);
         }
-        Ok(self.job_cgroup.clone())
+        Ok(shared.clone())
     }
 
     /// Runs the function once on `batch`: a fresh process in exec mode; in stream mode the
@@ -192,8 +229,8 @@ impl FunctionRunner {
     }
 
     fn next_instance_id(&mut self) -> String {
-        self.started += 1;
-        format!("{}-{}", self.job, self.started)
+        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{number}", self.job)
     }
 
     /// The warm stream instance's id, if one is running.

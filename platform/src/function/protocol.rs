@@ -41,6 +41,9 @@ pub struct FunctionOutput {
     pub init_time: Option<Duration>,
     /// Wall time of the invocation, instance start included for a cold start.
     pub duration: Duration,
+    /// Whether this invocation was the first of its instance (a cold start: an exec-mode
+    /// process, or a stream instance's first batch).
+    pub cold_start: bool,
 }
 
 /// A record the function reported as failed.
@@ -345,6 +348,7 @@ impl OutputFrame {
             row_count: self.row_count,
             errors: self.errors,
             init_time: self.init_time,
+            cold_start: self.first_of_instance,
             duration: self.started.elapsed(),
         }
     }

@@ -1,6 +1,10 @@
-//! One batch through the function: retries, bisection, dead letters.
+//! One batch through the function, on one leased instance: retries, bisection, dead
+//! letters. Runs as its own task, so batches of different splits run concurrently; what
+//! it produces comes back as a [`BatchOutcome`] that the pipeline applies in the split's
+//! order (see `dispatch`).
 //!
 //! ```text
+//! records older than function.max_record_age → dead-letter destination, not the function
 //! attempt the whole batch up to function.max_attempts times (backoff with jitter)
 //! still failing because of its data (exit, crash, timeout, bad output)?
 //!     split it in two and attempt each half once; keep splitting what fails
@@ -9,23 +13,54 @@
 //!     → the job stops; nothing of the batch is acknowledged
 //! ```
 //!
-//! Output is accepted per (sub-)batch, whole or not at all: its rows go to the Parquet
-//! sink and the records the function rejected with `$error` to the dead letters. Output
-//! that does not fit the schema fails the attempt, so bisection isolates the input record
-//! behind it, which goes to the dead letters with the column and reason (and its original
-//! payload, so it can be replayed). A poison record never blocks its partition: the rest
-//! of its batch commits.
+//! Output is accepted per (sub-)batch, whole or not at all: its rows are kept for the
+//! Parquet sink and the records the function rejected with `$error` become dead letters.
+//! Output that does not fit the schema fails the attempt, so bisection isolates the input
+//! record behind it, which goes to the dead letters with the column and reason (and its
+//! original payload, so it can be replayed). A poison record never blocks its partition:
+//! the rest of its batch commits. Nothing here touches the sink, the dead-letter sink or
+//! the source: a batch's effects exist only once the pipeline applies its outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
-use sluice_connectors::Event;
+use sluice_connectors::{CheckpointDelta, Event, SplitId};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{JobError, Pipeline, backoff};
+use super::{JobError, JobStats, backoff};
 use crate::batcher::Batch;
 use crate::deadletter::DeadLetter;
+use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::FunctionOutput;
 use crate::output::decode::{DecodeError, decode_rows};
+use crate::spec::JobSpec;
+
+/// What every batch task of a job shares.
+#[derive(Debug, Clone)]
+pub(super) struct BatchContext {
+    pub spec: Arc<JobSpec>,
+    pub shutdown: CancellationToken,
+}
+
+/// What a finished batch hands back: everything derived from its records, to be made
+/// durable before its positions are acknowledged.
+#[derive(Debug)]
+pub(super) struct BatchOutcome {
+    pub split: SplitId,
+    pub checkpoint: CheckpointDelta,
+    /// Output rows, in input order.
+    pub rows: Vec<RecordBatch>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub stats: JobStats,
+    /// Init time (spawn → readiness) of each instance this batch started, when known.
+    pub cold_starts: Vec<Option<Duration>>,
+    /// Records of the batch and how long it held its instance.
+    pub records: usize,
+    pub busy: Duration,
+}
 
 /// How one attempt series over some records ended.
 enum Attempt {
@@ -38,135 +73,198 @@ enum Attempt {
     },
 }
 
-impl Pipeline<'_> {
-    /// Runs `batch` through the function into the sink and dead letters, then adds its
-    /// positions to the pending checkpoint.
-    pub(super) async fn process(&mut self, batch: Batch) -> Result<(), JobError> {
-        self.stats.batches += 1;
-        self.stats.records_in += batch.events.len() as u64;
-        let max_attempts = self.spec.function.max_attempts.max(1);
-        let whole = 0..batch.events.len();
-        // Depth-first over halves, left first, so output keeps the input's order.
-        let mut work = vec![whole.clone()];
-        while let Some(range) = work.pop() {
-            // The whole batch and single records get every attempt; halves get one: they
-            // exist because the batch kept failing, and the halving itself retries.
-            let attempts = if range == whole || range.len() == 1 {
-                max_attempts
-            } else {
-                1
-            };
-            let events = &batch.events[range.clone()];
-            match self.attempt(events, attempts).await? {
-                Attempt::Succeeded => {}
-                Attempt::Failed {
-                    message,
-                    attempts,
-                    data_fault,
-                } => {
-                    if !data_fault || self.shutdown.is_cancelled() {
-                        return Err(JobError::BatchFailed {
-                            records: batch.events.len(),
-                            positions: batch.checkpoint.to_string(),
-                            attempts,
-                            last_error: message,
-                        });
-                    }
-                    if let [event] = events {
-                        warn!(job = %self.spec.name, origin = ?event.origin, attempts, error = %message, "record keeps failing the function; sending it to the dead-letter destination");
-                        self.dead_letters
-                            .push(DeadLetter::new(event, &message, attempts));
-                        self.stats.dead_letters += 1;
-                        continue;
-                    }
-                    let middle = range.start + range.len() / 2;
-                    warn!(job = %self.spec.name, records = range.len(), first = ?events[0].origin, error = %message, "batch keeps failing; splitting it to isolate the records at fault");
-                    self.stats.bisections += 1;
-                    work.push(middle..range.end);
-                    work.push(range.start..middle);
+/// Runs `batch` through the function on `runner` (see the module docs).
+pub(super) async fn run_batch(
+    context: &BatchContext,
+    runner: &mut FunctionRunner,
+    batch: Batch,
+) -> Result<BatchOutcome, JobError> {
+    let started = Instant::now();
+    let spec = &context.spec;
+    let split = batch.split();
+    let records = batch.events.len();
+    let mut outcome = BatchOutcome {
+        split,
+        checkpoint: batch.checkpoint,
+        rows: Vec::new(),
+        dead_letters: Vec::new(),
+        stats: JobStats {
+            batches: 1,
+            records_in: records as u64,
+            ..JobStats::default()
+        },
+        cold_starts: Vec::new(),
+        records,
+        busy: Duration::ZERO,
+    };
+    let max_attempts = spec.function.max_attempts.max(1);
+    // Depth-first over halves, left first, so output keeps the input's order.
+    let mut work = vec![(batch.events, true)];
+    while let Some((events, whole)) = work.pop() {
+        let events = outcome.expire(spec, events, batch.opened_at);
+        if events.is_empty() {
+            continue;
+        }
+        // The whole batch and single records get every attempt; halves get one: they
+        // exist because the batch kept failing, and the halving itself retries.
+        let attempts = if whole || events.len() == 1 {
+            max_attempts
+        } else {
+            1
+        };
+        match attempt(context, runner, &events, attempts, &mut outcome).await {
+            Attempt::Succeeded => {}
+            Attempt::Failed {
+                message,
+                attempts,
+                data_fault,
+            } => {
+                if !data_fault || context.shutdown.is_cancelled() {
+                    return Err(JobError::BatchFailed {
+                        records,
+                        positions: outcome.checkpoint.to_string(),
+                        attempts,
+                        last_error: message,
+                    });
                 }
+                if let [event] = events.as_slice() {
+                    warn!(job = %spec.name, origin = ?event.origin, attempts, error = %message, "record keeps failing the function; sending it to the dead-letter destination");
+                    outcome
+                        .dead_letters
+                        .push(DeadLetter::new(event, &message, attempts));
+                    outcome.stats.dead_letters += 1;
+                    continue;
+                }
+                warn!(job = %spec.name, records = events.len(), first = ?events[0].origin, error = %message, "batch keeps failing; splitting it to isolate the records at fault");
+                outcome.stats.bisections += 1;
+                let mut left = events;
+                let right = left.split_off(left.len() / 2);
+                work.push((right, false));
+                work.push((left, false));
             }
         }
-        self.pending.extend(batch.checkpoint)?;
-        Ok(())
     }
+    outcome.busy = started.elapsed();
+    Ok(outcome)
+}
 
-    /// Invokes the function on `events` up to `max_attempts` times with backoff, and on
-    /// success hands the output to the sink and the dead letters. Output that does not fit
-    /// the schema fails the attempt at once (the same input would give the same output), so
-    /// bisection finds the record behind it.
-    async fn attempt(&mut self, events: &[Event], max_attempts: u32) -> Result<Attempt, JobError> {
-        let input = encode_batch(events, self.spec.function.input);
-        let mut attempt = 1;
-        loop {
-            let error = match self.function.invoke(&input).await {
-                Ok(output) => match self.decode(&output) {
-                    Ok(rows) => {
-                        self.accept(rows, &output, events)?;
-                        return Ok(Attempt::Succeeded);
-                    }
-                    Err(error) => {
-                        return Ok(Attempt::Failed {
-                            message: format!(
-                                "function output does not fit the output schema: {error}"
-                            ),
-                            attempts: attempt,
-                            data_fault: true,
-                        });
-                    }
-                },
-                Err(error) => error,
-            };
-            let data_fault = error.is_retryable();
-            let message = error.to_string();
-            if !data_fault || attempt >= max_attempts || self.shutdown.is_cancelled() {
-                return Ok(Attempt::Failed {
-                    message,
-                    attempts: attempt,
-                    data_fault,
+impl BatchOutcome {
+    /// Moves records older than `function.max_record_age` to the dead letters; returns
+    /// the others. Age is measured from the record's timestamp, or from when its batch
+    /// opened when it has none.
+    fn expire(&mut self, spec: &JobSpec, events: Vec<Event>, opened_at: Instant) -> Vec<Event> {
+        let Some(max_age) = spec.function.max_record_age else {
+            return events;
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let max_age_ms = max_age.as_millis() as i64;
+        let batch_age = opened_at.elapsed();
+        let (expired, live): (Vec<Event>, Vec<Event>) =
+            events
+                .into_iter()
+                .partition(|event| match event.timestamp_ms {
+                    Some(timestamp) => now_ms.saturating_sub(timestamp) > max_age_ms,
+                    None => batch_age > max_age,
                 });
-            }
-            let backoff = backoff(self.spec.function.retry_backoff, attempt);
-            warn!(job = %self.spec.name, attempt, max_attempts, records = events.len(), first = ?events[0].origin, error = %message, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
-            self.stats.retries += 1;
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = self.shutdown.cancelled() => {}
-            }
-            attempt += 1;
+        for event in &expired {
+            let message = format!(
+                "record is older than function.max_record_age ({}); not sent to the function",
+                humantime::format_duration(max_age)
+            );
+            warn!(job = %spec.name, origin = ?event.origin, "record expired; sending it to the dead-letter destination");
+            self.dead_letters.push(DeadLetter::new(event, &message, 0));
         }
+        self.stats.expired += expired.len() as u64;
+        self.stats.dead_letters += expired.len() as u64;
+        live
     }
+}
 
-    /// Decodes the output rows against the schema. CPU work: under `block_in_place`, so the
-    /// runtime's other tasks (the source's channel, signal handling) keep running on the
-    /// other worker threads.
-    fn decode(&self, output: &FunctionOutput) -> Result<RecordBatch, DecodeError> {
-        let schema = &self.spec.output.schema;
-        tokio::task::block_in_place(|| decode_rows(schema, &output.rows, output.row_count))
+/// Invokes the function on `events` up to `max_attempts` times with backoff, and on
+/// success keeps the output in `outcome`. Output that does not fit the schema fails the
+/// attempt at once (the same input would give the same output), so bisection finds the
+/// record behind it.
+async fn attempt(
+    context: &BatchContext,
+    runner: &mut FunctionRunner,
+    events: &[Event],
+    max_attempts: u32,
+    outcome: &mut BatchOutcome,
+) -> Attempt {
+    let spec = &context.spec;
+    let input = encode_batch(events, spec.function.input);
+    let mut attempt = 1;
+    loop {
+        let error = match runner.invoke(&input).await {
+            Ok(output) => {
+                if output.cold_start {
+                    outcome.cold_starts.push(output.init_time);
+                }
+                return match decode(spec, &output) {
+                    Ok(rows) => {
+                        outcome.accept(spec, rows, &output, events);
+                        Attempt::Succeeded
+                    }
+                    Err(error) => Attempt::Failed {
+                        message: format!("function output does not fit the output schema: {error}"),
+                        attempts: attempt,
+                        data_fault: true,
+                    },
+                };
+            }
+            Err(error) => error,
+        };
+        let data_fault = error.is_retryable();
+        let message = error.to_string();
+        if !data_fault || attempt >= max_attempts || context.shutdown.is_cancelled() {
+            return Attempt::Failed {
+                message,
+                attempts: attempt,
+                data_fault,
+            };
+        }
+        let backoff = backoff(spec.function.retry_backoff, attempt);
+        warn!(job = %spec.name, attempt, max_attempts, records = events.len(), first = ?events[0].origin, error = %message, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");
+        outcome.stats.retries += 1;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = context.shutdown.cancelled() => {}
+        }
+        attempt += 1;
     }
+}
 
-    /// Side effects of a successful attempt: rows to the sink (Parquet encoding, CPU work,
-    /// also under `block_in_place`), rejected records to the dead letters.
+/// Decodes the output rows against the schema. CPU work: under `block_in_place`, so the
+/// runtime's other tasks (the source's channel, signal handling) keep running on the
+/// other worker threads.
+fn decode(spec: &JobSpec, output: &FunctionOutput) -> Result<RecordBatch, DecodeError> {
+    let schema = &spec.output.schema;
+    tokio::task::block_in_place(|| decode_rows(schema, &output.rows, output.row_count))
+}
+
+impl BatchOutcome {
+    /// Keeps a successful attempt's rows and turns its rejected records into dead letters.
     fn accept(
         &mut self,
+        spec: &JobSpec,
         rows: RecordBatch,
         output: &FunctionOutput,
         events: &[Event],
-    ) -> Result<(), JobError> {
-        // Batches never mix splits, so the first record's split is the batch's.
-        let split = events[0].origin.split();
-        let sink = &mut self.sink;
-        tokio::task::block_in_place(|| sink.write(&split, &rows))?;
+    ) {
         self.stats.rows_out += rows.num_rows() as u64;
+        if rows.num_rows() > 0 {
+            self.rows.push(rows);
+        }
         for error in &output.errors {
             if let Some(event) = events.get(error.record) {
-                warn!(job = %self.spec.name, record = error.record, origin = ?event.origin, message = %error.message, "function rejected a record; sending it to the dead-letter destination");
+                warn!(job = %spec.name, record = error.record, origin = ?event.origin, message = %error.message, "function rejected a record; sending it to the dead-letter destination");
                 self.dead_letters
                     .push(DeadLetter::new(event, &error.message, 1));
             }
         }
         self.stats.record_errors += output.errors.len() as u64;
         self.stats.dead_letters += output.errors.len() as u64;
-        Ok(())
     }
 }

@@ -166,6 +166,9 @@ pub struct RawFunction {
     pub max_attempts: Option<i64>,
     /// Wait before the second attempt, doubled each attempt (default 1s).
     pub retry_backoff: Option<RawDuration>,
+    /// Records older than this (by their timestamp, or their arrival when they have none)
+    /// go to the dead-letter destination instead of the function (default: no limit).
+    pub max_record_age: Option<RawDuration>,
 }
 
 /// `[batch]`: a batch is cut at whichever limit comes first.
@@ -190,6 +193,10 @@ pub struct RawScaling {
     pub max_instances: Option<i64>,
     /// How long an idle instance above `min_instances` is kept (default 30s).
     pub idle_timeout: Option<RawDuration>,
+    /// Which records may run concurrently: `"partition"` (default: one batch per
+    /// partition or queue at a time), `"key"` (several batches per partition, records
+    /// with the same key never concurrently), or `"none"`.
+    pub ordering: Option<String>,
 }
 
 /// `[output]`.

@@ -164,6 +164,8 @@ pub struct FunctionSpec {
     pub max_attempts: u32,
     /// Backoff before the second attempt; doubles each attempt, with jitter.
     pub retry_backoff: Duration,
+    /// Records older than this go to the dead letters instead of the function.
+    pub max_record_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +180,20 @@ pub struct ScalingSpec {
     pub min_instances: u32,
     pub max_instances: u32,
     pub idle_timeout: Duration,
+    pub ordering: Ordering,
+}
+
+/// Which batches of one split (a Kafka partition, a queue, an object) may run at the same
+/// time. Output and acknowledgements always follow the input order; this decides only
+/// what the function may see concurrently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// One batch per split at a time: the function sees each split in order.
+    Partition,
+    /// Several batches per split, but never two holding the same key at once.
+    Key,
+    /// Batches of a split run concurrently as instances allow.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

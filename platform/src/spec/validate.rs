@@ -19,7 +19,7 @@ use super::raw::{
 };
 use super::types::{
     BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, JobSpec, KafkaTriggerSpec,
-    ScalingSpec, StartPosition, TriggerSpec,
+    Ordering, ScalingSpec, StartPosition, TriggerSpec,
 };
 use super::units::is_env_name;
 
@@ -319,6 +319,15 @@ impl Checker<'_> {
             Duration::ZERO,
             HOUR,
         );
+        let max_record_age = raw.max_record_age.as_ref().map(|age| {
+            self.duration(
+                "function.max_record_age",
+                Some(age),
+                HOUR,
+                SECOND,
+                365 * DAY,
+            )
+        });
         Some(FunctionSpec {
             command: command?,
             mode,
@@ -335,6 +344,7 @@ impl Checker<'_> {
             // Bounded to 1..=100 above, so the conversion cannot fail.
             max_attempts: u32::try_from(max_attempts).unwrap_or(3),
             retry_backoff,
+            max_record_age,
         })
     }
 
@@ -397,11 +407,23 @@ impl Checker<'_> {
             Duration::ZERO,
             DAY,
         );
+        let ordering = self.choice(
+            "scaling.ordering",
+            raw.ordering.as_deref(),
+            Ordering::Partition,
+            &[
+                ("partition", Ordering::Partition),
+                ("key", Ordering::Key),
+                ("none", Ordering::None),
+            ],
+            &[],
+        );
         ScalingSpec {
             // Both bounded to 0..=256 above.
             min_instances: u32::try_from(min_instances).unwrap_or(0),
             max_instances: u32::try_from(max_instances).unwrap_or(1),
             idle_timeout,
+            ordering,
         }
     }
 }

@@ -1,0 +1,147 @@
+//! The concurrent part of the pipeline: starting queued batches on leased instances,
+//! taking finished ones back (instance to the pool, outcome applied in its split's order),
+//! and the periodic autoscaler turn. See the parent module for the loop that drives them.
+//!
+//! Invariant: a batch's effects (rows, dead letters, positions) reach the sink and the
+//! pending checkpoint only through [`Pipeline::apply`], called in split order by
+//! [`Pipeline::finished`]; nothing here acknowledges anything.
+
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+
+use super::batch_runner::{BatchOutcome, run_batch};
+use super::{Finished, JobError, Pipeline};
+use crate::pool::autoscaler::Load;
+use crate::status::InstanceStatus;
+
+impl Pipeline<'_> {
+    /// Starts queued batches on instances while the ordering rule and the pool allow.
+    pub(super) fn start_batches(&mut self) {
+        if self.failure.is_some() || self.intake_stopped {
+            return;
+        }
+        while self.dispatch.has_startable() {
+            let Some(runner) = self.pool.lease() else {
+                return;
+            };
+            let Some((ticket, batch)) = self.dispatch.start_next() else {
+                self.pool.release(runner, 0, Duration::ZERO);
+                return;
+            };
+            let context = self.context.clone();
+            self.running.spawn(async move {
+                let mut runner = runner;
+                let run = std::panic::AssertUnwindSafe(run_batch(&context, &mut runner, batch));
+                match run.catch_unwind().await {
+                    Ok(result) => (ticket, Some(runner), result),
+                    Err(_panic) => (
+                        ticket,
+                        None,
+                        Err(JobError::Internal("a batch task panicked".into())),
+                    ),
+                }
+            });
+        }
+    }
+
+    /// Takes a finished batch: its instance back to the pool, its outcome (and any
+    /// earlier-finished ones of its split now in order) applied.
+    pub(super) fn finished(
+        &mut self,
+        done: Result<Finished, tokio::task::JoinError>,
+    ) -> Result<(), JobError> {
+        let (ticket, runner, result) = match done {
+            Ok(finished) => finished,
+            Err(error) => {
+                // Tasks are never aborted; a lost task is a bug. Its split stays
+                // unacknowledged from the lost batch on.
+                self.pool.forget_busy();
+                self.failure.get_or_insert(JobError::Internal(format!(
+                    "a batch task was lost: {error}"
+                )));
+                return Ok(());
+            }
+        };
+        let (records, busy) = match &result {
+            Ok(outcome) => (outcome.records, outcome.busy),
+            Err(_) => (0, Duration::ZERO),
+        };
+        match runner {
+            Some(runner) => self.pool.release(runner, records, busy),
+            None => self.pool.forget_busy(),
+        }
+        match result {
+            Ok(outcome) => {
+                for outcome in self.dispatch.finish(&ticket, outcome) {
+                    self.apply(outcome)?;
+                }
+            }
+            Err(error) => {
+                self.dispatch.fail(&ticket);
+                self.failure.get_or_insert(error);
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Makes a finished batch's effects part of the next commit: rows to the sink (Parquet
+    /// encoding, CPU work, under `block_in_place`), dead letters, positions.
+    fn apply(&mut self, outcome: BatchOutcome) -> Result<(), JobError> {
+        let sink = &mut self.sink;
+        tokio::task::block_in_place(|| {
+            outcome
+                .rows
+                .iter()
+                .try_for_each(|rows| sink.write(&outcome.split, rows))
+        })?;
+        for dead_letter in outcome.dead_letters {
+            self.dead_letters.push(dead_letter);
+        }
+        self.pending.extend(outcome.checkpoint)?;
+        self.stats.add_batch(&outcome.stats);
+        if !outcome.cold_starts.is_empty() {
+            self.status.update(|status| {
+                for init in &outcome.cold_starts {
+                    status.record_cold_start(*init);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The autoscaler's turn: desired count from the backlog, idle instances stopped.
+    pub(super) fn maintain(&mut self) {
+        let now = Instant::now();
+        let load = Load {
+            work_records: self.source.backlog().unwrap_or(0) + self.dispatch.records() as u64,
+            lanes: u32::try_from(self.dispatch.lanes()).unwrap_or(u32::MAX),
+        };
+        self.pool.rescale(now, load);
+        self.pool.maintain(now);
+        self.publish_status();
+    }
+
+    pub(super) fn publish_status(&self) {
+        let instances = InstanceStatus {
+            busy: self.pool.busy(),
+            idle: self.pool.idle(),
+            desired: self.pool.desired(),
+            min: self.spec.scaling.min_instances,
+            max: self.spec.scaling.max_instances,
+            idle_pids: self.pool.idle_pids(),
+        };
+        let backlog = self.source.backlog();
+        let in_flight = self.dispatch.records() as u64;
+        let rate = self.pool.instance_rate();
+        let stats = self.stats;
+        self.status.update(|status| {
+            status.instances = instances;
+            status.backlog = backlog;
+            status.in_flight_records = in_flight;
+            status.instance_rate = rate;
+            status.stats = stats;
+        });
+    }
+}
