@@ -1,7 +1,8 @@
 //! The S3 endpoint stops answering for 30 s while a Kafka job runs: nothing is lost,
 //! nothing is written twice, and the run completes after the endpoint returns. The outage
 //! is made by stopping the local endpoint's process (SIGSTOP, then SIGCONT), so requests
-//! hang as they would on a dead network path.
+//! hang as they would on a dead network path. Meanwhile the job reports itself `degraded`
+//! on its status endpoint, with the reason, and `running` again afterwards.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,7 +56,9 @@ async fn a_30_second_s3_outage_loses_nothing_and_duplicates_nothing() {
         .map(|i| (format!("u{i}"), Click::numbered(i).json()))
         .collect();
     produce(&env, &topic, &first).await;
-    let mut sluice = Sluice::run(&env, &job, "run");
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut sluice = Sluice::run_with(&env, &job, "run", &["--http", &http]);
     wait_for("a first commit", Duration::from_secs(60), async || {
         sluice.assert_running();
         !committed(&env, &job.group(), &topic, 2).is_empty()
@@ -75,13 +78,25 @@ async fn a_30_second_s3_outage_loses_nothing_and_duplicates_nothing() {
         2,
         "the second half reached both partitions: {ends:?}"
     );
+    let mut degraded = None;
     while outage.elapsed() < Duration::from_secs(30) {
         sluice.assert_running();
+        if degraded.is_none() {
+            degraded = job_status(port)
+                .await
+                .filter(|status| status["state"] == "degraded");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(paused);
+    let degraded = degraded.expect("the job reported itself degraded during the outage");
+    let reason = degraded["reason"].as_str().unwrap();
+    assert!(reason.contains("could not"), "{reason}");
 
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(240)).await;
+    let status = job_status(port).await.unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    assert!(status["reason"].is_null(), "{status}");
     sluice.terminate();
     assert!(
         sluice.wait(Duration::from_secs(20)).success(),
@@ -92,4 +107,11 @@ async fn a_30_second_s3_outage_loses_nothing_and_duplicates_nothing() {
     let counts = count_ids(&rows);
     assert_eq!(counts.len(), EVENTS, "every record written");
     assert!(counts.values().all(|&n| n == 1), "no record written twice");
+}
+
+/// The job's entry on Sluice's `/status`.
+async fn job_status(port: u16) -> Option<serde_json::Value> {
+    let body = http_get(port, "/status").await?;
+    let mut status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(status["jobs"][0].take())
 }

@@ -512,10 +512,24 @@ async fn retry_commit_step<T, E: Transient>(
 ) -> Result<T, E> {
     let mut attempt = 1;
     let mut after_shutdown = 0;
+    let mut slow = false;
     loop {
-        let error = match run().await {
+        // A request to an unreachable endpoint can hang (and the client retries inside);
+        // the job reports itself degraded once a step takes suspiciously long.
+        let tried = run();
+        tokio::pin!(tried);
+        let result = tokio::select! {
+            result = &mut tried => result,
+            () = tokio::time::sleep(SLOW_COMMIT_STEP) => {
+                slow = true;
+                warn!(job, waited_ms = SLOW_COMMIT_STEP.as_millis() as u64, "{step}: no answer yet; degraded, still waiting (nothing is acknowledged meanwhile)");
+                status.set_state(JobState::Degraded, Some(format!("could not {step}: no answer for {}s; the store or broker may be unreachable", SLOW_COMMIT_STEP.as_secs())));
+                tried.await
+            }
+        };
+        let error = match result {
             Ok(done) => {
-                if attempt > 1 {
+                if attempt > 1 || slow {
                     info!(job, attempts = attempt, "{step}: succeeded after an outage");
                     status.set_state(JobState::Running, None);
                 }
@@ -543,6 +557,8 @@ async fn retry_commit_step<T, E: Transient>(
 /// Backoff between tries of a commit step: from 1 s, doubling, at most 10 s.
 const COMMIT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 const COMMIT_RETRY_CAP: Duration = Duration::from_secs(10);
+/// How long one try of a commit step may take before the job reports itself degraded.
+const SLOW_COMMIT_STEP: Duration = Duration::from_secs(10);
 /// Tries of a commit step left once shutdown was requested.
 const SHUTDOWN_COMMIT_ATTEMPTS: u32 = 3;
 

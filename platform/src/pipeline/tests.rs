@@ -402,3 +402,60 @@ impl Source for RecordingEndless {
         Ok(())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
+    let dir = tempfile::tempdir().unwrap();
+    // The function refuses to see an old record: if one reached it, the batch would fail.
+    let spec = job(
+        dir.path(),
+        r#"input=$(cat); case "$input" in *'"old":true'*) exit 3 ;; esac; printf '%s
+' "$input""#,
+        "max_attempts = 1\nmax_record_age = \"1h\"",
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let events: Vec<Event> = (0..20)
+        .map(|i| {
+            let old = i % 5 == 0;
+            let mut event = Event::from_payload(
+                format!(r#"{{"id":{i},"day":"2026-01-01","old":{old}}}"#),
+                Origin::Kafka {
+                    topic: Arc::from("t"),
+                    partition: 0,
+                    offset: i,
+                },
+            );
+            event.timestamp_ms = Some(if old { now_ms - 2 * 3_600_000 } else { now_ms });
+            event
+        })
+        .collect();
+    let (source, acked) = source(events);
+    let stats = run_job(&spec, source, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(stats.rows_out, 16);
+    assert_eq!((stats.expired, stats.dead_letters), (4, 4));
+    let letters = dead_letters(dir.path());
+    assert_eq!(letters.len(), 4);
+    for letter in &letters {
+        assert!(
+            letter["payload"]
+                .as_str()
+                .unwrap()
+                .contains(r#""old":true"#)
+        );
+        assert!(
+            letter["error"].as_str().unwrap().contains("max_record_age"),
+            "{letter}"
+        );
+        assert_eq!(letter["attempts"], 0);
+    }
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 19)]
+    );
+}
