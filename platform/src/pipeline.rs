@@ -121,7 +121,7 @@ pub(crate) async fn run_pipeline(
 ) -> Result<JobStats, JobError> {
     let run_id = run_id();
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
-    let dead_letters = DeadLetterSink::new(dead_location, &run_id);
+    let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
     let mut pipeline = Pipeline {
         spec,
         source,
@@ -301,7 +301,7 @@ impl Transient for CommitError {
 
 impl Transient for DeadLetterError {
     fn is_transient(&self) -> bool {
-        matches!(self, DeadLetterError::Write { .. })
+        self.is_retryable()
     }
 }
 
