@@ -16,7 +16,11 @@
 //! during a replay and come back to the queue are not read twice). `list` and `show`
 //! close their channel afterwards, which returns every message to the queue; replay acks
 //! each message only once its output is durable ([`PendingAmqpLetters::ack`]), and a
-//! replay that stops or crashes before leaves the rest in the queue.
+//! replay that stops or crashes before leaves the rest in the queue. The messages stay
+//! unacknowledged on one channel for the whole replay, so a replay longer than the
+//! broker's `consumer_timeout` (RabbitMQ: 30 minutes by default) loses that channel: its
+//! acks fail, the replay stops, and the letters not yet acknowledged are back in the
+//! queue (some replayed ones too, so their output may be written twice).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -276,12 +280,15 @@ impl PendingAmqpLetters {
         let name = format!("sluice-{job}-dead-letters-reader");
         let (connection, channel) = open_channel(spec, &name).await.map_err(failed)?;
         let queue_name = short(&queue).map_err(failed)?;
+        // A queue Sluice declares may not exist yet (it is declared on the first send):
+        // declaring it here is the same idempotent declaration, and shows it empty.
         let declared = step(
             "find the queue",
             channel.queue_declare(
                 queue_name.clone(),
                 QueueDeclareOptions {
-                    passive: true,
+                    passive: !spec.declare,
+                    durable: true,
                     ..QueueDeclareOptions::default()
                 },
                 FieldTable::default(),

@@ -70,24 +70,23 @@ impl KafkaDeadLetters {
     }
 
     fn producer(&mut self) -> Result<&FutureProducer, DeadLetterError> {
-        if self.producer.is_none() {
-            let mut config = client_config(&self.job, &self.spec, PRODUCER_DEFAULTS);
-            config.set("acks", "all").set("enable.idempotence", "true");
-            // Creating a client starts librdkafka's threads: kept off the runtime's other
-            // tasks.
-            let producer = tokio::task::block_in_place(|| config.create()).map_err(|error| {
-                DeadLetterError::Config {
-                    message: format!("cannot create the kafka producer for dead letters: {error}"),
-                }
-            })?;
-            self.producer = Some(producer);
-        }
-        // Set just above.
-        self.producer
-            .as_ref()
-            .ok_or_else(|| DeadLetterError::Config {
-                message: "kafka producer missing".into(),
-            })
+        let producer = match self.producer.take() {
+            Some(producer) => producer,
+            None => {
+                let mut config = client_config(&self.job, &self.spec, PRODUCER_DEFAULTS);
+                config.set("acks", "all").set("enable.idempotence", "true");
+                // Creating a client starts librdkafka's threads: kept off the runtime's
+                // other tasks.
+                tokio::task::block_in_place(|| config.create()).map_err(|error| {
+                    DeadLetterError::Config {
+                        message: format!(
+                            "cannot create the kafka producer for dead letters: {error}"
+                        ),
+                    }
+                })?
+            }
+        };
+        Ok(self.producer.insert(producer))
     }
 
     /// Produces every letter and waits until the broker acknowledged each (`acks=all`).
@@ -168,11 +167,12 @@ impl PendingKafkaLetters {
     /// Reads every pending letter (see the module docs); commits nothing.
     pub async fn read(job: &str, spec: &KafkaDeadLetterSpec) -> Result<Self, KafkaReadError> {
         let (job, spec) = (job.to_owned(), spec.clone());
+        let topic = spec.topic.clone();
         // Metadata, offsets and polling block: off the runtime.
         tokio::task::spawn_blocking(move || read_blocking(&job, &spec))
             .await
             .map_err(|error| KafkaReadError::Kafka {
-                topic: String::new(),
+                topic,
                 message: format!("reading task failed: {error}"),
             })?
     }
