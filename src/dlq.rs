@@ -15,17 +15,19 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
-    /// One line per dead-letter object: name, letters, first error.
+    /// One line per dead-letter object (or topic partition, or queue): name, letters,
+    /// first error. Changes nothing.
     List { job_dir: std::path::PathBuf },
-    /// Print the dead letters as JSON lines.
+    /// Print the dead letters as JSON lines. Changes nothing.
     Show {
         job_dir: std::path::PathBuf,
         /// Print at most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Run every dead letter through the job's function again and write the output; each
-    /// replayed object is moved under `replayed/` once its output is durable.
+    /// Run every dead letter through the job's function again and write the output; once
+    /// its output is durable a replayed letter leaves the pending set (its object moves
+    /// under `replayed/`; its topic offset is committed; its queue message is acked).
     Replay { job_dir: std::path::PathBuf },
 }
 
@@ -42,18 +44,19 @@ fn job(job_dir: &Path) -> anyhow::Result<JobSpec> {
 }
 
 async fn list(spec: &JobSpec) -> anyhow::Result<ExitCode> {
-    let (location, objects) = read_dead_letters(spec).await?;
-    let total: usize = objects.iter().map(|o| o.letters.len()).sum();
+    let listing = read_dead_letters(spec, None).await?;
     println!(
-        "{total} dead letters in {} objects at {}",
-        objects.len(),
-        location.url
+        "{} dead letters in {} {} at {}",
+        listing.total(),
+        listing.objects.len(),
+        listing.unit,
+        listing.destination
     );
-    for object in &objects {
+    for object in &listing.objects {
         let first_error = object
             .letters
             .first()
-            .and_then(|l| l.get("error"))
+            .and_then(|(_, l)| l.get("error"))
             .and_then(|e| e.as_str())
             .unwrap_or("");
         let shown: String = first_error.chars().take(100).collect();
@@ -67,8 +70,8 @@ async fn list(spec: &JobSpec) -> anyhow::Result<ExitCode> {
 }
 
 async fn show(spec: &JobSpec, limit: usize) -> anyhow::Result<ExitCode> {
-    let (_, objects) = read_dead_letters(spec).await?;
-    for letter in objects.iter().flat_map(|o| &o.letters).take(limit) {
+    let listing = read_dead_letters(spec, Some(limit)).await?;
+    for (_, letter) in listing.objects.iter().flat_map(|o| &o.letters).take(limit) {
         println!("{letter}");
     }
     Ok(ExitCode::SUCCESS)

@@ -1,19 +1,38 @@
 //! The dead-letter destination: records the function rejected (`$error`) or that a failing
 //! batch was split down to, kept with their error so nothing is silently dropped.
 //!
-//! This build writes dead letters as NDJSON objects into an object store: the job's
-//! `dead_letter.url`, or `<output.url>/_sluice/dead_letters` when none is declared. One
-//! line per record: the original payload (UTF-8 text, or base64 with
-//! `payload_encoding = "base64"`), key (likewise), headers (UTF-8 text, or
-//! `{"base64": …}`), timestamp, origin, error, attempts and when it failed.
-//! [`DeadLetterSink::flush`] runs before the positions of those records are acknowledged,
-//! so a record is either redelivered or in the destination. [`replay`] reads them back.
+//! Three destinations (`[dead_letter]` in `job.toml`): NDJSON objects under a store
+//! prefix — the job's `dead_letter.url`, or `<output.url>/_sluice/dead_letters` when
+//! nothing is declared — messages of a Kafka topic (`kafka.rs`), or persistent messages
+//! in an AMQP queue (`amqp.rs`). Every dead letter is the same JSON object: its `id`, the
+//! original payload (UTF-8 text, or base64 with `payload_encoding = "base64"`), key
+//! (likewise), headers (UTF-8 text, or `{"base64": …}`), timestamp, origin, error,
+//! attempts and when it failed. [`replay`] reads them back.
 //!
-//! Naming: the dead letters of a Kafka range are one object named from the range,
+//! Durability: [`DeadLetterSink::flush`] returns only once every buffered letter is
+//! durable — the object written; the Kafka broker acknowledged it with `acks=all`; the
+//! AMQP broker confirmed it (publisher confirms, persistent message, durable queue) — and
+//! the pipeline calls it before the positions of those records are acknowledged, so a
+//! record is either redelivered or in the destination. On error every letter stays
+//! buffered and the next flush sends them all again.
+//!
+//! Identity: each letter's `id` is derived from its record's origin
+//! (`kafka:<topic>/<partition>/<offset>`, `amqp:<queue>/<message_id>`, …). Sending letters
+//! again — a failed flush retried, or the redo of an unfinished Kafka range after a crash
+//! — rewrites the same object in a store, but adds a second message to a topic or queue:
+//! those two destinations are at-least-once, and a message's Kafka key / AMQP
+//! `message_id` is the letter's `id`, so duplicates can be recognised. (An AMQP record
+//! without a `message_id` has no identity that survives redelivery; its letter's id uses
+//! the source's sequence number.)
+//!
+//! Store naming: the dead letters of a Kafka range are one object named from the range,
 //! `<topic>-<partition>-<first:020>-<last:020>.ndjson`, so writing the range again (a redo
-//! after a crash) overwrites it instead of adding a second copy. Dead letters of other
+//! after a crash) overwrites it instead of adding a second copy; the commit protocol lists
+//! it in the range's intent ([`DeadLetterSink::planned_objects`]). Dead letters of other
 //! splits go into `dead-<run id>-<seq:06>.ndjson` objects.
 
+pub mod amqp;
+pub mod kafka;
 pub mod replay;
 
 use std::collections::BTreeMap;
@@ -24,11 +43,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
-use sluice_connectors::{Event, PositionRange, SplitId};
+use sluice_connectors::{Event, Origin, PositionRange, SplitId};
 
 use crate::commit::names::range_stem;
 use crate::output::store::{OutputLocation, StoreError, open_store};
-use crate::spec::JobSpec;
+use crate::spec::{DeadLetterSpec, JobSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -42,12 +61,47 @@ pub enum DeadLetterError {
         path: String,
         source: object_store::Error,
     },
+    #[error(
+        "could not produce {count} dead letters to kafka topic {topic}: {message}; their positions stay unacknowledged"
+    )]
+    Kafka {
+        count: usize,
+        topic: String,
+        message: String,
+    },
+    #[error(
+        "could not publish {count} dead letters to amqp queue {queue}: {message}; their positions stay unacknowledged"
+    )]
+    Amqp {
+        count: usize,
+        queue: String,
+        message: String,
+        /// False when the user must fix something (credentials, a queue declared with
+        /// other settings).
+        retryable: bool,
+    },
+    #[error("dead-letter destination: {message} (configuration error)")]
+    Config { message: String },
+}
+
+impl DeadLetterError {
+    /// Whether sending again can succeed: the store or broker was unreachable or slow,
+    /// not the job's configuration at fault.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DeadLetterError::Write { .. } | DeadLetterError::Kafka { .. } => true,
+            DeadLetterError::Amqp { retryable, .. } => *retryable,
+            DeadLetterError::Path { .. } | DeadLetterError::Config { .. } => false,
+        }
+    }
 }
 
 /// One rejected record and why.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     split: SplitId,
+    /// Stable identity, derived from the record's origin (see the module docs).
+    id: String,
     line: Value,
 }
 
@@ -75,9 +129,11 @@ impl DeadLetter {
                 (h.name.as_str(), value)
             })
             .collect();
+        let id = letter_id(&event.origin);
         Self {
             split: event.origin.split(),
             line: json!({
+                "id": id,
                 "error": error,
                 "kind": "record",
                 "attempts": attempts,
@@ -90,7 +146,47 @@ impl DeadLetter {
                 "payload": payload,
                 "payload_encoding": payload_encoding,
             }),
+            id,
         }
+    }
+
+    /// The letter's stable identity: the Kafka key / AMQP `message_id` it is sent with.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The letter as one JSON line (no newline).
+    pub fn to_json_line(&self) -> String {
+        self.line.to_string()
+    }
+}
+
+/// A dead letter's identity from its record's origin: the same record always gets the
+/// same id (for AMQP only when the producer set `message_id`).
+pub fn letter_id(origin: &Origin) -> String {
+    match origin {
+        Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } => format!("kafka:{topic}/{partition}/{offset}"),
+        Origin::Amqp {
+            queue,
+            message_id: Some(message_id),
+            ..
+        } => format!("amqp:{queue}/{message_id}"),
+        Origin::Amqp { queue, seq, .. } => format!("amqp:{queue}/seq-{seq}"),
+        Origin::Sample { line } => format!("sample:{line}"),
+        Origin::Object {
+            bucket,
+            key,
+            etag,
+            line,
+        } => format!(
+            "object:{bucket}/{key}@{}/{line}",
+            etag.as_deref().unwrap_or("")
+        ),
+        Origin::DeadLetter { object, line } => format!("dead-letter:{object}/{line}"),
     }
 }
 
@@ -119,7 +215,10 @@ pub fn dead_letter_location(
     spec: &JobSpec,
     output: &OutputLocation,
 ) -> Result<OutputLocation, StoreError> {
-    let Some(url) = &spec.dead_letter else {
+    let Some(DeadLetterSpec::Store { url }) = &spec.dead_letter else {
+        // No store declared (the default, or a topic / queue destination): the default
+        // location, which is also where the commit protocol looks for dead-letter
+        // objects of earlier runs.
         let prefix =
             output
                 .object_path("_sluice/dead_letters")
@@ -145,23 +244,54 @@ pub fn dead_letter_location(
     open_store(url, &options)
 }
 
-/// Buffers dead letters until the next commit, then writes them as NDJSON objects (see
-/// the module docs for their names).
+/// Buffers dead letters until the next commit, then makes them durable in the job's
+/// destination (see the module docs).
 pub struct DeadLetterSink {
-    location: OutputLocation,
-    file_stem: String,
-    seq: u64,
+    destination: Destination,
     pending: Vec<DeadLetter>,
 }
 
+enum Destination {
+    Store(StoreDestination),
+    Kafka(kafka::KafkaDeadLetters),
+    Amqp(Box<amqp::AmqpDeadLetters>),
+}
+
+/// NDJSON objects under a store prefix.
+struct StoreDestination {
+    location: OutputLocation,
+    file_stem: String,
+    seq: u64,
+}
+
 impl DeadLetterSink {
-    /// A sink writing to `location` (see [`dead_letter_location`]); `run_id` names the
-    /// objects of splits that are not Kafka partitions.
+    /// A sink writing NDJSON objects to `location` (see [`dead_letter_location`]);
+    /// `run_id` names the objects of splits that are not Kafka partitions.
     pub fn new(location: OutputLocation, run_id: &str) -> Self {
         Self {
-            location,
-            file_stem: format!("dead-{run_id}"),
-            seq: 0,
+            destination: Destination::Store(StoreDestination {
+                location,
+                file_stem: format!("dead-{run_id}"),
+                seq: 0,
+            }),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The sink of `spec`'s `[dead_letter]` destination: a topic or queue as declared
+    /// (connected on the first flush), else objects at `location`.
+    pub fn for_job(spec: &JobSpec, location: OutputLocation, run_id: &str) -> Self {
+        let destination = match &spec.dead_letter {
+            Some(DeadLetterSpec::Kafka(kafka)) => {
+                Destination::Kafka(kafka::KafkaDeadLetters::new(&spec.name, kafka.clone()))
+            }
+            Some(DeadLetterSpec::Amqp(amqp)) => Destination::Amqp(Box::new(
+                amqp::AmqpDeadLetters::new(&spec.name, amqp.clone()),
+            )),
+            Some(DeadLetterSpec::Store { .. }) | None => return Self::new(location, run_id),
+        };
+        Self {
+            destination,
             pending: Vec::new(),
         }
     }
@@ -171,18 +301,22 @@ impl DeadLetterSink {
     }
 
     /// The object (as stored) each Kafka range with buffered dead letters will be written
-    /// to by [`Self::flush`] with the same `ranges`: what a commit intent lists.
+    /// to by [`Self::flush`] with the same `ranges`: what a commit intent lists. Empty for
+    /// a topic or queue, which have no objects to overwrite or delete.
     pub fn planned_objects(
         &self,
         ranges: &BTreeMap<SplitId, PositionRange>,
     ) -> BTreeMap<SplitId, String> {
+        let Destination::Store(store) = &self.destination else {
+            return BTreeMap::new();
+        };
         let mut planned = BTreeMap::new();
         for letter in &self.pending {
             if planned.contains_key(&letter.split) {
                 continue;
             }
-            if let Some(name) = self.range_name(&letter.split, ranges)
-                && let Ok(path) = self.location.object_path(&name)
+            if let Some(name) = range_name(&letter.split, ranges)
+                && let Ok(path) = store.location.object_path(&name)
             {
                 planned.insert(letter.split.clone(), path.to_string());
             }
@@ -190,18 +324,9 @@ impl DeadLetterSink {
         planned
     }
 
-    fn range_name(
-        &self,
-        split: &SplitId,
-        ranges: &BTreeMap<SplitId, PositionRange>,
-    ) -> Option<String> {
-        let range = ranges.get(split)?;
-        range_stem(split, *range).map(|stem| format!("{stem}.ndjson"))
-    }
-
-    /// Writes every buffered dead letter, one object per Kafka range in `ranges` and one
-    /// for the rest; returns how many. On error they all stay buffered and the next flush
-    /// writes them again under the same names.
+    /// Makes every buffered dead letter durable — in a store one object per Kafka range
+    /// in `ranges` and one for the rest — and returns how many. On error they all stay
+    /// buffered and the next flush sends them again (under the same names in a store).
     pub async fn flush(
         &mut self,
         ranges: &BTreeMap<SplitId, PositionRange>,
@@ -209,12 +334,32 @@ impl DeadLetterSink {
         if self.pending.is_empty() {
             return Ok(0);
         }
+        match &mut self.destination {
+            Destination::Store(store) => store.write(&self.pending, ranges).await?,
+            Destination::Kafka(kafka) => kafka.send(&self.pending).await?,
+            Destination::Amqp(amqp) => amqp.send(&self.pending).await?,
+        }
+        let count = self.pending.len();
+        self.pending.clear();
+        Ok(count)
+    }
+}
+
+fn range_name(split: &SplitId, ranges: &BTreeMap<SplitId, PositionRange>) -> Option<String> {
+    let range = ranges.get(split)?;
+    range_stem(split, *range).map(|stem| format!("{stem}.ndjson"))
+}
+
+impl StoreDestination {
+    async fn write(
+        &mut self,
+        letters: &[DeadLetter],
+        ranges: &BTreeMap<SplitId, PositionRange>,
+    ) -> Result<(), DeadLetterError> {
         let mut objects: BTreeMap<String, (usize, Vec<u8>)> = BTreeMap::new();
         let unranged = format!("{}-{:06}.ndjson", self.file_stem, self.seq);
-        for letter in &self.pending {
-            let name = self
-                .range_name(&letter.split, ranges)
-                .unwrap_or_else(|| unranged.clone());
+        for letter in letters {
+            let name = range_name(&letter.split, ranges).unwrap_or_else(|| unranged.clone());
             let (count, body) = objects.entry(name).or_default();
             *count += 1;
             body.extend_from_slice(letter.line.to_string().as_bytes());
@@ -242,9 +387,7 @@ impl DeadLetterSink {
         if wrote_unranged {
             self.seq += 1;
         }
-        let count = self.pending.len();
-        self.pending.clear();
-        Ok(count)
+        Ok(())
     }
 }
 
@@ -252,9 +395,10 @@ impl DeadLetterSink {
 mod tests {
     use std::sync::Arc;
 
-    use sluice_connectors::{Header, Origin};
+    use sluice_connectors::Header;
 
     use super::*;
+    use crate::spec::KafkaDeadLetterSpec;
 
     #[test]
     fn keeps_the_original_record_and_its_error() {
@@ -281,5 +425,57 @@ mod tests {
         assert_eq!(letter["headers"]["trace"], "abc");
         assert_eq!(letter["origin"]["offset"], 41);
         assert_eq!(letter["origin"]["topic"], "clicks");
+        assert_eq!(letter["id"], "kafka:clicks/2/41");
+    }
+
+    #[test]
+    fn the_id_is_stable_for_the_same_origin() {
+        let amqp = |seq, message_id: Option<&str>| Origin::Amqp {
+            queue: Arc::from("q"),
+            seq,
+            delivery_tag: seq as u64,
+            message_id: message_id.map(str::to_owned),
+            exchange: String::new(),
+            routing_key: "q".into(),
+            redelivered: false,
+        };
+        // A redelivery gets a new sequence number but keeps its message_id.
+        assert_eq!(
+            letter_id(&amqp(1, Some("m-7"))),
+            letter_id(&amqp(9, Some("m-7")))
+        );
+        assert_eq!(letter_id(&amqp(1, Some("m-7"))), "amqp:q/m-7");
+        assert_eq!(letter_id(&amqp(3, None)), "amqp:q/seq-3");
+    }
+
+    #[test]
+    fn a_topic_or_queue_destination_plans_no_objects() {
+        let spec = KafkaDeadLetterSpec {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "dead".into(),
+            group: "g".into(),
+            options: BTreeMap::new(),
+        };
+        let mut sink = DeadLetterSink {
+            destination: Destination::Kafka(kafka::KafkaDeadLetters::new("job", spec)),
+            pending: Vec::new(),
+        };
+        let event = Event {
+            payload: Bytes::from_static(b"{}"),
+            key: None,
+            headers: vec![],
+            timestamp_ms: None,
+            origin: Origin::Kafka {
+                topic: Arc::from("clicks"),
+                partition: 0,
+                offset: 5,
+            },
+        };
+        sink.push(DeadLetter::new(&event, "bad", 1));
+        let ranges = BTreeMap::from([(
+            SplitId::kafka("clicks", 0),
+            PositionRange { first: 0, last: 9 },
+        )]);
+        assert!(sink.planned_objects(&ranges).is_empty());
     }
 }

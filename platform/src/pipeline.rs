@@ -222,7 +222,7 @@ async fn run_pipeline_with(
 ) -> Result<JobStats, JobError> {
     let run_id = run_id();
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
-    let dead_letters = DeadLetterSink::new(dead_location, &run_id);
+    let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
     let template = FunctionRunner::new(&spec.name, &spec.dir, &spec.function);
     let pool = InstancePool::new(
         &spec.name,
@@ -485,7 +485,7 @@ impl Transient for CommitError {
 
 impl Transient for DeadLetterError {
     fn is_transient(&self) -> bool {
-        matches!(self, DeadLetterError::Write { .. })
+        self.is_retryable()
     }
 }
 

@@ -2,10 +2,20 @@
 //!
 //! Replay runs the letters through the job again (after the function was fixed) as a
 //! finite [`Source`]: each letter becomes an event with its original payload, key,
-//! headers and timestamp, and the origin [`Origin::DeadLetter`] (object and line). When
-//! every letter of an object has been acknowledged — their output is durable, or they
-//! failed again and are in new dead letters — the object is moved under `replayed/`, so a
-//! second replay does not run them twice and nothing is deleted outright.
+//! headers and timestamp, and the origin [`Origin::DeadLetter`] (where the letter is kept
+//! and its line there: the object and line in a store, `<topic>/<partition>` and offset + 1
+//! in a topic, the queue and its order of arrival in a queue). Once letters are
+//! acknowledged — their output is durable, or they failed again and are in new dead
+//! letters — they leave the pending set, so a second replay does not run them twice:
+//!
+//! | destination | pending letters | after replay |
+//! |---|---|---|
+//! | store | objects outside `replayed/` | a fully replayed object is moved under `replayed/` (nothing is deleted outright) |
+//! | Kafka topic | from the dead-letter group's committed offset to the end of each partition | the group's offset is committed past them |
+//! | AMQP queue | the messages in the queue when reading begins | each message is acknowledged (removed); the rest go back to the queue when the replay ends |
+//!
+//! Listing and showing never change anything: a topic is read without committing, and
+//! messages taken from a queue are returned to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,9 +32,11 @@ use serde_json::Value;
 use sluice_connectors::{CheckpointDelta, Event, Header, Origin, Source, SourceError};
 use tracing::info;
 
+use super::amqp::{AmqpReadError, PendingAmqpLetters};
+use super::kafka::{KafkaReadError, PendingKafkaLetters};
 use super::open_dead_letter_store;
 use crate::output::store::{OutputLocation, StoreError};
-use crate::spec::JobSpec;
+use crate::spec::{DeadLetterSpec, JobSpec};
 
 /// Objects moved here once replayed, relative to the dead-letter prefix.
 const REPLAYED: &str = "replayed";
@@ -44,20 +56,107 @@ pub enum ReplayError {
         line: u64,
         message: String,
     },
+    #[error(transparent)]
+    Kafka(#[from] KafkaReadError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpReadError),
 }
 
-/// One dead-letter object and its letters.
+/// Where some letters are kept — an object, a partition, a queue — and the letters, each
+/// with its line there (1-based; offset + 1 in a partition).
 #[derive(Debug, Clone)]
 pub struct LetterObject {
-    /// Name relative to the dead-letter prefix.
+    /// Name relative to the dead-letter prefix; `<topic>/<partition>`; the queue.
     pub name: String,
-    pub letters: Vec<Value>,
+    pub letters: Vec<(u64, Value)>,
+}
+
+/// The pending dead letters of a job.
+#[derive(Debug, Clone)]
+pub struct DeadLetterListing {
+    /// The destination, for people (a URL without password, a topic, a queue).
+    pub destination: String,
+    /// What [`LetterObject`]s are here: `objects`, `partitions` or `queues`.
+    pub unit: &'static str,
+    pub objects: Vec<LetterObject>,
+}
+
+impl DeadLetterListing {
+    pub fn total(&self) -> usize {
+        self.objects.iter().map(|o| o.letters.len()).sum()
+    }
+}
+
+/// Where pending letters were read from, kept to acknowledge them.
+enum Pending {
+    Store(OutputLocation),
+    Kafka(PendingKafkaLetters),
+    Amqp(Box<PendingAmqpLetters>),
+}
+
+/// Every pending dead letter (at most `limit` from a queue), changing nothing.
+pub async fn read_dead_letters(
+    spec: &JobSpec,
+    limit: Option<usize>,
+) -> Result<DeadLetterListing, ReplayError> {
+    let (pending, listing) = read_pending(spec, limit).await?;
+    if let Pending::Amqp(queue) = pending {
+        queue.release().await;
+    }
+    Ok(listing)
+}
+
+async fn read_pending(
+    spec: &JobSpec,
+    limit: Option<usize>,
+) -> Result<(Pending, DeadLetterListing), ReplayError> {
+    match &spec.dead_letter {
+        Some(DeadLetterSpec::Kafka(kafka)) => {
+            let pending = PendingKafkaLetters::read(&spec.name, kafka).await?;
+            let objects = pending
+                .partitions
+                .iter()
+                .map(|(partition, letters)| LetterObject {
+                    name: format!("{}/{partition}", pending.topic),
+                    letters: letters
+                        .iter()
+                        .map(|(offset, letter)| (*offset as u64 + 1, letter.clone()))
+                        .collect(),
+                })
+                .collect();
+            let listing = DeadLetterListing {
+                destination: format!("kafka topic {} ({})", kafka.topic, kafka.brokers),
+                unit: "partitions",
+                objects,
+            };
+            Ok((Pending::Kafka(pending), listing))
+        }
+        Some(DeadLetterSpec::Amqp(amqp)) => {
+            let pending = PendingAmqpLetters::get(&spec.name, amqp, limit).await?;
+            let listing = DeadLetterListing {
+                destination: format!("amqp queue {} ({})", amqp.queue, amqp.redacted_url()),
+                unit: "queues",
+                objects: vec![LetterObject {
+                    name: amqp.queue.clone(),
+                    letters: pending.letters.clone(),
+                }],
+            };
+            Ok((Pending::Amqp(Box::new(pending)), listing))
+        }
+        Some(DeadLetterSpec::Store { .. }) | None => {
+            let (location, objects) = read_store(spec).await?;
+            let listing = DeadLetterListing {
+                destination: location.url.clone(),
+                unit: "objects",
+                objects,
+            };
+            Ok((Pending::Store(location), listing))
+        }
+    }
 }
 
 /// Every dead-letter object not yet replayed, oldest name first.
-pub async fn read_dead_letters(
-    spec: &JobSpec,
-) -> Result<(OutputLocation, Vec<LetterObject>), ReplayError> {
+async fn read_store(spec: &JobSpec) -> Result<(OutputLocation, Vec<LetterObject>), ReplayError> {
     let location = open_dead_letter_store(spec)?;
     let read_error = |source| ReplayError::Read {
         url: location.url.clone(),
@@ -95,7 +194,7 @@ pub async fn read_dead_letters(
                 line: i as u64 + 1,
                 message: e.to_string(),
             })?;
-            letters.push(letter);
+            letters.push((i as u64 + 1, letter));
         }
         objects.push(LetterObject { name, letters });
     }
@@ -164,10 +263,12 @@ fn decode_field(letter: &Value, field: &str, encoding: &str) -> Result<Option<By
 
 /// A finite source over dead letters; see the module docs.
 pub struct ReplaySource {
-    location: OutputLocation,
+    pending: Pending,
     queue: VecDeque<Event>,
-    /// Per object: its name and how many letters it holds (its last line number).
+    /// Per object: its last line (a store object is retired once it is acknowledged).
     objects: HashMap<Arc<str>, u64>,
+    /// Per `<topic>/<partition>` object: the partition.
+    partitions: HashMap<Arc<str>, i32>,
     /// Letters acknowledged so far, for progress displays.
     progress: Arc<AtomicU64>,
 }
@@ -175,30 +276,40 @@ pub struct ReplaySource {
 impl ReplaySource {
     /// Reads every pending dead letter; returns the source and the number of letters.
     pub async fn open(spec: &JobSpec) -> Result<(Self, u64), ReplayError> {
-        let (location, objects) = read_dead_letters(spec).await?;
+        let (pending, listing) = read_pending(spec, None).await?;
         let mut queue = VecDeque::new();
-        let mut sizes = HashMap::new();
-        for object in objects {
+        let mut objects = HashMap::new();
+        let mut partitions = HashMap::new();
+        for object in listing.objects {
             let name: Arc<str> = Arc::from(object.name.as_str());
-            for (i, letter) in object.letters.iter().enumerate() {
-                let line = i as u64 + 1;
-                let event = letter_to_event(letter, &name, line).map_err(|message| {
+            for (line, letter) in &object.letters {
+                let event = letter_to_event(letter, &name, *line).map_err(|message| {
                     ReplayError::Malformed {
                         object: object.name.clone(),
-                        line,
+                        line: *line,
                         message,
                     }
                 })?;
                 queue.push_back(event);
             }
-            sizes.insert(name, object.letters.len() as u64);
+            if let Pending::Kafka(kafka) = &pending
+                && let Some(partition) = object
+                    .name
+                    .strip_prefix(&format!("{}/", kafka.topic))
+                    .and_then(|p| p.parse().ok())
+            {
+                partitions.insert(name.clone(), partition);
+            }
+            let last = object.letters.last().map_or(0, |(line, _)| *line);
+            objects.insert(name, last);
         }
         let total = queue.len() as u64;
         Ok((
             Self {
-                location,
+                pending,
                 queue,
-                objects: sizes,
+                objects,
+                partitions,
                 progress: Arc::new(AtomicU64::new(0)),
             },
             total,
@@ -210,26 +321,51 @@ impl ReplaySource {
         self.progress.clone()
     }
 
-    /// Moves a fully replayed object under `replayed/` (copy, then delete).
-    async fn retire(&self, name: &str) -> object_store::Result<()> {
-        let from = self
-            .location
+    /// Marks the letters `first..=last` of `name` as replayed (see the module docs).
+    async fn retire(&self, name: &str, first: u64, last: u64) -> Result<(), String> {
+        match &self.pending {
+            Pending::Store(location) => {
+                let Some(&size) = self.objects.get(name) else {
+                    return Ok(());
+                };
+                if last < size {
+                    return Ok(());
+                }
+                move_replayed(location, name).await.map_err(|e| {
+                    format!("could not move the replayed object under {REPLAYED}/: {e}")
+                })?;
+                info!(object = name, letters = size, "dead letters replayed");
+            }
+            Pending::Kafka(kafka) => {
+                let Some(&partition) = self.partitions.get(name) else {
+                    return Ok(());
+                };
+                // Lines are offsets + 1: `last` is the next offset to read.
+                kafka
+                    .commit(partition, last as i64)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Pending::Amqp(queue) => queue.ack(first, last).await.map_err(|e| e.to_string())?,
+        }
+        Ok(())
+    }
+}
+
+/// Moves a fully replayed object under `replayed/` (copy, then delete).
+async fn move_replayed(location: &OutputLocation, name: &str) -> object_store::Result<()> {
+    let path = |name: &str| {
+        location
             .object_path(name)
             .map_err(|e| object_store::Error::Generic {
                 store: "dead letters",
                 source: Box::new(e),
-            })?;
-        let to = self
-            .location
-            .object_path(&format!("{REPLAYED}/{name}"))
-            .map_err(|e| object_store::Error::Generic {
-                store: "dead letters",
-                source: Box::new(e),
-            })?;
-        let body = self.location.store.get(&from).await?.bytes().await?;
-        self.location.store.put(&to, body.into()).await?;
-        self.location.store.delete(&from).await
-    }
+            })
+    };
+    let (from, to) = (path(name)?, path(&format!("{REPLAYED}/{name}"))?);
+    let body = location.store.get(&from).await?.bytes().await?;
+    location.store.put(&to, body.into()).await?;
+    location.store.delete(&from).await
 }
 
 #[async_trait]
@@ -249,23 +385,26 @@ impl Source for ReplaySource {
             };
             self.progress
                 .fetch_add((range.last - range.first + 1) as u64, Ordering::Relaxed);
-            let Some(&size) = self.objects.get(name) else {
-                continue;
-            };
-            if range.last as u64 >= size {
-                self.retire(name).await.map_err(|e| SourceError::Ack {
+            self.retire(name, range.first as u64, range.last as u64)
+                .await
+                .map_err(|message| SourceError::Ack {
                     connector: "dead-letter replay",
                     positions: format!("{split}"),
-                    message: format!("could not move the replayed object under {REPLAYED}/: {e}"),
+                    message,
                 })?;
-                info!(object = name, letters = size, "dead letters replayed");
-            }
         }
         Ok(())
     }
 
     fn backlog(&self) -> Option<u64> {
         Some(self.queue.len() as u64)
+    }
+
+    /// Letters taken from a queue and not acknowledged go back to it.
+    async fn close(&mut self) {
+        if let Pending::Amqp(queue) = &self.pending {
+            queue.release().await;
+        }
     }
 }
 

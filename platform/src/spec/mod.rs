@@ -13,6 +13,7 @@ pub mod units;
 pub mod validate;
 mod validate_amqp;
 mod validate_bucket;
+mod validate_dead_letter;
 mod validate_output;
 
 #[cfg(test)]

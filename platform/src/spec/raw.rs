@@ -227,12 +227,49 @@ pub struct RawOutput {
     pub options: RawOptions,
 }
 
-/// `[dead_letter]`.
+/// `[dead_letter]`: at most one of `url`, `[dead_letter.kafka]`, `[dead_letter.amqp]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeadLetter {
-    /// Dead-letter destination prefix, e.g. `s3://lake/_dead/clicks`; `${NAME}` is expanded.
+    /// Dead letters as NDJSON objects under this store prefix, e.g.
+    /// `s3://lake/_dead/clicks`; `${NAME}` is expanded.
     pub url: Option<String>,
+    /// `[dead_letter.kafka]`: dead letters as messages of a Kafka topic.
+    pub kafka: Option<RawKafkaDeadLetter>,
+    /// `[dead_letter.amqp]`: dead letters as persistent messages in an AMQP queue.
+    pub amqp: Option<RawAmqpDeadLetter>,
+}
+
+/// `[dead_letter.kafka]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafkaDeadLetter {
+    /// Bootstrap servers, `host:port[,host:port…]`, expanded; default: the Kafka
+    /// trigger's `brokers` (required when the trigger is not Kafka).
+    pub brokers: Option<String>,
+    /// The topic dead letters are produced to (required); it must exist.
+    pub topic: Option<String>,
+    /// The consumer group `sluice dlq replay` commits to once letters are replayed;
+    /// default `sluice-<name>-dead-letters`.
+    pub group: Option<String>,
+    /// Extra librdkafka properties for the producer and the replay consumer, like
+    /// `[trigger.kafka.options]`.
+    #[serde(default)]
+    pub options: RawOptions,
+}
+
+/// `[dead_letter.amqp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpDeadLetter {
+    /// Broker address, like `[trigger.amqp]`'s `url`; default: the AMQP trigger's `url`
+    /// (required when the trigger is not AMQP).
+    pub url: Option<String>,
+    /// The queue dead letters are published to (required).
+    pub queue: Option<String>,
+    /// Declare the queue (durable) before publishing; default true. `false`: the queue
+    /// must exist.
+    pub declare: Option<bool>,
 }
 
 /// A duration as written, e.g. `"30s"`; parsed during validation.

@@ -227,7 +227,12 @@ url = "s3://${LAKE}/_dead/clicks"
         Some("http://localhost:9000")
     );
 
-    assert_eq!(job.dead_letter.as_deref(), Some("s3://lake/_dead/clicks"));
+    assert_eq!(
+        job.dead_letter,
+        Some(DeadLetterSpec::Store {
+            url: "s3://lake/_dead/clicks".into()
+        })
+    );
 }
 
 #[test]
@@ -455,4 +460,5 @@ fn unknown_trigger_kind_is_rejected() {
 }
 
 mod amqp;
+mod dead_letter;
 mod invalid;

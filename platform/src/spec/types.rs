@@ -19,8 +19,60 @@ pub struct JobSpec {
     pub batch: BatchSpec,
     pub scaling: ScalingSpec,
     pub output: OutputSpec,
-    /// Dead-letter destination URL; accepted and kept, used once dead letters land.
-    pub dead_letter: Option<String>,
+    /// Where dead letters go; `None`: NDJSON objects under
+    /// `<output.url>/_sluice/dead_letters`.
+    pub dead_letter: Option<DeadLetterSpec>,
+}
+
+/// `[dead_letter]`: one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSpec {
+    /// NDJSON objects under a store prefix (`file://`, `s3://` or `memory://` URL).
+    Store { url: String },
+    /// Messages of a Kafka topic.
+    Kafka(KafkaDeadLetterSpec),
+    /// Persistent messages in an AMQP queue.
+    Amqp(AmqpDeadLetterSpec),
+}
+
+/// `[dead_letter.kafka]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaDeadLetterSpec {
+    /// Bootstrap servers, `${ENV}` expanded (the Kafka trigger's when not given).
+    pub brokers: String,
+    pub topic: String,
+    /// The group `sluice dlq replay` commits replayed letters to.
+    pub group: String,
+    /// Extra librdkafka properties, `${ENV}` expanded.
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[dead_letter.amqp]`. `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpDeadLetterSpec {
+    /// `amqp://user:password@host:port/vhost`, `${ENV}` expanded (the AMQP trigger's when
+    /// not given); show it only through [`AmqpDeadLetterSpec::redacted_url`].
+    pub url: String,
+    pub queue: String,
+    /// Declare the queue (durable) before publishing.
+    pub declare: bool,
+}
+
+impl AmqpDeadLetterSpec {
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        sluice_connectors::amqp::redact_url(&self.url)
+    }
+}
+
+impl std::fmt::Debug for AmqpDeadLetterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpDeadLetterSpec")
+            .field("url", &self.redacted_url())
+            .field("queue", &self.queue)
+            .field("declare", &self.declare)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 //! within the documented range and every `${NAME}` reference has been expanded.
 //!
 //! This file checks the name, trigger, function, batch and scaling sections; `[output]` is
-//! checked in `validate_output.rs`, `[trigger.amqp]` in `validate_amqp.rs`, and the field
-//! checks they share live in `checker.rs`.
+//! checked in `validate_output.rs`, `[trigger.amqp]` in `validate_amqp.rs`, `[dead_letter]`
+//! in `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,12 +48,9 @@ pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec,
     let batch = checker.batch(&raw.batch);
     let scaling = checker.scaling(&raw.scaling);
     let output = checker.output(raw.output.as_ref());
-    let dead_letter = raw
-        .dead_letter
-        .as_ref()
-        .and_then(|dead_letter| dead_letter.url.as_deref())
-        .and_then(|url| checker.expand("dead_letter.url", url))
-        .and_then(|url| checker.store_url("dead_letter.url", &url));
+    let dead_letter = raw.dead_letter.as_ref().and_then(|dead_letter| {
+        checker.dead_letter(dead_letter, trigger.as_ref(), name.as_deref())
+    });
 
     match (name, trigger, function, output) {
         (Some(name), Some(trigger), Some(function), Some(output)) if checker.errors.is_empty() => {
@@ -159,7 +156,7 @@ impl Checker<'_> {
             }
             (Some(brokers), None) => self
                 .expand("trigger.kafka.brokers", brokers)
-                .and_then(|expanded| self.brokers(&expanded)),
+                .and_then(|expanded| self.brokers("trigger.kafka.brokers", &expanded)),
             (None, None) => {
                 self.missing("trigger.kafka.brokers", "brokers = \"localhost:9092\"");
                 None
@@ -214,7 +211,7 @@ impl Checker<'_> {
     }
 
     /// Checks `host:port[,host:port…]` and returns it without stray spaces.
-    fn brokers(&mut self, brokers: &str) -> Option<String> {
+    pub(super) fn brokers(&mut self, field: &str, brokers: &str) -> Option<String> {
         let entries: Vec<&str> = brokers.split(',').map(str::trim).collect();
         let well_formed = entries.iter().all(|entry| {
             entry.rsplit_once(':').is_some_and(|(host, port)| {
@@ -223,7 +220,7 @@ impl Checker<'_> {
         });
         if !well_formed {
             self.error(
-                "trigger.kafka.brokers",
+                field,
                 format!("invalid brokers {brokers:?}; allowed: host:port[,host:port...], e.g. \"localhost:9092\""),
             );
             return None;
@@ -429,7 +426,7 @@ impl Checker<'_> {
 }
 
 /// Kafka's topic rule: `[a-zA-Z0-9._-]`, 1 to 249 characters, not `.` or `..`.
-fn is_kafka_topic(topic: &str) -> bool {
+pub(super) fn is_kafka_topic(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= 249
         && topic != "."

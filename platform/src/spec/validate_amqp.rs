@@ -27,7 +27,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            Some(url) => self.amqp_url(url),
+            Some(url) => self.amqp_url("trigger.amqp.url", url),
         };
         let declare = raw.declare.unwrap_or(false);
         let queue = match raw.queue.as_deref() {
@@ -35,7 +35,7 @@ impl Checker<'_> {
                 self.missing("trigger.amqp.queue", "queue = \"clicks\"");
                 None
             }
-            Some(queue) => self.amqp_queue(queue, declare),
+            Some(queue) => self.amqp_queue("trigger.amqp.queue", queue, declare),
         };
         let exchange = raw
             .exchange
@@ -69,13 +69,13 @@ impl Checker<'_> {
         })
     }
 
-    fn amqp_url(&mut self, raw: &str) -> Option<String> {
-        const FIELD: &str = "trigger.amqp.url";
+    /// Checks a broker URL (the password rule above) and expands it.
+    pub(super) fn amqp_url(&mut self, field: &str, raw: &str) -> Option<String> {
         if let Some(password) = literal_password(raw) {
             let user = url_user(raw).unwrap_or_default();
             if !(user == "guest" && password == "guest") {
                 self.error(
-                    FIELD,
+                    field,
                     "holds a literal password, which must come from the environment: write it as \
                      amqp://user:${AMQP_PASSWORD}@host:5672/vhost, or the whole URL as \"${AMQP_URL}\" \
                      (only RabbitMQ's default guest:guest may be written as is)",
@@ -83,36 +83,35 @@ impl Checker<'_> {
                 return None;
             }
         }
-        let url = self.expand(FIELD, raw)?;
+        let url = self.expand(field, raw)?;
         match parse_broker_url(&url) {
             Ok(_) => Some(url),
             Err(SourceError::Config { message, .. }) => {
-                self.error(FIELD, message);
+                self.error(field, message);
                 None
             }
             Err(other) => {
-                self.error(FIELD, other.to_string());
+                self.error(field, other.to_string());
                 None
             }
         }
     }
 
-    fn amqp_queue(&mut self, queue: &str, declare: bool) -> Option<String> {
-        const FIELD: &str = "trigger.amqp.queue";
+    pub(super) fn amqp_queue(&mut self, field: &str, queue: &str, declare: bool) -> Option<String> {
         if queue.is_empty() {
-            self.error(FIELD, "empty queue name; name the queue to consume");
+            self.error(field, "empty queue name; name the queue");
             return None;
         }
         if declare && queue.starts_with("amq.") {
             self.error(
-                FIELD,
+                field,
                 format!(
                     "{queue:?} cannot be declared: names starting with \"amq.\" are reserved by the broker"
                 ),
             );
             return None;
         }
-        self.amqp_name_length(FIELD, "queue name", queue)
+        self.amqp_name_length(field, "queue name", queue)
             .then(|| queue.to_owned())
     }
 
