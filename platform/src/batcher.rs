@@ -43,12 +43,29 @@ impl Batch {
         }
     }
 
-    /// The split this batch's events come from (every event of a batch shares it).
-    /// A batch is never empty; an empty one reports the split `""`.
+    /// The split this batch's events come from (every event of a batch shares it); for
+    /// an acknowledge-only batch without events, its checkpoint's split.
     pub fn split(&self) -> SplitId {
-        self.events
-            .first()
-            .map_or_else(|| SplitId::new(""), |event| event.origin.split())
+        match self.events.first() {
+            Some(event) => event.origin.split(),
+            None => self
+                .checkpoint
+                .iter()
+                .next()
+                .map_or_else(|| SplitId::new(""), |(split, _)| split.clone()),
+        }
+    }
+
+    /// A batch with no events that only carries `position` of `split` to the
+    /// acknowledgement (a duplicate message that is not run again).
+    pub fn acknowledge_only(
+        split: SplitId,
+        position: i64,
+        now: Instant,
+    ) -> Result<Self, CheckpointError> {
+        let mut batch = Self::open(now);
+        batch.checkpoint.record(split, position)?;
+        Ok(batch)
     }
 }
 
@@ -127,6 +144,11 @@ impl Batcher {
             .collect();
         batches.sort_by_key(|b| b.opened_at);
         batches
+    }
+
+    /// Cuts the open batch of `split`, if there is one.
+    pub fn cut_split(&mut self, split: &SplitId) -> Option<Batch> {
+        self.open.remove(split)
     }
 
     /// Cuts whatever is open (shutdown, end of a finite source), oldest first.

@@ -25,7 +25,7 @@
 //!         spawn run_batch(batch, instance)      // retries, bisection: batch_runner.rs
 //!     finished batch → pool.release(instance); apply the outcomes now in split order
 //!     every 500 ms: autoscaler (backlog, throughput) → desired; stop idle instances
-//!     if sink.flush_due() { intents; sink.flush(); dead_letters.flush(); commit markers;
+//!     if commit_due() { intents; sink.flush(); dead_letters.flush(); commit markers;
 //!                           source.ack(pending); prune markers }
 //! }
 //! shutdown: stop intake → cut the open batches → run and apply them all → commit → stop
@@ -49,10 +49,11 @@ use crate::output::store::{OutputLocation, StoreError, open_store};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::pool::InstancePool;
 use crate::pool::node::NodeCapacity;
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, TriggerSpec};
 use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
+use message_ids::{MessageIdError, MessageIds};
 
 /// Why a job stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,8 @@ pub enum JobError {
         attempts: u32,
         last_error: String,
     },
+    #[error(transparent)]
+    MessageIds(#[from] MessageIdError),
     /// A bug in Sluice: a batch task panicked or was lost.
     #[error("internal error: {0}")]
     Internal(String),
@@ -101,6 +104,8 @@ pub struct JobStats {
     pub commits: u64,
     /// Kafka records skipped because a commit marker already covers them.
     pub skipped_committed: u64,
+    /// AMQP messages not run because their `message_id` was already processed.
+    pub duplicates: u64,
 }
 
 impl JobStats {
@@ -221,6 +226,12 @@ async fn run_pipeline_with(
     runtime: JobRuntime,
 ) -> Result<JobStats, JobError> {
     let run_id = run_id();
+    let message_ids = match &spec.trigger {
+        TriggerSpec::Amqp(amqp) => {
+            Some(MessageIds::load(location.clone(), &amqp.queue, &run_id).await?)
+        }
+        _ => None,
+    };
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
     let template = FunctionRunner::new(&spec.name, &spec.dir, &spec.function);
@@ -251,6 +262,8 @@ async fn run_pipeline_with(
         status: runtime.status,
         failure: None,
         intake_stopped: false,
+        message_ids,
+        pending_since: None,
     };
     pipeline.status.set_state(JobState::Running, None);
     let result = pipeline.run().await;
@@ -312,6 +325,10 @@ struct Pipeline<'a> {
     failure: Option<JobError>,
     /// Set when intake failed: queued batches are not started.
     intake_stopped: bool,
+    /// AMQP jobs: ids of processed messages, to drop duplicates.
+    message_ids: Option<MessageIds>,
+    /// When `pending` last went from empty to holding positions.
+    pending_since: Option<Instant>,
 }
 
 impl Pipeline<'_> {
@@ -330,6 +347,24 @@ impl Pipeline<'_> {
         let committed = self.commit().await;
         let failure = self.failure.take().map_or(Ok(()), Err);
         intake.and(drained).and(failure).and(committed)
+    }
+
+    /// When the next commit is due: when the sink's oldest file must close, or — for
+    /// positions with no rows to write (duplicates, records that all went to the dead
+    /// letters, output with no rows) — `output.max_file_age` after the first of them, so
+    /// they are acknowledged even when no row ever follows.
+    fn commit_deadline(&self) -> Option<Instant> {
+        let positions = self
+            .pending_since
+            .map(|since| since + self.spec.output.max_file_age);
+        match (self.sink.flush_deadline(), positions) {
+            (Some(rows), Some(positions)) => Some(rows.min(positions)),
+            (rows, positions) => rows.or(positions),
+        }
+    }
+
+    fn commit_due(&self, now: Instant) -> bool {
+        self.sink.flush_due(now) || self.commit_deadline().is_some_and(|due| due <= now)
     }
 
     /// Starts what may start and waits until no batch is queued or running.
@@ -355,6 +390,40 @@ impl Pipeline<'_> {
         events
     }
 
+    /// Batches `events`; a duplicate AMQP message (see `message_ids`) is not batched but
+    /// queued, in its split's order, to be acknowledged only.
+    fn take(&mut self, events: Vec<Event>) -> Result<(), JobError> {
+        if self.message_ids.is_none() {
+            let full = self.batcher.push(events, Instant::now())?;
+            self.enqueue(full);
+            return Ok(());
+        }
+        let mut run = Vec::with_capacity(events.len());
+        for event in events {
+            let duplicate = self
+                .message_ids
+                .as_mut()
+                .is_some_and(|ids| ids.is_duplicate(&event));
+            if !duplicate {
+                run.push(event);
+                continue;
+            }
+            let now = Instant::now();
+            let split = event.origin.split();
+            let full = self.batcher.push(std::mem::take(&mut run), now)?;
+            self.enqueue(full);
+            let open = self.batcher.cut_split(&split);
+            self.enqueue(open.into_iter().collect());
+            debug!(job = %self.spec.name, origin = ?event.origin, "duplicate message: its message_id was already processed; acknowledging it without running it");
+            self.stats.duplicates += 1;
+            let position = event.origin.position();
+            self.enqueue(vec![Batch::acknowledge_only(split, position, now)?]);
+        }
+        let full = self.batcher.push(run, Instant::now())?;
+        self.enqueue(full);
+        Ok(())
+    }
+
     fn enqueue(&mut self, batches: Vec<Batch>) {
         for batch in batches {
             self.dispatch.enqueue(batch);
@@ -370,7 +439,7 @@ impl Pipeline<'_> {
                 return Ok(());
             }
             let batch_deadline = self.batcher.deadline();
-            let flush_deadline = self.sink.flush_deadline();
+            let flush_deadline = self.commit_deadline();
             let queued = self.dispatch.queued_batches();
             let room = queued < QUEUE_BATCHES_MIN
                 || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < QUEUE_BYTES);
@@ -392,15 +461,14 @@ impl Pipeline<'_> {
                 events = self.source.next_events(), if room => match events? {
                     Some(events) => {
                         let events = self.skip_committed(events);
-                        let full = self.batcher.push(events, Instant::now())?;
-                        self.enqueue(full);
+                        self.take(events)?;
                     }
                     None => return Ok(()),
                 },
             }
             self.start_batches();
             // A redo commits its whole range at once, with the range's own boundaries.
-            if self.sink.flush_due(Instant::now()) && !self.committer.redoing() {
+            if self.commit_due(Instant::now()) && !self.committer.redoing() {
                 self.commit().await?;
             }
         }
@@ -436,6 +504,12 @@ impl Pipeline<'_> {
             self.dead_letters.flush(&ranges).await
         })
         .await?;
+        if let Some(ids) = self.message_ids.as_mut() {
+            retry_commit_step(job, shutdown, status, "record message ids", async || {
+                ids.persist().await
+            })
+            .await?;
+        }
         // (c) commit markers: the ranges' output is complete.
         let committer = &mut self.committer;
         let committed =
@@ -445,6 +519,7 @@ impl Pipeline<'_> {
             .await?;
         // (d) every row and dead letter derived from `pending` is durable: acknowledge it.
         let delta = std::mem::take(&mut self.pending);
+        self.pending_since = None;
         if !delta.is_empty() {
             let source = &mut self.source;
             retry_commit_step(job, shutdown, status, "acknowledge positions", async || {
@@ -486,6 +561,12 @@ impl Transient for CommitError {
 impl Transient for DeadLetterError {
     fn is_transient(&self) -> bool {
         self.is_retryable()
+    }
+}
+
+impl Transient for MessageIdError {
+    fn is_transient(&self) -> bool {
+        true
     }
 }
 
@@ -583,6 +664,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 mod batch_runner;
 mod dispatch;
+mod message_ids;
 mod scheduling;
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use sluice_connectors::{CheckpointDelta, Event, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::message_ids::message_ids;
 use super::{JobError, JobStats, backoff};
 use crate::batcher::Batch;
 use crate::deadletter::DeadLetter;
@@ -57,6 +58,8 @@ pub(super) struct BatchOutcome {
     pub stats: JobStats,
     /// Init time (spawn → readiness) of each instance this batch started, when known.
     pub cold_starts: Vec<Option<Duration>>,
+    /// The AMQP `message_id`s of the batch's records (recorded once its output is durable).
+    pub message_ids: Vec<Arc<str>>,
     /// Records of the batch and how long it held its instance.
     pub records: usize,
     pub busy: Duration,
@@ -94,6 +97,7 @@ pub(super) async fn run_batch(
             ..JobStats::default()
         },
         cold_starts: Vec::new(),
+        message_ids: message_ids(&batch.events),
         records,
         busy: Duration::ZERO,
     };

@@ -99,7 +99,13 @@ impl Pipeline<'_> {
         for dead_letter in outcome.dead_letters {
             self.dead_letters.push(dead_letter);
         }
+        if self.pending.is_empty() {
+            self.pending_since = Some(Instant::now());
+        }
         self.pending.extend(outcome.checkpoint)?;
+        if let Some(ids) = self.message_ids.as_mut() {
+            ids.applied(&outcome.message_ids);
+        }
         self.stats.add_batch(&outcome.stats);
         if !outcome.cold_starts.is_empty() {
             self.status.update(|status| {
