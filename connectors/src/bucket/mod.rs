@@ -22,6 +22,7 @@
 pub mod cursor;
 pub mod feed;
 pub mod notification;
+pub mod range;
 pub mod reader;
 pub mod source;
 pub mod spool;

@@ -67,7 +67,7 @@ pub enum Discovery {
     },
 }
 
-enum ReadItem {
+pub(super) enum ReadItem {
     Events(Vec<Event>),
     /// The object was read to its end; the line of its last record, if any.
     Done {
@@ -106,6 +106,7 @@ struct Pending {
 }
 
 mod notified;
+pub use notified::object_location;
 
 /// The notification side of a source in notification mode.
 struct Notifications {
@@ -379,7 +380,7 @@ impl BucketSource {
 
 /// Streams one object through the reader, sending chunks of events. Returns the line of
 /// the last record.
-fn read_object(
+pub(super) fn read_object(
     runtime: &tokio::runtime::Handle,
     store: &Arc<dyn ObjectStore>,
     location: &Path,

@@ -154,6 +154,6 @@ fn spawn_feed<S: Source + 'static>(
 
 /// The store path of a notified key, taken as it is (`Path::parse` keeps unicode, spaces
 /// and `+`); a key `Path` cannot hold verbatim (an empty or `.` segment) is encoded.
-fn object_location(key: &str) -> Path {
+pub fn object_location(key: &str) -> Path {
     Path::parse(key).unwrap_or_else(|_| Path::from(key))
 }
