@@ -16,8 +16,11 @@
 //! | the job stops before that                                 | not done: read again on restart |
 //! | the object cannot be read (truncated gzip, ragged CSV, …) | not done; error logged with the object and line; records before the error are processed; retried on restart |
 //!
-//! Delivery is at-least-once per object: an object whose output was partly written when
-//! the job stopped is read again whole.
+//! Delivery: an object whose output was partly written when the job stopped is read
+//! again whole; the platform's commit protocol (`platform/src/commit/design.md`) names
+//! output from the object version and line range and skips lines already committed, so
+//! each line's output is written exactly once per object version. [`range`] reads an
+//! unfinished range again for the platform's recovery.
 
 pub mod cursor;
 pub mod feed;

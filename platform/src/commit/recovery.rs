@@ -225,7 +225,7 @@ pub(super) async fn prune_split(
             if range == keep {
                 continue;
             }
-            match markers.delete(&split, range, kind).await {
+            match markers.delete(split, range, kind).await {
                 Ok(()) => pruned += 1,
                 Err(error) => {
                     warn!(%split, %error, "could not delete an older commit marker")

@@ -82,7 +82,7 @@ async fn object_ranges_are_named_from_the_version_and_committed_lines_are_recogn
         .await
         .unwrap();
     let intent = format!("out/_sluice/objects/{id}/{:020}-{:020}.intent.json", 1, 100);
-    assert_eq!(markers(&store).await, [intent.clone()]);
+    assert_eq!(markers(&store).await, std::slice::from_ref(&intent));
     staged.commit(&mut committer).await.unwrap();
     assert_eq!(
         markers(&store).await,
