@@ -24,9 +24,11 @@
         when the URL names nobody. Messages are published with the topic's name as
         routing key; the exchange must exist before the first notification.
 
-    ceph_probe.py subscribe ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION PUSH_ENDPOINT PREFIX
+    ceph_probe.py subscribe ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION PUSH_ENDPOINT PREFIX [NAME=VALUE...]
         Creates a persistent SNS topic pushing to PUSH_ENDPOINT and points BUCKET's
         s3:ObjectCreated:* notifications for keys under PREFIX at it; prints the topic ARN.
+        Each NAME=VALUE is one more topic attribute, e.g. amqp-exchange=s3 and
+        amqp-ack-level=broker for an amqp:// endpoint (the exchange must exist).
 
     ceph_probe.py unsubscribe ENDPOINT BUCKET ACCESS_KEY SECRET_KEY REGION TOPIC_ARN
         Removes BUCKET's notification configuration and the topic.
@@ -328,17 +330,18 @@ def probe_notify(client: Client, bucket: str, amqp: tuple[str, str] | None) -> s
     )
 
 
-def subscribe(client: Client, bucket: str, push_endpoint: str, prefix: str) -> str:
+def subscribe(
+    client: Client, bucket: str, push_endpoint: str, prefix: str, extra: dict[str, str] | None = None
+) -> str:
     """Points BUCKET's ObjectCreated notifications under PREFIX at PUSH_ENDPOINT (a
-    persistent topic: RGW retries while the endpoint is down). Returns the topic ARN."""
+    persistent topic: RGW retries while the endpoint is down), with EXTRA topic
+    attributes. Returns the topic ARN."""
     topic = f"sluice-{uuid.uuid4().hex[:8]}"
-    params = {
-        "Name": topic,
-        "Attributes.entry.1.key": "push-endpoint",
-        "Attributes.entry.1.value": push_endpoint,
-        "Attributes.entry.2.key": "persistent",
-        "Attributes.entry.2.value": "true",
-    }
+    attributes = {"push-endpoint": push_endpoint, "persistent": "true", **(extra or {})}
+    params: dict[str, str] = {"Name": topic}
+    for index, (name, value) in enumerate(attributes.items(), start=1):
+        params[f"Attributes.entry.{index}.key"] = name
+        params[f"Attributes.entry.{index}.value"] = value
     topic_arn = xml_text(client.sns("CreateTopic", params), "TopicArn")
     config = notification_configuration(topic, topic_arn, prefix)
     client.expect("PutBucketNotificationConfiguration", (200,), "PUT", f"/{bucket}", {"notification": ""}, config)
@@ -352,9 +355,11 @@ def unsubscribe(client: Client, bucket: str, topic_arn: str) -> None:
 
 def main(argv: list[str]) -> int:
     try:
-        if len(argv) == 8 and argv[0] == "subscribe":
+        if len(argv) >= 8 and argv[0] == "subscribe" and all("=" in a for a in argv[8:]):
             endpoint, bucket, access_key, secret_key, region, push_endpoint, prefix = argv[1:8]
-            print(subscribe(Client(endpoint, access_key, secret_key, region), bucket, push_endpoint, prefix))
+            extra = dict(a.split("=", 1) for a in argv[8:])
+            client = Client(endpoint, access_key, secret_key, region)
+            print(subscribe(client, bucket, push_endpoint, prefix, extra))
             return 0
         if len(argv) == 7 and argv[0] == "unsubscribe":
             endpoint, bucket, access_key, secret_key, region, topic_arn = argv[1:7]

@@ -8,58 +8,15 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::ceph::rgw;
 use common::*;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
 
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 10;
-
-struct Rgw {
-    endpoint: String,
-    bucket: String,
-    access_key: String,
-    secret_key: String,
-    region: String,
-}
-
-fn rgw() -> Rgw {
-    let var =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    Rgw {
-        endpoint: var("SLUICE_TEST_RGW_ENDPOINT", "http://127.0.0.1:7480"),
-        bucket: var("SLUICE_TEST_RGW_BUCKET", "sluice-notify"),
-        access_key: var("SLUICE_TEST_RGW_ACCESS_KEY_ID", "sluice"),
-        secret_key: var("SLUICE_TEST_RGW_SECRET_ACCESS_KEY", "sluice-secret-key"),
-        region: var("SLUICE_TEST_RGW_REGION", "us-east-1"),
-    }
-}
-
-fn probe(rgw: &Rgw, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(repo_root().join("scripts/ceph_probe.py"))
-        .arg(args[0])
-        .args([
-            &rgw.endpoint,
-            &rgw.bucket,
-            &rgw.access_key,
-            &rgw.secret_key,
-            &rgw.region,
-        ])
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ceph_probe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceph_notifications_process_each_object_once_and_repeats_change_nothing() {
@@ -128,24 +85,13 @@ endpoint = "{endpoint}"
         },
     )
     .await;
-    let topic = probe(
-        &rgw,
-        &[
-            "subscribe",
-            &format!("http://{address}/"),
-            &format!("{base}/"),
-        ],
-    );
+    let topic = rgw.probe(&[
+        "subscribe",
+        &format!("http://{address}/"),
+        &format!("{base}/"),
+    ]);
 
-    let store = AmazonS3Builder::new()
-        .with_endpoint(&rgw.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(&rgw.bucket)
-        .with_region(&rgw.region)
-        .with_access_key_id(&rgw.access_key)
-        .with_secret_access_key(&rgw.secret_key)
-        .build()
-        .unwrap();
+    let store = rgw.store();
     let upload = async |store: &object_store::aws::AmazonS3| {
         for n in 0..OBJECTS {
             let key = format!("{base}/día {n} + más.ndjson");
@@ -207,7 +153,7 @@ endpoint = "{endpoint}"
         },
     )
     .await;
-    probe(&rgw, &["unsubscribe", &topic]);
+    rgw.probe(&["unsubscribe", &topic]);
     sluice.terminate();
     assert!(
         sluice.wait(Duration::from_secs(10)).success(),

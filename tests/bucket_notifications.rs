@@ -9,43 +9,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::notices::body;
 use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 20;
-
-/// S3's key encoding in notifications: `+` for space, `%XX` for other reserved bytes.
-fn url_encode_key(key: &str) -> String {
-    let mut out = String::new();
-    for byte in key.bytes() {
-        match byte {
-            b' ' => out.push('+'),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
-fn body(bucket: &str, key: &str, etag: &str, minio: bool) -> String {
-    let encoded = url_encode_key(key);
-    let record = format!(
-        r#"{{"eventSource":"{}","eventName":"{}ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{encoded}","size":1,"eTag":"{etag}","sequencer":"0A"}}}}}}"#,
-        if minio { "minio:s3" } else { "aws:s3" },
-        if minio { "s3:" } else { "" },
-    );
-    if minio {
-        format!(
-            r#"{{"EventName":"s3:ObjectCreated:Put","Key":"{bucket}/{encoded}","Records":[{record}]}}"#
-        )
-    } else {
-        format!(r#"{{"Records":[{record}]}}"#)
-    }
-}
 
 async fn post(address: &str, body: &str) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -35,6 +35,21 @@ impl SplitId {
         Self(format!("amqp:{queue}").into())
     }
 
+    /// The split id of one version of an object: `object:<bucket>#<key>@<etag>`. The
+    /// bucket is the input URL (which holds no `#`), the etag holds no `@`, so
+    /// [`SplitId::as_object`] takes it apart again whatever the key holds.
+    pub fn object(bucket: &str, key: &str, etag: &str) -> Self {
+        Self(format!("object:{bucket}#{key}@{etag}").into())
+    }
+
+    /// The bucket, key and etag of an object split id.
+    pub fn as_object(&self) -> Option<(&str, &str, &str)> {
+        let rest = self.0.strip_prefix("object:")?;
+        let (bucket, rest) = rest.split_once('#')?;
+        let (key, etag) = rest.rsplit_once('@')?;
+        Some((bucket, key, etag))
+    }
+
     /// The queue of an AMQP split id.
     pub fn as_amqp(&self) -> Option<&str> {
         self.0.strip_prefix("amqp:")
@@ -193,6 +208,21 @@ mod tests {
         let split = SplitId::kafka("a/b", 7);
         assert_eq!(split.as_kafka(), Some(("a/b", 7)));
         assert_eq!(SplitId::new("sample").as_kafka(), None);
+    }
+
+    #[test]
+    fn object_split_ids_round_trip() {
+        let split = SplitId::object("s3://in/x", "a#b@c/d e+1.csv", "e1");
+        assert_eq!(
+            split.as_object(),
+            Some(("s3://in/x", "a#b@c/d e+1.csv", "e1"))
+        );
+        assert_eq!(
+            SplitId::object("file:///in", "k", "").as_object(),
+            Some(("file:///in", "k", ""))
+        );
+        assert_eq!(split.as_kafka(), None);
+        assert_eq!(SplitId::kafka("t", 1).as_object(), None);
     }
 
     #[test]

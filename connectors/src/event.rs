@@ -55,8 +55,8 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The split this event belongs to: a Kafka topic-partition, an AMQP queue, a sample
-    /// file.
+    /// The split this event belongs to: a Kafka topic-partition, an AMQP queue, one
+    /// version of an object, a sample file.
     pub fn split(&self) -> SplitId {
         match self {
             Origin::Kafka {
@@ -65,9 +65,9 @@ impl Origin {
             Origin::Amqp { queue, .. } => SplitId::amqp(queue),
             Origin::Sample { .. } => SplitId::new("sample"),
             Origin::DeadLetter { object, .. } => SplitId::new(format!("dead-letter:{object}")),
-            Origin::Object { key, etag, .. } => {
-                SplitId::new(format!("object:{key}@{}", etag.as_deref().unwrap_or("")))
-            }
+            Origin::Object {
+                bucket, key, etag, ..
+            } => SplitId::object(bucket, key, etag.as_deref().unwrap_or("")),
         }
     }
 

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Source, SourceError};
+use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Origin, Source, SourceError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -381,8 +381,20 @@ impl Pipeline<'_> {
     /// Drops events a commit marker already covers (see [`Committer::already_committed`]).
     fn skip_committed(&mut self, mut events: Vec<Event>) -> Vec<Event> {
         let before = events.len();
-        events.retain(|event| !self.committer.already_committed(event));
+        let (committer, pending) = (&self.committer, &mut self.pending);
+        events.retain(|event| {
+            let written = committer.already_committed(event);
+            if written && let Origin::Object { .. } = event.origin {
+                // Acknowledged with the next commit, so the object can be done; an `Err`
+                // means the position is pending already.
+                let _ = pending.record(event.origin.split(), event.origin.position());
+            }
+            !written
+        });
         let skipped = before - events.len();
+        if !self.pending.is_empty() && self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
+        }
         if skipped > 0 {
             self.stats.skipped_committed += skipped as u64;
             debug!(job = %self.spec.name, skipped, "skipped redelivered records whose output is already committed");

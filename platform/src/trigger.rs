@@ -1,6 +1,7 @@
 //! Builds a job's source from its trigger: the one place that lists every connector.
 
 use sluice_connectors::amqp::{AmqpSource, AmqpSourceConfig};
+use sluice_connectors::bucket::feed::NotificationFeed;
 use sluice_connectors::bucket::notification::NoticeFilter;
 use sluice_connectors::bucket::spool::NoticeSpool;
 use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
@@ -8,7 +9,10 @@ use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use sluice_connectors::{Source, SourceError};
 
 use crate::output::store::open_store;
-use crate::spec::{BucketDiscovery, JobSpec, KafkaTriggerSpec, StartPosition, TriggerSpec};
+use crate::spec::{
+    AmqpTriggerSpec, BucketDiscovery, JobSpec, KafkaTriggerSpec, NotificationFeedSpec,
+    StartPosition, TriggerSpec,
+};
 
 /// Where a bucket trigger keeps its cursor, relative to the job's output.
 pub const BUCKET_CURSOR: &str = "_sluice/bucket/cursor.json";
@@ -55,12 +59,22 @@ pub async fn connect_source_with(
                     poll_interval: bucket.poll_interval,
                 },
                 BucketDiscovery::Notifications {
-                    listen,
+                    feed,
                     events,
                     prefix,
                     suffix,
                 } => Discovery::Notifications {
-                    listen: *listen,
+                    feed: Box::new(match feed {
+                        NotificationFeedSpec::Webhook { listen } => {
+                            NotificationFeed::Webhook { listen: *listen }
+                        }
+                        NotificationFeedSpec::Amqp(amqp) => {
+                            NotificationFeed::Amqp(amqp_config(spec, amqp))
+                        }
+                        NotificationFeedSpec::Kafka(kafka) => {
+                            NotificationFeed::Kafka(kafka_config(spec, kafka))
+                        }
+                    }),
                     filter: NoticeFilter {
                         events: events.clone(),
                         prefix: prefix.clone(),
@@ -88,18 +102,25 @@ pub async fn connect_source_with(
             };
             Ok(Box::new(BucketSource::connect(config).await?))
         }
-        TriggerSpec::Amqp(amqp) => {
-            let mut config = AmqpSourceConfig::new(&spec.name, &amqp.url, &amqp.queue);
-            config.declare = amqp.declare;
-            config.exchange = amqp.exchange.clone();
-            config.routing_keys = amqp.routing_keys.clone();
-            config.prefetch = amqp.prefetch;
-            Ok(Box::new(AmqpSource::connect(config).await?))
-        }
+        TriggerSpec::Amqp(amqp) => Ok(Box::new(
+            AmqpSource::connect(amqp_config(spec, amqp)).await?,
+        )),
     }
 }
 
-/// The Kafka connector's configuration for a job's Kafka trigger.
+/// The AMQP connector's configuration for a job's AMQP trigger (or the queue its bucket
+/// notifications arrive on).
+pub fn amqp_config(spec: &JobSpec, amqp: &AmqpTriggerSpec) -> AmqpSourceConfig {
+    let mut config = AmqpSourceConfig::new(&spec.name, &amqp.url, &amqp.queue);
+    config.declare = amqp.declare;
+    config.exchange = amqp.exchange.clone();
+    config.routing_keys = amqp.routing_keys.clone();
+    config.prefetch = amqp.prefetch;
+    config
+}
+
+/// The Kafka connector's configuration for a job's Kafka trigger (or the topic its bucket
+/// notifications arrive on).
 pub fn kafka_config(spec: &JobSpec, kafka: &KafkaTriggerSpec) -> KafkaSourceConfig {
     KafkaSourceConfig {
         job: spec.name.clone(),

@@ -46,6 +46,29 @@ impl AmqpAdmin {
             .unwrap();
     }
 
+    /// Declares a durable topic exchange.
+    pub async fn declare_exchange(&self, exchange: &str) {
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete_exchange(&self, exchange: &str) {
+        self.channel
+            .exchange_delete(exchange.into(), Default::default())
+            .await
+            .unwrap();
+    }
+
     /// Publishes persistent messages straight to `queue` (default exchange), each with
     /// its `message_id`, and waits until the broker confirms every one.
     pub async fn publish(&self, queue: &str, messages: &[(String, String)]) {

@@ -10,6 +10,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod amqp;
+pub mod ceph;
+pub mod notices;
 pub mod sleepy;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,8 +1,11 @@
 //! Bucket source: input objects from any object store (`file://`, `s3://`, …).
 //!
-//! This build learns about objects by **listing** a prefix every `poll_interval`, with a
-//! durable [`cursor::Cursor`] beside the job's output (`_sluice/bucket/cursor.json`), so
-//! a restart neither reprocesses nor skips objects. Keys with a segment starting with `_`
+//! The source learns about objects by **listing** a prefix every `poll_interval`, or from
+//! S3 event **notifications** ([`notification`]) POSTed to an HTTP endpoint
+//! ([`webhook`]) or published on an AMQP queue or a Kafka topic ([`feed`]); accepted
+//! notifications wait in a durable [`spool`] until their object is done. A durable
+//! [`cursor::Cursor`] beside the job's output (`_sluice/bucket/cursor.json`) records the
+//! objects done, so a restart neither reprocesses nor skips objects. Keys with a segment starting with `_`
 //! or `.` are ignored (e.g. `_sluice/`). Each object is streamed into records by its
 //! format (see [`reader`]); every record's origin names the object (bucket, key, etag) and
 //! its line.
@@ -13,11 +16,16 @@
 //! | the job stops before that                                 | not done: read again on restart |
 //! | the object cannot be read (truncated gzip, ragged CSV, …) | not done; error logged with the object and line; records before the error are processed; retried on restart |
 //!
-//! Delivery is at-least-once per object: an object whose output was partly written when
-//! the job stopped is read again whole.
+//! Delivery: an object whose output was partly written when the job stopped is read
+//! again whole; the platform's commit protocol (`platform/src/commit/design.md`) names
+//! output from the object version and line range and skips lines already committed, so
+//! each line's output is written exactly once per object version. [`range`] reads an
+//! unfinished range again for the platform's recovery.
 
 pub mod cursor;
+pub mod feed;
 pub mod notification;
+pub mod range;
 pub mod reader;
 pub mod source;
 pub mod spool;

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
-use std::net::SocketAddr;
 
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _};
 use tokio::sync::mpsc;
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::cursor::Cursor;
+use super::feed::NotificationFeed;
 use super::notification::{NoticeFilter, ObjectNotice};
 use super::reader::{InputCompression, InputFormat, ReadError, read_records, resolve};
 use super::spool::NoticeSpool;
@@ -57,16 +57,17 @@ pub struct BucketSourceConfig {
 pub enum Discovery {
     /// List the prefix every `poll_interval`.
     Listing { poll_interval: Duration },
-    /// Receive S3 event notifications on an HTTP endpoint; accepted ones are kept in the
-    /// spool (see [`super::spool`]) until their object is done.
+    /// Receive S3 event notifications on an HTTP endpoint, an AMQP queue or a Kafka
+    /// topic; accepted ones are kept in the spool (see [`super::spool`]) until their
+    /// object is done.
     Notifications {
-        listen: SocketAddr,
+        feed: Box<NotificationFeed>,
         filter: NoticeFilter,
         spool: NoticeSpool,
     },
 }
 
-enum ReadItem {
+pub(super) enum ReadItem {
     Events(Vec<Event>),
     /// The object was read to its end; the line of its last record, if any.
     Done {
@@ -105,12 +106,14 @@ struct Pending {
 }
 
 mod notified;
+pub use notified::object_location;
 
 /// The notification side of a source in notification mode.
 struct Notifications {
     notices: mpsc::Receiver<ObjectNotice>,
     spool: NoticeSpool,
-    address: SocketAddr,
+    /// The webhook's bound address; `None` for a broker feed.
+    address: Option<std::net::SocketAddr>,
     stop: CancellationToken,
 }
 
@@ -148,12 +151,12 @@ impl BucketSource {
             config,
         };
         if let Discovery::Notifications {
-            listen,
+            feed,
             filter,
             spool,
         } = source.config.discovery.clone()
         {
-            source.start_notifications(listen, filter, spool).await?;
+            source.start_notifications(feed, filter, spool).await?;
         } else {
             info!(job = %source.config.job, input = %source.config.input_url, done = source.cursor.len(), "bucket source listing");
         }
@@ -357,7 +360,7 @@ impl BucketSource {
             let Some(notice) = notifications.notices.recv().await else {
                 return Err(SourceError::Internal {
                     connector: CONNECTOR,
-                    message: "the notification endpoint stopped".into(),
+                    message: "the notification feed stopped (see the error before this one)".into(),
                 });
             };
             let spool = notifications.spool.clone();
@@ -377,7 +380,7 @@ impl BucketSource {
 
 /// Streams one object through the reader, sending chunks of events. Returns the line of
 /// the last record.
-fn read_object(
+pub(super) fn read_object(
     runtime: &tokio::runtime::Handle,
     store: &Arc<dyn ObjectStore>,
     location: &Path,

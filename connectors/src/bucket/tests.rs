@@ -187,6 +187,7 @@ async fn a_new_version_of_a_done_object_is_read_again() {
 // ---------------------------------------------------------------------------------------
 // Notification mode
 
+use super::feed::NotificationFeed;
 use super::notification::NoticeFilter;
 use super::spool::NoticeSpool;
 
@@ -195,7 +196,9 @@ fn notification_config(folders: &Folders) -> BucketSourceConfig {
         Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap());
     BucketSourceConfig {
         discovery: Discovery::Notifications {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            feed: Box::new(NotificationFeed::Webhook {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            }),
             filter: NoticeFilter::default(),
             spool: NoticeSpool::new(state, Path::from("_sluice/bucket/notices")),
         },

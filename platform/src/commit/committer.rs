@@ -1,5 +1,5 @@
-//! The commit protocol as the pipeline drives it, one Kafka range per partition per
-//! commit. See `design.md` beside this file for the state machine and the crash analysis.
+//! The commit protocol as the pipeline drives it, one range per split per commit: offsets
+//! of a Kafka partition, or lines of one object version. See `design.md` beside this file for the state machine and the crash analysis.
 //!
 //! ```text
 //! let ranges  = committer.ranges(&pending);             // names the objects
@@ -13,8 +13,9 @@
 //!
 //! Invariants: an object named from a range is uploaded only after the range's intent (or
 //! redo) marker lists it; a commit marker is written only after every object it lists is
-//! durable; offsets are acknowledged only after the commit marker. Splits that are not
-//! Kafka partitions take no part (their output keeps run-id names, at-least-once).
+//! durable; positions are acknowledged only after the commit marker. Splits that are
+//! neither Kafka partitions nor object versions take no part (their output keeps run-id
+//! names, at-least-once).
 
 use std::collections::BTreeMap;
 
@@ -31,7 +32,7 @@ pub struct Committer {
     markers: MarkerStore,
     /// Where the job's dead letters go (a redo deletes stale ones there).
     dead_letters: OutputLocation,
-    /// Per Kafka split, the latest range with a commit marker.
+    /// Per Kafka split or object version, the latest range with a commit marker.
     committed: BTreeMap<SplitId, PositionRange>,
     /// Recovery only: per split, the range being written again, listing every object an
     /// earlier attempt may have written.
@@ -67,6 +68,20 @@ impl Committer {
                 }
             }
         }
+        // Object versions: one LIST, empty unless the job reads a bucket.
+        for (split, found) in markers.list_objects().await? {
+            if let Some(range) = found.unfinished() {
+                return Err(CommitError::UnfinishedObject {
+                    url: markers.location().url.clone(),
+                    object: split.to_string(),
+                    first: range.first,
+                    last: range.last,
+                });
+            }
+            if let Some(range) = found.latest_commit() {
+                committed.insert(split, range);
+            }
+        }
         Ok(Self {
             markers,
             dead_letters,
@@ -84,7 +99,7 @@ impl Committer {
         latest_commit: Option<PositionRange>,
         earlier: RangeManifest,
     ) -> Self {
-        let split = SplitId::kafka(&earlier.topic, earlier.partition);
+        let split = earlier.split();
         let committed = latest_commit
             .map(|range| (split.clone(), range))
             .into_iter()
@@ -98,15 +113,18 @@ impl Committer {
     }
 
     /// True when a commit marker already covers `event` (a Kafka record at or below the
-    /// last offset of its partition's latest committed range): its output is written, and
+    /// last offset of its partition's latest committed range, or a line of an object
+    /// version at or below its latest committed range): its output is written, and
     /// writing it again would duplicate it.
     pub fn already_committed(&self, event: &Event) -> bool {
-        let Origin::Kafka { offset, .. } = &event.origin else {
-            return false;
+        let position = match &event.origin {
+            Origin::Kafka { offset, .. } => *offset,
+            Origin::Object { line, .. } => *line as i64,
+            _ => return false,
         };
         self.committed
             .get(&event.origin.split())
-            .is_some_and(|range| *offset <= range.last)
+            .is_some_and(|range| position <= range.last)
     }
 
     /// True while a redo is unfinished: its range must be committed even if it read
@@ -115,8 +133,10 @@ impl Committer {
         !self.redo.is_empty()
     }
 
-    /// The range each Kafka split's output of this commit is named from: the pending
-    /// positions, or in a redo the unfinished range's own boundaries.
+    /// The range each split's output of this commit is named from: the pending positions
+    /// (of an object version, only those after its committed range: positions the
+    /// pipeline skipped as already written are acknowledged, never named), or in a redo
+    /// the unfinished range's own boundaries.
     pub fn ranges(&self, pending: &CheckpointDelta) -> BTreeMap<SplitId, PositionRange> {
         if self.redoing() {
             return self
@@ -127,8 +147,18 @@ impl Committer {
         }
         pending
             .iter()
-            .filter(|(split, _)| split.as_kafka().is_some())
-            .map(|(split, range)| (split.clone(), *range))
+            .filter_map(|(split, range)| {
+                if split.as_kafka().is_some() {
+                    return Some((split.clone(), *range));
+                }
+                split.as_object()?;
+                let after = self.committed.get(split).map_or(i64::MIN, |c| c.last + 1);
+                let range = PositionRange {
+                    first: range.first.max(after),
+                    last: range.last,
+                };
+                (range.first <= range.last).then(|| (split.clone(), range))
+            })
             .collect()
     }
 
@@ -144,17 +174,11 @@ impl Committer {
     ) -> Result<Staged, CommitError> {
         let mut manifests = Vec::with_capacity(ranges.len());
         for (split, range) in ranges {
-            let Some((topic, partition)) = split.as_kafka() else {
+            let Some(mut manifest) = RangeManifest::for_split(split, *range) else {
                 continue;
             };
-            let mut manifest = RangeManifest {
-                topic: topic.to_owned(),
-                partition,
-                first: range.first,
-                last: range.last,
-                objects: objects.get(split).cloned().unwrap_or_default(),
-                dead_letters: dead_letters.get(split).cloned().into_iter().collect(),
-            };
+            manifest.objects = objects.get(split).cloned().unwrap_or_default();
+            manifest.dead_letters = dead_letters.get(split).cloned().into_iter().collect();
             manifest.objects.sort();
             match self.redo.get(split) {
                 Some(earlier) => {
@@ -181,10 +205,10 @@ impl Committer {
             for kind in [MarkerKind::Intent, MarkerKind::Redo, MarkerKind::Commit] {
                 if let Err(error) = self
                     .markers
-                    .delete(&manifest.topic, manifest.partition, *previous, kind)
+                    .delete(&manifest.split(), *previous, kind)
                     .await
                 {
-                    warn!(topic = %manifest.topic, partition = manifest.partition, %error, "could not delete an older commit marker; a later commit deletes it");
+                    warn!(split = %manifest.split(), %error, "could not delete an older commit marker; a later commit deletes it");
                 }
             }
         }
@@ -224,14 +248,14 @@ impl Staged {
     pub async fn commit(&self, committer: &mut Committer) -> Result<Committed, CommitError> {
         let mut ranges = Vec::with_capacity(self.manifests.len());
         for manifest in &self.manifests {
-            let split = SplitId::kafka(&manifest.topic, manifest.partition);
+            let split = manifest.split();
             if let Some(earlier) = committer.redo.get(&split) {
                 delete_stale(committer, earlier, manifest).await?;
             }
             committer.markers.put(MarkerKind::Commit, manifest).await?;
-            debug!(topic = %manifest.topic, partition = manifest.partition, first = manifest.first, last = manifest.last, objects = manifest.objects.len(), "range committed");
+            debug!(%split, first = manifest.first, last = manifest.last, objects = manifest.objects.len(), "range committed");
             if committer.redo.remove(&split).is_some() {
-                info!(topic = %manifest.topic, partition = manifest.partition, first = manifest.first, last = manifest.last, objects = manifest.objects.len(), "unfinished range written again and committed");
+                info!(%split, first = manifest.first, last = manifest.last, objects = manifest.objects.len(), "unfinished range written again and committed");
             }
             let previous = committer.committed.insert(split, manifest.range());
             ranges.push((manifest.clone(), previous));
@@ -262,7 +286,7 @@ async fn delete_stale(
             message: e.to_string(),
         })?;
         delete_object(location, &path).await?;
-        info!(topic = %now.topic, partition = now.partition, object = %object, "deleted an object the interrupted attempt wrote and the redo did not");
+        info!(split = %now.split(), object = %object, "deleted an object the interrupted attempt wrote and the redo did not");
     }
     Ok(())
 }

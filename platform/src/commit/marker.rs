@@ -1,4 +1,5 @@
-//! Commit markers in the output store: what each Kafka range wrote, and how far it got.
+//! Commit markers in the output store: what each range (of a Kafka partition, or of an
+//! object version's lines) wrote, and how far it got.
 //!
 //! A marker is a small JSON object (a [`RangeManifest`]) at a name derived from the range
 //! (see [`super::names`]). Intent and commit markers are written with a create-only
@@ -12,17 +13,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::PositionRange;
+use sluice_connectors::{PositionRange, SplitId};
 
-use super::names::{MarkerKind, marker_name, parse_marker_name, topic_folder};
+use super::names::{
+    MarkerKind, OBJECT_MARKER_ROOT, parse_marker_file, split_marker_name, topic_folder,
+};
 use crate::output::store::OutputLocation;
 
-/// What a range writes: the content of its intent, redo and commit markers.
+/// What a range writes: the content of its intent, redo and commit markers. A Kafka
+/// range names its topic and partition; an object range its object version (and no
+/// topic).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeManifest {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub topic: String,
+    #[serde(default)]
     pub partition: i32,
+    /// The object version whose lines `first..=last` the range covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectVersion>,
     pub first: i64,
     pub last: i64,
     /// Parquet objects, as stored (output prefix included).
@@ -32,7 +42,48 @@ pub struct RangeManifest {
     pub dead_letters: Vec<String>,
 }
 
+/// One version of an input object: the input URL, the key below it, the etag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectVersion {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+}
+
 impl RangeManifest {
+    /// An empty manifest for `range` of `split`; `None` for splits outside the protocol.
+    pub fn for_split(split: &SplitId, range: PositionRange) -> Option<Self> {
+        let (topic, partition, object) = if let Some((topic, partition)) = split.as_kafka() {
+            (topic.to_owned(), partition, None)
+        } else {
+            let (bucket, key, etag) = split.as_object()?;
+            let object = ObjectVersion {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                etag: etag.to_owned(),
+            };
+            (String::new(), 0, Some(object))
+        };
+        Some(Self {
+            topic,
+            partition,
+            object,
+            first: range.first,
+            last: range.last,
+            objects: Vec::new(),
+            dead_letters: Vec::new(),
+        })
+    }
+
+    /// The split the range belongs to.
+    pub fn split(&self) -> SplitId {
+        match &self.object {
+            Some(object) => SplitId::object(&object.bucket, &object.key, &object.etag),
+            None => SplitId::kafka(&self.topic, self.partition),
+        }
+    }
+
     pub fn range(&self) -> PositionRange {
         PositionRange {
             first: self.first,
@@ -78,6 +129,15 @@ pub enum CommitError {
         url: String,
         topic: String,
         partition: i32,
+        first: i64,
+        last: i64,
+    },
+    #[error(
+        "output {url}: object {object} has an unfinished range of lines {first}..={last} (an intent without a commit marker); run recovery before consuming"
+    )]
+    UnfinishedObject {
+        url: String,
+        object: String,
         first: i64,
         last: i64,
     },
@@ -133,12 +193,14 @@ impl MarkerStore {
 
     fn path(
         &self,
-        topic: &str,
-        partition: i32,
+        split: &SplitId,
         range: PositionRange,
         kind: MarkerKind,
     ) -> Result<object_store::path::Path, CommitError> {
-        let name = marker_name(topic, partition, range, kind);
+        let name = split_marker_name(split, range, kind).ok_or_else(|| CommitError::Path {
+            name: split.to_string(),
+            message: "this split has no commit markers".into(),
+        })?;
         self.location
             .object_path(&name)
             .map_err(|e| CommitError::Path {
@@ -150,7 +212,8 @@ impl MarkerStore {
     /// Writes `manifest` as the `kind` marker of its range. Intent and commit markers are
     /// create-only (see the module docs); redo markers overwrite.
     pub async fn put(&self, kind: MarkerKind, manifest: &RangeManifest) -> Result<(), CommitError> {
-        let path = self.path(&manifest.topic, manifest.partition, manifest.range(), kind)?;
+        let split = manifest.split();
+        let path = self.path(&split, manifest.range(), kind)?;
         let body = serde_json::to_vec_pretty(manifest).map_err(|e| CommitError::Corrupt {
             path: path.to_string(),
             message: e.to_string(),
@@ -171,9 +234,7 @@ impl MarkerStore {
         {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let found = self
-                    .get(&manifest.topic, manifest.partition, manifest.range(), kind)
-                    .await?;
+                let found = self.get(&split, manifest.range(), kind).await?;
                 if found.as_ref() == Some(manifest) {
                     Ok(())
                 } else {
@@ -192,17 +253,23 @@ impl MarkerStore {
     /// The `kind` marker of a range, `None` when there is none.
     pub async fn get(
         &self,
-        topic: &str,
-        partition: i32,
+        split: &SplitId,
         range: PositionRange,
         kind: MarkerKind,
     ) -> Result<Option<RangeManifest>, CommitError> {
-        let path = self.path(topic, partition, range, kind)?;
+        let path = self.path(split, range, kind)?;
+        self.read(&path).await
+    }
+
+    async fn read(
+        &self,
+        path: &object_store::path::Path,
+    ) -> Result<Option<RangeManifest>, CommitError> {
         let store_error = |source| CommitError::Store {
             path: path.to_string(),
             source,
         };
-        let bytes = match self.location.store.get(&path).await {
+        let bytes = match self.location.store.get(path).await {
             Ok(result) => result.bytes().await.map_err(store_error)?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(source) => return Err(store_error(source)),
@@ -217,12 +284,57 @@ impl MarkerStore {
 
     /// Every marker of `topic`, by partition. Objects that are not markers are ignored.
     pub async fn list(&self, topic: &str) -> Result<BTreeMap<i32, PartitionMarkers>, CommitError> {
-        let folder = topic_folder(topic);
+        let found = self.list_folders(&topic_folder(topic)).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(partition, markers)| Some((partition.parse().ok()?, markers)))
+            .collect())
+    }
+
+    /// Every object version's markers, by split. A folder's split is read from its
+    /// latest marker (one read per object version).
+    pub async fn list_objects(&self) -> Result<BTreeMap<SplitId, PartitionMarkers>, CommitError> {
+        let mut by_split = BTreeMap::new();
+        for (id, markers) in self.list_folders(OBJECT_MARKER_ROOT).await? {
+            let latest = markers
+                .intents
+                .last()
+                .map(|&(first, last)| (first, last, MarkerKind::Intent))
+                .or_else(|| {
+                    markers
+                        .commits
+                        .last()
+                        .map(|&(f, l)| (f, l, MarkerKind::Commit))
+                });
+            let Some((first, last, kind)) = latest else {
+                continue;
+            };
+            let name = format!(
+                "{OBJECT_MARKER_ROOT}/{id}/{first:020}-{last:020}.{}",
+                kind.suffix()
+            );
+            let manifest = self
+                .get_named(&name)
+                .await?
+                .ok_or_else(|| CommitError::Corrupt {
+                    path: name.clone(),
+                    message: "the marker disappeared while listing".into(),
+                })?;
+            by_split.insert(manifest.split(), markers);
+        }
+        Ok(by_split)
+    }
+
+    /// Markers below `folder`, grouped by the folder's next segment.
+    async fn list_folders(
+        &self,
+        folder: &str,
+    ) -> Result<BTreeMap<String, PartitionMarkers>, CommitError> {
         let prefix = self
             .location
-            .object_path(&folder)
+            .object_path(folder)
             .map_err(|e| CommitError::Path {
-                name: folder.clone(),
+                name: folder.to_owned(),
                 message: e.to_string(),
             })?;
         let objects: Vec<_> = self
@@ -235,16 +347,18 @@ impl MarkerStore {
                 path: prefix.to_string(),
                 source,
             })?;
-        let mut found: BTreeMap<i32, PartitionMarkers> = BTreeMap::new();
+        let mut found: BTreeMap<String, PartitionMarkers> = BTreeMap::new();
         let prefix = format!("{prefix}/");
         for object in objects {
             let location = object.location.to_string();
-            let Some((partition, range, kind)) =
-                location.strip_prefix(&prefix).and_then(parse_marker_name)
+            let Some((group, (range, kind))) = location
+                .strip_prefix(&prefix)
+                .and_then(|tail| tail.split_once('/'))
+                .and_then(|(group, file)| Some((group, parse_marker_file(file)?)))
             else {
                 continue;
             };
-            let markers = found.entry(partition).or_default();
+            let markers = found.entry(group.to_owned()).or_default();
             let set = match kind {
                 MarkerKind::Intent => &mut markers.intents,
                 MarkerKind::Commit => &mut markers.commits,
@@ -255,15 +369,26 @@ impl MarkerStore {
         Ok(found)
     }
 
+    /// The marker at `name` (relative to the output prefix), `None` when there is none.
+    async fn get_named(&self, name: &str) -> Result<Option<RangeManifest>, CommitError> {
+        let path = self
+            .location
+            .object_path(name)
+            .map_err(|e| CommitError::Path {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        self.read(&path).await
+    }
+
     /// Deletes a range's `kind` marker; a missing one is fine.
     pub async fn delete(
         &self,
-        topic: &str,
-        partition: i32,
+        split: &SplitId,
         range: PositionRange,
         kind: MarkerKind,
     ) -> Result<(), CommitError> {
-        let path = self.path(topic, partition, range, kind)?;
+        let path = self.path(split, range, kind)?;
         delete_object(&self.location, &path).await
     }
 }

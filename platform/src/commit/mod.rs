@@ -1,6 +1,8 @@
-//! Exactly-once Kafka → Parquet output: the commit protocol and recovery.
+//! Exactly-once Parquet output for Kafka partitions and object versions: the commit
+//! protocol and recovery.
 //!
-//! Per partition and commit, a range of offsets `first..=last` is written as:
+//! Per split (a Kafka partition, or one version of an input object) and commit, a range
+//! of positions `first..=last` (offsets, or lines) is written as:
 //! (a) an intent marker listing the objects it will write (create-only), (b) the objects,
 //! named from the range, (c) a commit marker (create-only), (d) the group's offsets
 //! (`last + 1`), (e) older markers deleted. On start, [`recover`] writes every range with
@@ -12,15 +14,16 @@
 //!
 //! Files: `names.rs` (every name from a range), `marker.rs` (markers in the store),
 //! `committer.rs` (the steps as the pipeline drives them, `Staged` → `Committed`),
-//! `recovery.rs` (recovery on start).
+//! `recovery.rs` (recovery on start), `object_recovery.rs` (the same for object ranges).
 
 mod committer;
 mod marker;
 pub mod names;
+mod object_recovery;
 mod recovery;
 
 pub use committer::{Committed, Committer, Staged};
-pub use marker::{CommitError, MarkerStore, PartitionMarkers, RangeManifest};
+pub use marker::{CommitError, MarkerStore, ObjectVersion, PartitionMarkers, RangeManifest};
 pub use recovery::{RecoveryError, RecoveryReport, recover, recover_with};
 
 use crate::spec::{JobSpec, TriggerSpec};

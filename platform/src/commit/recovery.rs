@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use sluice_connectors::kafka::{KafkaPartitionLog, PartitionLog};
-use sluice_connectors::{PositionRange, SourceError};
+use sluice_connectors::{PositionRange, SourceError, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -43,6 +43,22 @@ pub enum RecoveryError {
         #[source]
         source: SourceError,
     },
+    #[error("recovery: reading lines {first}..={last} of object {object} again: {source}")]
+    ReadObject {
+        object: String,
+        first: i64,
+        last: i64,
+        #[source]
+        source: SourceError,
+    },
+    #[error("recovery: writing lines {first}..={last} of object {object} again: {source}")]
+    RedoObject {
+        object: String,
+        first: i64,
+        last: i64,
+        #[source]
+        source: Box<JobError>,
+    },
     #[error("recovery: writing partition {partition} offsets {first}..={last} again: {source}")]
     Redo {
         partition: i32,
@@ -58,17 +74,26 @@ pub enum RecoveryError {
 pub struct RecoveryReport {
     /// Unfinished ranges written again and committed, by partition.
     pub redone: BTreeMap<i32, PositionRange>,
+    /// Unfinished object ranges written again and committed, by object key.
+    pub redone_objects: BTreeMap<String, PositionRange>,
     /// Group offsets moved forward to the committed ranges (partition → next offset).
     pub healed: BTreeMap<i32, i64>,
     /// Older markers deleted.
     pub pruned: usize,
 }
 
-/// Recovers a job's output before it consumes: see the module docs. Jobs whose trigger
-/// is not Kafka have nothing to recover.
+/// Recovers a job's output before it consumes: see the module docs (and
+/// `object_recovery.rs` for bucket jobs). AMQP jobs have nothing to recover.
 pub async fn recover(spec: &JobSpec) -> Result<RecoveryReport, RecoveryError> {
-    let TriggerSpec::Kafka(kafka) = &spec.trigger else {
-        return Ok(RecoveryReport::default());
+    let kafka = match &spec.trigger {
+        TriggerSpec::Kafka(kafka) => kafka,
+        TriggerSpec::Bucket(bucket) => {
+            let output = open_store(&spec.output.url, &spec.output.options)?;
+            let dead_letters = dead_letter_location(spec, &output)?;
+            return super::object_recovery::recover_objects(spec, bucket, output, dead_letters)
+                .await;
+        }
+        TriggerSpec::Amqp(_) => return Ok(RecoveryReport::default()),
     };
     let output = open_store(&spec.output.url, &spec.output.options)?;
     let dead_letters = dead_letter_location(spec, &output)?;
@@ -145,18 +170,25 @@ async fn everything_listed(
     partition: i32,
     range: PositionRange,
 ) -> Result<RangeManifest, CommitError> {
+    let split = SplitId::kafka(topic, partition);
+    everything_listed_of(markers, &split, range).await
+}
+
+/// [`everything_listed`] for any split.
+pub(super) async fn everything_listed_of(
+    markers: &MarkerStore,
+    split: &SplitId,
+    range: PositionRange,
+) -> Result<RangeManifest, CommitError> {
     let intent = markers
-        .get(topic, partition, range, MarkerKind::Intent)
+        .get(split, range, MarkerKind::Intent)
         .await?
         .ok_or_else(|| CommitError::Corrupt {
-            path: format!("{topic}/{partition}/{}..={}", range.first, range.last),
+            path: format!("{split}:{}..={}", range.first, range.last),
             message: "the intent marker disappeared while recovering".into(),
         })?;
     let mut everything = intent;
-    if let Some(redo) = markers
-        .get(topic, partition, range, MarkerKind::Redo)
-        .await?
-    {
+    if let Some(redo) = markers.get(split, range, MarkerKind::Redo).await? {
         everything.absorb(&redo);
     }
     Ok(everything)
@@ -168,6 +200,16 @@ async fn prune_older(
     markers: &MarkerStore,
     topic: &str,
     partition: i32,
+    found: &PartitionMarkers,
+    keep: PositionRange,
+) -> usize {
+    prune_split(markers, &SplitId::kafka(topic, partition), found, keep).await
+}
+
+/// Deletes every marker of `split` except those of `keep`; returns how many.
+pub(super) async fn prune_split(
+    markers: &MarkerStore,
+    split: &SplitId,
     found: &PartitionMarkers,
     keep: PositionRange,
 ) -> usize {
@@ -183,10 +225,10 @@ async fn prune_older(
             if range == keep {
                 continue;
             }
-            match markers.delete(topic, partition, range, kind).await {
+            match markers.delete(split, range, kind).await {
                 Ok(()) => pruned += 1,
                 Err(error) => {
-                    warn!(topic, partition, %error, "could not delete an older commit marker")
+                    warn!(%split, %error, "could not delete an older commit marker")
                 }
             }
         }

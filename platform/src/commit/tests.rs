@@ -485,3 +485,4 @@ fn whole_partition() -> PositionRange {
 }
 
 mod crashes;
+mod objects;

@@ -56,10 +56,19 @@ pub struct RawBucketTrigger {
     /// folder path relative to the job folder (`"inbox"`). `${NAME}` is expanded.
     pub url: Option<String>,
     /// How objects are found: `"listing"` (default: poll the prefix, with a durable cursor
-    /// beside the output) or `"notifications"` (S3 event notifications POSTed to `listen`).
+    /// beside the output) or `"notifications"` (S3 event notifications POSTed to `listen`,
+    /// or published on the queue of `[trigger.bucket.amqp]` or the topic of
+    /// `[trigger.bucket.kafka]`).
     pub mode: Option<String>,
-    /// Notifications: the address the HTTP endpoint listens on (default `127.0.0.1:9400`).
+    /// Notifications: the address the HTTP endpoint listens on (default `127.0.0.1:9400`);
+    /// not with `[trigger.bucket.amqp]` or `[trigger.bucket.kafka]`.
     pub listen: Option<String>,
+    /// Notifications: read them from an AMQP queue instead of the HTTP endpoint; the same
+    /// fields as `[trigger.amqp]`.
+    pub amqp: Option<RawAmqpTrigger>,
+    /// Notifications: read them from a Kafka topic instead of the HTTP endpoint; the same
+    /// fields as `[trigger.kafka]` (the group defaults to `sluice-<name>`).
+    pub kafka: Option<RawKafkaTrigger>,
     /// Notifications: event-name prefixes to process (default `["ObjectCreated:"]`).
     pub events: Option<Vec<String>>,
     /// Notifications: only keys starting with this.

@@ -89,11 +89,23 @@ pub use sluice_connectors::bucket::{InputCompression, InputFormat};
 pub enum BucketDiscovery {
     Listing,
     Notifications {
-        listen: std::net::SocketAddr,
+        /// Where notifications arrive.
+        feed: NotificationFeedSpec,
         events: Vec<String>,
         prefix: String,
         suffix: String,
     },
+}
+
+/// Where a bucket trigger in notification mode receives S3 event notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationFeedSpec {
+    /// POSTed to an HTTP endpoint Sluice serves on `listen`.
+    Webhook { listen: std::net::SocketAddr },
+    /// Published on an AMQP queue (`[trigger.bucket.amqp]`).
+    Amqp(AmqpTriggerSpec),
+    /// Published on a Kafka topic (`[trigger.bucket.kafka]`).
+    Kafka(KafkaTriggerSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -114,7 +126,7 @@ pub enum StartPosition {
     Latest,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaTriggerSpec {
     /// Bootstrap servers, `host:port[,host:port…]`, with `${ENV}` already expanded.
     pub brokers: String,

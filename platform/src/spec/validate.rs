@@ -122,7 +122,9 @@ impl Checker<'_> {
             [_] => match (&trigger.kafka, &trigger.amqp, &trigger.bucket) {
                 (Some(kafka), _, _) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
                 (None, Some(amqp), _) => self.amqp(amqp).map(TriggerSpec::Amqp),
-                (None, None, Some(bucket)) => self.bucket(bucket).map(TriggerSpec::Bucket),
+                (None, None, Some(bucket)) => {
+                    self.bucket(bucket, job_name).map(TriggerSpec::Bucket)
+                }
                 (None, None, None) => {
                     self.error(
                         format!("trigger.{}", declared[0]),
@@ -145,7 +147,11 @@ impl Checker<'_> {
         }
     }
 
-    fn kafka(&mut self, raw: &RawKafkaTrigger, job_name: Option<&str>) -> Option<KafkaTriggerSpec> {
+    pub(super) fn kafka(
+        &mut self,
+        raw: &RawKafkaTrigger,
+        job_name: Option<&str>,
+    ) -> Option<KafkaTriggerSpec> {
         let brokers = match (&raw.brokers, &raw.connection) {
             (_, Some(_)) => {
                 self.error(

@@ -4,10 +4,16 @@ use std::time::Duration;
 
 use super::checker::{Checker, DAY};
 use super::raw::RawBucketTrigger;
-use super::types::{BucketDiscovery, BucketTriggerSpec, InputCompression, InputFormat};
+use super::types::{
+    BucketDiscovery, BucketTriggerSpec, InputCompression, InputFormat, NotificationFeedSpec,
+};
 
 impl Checker<'_> {
-    pub(super) fn bucket(&mut self, raw: &RawBucketTrigger) -> Option<BucketTriggerSpec> {
+    pub(super) fn bucket(
+        &mut self,
+        raw: &RawBucketTrigger,
+        job_name: Option<&str>,
+    ) -> Option<BucketTriggerSpec> {
         let url = match &raw.url {
             None => {
                 self.missing(
@@ -27,6 +33,8 @@ impl Checker<'_> {
                     ("events", raw.events.is_some()),
                     ("prefix", raw.prefix.is_some()),
                     ("suffix", raw.suffix.is_some()),
+                    ("amqp", raw.amqp.is_some()),
+                    ("kafka", raw.kafka.is_some()),
                 ] {
                     if set {
                         self.error(
@@ -37,7 +45,7 @@ impl Checker<'_> {
                 }
                 Some(BucketDiscovery::Listing)
             }
-            Some("notifications") => self.notifications(raw),
+            Some("notifications") => self.notifications(raw, job_name),
             Some(other) => {
                 self.error(
                     "trigger.bucket.mode",
@@ -91,18 +99,12 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
-    fn notifications(&mut self, raw: &RawBucketTrigger) -> Option<BucketDiscovery> {
-        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:9400");
-        let listen = match listen.parse() {
-            Ok(address) => Some(address),
-            Err(_) => {
-                self.error(
-                    "trigger.bucket.listen",
-                    format!("{listen:?} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\""),
-                );
-                None
-            }
-        };
+    fn notifications(
+        &mut self,
+        raw: &RawBucketTrigger,
+        job_name: Option<&str>,
+    ) -> Option<BucketDiscovery> {
+        let feed = self.notification_feed(raw, job_name);
         let events = raw
             .events
             .clone()
@@ -114,11 +116,84 @@ impl Checker<'_> {
             );
         }
         Some(BucketDiscovery::Notifications {
-            listen: listen?,
+            feed: feed?,
             events,
             prefix: raw.prefix.clone().unwrap_or_default(),
             suffix: raw.suffix.clone().unwrap_or_default(),
         })
+    }
+}
+
+impl Checker<'_> {
+    /// The webhook (default), `[trigger.bucket.amqp]` or `[trigger.bucket.kafka]`.
+    fn notification_feed(
+        &mut self,
+        raw: &RawBucketTrigger,
+        job_name: Option<&str>,
+    ) -> Option<NotificationFeedSpec> {
+        match (&raw.amqp, &raw.kafka) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    "trigger.bucket",
+                    "both [trigger.bucket.amqp] and [trigger.bucket.kafka] declared; notifications come from one of them (or, with neither, from the HTTP endpoint on listen)",
+                );
+                None
+            }
+            (Some(amqp), None) => {
+                self.feed_without_listen(raw, "amqp");
+                self.nested("trigger.amqp", "trigger.bucket.amqp", |checker| {
+                    checker.amqp(amqp)
+                })
+                .map(NotificationFeedSpec::Amqp)
+            }
+            (None, Some(kafka)) => {
+                self.feed_without_listen(raw, "kafka");
+                self.nested("trigger.kafka", "trigger.bucket.kafka", |checker| {
+                    checker.kafka(kafka, job_name)
+                })
+                .map(NotificationFeedSpec::Kafka)
+            }
+            (None, None) => {
+                let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:9400");
+                match listen.parse() {
+                    Ok(listen) => Some(NotificationFeedSpec::Webhook { listen }),
+                    Err(_) => {
+                        self.error(
+                            "trigger.bucket.listen",
+                            format!("{listen:?} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\""),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn feed_without_listen(&mut self, raw: &RawBucketTrigger, feed: &str) {
+        if raw.listen.is_some() {
+            self.error(
+                "trigger.bucket.listen",
+                format!("only used for the HTTP endpoint; notifications come from [trigger.bucket.{feed}], so omit listen"),
+            );
+        }
+    }
+
+    /// Runs a section's checks for a table nested elsewhere, so its errors name the
+    /// field where it is written (`trigger.bucket.amqp.queue`, not `trigger.amqp.queue`).
+    fn nested<T>(
+        &mut self,
+        checked_as: &str,
+        written_as: &str,
+        check: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        let before = self.errors.len();
+        let checked = check(self);
+        for error in &mut self.errors[before..] {
+            if let Some(rest) = error.field.strip_prefix(checked_as) {
+                error.field = format!("{written_as}{rest}");
+            }
+        }
+        checked
     }
 }
 
@@ -178,7 +253,9 @@ schema = {{ id = "int64" }}
         assert_eq!(
             bucket.discovery,
             crate::spec::BucketDiscovery::Notifications {
-                listen: "0.0.0.0:9500".parse().unwrap(),
+                feed: crate::spec::NotificationFeedSpec::Webhook {
+                    listen: "0.0.0.0:9500".parse().unwrap()
+                },
                 events: vec!["ObjectCreated:".into()],
                 prefix: String::new(),
                 suffix: ".csv".into(),
@@ -256,6 +333,104 @@ schema = {{ id = "int64" }}
         field_error(
             "[trigger.bucket]\nurl = \"x\"\nwatch = true",
             "trigger.bucket.watch",
+        );
+    }
+
+    #[test]
+    fn notifications_can_arrive_on_a_queue_or_a_topic() {
+        let job = parse(
+            "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nqueue = \"landing-events\"\ndeclare = true\nexchange = \"s3\"\nrouting_keys = [\"#\"]",
+        )
+        .unwrap();
+        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+            panic!("expected a bucket trigger")
+        };
+        let crate::spec::BucketDiscovery::Notifications {
+            feed: crate::spec::NotificationFeedSpec::Amqp(amqp),
+            ..
+        } = &bucket.discovery
+        else {
+            panic!("expected an amqp feed, got {:?}", bucket.discovery)
+        };
+        assert_eq!(amqp.queue, "landing-events");
+        assert!(amqp.declare);
+        assert_eq!(amqp.exchange.as_deref(), Some("s3"));
+        assert_eq!(amqp.routing_keys, ["#"]);
+
+        let job = parse(
+            "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"landing-events\"",
+        )
+        .unwrap();
+        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+            panic!("expected a bucket trigger")
+        };
+        let crate::spec::BucketDiscovery::Notifications {
+            feed: crate::spec::NotificationFeedSpec::Kafka(kafka),
+            ..
+        } = &bucket.discovery
+        else {
+            panic!("expected a kafka feed, got {:?}", bucket.discovery)
+        };
+        assert_eq!(kafka.topic, "landing-events");
+        assert_eq!(kafka.group, "sluice-files");
+    }
+
+    #[test]
+    fn feed_mistakes_name_the_nested_field() {
+        let notifications = "[trigger.bucket]\nurl = \"x\"\nmode = \"notifications\"\n";
+        assert!(
+            field_error(
+                &format!("{notifications}[trigger.bucket.amqp]\nurl = \"amqp://127.0.0.1\""),
+                "trigger.bucket.amqp.queue"
+            )
+            .contains("required")
+        );
+        assert!(
+            field_error(
+                &format!(
+                    "{notifications}[trigger.bucket.amqp]\nurl = \"amqp://app:hunter2@127.0.0.1\"\nqueue = \"q\""
+                ),
+                "trigger.bucket.amqp.url"
+            )
+            .contains("AMQP_PASSWORD")
+        );
+        assert!(
+            field_error(
+                &format!("{notifications}[trigger.bucket.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"a b\""),
+                "trigger.bucket.kafka.topic"
+            )
+            .contains("letters")
+        );
+        assert!(
+            field_error(
+                &format!(
+                    "{notifications}listen = \"127.0.0.1:9400\"\n[trigger.bucket.kafka]\nbrokers = \"h:9092\"\ntopic = \"t\""
+                ),
+                "trigger.bucket.listen"
+            )
+            .contains("[trigger.bucket.kafka]")
+        );
+        assert!(
+            field_error(
+                &format!(
+                    "{notifications}[trigger.bucket.kafka]\nbrokers = \"h:9092\"\ntopic = \"t\"\n[trigger.bucket.amqp]\nurl = \"amqp://127.0.0.1\"\nqueue = \"q\""
+                ),
+                "trigger.bucket"
+            )
+            .contains("one of them")
+        );
+        assert!(
+            field_error(
+                "[trigger.bucket]\nurl = \"x\"\n[trigger.bucket.amqp]\nurl = \"amqp://127.0.0.1\"\nqueue = \"q\"",
+                "trigger.bucket.amqp"
+            )
+            .contains("mode = \"notifications\"")
+        );
+        field_error(
+            &format!(
+                "{notifications}[trigger.bucket.kafka]\nbrokers = \"h:9092\"\ntopic = \"t\"\ngroupp = \"g\""
+            ),
+            "trigger.bucket.kafka.groupp",
         );
     }
 }

@@ -1,5 +1,6 @@
-//! Notification mode of the bucket source: the HTTP endpoint, the spool, and queueing
-//! notified objects (see [`crate::bucket::spool`] and [`crate::bucket::webhook`]).
+//! Notification mode of the bucket source: the feed (HTTP endpoint, AMQP queue or Kafka
+//! topic), the spool, and queueing notified objects (see [`crate::bucket::feed`],
+//! [`crate::bucket::spool`] and [`crate::bucket::webhook`]).
 
 use std::net::SocketAddr;
 
@@ -9,16 +10,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{BucketSource, CONNECTOR, Notifications, Pending};
+use crate::amqp::AmqpSource;
+use crate::bucket::feed::{Feed, NotificationFeed};
 use crate::bucket::notification::{NoticeFilter, ObjectNotice};
 use crate::bucket::spool::NoticeSpool;
 use crate::bucket::webhook;
-use crate::source::SourceError;
+use crate::kafka::KafkaSource;
+use crate::source::{Source, SourceError};
 
 impl BucketSource {
-    /// Queues what the spool still holds, then starts the endpoint.
+    /// Queues what the spool still holds, then starts the feed: the HTTP endpoint, or a
+    /// task consuming the AMQP queue or Kafka topic (see [`crate::bucket::feed`]).
     pub(super) async fn start_notifications(
         &mut self,
-        listen: SocketAddr,
+        feed: Box<NotificationFeed>,
         filter: NoticeFilter,
         spool: NoticeSpool,
     ) -> Result<(), SourceError> {
@@ -30,24 +35,34 @@ impl BucketSource {
                 connector: CONNECTOR,
                 message,
             })?;
+        let recovered = spooled.len();
         for notice in spooled {
             self.queue_notice(notice, &spool).await?;
         }
         let (sender, notices) = mpsc::channel(1024);
         let stop = CancellationToken::new();
-        let address = webhook::serve(
-            self.config.job.clone(),
-            listen,
-            filter,
-            spool.clone(),
-            sender,
-            stop.clone(),
-        )
-        .await
-        .map_err(|e| SourceError::Config {
-            connector: CONNECTOR,
-            message: format!("cannot listen for notifications on {listen}: {e}"),
-        })?;
+        let job = self.config.job.clone();
+        info!(job = %job, feed = %feed.describe(), spooled = recovered, done = self.cursor.len(), "bucket source waiting for notifications");
+        let address = match *feed {
+            NotificationFeed::Webhook { listen } => Some(
+                webhook::serve(job, listen, filter, spool.clone(), sender, stop.clone())
+                    .await
+                    .map_err(|e| SourceError::Config {
+                        connector: CONNECTOR,
+                        message: format!("cannot listen for notifications on {listen}: {e}"),
+                    })?,
+            ),
+            NotificationFeed::Amqp(config) => {
+                let source = AmqpSource::connect(config).await?;
+                spawn_feed(job, source, filter, spool.clone(), sender, stop.clone());
+                None
+            }
+            NotificationFeed::Kafka(config) => {
+                let source = KafkaSource::connect(config).await?;
+                spawn_feed(job, source, filter, spool.clone(), sender, stop.clone());
+                None
+            }
+        };
         self.notifications = Some(Notifications {
             notices,
             spool,
@@ -57,9 +72,9 @@ impl BucketSource {
         Ok(())
     }
 
-    /// Where notifications are received, in notification mode.
+    /// Where notifications are received, in notification mode with a webhook.
     pub fn notification_address(&self) -> Option<SocketAddr> {
-        self.notifications.as_ref().map(|n| n.address)
+        self.notifications.as_ref().and_then(|n| n.address)
     }
 
     /// Queues a notified object unless it is done already (a repeated notification) or
@@ -113,8 +128,32 @@ impl Drop for BucketSource {
     }
 }
 
+/// Runs a broker feed in a task of its own; it stops with `stop` (cancelled when the
+/// bucket source is dropped) and closes its source.
+fn spawn_feed<S: Source + 'static>(
+    job: String,
+    source: S,
+    filter: NoticeFilter,
+    spool: NoticeSpool,
+    notices: mpsc::Sender<ObjectNotice>,
+    stop: CancellationToken,
+) {
+    let feed = Feed {
+        job,
+        source,
+        filter,
+        spool,
+        notices,
+        stop,
+        held: std::collections::HashSet::new(),
+    };
+    tokio::spawn(async move {
+        feed.run().await;
+    });
+}
+
 /// The store path of a notified key, taken as it is (`Path::parse` keeps unicode, spaces
 /// and `+`); a key `Path` cannot hold verbatim (an empty or `.` segment) is encoded.
-fn object_location(key: &str) -> Path {
+pub fn object_location(key: &str) -> Path {
     Path::parse(key).unwrap_or_else(|_| Path::from(key))
 }

@@ -124,7 +124,11 @@ async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted()
     let markers = MarkerStore::new(world.output());
     let range = whole_partition();
     let mut intent = markers
-        .get(TOPIC, 0, range, names::MarkerKind::Intent)
+        .get(
+            &sluice_connectors::SplitId::kafka(TOPIC, 0),
+            range,
+            names::MarkerKind::Intent,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -197,6 +201,7 @@ async fn markers_are_create_only_and_conflicts_are_refused() {
     let markers = MarkerStore::new(world.output());
     let manifest = RangeManifest {
         topic: TOPIC.into(),
+        object: None,
         partition: 0,
         first: 0,
         last: 9,

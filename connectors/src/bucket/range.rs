@@ -1,0 +1,118 @@
+//! Reading lines `first..=last` of one object version again, for the platform's recovery
+//! of an unfinished object range (see `platform/src/commit/design.md`).
+//!
+//! The events are the ones the bucket source produced the first time (same origins, same
+//! line numbers), so the redo's output has the same names. The object must still be the
+//! same version: when its etag changed or it is gone, there is nothing to read and the
+//! range is committed with what could be written (nothing), like Kafka records deleted
+//! by retention before a redo.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::reader::{InputCompression, InputFormat, resolve};
+use super::source::{ReadItem, read_object};
+use crate::checkpoint::PositionRange;
+use crate::event::{Event, Origin};
+use crate::source::SourceError;
+use crate::vec_source::VecSource;
+
+/// One object version and where it is read from.
+#[derive(Debug, Clone)]
+pub struct ObjectRangeRequest {
+    pub store: Arc<dyn ObjectStore>,
+    pub location: Path,
+    /// The input URL, as in the events' origins.
+    pub bucket: String,
+    pub key: String,
+    /// `""` when the store gave none.
+    pub etag: String,
+    pub format: InputFormat,
+    pub compression: InputCompression,
+}
+
+/// The events of lines `range` of the object version, as a finite source.
+pub async fn read_object_range(
+    request: ObjectRangeRequest,
+    range: PositionRange,
+) -> Result<VecSource, SourceError> {
+    let unavailable = |message: String| SourceError::Unavailable {
+        connector: "bucket",
+        message,
+    };
+    let current = match request.store.head(&request.location).await {
+        Ok(meta) => meta.e_tag.unwrap_or_default(),
+        Err(object_store::Error::NotFound { .. }) => {
+            warn!(object = %request.location, "the object of an unfinished range is gone; its range is committed empty");
+            return Ok(VecSource::new(Vec::new(), 1));
+        }
+        Err(error) => return Err(unavailable(format!("{}: {error}", request.location))),
+    };
+    if current.trim_matches('"') != request.etag.trim_matches('"') {
+        warn!(object = %request.location, etag = %request.etag, current = %current, "the object of an unfinished range was replaced; its range is committed empty");
+        return Ok(VecSource::new(Vec::new(), 1));
+    }
+    let (format, compression) = resolve(&request.key, request.format, request.compression);
+    let (sender, mut items) = mpsc::channel(4);
+    let bucket: Arc<str> = Arc::from(request.bucket.as_str());
+    let key: Arc<str> = Arc::from(request.key.as_str());
+    let etag: Option<Arc<str>> =
+        (!request.etag.is_empty()).then(|| Arc::from(request.etag.as_str()));
+    let runtime = tokio::runtime::Handle::current();
+    let (store, location) = (request.store.clone(), request.location.clone());
+    // The reader is synchronous: a blocking thread, as in the bucket source.
+    let reader = tokio::task::spawn_blocking(move || {
+        read_object(
+            &runtime,
+            &store,
+            &location,
+            format,
+            compression,
+            &sender,
+            &|line, payload| {
+                Event::from_payload(
+                    payload,
+                    Origin::Object {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        etag: etag.clone(),
+                        line,
+                    },
+                )
+            },
+        )
+    });
+    let mut events = Vec::new();
+    while let Some(item) = items.recv().await {
+        if let ReadItem::Events(chunk) = item {
+            events.extend(chunk.into_iter().filter(|event| {
+                let line = event.origin.position();
+                line >= range.first && line <= range.last
+            }));
+        }
+    }
+    match reader.await {
+        Ok(Ok(_)) => Ok(VecSource::new(events, 1000)),
+        // The first read got this far too: the lines before the error are the range.
+        Ok(Err(error))
+            if events
+                .last()
+                .is_some_and(|e| e.origin.position() >= range.last) =>
+        {
+            warn!(object = %request.location, error = %error.message, "the object cannot be read to its end; its unfinished range was read");
+            Ok(VecSource::new(events, 1000))
+        }
+        Ok(Err(error)) => Err(unavailable(format!(
+            "{} line {:?}: {}",
+            request.location, error.line, error.message
+        ))),
+        Err(error) => Err(SourceError::Internal {
+            connector: "bucket",
+            message: format!("object reader failed: {error}"),
+        }),
+    }
+}
