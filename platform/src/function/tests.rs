@@ -51,6 +51,7 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
         env: BTreeMap::new(),
         max_attempts: 1,
         retry_backoff: Duration::from_secs(1),
+        preload: Vec::new(),
     }
 }
 

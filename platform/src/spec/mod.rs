@@ -14,6 +14,7 @@ pub mod validate;
 mod validate_amqp;
 mod validate_bucket;
 mod validate_output;
+mod validate_preload;
 
 #[cfg(test)]
 mod tests;

@@ -166,6 +166,10 @@ pub struct RawFunction {
     pub max_attempts: Option<i64>,
     /// Wait before the second attempt, doubled each attempt (default 1s).
     pub retry_backoff: Option<RawDuration>,
+    /// Python modules to import once in a parent interpreter that forks instances, e.g.
+    /// `["pyarrow", "mymodule"]` (default none). Only for a command that runs a Python
+    /// script, `["python3", "transform.py", ...]`.
+    pub preload: Option<Vec<String>>,
 }
 
 /// `[batch]`: a batch is cut at whichever limit comes first.

@@ -164,6 +164,10 @@ pub struct FunctionSpec {
     pub max_attempts: u32,
     /// Backoff before the second attempt; doubles each attempt, with jitter.
     pub retry_backoff: Duration,
+    /// Python modules a parent interpreter (the zygote) imports once before forking
+    /// instances; empty: every instance is spawned afresh. When not empty, `command` is
+    /// `[python interpreter, script, args...]` (checked at load).
+    pub preload: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

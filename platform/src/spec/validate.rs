@@ -319,6 +319,7 @@ impl Checker<'_> {
             Duration::ZERO,
             HOUR,
         );
+        let preload = self.preload(raw.preload.as_deref(), command.as_deref());
         Some(FunctionSpec {
             command: command?,
             mode,
@@ -335,6 +336,7 @@ impl Checker<'_> {
             // Bounded to 1..=100 above, so the conversion cannot fail.
             max_attempts: u32::try_from(max_attempts).unwrap_or(3),
             retry_backoff,
+            preload,
         })
     }
 
