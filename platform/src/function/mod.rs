@@ -34,6 +34,7 @@ pub mod protocol;
 mod sandbox;
 mod stderr;
 mod stream;
+mod zygote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::spec::{FunctionMode, FunctionSpec};
 use cgroup::JobCgroup;
 use sandbox::InstanceContext;
 use stream::StreamInstance;
+use zygote::Zygote;
 
 /// How long a stopping instance gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -66,6 +68,9 @@ pub struct FunctionRunner {
     use_cgroups: bool,
     /// The job's cgroup directories, made with the first instance.
     job_cgroup: Option<Arc<JobCgroup>>,
+    /// The job's preload parent when `function.preload` is set (shared by the job's
+    /// runners; its process starts with the first instance).
+    zygote: Option<Arc<Zygote>>,
 }
 
 impl FunctionRunner {
@@ -87,6 +92,7 @@ impl FunctionRunner {
             stop_grace: STOP_GRACE,
             use_cgroups: true,
             job_cgroup: None,
+            zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
         }
     }
 
@@ -122,6 +128,7 @@ impl FunctionRunner {
                     dir: &self.dir,
                     spec: &self.spec,
                     job_cgroup: job_cgroup.as_ref(),
+                    zygote: self.zygote.as_deref(),
                 };
                 exec::run_batch(&context, batch).await
             }
@@ -141,7 +148,7 @@ impl FunctionRunner {
         }
         let mut instance = match warm {
             Some(warm) => warm,
-            None => self.start_instance()?,
+            None => self.start_instance().await?,
         };
         let result = instance.invoke(batch, &self.spec).await;
         match &result {
@@ -171,7 +178,7 @@ impl FunctionRunner {
         result
     }
 
-    fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
+    async fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
         let job_cgroup = self.job_cgroup()?;
         let instance_id = self.next_instance_id();
         let context = InstanceContext {
@@ -180,8 +187,9 @@ impl FunctionRunner {
             dir: &self.dir,
             spec: &self.spec,
             job_cgroup: job_cgroup.as_ref(),
+            zygote: self.zygote.as_deref(),
         };
-        let instance = StreamInstance::start(&context)?;
+        let instance = StreamInstance::start(&context).await?;
         tracing::debug!(
             job = self.job,
             instance = instance.id(),

@@ -576,3 +576,6 @@ async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
 
 #[path = "containment_tests.rs"]
 mod containment;
+
+#[path = "zygote/tests.rs"]
+mod zygote_tests;

@@ -132,7 +132,7 @@ pub enum InputMode {
     Envelope,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSpec {
     /// Program and arguments; a relative program path resolves against the job folder.
     pub command: Vec<String>,

@@ -18,7 +18,10 @@ const MAX_PRELOAD: usize = 64;
 
 /// Whether `program` names a CPython interpreter (`python`, `python3`, `python3.12`).
 pub(crate) fn is_python_interpreter(program: &str) -> bool {
-    let Some(name) = Path::new(program).file_name().and_then(|name| name.to_str()) else {
+    let Some(name) = Path::new(program)
+        .file_name()
+        .and_then(|name| name.to_str())
+    else {
         return false;
     };
     let Some(version) = name.strip_prefix("python") else {
@@ -89,9 +92,7 @@ impl Checker<'_> {
         }
         if let Some(command) = command {
             let runs_a_script = match command {
-                [program, script, ..] => {
-                    is_python_interpreter(program) && !script.starts_with('-')
-                }
+                [program, script, ..] => is_python_interpreter(program) && !script.starts_with('-'),
                 _ => false,
             };
             if !runs_a_script {
@@ -114,10 +115,23 @@ mod tests {
 
     #[test]
     fn interpreters_are_recognised_by_file_name() {
-        for program in ["python3", "python", "/usr/bin/python3.11", ".venv/bin/python3"] {
+        for program in [
+            "python3",
+            "python",
+            "/usr/bin/python3.11",
+            ".venv/bin/python3",
+        ] {
             assert!(is_python_interpreter(program), "{program}");
         }
-        for program in ["sh", "python2", "python3.", "python3.x", "pypy3", "ipython3", ""] {
+        for program in [
+            "sh",
+            "python2",
+            "python3.",
+            "python3.x",
+            "pypy3",
+            "ipython3",
+            "",
+        ] {
             assert!(!is_python_interpreter(program), "{program}");
         }
     }
