@@ -54,7 +54,10 @@ fn pyarrow_python() -> PathBuf {
             .is_ok_and(|status| status.success())
     };
     if !imports(&python) {
-        eprintln!("creating {} with pyarrow (pip install pyarrow)", venv.display());
+        eprintln!(
+            "creating {} with pyarrow (pip install pyarrow)",
+            venv.display()
+        );
         let created = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
@@ -66,7 +69,10 @@ fn pyarrow_python() -> PathBuf {
             .status()
             .unwrap();
         assert!(installed.success(), "pip install pyarrow failed");
-        assert!(imports(&python), "pyarrow does not import after installing it");
+        assert!(
+            imports(&python),
+            "pyarrow does not import after installing it"
+        );
     }
     python
 }
@@ -142,7 +148,13 @@ async fn main() {
     let venv_python = pyarrow_python();
     let cases: [(&str, &str, &Path, &str, &[&str]); 4] = [
         ("trivial", "spawned", &system_python, TRIVIAL, &[]),
-        ("trivial", "preload json", &system_python, TRIVIAL, &["json"]),
+        (
+            "trivial",
+            "preload json",
+            &system_python,
+            TRIVIAL,
+            &["json"],
+        ),
         ("pyarrow", "spawned", &venv_python, PYARROW, &[]),
         (
             "pyarrow",

@@ -16,6 +16,8 @@
 //!   platform can use here (cgroups, network namespaces, dropping capabilities) and the
 //!   child-side setup; `stderr`: stderr logs within a budget.
 //! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
+//! - `zygote`: with `function.preload`, instances are forked from a parent Python
+//!   interpreter that imported the modules once, with the same sandbox.
 //!
 //! Invariants: [`FunctionRunner::invoke`] runs exactly one attempt (retries and bisection
 //! are the caller's); when it returns an error, every process of the failed attempt is

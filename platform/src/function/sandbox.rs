@@ -20,6 +20,12 @@
 //! - a network namespace of its own unless the job allows network, no capabilities, and
 //!   `PR_SET_NO_NEW_PRIVS` ([`super::isolation`]).
 //!
+//! With `function.preload`, [`FunctionProcess::start`] forks the instance from the job's
+//! zygote instead ([`super::zygote`]): the zygote itself is spawned here like any
+//! instance, its children inherit that sandbox and get the per-instance parts (process
+//! group, cgroup, [`instance_environment`], pipes) there. A forked process is the same
+//! [`FunctionProcess`]; only who reaps its leader differs ([`Leader`]).
+//!
 //! Invariant: while a [`FunctionProcess`] exists, its process group and cgroup are ours to
 //! kill; both are killed when the value is dropped before the process was released.
 //! stderr is read by a task for the life of the process ([`super::stderr`]).

@@ -73,7 +73,8 @@ const REAP_BOUND: Duration = Duration::from_secs(5);
 const SPARE_PROCESSES: u64 = 16;
 
 /// Live zygote handles of this process, by job and folder.
-static ZYGOTES: Mutex<Option<HashMap<(String, PathBuf), Weak<Zygote>>>> = Mutex::new(None);
+type Registry = HashMap<(String, PathBuf), Weak<Zygote>>;
+static ZYGOTES: Mutex<Option<Registry>> = Mutex::new(None);
 
 /// A job's preload parent: started on first use, restarted after it dies.
 #[derive(Debug)]
