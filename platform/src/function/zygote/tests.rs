@@ -421,3 +421,60 @@ async fn a_preload_that_cannot_import_fails_the_start_for_good() {
     assert!(error.to_string().contains("function.preload"), "{error}");
     assert_eq!(instance_cgroups("preload-broken", ""), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_forked_fork_bomb_hits_the_instance_process_limit() {
+    if !isolation::isolation()
+        .cgroups
+        .as_ref()
+        .is_some_and(|cgroups| cgroups.limits_processes())
+    {
+        return; // Nothing limits the process count without a pids cgroup.
+    }
+    let dir = job_folder();
+    std::fs::write(
+        dir.path().join("bomb.py"),
+        r#"
+import os, sys, time
+sys.stdin.read()
+for forked in range(200):
+    try:
+        pid = os.fork()
+    except OSError as error:
+        print(f"fork {forked + 1} failed: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if pid == 0:
+        os.setsid()
+        with open("children.pid", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1000)
+        os._exit(0)
+print("{}")
+"#,
+    )
+    .unwrap();
+    let mut spec = preload_spec(&["python3", "bomb.py"], FunctionMode::Exec, &["json"]);
+    spec.max_processes = 16;
+    let mut runner = FunctionRunner::new("preload-bomb", dir.path(), &spec);
+    match runner.invoke(&batch(&["{}"])).await {
+        Err(error @ InvokeError::ProcessLimit { limit: 16, .. }) => {
+            assert!(error.to_string().contains("fork 16 failed"), "{error}");
+        }
+        other => panic!("expected a process limit error, got {other:?}"),
+    }
+    let children: Vec<i32> = std::fs::read_to_string(dir.path().join("children.pid"))
+        .unwrap()
+        .lines()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    assert_eq!(
+        children.len(),
+        15,
+        "the instance itself is the 16th process"
+    );
+    for pid in children {
+        assert_gone(pid).await;
+    }
+    let left = instance_cgroups("preload-bomb", "preload-bomb-1.");
+    assert!(left.is_empty(), "{left:?}");
+}
