@@ -64,7 +64,6 @@ fn imports(dir: &Path) -> Vec<i64> {
 
 async fn report(runner: &mut FunctionRunner) -> Value {
     let output = runner.invoke(&batch(&["{}"])).await.unwrap();
-    assert!(output.init_time.is_some() || runner.warm_instance().is_some());
     rows(&output).remove(0)
 }
 

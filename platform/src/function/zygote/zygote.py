@@ -32,6 +32,8 @@ PR_SET_DUMPABLE = 4
 MAX_MESSAGE = 1 << 20
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 
+if not (hasattr(os, "pidfd_open") and hasattr(socket, "recv_fds")):
+    sys.exit(f"function.preload needs Python 3.9 or later on Linux 5.3 or later; this is Python {sys.version.split()[0]}")
 config = json.loads(sys.argv[1])
 script = os.path.abspath(config["script"])
 script_args = config["args"]
