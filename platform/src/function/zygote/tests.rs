@@ -444,10 +444,11 @@ for forked in range(200):
         sys.exit(1)
     if pid == 0:
         os.setsid()
-        with open("children.pid", "a") as f:
-            f.write(f"{os.getpid()}\n")
         time.sleep(1000)
         os._exit(0)
+    # The parent records each child: a child could be killed before it wrote itself.
+    with open("children.pid", "a") as f:
+        f.write(f"{pid}\n")
 print("{}")
 "#,
     )
