@@ -469,7 +469,7 @@ impl Pipeline<'_> {
                     self.enqueue(due);
                 }
                 () = sleep_until(flush_deadline) => {}
-                _ = maintenance.tick() => self.maintain(),
+                _ = maintenance.tick() => self.maintain().await,
                 events = self.source.next_events(), if room => match events? {
                     Some(events) => {
                         let events = self.skip_committed(events);

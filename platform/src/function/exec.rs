@@ -33,7 +33,7 @@ pub(crate) async fn run_batch(
 ) -> Result<FunctionOutput, InvokeError> {
     let spec = context.spec;
     let started = Instant::now();
-    let (mut process, pipes) = FunctionProcess::spawn(context)?;
+    let (mut process, pipes) = FunctionProcess::start(context).await?;
     tracing::debug!(
         job = context.job,
         instance = context.instance,

@@ -16,6 +16,8 @@
 //!   platform can use here (cgroups, network namespaces, dropping capabilities) and the
 //!   child-side setup; `stderr`: stderr logs within a budget.
 //! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
+//! - `zygote`: with `function.preload`, instances are forked from a parent Python
+//!   interpreter that imported the modules once, with the same sandbox.
 //!
 //! Invariants: [`FunctionRunner::invoke`] runs exactly one attempt (retries and bisection
 //! are the caller's); when it returns an error, every process of the failed attempt is
@@ -34,6 +36,7 @@ pub mod protocol;
 mod sandbox;
 mod stderr;
 mod stream;
+mod zygote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +51,7 @@ use crate::spec::{FunctionMode, FunctionSpec};
 use cgroup::JobCgroup;
 use sandbox::InstanceContext;
 use stream::StreamInstance;
+use zygote::Zygote;
 
 /// How long a stopping instance gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -68,6 +72,9 @@ pub struct FunctionRunner {
     use_cgroups: bool,
     /// The job's cgroup directories, made with the first instance of any sibling.
     job_cgroup: Arc<std::sync::Mutex<Option<Arc<JobCgroup>>>>,
+    /// The job's preload parent when `function.preload` is set (shared by the job's
+    /// runners; its process starts with the first instance).
+    zygote: Option<Arc<Zygote>>,
 }
 
 impl FunctionRunner {
@@ -89,6 +96,7 @@ impl FunctionRunner {
             stop_grace: STOP_GRACE,
             use_cgroups: true,
             job_cgroup: Arc::default(),
+            zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
         }
     }
 
@@ -104,15 +112,16 @@ impl FunctionRunner {
             stop_grace: self.stop_grace,
             use_cgroups: self.use_cgroups,
             job_cgroup: Arc::clone(&self.job_cgroup),
+            zygote: self.zygote.clone(),
         }
     }
 
     /// Stream mode: starts the warm instance now if there is none, so the next batch does
     /// not wait for the process to spawn (instances kept warm by `min_instances`). Its
     /// init time is still measured, on its first batch. Exec mode has nothing to warm.
-    pub fn warm_up(&mut self) -> Result<(), InvokeError> {
+    pub async fn warm_up(&mut self) -> Result<(), InvokeError> {
         if self.spec.mode == FunctionMode::Stream && self.warm.is_none() {
-            let instance = self.start_instance()?;
+            let instance = self.start_instance().await?;
             self.warm = Some(instance);
         }
         Ok(())
@@ -159,6 +168,7 @@ impl FunctionRunner {
                     dir: &self.dir,
                     spec: &self.spec,
                     job_cgroup: job_cgroup.as_ref(),
+                    zygote: self.zygote.as_deref(),
                 };
                 exec::run_batch(&context, batch).await
             }
@@ -178,7 +188,7 @@ impl FunctionRunner {
         }
         let mut instance = match warm {
             Some(warm) => warm,
-            None => self.start_instance()?,
+            None => self.start_instance().await?,
         };
         let result = instance.invoke(batch, &self.spec).await;
         match &result {
@@ -208,7 +218,7 @@ impl FunctionRunner {
         result
     }
 
-    fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
+    async fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
         let job_cgroup = self.job_cgroup()?;
         let instance_id = self.next_instance_id();
         let context = InstanceContext {
@@ -217,8 +227,9 @@ impl FunctionRunner {
             dir: &self.dir,
             spec: &self.spec,
             job_cgroup: job_cgroup.as_ref(),
+            zygote: self.zygote.as_deref(),
         };
-        let instance = StreamInstance::start(&context)?;
+        let instance = StreamInstance::start(&context).await?;
         tracing::debug!(
             job = self.job,
             instance = instance.id(),

@@ -103,6 +103,17 @@ pub enum InvokeError {
     Sandbox { reason: String },
     #[error("batch failed: i/o error talking to the function: {0}")]
     Io(#[from] io::Error),
+    #[error(
+        "batch not run: the preload process (function.preload) {reason} ({}); stderr: {}",
+        if *.permanent { "function error: fix the modules or the script" } else { "retrying may help" },
+        tail_or_none(.stderr_tail)
+    )]
+    Preload {
+        reason: String,
+        stderr_tail: String,
+        /// Whether every retry would fail the same way (a module that does not import).
+        permanent: bool,
+    },
 }
 
 /// How a memory limit was enforced when a function hit it.
@@ -161,6 +172,7 @@ impl InvokeError {
             | InvokeError::ProcessLimit { .. }
             | InvokeError::Sandbox { .. }
             | InvokeError::Io(_) => true,
+            InvokeError::Preload { permanent, .. } => !permanent,
         }
     }
 }

@@ -20,10 +20,17 @@
 //! - a network namespace of its own unless the job allows network, no capabilities, and
 //!   `PR_SET_NO_NEW_PRIVS` ([`super::isolation`]).
 //!
+//! With `function.preload`, [`FunctionProcess::start`] forks the instance from the job's
+//! zygote instead ([`super::zygote`]): the zygote itself is spawned here like any
+//! instance, its children inherit that sandbox and get the per-instance parts (process
+//! group, cgroup, [`instance_environment`], pipes) there. A forked process is the same
+//! [`FunctionProcess`]; only who reaps its leader differs ([`Leader`]).
+//!
 //! Invariant: while a [`FunctionProcess`] exists, its process group and cgroup are ours to
 //! kill; both are killed when the value is dropped before the process was released.
 //! stderr is read by a task for the life of the process ([`super::stderr`]).
 
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -32,12 +39,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::cgroup::{CgroupKiller, CgroupLimits, InstanceCgroup, JobCgroup, LimitEvents};
 use super::isolation::{ChildSetup, isolation};
 use super::protocol::{InvokeError, MemoryEnforcement};
 use super::stderr::StderrLog;
+use super::zygote::{ForkedLeader, Zygote};
 use crate::spec::{FunctionMode, FunctionSpec};
 
 /// `PATH` for the function when the platform has none.
@@ -64,6 +72,43 @@ pub(crate) struct InstanceContext<'a> {
     pub(crate) dir: &'a Path,
     pub(crate) spec: &'a FunctionSpec,
     pub(crate) job_cgroup: Option<&'a Arc<JobCgroup>>,
+    /// The job's preload parent, when `function.preload` is set: instances are forked
+    /// from it instead of spawned ([`super::zygote`]).
+    pub(crate) zygote: Option<&'a Zygote>,
+}
+
+/// The environment of an instance: `PATH` (the platform's, or a default), `HOME` and
+/// `LANG` when the platform has them, the job's declared `env`, and the `SLUICE_*`
+/// variables. Spawned and forked instances get exactly this.
+pub(crate) fn instance_environment(context: &InstanceContext<'_>) -> Vec<(OsString, OsString)> {
+    let spec = context.spec;
+    let mut env = vec![(
+        OsString::from("PATH"),
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    )];
+    for inherited in ["HOME", "LANG"] {
+        if let Some(value) = std::env::var_os(inherited) {
+            env.push((inherited.into(), value));
+        }
+    }
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(name, value)| (name.into(), value.into())),
+    );
+    let mode = match spec.mode {
+        FunctionMode::Exec => "exec",
+        FunctionMode::Stream => "stream",
+    };
+    for (name, value) in [
+        ("SLUICE_JOB", context.job),
+        ("SLUICE_INSTANCE", context.instance),
+        ("SLUICE_MODE", mode),
+        ("SLUICE_ENCODING", "ndjson"),
+    ] {
+        env.push((name.into(), value.into()));
+    }
+    env
 }
 
 /// Builds the sandboxed command for `context` (stdio piped, nothing started yet). The
@@ -80,27 +125,11 @@ fn build_command(
         });
     };
     let mut command = Command::new(resolve_program(context.dir, program));
-    command.args(args).current_dir(context.dir).env_clear().env(
-        "PATH",
-        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-    );
-    for inherited in ["HOME", "LANG"] {
-        if let Some(value) = std::env::var_os(inherited) {
-            command.env(inherited, value);
-        }
-    }
     command
-        .envs(&spec.env)
-        .env("SLUICE_JOB", context.job)
-        .env("SLUICE_INSTANCE", context.instance)
-        .env(
-            "SLUICE_MODE",
-            match spec.mode {
-                FunctionMode::Exec => "exec",
-                FunctionMode::Stream => "stream",
-            },
-        )
-        .env("SLUICE_ENCODING", "ndjson")
+        .args(args)
+        .current_dir(context.dir)
+        .env_clear()
+        .envs(instance_environment(context))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -147,10 +176,69 @@ fn resolve_program(dir: &Path, program: &str) -> PathBuf {
     }
 }
 
+/// The first process of an instance: a child of the platform, or one forked by the job's
+/// zygote.
+#[derive(Debug)]
+enum Leader {
+    Spawned(Child),
+    Forked(ForkedLeader),
+}
+
+impl Leader {
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Leader::Spawned(child) => child.wait().await,
+            Leader::Forked(forked) => forked.wait().await,
+        }
+    }
+
+    fn has_exited(&mut self) -> bool {
+        match self {
+            Leader::Spawned(child) => matches!(child.try_wait(), Ok(Some(_))),
+            Leader::Forked(forked) => forked.try_wait().is_some(),
+        }
+    }
+}
+
+/// The instance's own cgroup, when the job has one.
+pub(crate) fn instance_cgroup(
+    context: &InstanceContext<'_>,
+) -> Result<Option<InstanceCgroup>, InvokeError> {
+    let spec = context.spec;
+    context
+        .job_cgroup
+        .map(|job| {
+            let limits = CgroupLimits {
+                max_processes: spec.max_processes,
+                memory: spec.memory,
+            };
+            job.create_instance(context.instance, limits)
+                .map_err(|error| InvokeError::Sandbox {
+                    reason: format!("cannot create the instance's cgroup: {error}"),
+                })
+        })
+        .transpose()
+}
+
+/// `function.memory` and how it is enforced for an instance in `cgroup`.
+fn memory_enforcement(
+    spec: &FunctionSpec,
+    cgroup: Option<&InstanceCgroup>,
+) -> Option<(u64, MemoryEnforcement)> {
+    spec.memory.map(|limit| {
+        let enforcement = if cgroup.is_some_and(InstanceCgroup::limits_memory) {
+            MemoryEnforcement::Cgroup
+        } else {
+            MemoryEnforcement::AddressSpace
+        };
+        (limit, enforcement)
+    })
+}
+
 /// A running function process, its group, its cgroup and its stderr log.
 #[derive(Debug)]
 pub(crate) struct FunctionProcess {
-    child: Child,
+    leader: Leader,
     /// Process group id (the leader's pid).
     group: Pid,
     cgroup: Option<InstanceCgroup>,
@@ -172,64 +260,106 @@ pub(crate) struct ProcessPipes {
 }
 
 impl FunctionProcess {
-    /// Starts the function for `context` in its sandbox.
+    /// Starts the function for `context` in its sandbox: forked from the job's zygote
+    /// when it has one, else spawned.
+    pub(crate) async fn start(
+        context: &InstanceContext<'_>,
+    ) -> Result<(FunctionProcess, ProcessPipes), InvokeError> {
+        match context.zygote {
+            Some(zygote) => zygote.fork(context).await,
+            None => Self::spawn(context),
+        }
+    }
+
+    /// Spawns the function for `context` in its sandbox.
     pub(crate) fn spawn(
         context: &InstanceContext<'_>,
     ) -> Result<(FunctionProcess, ProcessPipes), InvokeError> {
+        let (process, stdin, stdout) =
+            Self::spawn_with_stdio(context, Stdio::piped(), Stdio::piped())?;
+        match (stdin, stdout) {
+            (Some(stdin), Some(stdout)) => Ok((process, ProcessPipes { stdin, stdout })),
+            _ => Err(InvokeError::Spawn {
+                command: context.spec.command.join(" "),
+                source: io::Error::other("spawned process is missing a pipe"),
+            }),
+        }
+    }
+
+    /// Spawns the function for `context` in its sandbox with the given stdin and stdout
+    /// (stderr is always logged); the pipes are returned for those that are piped.
+    pub(crate) fn spawn_with_stdio(
+        context: &InstanceContext<'_>,
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<(FunctionProcess, Option<ChildStdin>, Option<ChildStdout>), InvokeError> {
         let spec = context.spec;
         let spawn_error = |source: io::Error| InvokeError::Spawn {
             command: spec.command.join(" "),
             source,
         };
-        let cgroup = context
-            .job_cgroup
-            .map(|job| {
-                let limits = CgroupLimits {
-                    max_processes: spec.max_processes,
-                    memory: spec.memory,
-                };
-                job.create_instance(context.instance, limits)
-                    .map_err(|error| InvokeError::Sandbox {
-                        reason: format!("cannot create the instance's cgroup: {error}"),
-                    })
-            })
-            .transpose()?;
+        let cgroup = instance_cgroup(context)?;
         let mut command = build_command(context, cgroup.as_ref())?;
-        let memory = spec.memory.map(|limit| {
-            let by_cgroup = cgroup.as_ref().is_some_and(InstanceCgroup::limits_memory);
-            let enforcement = if by_cgroup {
-                MemoryEnforcement::Cgroup
-            } else {
-                MemoryEnforcement::AddressSpace
-            };
-            (limit, enforcement)
-        });
+        command.stdin(stdin).stdout(stdout);
         let spawned_at = Instant::now();
         let mut child = command.spawn().map_err(spawn_error)?;
-        let (Some(pid), Some(stdin), Some(stdout), Some(stderr)) = (
-            child.id(),
-            child.stdin.take(),
-            child.stdout.take(),
-            child.stderr.take(),
-        ) else {
+        let (Some(pid), Some(stderr)) = (child.id(), child.stderr.take()) else {
             return Err(spawn_error(io::Error::other(
-                "spawned process is missing its pid or a pipe",
+                "spawned process is missing its pid or stderr",
             )));
         };
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let group = Pid::from_raw(pid as i32);
-        let stderr = StderrLog::start(stderr, context.job, context.instance);
-        let process = FunctionProcess {
-            child,
+        let process = Self::assemble(
+            context,
+            Leader::Spawned(child),
             group,
-            events_at_batch_start: LimitEvents::default(),
             cgroup,
             stderr,
             spawned_at,
+        );
+        Ok((process, stdin, stdout))
+    }
+
+    /// A process forked by the job's zygote, already in its own process group (its pid)
+    /// and in `cgroup`.
+    pub(crate) fn forked(
+        context: &InstanceContext<'_>,
+        leader: ForkedLeader,
+        cgroup: Option<InstanceCgroup>,
+        stderr: ChildStderr,
+        spawned_at: Instant,
+    ) -> FunctionProcess {
+        let group = leader.pid();
+        Self::assemble(
+            context,
+            Leader::Forked(leader),
+            group,
+            cgroup,
+            stderr,
+            spawned_at,
+        )
+    }
+
+    fn assemble(
+        context: &InstanceContext<'_>,
+        leader: Leader,
+        group: Pid,
+        cgroup: Option<InstanceCgroup>,
+        stderr: ChildStderr,
+        spawned_at: Instant,
+    ) -> FunctionProcess {
+        FunctionProcess {
+            leader,
+            group,
+            events_at_batch_start: LimitEvents::default(),
+            memory: memory_enforcement(context.spec, cgroup.as_ref()),
+            cgroup,
+            stderr: StderrLog::start(stderr, context.job, context.instance),
+            spawned_at,
             reaped: false,
-            memory,
-            max_processes: spec.max_processes,
-        };
-        Ok((process, ProcessPipes { stdin, stdout }))
+            max_processes: context.spec.max_processes,
+        }
     }
 
     /// The leader's pid.
@@ -258,14 +388,14 @@ impl FunctionProcess {
 
     /// Waits for the leader to exit. Cancel-safe.
     pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
-        let status = self.child.wait().await?;
+        let status = self.leader.wait().await?;
         self.reaped = true;
         Ok(status)
     }
 
     /// Whether the leader has exited (it is reaped if so). Does not wait.
     pub(crate) fn has_exited(&mut self) -> bool {
-        if !self.reaped && matches!(self.child.try_wait(), Ok(Some(_))) {
+        if !self.reaped && self.leader.has_exited() {
             self.reaped = true;
         }
         self.reaped

@@ -52,9 +52,10 @@ enum AfterBatch {
 }
 
 impl StreamInstance {
-    /// Spawns an instance; it is warm (its init time measured) after its first batch.
-    pub(crate) fn start(context: &InstanceContext<'_>) -> Result<Self, InvokeError> {
-        let (process, pipes) = FunctionProcess::spawn(context)?;
+    /// Starts an instance (spawned, or forked from the job's zygote); it is warm (its init
+    /// time measured) after its first batch.
+    pub(crate) async fn start(context: &InstanceContext<'_>) -> Result<Self, InvokeError> {
+        let (process, pipes) = FunctionProcess::start(context).await?;
         Ok(Self {
             id: context.instance.to_owned(),
             process,

@@ -52,6 +52,7 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
         max_attempts: 1,
         retry_backoff: Duration::from_secs(1),
         max_record_age: None,
+        preload: Vec::new(),
     }
 }
 
@@ -576,3 +577,6 @@ async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
 
 #[path = "containment_tests.rs"]
 mod containment;
+
+#[path = "zygote/tests.rs"]
+mod zygote_tests;

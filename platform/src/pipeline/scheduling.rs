@@ -118,14 +118,14 @@ impl Pipeline<'_> {
     }
 
     /// The autoscaler's turn: desired count from the backlog, idle instances stopped.
-    pub(super) fn maintain(&mut self) {
+    pub(super) async fn maintain(&mut self) {
         let now = Instant::now();
         let load = Load {
             work_records: self.source.backlog().unwrap_or(0) + self.dispatch.records() as u64,
             lanes: u32::try_from(self.dispatch.lanes()).unwrap_or(u32::MAX),
         };
         self.pool.rescale(now, load);
-        self.pool.maintain(now);
+        self.pool.maintain(now).await;
         self.publish_status();
     }
 

@@ -159,7 +159,7 @@ impl InstancePool {
     /// The periodic housekeeping: stops instances idle past `idle_timeout` (and, when
     /// other jobs wait for node slots, idle instances above this job's fair share), never
     /// going below `min_instances`; then starts instances up to `min_instances`.
-    pub fn maintain(&mut self, now: Instant) {
+    pub async fn maintain(&mut self, now: Instant) {
         let min = self.scaling.min_instances;
         // Oldest idle first.
         let mut index = 0;
@@ -181,7 +181,7 @@ impl InstancePool {
         }
         while self.instances() < min && self.node.try_acquire(&self.job) {
             let mut runner = self.template.sibling();
-            match runner.warm_up() {
+            match runner.warm_up().await {
                 Ok(()) => self.idle.insert(0, Idle { runner, since: now }),
                 Err(error) => {
                     warn!(job = %self.job, %error, "could not start a function instance to keep warm");

@@ -95,7 +95,7 @@ async fn idle_instances_stop_after_idle_timeout_down_to_min_instances() {
     let node = NodeCapacity::new(8);
     let mut pool = pool(&spec, node.clone());
     // min_instances: one instance is started and kept warm without any batch.
-    pool.maintain(Instant::now());
+    pool.maintain(Instant::now()).await;
     assert_eq!(pool.idle(), 1);
     let pid = pool.idle_pids()[0];
     assert!(Path::new(&format!("/proc/{pid}")).exists());
@@ -116,10 +116,10 @@ async fn idle_instances_stop_after_idle_timeout_down_to_min_instances() {
     assert_eq!(pool.idle(), 3);
     let pids = pool.idle_pids();
     // Not yet timed out.
-    pool.maintain(Instant::now());
+    pool.maintain(Instant::now()).await;
     assert_eq!(pool.idle(), 3);
     // Past idle_timeout: down to min_instances, the process of each stopped one gone.
-    pool.maintain(Instant::now() + Duration::from_secs(2));
+    pool.maintain(Instant::now() + Duration::from_secs(2)).await;
     assert_eq!(pool.idle(), 1);
     assert_eq!(node.held("pool-test"), 1);
     pool.shutdown().await;

@@ -15,6 +15,7 @@ mod validate_amqp;
 mod validate_bucket;
 mod validate_dead_letter;
 mod validate_output;
+mod validate_preload;
 
 #[cfg(test)]
 mod tests;

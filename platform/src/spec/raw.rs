@@ -178,6 +178,10 @@ pub struct RawFunction {
     /// Records older than this (by their timestamp, or their arrival when they have none)
     /// go to the dead-letter destination instead of the function (default: no limit).
     pub max_record_age: Option<RawDuration>,
+    /// Python modules to import once in a parent interpreter that forks instances, e.g.
+    /// `["pyarrow", "mymodule"]` (default none). Only for a command that runs a Python
+    /// script, `["python3", "transform.py", ...]`.
+    pub preload: Option<Vec<String>>,
 }
 
 /// `[batch]`: a batch is cut at whichever limit comes first.

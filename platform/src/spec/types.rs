@@ -196,7 +196,7 @@ pub enum InputMode {
     Envelope,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionSpec {
     /// Program and arguments; a relative program path resolves against the job folder.
     pub command: Vec<String>,
@@ -230,6 +230,10 @@ pub struct FunctionSpec {
     pub retry_backoff: Duration,
     /// Records older than this go to the dead letters instead of the function.
     pub max_record_age: Option<Duration>,
+    /// Python modules a parent interpreter (the zygote) imports once before forking
+    /// instances; empty: every instance is spawned afresh. When not empty, `command` is
+    /// `[python interpreter, script, args...]` (checked at load).
+    pub preload: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -331,6 +331,7 @@ impl Checker<'_> {
                 365 * DAY,
             )
         });
+        let preload = self.preload(raw.preload.as_deref(), command.as_deref());
         Some(FunctionSpec {
             command: command?,
             mode,
@@ -348,6 +349,7 @@ impl Checker<'_> {
             max_attempts: u32::try_from(max_attempts).unwrap_or(3),
             retry_backoff,
             max_record_age,
+            preload,
         })
     }
 

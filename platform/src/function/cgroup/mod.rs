@@ -289,6 +289,15 @@ impl InstanceCgroup {
         self.memory_dir.is_some()
     }
 
+    /// Moves process `pid` into this cgroup, from outside: for an instance forked by a
+    /// zygote, which waits until this is done before it runs any function code.
+    pub(crate) fn adopt(&self, pid: Pid) -> io::Result<()> {
+        for dir in self.dirs() {
+            std::fs::write(dir.join("cgroup.procs"), pid.as_raw().to_string())?;
+        }
+        Ok(())
+    }
+
     /// A directory of this cgroup, for reading its process list.
     fn any_dir(&self) -> Option<&Path> {
         self.pids_dir.as_deref().or(self.memory_dir.as_deref())

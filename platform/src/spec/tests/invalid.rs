@@ -383,3 +383,51 @@ fn missing_env_var_in_dead_letter_url() {
     );
     assert!(error.message.contains("DEAD_LETTERS"), "{}", error.message);
 }
+
+#[test]
+fn preload_is_parsed_for_a_python_script() {
+    let text = minimal_replacing(
+        "command = [\"python3\", \"transform.py\"]",
+        "command = [\"python3\", \"transform.py\"]\npreload = [\"json\", \"pyarrow.parquet\"]",
+    );
+    let job = parse(&text).unwrap();
+    assert_eq!(job.function.preload, ["json", "pyarrow.parquet"]);
+    assert!(parse(MINIMAL).unwrap().function.preload.is_empty());
+}
+
+#[test]
+fn preload_needs_a_python_script_command() {
+    for command in [
+        "[\"sh\", \"-c\", \"cat\"]",
+        "[\"python3\", \"-m\", \"transform\"]",
+        "[\"python3\"]",
+    ] {
+        let text = minimal_replacing(
+            "command = [\"python3\", \"transform.py\"]",
+            &format!("command = {command}\npreload = [\"json\"]"),
+        );
+        let error = error_for(&text, "function.preload");
+        assert!(
+            error.message.contains("runs a Python script"),
+            "{}",
+            error.message
+        );
+        assert!(error.to_string().contains("job.toml"), "{error}");
+    }
+}
+
+#[test]
+fn preload_names_must_be_modules_listed_once() {
+    for (preload, expected) in [
+        ("[\"os; import sys\"]", "not a Python module name"),
+        ("[\"json\", \"json\"]", "listed twice"),
+        ("[]", "the list is empty"),
+    ] {
+        let text = minimal_replacing(
+            "command = [\"python3\", \"transform.py\"]",
+            &format!("command = [\"python3\", \"transform.py\"]\npreload = {preload}"),
+        );
+        let error = error_for(&text, "function.preload");
+        assert!(error.message.contains(expected), "{}", error.message);
+    }
+}

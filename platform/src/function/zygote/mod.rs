@@ -1,0 +1,332 @@
+//! Preload ("zygote") for Python functions: with `function.preload`, one parent
+//! interpreter per job imports the named modules once, then forks instances on demand, so
+//! heavy imports (pyarrow, pandas) are paid once, not per instance.
+//!
+//! ```text
+//! platform ──spawn (sandbox.rs, like any instance)──▶ zygote: python3 -c zygote.py
+//!     │   control socket (SOCK_SEQPACKET, fd 0)        │ imports the modules; {"ready": true}
+//!     ├── {"op":"fork"} + pipes (SCM_RIGHTS) ─────────▶ fork ─▶ instance: own process group,
+//!     │◀─ {"pid": P} ─────────────────────────────────┘        waits for "go"
+//!     ├── moves P into the instance's cgroup, writes "go" ─────▶ dup2 pipes, cleared env,
+//!     │                                                          runpy.run_path(script)
+//!     │◀─ {"exited": P, "status": S} (P kept as a zombie until the platform releases it)
+//! ```
+//!
+//! Isolation of a forked instance, against a spawned one (`sandbox.rs`):
+//! - inherited from the zygote, which is spawned through the very same sandbox code: no
+//!   capabilities, `PR_SET_NO_NEW_PRIVS`, the rlimits (open files, CPU seconds counted
+//!   from zero at fork, no core dumps, address space when no memory cgroup), the user, and
+//!   the network namespace (loopback only when `network = false`). One difference: the
+//!   instances of a job share the zygote's namespace, so they can reach each other's
+//!   loopback ports, where spawned instances each have their own.
+//! - per instance: its own process group (its pid), its own cgroup (the platform moves it
+//!   there before it runs any function code, so `max_processes` and `memory` hold and a
+//!   kill reaches everything it starts), exactly the environment a spawned instance gets
+//!   (`sandbox::instance_environment`), its own stdin/stdout/stderr pipes, no other file
+//!   descriptor, the job folder as working directory, and `PR_SET_PDEATHSIG` so it dies
+//!   with the zygote, which dies with the platform.
+//! - the zygote is non-dumpable, so instances cannot read its memory or trace it.
+//!
+//! Lifecycle: a [`Zygote`] handle is shared by every runner of a job in this process
+//! ([`Zygote::for_job`]); the process starts with the first instance, and is restarted by
+//! the next instance start after it died (a start fails with
+//! [`InvokeError::Preload`] when it cannot be). Its time to import is bounded by
+//! `function.timeout`. When the last handle goes, the zygote is killed; its instances die
+//! with it.
+//!
+//! Invariants: a forked instance is a [`FunctionProcess`] like a spawned one (timeout,
+//! kill of its group and cgroup, exit status, stderr log); it never runs function code
+//! outside its cgroup; its pid cannot be reused while its `FunctionProcess` exists.
+
+mod control;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+
+use control::ControlChannel;
+pub(crate) use control::ForkedLeader;
+
+use super::protocol::InvokeError;
+use super::sandbox::{
+    FunctionProcess, InstanceContext, ProcessPipes, instance_cgroup, instance_environment,
+};
+use crate::spec::FunctionSpec;
+
+/// The zygote program, passed to the interpreter with `-c`.
+const ZYGOTE_SOURCE: &str = include_str!("zygote.py");
+/// How long one fork request may take (a fork of a large interpreter takes milliseconds).
+const FORK_BOUND: Duration = Duration::from_secs(10);
+/// How long a failed zygote gets to be reaped.
+const REAP_BOUND: Duration = Duration::from_secs(5);
+/// Processes the zygote's cgroup allows beyond `function.max_processes`: a forked child
+/// counts there until the platform has moved it into its own cgroup.
+const SPARE_PROCESSES: u64 = 16;
+
+/// Live zygote handles of this process, by job and folder.
+type Registry = HashMap<(String, PathBuf), Weak<Zygote>>;
+static ZYGOTES: Mutex<Option<Registry>> = Mutex::new(None);
+
+/// A job's preload parent: started on first use, restarted after it dies.
+#[derive(Debug)]
+pub(crate) struct Zygote {
+    job: String,
+    spec: FunctionSpec,
+    running: tokio::sync::Mutex<Option<RunningZygote>>,
+    /// Zygote processes started so far, to name them.
+    starts: AtomicU64,
+}
+
+#[derive(Debug)]
+struct RunningZygote {
+    id: String,
+    process: FunctionProcess,
+    channel: Arc<ControlChannel>,
+}
+
+impl Zygote {
+    /// The shared handle for `job` in folder `dir`, whose function `spec` has a non-empty
+    /// `preload`. A handle made for a different spec is not shared (the job changed).
+    pub(crate) fn for_job(job: &str, dir: &Path, spec: &FunctionSpec) -> Arc<Zygote> {
+        let mut zygotes = ZYGOTES.lock().unwrap_or_else(PoisonError::into_inner);
+        let zygotes = zygotes.get_or_insert_with(HashMap::new);
+        zygotes.retain(|_, zygote| zygote.strong_count() > 0);
+        let key = (job.to_owned(), dir.to_path_buf());
+        if let Some(existing) = zygotes.get(&key).and_then(Weak::upgrade)
+            && existing.spec == *spec
+        {
+            return existing;
+        }
+        let zygote = Arc::new(Zygote {
+            job: job.to_owned(),
+            spec: spec.clone(),
+            running: tokio::sync::Mutex::new(None),
+            starts: AtomicU64::new(0),
+        });
+        zygotes.insert(key, Arc::downgrade(&zygote));
+        zygote
+    }
+
+    /// The running zygote's pid, if one runs.
+    #[cfg(test)]
+    pub(crate) async fn pid(&self) -> Option<u32> {
+        let running = self.running.lock().await;
+        running.as_ref().map(|running| running.process.pid())
+    }
+
+    /// Forks an instance for `context` (its `zygote` is this one), starting or restarting
+    /// the zygote first when needed.
+    pub(crate) async fn fork(
+        &self,
+        context: &InstanceContext<'_>,
+    ) -> Result<(FunctionProcess, ProcessPipes), InvokeError> {
+        let spawned_at = Instant::now();
+        let channel = self.running_channel(context).await?;
+        let cgroup = instance_cgroup(context)?;
+        let sandbox_error = |what: &str, error: std::io::Error| InvokeError::Sandbox {
+            reason: format!("cannot {what} for a forked instance: {error}"),
+        };
+        let pipe = || std::io::pipe().map_err(|error| sandbox_error("create pipes", error));
+        let (stdin_read, stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        let (go_read, mut go_write) = pipe()?;
+        let passed: [OwnedFd; 4] = [
+            stdin_read.into(),
+            stdout_write.into(),
+            stderr_write.into(),
+            go_read.into(),
+        ];
+        let env = instance_environment(context);
+        let leader = channel
+            .fork(&env, passed, FORK_BOUND)
+            .await
+            .map_err(|reason| InvokeError::Preload {
+                reason,
+                stderr_tail: String::new(),
+                permanent: false,
+            })?;
+        let pid = leader.pid();
+        // Until "go", the child runs no function code; on any error here it reads end of
+        // file instead and exits, and the kill makes sure of it.
+        let go = match &cgroup {
+            Some(cgroup) => cgroup
+                .adopt(pid)
+                .map_err(|error| sandbox_error("move the process into its cgroup", error)),
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            go_write
+                .write_all(b"g")
+                .map_err(|error| sandbox_error("start the process", error))
+        });
+        drop(go_write);
+        if let Err(error) = go {
+            let _ = killpg(pid, Signal::SIGKILL);
+            return Err(error);
+        }
+        let io_error = |error| sandbox_error("set up the pipes", error);
+        let stdin =
+            ChildStdin::from_std(std::process::ChildStdin::from(OwnedFd::from(stdin_write)))
+                .map_err(io_error)?;
+        let stdout =
+            ChildStdout::from_std(std::process::ChildStdout::from(OwnedFd::from(stdout_read)))
+                .map_err(io_error)?;
+        let stderr =
+            ChildStderr::from_std(std::process::ChildStderr::from(OwnedFd::from(stderr_read)))
+                .map_err(io_error)?;
+        let process = FunctionProcess::forked(context, leader, cgroup, stderr, spawned_at);
+        Ok((process, ProcessPipes { stdin, stdout }))
+    }
+
+    /// The control channel of a running zygote, started (or restarted) when needed.
+    async fn running_channel(
+        &self,
+        context: &InstanceContext<'_>,
+    ) -> Result<Arc<ControlChannel>, InvokeError> {
+        let mut running = self.running.lock().await;
+        if let Some(mut dead) =
+            running.take_if(|zygote| zygote.channel.is_closed() || zygote.process.has_exited())
+        {
+            dead.process.kill_and_reap(REAP_BOUND).await;
+            let stderr = dead.process.stderr_tail().await;
+            tracing::warn!(
+                job = self.job,
+                zygote = dead.id,
+                stderr,
+                "preload process exited; starting a new one"
+            );
+            dead.process.release().await;
+        }
+        if let Some(zygote) = running.as_ref() {
+            return Ok(Arc::clone(&zygote.channel));
+        }
+        let zygote = self.start(context).await?;
+        let channel = Arc::clone(&zygote.channel);
+        *running = Some(zygote);
+        Ok(channel)
+    }
+
+    /// Spawns a zygote through the sandbox and waits for it to import its modules.
+    async fn start(&self, context: &InstanceContext<'_>) -> Result<RunningZygote, InvokeError> {
+        let started = Instant::now();
+        let number = self.starts.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("{}-preload-{number}", self.job);
+        let spec = zygote_spec(&self.spec)?;
+        let zygote_context = InstanceContext {
+            job: context.job,
+            instance: &id,
+            dir: context.dir,
+            spec: &spec,
+            job_cgroup: context.job_cgroup,
+            zygote: None,
+        };
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|errno| InvokeError::Sandbox {
+            reason: format!("cannot create the preload process's control socket: {errno}"),
+        })?;
+        let (mut process, _, _) =
+            FunctionProcess::spawn_with_stdio(&zygote_context, Stdio::from(theirs), Stdio::null())?;
+        let (channel, ready) =
+            ControlChannel::start(ours).map_err(|error| InvokeError::Sandbox {
+                reason: format!("cannot start the preload process's reader thread: {error}"),
+            })?;
+        let bound = self.spec.timeout;
+        let failure = tokio::select! {
+            ready = ready => match ready {
+                Ok(()) => None,
+                // The socket closed: the process is exiting; its status tells why.
+                Err(_closed) => Some(match tokio::time::timeout(REAP_BOUND, process.wait()).await {
+                    Ok(Ok(status)) => exited(status),
+                    _ => ("closed its control socket while importing".to_owned(), false),
+                }),
+            },
+            status = process.wait() => Some(match status {
+                Ok(status) => exited(status),
+                Err(error) => (format!("could not be waited for: {error}"), false),
+            }),
+            () = tokio::time::sleep(bound) => Some((
+                format!("did not import its modules within function.timeout = {bound:?}"),
+                false,
+            )),
+        };
+        if let Some((reason, permanent)) = failure {
+            process.kill_and_reap(REAP_BOUND).await;
+            let stderr_tail = process.stderr_tail().await;
+            process.release().await;
+            return Err(InvokeError::Preload {
+                reason,
+                stderr_tail,
+                permanent,
+            });
+        }
+        tracing::info!(
+            job = self.job,
+            zygote = id,
+            pid = process.pid(),
+            modules = ?self.spec.preload,
+            import_ms = started.elapsed().as_millis() as u64,
+            "preload process ready"
+        );
+        Ok(RunningZygote {
+            id,
+            process,
+            channel,
+        })
+    }
+}
+
+/// Why a zygote that ended before it was ready failed, and whether a retry would fail the
+/// same way (an exit with a code: an import raised; a signal may be a limit or a kill).
+fn exited(status: std::process::ExitStatus) -> (String, bool) {
+    match status.code() {
+        Some(code) => (
+            format!("exited with code {code} while importing the modules"),
+            code != 0,
+        ),
+        None => (
+            format!("ended while importing the modules ({status})"),
+            false,
+        ),
+    }
+}
+
+/// The zygote's own spec: the job's, with the command replaced by the zygote program, and
+/// room in its cgroup for children not yet moved to their own.
+fn zygote_spec(job_spec: &FunctionSpec) -> Result<FunctionSpec, InvokeError> {
+    let [interpreter, script, args @ ..] = job_spec.command.as_slice() else {
+        return Err(InvokeError::Preload {
+            reason: "needs a command of the form [python, script, args...]".into(),
+            stderr_tail: String::new(),
+            permanent: true,
+        });
+    };
+    let config = serde_json::json!({
+        "script": script,
+        "args": args,
+        "preload": job_spec.preload,
+    });
+    let mut spec = job_spec.clone();
+    spec.command = vec![
+        interpreter.clone(),
+        "-c".into(),
+        ZYGOTE_SOURCE.into(),
+        config.to_string(),
+    ];
+    spec.max_processes = spec.max_processes.saturating_add(SPARE_PROCESSES);
+    Ok(spec)
+}
