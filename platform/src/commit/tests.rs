@@ -373,46 +373,49 @@ schema = {{ id = "int64 not null", day = "date32" }}
             .unwrap()
     }
 
-    /// Every object but the markers: Parquet objects as their sorted ids, dead letters
-    /// as their sorted payloads.
+    /// Every object but the markers: see [`stored_objects`].
     async fn objects(&self) -> BTreeMap<String, Vec<String>> {
-        let listed: Vec<_> = self.store.inner.list(None).try_collect().await.unwrap();
-        let mut objects = BTreeMap::new();
-        for meta in listed {
-            let name = meta.location.to_string();
-            if name.starts_with("out/_sluice/kafka/") {
-                continue;
-            }
-            let data = self
-                .store
-                .inner
-                .get(&meta.location)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let mut rows = if name.ends_with(".parquet") {
-                parquet_ids(data)
-            } else {
-                String::from_utf8(data.to_vec())
-                    .unwrap()
-                    .lines()
-                    .map(|l| {
-                        let letter: serde_json::Value = serde_json::from_str(l).unwrap();
-                        letter["payload"].as_str().unwrap().to_owned()
-                    })
-                    .collect()
-            };
-            rows.sort();
-            objects.insert(name, rows);
-        }
-        objects
+        stored_objects(&self.store.inner, &["out/_sluice/kafka/"]).await
     }
 
     async fn markers(&self) -> BTreeMap<i32, PartitionMarkers> {
         MarkerStore::new(self.output()).list(TOPIC).await.unwrap()
     }
+}
+
+/// Every object of `store` whose name starts with none of `skip`: Parquet objects as
+/// their sorted ids, dead letters as their sorted payloads.
+async fn stored_objects(store: &InMemory, skip: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut objects = BTreeMap::new();
+    for meta in listed {
+        let name = meta.location.to_string();
+        if skip.iter().any(|prefix| name.starts_with(prefix)) {
+            continue;
+        }
+        let data = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let mut rows = if name.ends_with(".parquet") {
+            parquet_ids(data)
+        } else {
+            String::from_utf8(data.to_vec())
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let letter: serde_json::Value = serde_json::from_str(l).unwrap();
+                    letter["payload"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        };
+        rows.sort();
+        objects.insert(name, rows);
+    }
+    objects
 }
 
 fn parquet_ids(data: Bytes) -> Vec<String> {
