@@ -238,9 +238,11 @@ async fn commits_stay_in_offset_order_and_keys_in_input_order_when_batches_finis
     let env = env();
     let topic = unique("order");
     create_topic(&env, &topic, 4).await;
-    // Keys in blocks of 60 records: consecutive batches of 25 often share a key (they
-    // must wait for each other) and often do not (they may overlap).
-    let ends = produce(&env, &topic, &records(N, |i| format!("block-{}", i / 60))).await;
+    // Keys in blocks of 50 records, each block on one partition: of two batches of 25
+    // that follow each other, the pair within a block shares its key (it must run one
+    // after the other), the pair across blocks does not (it may overlap and finish out of
+    // order).
+    let ends = produce(&env, &topic, &records(N, |i| format!("block-{}", i / 50))).await;
     let (job, log) = sleepy_job(
         &env,
         &topic,

@@ -22,8 +22,18 @@ impl Pipeline<'_> {
             return;
         }
         while self.dispatch.has_startable() {
-            let Some(runner) = self.pool.lease() else {
-                return;
+            let runner = match self.pool.lease() {
+                Some(runner) => runner,
+                // Work waits and no instance is free: scale up now rather than at the
+                // next maintenance tick (a higher count takes effect at once).
+                None if self.pool.rescale_due(Instant::now()) => {
+                    self.rescale();
+                    match self.pool.lease() {
+                        Some(runner) => runner,
+                        None => return,
+                    }
+                }
+                None => return,
             };
             let Some((ticket, batch)) = self.dispatch.start_next() else {
                 self.pool.release(runner, 0, Duration::ZERO);
@@ -119,14 +129,18 @@ impl Pipeline<'_> {
 
     /// The autoscaler's turn: desired count from the backlog, idle instances stopped.
     pub(super) async fn maintain(&mut self) {
-        let now = Instant::now();
+        self.rescale();
+        self.pool.maintain(Instant::now()).await;
+        self.publish_status();
+    }
+
+    /// The autoscaler's desired count from the backlog and the batches that could run.
+    fn rescale(&mut self) {
         let load = Load {
             work_records: self.source.backlog().unwrap_or(0) + self.dispatch.records() as u64,
             lanes: u32::try_from(self.dispatch.lanes()).unwrap_or(u32::MAX),
         };
-        self.pool.rescale(now, load);
-        self.pool.maintain(now).await;
-        self.publish_status();
+        self.pool.rescale(Instant::now(), load);
     }
 
     pub(super) fn publish_status(&self) {

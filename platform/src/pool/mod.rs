@@ -2,7 +2,8 @@
 //! one warm instance, leased to one batch at a time.
 //!
 //! ```text
-//! every second:  desired = autoscaler.desired(load)          (autoscaler.rs)
+//! every 500 ms, and at once (at most every 50 ms) when work waits for an instance:
+//!                desired = autoscaler.desired(load)          (autoscaler.rs)
 //!                stop idle instances past idle_timeout, down to min_instances
 //!                give back idle instances when other jobs wait (node.rs)
 //!                keep min_instances started and warm
@@ -32,6 +33,10 @@ use crate::spec::{FunctionMode, ScalingSpec};
 use autoscaler::{Autoscaler, Load};
 use node::NodeCapacity;
 
+/// Least time between two computations of the desired count when work waits for an
+/// instance (the maintenance tick computes it every 500 ms regardless).
+pub const RESCALE_SPACING: Duration = Duration::from_millis(50);
+
 /// A warm runner waiting for a batch.
 #[derive(Debug)]
 struct Idle {
@@ -50,6 +55,8 @@ pub struct InstancePool {
     node: Arc<NodeCapacity>,
     autoscaler: Autoscaler,
     desired: u32,
+    /// When the desired count was last computed.
+    rescaled_at: Option<Instant>,
     /// Most recently used last: leases take the warmest.
     idle: Vec<Idle>,
     busy: u32,
@@ -69,6 +76,7 @@ impl InstancePool {
             template,
             autoscaler: Autoscaler::new(&scaling),
             desired: scaling.min_instances,
+            rescaled_at: None,
             scaling,
             mode,
             node,
@@ -108,8 +116,18 @@ impl InstancePool {
         self.autoscaler.rate()
     }
 
+    /// Whether waiting work may recompute the desired count now: below `max_instances` and
+    /// not within [`RESCALE_SPACING`] of the last computation.
+    pub fn rescale_due(&self, now: Instant) -> bool {
+        self.instances() < self.scaling.max_instances
+            && self
+                .rescaled_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= RESCALE_SPACING)
+    }
+
     /// Recomputes the desired count for `load` (scale-up takes effect at once).
     pub fn rescale(&mut self, now: Instant, load: Load) -> u32 {
+        self.rescaled_at = Some(now);
         let desired = self.autoscaler.desired(now, load);
         if desired != self.desired {
             debug!(job = %self.job, from = self.desired, to = desired, work = load.work_records, lanes = load.lanes, "desired instance count changed");
