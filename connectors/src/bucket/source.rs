@@ -88,6 +88,7 @@ struct Reading {
 }
 
 /// An object whose records were handed over, waiting for their acknowledgement.
+#[derive(Clone)]
 struct InFlight {
     key: String,
     etag: String,
@@ -128,6 +129,12 @@ pub struct BucketSource {
     in_flight: HashMap<SplitId, InFlight>,
     /// Objects that could not be read: reported, not acknowledged, retried on restart.
     failed: HashSet<(String, String)>,
+    /// Bookkeeping decided but not yet written: objects to mark done (and their notices
+    /// to take out of the spool), and spooled notices of objects done already. Kept here
+    /// until written, so a `next_events` future dropped mid-write loses none of it (see
+    /// [`BucketSource::settle`]).
+    finishing: Vec<InFlight>,
+    dropping: VecDeque<ObjectNotice>,
     next_listing: Instant,
 }
 
@@ -147,6 +154,8 @@ impl BucketSource {
             reading: None,
             in_flight: HashMap::new(),
             failed: HashSet::new(),
+            finishing: Vec::new(),
+            dropping: VecDeque::new(),
             next_listing: Instant::now(),
             config,
         };
@@ -282,67 +291,65 @@ impl BucketSource {
         });
     }
 
-    /// The read of the current object ended: track it until its acknowledgement.
-    async fn finish_reading(
-        &mut self,
-        reading: Reading,
-        last: Option<u64>,
-    ) -> Result<(), SourceError> {
+    /// The read of the current object ended: track it until its acknowledgement, or mark
+    /// it done (at the next [`Self::settle`]) when nothing is left to acknowledge.
+    fn finish_reading(&mut self, reading: Reading, last: Option<u64>) {
+        let finished = InFlight {
+            key: reading.key,
+            etag: reading.etag,
+            last,
+            notice: reading.notice,
+        };
         match last {
-            None => {
-                // No records: nothing to wait for.
-                self.complete(vec![InFlight {
-                    key: reading.key,
-                    etag: reading.etag,
-                    last: None,
-                    notice: reading.notice,
-                }])
-                .await
-                .map_err(|message| SourceError::Unavailable {
-                    connector: CONNECTOR,
-                    message,
-                })?;
-            }
+            // No records, or every record acknowledged before the reader reported the end.
+            None => self.finishing.push(finished),
             Some(last) if reading.acked.is_some_and(|acked| acked >= last as i64) => {
-                // Every record was acknowledged before the reader reported the end.
-                self.complete(vec![InFlight {
-                    key: reading.key,
-                    etag: reading.etag,
-                    last: Some(last),
-                    notice: reading.notice,
-                }])
-                .await
-                .map_err(|message| SourceError::Unavailable {
-                    connector: CONNECTOR,
-                    message,
-                })?;
+                self.finishing.push(finished);
             }
-            Some(last) => {
-                self.in_flight.insert(
-                    reading.split,
-                    InFlight {
-                        key: reading.key,
-                        etag: reading.etag,
-                        last: Some(last),
-                        notice: reading.notice,
-                    },
-                );
+            Some(_) => {
+                self.in_flight.insert(reading.split, finished);
             }
         }
-        Ok(())
     }
 }
 
 impl BucketSource {
+    /// Writes the bookkeeping decided so far. Each step is idempotent and its item leaves
+    /// the queue only once written, so when the future is dropped mid-write (the platform
+    /// selects over `next_events`), the next call writes it again: a done object is never
+    /// forgotten and a repeated notice never stays in the spool.
+    async fn settle(&mut self) -> Result<(), SourceError> {
+        let unavailable = |message| SourceError::Unavailable {
+            connector: CONNECTOR,
+            message,
+        };
+        if !self.finishing.is_empty() {
+            let done = self.finishing.clone();
+            self.complete(&done).await.map_err(unavailable)?;
+            self.finishing.drain(..done.len());
+        }
+        if let Some(notifications) = &self.notifications {
+            while let Some(notice) = self.dropping.front() {
+                notifications
+                    .spool
+                    .remove(notice)
+                    .await
+                    .map_err(unavailable)?;
+                self.dropping.pop_front();
+            }
+        }
+        Ok(())
+    }
+
     /// Objects whose records all have durable output: into the cursor, out of the spool.
-    async fn complete(&mut self, done: Vec<InFlight>) -> Result<(), String> {
+    async fn complete(&mut self, done: &[InFlight]) -> Result<(), String> {
         let ids: Vec<(String, String)> = done
             .iter()
             .map(|f| (f.key.clone(), f.etag.clone()))
             .collect();
         self.cursor.mark_done(&ids).await?;
         if let Some(notifications) = &self.notifications {
-            for finished in &done {
+            for finished in done {
                 if let Some(notice) = &finished.notice {
                     notifications.spool.remove(notice).await?;
                 }
@@ -363,8 +370,7 @@ impl BucketSource {
                     message: "the notification feed stopped (see the error before this one)".into(),
                 });
             };
-            let spool = notifications.spool.clone();
-            self.queue_notice(notice, &spool).await?;
+            self.queue_notice(notice);
             return Ok(true);
         }
         tokio::time::sleep_until(self.next_listing).await;
@@ -372,8 +378,9 @@ impl BucketSource {
             Discovery::Listing { poll_interval } => *poll_interval,
             Discovery::Notifications { .. } => Duration::from_secs(1),
         };
-        self.next_listing = Instant::now() + poll_interval;
+        // Set once the listing is in: a listing dropped halfway is redone at once.
         self.list().await?;
+        self.next_listing = Instant::now() + poll_interval;
         Ok(!(self.pending.is_empty() && self.config.stop_when_idle))
     }
 }
@@ -430,6 +437,7 @@ pub(super) fn read_object(
 impl Source for BucketSource {
     async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
         loop {
+            self.settle().await?;
             if let Some(reading) = &mut self.reading {
                 let item = reading.items.recv().await;
                 if let Some(ReadItem::Events(events)) = item {
@@ -444,7 +452,7 @@ impl Source for BucketSource {
                     reading.key
                 );
                 match item {
-                    Some(ReadItem::Done { last }) => self.finish_reading(reading, last).await?,
+                    Some(ReadItem::Done { last }) => self.finish_reading(reading, last),
                     Some(ReadItem::Failed(failure)) => {
                         error!(job = %self.config.job, %object, line = failure.line, error = %failure.message, "cannot read object; it is not acknowledged and is retried when the job restarts");
                         self.failed.insert((reading.key, reading.etag));
@@ -479,23 +487,23 @@ impl Source for BucketSource {
                 .get(split)
                 .is_some_and(|f| f.last.is_some_and(|last| range.last >= last as i64));
             if complete && let Some(finished) = self.in_flight.remove(split) {
-                done.push((finished.key, finished.etag));
+                done.push(finished);
             }
         }
         if done.is_empty() {
             return Ok(());
         }
-        self.cursor
-            .mark_done(&done)
+        // Through `finishing`, so a failed write is tried again by the next `settle`.
+        self.finishing.extend(done);
+        let done = self.finishing.clone();
+        self.complete(&done)
             .await
             .map_err(|message| SourceError::Ack {
                 connector: CONNECTOR,
                 positions: delta.to_string(),
                 message,
             })?;
-        for (key, _) in &done {
-            info!(job = %self.config.job, object = %key, "object done");
-        }
+        self.finishing.drain(..done.len());
         Ok(())
     }
 

@@ -8,6 +8,8 @@ use object_store::path::Path;
 
 use super::*;
 use crate::checkpoint::CheckpointDelta;
+
+mod dropped_futures;
 use crate::event::{Event, Origin};
 use crate::source::Source;
 

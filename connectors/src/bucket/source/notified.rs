@@ -37,7 +37,7 @@ impl BucketSource {
             })?;
         let recovered = spooled.len();
         for notice in spooled {
-            self.queue_notice(notice, &spool).await?;
+            self.queue_notice(notice);
         }
         let (sender, notices) = mpsc::channel(1024);
         let stop = CancellationToken::new();
@@ -79,21 +79,13 @@ impl BucketSource {
 
     /// Queues a notified object unless it is done already (a repeated notification) or
     /// being processed.
-    pub(super) async fn queue_notice(
-        &mut self,
-        notice: ObjectNotice,
-        spool: &NoticeSpool,
-    ) -> Result<(), SourceError> {
+    pub(super) fn queue_notice(&mut self, notice: ObjectNotice) {
         let etag = notice.etag.clone().unwrap_or_default();
         if self.cursor.is_done(&notice.key, &etag) {
             info!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done; dropped");
-            return spool
-                .remove(&notice)
-                .await
-                .map_err(|message| SourceError::Unavailable {
-                    connector: CONNECTOR,
-                    message,
-                });
+            // Out of the spool at the next `settle`.
+            self.dropping.push_back(notice);
+            return;
         }
         let busy = self
             .in_flight
@@ -108,7 +100,7 @@ impl BucketSource {
                 .iter()
                 .any(|p| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag);
         if busy {
-            return Ok(());
+            return;
         }
         self.pending.push_back(Pending {
             location: object_location(&notice.key),
@@ -116,7 +108,6 @@ impl BucketSource {
             etag: notice.etag.clone(),
             notice: Some(notice),
         });
-        Ok(())
     }
 }
 
