@@ -171,6 +171,7 @@ impl ChildSetup {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         super::cgroup::join(&self.cgroup_procs)?;
+        close_inherited_descriptors_on_exec()?;
         if self.new_network {
             enter_network_namespace()?;
         }
@@ -189,6 +190,35 @@ impl ChildSetup {
         nix::sys::prctl::set_no_new_privs()?;
         Ok(())
     }
+}
+
+/// Marks every descriptor above stderr close-on-exec, so the function starts with its
+/// three pipes and nothing else: not the platform's sockets to brokers and stores, and
+/// not what the platform itself inherited without `O_CLOEXEC` (a supervisor's pipes, a
+/// shell's descriptors). Runs before `RLIMIT_NOFILE` is lowered.
+fn close_inherited_descriptors_on_exec() -> io::Result<()> {
+    // SAFETY: plain syscalls on integers.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return Ok(());
+        }
+        // Kernels before 5.11 have no CLOSE_RANGE_CLOEXEC: mark each open descriptor.
+        let (open_files, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+        let last = libc::c_int::try_from(open_files.min(1 << 20)).unwrap_or(libc::c_int::MAX);
+        for fd in 3..last {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets a limit, never above the current hard limit (raising it needs privileges).

@@ -18,7 +18,8 @@
 //!   process over its whole life), no core dumps, and `RLIMIT_AS` for memory when no memory
 //!   cgroup enforces it;
 //! - a network namespace of its own unless the job allows network, no capabilities, and
-//!   `PR_SET_NO_NEW_PRIVS` ([`super::isolation`]).
+//!   `PR_SET_NO_NEW_PRIVS` ([`super::isolation`]);
+//! - no open descriptor but its three pipes: every other one closes at `exec`.
 //!
 //! With `function.preload`, [`FunctionProcess::start`] forks the instance from the job's
 //! zygote instead ([`super::zygote`]): the zygote itself is spawned here like any

@@ -403,3 +403,47 @@ async fn the_network_is_off_unless_the_job_allows_it() {
         assert_no_cgroups("network", runner);
     }
 }
+
+/// Lists the descriptors open in the function (the listing's own one is closed by the
+/// time each is checked).
+const DESCRIPTOR_PROBE: &str = r#"
+import json, os, sys
+sys.stdin.read()
+listed = [int(fd) for fd in os.listdir("/proc/self/fd")]
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+print(json.dumps({"open": sorted(fd for fd in listed if is_open(fd))}))
+"#;
+
+#[tokio::test]
+async fn a_function_inherits_no_descriptor_but_its_pipes() {
+    // A descriptor the platform holds without close-on-exec, as one inherited from a
+    // supervisor would be: a file the function must not reach.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("platform-only");
+    std::fs::write(&secret, "platform-secret-value").unwrap();
+    let held = std::fs::File::open(&secret).unwrap();
+    // SAFETY: `dup` of a descriptor this frame owns; the copy is owned right away.
+    let inheritable = unsafe {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        std::os::fd::OwnedFd::from_raw_fd(nix::libc::dup(held.as_raw_fd()))
+    };
+    // SAFETY: a plain fcntl on a descriptor owned above.
+    let flags = unsafe {
+        use std::os::fd::AsRawFd as _;
+        nix::libc::fcntl(inheritable.as_raw_fd(), nix::libc::F_GETFD)
+    };
+    assert_eq!(flags & nix::libc::FD_CLOEXEC, 0, "dup clears close-on-exec");
+
+    let probe = spec(&["python3", "-c", DESCRIPTOR_PROBE], FunctionMode::Exec);
+    let mut runner = FunctionRunner::new("descriptors", dir.path(), &probe);
+    let output = runner.invoke(&batch(&["{}"])).await.unwrap();
+    let row = rows(&output).remove(0);
+    assert_eq!(row["open"], serde_json::json!([0, 1, 2]), "{row}");
+    assert_no_cgroups("descriptors", runner);
+    drop(inheritable);
+}
