@@ -12,6 +12,8 @@ pub mod amqp;
 pub mod bucket;
 pub mod checkpoint;
 pub mod event;
+#[cfg(any(test, feature = "testing"))]
+pub mod faulty_store;
 pub mod kafka;
 pub mod source;
 pub mod vec_source;

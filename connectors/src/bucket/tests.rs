@@ -247,7 +247,13 @@ async fn spooled(folders: &Folders) -> usize {
 }
 
 async fn next(source: &mut BucketSource) -> Option<Vec<Event>> {
-    tokio::time::timeout(Duration::from_millis(700), source.next_events())
+    next_within(source, Duration::from_millis(700)).await
+}
+
+/// The next events, or `None` when the future is dropped after `wait` (as the platform's
+/// select drops it when a timer wins).
+async fn next_within(source: &mut BucketSource, wait: Duration) -> Option<Vec<Event>> {
+    tokio::time::timeout(wait, source.next_events())
         .await
         .ok()
         .map(|r| r.unwrap().unwrap())

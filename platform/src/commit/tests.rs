@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
@@ -19,13 +18,9 @@ use arrow_array::types::Int64Type;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
-use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_connectors::kafka::PartitionLog;
 use sluice_connectors::{
@@ -33,6 +28,8 @@ use sluice_connectors::{
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use sluice_connectors::faulty_store::{Fault, Faults, FaultyStore, Request};
 
 use super::*;
 use crate::deadletter::dead_letter_location;
@@ -55,97 +52,43 @@ enum Crash {
     AfterOffsetCommit,
 }
 
-/// An in-memory store shared by every "process" of a test, which can die at one write.
+/// The faults of an in-memory store shared by every "process" of a test: the chosen
+/// write never answers, after telling the test, as if the process died there.
 #[derive(Debug, Default)]
-struct CrashStore {
-    inner: InMemory,
+struct CrashAt {
+    /// The `n`th write of an object whose name ends with the suffix.
     crash: Mutex<Option<(&'static str, usize)>>,
     died: Arc<Notify>,
 }
 
-impl CrashStore {
-    /// Hangs forever (after telling the test) when this write is the chosen one.
-    async fn maybe_die(&self, location: &Path) {
-        let die = {
-            let mut crash = self.crash.lock().unwrap();
-            match crash.as_mut() {
-                Some((suffix, n)) if location.as_ref().ends_with(*suffix) => {
-                    *n -= 1;
-                    if *n == 0 {
-                        *crash = None;
-                        true
-                    } else {
-                        false
-                    }
+impl Faults for CrashAt {
+    fn before(&self, request: Request, location: &Path) -> Fault {
+        if request == Request::Delete {
+            return Fault::Pass;
+        }
+        let mut crash = self.crash.lock().unwrap();
+        match crash.as_mut() {
+            Some((suffix, n)) if location.as_ref().ends_with(*suffix) => {
+                *n -= 1;
+                if *n > 0 {
+                    return Fault::Pass;
                 }
-                _ => false,
+                *crash = None;
+                self.died.notify_one();
+                Fault::Hang
             }
-        };
-        if die {
-            self.died.notify_one();
-            std::future::pending::<()>().await;
+            _ => Fault::Pass,
         }
     }
 }
 
-impl fmt::Display for CrashStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CrashStore")
-    }
-}
+type CrashStore = FaultyStore<CrashAt>;
 
-#[async_trait]
-impl ObjectStore for CrashStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.maybe_die(location).await;
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.maybe_die(location).await;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
+fn crash_store() -> Arc<CrashStore> {
+    Arc::new(FaultyStore::new(
+        Arc::new(InMemory::new()),
+        CrashAt::default(),
+    ))
 }
 
 /// The Kafka double: every partition's records and the group's committed offsets.
@@ -323,7 +266,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         Self {
             _dir: dir,
             spec,
-            store: Arc::new(CrashStore::default()),
+            store: crash_store(),
             log: Arc::new(VecLog::new()),
         }
     }
@@ -344,14 +287,14 @@ schema = {{ id = "int64 not null", day = "date32" }}
     /// the run dies at `crash`.
     async fn run(&self, crash: Option<Crash>) -> Result<Outcome, crate::pipeline::JobError> {
         if let Some(Crash::AtWrite { suffix, n }) = crash {
-            *self.store.crash.lock().unwrap() = Some((suffix, n));
+            *self.store.faults().crash.lock().unwrap() = Some((suffix, n));
         }
         let committer = Committer::load(self.output(), self.dead_letters(), Some(TOPIC)).await?;
         let source = MemberSource {
             inner: VecSource::new(self.log.member_events(), 7),
             log: self.log.clone(),
             crash,
-            died: self.store.died.clone(),
+            died: self.store.faults().died.clone(),
         };
         let run = run_pipeline(
             &self.spec,
@@ -363,7 +306,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         );
         tokio::select! {
             result = run => result.map(Outcome::Finished),
-            () = self.store.died.notified() => Ok(Outcome::Died),
+            () = self.store.faults().died.notified() => Ok(Outcome::Died),
         }
     }
 
@@ -375,7 +318,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
 
     /// Every object but the markers: see [`stored_objects`].
     async fn objects(&self) -> BTreeMap<String, Vec<String>> {
-        stored_objects(&self.store.inner, &["out/_sluice/kafka/"]).await
+        stored_objects(self.store.inner(), &["out/_sluice/kafka/"]).await
     }
 
     async fn markers(&self) -> BTreeMap<i32, PartitionMarkers> {
@@ -385,7 +328,10 @@ schema = {{ id = "int64 not null", day = "date32" }}
 
 /// Every object of `store` whose name starts with none of `skip`: Parquet objects as
 /// their sorted ids, dead letters as their sorted payloads.
-async fn stored_objects(store: &InMemory, skip: &[&str]) -> BTreeMap<String, Vec<String>> {
+async fn stored_objects(
+    store: &Arc<dyn ObjectStore>,
+    skip: &[&str],
+) -> BTreeMap<String, Vec<String>> {
     let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
     let mut objects = BTreeMap::new();
     for meta in listed {

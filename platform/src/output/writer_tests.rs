@@ -1,5 +1,4 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -7,14 +6,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType, TimestampMillisecondType};
 use arrow_array::{Array, BinaryArray, Int64Array};
 use arrow_schema::{DataType, TimeUnit};
-use async_trait::async_trait;
 use futures::TryStreamExt as _;
-use futures::stream::BoxStream;
+use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStoreExt,
-    PutResult,
-};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{LogicalType, TimeUnit as ParquetTimeUnit, Type as PhysicalType};
 

@@ -3,101 +3,33 @@
 //! source decided may be lost with it.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt as _};
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use std::sync::Mutex;
 
 use super::*;
+use crate::faulty_store::{Fault, Faults, FaultyStore, Request};
 
-/// A store whose first delete of each path never answers (a request lost on the way),
-/// and whose later deletes of it go through.
-#[derive(Debug)]
+/// The first delete of each path never answers (a request lost on the way); later
+/// deletes of it go through.
+#[derive(Debug, Default)]
 struct FirstDeleteHangs {
-    inner: Arc<LocalFileSystem>,
-    tried: Arc<Mutex<HashSet<Path>>>,
+    tried: Mutex<HashSet<Path>>,
 }
 
-impl fmt::Display for FirstDeleteHangs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FirstDeleteHangs")
-    }
-}
-
-#[async_trait]
-impl ObjectStore for FirstDeleteHangs {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        let (inner, tried) = (self.inner.clone(), self.tried.clone());
-        locations
-            .then(move |location| {
-                let (inner, tried) = (inner.clone(), tried.clone());
-                async move {
-                    let location = location?;
-                    if tried.lock().unwrap().insert(location.clone()) {
-                        std::future::pending::<()>().await;
-                    }
-                    inner.delete(&location).await.map(|()| location)
-                }
-            })
-            .boxed()
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
+impl Faults for FirstDeleteHangs {
+    fn before(&self, request: Request, location: &Path) -> Fault {
+        if request == Request::Delete && self.tried.lock().unwrap().insert(location.clone()) {
+            Fault::Hang
+        } else {
+            Fault::Pass
+        }
     }
 }
 
 fn hanging_config(folders: &Folders) -> BucketSourceConfig {
-    let state = Arc::new(FirstDeleteHangs {
-        inner: Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap()),
-        tried: Arc::default(),
-    });
+    let state = Arc::new(FaultyStore::new(
+        Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap()),
+        FirstDeleteHangs::default(),
+    ));
     BucketSourceConfig {
         discovery: Discovery::Notifications {
             feed: Box::new(NotificationFeed::Webhook {
@@ -112,10 +44,21 @@ fn hanging_config(folders: &Folders) -> BucketSourceConfig {
 
 /// Polls `next_events` the way the platform's select does: dropped after a short while.
 async fn poll_briefly(source: &mut BucketSource) -> Option<Vec<Event>> {
-    tokio::time::timeout(Duration::from_millis(100), source.next_events())
-        .await
-        .ok()
-        .map(|r| r.unwrap().unwrap())
+    next_within(source, Duration::from_millis(100)).await
+}
+
+/// Polls (reading nothing) until the spool is empty, for at most 50 polls.
+async fn poll_until_the_spool_is_empty(source: &mut BucketSource, folders: &Folders, what: &str) {
+    for _ in 0..50 {
+        assert!(
+            poll_briefly(source).await.is_none(),
+            "{what}: nothing is read"
+        );
+        if spooled(folders).await == 0 {
+            return;
+        }
+    }
+    panic!("{what}: still spooled: {}", spooled(folders).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,32 +88,14 @@ async fn a_dropped_future_loses_neither_a_done_object_nor_a_repeat() {
     }
     assert_eq!(events.len(), 6, "every record once");
     let _ = tokio::time::timeout(Duration::from_millis(100), source.ack(&delta_of(&events))).await;
-    for _ in 0..50 {
-        assert!(
-            poll_briefly(&mut source).await.is_none(),
-            "nothing read twice"
-        );
-        if spooled(&folders).await == 0 {
-            break;
-        }
-    }
-    assert_eq!(spooled(&folders).await, 0, "done objects leave the spool");
+    poll_until_the_spool_is_empty(&mut source, &folders, "done objects").await;
 
     // Repeats are put in the spool by the endpoint and dropped by the source; a drop
     // whose delete hangs is finished by a later poll.
     for name in ["a.ndjson", "b.ndjson", "c.ndjson"] {
         assert_eq!(post(address, &aws_body(name, name)).await, 200);
     }
-    for _ in 0..50 {
-        assert!(
-            poll_briefly(&mut source).await.is_none(),
-            "a repeat is not read"
-        );
-        if spooled(&folders).await == 0 {
-            break;
-        }
-    }
-    assert_eq!(spooled(&folders).await, 0, "repeats leave the spool");
+    poll_until_the_spool_is_empty(&mut source, &folders, "repeats").await;
     drop(source);
     let mut source = BucketSource::connect(notification_config(&folders))
         .await

@@ -142,13 +142,13 @@ async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted()
     let body = serde_json::to_vec(&intent).unwrap();
     world
         .store
-        .inner
+        .inner()
         .put(&intent_path, body.into())
         .await
         .unwrap();
     world
         .store
-        .inner
+        .inner()
         .put(&stray_path, Bytes::from_static(b"stray").into())
         .await
         .unwrap();
@@ -156,7 +156,7 @@ async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted()
     let report = world.recover().await;
     assert_eq!(report.redone.len(), 2);
     assert!(
-        world.store.inner.head(&stray_path).await.is_err(),
+        world.store.inner().head(&stray_path).await.is_err(),
         "stray kept"
     );
     assert_eq!(world.objects().await, clean);
@@ -175,7 +175,7 @@ async fn a_crash_during_a_redo_is_recovered_again() {
         Outcome::Died
     ));
     // The redo dies at its own commit marker.
-    *world.store.crash.lock().unwrap() = Some((".commit.json", 1));
+    *world.store.faults().crash.lock().unwrap() = Some((".commit.json", 1));
     let redo = recover_with(
         &world.spec,
         world.output(),
@@ -184,7 +184,7 @@ async fn a_crash_during_a_redo_is_recovered_again() {
     );
     tokio::select! {
         _ = redo => panic!("the redo was expected to die"),
-        () = world.store.died.notified() => {}
+        () = world.store.faults().died.notified() => {}
     }
     let report = world.recover().await;
     assert!(!report.redone.is_empty());

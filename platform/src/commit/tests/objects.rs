@@ -157,7 +157,7 @@ mod redo {
     use sluice_connectors::{Source, SourceError};
     use tokio_util::sync::CancellationToken;
 
-    use super::super::{CrashStore, FUNCTION, Outcome, stored_objects};
+    use super::super::{CrashStore, FUNCTION, Outcome, crash_store, stored_objects};
     use super::*;
     use crate::commit::names::MarkerKind;
     use crate::commit::object_recovery::recover_objects;
@@ -234,7 +234,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
             Self {
                 _dir: dir,
                 spec,
-                store: Arc::new(CrashStore::default()),
+                store: crash_store(),
             }
         }
 
@@ -287,7 +287,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
             lines: Option<usize>,
             crash: Option<(&'static str, usize)>,
         ) -> Result<Outcome, JobError> {
-            *self.store.crash.lock().unwrap() = crash;
+            *self.store.faults().crash.lock().unwrap() = crash;
             let committer = Committer::load(self.output(), self.dead_letters(), None).await?;
             let source: Box<dyn Source> = match lines {
                 Some(left) => Box::new(FirstLines {
@@ -306,7 +306,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
             );
             tokio::select! {
                 result = run => result.map(Outcome::Finished),
-                () = self.store.died.notified() => Ok(Outcome::Died),
+                () = self.store.faults().died.notified() => Ok(Outcome::Died),
             }
         }
 
@@ -339,7 +339,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         /// Output and dead letters, without markers and the cursor.
         async fn objects(&self) -> BTreeMap<String, Vec<String>> {
             stored_objects(
-                &self.store.inner,
+                self.store.inner(),
                 &["out/_sluice/objects/", "out/_sluice/bucket/"],
             )
             .await

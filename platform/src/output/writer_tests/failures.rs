@@ -1,5 +1,7 @@
 //! Writer behaviour when uploads fail, and hostile input (continued from `writer_tests.rs`).
 
+use sluice_connectors::faulty_store::{Fault, Faults, FaultyStore, Request};
+
 use super::*;
 
 #[test]
@@ -36,102 +38,49 @@ fn flush_is_a_send_future() {
     assert_send(&flush);
 }
 
-/// An in-memory store whose first `failures` whole-object or multipart uploads fail; it
-/// records every upload attempt.
+/// Fails the first `failures` whole-object or multipart uploads, and records every
+/// upload attempt.
 #[derive(Debug)]
-struct FlakyStore {
-    inner: InMemory,
+struct FlakyUploads {
     failures: AtomicUsize,
     attempts: Mutex<Vec<(Path, &'static str)>>,
 }
 
-impl FlakyStore {
-    fn new(failures: usize) -> Self {
-        Self {
-            inner: InMemory::new(),
-            failures: AtomicUsize::new(failures),
-            attempts: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn attempt(&self, location: &Path, kind: &'static str) -> object_store::Result<()> {
+impl Faults for FlakyUploads {
+    fn before(&self, request: Request, location: &Path) -> Fault {
+        let kind = match request {
+            Request::Put => "put",
+            Request::Multipart => "multipart",
+            Request::Delete => return Fault::Pass,
+        };
         self.attempts.lock().unwrap().push((location.clone(), kind));
         let failed = self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failed {
-            return Err(object_store::Error::Generic {
-                store: "flaky",
-                source: "injected failure".into(),
-            });
+            Fault::Fail("upload")
+        } else {
+            Fault::Pass
         }
-        Ok(())
-    }
-
-    fn attempted(&self) -> Vec<(Path, &'static str)> {
-        self.attempts.lock().unwrap().clone()
     }
 }
 
-impl fmt::Display for FlakyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FlakyStore")
-    }
+type FlakyStore = FaultyStore<FlakyUploads>;
+
+/// An in-memory store whose first `failures` uploads fail.
+fn flaky_store(failures: usize) -> Arc<FlakyStore> {
+    Arc::new(FaultyStore::new(
+        Arc::new(InMemory::new()),
+        FlakyUploads {
+            failures: AtomicUsize::new(failures),
+            attempts: Mutex::new(Vec::new()),
+        },
+    ))
 }
 
-#[async_trait]
-impl ObjectStore for FlakyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.attempt(location, "put")?;
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.attempt(location, "multipart")?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
+fn attempted(store: &FlakyStore) -> Vec<(Path, &'static str)> {
+    store.faults().attempts.lock().unwrap().clone()
 }
 
 fn flaky_location(store: &Arc<FlakyStore>) -> OutputLocation {
@@ -145,7 +94,7 @@ fn flaky_location(store: &Arc<FlakyStore>) -> OutputLocation {
 #[tokio::test]
 async fn failed_uploads_are_retried_under_the_same_names() {
     let spec = events_spec("memory://out");
-    let store = Arc::new(FlakyStore::new(1));
+    let store = flaky_store(1);
     let mut sink = ParquetSink::new(flaky_location(&store), &spec, "part").unwrap();
     sink.write(&split(), &events(&spec, 0, 10)).unwrap();
 
@@ -170,7 +119,7 @@ async fn failed_uploads_are_retried_under_the_same_names() {
         "the failed file's rows stay buffered"
     );
     assert!(sink.buffered_bytes() > 0);
-    let failed_path = store.attempted()[0].0.clone();
+    let failed_path = attempted(&store)[0].0.clone();
     assert!(!after_failure.contains(failed_path.as_ref()));
 
     // Rows written in between go to new files; the pending one keeps its name.
@@ -195,7 +144,7 @@ async fn failed_uploads_are_retried_under_the_same_names() {
         .map(String::from)
         .collect()
     );
-    let attempts = store.attempted();
+    let attempts = attempted(&store);
     let retried: Vec<&Path> = attempts
         .iter()
         .map(|(p, _)| p)
@@ -220,7 +169,7 @@ async fn failed_uploads_are_retried_under_the_same_names() {
 #[tokio::test]
 async fn a_flush_that_keeps_failing_keeps_everything_pending() {
     let spec = events_spec("memory://out");
-    let store = Arc::new(FlakyStore::new(4));
+    let store = flaky_store(4);
     let mut sink = ParquetSink::new(flaky_location(&store), &spec, "part").unwrap();
     sink.write(&split(), &events(&spec, 0, 4)).unwrap();
     assert!(sink.flush().await.is_err());
@@ -253,7 +202,7 @@ async fn large_files_use_a_multipart_upload_that_is_retried() {
         &[],
         Compression::None,
     );
-    let store = Arc::new(FlakyStore::new(1));
+    let store = flaky_store(1);
     let mut sink = ParquetSink::new(flaky_location(&store), &spec, "big").unwrap();
     let rows = 18;
     let blobs: Vec<Vec<u8>> = (0..rows)
@@ -274,7 +223,7 @@ async fn large_files_use_a_multipart_upload_that_is_retried() {
     let files = sink.flush().await.unwrap();
     assert_eq!(files.len(), 1);
     assert!(files[0].bytes > MULTIPART_THRESHOLD as u64);
-    let attempts = store.attempted();
+    let attempts = attempted(&store);
     assert_eq!(attempts.len(), 2);
     assert!(
         attempts
