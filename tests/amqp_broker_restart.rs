@@ -79,40 +79,6 @@ impl BrokerRestart {
         }
         let timeout = STARTUP_TIMEOUT.as_secs().to_string();
         rabbitmqctl(&["await_startup", "--timeout", &timeout]);
-        restart_ceph_gateway();
-    }
-}
-
-/// The Ceph RADOS Gateway (`scripts/ceph.sh`) keeps its AMQP connection to the broker and
-/// does not re-establish it after the broker restarts: its notifications to RabbitMQ stop
-/// (measured: none within 2 minutes). Other tests use that push path, so a gateway that was
-/// running is restarted (a few seconds) once the broker is back, by the `scripts/ceph.sh`
-/// of the checkout that started it (its binary lies under `<checkout>/.services/ceph/`).
-fn restart_ceph_gateway() {
-    let gateway = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find_map(|entry| {
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            (comm.trim() == "radosgw").then(|| std::fs::read(entry.path().join("cmdline")).ok())?
-        });
-    let Some(cmdline) = gateway else {
-        return;
-    };
-    let binary =
-        String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
-    let checkout = binary
-        .split_once("/.services/ceph/")
-        .map_or_else(repo_root, |(root, _)| std::path::PathBuf::from(root));
-    let script = checkout.join("scripts/ceph.sh");
-    for command in ["stop", "start"] {
-        let status = std::process::Command::new(&script)
-            .arg(command)
-            .current_dir(&checkout)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("scripts/ceph.sh runs");
-        assert!(status.success(), "{} {command}: {status}", script.display());
     }
 }
 
@@ -132,7 +98,6 @@ impl Drop for BrokerRestart {
             let _ = std::process::Command::new("rabbitmqctl")
                 .args(["await_startup", "--timeout", "120"])
                 .status();
-            restart_ceph_gateway();
         }
     }
 }

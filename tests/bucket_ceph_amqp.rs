@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::amqp::AmqpAdmin;
-use common::ceph::rgw;
+use common::ceph::{RGW_EXCHANGE, rgw};
 use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
@@ -21,30 +21,17 @@ use object_store::{ObjectStoreExt as _, PutPayload};
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 10;
 
-/// Objects the cursor lists as done.
-async fn done_objects(env: &Env, lake: &str) -> usize {
-    let cursor = ObjectPath::from(format!("{lake}/_sluice/bucket/cursor.json"));
-    match s3(env).get(&cursor).await {
-        Ok(found) => {
-            let cursor: serde_json::Value =
-                serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
-            cursor["done"].as_object().unwrap().len()
-        }
-        Err(_) => 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceph_notifications_on_amqp_process_each_object_once() {
     let env = env();
     let rgw = rgw();
     let base = unique("cephq").to_lowercase();
     let lake = format!("{base}/lake");
-    let exchange = format!("{base}-s3");
+    let exchange = RGW_EXCHANGE;
     let queue = format!("{base}-notices");
     let admin = AmqpAdmin::connect(&env).await;
     // Ceph publishes to the exchange, which must exist before the first notification.
-    admin.declare_exchange(&exchange).await;
+    admin.declare_exchange(exchange).await;
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -196,6 +183,5 @@ endpoint = "{endpoint}"
     // keeps.
     let (ready, consumers) = admin.counts(&queue).await;
     assert_eq!((ready, consumers), (1, 0));
-    admin.delete_exchange(&exchange).await;
     admin.delete_queue(&queue).await;
 }

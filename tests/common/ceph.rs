@@ -9,6 +9,13 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 
 use super::repo_root;
 
+/// The one RabbitMQ exchange every test's gateway topic publishes to. The gateway keeps
+/// one AMQP connection per broker, bound to the exchange of the first topic that used it,
+/// and refuses topics naming another ("AMQP connect: exchange mismatch" in its log): a
+/// second test with an exchange of its own would get no notifications. Each test binds a
+/// queue of its own to it; the exchange is never deleted.
+pub const RGW_EXCHANGE: &str = "sluice-test-rgw";
+
 pub struct Rgw {
     pub endpoint: String,
     pub bucket: String,
