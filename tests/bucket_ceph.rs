@@ -109,16 +109,7 @@ endpoint = "{endpoint}"
     };
     upload(&store).await;
 
-    let cursor = ObjectPath::from(format!("{lake}/_sluice/bucket/cursor.json"));
-    let output = s3(&env);
-    let done = async || match output.get(&cursor).await {
-        Ok(found) => {
-            let cursor: serde_json::Value =
-                serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
-            cursor["done"].as_object().unwrap().len()
-        }
-        Err(_) => 0,
-    };
+    let done = async || done_objects(&env, &lake).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while done().await != OBJECTS {
         sluice.assert_running();

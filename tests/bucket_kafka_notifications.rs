@@ -18,18 +18,6 @@ use object_store::{ObjectStoreExt as _, PutPayload};
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 20;
 
-async fn done_objects(env: &Env, lake: &str) -> usize {
-    let cursor = ObjectPath::from(format!("{lake}/_sluice/bucket/cursor.json"));
-    match s3(env).get(&cursor).await {
-        Ok(found) => {
-            let cursor: serde_json::Value =
-                serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
-            cursor["done"].as_object().unwrap().len()
-        }
-        Err(_) => 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_on_a_kafka_topic_process_each_object_once() {
     let env = env();

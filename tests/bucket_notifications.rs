@@ -30,24 +30,6 @@ async fn post(address: &str, body: &str) -> u16 {
     response[9..12].parse().unwrap()
 }
 
-/// Objects the cursor lists as done.
-async fn done_objects(env: &Env, lake: &str) -> usize {
-    let store = s3(env);
-    match store
-        .get(&ObjectPath::from(format!(
-            "{lake}/_sluice/bucket/cursor.json"
-        )))
-        .await
-    {
-        Ok(found) => {
-            let cursor: serde_json::Value =
-                serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
-            cursor["done"].as_object().unwrap().len()
-        }
-        Err(_) => 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notified_objects_land_once_and_repeats_change_nothing() {
     let env = env();

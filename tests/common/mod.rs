@@ -17,7 +17,7 @@ pub mod sleepy;
 
 // Not every test binary uses them; each compiles this module on its own.
 #[allow(unused_imports)]
-pub use observe::{http_get, processes_with};
+pub use observe::{done_objects, http_get, processes_with};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! Looking at a running Sluice from outside: its status endpoint and the process table.
+//! Looking at a running Sluice from outside: its status endpoint, the process table, and
+//! the bucket cursor it keeps beside a job's output.
 
 /// `GET path` on 127.0.0.1:`port` (Sluice's status endpoint); the body, or `None` while
 /// nothing answers.
@@ -35,4 +36,33 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Objects the bucket cursor under `lake` lists as done: the keys of its base
+/// (`_sluice/bucket/cursor.json`) and of its log entries (`_sluice/bucket/cursor.d/`).
+pub async fn done_objects(env: &super::Env, lake: &str) -> usize {
+    use futures::TryStreamExt as _;
+    use object_store::path::Path;
+    use object_store::{ObjectStore as _, ObjectStoreExt as _};
+    let store = super::s3(env);
+    let listed: Vec<_> = store
+        .list(Some(&Path::from(format!("{lake}/_sluice/bucket"))))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut keys = std::collections::HashSet::new();
+    for meta in listed {
+        let name = meta.location.as_ref();
+        if !(name.ends_with("/cursor.json") || name.contains("/cursor.d/")) {
+            continue;
+        }
+        // Compaction may delete an entry between the listing and this read.
+        let Ok(found) = store.get(&meta.location).await else {
+            continue;
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&found.bytes().await.unwrap()).unwrap();
+        keys.extend(body["done"].as_object().unwrap().keys().cloned());
+    }
+    keys.len()
 }

@@ -4,9 +4,9 @@
 //! S3 event **notifications** ([`notification`]) POSTed to an HTTP endpoint
 //! ([`webhook`]) or published on an AMQP queue or a Kafka topic ([`feed`]); accepted
 //! notifications wait in a durable [`spool`] until their object is done. A durable
-//! [`cursor::Cursor`] beside the job's output (`_sluice/bucket/cursor.json`) records the
-//! objects done, so a restart neither reprocesses nor skips objects. Keys with a segment starting with `_`
-//! or `.` are ignored (e.g. `_sluice/`). Each object is streamed into records by its
+//! [`cursor::Cursor`] beside the job's output (`_sluice/bucket/cursor.json` and its log
+//! `cursor.d/`) records the objects done, so a restart neither reprocesses nor skips
+//! objects. Keys with a segment starting with `_` or `.` are ignored (e.g. `_sluice/`). Each object is streamed into records by its
 //! format (see [`reader`]); every record's origin names the object (bucket, key, etag) and
 //! its line.
 //!
