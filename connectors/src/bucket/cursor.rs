@@ -222,6 +222,13 @@ mod tests {
             .collect()
     }
 
+    async fn put(store: &Arc<dyn ObjectStore>, path: &str, body: &str) {
+        store
+            .put(&Path::from(path), PutPayload::from(body.to_owned()))
+            .await
+            .unwrap();
+    }
+
     async fn stored(store: &Arc<dyn ObjectStore>) -> Vec<String> {
         let mut names: Vec<String> = store
             .list(None)
@@ -264,25 +271,20 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let path = Path::from("state/cursor.json");
         // An entry folded into the base whose delete never happened, and a later one.
-        store
-            .put(
-                &Path::from("state/cursor.d/00000000000000000003.json"),
-                PutPayload::from(r#"{"done":{"b.csv":"old"}}"#.as_bytes()),
-            )
-            .await
-            .unwrap();
+        put(
+            &store,
+            "state/cursor.d/00000000000000000003.json",
+            r#"{"done":{"b.csv":"old"}}"#,
+        )
+        .await;
         let base = r#"{"version":2,"through":3,"done":{"a.csv":"e1","b.csv":"e2"}}"#;
-        store
-            .put(&path, PutPayload::from(base.as_bytes()))
-            .await
-            .unwrap();
-        store
-            .put(
-                &Path::from("state/cursor.d/00000000000000000004.json"),
-                PutPayload::from(r#"{"done":{"c.csv":"e3"}}"#.as_bytes()),
-            )
-            .await
-            .unwrap();
+        put(&store, "state/cursor.json", base).await;
+        put(
+            &store,
+            "state/cursor.d/00000000000000000004.json",
+            r#"{"done":{"c.csv":"e3"}}"#,
+        )
+        .await;
         let cursor = Cursor::load(store.clone(), path.clone()).await.unwrap();
         assert!(cursor.is_done("a.csv", "e1"));
         assert!(
@@ -301,13 +303,12 @@ mod tests {
 
         // A version-1 cursor: the whole set in one file, no log.
         let legacy: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        legacy
-            .put(
-                &path,
-                PutPayload::from(r#"{"version":1,"done":{"a.csv":"e1"}}"#.as_bytes()),
-            )
-            .await
-            .unwrap();
+        put(
+            &legacy,
+            "state/cursor.json",
+            r#"{"version":1,"done":{"a.csv":"e1"}}"#,
+        )
+        .await;
         let cursor = Cursor::load(legacy, path).await.unwrap();
         assert!(cursor.is_done("a.csv", "e1"));
         assert_eq!(cursor.next, 1);

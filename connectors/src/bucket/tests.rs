@@ -194,8 +194,15 @@ use super::notification::NoticeFilter;
 use super::spool::NoticeSpool;
 
 fn notification_config(folders: &Folders) -> BucketSourceConfig {
-    let state: Arc<dyn object_store::ObjectStore> =
-        Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap());
+    let state = Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap());
+    notification_config_with_spool_in(folders, state)
+}
+
+/// Notifications on a webhook, spooled in `state`.
+fn notification_config_with_spool_in(
+    folders: &Folders,
+    state: Arc<dyn object_store::ObjectStore>,
+) -> BucketSourceConfig {
     BucketSourceConfig {
         discovery: Discovery::Notifications {
             feed: Box::new(NotificationFeed::Webhook {

@@ -30,16 +30,7 @@ fn hanging_config(folders: &Folders) -> BucketSourceConfig {
         Arc::new(LocalFileSystem::new_with_prefix(&folders.state).unwrap()),
         FirstDeleteHangs::default(),
     ));
-    BucketSourceConfig {
-        discovery: Discovery::Notifications {
-            feed: Box::new(NotificationFeed::Webhook {
-                listen: "127.0.0.1:0".parse().unwrap(),
-            }),
-            filter: NoticeFilter::default(),
-            spool: NoticeSpool::new(state, Path::from("_sluice/bucket/notices")),
-        },
-        ..config(folders, false)
-    }
+    notification_config_with_spool_in(folders, state)
 }
 
 /// Polls `next_events` the way the platform's select does: dropped after a short while.
