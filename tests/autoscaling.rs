@@ -118,7 +118,7 @@ async fn scales_out_to_the_backlog_then_to_zero_then_cold_starts_on_new_work() {
         sluice.assert_running();
         most_processes = most_processes.max(processes_with(&job.name).len());
         if let Some(status) = status(port).await {
-            most_busy = most_busy.max(status["instances"]["busy"].as_u64().unwrap());
+            most_busy = most_busy.max(status["instances"]["busy_peak"].as_u64().unwrap());
         }
         let committed = committed(&env, &job.group(), &topic, 4);
         if ends.iter().all(|(p, end)| committed.get(p) == Some(end)) {
@@ -137,7 +137,8 @@ async fn scales_out_to_the_backlog_then_to_zero_then_cold_starts_on_new_work() {
         "4 function processes at once; logs:\n{}",
         sluice.logs()
     );
-    assert_eq!(most_busy, 4, "4 busy instances on /status");
+    // Sampled `busy` can catch an instance between two batches; the peak cannot.
+    assert_eq!(most_busy, 4, "4 instances busy at once on /status");
     let drained = Instant::now();
     assert_exactly_once(&rows(&env, &job.prefix).await, N);
 

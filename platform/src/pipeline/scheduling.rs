@@ -146,6 +146,7 @@ impl Pipeline<'_> {
     pub(super) fn publish_status(&self) {
         let instances = InstanceStatus {
             busy: self.pool.busy(),
+            busy_peak: self.pool.busy_peak(),
             idle: self.pool.idle(),
             desired: self.pool.desired(),
             min: self.spec.scaling.min_instances,

@@ -60,6 +60,8 @@ pub struct InstancePool {
     /// Most recently used last: leases take the warmest.
     idle: Vec<Idle>,
     busy: u32,
+    /// The most `busy` has been.
+    busy_peak: u32,
     stopping: JoinSet<()>,
 }
 
@@ -82,6 +84,7 @@ impl InstancePool {
             node,
             idle: Vec::new(),
             busy: 0,
+            busy_peak: 0,
             stopping: JoinSet::new(),
         }
     }
@@ -93,6 +96,17 @@ impl InstancePool {
 
     pub fn busy(&self) -> u32 {
         self.busy
+    }
+
+    /// The most instances busy at once so far.
+    pub fn busy_peak(&self) -> u32 {
+        self.busy_peak
+    }
+
+    fn lend(&mut self, runner: FunctionRunner) -> FunctionRunner {
+        self.busy += 1;
+        self.busy_peak = self.busy_peak.max(self.busy);
+        runner
     }
 
     pub fn idle(&self) -> u32 {
@@ -140,14 +154,13 @@ impl InstancePool {
     /// its desired count and the node has a free slot. `None`: wait for a busy one.
     pub fn lease(&mut self) -> Option<FunctionRunner> {
         if let Some(idle) = self.idle.pop() {
-            self.busy += 1;
-            return Some(idle.runner);
+            return Some(self.lend(idle.runner));
         }
         // Work is waiting, so at least one instance is wanted even between ticks.
         let cap = self.desired.max(1).min(self.scaling.max_instances.max(1));
         if self.instances() < cap && self.node.try_acquire(&self.job) {
-            self.busy += 1;
-            return Some(self.template.sibling());
+            let runner = self.template.sibling();
+            return Some(self.lend(runner));
         }
         None
     }

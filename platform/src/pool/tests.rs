@@ -84,6 +84,7 @@ async fn leases_up_to_desired_and_reuses_warm_instances() {
     let again = pool.lease().unwrap();
     assert_eq!(again.warm_pid(), Some(warm_pid));
     pool.release(again, 1, Duration::from_millis(5));
+    assert_eq!((pool.busy(), pool.busy_peak()), (0, 3), "the peak stays");
     pool.shutdown().await;
     assert_eq!((pool.instances(), node.held("pool-test")), (0, 0));
 }

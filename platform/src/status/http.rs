@@ -94,6 +94,13 @@ pub fn prometheus_text(jobs: &[JobStatus]) -> String {
     );
     gauge(
         &mut out,
+        "instances_busy_peak",
+        "the most function instances that ran a batch at once since the job started",
+        "gauge",
+        &|j| Some(f64::from(j.instances.busy_peak)),
+    );
+    gauge(
+        &mut out,
         "instances_idle",
         "warm function instances waiting for a batch",
         "gauge",

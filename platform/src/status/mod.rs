@@ -41,6 +41,9 @@ pub enum JobState {
 pub struct InstanceStatus {
     /// Instances running a batch.
     pub busy: u32,
+    /// The most instances that ran a batch at once since the job started: the
+    /// concurrency it reached, which a sampled `busy` can miss.
+    pub busy_peak: u32,
     /// Warm instances waiting for a batch.
     pub idle: u32,
     /// What the autoscaler wants now.
