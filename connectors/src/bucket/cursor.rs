@@ -124,8 +124,12 @@ impl Cursor {
             .await
             .map_err(|e| format!("saving {location}: {e}"))?;
         self.entries.push(sequence);
-        if self.entries.len() > COMPACT_MIN.max(self.done.len() / COMPACT_RATIO) {
-            self.compact().await?;
+        // The entry is durable, so the objects are done whatever compaction does: a
+        // failed one is only reported, and tried again after the next mark.
+        if self.entries.len() > COMPACT_MIN.max(self.done.len() / COMPACT_RATIO)
+            && let Err(error) = self.compact().await
+        {
+            warn!(%error, "could not fold the cursor's log into its base; the log stays valid and folding is tried again later");
         }
         Ok(())
     }
