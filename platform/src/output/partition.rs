@@ -8,6 +8,13 @@
 //! kept as is. Null and empty values go to [`HIVE_DEFAULT_PARTITION`], as in Hive and
 //! Spark. Partition columns are not stored in the files themselves (readers take them
 //! from the path), and rows keep their order within a group.
+//!
+//! A folder name is always a valid object name on every store: an escaped value longer
+//! than [`MAX_FOLDER_VALUE_BYTES`] (file systems refuse names over 255 bytes, S3 keys over
+//! 1,024) is shortened deterministically to its first [`SHORTENED_PREFIX_BYTES`] bytes,
+//! `~`, and the 32 hex digits of the FNV-1a 128-bit hash of the whole value (see
+//! [`partition_folder_value`]), so equal values always share a folder and different
+//! values practically never do.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,6 +32,11 @@ use arrow_schema::{ArrowError, DataType, Schema, SchemaRef, TimeUnit};
 
 /// The directory value for null and empty partition values (Hive's and Spark's name).
 pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Escaped values longer than this many bytes are shortened (see the module docs).
+pub const MAX_FOLDER_VALUE_BYTES: usize = 128;
+/// How many bytes of the escaped value a shortened value keeps before the hash.
+pub const SHORTENED_PREFIX_BYTES: usize = 64;
 
 /// Splitting a batch failed. These are internal errors (the job spec was validated against
 /// the schema); retrying cannot help.
@@ -64,6 +76,39 @@ pub fn escape_partition_value(value: &str) -> String {
         }
     }
     escaped
+}
+
+/// The folder value of `value`: [`escape_partition_value`], shortened when longer than
+/// [`MAX_FOLDER_VALUE_BYTES`] to `<first escaped characters, at most
+/// SHORTENED_PREFIX_BYTES bytes>~<FNV-1a 128 of the value, 32 lowercase hex digits>`.
+/// The cut never splits a character or a `%XX` escape.
+pub fn partition_folder_value(value: &str) -> String {
+    let escaped = escape_partition_value(value);
+    if escaped.len() <= MAX_FOLDER_VALUE_BYTES {
+        return escaped;
+    }
+    let mut shortened = String::with_capacity(SHORTENED_PREFIX_BYTES + 33);
+    let mut one = String::new();
+    for c in value.chars() {
+        one.clear();
+        one.push(c);
+        let piece = escape_partition_value(&one);
+        if shortened.len() + piece.len() > SHORTENED_PREFIX_BYTES {
+            break;
+        }
+        shortened.push_str(&piece);
+    }
+    let _ = write!(shortened, "~{:032x}", fnv1a_128(value.as_bytes()));
+    shortened
+}
+
+/// FNV-1a with 128-bit state: simple, stable across versions and platforms.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes.iter().fold(OFFSET, |hash, byte| {
+        (hash ^ u128::from(*byte)).wrapping_mul(PRIME)
+    })
 }
 
 /// Reverses [`escape_partition_value`] (not the default-partition mapping). `None` when
@@ -252,7 +297,7 @@ pub fn split_by_partition(
             key.push_str(name);
             key.push('=');
             match format_partition_value(column.as_ref(), row as usize) {
-                Some(value) => key.push_str(&escape_partition_value(&value)),
+                Some(value) => key.push_str(&partition_folder_value(&value)),
                 None => key.push_str(HIVE_DEFAULT_PARTITION),
             }
         }

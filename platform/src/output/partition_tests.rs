@@ -229,3 +229,64 @@ fn file_schema_drops_partition_columns_only() {
     let names: Vec<&str> = files.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, vec!["id", "event_date"]);
 }
+
+#[test]
+fn long_values_get_short_deterministic_folder_names() {
+    let long_ascii = "a".repeat(300);
+    let long_escaped = "/".repeat(100); // 300 bytes once escaped
+    let long_unicode = "é".repeat(200); // 400 bytes, 2 per character
+    let near_twin = format!("{}b", "a".repeat(299));
+    let values = [
+        long_ascii.as_str(),
+        long_escaped.as_str(),
+        long_unicode.as_str(),
+        near_twin.as_str(),
+        long_ascii.as_str(),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("tag", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![0, 1, 2, 3, 4])),
+            Arc::new(StringArray::from(values.to_vec())),
+        ],
+    )
+    .unwrap();
+    let groups = split_by_partition(&batch, &["tag".to_string()]).unwrap();
+    let summary: Vec<(&str, Vec<i64>)> = groups.iter().map(|(p, b)| (p.as_str(), ids(b))).collect();
+    assert_eq!(
+        summary.len(),
+        4,
+        "equal values share a folder, others do not"
+    );
+    assert_eq!(summary[0].1, vec![0, 4]);
+    for (path, _) in &groups {
+        // Every file system accepts names of up to 255 bytes.
+        assert!(path.len() <= 255, "{} bytes: {path}", path.len());
+        assert_segment_stays_put(path);
+        let value = path.strip_prefix("tag=").unwrap();
+        assert!(value.len() <= MAX_FOLDER_VALUE_BYTES, "{value}");
+    }
+    // The cut keeps whole characters and whole escapes, and the hash is stable.
+    assert_eq!(
+        partition_folder_value(&long_escaped),
+        format!(
+            "{}~{:032x}",
+            "%2F".repeat(21),
+            fnv1a_128(long_escaped.as_bytes())
+        )
+    );
+    assert!(partition_folder_value(&long_unicode).starts_with(&"é".repeat(32)));
+    assert_eq!(
+        partition_folder_value(&long_ascii),
+        partition_folder_value(&"a".repeat(300))
+    );
+    // Known-answer check, so the folder of a value never changes between versions.
+    assert_eq!(fnv1a_128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
+    // Short values are only escaped.
+    assert_eq!(partition_folder_value("US"), "US");
+    assert_eq!(partition_folder_value(&"x".repeat(128)), "x".repeat(128));
+}
