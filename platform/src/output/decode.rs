@@ -10,12 +10,12 @@
 //! | type | JSON values accepted |
 //! |---|---|
 //! | `bool` | `true`, `false` |
-//! | `int32`, `int64` | integral numbers (`3`, `3.0`, `3e2`) in range; decimal integer strings (`"3"`, as protobuf's JSON mapping writes 64-bit integers) |
+//! | `int32`, `int64` | integral numbers (`3`, `3.0`, `3e2`) in range, read exactly (never rounded or clamped); strings are refused (`"3"` is not 3) |
 //! | `float32`, `float64` | numbers in range; the strings `"NaN"`, `"Infinity"`, `"-Infinity"` |
 //! | `utf8` | strings only (numbers are never turned into text) |
 //! | `binary` | base64 strings, standard or URL-safe alphabet, padding optional |
-//! | `date32` | `"YYYY-MM-DD"`; integers counting days since 1970-01-01 |
-//! | `timestamp_ms`, `timestamp_us` | RFC 3339 strings (a missing offset means UTC); integers in the column's unit since the epoch |
+//! | `date32` | `"YYYY-MM-DD"`; integers counting days since 1970-01-01; years 1 to 9999 |
+//! | `timestamp_ms`, `timestamp_us` | RFC 3339 strings (a missing offset means UTC); integers in the column's unit since the epoch; years 1 to 9999 |
 //!
 //! `null` and missing fields are null; in a column declared `not null` they are errors.
 //! Fields the schema does not declare are ignored.
@@ -441,8 +441,8 @@ fn expected(ty: ColumnType) -> &'static str {
         ColumnType::Float64 => "a number",
         ColumnType::Utf8 => "a string",
         ColumnType::Binary => "a base64 string",
-        ColumnType::Date32 => "a date (\"YYYY-MM-DD\" or days since 1970-01-01)",
-        ColumnType::TimestampMs | ColumnType::TimestampUs => "a timestamp",
+        ColumnType::Date32 => "a date in years 1 to 9999 (\"YYYY-MM-DD\" or days since 1970-01-01)",
+        ColumnType::TimestampMs | ColumnType::TimestampUs => "a timestamp in years 1 to 9999",
     }
 }
 

@@ -43,7 +43,7 @@ fn decodes_every_type_with_nulls_and_missing_fields() {
         r#"{"b":null,"i32":null,"i64":null,"f32":null,"f64":null,"s":null,"bin":null,"d":null,"ms":null,"us":null}"#,
         "\n",
         "{}\n",
-        r#"{"b":false,"i32":"12","i64":"-9223372036854775808","f32":"NaN","f64":"-Infinity","s":"","bin":"AAEC_w","d":19782,"ms":1704067200123,"us":1704067200123456}"#,
+        r#"{"b":false,"i32":12,"i64":-9223372036854775808,"f32":"NaN","f64":"-Infinity","s":"","bin":"AAEC_w","d":19782,"ms":1704067200123,"us":1704067200123456}"#,
         "\n",
     );
     let batch = decode(&all_types(), text).unwrap();
@@ -168,25 +168,33 @@ fn wrong_types_name_the_row_and_the_column() {
         (
             r#"{"d":"2024-1-1"}"#,
             "d",
-            "expected a date (\"YYYY-MM-DD\" or days since 1970-01-01), got \"2024-1-1\"",
+            "expected a date in years 1 to 9999 (\"YYYY-MM-DD\" or days since 1970-01-01), got \"2024-1-1\"",
         ),
         (
             r#"{"d":"2024-02-30"}"#,
             "d",
-            "expected a date (\"YYYY-MM-DD\" or days since 1970-01-01), got \"2024-02-30\"",
+            "expected a date in years 1 to 9999 (\"YYYY-MM-DD\" or days since 1970-01-01), got \"2024-02-30\"",
         ),
         (
             r#"{"d":"2024-01-01T00:00:00Z"}"#,
             "d",
-            "expected a date (\"YYYY-MM-DD\" or days since 1970-01-01), got \"2024-01-01T00:00:00Z\"",
+            "expected a date in years 1 to 9999 (\"YYYY-MM-DD\" or days since 1970-01-01), got \"2024-01-01T00:00:00Z\"",
         ),
         (
             r#"{"ms":"yesterday"}"#,
             "ms",
-            "expected a timestamp, got \"yesterday\"",
+            "expected a timestamp in years 1 to 9999, got \"yesterday\"",
         ),
-        (r#"{"us":1.5}"#, "us", "expected a timestamp, got 1.5"),
-        (r#"{"ms":false}"#, "ms", "expected a timestamp, got false"),
+        (
+            r#"{"us":1.5}"#,
+            "us",
+            "expected a timestamp in years 1 to 9999, got 1.5",
+        ),
+        (
+            r#"{"ms":false}"#,
+            "ms",
+            "expected a timestamp in years 1 to 9999, got false",
+        ),
     ];
     for (bad, column, message) in cases {
         let text = format!("{{}}\n{{}}\n{bad}\n{{}}\n");
@@ -208,7 +216,7 @@ fn error_display_names_row_and_column() {
     let error = decode(&s, &text).unwrap_err();
     assert_eq!(
         error.to_string(),
-        r#"output row 17, column "ts": expected a timestamp, got "yesterday""#
+        r#"output row 17, column "ts": expected a timestamp in years 1 to 9999, got "yesterday""#
     );
 }
 
@@ -330,4 +338,88 @@ fn rows_are_counted_across_decoder_batches() {
         error.message,
         "expected an integer that fits in 64 bits, got \"four\""
     );
+}
+
+#[test]
+fn integers_out_of_range_are_refused_in_both_directions() {
+    let s = schema(&[("id", "int64"), ("n", "int64")]);
+    let ok = decode(
+        &s,
+        "{\"n\":9223372036854775807}\n{\"n\":-9223372036854775808}\n{\"n\":-0}\n{\"n\":1.50e2}\n{\"n\":120e-1}\n{\"n\":0.0e99999999}\n",
+    )
+    .unwrap();
+    let n = ok.column(1).as_primitive::<Int64Type>();
+    assert_eq!(n.values().to_vec(), vec![i64::MAX, i64::MIN, 0, 150, 12, 0]);
+    for bad in [
+        "9223372036854775808",
+        "-9223372036854775809",
+        "-9223372036854775808.5",
+        "9.223372036854775808e18",
+        "-9.223372036854775809e18",
+        "1e19",
+        "1e999999999999",
+        "99999999999999999999999999999",
+    ] {
+        let text = format!("{{\"id\":1,\"n\":1}}\n{{\"id\":2,\"n\":{bad}}}\n");
+        let error = decode(&s, &text).unwrap_err();
+        assert_eq!(error.row, 1, "{bad}: {error}");
+        assert_eq!(error.column.as_deref(), Some("n"), "{bad}: {error}");
+        assert!(error.message.contains("64 bits"), "{bad}: {error}");
+    }
+    let s32 = schema(&[("n", "int32")]);
+    assert!(decode(&s32, "{\"n\":2147483648}").is_err());
+    assert!(decode(&s32, "{\"n\":-2147483649}").is_err());
+    assert!(decode(&s32, "{\"n\":-2147483648}").is_ok());
+}
+
+#[test]
+fn strings_are_not_numbers() {
+    for decl in ["int32", "int64"] {
+        let s = schema(&[("n", decl)]);
+        let error = decode(&s, "{\"n\":9}\n{\"n\":\"9\"}\n").unwrap_err();
+        assert_eq!(
+            (error.row, error.column.as_deref()),
+            (1, Some("n")),
+            "{error}"
+        );
+        assert!(error.message.contains("got \"9\""), "{error}");
+    }
+}
+
+#[test]
+fn dates_and_timestamps_outside_years_1_to_9999_are_refused() {
+    let s = schema(&[
+        ("d", "date32"),
+        ("ms", "timestamp_ms"),
+        ("us", "timestamp_us"),
+    ]);
+    let edges = concat!(
+        r#"{"d":"0001-01-01","ms":"0001-01-01T00:00:00Z","us":"9999-12-31T23:59:59.999999Z"}"#,
+        "\n",
+        r#"{"d":2932896,"ms":253402300799999,"us":-62135596800000000}"#,
+        "\n",
+    );
+    let batch = decode(&s, edges).unwrap();
+    assert_eq!(batch.num_rows(), 2);
+    for (column, value) in [
+        ("d", "\"0000-12-31\""),
+        ("d", "-719163"),
+        ("d", "2932897"),
+        ("ms", "9223372036854775807"),
+        ("ms", "-9223372036854775808"),
+        ("ms", "253402300800000"),
+        ("ms", "-62135596800001"),
+        ("us", "253402300800000000"),
+        ("us", "\"+10000-01-01T00:00:00Z\""),
+    ] {
+        let text = format!("{{}}\n{{\"{column}\":{value}}}\n");
+        let error = decode(&s, &text).unwrap_err();
+        assert_eq!(error.row, 1, "{column}={value}: {error}");
+        assert_eq!(
+            error.column.as_deref(),
+            Some(column),
+            "{column}={value}: {error}"
+        );
+        assert!(error.message.contains("years 1 to 9999"), "{error}");
+    }
 }

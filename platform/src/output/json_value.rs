@@ -73,19 +73,72 @@ pub(super) fn shorten(text: &str) -> String {
     }
 }
 
-/// Integral numbers only: `3`, `3.0` and `3e2` are integers, `3.5` is not; decimal
-/// integer strings are accepted too.
+/// Integral numbers only: `3`, `3.0` and `3e2` are integers, `3.5` is not, and neither is
+/// a string (`"3"`): no value is silently changed into another type. The number's text is
+/// read exactly, so a number outside the `i64` range is refused, never rounded or clamped.
 pub(super) fn to_integer(value: &JsonValue<'_>) -> Option<i64> {
     match value {
         JsonValue::Int(i) => Some(*i),
-        JsonValue::Number(text) => text
-            .parse::<i64>()
-            .ok()
-            .or_else(|| text.parse::<f64>().ok().and_then(integral_f64)),
+        JsonValue::Number(text) => exact_integer(text),
         JsonValue::Float(f) => integral_f64(*f),
-        JsonValue::String(s) => s.parse::<i64>().ok(),
         _ => None,
     }
+}
+
+/// The JSON number `text` as an `i64` when it is exactly an integer in range: `-12`,
+/// `1.50e2`, `120e-1` are; `1.5`, `9223372036854775808` and malformed text are not.
+fn exact_integer(text: &str) -> Option<i64> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = match mantissa.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (mantissa, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let exponent: i64 = match exponent {
+        Some(e) => {
+            let e = e.strip_prefix('+').unwrap_or(e);
+            let unsigned_e = e.strip_prefix('-').unwrap_or(e);
+            if unsigned_e.is_empty() || !all_digits(unsigned_e) {
+                return None;
+            }
+            // Longer exponents are far outside the range either way.
+            if unsigned_e.trim_start_matches('0').len() > 6 {
+                return None;
+            }
+            e.parse().ok()?
+        }
+        None => 0,
+    };
+    // value = digits × 10^scale
+    let mut scale = exponent - fraction.len() as i64;
+    let mut digits = digits;
+    while scale < 0 && digits.ends_with('0') {
+        digits = &digits[..digits.len() - 1];
+        scale += 1;
+    }
+    if scale < 0 || digits.len() as i64 + scale > 19 {
+        return None;
+    }
+    let magnitude = digits
+        .parse::<i128>()
+        .ok()?
+        .checked_mul(10_i128.checked_pow(u32::try_from(scale).ok()?)?)?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 pub(super) fn integral_f64(f: f64) -> Option<i64> {
@@ -121,9 +174,10 @@ pub(super) fn special_float(s: &str) -> Option<f64> {
     }
 }
 
-/// `"YYYY-MM-DD"` exactly, or an integer number of days since 1970-01-01.
+/// `"YYYY-MM-DD"` exactly, or an integer number of days since 1970-01-01; years 1 to
+/// 9999 only, what every Parquet reader accepts.
 pub(super) fn to_date32(value: &JsonValue<'_>) -> Option<i32> {
-    match value {
+    let days = match value {
         JsonValue::String(s) => {
             let b = s.as_bytes();
             let shaped = b.len() == 10
@@ -136,12 +190,21 @@ pub(super) fn to_date32(value: &JsonValue<'_>) -> Option<i32> {
         }
         JsonValue::Bool(_) => None,
         other => to_integer_number(other).and_then(|i| i32::try_from(i).ok()),
-    }
+    }?;
+    (FIRST_DAY..=LAST_DAY).contains(&days).then_some(days)
 }
 
-/// An RFC 3339 string (a missing offset means UTC) or an integer in `unit` since the epoch.
+/// 0001-01-01 and 9999-12-31 in days since 1970-01-01.
+const FIRST_DAY: i32 = -719_162;
+const LAST_DAY: i32 = 2_932_896;
+/// 0001-01-01T00:00:00Z and the second after 9999-12-31T23:59:59Z, in seconds.
+const FIRST_SECOND: i64 = -62_135_596_800;
+const END_SECOND: i64 = 253_402_300_800;
+
+/// An RFC 3339 string (a missing offset means UTC) or an integer in `unit` since the
+/// epoch; years 1 to 9999 only, what every Parquet reader accepts.
 pub(super) fn to_timestamp(value: &JsonValue<'_>, utc: &Tz, unit: TimeUnit) -> Option<i64> {
-    match value {
+    let timestamp = match value {
         JsonValue::String(s) => {
             let datetime = string_to_datetime(utc, s).ok()?;
             match unit {
@@ -152,7 +215,16 @@ pub(super) fn to_timestamp(value: &JsonValue<'_>, utc: &Tz, unit: TimeUnit) -> O
             }
         }
         other => to_integer_number(other),
-    }
+    }?;
+    let per_second: i64 = match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    };
+    let first = FIRST_SECOND.saturating_mul(per_second);
+    let end = END_SECOND.saturating_mul(per_second);
+    (first..end).contains(&timestamp).then_some(timestamp)
 }
 
 /// Like [`to_integer`] but for numbers only: a string here is a date or time and was
