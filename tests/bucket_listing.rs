@@ -1,6 +1,6 @@
 //! The bucket trigger in listing mode, over a local folder and over the S3 endpoint: objects
 //! arrive in two waves with a restart between them; every object is processed exactly
-//! once, and a broken object is reported without stopping the job.
+//! once, and a broken row is dead-lettered without stopping the job.
 
 #![allow(clippy::unwrap_used)]
 
@@ -133,11 +133,16 @@ async fn listing_a_local_folder_processes_each_object_once_across_restarts() {
     std::fs::write(inbox.join("ragged.csv"), "event_id,user_id\nx-1,1\nx-2\n").unwrap();
     let first = run_once(&env, job.path());
     let logs = String::from_utf8_lossy(&first.stderr).into_owned();
+    // The ragged row is dead-lettered with its key, line and reason; the job goes on.
     assert!(
-        logs.contains("cannot read object") && logs.contains("ragged.csv"),
+        logs.contains("record cannot be read") && logs.contains("ragged.csv"),
         "{logs}"
     );
-    assert!(logs.contains("line=3"), "names the line: {logs}");
+    assert!(logs.contains("line: 3"), "names the line: {logs}");
+    assert!(
+        logs.contains("row has 1 fields but the header has 2"),
+        "{logs}"
+    );
 
     for n in 6..12 {
         let (key, body) = object(n);

@@ -135,6 +135,10 @@ pub struct Event {
     /// Milliseconds since the Unix epoch, when the broker gave one.
     pub timestamp_ms: Option<i64>,
     pub origin: Origin,
+    /// Set when the source could not read this record (a ragged CSV row, a damaged
+    /// compressed object): why. Such a record goes straight to the dead letters with its
+    /// origin, never to the function. `payload` holds the bytes that were there.
+    pub unreadable: Option<Arc<str>>,
 }
 
 impl Event {
@@ -146,6 +150,7 @@ impl Event {
             headers: Vec::new(),
             timestamp_ms: None,
             origin,
+            unreadable: None,
         }
     }
 

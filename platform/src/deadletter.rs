@@ -415,6 +415,7 @@ mod tests {
                 partition: 2,
                 offset: 41,
             },
+            unreadable: None,
         };
         let letter = DeadLetter::new(&event, "bad date", 3).line;
         assert_eq!(letter["error"], "bad date");
@@ -470,6 +471,7 @@ mod tests {
                 partition: 0,
                 offset: 5,
             },
+            unreadable: None,
         };
         sink.push(DeadLetter::new(&event, "bad", 1));
         let ranges = BTreeMap::from([(

@@ -2,7 +2,7 @@
 
 use sluice_connectors::amqp::{AmqpSource, AmqpSourceConfig};
 use sluice_connectors::bucket::feed::NotificationFeed;
-use sluice_connectors::bucket::notification::NoticeFilter;
+use sluice_connectors::bucket::notification::{NoticeFilter, bucket_of_url};
 use sluice_connectors::bucket::spool::NoticeSpool;
 use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
 use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
@@ -79,6 +79,7 @@ pub async fn connect_source_with(
                         events: events.clone(),
                         prefix: prefix.clone(),
                         suffix: suffix.clone(),
+                        bucket: bucket_of_url(&bucket.url),
                     },
                     spool: NoticeSpool::new(
                         output.store.clone(),
@@ -99,6 +100,7 @@ pub async fn connect_source_with(
                 compression: bucket.compression,
                 discovery,
                 stop_when_idle: options.stop_when_idle,
+                missing_timeout: bucket.missing_timeout,
             };
             Ok(Box::new(BucketSource::connect(config).await?))
         }

@@ -496,6 +496,7 @@ pub(super) fn event_from_delivery(delivery: Delivery, queue: &Arc<str>, seq: i64
             redelivered: delivery.redelivered,
         },
         payload: Bytes::from(delivery.data),
+        unreadable: None,
     }
 }
 

@@ -14,7 +14,8 @@
 //! |-----------------------------------------------------------|--------------------------------|
 //! | every record's output durable (or dead-lettered)          | object marked done             |
 //! | the job stops before that                                 | not done: read again on restart |
-//! | the object cannot be read (truncated gzip, ragged CSV, …) | not done; error logged with the object and line; records before the error are processed; retried on restart |
+//! | a record cannot be read (ragged CSV row, truncated gzip, …) | that record goes to the dead letters with its key, line and reason; the others are processed; done as above |
+//! | the store fails while the object is read                   | not done; error logged with the object and line; records before the error are processed; retried on restart, and a `stop_when_idle` run ends with an error |
 //!
 //! Delivery: an object whose output was partly written when the job stopped is read
 //! again whole; the platform's commit protocol (`platform/src/commit/design.md`) names

@@ -32,6 +32,10 @@ pub struct ObjectNotice {
     pub version_id: Option<String>,
     /// Orders notifications of one key (hexadecimal, compared after left-padding).
     pub sequencer: Option<String>,
+    /// When the spool took the notification (milliseconds since the epoch); set by
+    /// [`super::spool::NoticeSpool::put`], so a notice's age survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,6 +121,7 @@ pub fn parse_notification(body: &[u8]) -> Result<Vec<ObjectNotice>, Notification
                 .filter(|e| !e.is_empty()),
             version_id: object.version_id.filter(|v| !v.is_empty()),
             sequencer: object.sequencer.filter(|s| !s.is_empty()),
+            received_ms: None,
         });
     }
     Ok(notices)
@@ -154,6 +159,9 @@ pub struct NoticeFilter {
     pub events: Vec<String>,
     pub prefix: String,
     pub suffix: String,
+    /// The job's input bucket: a notice naming another bucket is refused (and logged).
+    /// `None` for stores without bucket names (`file://`, `memory://`).
+    pub bucket: Option<String>,
 }
 
 impl Default for NoticeFilter {
@@ -162,12 +170,32 @@ impl Default for NoticeFilter {
             events: vec!["ObjectCreated:".to_owned()],
             prefix: String::new(),
             suffix: String::new(),
+            bucket: None,
         }
     }
 }
 
+/// The bucket named by an object-store URL (`s3://landing/in` → `landing`); `None` for
+/// schemes without buckets (`file://`, `memory://`) or a URL without one.
+pub fn bucket_of_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if matches!(scheme, "file" | "memory") {
+        return None;
+    }
+    let bucket = rest.split('/').next().unwrap_or_default();
+    (!bucket.is_empty()).then(|| bucket.to_owned())
+}
+
 impl NoticeFilter {
+    /// Whether the job wants `notice`: its bucket, an event it asked for, a key with its
+    /// prefix and suffix. A notice for another bucket is logged as refused.
     pub fn accepts(&self, notice: &ObjectNotice) -> bool {
+        if let Some(bucket) = &self.bucket
+            && notice.bucket != *bucket
+        {
+            tracing::warn!(bucket = %notice.bucket, expected = %bucket, key = %notice.key, "refused a notification for another bucket");
+            return false;
+        }
         let name = notice.event_name.trim_start_matches("s3:");
         self.events
             .iter()
@@ -295,13 +323,27 @@ mod tests {
             events: vec!["s3:ObjectCreated:".into()],
             prefix: "in/".into(),
             suffix: ".csv".into(),
+            bucket: Some("landing".into()),
         };
         assert!(filter.accepts(&notice));
+        notice.bucket = "elsewhere".into();
+        assert!(!filter.accepts(&notice), "another bucket");
+        notice.bucket = "landing".into();
         notice.event_name = "ObjectRemoved:Delete".into();
         assert!(!filter.accepts(&notice));
         notice.event_name = "ObjectCreated:Copy".into();
         notice.key = "out/x.csv".into();
         assert!(!filter.accepts(&notice));
+    }
+
+    #[test]
+    fn the_bucket_comes_from_the_input_url() {
+        assert_eq!(bucket_of_url("s3://landing/in").as_deref(), Some("landing"));
+        assert_eq!(bucket_of_url("s3://landing").as_deref(), Some("landing"));
+        assert_eq!(bucket_of_url("gs://b/x/y").as_deref(), Some("b"));
+        assert_eq!(bucket_of_url("file:///tmp/in"), None);
+        assert_eq!(bucket_of_url("memory://in"), None);
+        assert_eq!(bucket_of_url("relative/folder"), None);
     }
 
     #[test]

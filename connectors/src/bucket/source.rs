@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use super::cursor::Cursor;
 use super::feed::NotificationFeed;
 use super::notification::{NoticeFilter, ObjectNotice};
-use super::reader::{InputCompression, InputFormat, ReadError, read_records, resolve};
+use super::reader::{InputCompression, InputFormat, ReadError, Record, read_records, resolve};
 use super::spool::NoticeSpool;
 use crate::checkpoint::{CheckpointDelta, SplitId};
 use crate::event::{Event, Origin};
@@ -50,6 +50,9 @@ pub struct BucketSourceConfig {
     /// End (`next_events` returns `None`) once a listing finds nothing new: for one-shot
     /// runs such as the quickstart. Notifications never end.
     pub stop_when_idle: bool,
+    /// Notifications: how long a notified object may stay missing (looked for again
+    /// meanwhile) before its notice is given up as a dead letter and leaves the spool.
+    pub missing_timeout: Duration,
 }
 
 /// How the source learns about objects.
@@ -136,6 +139,12 @@ pub struct BucketSource {
     finishing: Vec<InFlight>,
     dropping: VecDeque<ObjectNotice>,
     next_listing: Instant,
+    /// Notified objects not found yet: when to look again (see `notified`).
+    missing: Vec<(Instant, Pending)>,
+    /// When each of them was first found missing (milliseconds since the epoch).
+    missing_since: HashMap<(String, String), u64>,
+    /// Notices given up, as dead-letter events to hand over.
+    given_up: Vec<Event>,
 }
 
 impl BucketSource {
@@ -157,6 +166,9 @@ impl BucketSource {
             finishing: Vec::new(),
             dropping: VecDeque::new(),
             next_listing: Instant::now(),
+            missing: Vec::new(),
+            missing_since: HashMap::new(),
+            given_up: Vec::new(),
             config,
         };
         if let Discovery::Notifications {
@@ -363,15 +375,8 @@ impl BucketSource {
 
     /// Waits for what to read next: the next listing, or the next notification.
     async fn discover(&mut self) -> Result<bool, SourceError> {
-        if let Some(notifications) = &mut self.notifications {
-            let Some(notice) = notifications.notices.recv().await else {
-                return Err(SourceError::Internal {
-                    connector: CONNECTOR,
-                    message: "the notification feed stopped (see the error before this one)".into(),
-                });
-            };
-            self.queue_notice(notice);
-            return Ok(true);
+        if self.notifications.is_some() {
+            return self.next_notice().await;
         }
         tokio::time::sleep_until(self.next_listing).await;
         let poll_interval = match &self.config.discovery {
@@ -381,7 +386,19 @@ impl BucketSource {
         // Set once the listing is in: a listing dropped halfway is redone at once.
         self.list().await?;
         self.next_listing = Instant::now() + poll_interval;
-        Ok(!(self.pending.is_empty() && self.config.stop_when_idle))
+        let idle = self.pending.is_empty() && self.config.stop_when_idle;
+        if idle && !self.failed.is_empty() {
+            // A one-shot run must not end as a success while objects it saw are neither
+            // in the output nor in the dead letters.
+            return Err(SourceError::Unavailable {
+                connector: CONNECTOR,
+                message: format!(
+                    "{} of the objects found could not be read (see the errors above); they are read again on the next run",
+                    self.failed.len()
+                ),
+            });
+        }
+        Ok(!idle)
     }
 }
 
@@ -400,6 +417,7 @@ pub(super) fn read_object(
         .block_on(store.get(location))
         .map_err(|e| ReadError {
             line: None,
+            missing: matches!(e, object_store::Error::NotFound { .. }),
             message: format!("cannot read the object: {e}"),
         })?
         .into_stream()
@@ -408,9 +426,15 @@ pub(super) fn read_object(
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut last = None;
     let mut consumer_gone = false;
-    read_records(input, format, compression, &mut |line, payload| {
+    read_records(input, format, compression, &mut |line, record| {
         last = Some(line);
-        chunk.push(make_event(line, payload));
+        chunk.push(match record {
+            Record::Read(payload) => make_event(line, payload),
+            Record::Unreadable { payload, reason } => Event {
+                unreadable: Some(Arc::from(reason)),
+                ..make_event(line, payload)
+            },
+        });
         if chunk.len() >= CHUNK
             && sender
                 .blocking_send(ReadItem::Events(std::mem::take(&mut chunk)))
@@ -438,6 +462,9 @@ impl Source for BucketSource {
     async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
         loop {
             self.settle().await?;
+            if !self.given_up.is_empty() {
+                return Ok(Some(std::mem::take(&mut self.given_up)));
+            }
             if let Some(reading) = &mut self.reading {
                 let item = reading.items.recv().await;
                 if let Some(ReadItem::Events(events)) = item {
@@ -453,6 +480,11 @@ impl Source for BucketSource {
                 );
                 match item {
                     Some(ReadItem::Done { last }) => self.finish_reading(reading, last),
+                    Some(ReadItem::Failed(failure))
+                        if failure.missing && reading.notice.is_some() =>
+                    {
+                        self.notified_object_missing(reading, &failure.message);
+                    }
                     Some(ReadItem::Failed(failure)) => {
                         error!(job = %self.config.job, %object, line = failure.line, error = %failure.message, "cannot read object; it is not acknowledged and is retried when the job restarts");
                         self.failed.insert((reading.key, reading.etag));

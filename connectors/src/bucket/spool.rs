@@ -4,7 +4,9 @@
 //! an object under `<output>/_sluice/bucket/notices/` named from the object's identity
 //! (bucket, key, etag or version), so the same notification delivered twice is one entry.
 //! The entry is removed once every record of the object has durable output; on start, the
-//! source picks up every entry still there.
+//! source picks up every entry still there. An entry whose object is still missing
+//! `missing_timeout` after it was received is given up: it becomes one dead letter (the
+//! notification, with the reason) and leaves the spool like a done object.
 
 use std::sync::Arc;
 
@@ -37,8 +39,13 @@ impl NoticeSpool {
         Path::from_iter(self.prefix.parts().chain([name.as_str().into()]))
     }
 
+    /// Keeps `notice`, stamped with the time it was received unless it carries one.
     pub async fn put(&self, notice: &ObjectNotice) -> Result<(), String> {
-        let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
+        let mut stamped = notice.clone();
+        if stamped.received_ms.is_none() {
+            stamped.received_ms = Some(now_ms());
+        }
+        let body = serde_json::to_vec(&stamped).map_err(|e| e.to_string())?;
         let path = self.entry(notice);
         self.store
             .put(&path, PutPayload::from(body))
@@ -80,4 +87,11 @@ impl NoticeSpool {
         }
         Ok(notices)
     }
+}
+
+/// Milliseconds since the epoch, now.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -46,6 +46,7 @@ fn config(folders: &Folders, stop_when_idle: bool) -> BucketSourceConfig {
             poll_interval: Duration::from_millis(20),
         },
         stop_when_idle,
+        missing_timeout: Duration::from_secs(300),
     }
 }
 
@@ -131,25 +132,33 @@ async fn a_restart_neither_reprocesses_nor_skips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_object_is_reported_and_the_others_go_on() {
+async fn a_ragged_row_is_an_unreadable_record_and_the_rest_goes_on() {
     let folders = folders();
     std::fs::write(folders.inbox.join("a.csv"), "id,name\n1,x\n2\n3,z\n").unwrap();
     std::fs::write(folders.inbox.join("b.ndjson"), "{\"ok\":true}\n").unwrap();
     let mut source = BucketSource::connect(config(&folders, true)).await.unwrap();
     let events = drain(&mut source).await;
-    let keys: Vec<String> = events.iter().map(key_of).collect();
+    let seen: Vec<(String, i64, bool)> = events
+        .iter()
+        .map(|e| (key_of(e), e.origin.position(), e.unreadable.is_some()))
+        .collect();
     assert_eq!(
-        keys,
-        vec!["a.csv", "b.ndjson"],
-        "row before the ragged one is processed"
+        seen,
+        vec![
+            ("a.csv".into(), 2, false),
+            ("a.csv".into(), 3, true),
+            ("a.csv".into(), 4, false),
+            ("b.ndjson".into(), 1, false),
+        ],
+        "the rows around the ragged one are processed"
     );
+    assert_eq!(&events[1].payload[..], b"2", "the row as it was");
     source.ack(&delta_of(&events)).await.unwrap();
     drop(source);
 
-    // The broken object was never acknowledged: it is read again after a restart.
+    // Everything was acknowledged (the ragged row as a dead letter): nothing is read again.
     let mut source = BucketSource::connect(config(&folders, true)).await.unwrap();
-    let keys: Vec<String> = drain(&mut source).await.iter().map(key_of).collect();
-    assert_eq!(keys, vec!["a.csv"]);
+    assert!(drain(&mut source).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,4 +353,87 @@ async fn an_object_acknowledged_before_its_end_was_seen_is_still_marked_done() {
     drop(source);
     let mut source = BucketSource::connect(config(&folders, true)).await.unwrap();
     assert!(drain(&mut source).await.is_empty(), "not read again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_of_missing_objects_are_given_up_and_the_spool_drains() {
+    let folders = folders();
+    std::fs::write(folders.inbox.join("real.ndjson"), "{\"n\":1}\n").unwrap();
+    let config = BucketSourceConfig {
+        missing_timeout: Duration::from_millis(300),
+        ..notification_config(&folders)
+    };
+    let mut source = BucketSource::connect(config).await.unwrap();
+    let address = source.notification_address().unwrap();
+    // One POST of 10,000 notices for objects that do not exist, one that does, and keys
+    // listing skips.
+    const BOGUS: usize = 10_000;
+    let record = |key: &str| {
+        format!(
+            r#"{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"landing"}},"object":{{"key":"{key}","eTag":"e"}}}}}}"#
+        )
+    };
+    let mut records: Vec<String> = (0..BOGUS)
+        .map(|i| record(&format!("bogus/{i:05}.ndjson")))
+        .collect();
+    records.push(record("real.ndjson"));
+    records.push(record("_sluice/x.ndjson"));
+    records.push(record("in/.hidden.ndjson"));
+    let body = format!(r#"{{"Records":[{}]}}"#, records.join(","));
+    assert!(body.len() > 1_000_000);
+    // The endpoint answers once every notice is handed over, so the source reads meanwhile.
+    let posted = tokio::spawn(async move { post(address, &body).await });
+
+    let mut given_up = std::collections::HashSet::new();
+    let mut real = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while given_up.len() < BOGUS || real == 0 || spooled(&folders).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} given up, {} still spooled",
+            given_up.len(),
+            spooled(&folders).await
+        );
+        let Some(events) = next_within(&mut source, Duration::from_millis(500)).await else {
+            continue;
+        };
+        for event in &events {
+            let key = key_of(event);
+            if key == "real.ndjson" {
+                assert!(event.unreadable.is_none());
+                real += 1;
+                continue;
+            }
+            assert!(
+                key.starts_with("bogus/"),
+                "{key}: skipped keys are not read"
+            );
+            let reason = event.unreadable.as_deref().expect("a dead-letter event");
+            assert!(reason.contains("still missing"), "{reason}");
+            let notice: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+            assert_eq!(notice["key"], key.as_str(), "the notice is the payload");
+            assert!(given_up.insert(key), "given up once");
+        }
+        // The platform acknowledges a dead letter once it is durable.
+        source.ack(&delta_of(&events)).await.unwrap();
+    }
+    assert_eq!(real, 1);
+    assert_eq!(posted.await.unwrap(), 200);
+    drop(source);
+    // Nothing left for the next start.
+    assert_eq!(spooled(&folders).await, 0);
+}
+
+#[test]
+fn notices_for_another_bucket_are_refused() {
+    let filter = NoticeFilter {
+        bucket: Some("landing".into()),
+        ..NoticeFilter::default()
+    };
+    let notices =
+        super::notification::parse_notification(aws_body("a.ndjson", "e").as_bytes()).unwrap();
+    assert!(filter.accepts(&notices[0]));
+    let other = aws_body("a.ndjson", "e").replace("\"landing\"", "\"other\"");
+    let notices = super::notification::parse_notification(other.as_bytes()).unwrap();
+    assert!(!filter.accepts(&notices[0]));
 }

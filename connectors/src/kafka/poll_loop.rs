@@ -367,5 +367,6 @@ pub(super) fn event_from_message(message: &BorrowedMessage<'_>, topic: &Arc<str>
             partition: message.partition(),
             offset: message.offset(),
         },
+        unreadable: None,
     }
 }

@@ -245,6 +245,7 @@ pub fn letter_to_event(letter: &Value, object: &Arc<str>, line: u64) -> Result<E
             object: object.clone(),
             line,
         },
+        unreadable: None,
     })
 }
 
@@ -438,6 +439,7 @@ mod tests {
                 partition: 2,
                 offset: 41,
             },
+            unreadable: None,
         };
         let letter = DeadLetter::new(&original, "bad date", 3).line;
         let object: Arc<str> = Arc::from("dead-1.ndjson");

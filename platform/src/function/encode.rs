@@ -350,6 +350,7 @@ mod tests {
                 ],
                 timestamp_ms: Some(1_700_000_000_123),
                 origin: kafka,
+                unreadable: None,
             },
             Event {
                 payload: Bytes::from_static(b"not json"),
@@ -357,6 +358,7 @@ mod tests {
                 headers: Vec::new(),
                 timestamp_ms: None,
                 origin: Origin::Sample { line: 9 },
+                unreadable: None,
             },
             sample(&[0xff, 0xfe]),
         ];

@@ -4,6 +4,7 @@
 //! order (see `dispatch`).
 //!
 //! ```text
+//! records the source could not read (Event::unreadable) → dead-letter destination
 //! records older than function.max_record_age → dead-letter destination, not the function
 //! attempt the whole batch up to function.max_attempts times (backoff with jitter)
 //! still failing because of its data (exit, crash, timeout, bad output)?
@@ -102,8 +103,9 @@ pub(super) async fn run_batch(
         busy: Duration::ZERO,
     };
     let max_attempts = spec.function.max_attempts.max(1);
+    let events = outcome.set_aside_unreadable(spec, batch.events);
     // Depth-first over halves, left first, so output keeps the input's order.
-    let mut work = vec![(batch.events, true)];
+    let mut work = vec![(events, true)];
     while let Some((events, whole)) = work.pop() {
         let events = outcome.expire(spec, events, batch.opened_at);
         if events.is_empty() {
@@ -153,6 +155,24 @@ pub(super) async fn run_batch(
 }
 
 impl BatchOutcome {
+    /// Moves the records the source could not read to the dead letters, with the
+    /// source's reason; returns the others.
+    fn set_aside_unreadable(&mut self, spec: &JobSpec, events: Vec<Event>) -> Vec<Event> {
+        if events.iter().all(|event| event.unreadable.is_none()) {
+            return events;
+        }
+        let (unreadable, readable): (Vec<Event>, Vec<Event>) = events
+            .into_iter()
+            .partition(|event| event.unreadable.is_some());
+        for event in &unreadable {
+            let reason = event.unreadable.as_deref().unwrap_or_default();
+            warn!(job = %spec.name, origin = ?event.origin, reason, "record cannot be read; sending it to the dead-letter destination");
+            self.dead_letters.push(DeadLetter::new(event, reason, 0));
+        }
+        self.stats.dead_letters += unreadable.len() as u64;
+        readable
+    }
+
     /// Moves records older than `function.max_record_age` to the dead letters; returns
     /// the others. Age is measured from the record's timestamp, or from when its batch
     /// opened when it has none.

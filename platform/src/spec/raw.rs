@@ -83,6 +83,9 @@ pub struct RawBucketTrigger {
     pub compression: Option<String>,
     /// How often the prefix is listed for new objects (default 1s).
     pub poll_interval: Option<RawDuration>,
+    /// Notifications: how long a notified object may be missing before its notification
+    /// is dead-lettered and leaves the spool (default 5m).
+    pub missing_timeout: Option<RawDuration>,
     /// Object-store options for the input, like `[output.options]`.
     #[serde(default)]
     pub options: RawOptions,

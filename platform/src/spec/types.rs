@@ -116,6 +116,9 @@ pub struct BucketTriggerSpec {
     pub format: InputFormat,
     pub compression: InputCompression,
     pub poll_interval: Duration,
+    /// Notifications: how long a notified object may be missing before its notification
+    /// is given up (dead-lettered, out of the spool).
+    pub missing_timeout: Duration,
     /// Store options for the input, `${ENV}` expanded.
     pub options: BTreeMap<String, String>,
 }

@@ -86,6 +86,13 @@ impl Checker<'_> {
             Duration::from_millis(10),
             DAY,
         );
+        let missing_timeout = self.duration(
+            "trigger.bucket.missing_timeout",
+            raw.missing_timeout.as_ref(),
+            Duration::from_secs(300),
+            Duration::from_millis(10),
+            7 * DAY,
+        );
         let options = self.options("trigger.bucket.options", &raw.options, true);
         Some(BucketTriggerSpec {
             url: url?,
@@ -93,6 +100,7 @@ impl Checker<'_> {
             format,
             compression,
             poll_interval,
+            missing_timeout,
             options,
         })
     }

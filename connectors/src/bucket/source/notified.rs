@@ -1,20 +1,32 @@
 //! Notification mode of the bucket source: the feed (HTTP endpoint, AMQP queue or Kafka
 //! topic), the spool, and queueing notified objects (see [`crate::bucket::feed`],
 //! [`crate::bucket::spool`] and [`crate::bucket::webhook`]).
+//!
+//! A notice whose key listing would skip (a segment starting with `_` or `.`) is dropped
+//! from the spool. A notified object that does not exist is looked for again (at most
+//! every [`MISSING_RETRY`]) until `missing_timeout` after the notice was received; then
+//! the notice is given up: one dead-letter event (the notice as payload, the reason as
+//! `Event::unreadable`) that, once acknowledged, marks the object version done and takes
+//! the notice out of the spool. Nothing stays in the spool forever.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::path::Path;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info, warn};
 
-use super::{BucketSource, CONNECTOR, Notifications, Pending};
+use super::{BucketSource, CONNECTOR, InFlight, Notifications, Pending, Reading};
 use crate::amqp::AmqpSource;
 use crate::bucket::feed::{Feed, NotificationFeed};
 use crate::bucket::notification::{NoticeFilter, ObjectNotice};
 use crate::bucket::spool::NoticeSpool;
+use crate::bucket::spool::now_ms;
 use crate::bucket::webhook;
+use crate::event::{Event, Origin};
 use crate::kafka::KafkaSource;
 use crate::source::{Source, SourceError};
 
@@ -77,9 +89,104 @@ impl BucketSource {
         self.notifications.as_ref().and_then(|n| n.address)
     }
 
+    /// Waits for the next notification, or until a missing object is due to be looked
+    /// for again; queues what is to be read.
+    pub(super) async fn next_notice(&mut self) -> Result<bool, SourceError> {
+        let due = self.missing.iter().map(|(at, _)| *at).min();
+        let Some(notifications) = &mut self.notifications else {
+            return Ok(false);
+        };
+        let notice = tokio::select! {
+            notice = notifications.notices.recv() => notice,
+            () = sleep_until_some(due) => {
+                let now = Instant::now();
+                let (due, later) = std::mem::take(&mut self.missing)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
+                self.missing = later;
+                self.pending.extend(due.into_iter().map(|(_, pending): (Instant, Pending)| pending));
+                return Ok(true);
+            }
+        };
+        let Some(notice) = notice else {
+            return Err(SourceError::Internal {
+                connector: CONNECTOR,
+                message: "the notification feed stopped (see the error before this one)".into(),
+            });
+        };
+        self.queue_notice(notice);
+        Ok(true)
+    }
+
+    /// A notified object was not found: look again later, or give the notice up once
+    /// it has been missing for `missing_timeout` (see the module docs).
+    pub(super) fn notified_object_missing(&mut self, reading: Reading, message: &str) {
+        let Some(notice) = reading.notice else {
+            return;
+        };
+        let id = (reading.key.clone(), reading.etag.clone());
+        let now = now_ms();
+        let since = *self
+            .missing_since
+            .entry(id.clone())
+            .or_insert_with(|| notice.received_ms.unwrap_or(now).min(now));
+        let timeout = self.config.missing_timeout;
+        let waited = Duration::from_millis(now.saturating_sub(since));
+        if waited < timeout {
+            let retry = (timeout - waited).min(MISSING_RETRY);
+            debug!(job = %self.config.job, key = %reading.key, error = message, ?retry, "notified object not found; looking again");
+            self.missing.push((
+                Instant::now() + retry,
+                Pending {
+                    location: object_location(&reading.key),
+                    key: reading.key,
+                    etag: notice.etag.clone(),
+                    notice: Some(notice),
+                },
+            ));
+            return;
+        }
+        self.missing_since.remove(&id);
+        let reason = format!(
+            "the notified object {:?} was still missing {}s after its notification; the notification is given up ({message})",
+            reading.key,
+            timeout.as_secs_f64()
+        );
+        warn!(job = %self.config.job, key = %reading.key, "notified object still missing; sending its notification to the dead-letter destination");
+        let origin = Origin::Object {
+            bucket: self.bucket.clone(),
+            key: Arc::from(reading.key.as_str()),
+            etag: notice.etag.as_deref().map(Arc::from),
+            line: 1,
+        };
+        let payload = serde_json::to_vec(&notice).unwrap_or_default();
+        self.given_up.push(Event {
+            unreadable: Some(Arc::from(reason)),
+            ..Event::from_payload(payload, origin)
+        });
+        self.in_flight.insert(
+            reading.split,
+            InFlight {
+                key: reading.key,
+                etag: reading.etag,
+                last: Some(1),
+                notice: Some(notice),
+            },
+        );
+    }
+
     /// Queues a notified object unless it is done already (a repeated notification) or
     /// being processed.
     pub(super) fn queue_notice(&mut self, notice: ObjectNotice) {
+        let relative = self.relative_key(&object_location(&notice.key));
+        if relative
+            .split('/')
+            .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
+        {
+            debug!(job = %self.config.job, key = %notice.key, "notification for a key listing skips (a segment starts with _ or .); dropped");
+            self.dropping.push_back(notice);
+            return;
+        }
         let etag = notice.etag.clone().unwrap_or_default();
         if self.cursor.is_done(&notice.key, &etag) {
             info!(job = %self.config.job, key = %notice.key, "repeated notification for an object already done; dropped");
@@ -91,6 +198,10 @@ impl BucketSource {
             .in_flight
             .values()
             .any(|f| f.key == notice.key && f.etag == etag)
+            || self
+                .missing
+                .iter()
+                .any(|(_, p)| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag)
             || self
                 .reading
                 .as_ref()
@@ -116,6 +227,16 @@ impl Drop for BucketSource {
         if let Some(notifications) = &self.notifications {
             notifications.stop.cancel();
         }
+    }
+}
+
+/// The longest wait before a missing notified object is looked for again.
+pub const MISSING_RETRY: Duration = Duration::from_secs(30);
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -275,6 +275,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
                     poll_interval: Duration::from_millis(20),
                 },
                 stop_when_idle: true,
+                missing_timeout: bucket.missing_timeout,
             })
             .await
             .unwrap()
