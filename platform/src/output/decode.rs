@@ -457,3 +457,8 @@ const BASE64_URL_SAFE: GeneralPurpose =
 #[allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors
 #[path = "decode_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors
+#[path = "decode_generated_tests.rs"]
+mod generated_tests;
