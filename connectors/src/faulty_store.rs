@@ -45,6 +45,8 @@ pub enum Request {
     /// The start of a multipart upload.
     Multipart,
     Delete,
+    /// A read of an object (whole or a range); `head` requests always pass.
+    Get,
 }
 
 /// What happens to a request.
@@ -58,7 +60,7 @@ pub enum Fault {
     Hang,
 }
 
-/// Decides the fate of each write and delete; reads and listings always pass.
+/// Decides the fate of each write, delete and read; listings always pass.
 pub trait Faults: fmt::Debug + Send + Sync + 'static {
     fn before(&self, request: Request, location: &Path) -> Fault;
 }
@@ -135,6 +137,9 @@ impl<F: Faults> ObjectStore for FaultyStore<F> {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        if !options.head {
+            apply(&*self.faults, Request::Get, location).await?;
+        }
         self.inner.get_opts(location, options).await
     }
 

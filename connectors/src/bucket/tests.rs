@@ -437,3 +437,59 @@ fn notices_for_another_bucket_are_refused() {
     let notices = super::notification::parse_notification(other.as_bytes()).unwrap();
     assert!(!filter.accepts(&notices[0]));
 }
+
+/// Reads of one key fail, as a store that breaks while an object is fetched.
+#[derive(Debug)]
+struct ReadsOfFail(&'static str);
+
+impl crate::faulty_store::Faults for ReadsOfFail {
+    fn before(
+        &self,
+        request: crate::faulty_store::Request,
+        location: &Path,
+    ) -> crate::faulty_store::Fault {
+        if request == crate::faulty_store::Request::Get && location.as_ref().ends_with(self.0) {
+            crate::faulty_store::Fault::Fail("connection reset")
+        } else {
+            crate::faulty_store::Fault::Pass
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_run_fails_when_an_object_could_not_be_read() {
+    let folders = folders();
+    std::fs::write(folders.inbox.join("good.ndjson"), "{\"n\":1}\n").unwrap();
+    std::fs::write(folders.inbox.join("unreachable.ndjson"), "{\"n\":2}\n").unwrap();
+    let input = crate::faulty_store::FaultyStore::new(
+        Arc::new(LocalFileSystem::new_with_prefix(&folders.inbox).unwrap()),
+        ReadsOfFail("unreachable.ndjson"),
+    );
+    let mut source = BucketSource::connect(BucketSourceConfig {
+        input_store: Arc::new(input),
+        ..config(&folders, true)
+    })
+    .await
+    .unwrap();
+    let mut keys = Vec::new();
+    let error = loop {
+        match tokio::time::timeout(Duration::from_secs(10), source.next_events())
+            .await
+            .expect("bounded")
+        {
+            Ok(Some(events)) => {
+                keys.extend(events.iter().map(key_of));
+                source.ack(&delta_of(&events)).await.unwrap();
+            }
+            Ok(None) => panic!("a one-shot run ended as a success with an object unread"),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(keys, vec!["good.ndjson"]);
+    assert!(
+        error
+            .to_string()
+            .contains("1 of the objects found could not be read"),
+        "{error}"
+    );
+}

@@ -51,7 +51,7 @@ impl Faults for FlakyUploads {
         let kind = match request {
             Request::Put => "put",
             Request::Multipart => "multipart",
-            Request::Delete => return Fault::Pass,
+            Request::Delete | Request::Get => return Fault::Pass,
         };
         self.attempts.lock().unwrap().push((location.clone(), kind));
         let failed = self
