@@ -49,7 +49,10 @@ impl Checker<'_> {
             Some(other) => {
                 self.error(
                     "trigger.bucket.mode",
-                    format!("unknown mode {other:?}; allowed: \"listing\", \"notifications\""),
+                    format!(
+                        "unknown mode {}; allowed: \"listing\", \"notifications\"",
+                        super::secret::shown(other)
+                    ),
                 );
                 None
             }
@@ -160,7 +163,7 @@ impl Checker<'_> {
                     Err(_) => {
                         self.error(
                             "trigger.bucket.listen",
-                            format!("{listen:?} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\""),
+                            format!("{} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\"", super::secret::shown(listen)),
                         );
                         None
                     }
