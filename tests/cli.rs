@@ -123,4 +123,9 @@ schema = { id = "int64" }
     assert!(stderr.contains("sample lines 1..=1"), "{stderr}");
     assert!(stderr.contains("exited with code 4"), "{stderr}");
     assert!(stderr.contains("no such column"), "{stderr}");
+    assert_eq!(
+        stderr.matches("exited with code 4").count(),
+        1,
+        "each cause is printed once:\n{stderr}"
+    );
 }
