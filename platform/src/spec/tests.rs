@@ -462,5 +462,6 @@ fn unknown_trigger_kind_is_rejected() {
 
 mod amqp;
 mod dead_letter;
+mod fuzz;
 mod hostile;
 mod invalid;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::secret::{RedactedOptions, Secrets, redact_userinfo};
 use crate::output::schema::OutputSchema;
 
-/// A job, validated.
-#[derive(Debug, Clone)]
+/// A job, validated. `Debug` masks every secret of the job, wherever it is.
+#[derive(Clone)]
 pub struct JobSpec {
     /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
     pub name: String,
@@ -27,6 +27,27 @@ pub struct JobSpec {
     /// passwords, secret-looking option keys); text shown to anyone passes through
     /// [`JobSpec::redact`].
     pub secrets: Secrets,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The parts mask by key or type; a secret under an innocent name (a function
+        // variable `X = "${DB_SECRET}"`) is caught by scrubbing the whole text.
+        let text = format!(
+            "JobSpec {{ name: {:?}, dir: {:?}, trigger: {:?}, function: {:?}, batch: {:?}, \
+             scaling: {:?}, output: {:?}, dead_letter: {:?}, secrets: {:?} }}",
+            self.name,
+            self.dir,
+            self.trigger,
+            self.function,
+            self.batch,
+            self.scaling,
+            self.output,
+            self.dead_letter,
+            self.secrets
+        );
+        f.write_str(&self.redact(&text))
+    }
 }
 
 impl JobSpec {
