@@ -129,3 +129,33 @@ schema = { id = "int64" }
         "each cause is printed once:\n{stderr}"
     );
 }
+
+#[test]
+fn run_warns_when_the_status_endpoint_listens_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("inbox")).unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        r#"name = "exposed"
+[trigger.bucket]
+url = "inbox"
+[function]
+command = ["cat"]
+[output]
+url = "out"
+schema = { id = "int64" }
+"#,
+    )
+    .unwrap();
+    let job = dir.path().to_str().unwrap();
+    for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
+        let out = sluice(&["run", "--once", "--http", listen, job]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.contains("beyond loopback without authentication"),
+            warned,
+            "{listen}:\n{stderr}"
+        );
+    }
+}

@@ -63,6 +63,10 @@ pub struct RawBucketTrigger {
     /// Notifications: the address the HTTP endpoint listens on (default `127.0.0.1:9400`);
     /// not with `[trigger.bucket.amqp]` or `[trigger.bucket.kafka]`.
     pub listen: Option<String>,
+    /// Notifications: the shared token the HTTP endpoint requires, as a `${NAME}`
+    /// reference (`Authorization: Bearer <token>`, or `?token=<token>` in the endpoint
+    /// URL); default none: any request is accepted.
+    pub token: Option<String>,
     /// Notifications: read them from an AMQP queue instead of the HTTP endpoint; the same
     /// fields as `[trigger.amqp]`.
     pub amqp: Option<RawAmqpTrigger>,

@@ -46,7 +46,7 @@ impl std::fmt::Debug for JobSpec {
             self.dead_letter,
             self.secrets
         );
-        f.write_str(&self.redact(&text))
+        f.write_str(&self.secrets.redact_values(&text))
     }
 }
 
@@ -145,8 +145,12 @@ pub enum BucketDiscovery {
 /// Where a bucket trigger in notification mode receives S3 event notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotificationFeedSpec {
-    /// POSTed to an HTTP endpoint Sluice serves on `listen`.
-    Webhook { listen: std::net::SocketAddr },
+    /// POSTed to an HTTP endpoint Sluice serves on `listen`; with a token, only requests
+    /// carrying it (`Authorization: Bearer <token>`, or `?token=<token>`) are accepted.
+    Webhook {
+        listen: std::net::SocketAddr,
+        token: Option<super::secret::Secret>,
+    },
     /// Published on an AMQP queue (`[trigger.bucket.amqp]`).
     Amqp(AmqpTriggerSpec),
     /// Published on a Kafka topic (`[trigger.bucket.kafka]`).

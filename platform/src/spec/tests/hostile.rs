@@ -231,3 +231,37 @@ fn echoed_values_are_cut() {
         assert!(shown.len() < 4096, "{} bytes of errors", shown.len());
     }
 }
+
+#[test]
+fn the_webhook_token_comes_from_the_environment() {
+    let bucket = |token: &str| {
+        format!(
+            "name = \"files\"\n[trigger.bucket]\nurl = \"inbox\"\nmode = \"notifications\"\n{token}\n[function]\ncommand = [\"cat\"]\n[output]\nurl = \"lake\"\nschema = {{ id = \"int64\" }}\n"
+        )
+    };
+    let job = parse_with_secret(&bucket("token = \"${AWS_SECRET_ACCESS_KEY}\""))
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let TriggerSpec::Bucket(trigger) = &job.trigger else {
+        panic!("a bucket trigger")
+    };
+    let BucketDiscovery::Notifications {
+        feed: NotificationFeedSpec::Webhook {
+            token: Some(token), ..
+        },
+        ..
+    } = &trigger.discovery
+    else {
+        panic!("a webhook with a token: {:?}", trigger.discovery)
+    };
+    assert_eq!(token.expose(), SECRET);
+    assert!(!format!("{job:?}").contains(SECRET));
+
+    let literal = parse_with_secret(&bucket("token = \"literal-token-0123456789\""))
+        .expect_err("a literal token");
+    let error = literal
+        .for_field("trigger.bucket.token")
+        .expect("names the token");
+    assert!(!error.to_string().contains("literal-token"), "{error}");
+    let weak = parse_with_secret(&bucket("token = \"${LAKE}\"")).expect_err("too short");
+    assert!(weak.for_field("trigger.bucket.token").is_some(), "{weak}");
+}
