@@ -327,7 +327,7 @@ fn validation_never_panics_nor_leaks_on_generated_and_mutated_specs() {
     let seed = std::env::var("SLUICE_FUZZ_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
-        .unwrap_or(0x5EED_0F_5100CE);
+        .unwrap_or(0x5EED_0F51_00CE);
     let cases = std::env::var("SLUICE_FUZZ_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())
