@@ -172,20 +172,11 @@ fn parse_raw(text: &str, file: &Path) -> Result<(RawJob, Vec<SpecError>), SpecEr
 }
 
 /// A serde/TOML type error in the user's terms: integer fields are `i64` in the raw
-/// structs, and a number too large for them says what is allowed.
+/// structs.
 fn type_error_message(message: &str) -> String {
-    let message = message.trim_end();
-    if message.contains("out of range")
-        || message.contains("too large")
-        || message.contains("number too")
-    {
-        return format!(
-            "{message}; allowed: a whole number from {} to {}, or a smaller value the field allows",
-            i64::MIN,
-            i64::MAX
-        );
-    }
-    message.replace("expected i64", "expected an integer")
+    message
+        .trim_end()
+        .replace("expected i64", "expected an integer")
 }
 
 /// Removes the value at `path` (table keys) so parsing can go on past it; false when
