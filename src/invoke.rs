@@ -67,7 +67,8 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
         writeln!(stderr, "  {shown}: {count} rows")?;
     }
     for error in &report.errors {
-        writeln!(stderr, "  rejected line {}: {}", error.line, error.message)?;
+        let message = spec.redact(&error.message);
+        writeln!(stderr, "  rejected line {}: {message}", error.line)?;
     }
     Ok(ExitCode::SUCCESS)
 }
