@@ -15,6 +15,8 @@ use arrow_schema::{DataType, Schema, TimeUnit};
 use sluice_platform::invoke::{invoke_sample, sample_events};
 use sluice_platform::spec::load_job;
 
+use crate::report::error_chain;
+
 pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<ExitCode> {
     let spec = match load_job(job_dir) {
         Ok(spec) => spec,
@@ -34,7 +36,9 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
         }
     };
     let events = sample_events(&bytes);
-    let report = invoke_sample(&spec, &events).await?;
+    let report = invoke_sample(&spec, &events)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", spec.redact(&error_chain(&error.into()))))?;
 
     let stdout = std::io::stdout().lock();
     let mut writer = arrow_json::LineDelimitedWriter::new(stdout);
@@ -63,7 +67,8 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
         writeln!(stderr, "  {shown}: {count} rows")?;
     }
     for error in &report.errors {
-        writeln!(stderr, "  rejected line {}: {}", error.line, error.message)?;
+        let message = spec.redact(&error.message);
+        writeln!(stderr, "  rejected line {}: {message}", error.line)?;
     }
     Ok(ExitCode::SUCCESS)
 }

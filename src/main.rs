@@ -4,6 +4,7 @@
 mod dlq;
 mod head;
 mod invoke;
+mod report;
 mod run;
 mod validate;
 
@@ -53,7 +54,8 @@ enum Command {
         #[arg(long, short)]
         input: Option<PathBuf>,
     },
-    /// Check a job folder's job.toml and print every problem found.
+    /// Check a job folder's job.toml (the folder or the file itself) and print every
+    /// problem found.
     Validate { job_dir: PathBuf },
     /// Print the first rows of a local Parquet file as JSON lines.
     Head {
@@ -117,7 +119,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("sluice: {error:#}");
+            eprintln!("sluice: {}", report::error_chain(&error));
             ExitCode::FAILURE
         }
     }

@@ -25,6 +25,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::report::error_chain;
+
 /// The command line's options for `run`.
 pub struct RunOptions {
     pub once: bool,
@@ -52,6 +54,9 @@ pub async fn run(job_dirs: &[PathBuf], options: RunOptions) -> anyhow::Result<Ex
     let board = StatusBoard::new();
     let http_stop = CancellationToken::new();
     if let Some(addr) = options.http {
+        if !addr.ip().is_loopback() {
+            warn!(%addr, "the status endpoint listens beyond loopback without authentication; anyone who can reach it reads /status and /metrics");
+        }
         let bound = http::serve(Arc::clone(&board), addr, http_stop.clone())
             .await
             .with_context(|| format!("serving the status endpoint on {addr}"))?;
@@ -73,7 +78,7 @@ pub async fn run(job_dirs: &[PathBuf], options: RunOptions) -> anyhow::Result<Ex
             if specs.len() == 1 {
                 return Err(error);
             }
-            error!(job = %spec.name, "{error:#}");
+            error!(job = %spec.name, "{}", error_chain(&error));
         }
     }
     Ok(if failed == 0 {
@@ -90,7 +95,9 @@ async fn run_one(
     runtime: JobRuntime,
 ) -> anyhow::Result<()> {
     let status = runtime.status.clone();
-    info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.output.url, "starting job");
+    info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.redact(&spec.output.url), "starting job");
+    // Errors leave here as one line, each cause once, with the job's secrets masked.
+    let shown = |error: anyhow::Error| anyhow::anyhow!("{}", spec.redact(&error_chain(&error)));
     let started = async {
         let recovered = recover(spec)
             .await
@@ -106,13 +113,15 @@ async fn run_one(
     let source = match started {
         Ok(source) => source,
         Err(error) => {
-            status.set_state(JobState::Failed, Some(format!("{error:#}")));
+            let error = shown(error);
+            status.set_state(JobState::Failed, Some(error.to_string()));
             return Err(error);
         }
     };
     let stats = run_job_with(spec, source, shutdown, runtime)
         .await
-        .with_context(|| format!("job {}", spec.name))?;
+        .with_context(|| format!("job {}", spec.name))
+        .map_err(shown)?;
     info!(job = %spec.name, records = stats.records_in, rows = stats.rows_out, files = stats.files, "done");
     Ok(())
 }

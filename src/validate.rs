@@ -1,19 +1,19 @@
-//! `sluice validate JOB_DIR`.
+//! `sluice validate JOB_DIR` (or `JOB_DIR/job.toml`): every problem at once, secrets masked.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use sluice_platform::spec::load_job;
+use sluice_platform::spec::{JOB_FILE, load_job};
 
 pub fn validate(job_dir: &Path) -> anyhow::Result<ExitCode> {
     match load_job(job_dir) {
         Ok(spec) => {
             println!(
                 "{}: ok (job {:?}, {} output columns, writes to {})",
-                job_dir.join("job.toml").display(),
+                spec.dir.join(JOB_FILE).display(),
                 spec.name,
                 spec.output.schema.columns().len(),
-                spec.output.url
+                spec.redact(&spec.output.url)
             );
             Ok(ExitCode::SUCCESS)
         }

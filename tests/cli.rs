@@ -123,4 +123,76 @@ schema = { id = "int64" }
     assert!(stderr.contains("sample lines 1..=1"), "{stderr}");
     assert!(stderr.contains("exited with code 4"), "{stderr}");
     assert!(stderr.contains("no such column"), "{stderr}");
+    assert_eq!(
+        stderr.matches("exited with code 4").count(),
+        1,
+        "each cause is printed once:\n{stderr}"
+    );
+}
+
+#[test]
+fn run_warns_when_the_status_endpoint_listens_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("inbox")).unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        r#"name = "exposed"
+[trigger.bucket]
+url = "inbox"
+[function]
+command = ["cat"]
+[output]
+url = "out"
+schema = { id = "int64" }
+"#,
+    )
+    .unwrap();
+    let job = dir.path().to_str().unwrap();
+    for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
+        let out = sluice(&["run", "--once", "--http", listen, job]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            stderr.contains("beyond loopback without authentication"),
+            warned,
+            "{listen}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_never_logs_a_secret_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("inbox")).unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        r#"name = "masked"
+[trigger.bucket]
+url = "inbox"
+[function]
+command = ["cat"]
+[function.env]
+UPSTREAM = "${CLI_TEST_API_TOKEN}"
+[output]
+url = "out-${CLI_TEST_API_TOKEN}"
+schema = { id = "int64" }
+"#,
+    )
+    .unwrap();
+    let secret = "tok-7f3a9c2e1b5d";
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--once", dir.path().to_str().unwrap()])
+        .env("CLI_TEST_API_TOKEN", secret)
+        .env("SLUICE_LOG", "debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("starting job"), "{stderr}");
+    assert!(
+        stderr.contains("out-***"),
+        "the output folder is shown masked:\n{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
 }

@@ -65,8 +65,15 @@ pub async fn connect_source_with(
                     suffix,
                 } => Discovery::Notifications {
                     feed: Box::new(match feed {
-                        NotificationFeedSpec::Webhook { listen } => {
-                            NotificationFeed::Webhook { listen: *listen }
+                        NotificationFeedSpec::Webhook { listen, token } => {
+                            NotificationFeed::Webhook {
+                                listen: *listen,
+                                token: token.as_ref().map(|token| {
+                                    sluice_connectors::bucket::webhook::WebhookToken::new(
+                                        token.expose(),
+                                    )
+                                }),
+                            }
                         }
                         NotificationFeedSpec::Amqp(amqp) => {
                             NotificationFeed::Amqp(amqp_config(spec, amqp))

@@ -44,8 +44,12 @@ const EXCERPT_CHARS: usize = 200;
 /// Where a bucket source in notification mode receives notifications.
 #[derive(Debug, Clone)]
 pub enum NotificationFeed {
-    /// An HTTP endpoint Sluice serves (see [`super::webhook`]).
-    Webhook { listen: std::net::SocketAddr },
+    /// An HTTP endpoint Sluice serves (see [`super::webhook`]); with a token, only
+    /// requests that carry it are accepted.
+    Webhook {
+        listen: std::net::SocketAddr,
+        token: Option<super::webhook::WebhookToken>,
+    },
     /// Messages on an AMQP queue.
     Amqp(AmqpSourceConfig),
     /// Messages on a Kafka topic, consumed with a consumer group.
@@ -56,7 +60,7 @@ impl NotificationFeed {
     /// The feed for logs: `amqp queue <q>`, `kafka topic <t>`, `webhook <addr>`.
     pub fn describe(&self) -> String {
         match self {
-            NotificationFeed::Webhook { listen } => format!("webhook {listen}"),
+            NotificationFeed::Webhook { listen, .. } => format!("webhook {listen}"),
             NotificationFeed::Amqp(config) => format!("amqp queue {}", config.queue),
             NotificationFeed::Kafka(config) => format!("kafka topic {}", config.topic),
         }

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use super::error::SpecError;
 use super::raw::{RawDuration, RawOptions, RawSize};
+use super::secret::{Secrets, is_secret_name, shown};
 use super::units::{
-    expand_env, format_duration, format_size, is_env_reference, parse_duration, parse_size,
+    env_references, expand_env, format_duration, format_size, is_env_reference, parse_duration,
+    parse_size,
 };
 use super::validate::ValidationContext;
 
@@ -21,17 +23,22 @@ pub(super) const MINUTE: Duration = Duration::from_secs(60);
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 pub(super) const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// Option keys containing one of these (case-insensitively) hold secrets.
-const SECRET_MARKERS: &[&str] = &["secret", "password", "token"];
+pub(super) const TIB: u64 = 1 << 40;
 
-/// Accumulates errors while checking fields one by one.
+/// Accumulates errors while checking fields one by one, and the secrets met on the way.
 pub(super) struct Checker<'a> {
     pub(super) context: &'a ValidationContext<'a>,
     pub(super) errors: Vec<SpecError>,
+    /// Secret values met so far; every message recorded is scrubbed of them.
+    pub(super) secrets: Secrets,
 }
 
 impl Checker<'_> {
+    /// Records a problem with `field`; the message is scrubbed of every secret met so far
+    /// (values are expanded, and their secrets recorded, before they are checked).
     pub(super) fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        let message = message.into();
+        let message = self.secrets.redact_values(&message).into_owned();
         self.errors
             .push(SpecError::new(self.context.file, field, message));
     }
@@ -40,8 +47,16 @@ impl Checker<'_> {
         self.error(field, format!("required field is missing, e.g. {example}"));
     }
 
-    /// Expands `${NAME}` references; on failure records an error naming `field`.
+    /// Expands `${NAME}` references; on failure records an error naming `field`. Values of
+    /// references whose name looks secret are recorded as secrets.
     pub(super) fn expand(&mut self, field: &str, value: &str) -> Option<String> {
+        for name in env_references(value) {
+            if is_secret_name(name)
+                && let Some(secret) = (self.context.env)(name)
+            {
+                self.secrets.insert(&secret);
+            }
+        }
         match expand_env(value, self.context.env) {
             Ok(expanded) => Some(expanded),
             Err(error) => {
@@ -62,13 +77,14 @@ impl Checker<'_> {
         let Some(RawDuration(text)) = raw else {
             return default;
         };
+        let quoted = shown(text);
         match parse_duration(text) {
             Ok(value) if value >= min && value <= max => value,
             Ok(_) if min.is_zero() => {
                 self.error(
                     field,
                     format!(
-                        "{text:?} is too long; allowed: at most {}",
+                        "{quoted} is too long; allowed: at most {}",
                         format_duration(max)
                     ),
                 );
@@ -78,7 +94,7 @@ impl Checker<'_> {
                 self.error(
                     field,
                     format!(
-                        "{text:?} is out of range; allowed: {} to {}",
+                        "{quoted} is out of range; allowed: {} to {}",
                         format_duration(min),
                         format_duration(max)
                     ),
@@ -113,17 +129,25 @@ impl Checker<'_> {
             RawSize::Text(text) => match parse_size(text) {
                 Ok(bytes) => bytes,
                 Err(message) => {
+                    let message = match max {
+                        Some(max) if message.contains("too large") => format!(
+                            "{message}; allowed: {} to {}",
+                            format_size(min),
+                            format_size(max)
+                        ),
+                        _ => message,
+                    };
                     self.error(field, message);
                     return None;
                 }
             },
         };
         match max {
-            Some(max) if value < min || value > max => {
+            Some(max) if value > max => {
                 self.error(
                     field,
                     format!(
-                        "{} is out of range; allowed: {} to {}",
+                        "{} is too large; allowed: {} to {}",
                         format_size(value),
                         format_size(min),
                         format_size(max)
@@ -131,7 +155,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            None if value < min => {
+            _ if value < min => {
                 self.error(
                     field,
                     format!(
@@ -159,6 +183,16 @@ impl Checker<'_> {
         };
         match u64::try_from(value) {
             Ok(value) if value >= min && value <= max => value,
+            _ if value == i64::MAX || value == i64::MIN => {
+                self.error(
+                    field,
+                    format!(
+                        "the number is too large (beyond ±{}); allowed: {min} to {max}",
+                        i64::MAX
+                    ),
+                );
+                default
+            }
             _ => {
                 self.error(
                     field,
@@ -183,6 +217,7 @@ impl Checker<'_> {
             return default;
         };
         let allowed: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let quoted = shown(word);
         if let Some((_, value)) = choices.iter().find(|(name, _)| *name == word) {
             return *value;
         }
@@ -190,14 +225,14 @@ impl Checker<'_> {
             self.error(
                 field,
                 format!(
-                    "{word:?} is not supported yet in this build; supported: {}",
+                    "{quoted} is not supported yet in this build; supported: {}",
                     allowed.join(", ")
                 ),
             );
         } else {
             self.error(
                 field,
-                format!("unknown value {word:?}; allowed: {}", allowed.join(", ")),
+                format!("unknown value {quoted}; allowed: {}", allowed.join(", ")),
             );
         }
         default
@@ -213,11 +248,8 @@ impl Checker<'_> {
         let mut options = BTreeMap::new();
         for (key, value) in &raw.0 {
             let key_field = format!("{field}.{key}");
-            let lower = key.to_ascii_lowercase();
-            if secrets_from_env_only
-                && SECRET_MARKERS.iter().any(|marker| lower.contains(marker))
-                && !is_env_reference(value)
-            {
+            let secret = is_secret_name(key);
+            if secrets_from_env_only && secret && !is_env_reference(value) {
                 self.error(
                     key_field,
                     "holds a secret, which must come from the environment: write it as a reference \
@@ -226,6 +258,9 @@ impl Checker<'_> {
                 continue;
             }
             if let Some(expanded) = self.expand(&key_field, value) {
+                if secret {
+                    self.secrets.insert(&expanded);
+                }
                 options.insert(key.clone(), expanded);
             }
         }

@@ -26,10 +26,25 @@ impl SpecError {
     ) -> Self {
         Self {
             file: file.into(),
-            field: field.into(),
-            message: message.into(),
+            field: cut(field.into(), MAX_FIELD_CHARS),
+            message: cut(message.into(), MAX_MESSAGE_CHARS),
         }
     }
+}
+
+/// Longest field path kept in an error, in characters.
+const MAX_FIELD_CHARS: usize = 200;
+/// Longest message kept in an error, in characters: values are echoed cut already
+/// ([`super::secret::shown`]); this bounds what a parser's message may echo.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `text` cut to `max` characters, saying how much was cut.
+fn cut(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({} bytes cut)", text.len() - kept.len())
 }
 
 /// `<file>: <field>: <message>`, or `<file>: <message>` when no field applies.

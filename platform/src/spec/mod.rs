@@ -2,12 +2,14 @@
 //!
 //! Two layers: [`raw`] mirrors the file (serde, unknown fields rejected) and [`validate`]
 //! turns it into a [`JobSpec`] whose every value is checked, expanding `${NAME}` references
-//! from the environment ([`units`]). A TOML or type error stops parsing at the first one;
-//! validation then reports every problem it finds at once.
+//! from the environment ([`units`]). Every problem is reported at once: TOML type errors
+//! and unknown fields together with validation's findings. Secrets are never shown
+//! ([`secret`]).
 
 mod checker;
 pub mod error;
 pub mod raw;
+pub mod secret;
 pub mod types;
 pub mod units;
 pub mod validate;
@@ -16,6 +18,7 @@ mod validate_bucket;
 mod validate_dead_letter;
 mod validate_output;
 mod validate_preload;
+mod validate_program;
 
 #[cfg(test)]
 mod tests;
@@ -32,11 +35,18 @@ use validate::{ValidationContext, validate};
 pub const JOB_FILE: &str = "job.toml";
 
 /// Reads and validates `<dir>/job.toml`, expanding `${NAME}` from the process environment.
-/// `dir` is made absolute; it becomes [`JobSpec::dir`].
+/// `dir` is made absolute; it becomes [`JobSpec::dir`]. A path to the job file itself
+/// (`<dir>/job.toml`) is accepted too and means its folder.
 pub fn load_job(dir: &Path) -> Result<JobSpec, SpecErrors> {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let dir = match dir.parent() {
+        Some(parent) if dir.file_name() == Some(JOB_FILE.as_ref()) && dir.is_file() => {
+            parent.to_path_buf()
+        }
+        _ => dir,
+    };
     let file = dir.join(JOB_FILE);
-    let text = std::fs::read_to_string(&file).map_err(|error| {
+    let bytes = std::fs::read(&file).map_err(|error| {
         let message = match error.kind() {
             std::io::ErrorKind::NotFound => {
                 format!("not found; a job folder must contain {JOB_FILE}")
@@ -45,13 +55,27 @@ pub fn load_job(dir: &Path) -> Result<JobSpec, SpecErrors> {
         };
         SpecErrors::single(SpecError::new(&file, "", message))
     })?;
+    let text = std::str::from_utf8(&bytes).map_err(|error| {
+        let valid = bytes.get(..error.valid_up_to()).unwrap_or_default();
+        let before = String::from_utf8_lossy(valid);
+        let message = format!(
+            "not UTF-8 text: invalid byte at {} (byte offset {}); TOML files are UTF-8",
+            position(&before, before.len()),
+            error.valid_up_to()
+        );
+        SpecErrors::single(SpecError::new(&file, "", message))
+    })?;
     let env = |name: &str| std::env::var(name).ok();
-    parse_job(&text, &file, &dir, &env)
+    parse_job(text, &file, &dir, &env)
 }
 
 /// Parses and validates the text of a job file. Pure: the environment is the `env` lookup,
 /// `file` is only used in error messages, and relative output paths resolve against `dir`
 /// (made absolute if it is not).
+///
+/// Every problem is reported at once: TOML type errors and unknown fields are collected
+/// (each offending field is set aside and parsing goes on), then the rest of the file is
+/// validated; a field already reported is not reported again as missing.
 pub fn parse_job(
     text: &str,
     file: &Path,
@@ -59,41 +83,113 @@ pub fn parse_job(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<JobSpec, SpecErrors> {
     let dir: PathBuf = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let raw = parse_raw(text, file)?;
+    let (raw, mut errors) = parse_raw(text, file)?;
     let context = ValidationContext {
         file,
         dir: &dir,
         env,
     };
-    validate(raw, &context)
+    match validate(raw, &context) {
+        Ok(spec) if errors.is_empty() => Ok(spec),
+        Ok(_) => Err(SpecErrors(errors)),
+        Err(SpecErrors(more)) => {
+            let reported: Vec<String> = errors.iter().map(|error| error.field.clone()).collect();
+            errors.extend(more.into_iter().filter(|error| {
+                !reported
+                    .iter()
+                    .any(|field| !field.is_empty() && is_within(&error.field, field))
+            }));
+            Err(SpecErrors(errors))
+        }
+    }
 }
 
-/// TOML text → [`RawJob`]; the error names the field path (or the position of a syntax
-/// error).
-fn parse_raw(text: &str, file: &Path) -> Result<RawJob, SpecErrors> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|error| {
-        let position = error
-            .span()
-            .map(|span| format!(" at {}", position(text, span.start)))
-            .unwrap_or_default();
-        let message = format!("invalid TOML{position}: {}", error.message().trim_end());
-        SpecErrors::single(SpecError::new(file, "", message))
-    })?;
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
+/// Whether `field` is `parent` or inside it (`output.schema.ts` is within `output.schema`).
+fn is_within(field: &str, parent: &str) -> bool {
+    field
+        .strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// Most type errors and unknown fields collected from one file.
+const MAX_TYPE_ERRORS: usize = 64;
+
+/// TOML text → [`RawJob`] plus the type errors and unknown fields found on the way, each
+/// naming the field path and its position. A syntax error stops here (every one found is
+/// reported).
+fn parse_raw(text: &str, file: &Path) -> Result<(RawJob, Vec<SpecError>), SpecErrors> {
+    let (mut table, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        let errors = syntax_errors
+            .iter()
+            .take(MAX_TYPE_ERRORS)
+            .map(|error| {
+                let position = error
+                    .span()
+                    .map(|span| format!(" at {}", position(text, span.start)))
+                    .unwrap_or_default();
+                let mut message = format!("invalid TOML{position}: {}", error.message().trim_end());
+                // Name the key: the parser's message does not.
+                if message.ends_with("duplicate key")
+                    && let Some(key) = error.span().and_then(|span| text.get(span))
+                {
+                    message.push_str(&format!(" {}", secret::shown(key.trim())));
+                }
+                SpecError::new(file, "", message)
+            })
+            .collect();
+        return Err(SpecErrors(errors));
+    }
+    let mut errors = Vec::new();
+    loop {
+        let deserializer = toml::de::Deserializer::from(table.clone());
+        let error = match serde_path_to_error::deserialize::<_, RawJob>(deserializer) {
+            Ok(raw) => return Ok((raw, errors)),
+            Err(error) => error,
+        };
+        let segments: Vec<String> = error
+            .path()
+            .iter()
+            .map_while(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
         let inner = error.inner();
-        // Integer fields are `i64` in the raw structs; say so in the user's terms.
-        let mut message = inner
-            .message()
-            .trim_end()
-            .replace("expected i64", "expected an integer");
-        // The path already ends with the offending key, unknown fields included.
-        let field = if path == "." { String::new() } else { path };
+        let mut message = type_error_message(inner.message());
         if let Some(span) = inner.span() {
             message.push_str(&format!(" (at {})", position(text, span.start)));
         }
-        SpecErrors::single(SpecError::new(file, field, message))
-    })
+        // The path ends with the offending key, unknown fields included; a list element's
+        // error is reported on the list.
+        let field = segments.join(".");
+        let removed = remove_path(table.get_mut(), &segments);
+        errors.push(SpecError::new(file, field, message));
+        if !removed || errors.len() >= MAX_TYPE_ERRORS {
+            return Err(SpecErrors(errors));
+        }
+    }
+}
+
+/// A serde/TOML type error in the user's terms: integer fields are `i64` in the raw
+/// structs.
+fn type_error_message(message: &str) -> String {
+    message
+        .trim_end()
+        .replace("expected i64", "expected an integer")
+}
+
+/// Removes the value at `path` (table keys) so parsing can go on past it; false when
+/// there is nothing to remove (the error is about the whole file).
+fn remove_path(table: &mut toml::de::DeTable<'_>, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [key] => table.remove(key.as_str()).is_some(),
+        [key, rest @ ..] => match table.get_mut(key.as_str()).map(|value| value.get_mut()) {
+            Some(toml::de::DeValue::Table(inner)) => remove_path(inner, rest),
+            _ => table.remove(key.as_str()).is_some(),
+        },
+    }
 }
 
 /// `line L, column C` (both from 1) of a byte offset.

@@ -63,6 +63,10 @@ pub struct RawBucketTrigger {
     /// Notifications: the address the HTTP endpoint listens on (default `127.0.0.1:9400`);
     /// not with `[trigger.bucket.amqp]` or `[trigger.bucket.kafka]`.
     pub listen: Option<String>,
+    /// Notifications: the shared token the HTTP endpoint requires, as a `${NAME}`
+    /// reference (`Authorization: Bearer <token>`, or `?token=<token>` in the endpoint
+    /// URL); default none: any request is accepted.
+    pub token: Option<String>,
     /// Notifications: read them from an AMQP queue instead of the HTTP endpoint; the same
     /// fields as `[trigger.amqp]`.
     pub amqp: Option<RawAmqpTrigger>,
@@ -135,6 +139,7 @@ pub struct RawAmqpTrigger {
     pub routing_keys: Option<Vec<String>>,
     /// Most unacknowledged deliveries the broker sends at once, 1 to 65535 (default
     /// 10000); must cover what arrives within `output.max_file_age`.
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub prefetch: Option<i64>,
 }
 
@@ -159,6 +164,7 @@ pub struct RawFunction {
     /// a cgroup memory limit where cgroups are usable, else an address-space limit.
     pub memory: Option<RawSize>,
     /// Open-file limit per instance (default 1024, 16 to 1048576).
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub open_files: Option<i64>,
     /// CPU-time limit per instance, e.g. `"10m"` (default unlimited).
     pub cpu_time: Option<RawDuration>,
@@ -166,6 +172,7 @@ pub struct RawFunction {
     pub max_output: Option<RawSize>,
     /// Most processes, threads included, an instance may run at once (default 256, 1 to
     /// 65536); enforced where cgroups are usable.
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub max_processes: Option<i64>,
     /// Whether the function may use the network (default false: a network namespace with
     /// only loopback, where the kernel allows).
@@ -175,6 +182,7 @@ pub struct RawFunction {
     #[serde(default)]
     pub env: RawOptions,
     /// Attempts per batch, first try included (default 3, 1 to 100).
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub max_attempts: Option<i64>,
     /// Wait before the second attempt, doubled each attempt (default 1s).
     pub retry_backoff: Option<RawDuration>,
@@ -192,6 +200,7 @@ pub struct RawFunction {
 #[serde(deny_unknown_fields)]
 pub struct RawBatch {
     /// Most records per batch (default 1000, 1 to 1000000).
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub max_records: Option<i64>,
     /// Most bytes of message values per batch (default 8MiB, 1KiB to 1GiB).
     pub max_bytes: Option<RawSize>,
@@ -204,8 +213,10 @@ pub struct RawBatch {
 #[serde(deny_unknown_fields)]
 pub struct RawScaling {
     /// Instances kept running even when idle (default 0).
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub min_instances: Option<i64>,
     /// Most instances at once (default 1, 1 to 256, at least `min_instances`).
+    #[serde(default, deserialize_with = "saturating_integer")]
     pub max_instances: Option<i64>,
     /// How long an idle instance above `min_instances` is kept (default 30s).
     pub idle_timeout: Option<RawDuration>,
@@ -329,12 +340,47 @@ impl<'de> Deserialize<'de> for RawSize {
             fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawSize, E> {
                 Ok(RawSize::Bytes(i64::try_from(value).unwrap_or(i64::MAX)))
             }
+            fn visit_i128<E: de::Error>(self, value: i128) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(saturate(value)))
+            }
+            fn visit_u128<E: de::Error>(self, value: u128) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<RawSize, E> {
                 Ok(RawSize::Text(value.to_string()))
             }
         }
         deserializer.deserialize_any(SizeVisitor)
     }
+}
+
+/// An integer field: a number beyond `i64` becomes `i64::MAX` (or `MIN`), so validation
+/// reports it against the field's own range like any other out-of-range value.
+fn saturating_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    struct IntegerVisitor;
+    impl Visitor<'_> for IntegerVisitor {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
+            Ok(i64::try_from(value).unwrap_or(i64::MAX))
+        }
+        fn visit_i128<E: de::Error>(self, value: i128) -> Result<i64, E> {
+            Ok(saturate(value))
+        }
+        fn visit_u128<E: de::Error>(self, value: u128) -> Result<i64, E> {
+            Ok(i64::try_from(value).unwrap_or(i64::MAX))
+        }
+    }
+    deserializer.deserialize_any(IntegerVisitor).map(Some)
+}
+
+fn saturate(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// A string → string table, in file order. Numbers and booleans are accepted as text, and

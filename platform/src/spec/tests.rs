@@ -306,6 +306,7 @@ fn load_job_reads_the_folder_and_names_a_missing_file() {
     assert!(error.to_string().contains("job.toml: not found"), "{error}");
 
     std::fs::write(dir.path().join("job.toml"), MINIMAL).expect("write job.toml");
+    std::fs::write(dir.path().join("transform.py"), "").expect("write the script");
     let job = load_job(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(job.dir, dir.path());
     assert_eq!(
@@ -461,4 +462,6 @@ fn unknown_trigger_kind_is_rejected() {
 
 mod amqp;
 mod dead_letter;
+mod fuzz;
+mod hostile;
 mod invalid;

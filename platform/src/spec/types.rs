@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::secret::{RedactedOptions, Secrets, redact_userinfo};
 use crate::output::schema::OutputSchema;
 
-/// A job, validated.
-#[derive(Debug, Clone)]
+/// A job, validated. `Debug` masks every secret of the job, wherever it is.
+#[derive(Clone)]
 pub struct JobSpec {
     /// `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
     pub name: String,
@@ -22,6 +23,39 @@ pub struct JobSpec {
     /// Where dead letters go; `None`: NDJSON objects under
     /// `<output.url>/_sluice/dead_letters`.
     pub dead_letter: Option<DeadLetterSpec>,
+    /// Every secret value of the job (from secret-looking `${NAME}` references, URL
+    /// passwords, secret-looking option keys); text shown to anyone passes through
+    /// [`JobSpec::redact`].
+    pub secrets: Secrets,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The parts mask by key or type; a secret under an innocent name (a function
+        // variable `X = "${DB_SECRET}"`) is caught by scrubbing the whole text.
+        let text = format!(
+            "JobSpec {{ name: {:?}, dir: {:?}, trigger: {:?}, function: {:?}, batch: {:?}, \
+             scaling: {:?}, output: {:?}, dead_letter: {:?}, secrets: {:?} }}",
+            self.name,
+            self.dir,
+            self.trigger,
+            self.function,
+            self.batch,
+            self.scaling,
+            self.output,
+            self.dead_letter,
+            self.secrets
+        );
+        f.write_str(&self.secrets.redact_values(&text))
+    }
+}
+
+impl JobSpec {
+    /// `text` with the job's secrets and any URL userinfo masked; for messages, logs and
+    /// status.
+    pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.secrets.redact(text)
+    }
 }
 
 /// `[dead_letter]`: one destination.
@@ -35,8 +69,8 @@ pub enum DeadLetterSpec {
     Amqp(AmqpDeadLetterSpec),
 }
 
-/// `[dead_letter.kafka]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[dead_letter.kafka]`. `Debug` masks secret options.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaDeadLetterSpec {
     /// Bootstrap servers, `${ENV}` expanded (the Kafka trigger's when not given).
     pub brokers: String,
@@ -56,6 +90,17 @@ pub struct AmqpDeadLetterSpec {
     pub queue: String,
     /// Declare the queue (durable) before publishing.
     pub declare: bool,
+}
+
+impl std::fmt::Debug for KafkaDeadLetterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaDeadLetterSpec")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("options", &RedactedOptions(&self.options))
+            .finish()
+    }
 }
 
 impl AmqpDeadLetterSpec {
@@ -100,15 +145,20 @@ pub enum BucketDiscovery {
 /// Where a bucket trigger in notification mode receives S3 event notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotificationFeedSpec {
-    /// POSTed to an HTTP endpoint Sluice serves on `listen`.
-    Webhook { listen: std::net::SocketAddr },
+    /// POSTed to an HTTP endpoint Sluice serves on `listen`; with a token, only requests
+    /// carrying it (`Authorization: Bearer <token>`, or `?token=<token>`) are accepted.
+    Webhook {
+        listen: std::net::SocketAddr,
+        token: Option<super::secret::Secret>,
+    },
     /// Published on an AMQP queue (`[trigger.bucket.amqp]`).
     Amqp(AmqpTriggerSpec),
     /// Published on a Kafka topic (`[trigger.bucket.kafka]`).
     Kafka(KafkaTriggerSpec),
 }
 
-#[derive(Debug, Clone)]
+/// `[trigger.bucket]`. `Debug` masks secret options.
+#[derive(Clone)]
 pub struct BucketTriggerSpec {
     /// `file://`, `s3://` or `memory://` URL of the input prefix.
     pub url: String,
@@ -123,13 +173,27 @@ pub struct BucketTriggerSpec {
     pub options: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for BucketTriggerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketTriggerSpec")
+            .field("url", &redact_userinfo(&self.url))
+            .field("discovery", &self.discovery)
+            .field("format", &self.format)
+            .field("compression", &self.compression)
+            .field("poll_interval", &self.poll_interval)
+            .field("options", &RedactedOptions(&self.options))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPosition {
     Earliest,
     Latest,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[trigger.kafka]`. `Debug` masks secret options.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaTriggerSpec {
     /// Bootstrap servers, `host:port[,host:port…]`, with `${ENV}` already expanded.
     pub brokers: String,
@@ -139,6 +203,18 @@ pub struct KafkaTriggerSpec {
     pub start: StartPosition,
     /// Extra librdkafka properties (`[trigger.kafka.options]`), `${ENV}` expanded.
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaTriggerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTriggerSpec")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("start", &self.start)
+            .field("options", &RedactedOptions(&self.options))
+            .finish()
+    }
 }
 
 /// `[trigger.amqp]`. `Debug` hides the URL's password.
@@ -199,7 +275,8 @@ pub enum InputMode {
     Envelope,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// `[function]`. `Debug` masks environment values whose name looks secret.
+#[derive(Clone, PartialEq)]
 pub struct FunctionSpec {
     /// Program and arguments; a relative program path resolves against the job folder.
     pub command: Vec<String>,
@@ -239,6 +316,29 @@ pub struct FunctionSpec {
     pub preload: Vec<String>,
 }
 
+impl std::fmt::Debug for FunctionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionSpec")
+            .field("command", &self.command)
+            .field("mode", &self.mode)
+            .field("encoding", &self.encoding)
+            .field("input", &self.input)
+            .field("timeout", &self.timeout)
+            .field("memory", &self.memory)
+            .field("open_files", &self.open_files)
+            .field("cpu_time", &self.cpu_time)
+            .field("max_output", &self.max_output)
+            .field("max_processes", &self.max_processes)
+            .field("network", &self.network)
+            .field("env", &RedactedOptions(&self.env))
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("max_record_age", &self.max_record_age)
+            .field("preload", &self.preload)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSpec {
     pub max_records: usize,
@@ -274,7 +374,8 @@ pub enum Compression {
     None,
 }
 
-#[derive(Debug, Clone)]
+/// `[output]`. `Debug` masks secret options.
+#[derive(Clone)]
 pub struct OutputSpec {
     /// `file://`, `s3://` or `memory://` URL of the output prefix.
     pub url: String,
@@ -288,4 +389,18 @@ pub struct OutputSpec {
     pub max_file_age: Duration,
     /// Store options (`endpoint`, `region`, `access_key_id`, …), `${ENV}` expanded.
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for OutputSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputSpec")
+            .field("url", &self.url)
+            .field("partition_by", &self.partition_by)
+            .field("schema", &self.schema)
+            .field("compression", &self.compression)
+            .field("max_file_size", &self.max_file_size)
+            .field("max_file_age", &self.max_file_age)
+            .field("options", &RedactedOptions(&self.options))
+            .finish()
+    }
 }

@@ -21,7 +21,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         );
     }
     humantime::parse_duration(text).map_err(|error| {
-        format!("invalid duration {text:?} ({error}); write a number with a unit, e.g. \"30s\", \"1m30s\" or \"500ms\"")
+        let text = super::secret::shown(text);
+        format!("invalid duration {text} ({error}); write a number with a unit, e.g. \"30s\", \"1m30s\" or \"500ms\"")
     })
 }
 
@@ -33,15 +34,24 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if !starts_with_digit {
         return Err(size_syntax_error(text));
     }
-    trimmed
+    let bytes = trimmed
         .parse::<ByteSize>()
         .map(|size| size.as_u64())
-        .map_err(|_| size_syntax_error(text))
+        .map_err(|_| size_syntax_error(text))?;
+    if bytes == u64::MAX {
+        // The parser saturates: the size was at least this large.
+        return Err(format!(
+            "size {} is too large; sizes go up to 16EiB",
+            super::secret::shown(text)
+        ));
+    }
+    Ok(bytes)
 }
 
 fn size_syntax_error(text: &str) -> String {
+    let text = super::secret::shown(text);
     format!(
-        "invalid size {text:?}; write bytes as an integer or a number with a unit, e.g. \"512MiB\", \"10MB\" or 1024"
+        "invalid size {text}; write bytes as an integer or a number with a unit, e.g. \"512MiB\", \"10MB\" or 1024"
     )
 }
 
@@ -87,6 +97,29 @@ pub fn is_env_reference(value: &str) -> bool {
         .is_some_and(is_env_name)
 }
 
+/// The names of the well-formed `${NAME}` references in `value` (`$$` escapes skipped).
+pub fn env_references(value: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = value;
+    while let Some(dollar) = rest.find('$') {
+        let after = &rest[dollar + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{')
+            && let Some(close) = body.find('}')
+        {
+            let name = &body[..close];
+            if is_env_name(name) {
+                names.push(name);
+            }
+            rest = &body[close + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    names
+}
+
 /// Expands `${NAME}` references from `env`; `$$` stands for a literal `$`. Any other `$`
 /// is an error, so a typo never passes through unexpanded.
 pub fn expand_env(
@@ -109,8 +142,9 @@ pub fn expand_env(
             })?;
             let name = &body[..close];
             if !is_env_name(name) {
+                let name = super::secret::shown(name);
                 return Err(ExpandError::Syntax(format!(
-                    "invalid environment variable name {name:?} in ${{...}}; names match [A-Za-z_][A-Za-z0-9_]*"
+                    "invalid environment variable name {name} in ${{...}}; names match [A-Za-z_][A-Za-z0-9_]*"
                 )));
             }
             let resolved =
@@ -158,6 +192,10 @@ mod tests {
         assert!(parse_size("big").is_err());
         assert!(parse_size("-5MiB").is_err());
         assert!(parse_size("12parsecs").is_err());
+        assert!(
+            parse_size("99999999999999EiB").is_err(),
+            "saturated, not unlimited"
+        );
     }
 
     #[test]
@@ -193,6 +231,12 @@ mod tests {
             expand_env("cost $5", &env),
             Err(ExpandError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn references_are_listed() {
+        assert_eq!(env_references("${A}:${B_1}$${C}x${"), ["A", "B_1"]);
+        assert!(env_references("plain").is_empty());
     }
 
     #[test]

@@ -12,16 +12,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::checker::{Checker, DAY, GIB, HOUR, KIB, MIB, MINUTE, SECOND};
+use super::checker::{Checker, DAY, GIB, HOUR, KIB, MIB, MINUTE, SECOND, TIB};
 use super::error::SpecErrors;
 use super::raw::{
     RawBatch, RawFunction, RawJob, RawKafkaTrigger, RawOptions, RawScaling, RawTrigger,
 };
+use super::secret::shown;
 use super::types::{
     BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, JobSpec, KafkaTriggerSpec,
     Ordering, ScalingSpec, StartPosition, TriggerSpec,
 };
 use super::units::is_env_name;
+use sluice_connectors::kafka::MANAGED_OPTIONS;
 
 /// Trigger kinds the file format knows and this build supports.
 const SUPPORTED_TRIGGERS: &str = "kafka, amqp, bucket";
@@ -41,6 +43,7 @@ pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec,
     let mut checker = Checker {
         context,
         errors: Vec::new(),
+        secrets: Default::default(),
     };
     let name = checker.name(raw.name.as_deref());
     let trigger = checker.trigger(raw.trigger.as_ref(), name.as_deref());
@@ -63,6 +66,7 @@ pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec,
                 scaling,
                 output,
                 dead_letter,
+                secrets: checker.secrets,
             })
         }
         _ => Err(SpecErrors(checker.errors)),
@@ -84,8 +88,9 @@ impl Checker<'_> {
             self.error(
                 "name",
                 format!(
-                    "invalid job name {name:?}; allowed: lowercase letters, digits, '_' and '-', \
-                     starting with a letter or digit, at most 63 characters"
+                    "invalid job name {}; allowed: lowercase letters, digits, '_' and '-', \
+                     starting with a letter or digit, at most 63 characters",
+                    shown(name)
                 ),
             );
             return None;
@@ -178,24 +183,26 @@ impl Checker<'_> {
                 self.error(
                     "trigger.kafka.topic",
                     format!(
-                        "invalid topic {topic:?}; allowed: letters, digits, '.', '_' and '-', \
-                         at most 249 characters, not \".\" or \"..\""
+                        "invalid topic {}; allowed: letters, digits, '.', '_' and '-', \
+                         at most 249 characters, not \".\" or \"..\"",
+                        shown(topic)
                     ),
                 );
                 None
             }
         };
         let group = match raw.group.as_deref() {
-            Some(group) if group.trim().is_empty() => {
-                self.error(
-                    "trigger.kafka.group",
-                    "empty consumer group; omit it to use sluice-<name>",
-                );
-                None
-            }
-            Some(group) => Some(group.to_string()),
+            Some(group) => self.group_name("trigger.kafka.group", group, "sluice-<name>"),
             None => job_name.map(|name| format!("sluice-{name}")),
         };
+        for key in raw.options.0.iter().map(|(key, _)| key) {
+            if MANAGED_OPTIONS.contains(&key.as_str()) {
+                self.error(
+                    format!("trigger.kafka.options.{key}"),
+                    "set by sluice (from brokers, group and start, or fixed so offsets are committed only after the output is durable); remove it",
+                );
+            }
+        }
         let start = self.choice(
             "trigger.kafka.start",
             raw.start.as_deref(),
@@ -216,6 +223,29 @@ impl Checker<'_> {
         })
     }
 
+    /// Checks a consumer group name: not empty, no control characters, at most 249
+    /// bytes (what brokers accept).
+    pub(super) fn group_name(&mut self, field: &str, group: &str, default: &str) -> Option<String> {
+        if group.trim().is_empty() {
+            self.error(
+                field,
+                format!("empty consumer group; omit it to use {default}"),
+            );
+            return None;
+        }
+        if group.chars().any(char::is_control) || group.len() > 249 {
+            self.error(
+                field,
+                format!(
+                    "invalid consumer group {}; allowed: at most 249 bytes without control characters (NUL, newline, …)",
+                    shown(group)
+                ),
+            );
+            return None;
+        }
+        Some(group.to_string())
+    }
+
     /// Checks `host:port[,host:port…]` and returns it without stray spaces.
     pub(super) fn brokers(&mut self, field: &str, brokers: &str) -> Option<String> {
         let entries: Vec<&str> = brokers.split(',').map(str::trim).collect();
@@ -227,7 +257,7 @@ impl Checker<'_> {
         if !well_formed {
             self.error(
                 field,
-                format!("invalid brokers {brokers:?}; allowed: host:port[,host:port...], e.g. \"localhost:9092\""),
+                format!("invalid brokers {}; allowed: host:port[,host:port...], e.g. \"localhost:9092\"", shown(brokers)),
             );
             return None;
         }
@@ -261,7 +291,10 @@ impl Checker<'_> {
                 );
                 None
             }
-            Some(command) => Some(command.clone()),
+            Some(command) => {
+                self.program(command);
+                Some(command.clone())
+            }
         };
         let mode = self.choice(
             "function.mode",
@@ -297,7 +330,12 @@ impl Checker<'_> {
             Duration::from_millis(1),
             HOUR,
         );
-        let memory = self.size("function.memory", raw.memory.as_ref(), 16 * MIB, None);
+        let memory = self.size(
+            "function.memory",
+            raw.memory.as_ref(),
+            16 * MIB,
+            Some(4 * TIB),
+        );
         let open_files = self.integer("function.open_files", raw.open_files, 1024, 16, 1_048_576);
         let cpu_time = raw.cpu_time.as_ref().map(|cpu_time| {
             self.duration(
@@ -309,7 +347,12 @@ impl Checker<'_> {
             )
         });
         let max_output = self
-            .size("function.max_output", raw.max_output.as_ref(), KIB, None)
+            .size(
+                "function.max_output",
+                raw.max_output.as_ref(),
+                KIB,
+                Some(64 * GIB),
+            )
             .unwrap_or(256 * MIB);
         let max_processes =
             self.integer("function.max_processes", raw.max_processes, 256, 1, 65_536);

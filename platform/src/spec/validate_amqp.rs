@@ -11,8 +11,21 @@ use sluice_connectors::amqp::{DEFAULT_PREFETCH, parse_broker_url};
 
 use super::checker::Checker;
 use super::raw::RawAmqpTrigger;
+use super::secret::shown;
 use super::types::AmqpTriggerSpec;
 use super::units::is_env_reference;
+
+/// Query parameters the AMQP client understands.
+const URL_PARAMETERS: &[&str] = &[
+    "heartbeat",
+    "channel_max",
+    "frame_max",
+    "connection_timeout",
+    "auth_mechanism",
+];
+
+/// Values of the `auth_mechanism` parameter.
+const AUTH_MECHANISMS: &[&str] = &["plain", "amqplain", "anonymous", "external"];
 
 /// Longest queue, exchange or routing key AMQP allows (a short string), in bytes.
 const MAX_NAME_BYTES: usize = 255;
@@ -84,6 +97,17 @@ impl Checker<'_> {
             }
         }
         let url = self.expand(field, raw)?;
+        if let Ok(parsed) = url::Url::parse(&url)
+            && let Some(password) = parsed.password()
+        {
+            self.secrets.insert(password);
+            if let Ok(decoded) = percent_decode(password) {
+                self.secrets.insert(&decoded);
+            }
+        }
+        if !self.amqp_url_parameters(field, &url) {
+            return None;
+        }
         match parse_broker_url(&url) {
             Ok(_) => Some(url),
             Err(SourceError::Config { message, .. }) => {
@@ -97,6 +121,57 @@ impl Checker<'_> {
         }
     }
 
+    /// Checks the URL's query parameters (what the client understands, with values in
+    /// range); each error names the parameter. False when any is wrong.
+    fn amqp_url_parameters(&mut self, field: &str, url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url) else {
+            // Reported by the URL check that follows.
+            return true;
+        };
+        let mut valid = true;
+        for (key, value) in parsed.query_pairs() {
+            let problem = match key.as_ref() {
+                "heartbeat" | "channel_max" => value
+                    .parse::<u16>()
+                    .err()
+                    .map(|_| format!("a whole number from 0 to {}", u16::MAX)),
+                "frame_max" => value
+                    .parse::<u32>()
+                    .err()
+                    .map(|_| format!("a whole number from 0 to {}", u32::MAX)),
+                "connection_timeout" => value
+                    .parse::<u64>()
+                    .err()
+                    .map(|_| "a whole number of milliseconds".to_owned()),
+                "auth_mechanism" => (!AUTH_MECHANISMS.contains(&value.as_ref()))
+                    .then(|| format!("one of {}", AUTH_MECHANISMS.join(", "))),
+                _ => {
+                    self.error(
+                        field,
+                        format!(
+                            "unknown URL parameter {}; allowed: {}",
+                            shown(&key),
+                            URL_PARAMETERS.join(", ")
+                        ),
+                    );
+                    valid = false;
+                    continue;
+                }
+            };
+            if let Some(allowed) = problem {
+                self.error(
+                    field,
+                    format!(
+                        "URL parameter {key}: invalid value {}; allowed: {allowed}",
+                        shown(&value)
+                    ),
+                );
+                valid = false;
+            }
+        }
+        valid
+    }
+
     pub(super) fn amqp_queue(&mut self, field: &str, queue: &str, declare: bool) -> Option<String> {
         if queue.is_empty() {
             self.error(field, "empty queue name; name the queue");
@@ -106,7 +181,8 @@ impl Checker<'_> {
             self.error(
                 field,
                 format!(
-                    "{queue:?} cannot be declared: names starting with \"amq.\" are reserved by the broker"
+                    "{} cannot be declared: names starting with \"amq.\" are reserved by the broker",
+                    super::secret::shown(queue)
                 ),
             );
             return None;
@@ -149,6 +225,30 @@ impl Checker<'_> {
         }
         true
     }
+}
+
+/// A percent-encoded URL part, decoded (a password written `p%40ss` is sent as `p@ss`).
+fn percent_decode(text: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let decoded = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
 }
 
 /// The userinfo of a URL as written (before `${NAME}` expansion), if it has one.

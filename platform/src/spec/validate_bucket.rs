@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use super::checker::{Checker, DAY};
 use super::raw::RawBucketTrigger;
+use super::secret::Secret;
 use super::types::{
     BucketDiscovery, BucketTriggerSpec, InputCompression, InputFormat, NotificationFeedSpec,
 };
+use super::units::is_env_reference;
 
 impl Checker<'_> {
     pub(super) fn bucket(
@@ -30,6 +32,7 @@ impl Checker<'_> {
             None | Some("listing") => {
                 for (field, set) in [
                     ("listen", raw.listen.is_some()),
+                    ("token", raw.token.is_some()),
                     ("events", raw.events.is_some()),
                     ("prefix", raw.prefix.is_some()),
                     ("suffix", raw.suffix.is_some()),
@@ -49,7 +52,10 @@ impl Checker<'_> {
             Some(other) => {
                 self.error(
                     "trigger.bucket.mode",
-                    format!("unknown mode {other:?}; allowed: \"listing\", \"notifications\""),
+                    format!(
+                        "unknown mode {}; allowed: \"listing\", \"notifications\"",
+                        super::secret::shown(other)
+                    ),
                 );
                 None
             }
@@ -162,13 +168,17 @@ impl Checker<'_> {
                 .map(NotificationFeedSpec::Kafka)
             }
             (None, None) => {
+                let token = self.webhook_token(raw.token.as_deref());
                 let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:9400");
                 match listen.parse() {
-                    Ok(listen) => Some(NotificationFeedSpec::Webhook { listen }),
+                    Ok(listen) => Some(NotificationFeedSpec::Webhook {
+                        listen,
+                        token: token?,
+                    }),
                     Err(_) => {
                         self.error(
                             "trigger.bucket.listen",
-                            format!("{listen:?} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\""),
+                            format!("{} is not an address; write ip:port, e.g. \"127.0.0.1:9400\" or \"0.0.0.0:9400\"", super::secret::shown(listen)),
                         );
                         None
                     }
@@ -178,12 +188,44 @@ impl Checker<'_> {
     }
 
     fn feed_without_listen(&mut self, raw: &RawBucketTrigger, feed: &str) {
-        if raw.listen.is_some() {
-            self.error(
-                "trigger.bucket.listen",
-                format!("only used for the HTTP endpoint; notifications come from [trigger.bucket.{feed}], so omit listen"),
-            );
+        for (field, set) in [
+            ("listen", raw.listen.is_some()),
+            ("token", raw.token.is_some()),
+        ] {
+            if set {
+                self.error(
+                    format!("trigger.bucket.{field}"),
+                    format!("only used for the HTTP endpoint; notifications come from [trigger.bucket.{feed}], so omit {field}"),
+                );
+            }
         }
+    }
+
+    /// The endpoint's token: a `${NAME}` reference to a value of at least 16 characters.
+    /// `Some(None)`: no token; `None`: an error was recorded.
+    fn webhook_token(&mut self, raw: Option<&str>) -> Option<Option<Secret>> {
+        const FIELD: &str = "trigger.bucket.token";
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        if !is_env_reference(raw) {
+            self.error(
+                FIELD,
+                "holds a secret, which must come from the environment: write it as a reference such as \"${WEBHOOK_TOKEN}\"",
+            );
+            return None;
+        }
+        let token = self.expand(FIELD, raw)?;
+        self.secrets.insert(&token);
+        if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.error(
+                FIELD,
+                "the token is too weak or malformed; allowed: at least 16 characters without spaces or control characters",
+            );
+            return None;
+        }
+        Some(Some(Secret::new(token)))
     }
 
     /// Runs a section's checks for a table nested elsewhere, so its errors name the
@@ -262,7 +304,8 @@ schema = {{ id = "int64" }}
             bucket.discovery,
             crate::spec::BucketDiscovery::Notifications {
                 feed: crate::spec::NotificationFeedSpec::Webhook {
-                    listen: "0.0.0.0:9500".parse().unwrap()
+                    listen: "0.0.0.0:9500".parse().unwrap(),
+                    token: None,
                 },
                 events: vec!["ObjectCreated:".into()],
                 prefix: String::new(),

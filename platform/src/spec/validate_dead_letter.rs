@@ -89,8 +89,9 @@ impl Checker<'_> {
                 self.error(
                     "dead_letter.kafka.topic",
                     format!(
-                        "invalid topic {topic:?}; allowed: letters, digits, '.', '_' and '-', \
-                         at most 249 characters, not \".\" or \"..\""
+                        "invalid topic {}; allowed: letters, digits, '.', '_' and '-', \
+                         at most 249 characters, not \".\" or \"..\"",
+                        super::secret::shown(topic)
                     ),
                 );
                 None
@@ -106,14 +107,11 @@ impl Checker<'_> {
             );
         }
         let group = match raw.group.as_deref() {
-            Some(group) if group.trim().is_empty() => {
-                self.error(
-                    "dead_letter.kafka.group",
-                    "empty consumer group; omit it to use sluice-<name>-dead-letters",
-                );
-                None
-            }
-            Some(group) => Some(group.to_owned()),
+            Some(group) => self.group_name(
+                "dead_letter.kafka.group",
+                group,
+                "sluice-<name>-dead-letters",
+            ),
             None => job_name.map(|name| format!("sluice-{name}-dead-letters")),
         };
         for key in raw.options.0.iter().map(|(key, _)| key) {

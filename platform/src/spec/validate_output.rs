@@ -4,8 +4,9 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::checker::{Checker, DAY, KIB, MIB, SECOND};
+use super::checker::{Checker, DAY, GIB, KIB, MIB, SECOND};
 use super::raw::RawOutput;
+use super::secret::shown;
 use super::types::{Compression, OutputSpec};
 use crate::output::schema::OutputSchema;
 
@@ -48,7 +49,7 @@ impl Checker<'_> {
                 "output.max_file_size",
                 raw.max_file_size.as_ref(),
                 KIB,
-                None,
+                Some(64 * GIB),
             )
             .unwrap_or(128 * MIB);
         let max_file_age = self.duration(
@@ -75,6 +76,14 @@ impl Checker<'_> {
     /// store URL a job declares (`output.url`, `dead_letter.url`).
     pub(super) fn store_url(&mut self, field: &str, url: &str) -> Option<String> {
         let allowed = "allowed: s3://bucket/prefix, file:///absolute/path, memory://name, or a folder path such as \"./out\"";
+        if has_userinfo(url) {
+            // Never echoed: the userinfo is an access key and its secret.
+            self.error(
+                field,
+                "holds credentials in the URL (user:password@); remove them and set access_key_id and secret_access_key = \"${NAME}\" in the options table",
+            );
+            return None;
+        }
         let Some((scheme, _)) = url.split_once("://") else {
             if url.trim().is_empty() {
                 self.error(field, format!("empty url; {allowed}"));
@@ -86,7 +95,7 @@ impl Checker<'_> {
                 Err(()) => {
                     self.error(
                         field,
-                        format!("cannot turn {url:?} into a file URL; {allowed}"),
+                        format!("cannot turn {} into a file URL; {allowed}", shown(url)),
                     );
                     None
                 }
@@ -101,7 +110,7 @@ impl Checker<'_> {
                 None => {
                     self.error(
                         field,
-                        format!("invalid file URL {url:?}; write file:///absolute/path, or a plain folder path"),
+                        format!("invalid file URL {}; write file:///absolute/path, or a plain folder path", shown(url)),
                     );
                     None
                 }
@@ -113,7 +122,7 @@ impl Checker<'_> {
                 _ => {
                     self.error(
                         field,
-                        format!("invalid S3 URL {url:?}; write s3://bucket/prefix"),
+                        format!("invalid S3 URL {}; write s3://bucket/prefix", shown(url)),
                     );
                     None
                 }
@@ -123,7 +132,10 @@ impl Checker<'_> {
                 Err(error) => {
                     self.error(
                         field,
-                        format!("invalid memory URL {url:?} ({error}); write memory://name"),
+                        format!(
+                            "invalid memory URL {} ({error}); write memory://name",
+                            shown(url)
+                        ),
                     );
                     None
                 }
@@ -131,12 +143,15 @@ impl Checker<'_> {
             "gs" | "gcs" | "az" | "azure" | "abfs" | "abfss" => {
                 self.error(
                     field,
-                    format!("{scheme}:// is not supported yet in this build; supported: s3://, file://, memory://, or a folder path"),
+                    format!("{}:// is not supported yet in this build; supported: s3://, file://, memory://, or a folder path", shown(scheme)),
                 );
                 None
             }
             _ => {
-                self.error(field, format!("unsupported scheme {scheme:?}; {allowed}"));
+                self.error(
+                    field,
+                    format!("unsupported scheme {}; {allowed}", shown(scheme)),
+                );
                 None
             }
         }
@@ -184,19 +199,36 @@ impl Checker<'_> {
             .iter()
             .flat_map(|schema| schema.0.iter().map(|(name, _)| name.as_str()))
             .collect();
+        let type_of = |column: &str| {
+            raw.schema
+                .iter()
+                .flat_map(|schema| schema.0.iter())
+                .find_map(|(name, declaration)| {
+                    (name == column).then(|| declaration.split_whitespace().next().unwrap_or(""))
+                })
+        };
         let mut seen: Vec<&str> = Vec::new();
         for column in partition_by {
             if seen.contains(&column.as_str()) {
                 self.error(
                     "output.partition_by",
-                    format!("column {column:?} is listed twice"),
+                    format!("column {} is listed twice", shown(column)),
                 );
             } else if raw.schema.is_some() && !declared.contains(&column.as_str()) {
                 self.error(
                     "output.partition_by",
                     format!(
-                        "column {column:?} is not declared in output.schema; allowed: {}",
+                        "column {} is not declared in output.schema; allowed: {}",
+                        shown(column),
                         declared.join(", ")
+                    ),
+                );
+            } else if let Some(kind @ ("binary" | "float32" | "float64")) = type_of(column) {
+                self.error(
+                    "output.partition_by",
+                    format!(
+                        "column {} is {kind}, which cannot name a folder (bytes are not a path; floats have no exact text); allowed: bool, integer, utf8, date32 and timestamp columns",
+                        shown(column)
                     ),
                 );
             }
@@ -210,6 +242,14 @@ impl Checker<'_> {
         }
         partition_by.clone()
     }
+}
+
+/// Whether a `scheme://…` URL carries userinfo (`user[:password]@`) before its host.
+fn has_userinfo(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(_, rest)| {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        rest[..authority_end].contains('@')
+    })
 }
 
 /// Removes `.` and resolves `..` components without touching the file system (the folder

@@ -77,16 +77,17 @@ impl Checker<'_> {
         }
         let mut seen = BTreeSet::new();
         for module in modules {
+            let quoted = super::secret::shown(module);
             if !is_module_name(module) {
                 self.error(
                     FIELD,
                     format!(
-                        "{module:?} is not a Python module name; allowed: dotted names of letters, digits and '_', e.g. \"pyarrow.parquet\""
+                        "{quoted} is not a Python module name; allowed: dotted names of letters, digits and '_', e.g. \"pyarrow.parquet\""
                     ),
                 );
                 valid = false;
             } else if !seen.insert(module.as_str()) {
-                self.error(FIELD, format!("{module:?} is listed twice"));
+                self.error(FIELD, format!("{quoted} is listed twice"));
                 valid = false;
             }
         }

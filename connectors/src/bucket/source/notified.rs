@@ -56,13 +56,23 @@ impl BucketSource {
         let job = self.config.job.clone();
         info!(job = %job, feed = %feed.describe(), spooled = recovered, done = self.cursor.len(), "bucket source waiting for notifications");
         let address = match *feed {
-            NotificationFeed::Webhook { listen } => Some(
-                webhook::serve(job, listen, filter, spool.clone(), sender, stop.clone())
-                    .await
-                    .map_err(|e| SourceError::Config {
-                        connector: CONNECTOR,
-                        message: format!("cannot listen for notifications on {listen}: {e}"),
-                    })?,
+            NotificationFeed::Webhook { listen, token } => Some(
+                webhook::serve(
+                    webhook::Endpoint {
+                        job,
+                        filter,
+                        spool: spool.clone(),
+                        notices: sender,
+                        token,
+                    },
+                    listen,
+                    stop.clone(),
+                )
+                .await
+                .map_err(|e| SourceError::Config {
+                    connector: CONNECTOR,
+                    message: format!("cannot listen for notifications on {listen}: {e}"),
+                })?,
             ),
             NotificationFeed::Amqp(config) => {
                 let source = AmqpSource::connect(config).await?;
