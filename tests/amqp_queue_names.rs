@@ -102,14 +102,10 @@ async fn every_message_once_across_a_kill(name: &str) {
 
     // Second run: to the end.
     let mut second = Sluice::run(&env, &job, "second");
-    wait_for(
-        "the queue to drain",
-        Duration::from_secs(300),
-        async || {
-            second.assert_running();
-            admin.counts(&queue).await == (0, 1)
-        },
-    )
+    wait_for("the queue to drain", Duration::from_secs(300), async || {
+        second.assert_running();
+        admin.counts(&queue).await == (0, 1)
+    })
     .await;
     second.terminate();
     let status = second.wait(Duration::from_secs(30));

@@ -24,7 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_connectors::kafka::PartitionLog;
 use sluice_connectors::{
-    CheckpointDelta, Event, Origin, PositionRange, Source, SourceError, VecSource,
+    CheckpointDelta, Event, Origin, PositionRange, Source, SourceError, SplitId, VecSource,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -209,7 +209,10 @@ impl Source for MemberSource {
         }
         let offsets: BTreeMap<i32, i64> = delta
             .iter()
-            .filter_map(|(split, range)| Some((split.as_kafka()?.1, range.last + 1)))
+            .filter_map(|(split, range)| match split {
+                SplitId::Kafka { partition, .. } => Some((*partition, range.last + 1)),
+                _ => None,
+            })
             .collect();
         self.log.commit_offsets(&offsets).await?;
         if self.crash == Some(Crash::AfterOffsetCommit) {
