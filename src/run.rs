@@ -15,12 +15,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sluice_platform::commit::recover;
-use sluice_platform::pipeline::{JobRuntime, run_job_with};
+use sluice_platform::pipeline::{Job, JobRuntime};
 use sluice_platform::pool::node::NodeCapacity;
 use sluice_platform::spec::{JobSpec, load_job};
-use sluice_platform::status::{JobState, StatusBoard, http};
-use sluice_platform::trigger::{ConnectOptions, connect_source_with};
+use sluice_platform::status::{StatusBoard, http};
+use sluice_platform::trigger::ConnectOptions;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -89,28 +88,18 @@ async fn run_one(
     shutdown: CancellationToken,
     runtime: JobRuntime,
 ) -> anyhow::Result<()> {
-    let status = runtime.status.clone();
     info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.output.url, "starting job");
-    let started = async {
-        let recovered = recover(spec)
-            .await
-            .with_context(|| format!("job {}: recovering unfinished output", spec.name))?;
-        if !recovered.redone.is_empty() {
-            info!(job = %spec.name, ranges = ?recovered.redone, "finished ranges an earlier run left unfinished");
-        }
-        connect_source_with(spec, ConnectOptions { stop_when_idle: once })
-            .await
-            .with_context(|| format!("job {}: connecting the trigger", spec.name))
-    }
-    .await;
-    let source = match started {
-        Ok(source) => source,
-        Err(error) => {
-            status.set_state(JobState::Failed, Some(format!("{error:#}")));
-            return Err(error);
-        }
-    };
-    let stats = run_job_with(spec, source, shutdown, runtime)
+    let job = Job::open(
+        spec,
+        runtime,
+        ConnectOptions {
+            stop_when_idle: once,
+        },
+    )
+    .await
+    .with_context(|| format!("job {}", spec.name))?;
+    let stats = job
+        .run(shutdown)
         .await
         .with_context(|| format!("job {}", spec.name))?;
     info!(job = %spec.name, records = stats.records_in, rows = stats.rows_out, files = stats.files, "done");

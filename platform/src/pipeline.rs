@@ -42,10 +42,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::batcher::{Batch, Batcher};
-use crate::commit::{CommitError, Committer, kafka_topic};
-use crate::deadletter::{DeadLetterError, DeadLetterSink, dead_letter_location};
+use crate::commit::{CommitError, Committer};
+use crate::deadletter::{DeadLetterError, DeadLetterSink};
 use crate::function::FunctionRunner;
-use crate::output::store::{OutputLocation, StoreError, open_store};
+use crate::output::store::{OutputLocation, StoreError};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::pool::InstancePool;
 use crate::pool::node::NodeCapacity;
@@ -53,6 +53,7 @@ use crate::spec::{JobSpec, TriggerSpec};
 use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
+pub use job::{Job, JobOpenError, JobStopper};
 use message_ids::{MessageIdError, MessageIds};
 
 /// Why a job stopped with an error.
@@ -149,74 +150,10 @@ impl JobRuntime {
 }
 
 /// Runs `spec` over `source` until `shutdown` is cancelled (graceful: the open batches
-/// are finished, flushed and acknowledged) or a finite source is exhausted.
-///
-/// A Kafka job's output must have no unfinished range: run
-/// [`crate::commit::recover`] first (before the source joins its group), or this fails
-/// with [`CommitError::Unfinished`].
-pub async fn run_job(
-    spec: &JobSpec,
-    source: Box<dyn Source>,
-    shutdown: CancellationToken,
-) -> Result<JobStats, JobError> {
-    run_job_with(spec, source, shutdown, JobRuntime::for_job(spec)).await
-}
-
-/// [`run_job`] sharing a node capacity and publishing status through `runtime`.
-pub async fn run_job_with(
-    spec: &JobSpec,
-    source: Box<dyn Source>,
-    shutdown: CancellationToken,
-    runtime: JobRuntime,
-) -> Result<JobStats, JobError> {
-    let status = runtime.status.clone();
-    let result = async {
-        let location = open_store(&spec.output.url, &spec.output.options)?;
-        let dead_location = dead_letter_location(spec, &location)?;
-        let committer =
-            Committer::load(location.clone(), dead_location.clone(), kafka_topic(spec)).await?;
-        run_pipeline_with(
-            spec,
-            location,
-            dead_location,
-            source,
-            shutdown,
-            committer,
-            runtime,
-        )
-        .await
-    }
-    .await;
-    if let Err(error) = &result {
-        status.set_state(JobState::Failed, Some(error.to_string()));
-    }
-    result
-}
-
-/// [`run_job`] with its output locations and committer given: a normal run, or (with a
-/// redo committer and a source over one range) the redo of an unfinished range.
-pub(crate) async fn run_pipeline(
-    spec: &JobSpec,
-    location: OutputLocation,
-    dead_location: OutputLocation,
-    source: Box<dyn Source>,
-    shutdown: CancellationToken,
-    committer: Committer,
-) -> Result<JobStats, JobError> {
-    let runtime = JobRuntime::for_job(spec);
-    run_pipeline_with(
-        spec,
-        location,
-        dead_location,
-        source,
-        shutdown,
-        committer,
-        runtime,
-    )
-    .await
-}
-
-async fn run_pipeline_with(
+/// are finished, flushed and acknowledged) or a finite source is exhausted: the body of
+/// [`Job::run`]. Recovery's redo of an unfinished range runs through it too, with a redo
+/// committer and a source over that one range.
+async fn run_pipeline(
     spec: &JobSpec,
     location: OutputLocation,
     dead_location: OutputLocation,
@@ -509,6 +446,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod batch_runner;
 mod commit_sequence;
 mod dispatch;
+mod job;
 mod message_ids;
 mod scheduling;
 

@@ -28,13 +28,10 @@ pub struct ConnectOptions {
 }
 
 /// Connects the job's source. Nothing is consumed until the pipeline asks for events.
-/// For a Kafka job, run [`crate::commit::recover`] first: the source joins the group and
-/// resumes from its committed offsets, which recovery completes.
-pub async fn connect_source(spec: &JobSpec) -> Result<Box<dyn Source>, SourceError> {
-    connect_source_with(spec, ConnectOptions::default()).await
-}
-
-pub async fn connect_source_with(
+/// For a Kafka job, run [`crate::commit::recover`] first (as [`crate::pipeline::Job::open`]
+/// does): the source joins the group and resumes from its committed offsets, which
+/// recovery completes.
+pub async fn connect_source(
     spec: &JobSpec,
     options: ConnectOptions,
 ) -> Result<Box<dyn Source>, SourceError> {

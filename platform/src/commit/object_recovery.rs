@@ -25,7 +25,7 @@ use super::committer::Committer;
 use super::marker::{CommitError, MarkerStore};
 use super::recovery::{RecoveryError, RecoveryReport, everything_listed_of, prune_split};
 use crate::output::store::{OutputLocation, open_store};
-use crate::pipeline::run_pipeline;
+use crate::pipeline::Job;
 use crate::spec::{BucketDiscovery, BucketTriggerSpec, JobSpec};
 
 /// Finishes every unfinished object range of the job's output; see the module docs.
@@ -84,14 +84,14 @@ pub(super) async fn recover_objects(
                 found.latest_commit(),
                 earlier,
             );
-            run_pipeline(
+            Job::from_parts(
                 spec,
                 output.clone(),
                 dead_letters.clone(),
-                Box::new(source),
-                CancellationToken::new(),
                 committer,
+                Box::new(source),
             )
+            .run(CancellationToken::new())
             .await
             .map_err(|source| RecoveryError::RedoObject {
                 object: object.key.clone(),

@@ -24,7 +24,7 @@ use super::marker::{CommitError, MarkerStore, PartitionMarkers, RangeManifest};
 use super::names::MarkerKind;
 use crate::deadletter::dead_letter_location;
 use crate::output::store::{OutputLocation, StoreError, open_store};
-use crate::pipeline::{JobError, run_pipeline};
+use crate::pipeline::{Job, JobError};
 use crate::spec::{JobSpec, TriggerSpec};
 use crate::trigger::kafka_config;
 
@@ -134,14 +134,14 @@ pub async fn recover_with(
                         source,
                     })?;
             let shutdown = CancellationToken::new();
-            run_pipeline(
+            Job::from_parts(
                 spec,
                 output.clone(),
                 dead_letters.clone(),
-                source,
-                shutdown,
                 committer,
+                source,
             )
+            .run(shutdown)
             .await
             .map_err(|source| RecoveryError::Redo {
                 partition,

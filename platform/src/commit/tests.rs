@@ -34,7 +34,7 @@ use sluice_connectors::faulty_store::{Fault, Faults, FaultyStore, Request};
 use super::*;
 use crate::deadletter::dead_letter_location;
 use crate::output::store::OutputLocation;
-use crate::pipeline::{JobStats, run_pipeline};
+use crate::pipeline::{Job, JobStats};
 use crate::spec::parse_job;
 
 const TOPIC: &str = "t";
@@ -299,14 +299,14 @@ schema = {{ id = "int64 not null", day = "date32" }}
             crash,
             died: self.store.faults().died.clone(),
         };
-        let run = run_pipeline(
+        let run = Job::from_parts(
             &self.spec,
             self.output(),
             self.dead_letters(),
-            Box::new(source),
-            CancellationToken::new(),
             committer,
-        );
+            Box::new(source),
+        )
+        .run(CancellationToken::new());
         tokio::select! {
             result = run => result.map(Outcome::Finished),
             () = self.store.faults().died.notified() => Ok(Outcome::Died),
