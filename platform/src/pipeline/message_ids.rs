@@ -1,6 +1,6 @@
 //! Duplicate AMQP messages: a message whose producer-set `message_id` was already
-//! processed is not run again (DESIGN.md: "AMQP: at-least-once; duplicates dropped when
-//! producers set `message_id`").
+//! processed is not run again (the README's guarantees: "at-least-once from AMQP, exactly
+//! once when producers set `message_id`").
 //!
 //! The broker redelivers every unacknowledged message after a connection drop, a broker
 //! restart or a platform crash — also those whose output is already durable — and
