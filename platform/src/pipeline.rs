@@ -49,7 +49,7 @@ use crate::output::store::{OutputLocation, StoreError};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::pool::InstancePool;
 use crate::pool::node::NodeCapacity;
-use crate::spec::{JobSpec, TriggerSpec};
+use crate::spec::JobSpec;
 use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
@@ -163,11 +163,9 @@ async fn run_pipeline(
     runtime: JobRuntime,
 ) -> Result<JobStats, JobError> {
     let run_id = run_id();
-    let message_ids = match &spec.trigger {
-        TriggerSpec::Amqp(amqp) => {
-            Some(MessageIds::load(location.clone(), &amqp.queue, &run_id).await?)
-        }
-        _ => None,
+    let message_ids = match crate::trigger::deduplicated_queue(spec) {
+        Some(queue) => Some(MessageIds::load(location.clone(), queue, &run_id).await?),
+        None => None,
     };
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);

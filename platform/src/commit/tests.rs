@@ -35,7 +35,7 @@ use super::*;
 use crate::deadletter::dead_letter_location;
 use crate::output::store::OutputLocation;
 use crate::pipeline::{Job, JobStats};
-use crate::spec::parse_job;
+use crate::spec::{JobSpec, parse_job};
 
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 2;
@@ -314,9 +314,15 @@ schema = {{ id = "int64 not null", day = "date32" }}
     }
 
     async fn recover(&self) -> RecoveryReport {
-        recover_with(&self.spec, self.output(), self.dead_letters(), &*self.log)
-            .await
-            .unwrap()
+        recover_partitions(
+            &self.spec,
+            TOPIC,
+            self.output(),
+            self.dead_letters(),
+            &*self.log,
+        )
+        .await
+        .unwrap()
     }
 
     /// Every object but the markers: see [`stored_objects`].

@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{JobError, JobRuntime, JobStats, run_pipeline};
-use crate::commit::{Committer, RecoveryError, kafka_topic, recover};
+use crate::commit::{Committer, RecoveryError};
 use crate::deadletter::dead_letter_location;
 use crate::output::store::{OutputLocation, open_store};
 use crate::spec::JobSpec;
 use crate::status::JobState;
-use crate::trigger::{ConnectOptions, connect_source};
+use crate::trigger::{ConnectOptions, connect_source, kafka_topic, recover};
 
 /// Why a job could not be opened; nothing was consumed.
 #[derive(Debug, thiserror::Error)]

@@ -313,7 +313,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         async fn recover(&self) -> RecoveryReport {
             recover_objects(
                 &self.spec,
-                self.bucket(),
+                &crate::trigger::object_input(self.bucket()).unwrap(),
                 self.output(),
                 self.dead_letters(),
             )
