@@ -100,10 +100,19 @@ async fn every_message_once_across_a_kill(name: &str) {
         "the kill must land in the middle: {landed_before} of {MESSAGES} landed before it"
     );
 
-    // Second run: to the end.
+    // Second run: to the end — every message in the output (or the wait times out and
+    // the final check says what is missing), the queue drained — then a graceful stop.
     let mut second = Sluice::run(&env, &job, "second");
-    wait_for("the queue to drain", Duration::from_secs(300), async || {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
         second.assert_running();
+        let landed = count_ids(&read_rows(&env, &job.prefix).await).len();
+        if landed == MESSAGES || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_for("the queue to drain", Duration::from_secs(60), async || {
         admin.counts(&queue).await == (0, 1)
     })
     .await;
