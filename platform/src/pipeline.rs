@@ -35,13 +35,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Origin, Source, SourceError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::batcher::{Batch, Batcher};
+use crate::commit::message_ids::{MessageIdError, MessageIds};
 use crate::commit::{CommitError, Committer};
 use crate::deadletter::{DeadLetterError, DeadLetterSink};
 use crate::function::FunctionRunner;
@@ -50,11 +50,11 @@ use crate::output::writer::{ParquetSink, WriteError};
 use crate::pool::InstancePool;
 use crate::pool::node::NodeCapacity;
 use crate::spec::JobSpec;
+pub use crate::status::JobStats;
 use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
 pub use job::{Job, JobOpenError, JobStopper};
-use message_ids::{MessageIdError, MessageIds};
 
 /// Why a job stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -85,42 +85,6 @@ pub enum JobError {
     /// A bug in Sluice: a batch task panicked or was lost.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// Counters for one run, logged at the end and returned to the caller.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct JobStats {
-    pub records_in: u64,
-    pub rows_out: u64,
-    pub record_errors: u64,
-    pub batches: u64,
-    pub retries: u64,
-    /// Batches split in two because they kept failing.
-    pub bisections: u64,
-    /// Records and rows sent to the dead-letter destination.
-    pub dead_letters: u64,
-    /// Records older than `function.max_record_age` (dead-lettered, not run).
-    pub expired: u64,
-    pub files: u64,
-    pub commits: u64,
-    /// Kafka records skipped because a commit marker already covers them.
-    pub skipped_committed: u64,
-    /// AMQP messages not run because their `message_id` was already processed.
-    pub duplicates: u64,
-}
-
-impl JobStats {
-    /// Adds the counters of one batch.
-    fn add_batch(&mut self, batch: &JobStats) {
-        self.records_in += batch.records_in;
-        self.rows_out += batch.rows_out;
-        self.record_errors += batch.record_errors;
-        self.batches += batch.batches;
-        self.retries += batch.retries;
-        self.bisections += batch.bisections;
-        self.dead_letters += batch.dead_letters;
-        self.expired += batch.expired;
-    }
 }
 
 /// Unique per process start, so two runs of a job never write the same object name.
@@ -445,7 +409,6 @@ mod batch_runner;
 mod commit_sequence;
 mod dispatch;
 mod job;
-mod message_ids;
 mod scheduling;
 
 #[cfg(test)]

@@ -18,10 +18,13 @@
 //!
 //! Files: `names.rs` (every name from a range), `marker.rs` (markers in the store),
 //! `committer.rs` (the steps as the pipeline drives them, `Staged` → `Committed`),
-//! `recovery.rs` (recovery on start), `object_recovery.rs` (the same for object ranges).
+//! `recovery.rs` (recovery on start), `object_recovery.rs` (the same for object ranges),
+//! `message_ids.rs` (AMQP queues, which have no ranges: duplicates dropped by
+//! `message_id`, the ids written after the output and before the acks).
 
 mod committer;
 mod marker;
+pub mod message_ids;
 pub mod names;
 mod object_recovery;
 mod recovery;

@@ -17,9 +17,9 @@ use sluice_connectors::SourceError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::message_ids::MessageIdError;
 use super::{JobError, Pipeline, backoff};
 use crate::commit::CommitError;
+use crate::commit::message_ids::MessageIdError;
 use crate::deadletter::DeadLetterError;
 use crate::output::writer::WriteError;
 use crate::status::{JobState, JobStatusHandle};
