@@ -10,11 +10,14 @@
 //! earlier batch of its split (`dispatch`), so commits per split stay in input order even
 //! when batches finish out of order.
 //!
-//! Kafka records get exactly-once output: each commit writes, per partition, the range
-//! of offsets it covers through the protocol of [`crate::commit`] (intent marker →
-//! objects named from the range → commit marker → offsets), and records at or below a
-//! range that already has a commit marker (redelivered because an offset commit was
-//! lost) are skipped. Other splits are at-least-once.
+//! Splits with replayable positions (Kafka partitions, object versions) get exactly-once
+//! output: each commit writes, per split, the range of positions it covers through the
+//! protocol of [`crate::commit`] (intent marker → objects named from the range → commit
+//! marker → acknowledgement), and events at or below a range that already has a commit
+//! marker (redelivered because an acknowledgement was lost) are skipped. AMQP queues are
+//! at-least-once, with duplicates dropped by `message_id` (`commit::message_ids`).
+//! Which kind a split is comes from its typed [`sluice_connectors::SplitId`], never from
+//! its text.
 //!
 //! ```text
 //! loop {
