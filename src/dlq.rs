@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Subcommand;
 use sluice_platform::deadletter::replay::{ReplaySource, read_dead_letters};
-use sluice_platform::pipeline::run_job;
+use sluice_platform::pipeline::{Job, JobRuntime};
 use sluice_platform::spec::{JobSpec, load_job};
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +95,13 @@ async fn replay(spec: &JobSpec) -> anyhow::Result<ExitCode> {
             );
         }
     });
-    let result = run_job(spec, Box::new(source), CancellationToken::new()).await;
+    let result = match Job::over(spec, Box::new(source), JobRuntime::for_job(spec)).await {
+        Ok(job) => job
+            .run(CancellationToken::new())
+            .await
+            .map_err(anyhow::Error::from),
+        Err(error) => Err(error.into()),
+    };
     ticker.abort();
     let stats =
         result.with_context(|| format!("replaying the dead letters of job {}", spec.name))?;

@@ -15,12 +15,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sluice_platform::commit::recover;
-use sluice_platform::pipeline::{JobRuntime, run_job_with};
+use sluice_platform::pipeline::{Job, JobRuntime};
 use sluice_platform::pool::node::NodeCapacity;
 use sluice_platform::spec::{JobSpec, load_job};
-use sluice_platform::status::{JobState, StatusBoard, http};
-use sluice_platform::trigger::{ConnectOptions, connect_source_with};
+use sluice_platform::status::{StatusBoard, http};
+use sluice_platform::trigger::ConnectOptions;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -94,31 +93,21 @@ async fn run_one(
     shutdown: CancellationToken,
     runtime: JobRuntime,
 ) -> anyhow::Result<()> {
-    let status = runtime.status.clone();
     info!(job = %spec.name, dir = %spec.dir.display(), output = %spec.redact(&spec.output.url), "starting job");
     // Errors leave here as one line, each cause once, with the job's secrets masked.
     let shown = |error: anyhow::Error| anyhow::anyhow!("{}", spec.redact(&error_chain(&error)));
-    let started = async {
-        let recovered = recover(spec)
-            .await
-            .with_context(|| format!("job {}: recovering unfinished output", spec.name))?;
-        if !recovered.redone.is_empty() {
-            info!(job = %spec.name, ranges = ?recovered.redone, "finished ranges an earlier run left unfinished");
-        }
-        connect_source_with(spec, ConnectOptions { stop_when_idle: once })
-            .await
-            .with_context(|| format!("job {}: connecting the trigger", spec.name))
-    }
-    .await;
-    let source = match started {
-        Ok(source) => source,
-        Err(error) => {
-            let error = shown(error);
-            status.set_state(JobState::Failed, Some(error.to_string()));
-            return Err(error);
-        }
-    };
-    let stats = run_job_with(spec, source, shutdown, runtime)
+    let job = Job::open(
+        spec,
+        runtime,
+        ConnectOptions {
+            stop_when_idle: once,
+        },
+    )
+    .await
+    .with_context(|| format!("job {}", spec.name))
+    .map_err(shown)?;
+    let stats = job
+        .run(shutdown)
         .await
         .with_context(|| format!("job {}", spec.name))
         .map_err(shown)?;

@@ -15,60 +15,104 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// The unit of ordering and acknowledgement: a Kafka topic-partition, a queue, an object.
+/// The unit of ordering and acknowledgement: a Kafka topic-partition, an AMQP queue, one
+/// version of an object, a sample file, a dead-letter object being replayed.
+///
+/// Its text ([`fmt::Display`]) is what names and logs have always shown, and
+/// [`SplitId::parse`] reads it back unambiguously by its kind prefix:
+///
+/// | kind | text |
+/// |---|---|
+/// | Kafka | `<topic>/<partition>` (a topic holds no `:`, so no prefix below is one) |
+/// | AMQP | `amqp:<queue>` (the queue may hold `/`, `:`, anything) |
+/// | object | `object:<bucket>#<key>@<etag>` (the bucket holds no `#`, the etag no `@`) |
+/// | sample | `sample` |
+/// | dead letter | `dead-letter:<object>` |
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SplitId(Arc<str>);
+pub enum SplitId {
+    /// One partition of a Kafka topic; positions are offsets.
+    Kafka { topic: Arc<str>, partition: i32 },
+    /// One AMQP queue; positions are the consuming source's own sequence numbers.
+    Amqp { queue: Arc<str> },
+    /// One version of an input object; positions are its lines (or array elements).
+    Object {
+        bucket: Arc<str>,
+        key: Arc<str>,
+        /// Empty when the store gave no etag.
+        etag: Arc<str>,
+    },
+    /// The sample file given to `sluice invoke`; positions are its lines.
+    Sample,
+    /// A dead-letter object being replayed; positions are its lines.
+    DeadLetter { object: Arc<str> },
+}
 
 impl SplitId {
-    pub fn new(id: impl Into<Arc<str>>) -> Self {
-        Self(id.into())
-    }
-
-    /// The split id of a Kafka topic-partition: `topic/partition`.
+    /// The split of a Kafka topic-partition.
     pub fn kafka(topic: &str, partition: i32) -> Self {
-        Self(format!("{topic}/{partition}").into())
+        Self::Kafka {
+            topic: topic.into(),
+            partition,
+        }
     }
 
-    /// The split id of an AMQP queue: `amqp:queue`. A queue is one split: its positions
-    /// are the consuming source's own sequence numbers.
+    /// The split of an AMQP queue. A queue is one split.
     pub fn amqp(queue: &str) -> Self {
-        Self(format!("amqp:{queue}").into())
+        Self::Amqp {
+            queue: queue.into(),
+        }
     }
 
-    /// The split id of one version of an object: `object:<bucket>#<key>@<etag>`. The
-    /// bucket is the input URL (which holds no `#`), the etag holds no `@`, so
-    /// [`SplitId::as_object`] takes it apart again whatever the key holds.
+    /// The split of one version of an object.
     pub fn object(bucket: &str, key: &str, etag: &str) -> Self {
-        Self(format!("object:{bucket}#{key}@{etag}").into())
+        Self::Object {
+            bucket: bucket.into(),
+            key: key.into(),
+            etag: etag.into(),
+        }
     }
 
-    /// The bucket, key and etag of an object split id.
-    pub fn as_object(&self) -> Option<(&str, &str, &str)> {
-        let rest = self.0.strip_prefix("object:")?;
-        let (bucket, rest) = rest.split_once('#')?;
-        let (key, etag) = rest.rsplit_once('@')?;
-        Some((bucket, key, etag))
+    /// The split of a dead-letter object being replayed.
+    pub fn dead_letter(object: &str) -> Self {
+        Self::DeadLetter {
+            object: object.into(),
+        }
     }
 
-    /// The queue of an AMQP split id.
-    pub fn as_amqp(&self) -> Option<&str> {
-        self.0.strip_prefix("amqp:")
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Parses a Kafka split id back into topic and partition.
-    pub fn as_kafka(&self) -> Option<(&str, i32)> {
-        let (topic, partition) = self.0.rsplit_once('/')?;
-        Some((topic, partition.parse().ok()?))
+    /// Reads a split's text (see the type docs) back; `None` when it is none of the
+    /// forms, e.g. a Kafka form whose partition is not a number.
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some(queue) = text.strip_prefix("amqp:") {
+            return Some(Self::amqp(queue));
+        }
+        if let Some(rest) = text.strip_prefix("object:") {
+            let (bucket, rest) = rest.split_once('#')?;
+            let (key, etag) = rest.rsplit_once('@')?;
+            return Some(Self::object(bucket, key, etag));
+        }
+        if let Some(object) = text.strip_prefix("dead-letter:") {
+            return Some(Self::dead_letter(object));
+        }
+        if text == "sample" {
+            return Some(Self::Sample);
+        }
+        let (topic, partition) = text.rsplit_once('/')?;
+        if topic.is_empty() || topic.contains(':') {
+            return None;
+        }
+        Some(Self::kafka(topic, partition.parse().ok()?))
     }
 }
 
 impl fmt::Display for SplitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Kafka { topic, partition } => write!(f, "{topic}/{partition}"),
+            Self::Amqp { queue } => write!(f, "amqp:{queue}"),
+            Self::Object { bucket, key, etag } => write!(f, "object:{bucket}#{key}@{etag}"),
+            Self::Sample => f.write_str("sample"),
+            Self::DeadLetter { object } => write!(f, "dead-letter:{object}"),
+        }
     }
 }
 
@@ -203,33 +247,55 @@ mod tests {
         assert!(err.to_string().contains("t/1"));
     }
 
+    /// Text of a split, parsed back, is the same split.
+    fn round_trips(split: SplitId) {
+        let text = split.to_string();
+        assert_eq!(SplitId::parse(&text), Some(split), "{text}");
+    }
+
+    #[test]
+    fn split_text_is_what_it_always_was() {
+        assert_eq!(SplitId::kafka("a/b", 7).to_string(), "a/b/7");
+        assert_eq!(SplitId::amqp("orders/eu").to_string(), "amqp:orders/eu");
+        assert_eq!(
+            SplitId::object("s3://in/x", "k/1", "e1").to_string(),
+            "object:s3://in/x#k/1@e1"
+        );
+        assert_eq!(SplitId::Sample.to_string(), "sample");
+        assert_eq!(
+            SplitId::dead_letter("dl/dead-1.ndjson").to_string(),
+            "dead-letter:dl/dead-1.ndjson"
+        );
+    }
+
+    #[test]
+    fn a_queue_named_like_a_partition_stays_a_queue() {
+        for queue in ["orders/1", "a/b/7", "x:y/2", "q@1#2", ""] {
+            assert_eq!(
+                SplitId::parse(&format!("amqp:{queue}")),
+                Some(SplitId::amqp(queue))
+            );
+            round_trips(SplitId::amqp(queue));
+        }
+    }
+
+    #[test]
+    fn object_keys_with_awkward_characters_round_trip() {
+        for key in ["a#b@c/d e+1.csv", "logs/2024/7", "x@y", "#", "@", "k/1@e"] {
+            round_trips(SplitId::object("s3://in/x", key, "e1"));
+            round_trips(SplitId::object("file:///in", key, ""));
+        }
+    }
+
     #[test]
     fn kafka_split_ids_round_trip() {
-        let split = SplitId::kafka("a/b", 7);
-        assert_eq!(split.as_kafka(), Some(("a/b", 7)));
-        assert_eq!(SplitId::new("sample").as_kafka(), None);
-    }
-
-    #[test]
-    fn object_split_ids_round_trip() {
-        let split = SplitId::object("s3://in/x", "a#b@c/d e+1.csv", "e1");
-        assert_eq!(
-            split.as_object(),
-            Some(("s3://in/x", "a#b@c/d e+1.csv", "e1"))
-        );
-        assert_eq!(
-            SplitId::object("file:///in", "k", "").as_object(),
-            Some(("file:///in", "k", ""))
-        );
-        assert_eq!(split.as_kafka(), None);
-        assert_eq!(SplitId::kafka("t", 1).as_object(), None);
-    }
-
-    #[test]
-    fn amqp_split_ids_round_trip() {
-        let split = SplitId::amqp("orders/eu");
-        assert_eq!(split.as_str(), "amqp:orders/eu");
-        assert_eq!(split.as_amqp(), Some("orders/eu"));
-        assert_eq!(SplitId::kafka("t", 0).as_amqp(), None);
+        round_trips(SplitId::kafka("clicks.v1", 3));
+        round_trips(SplitId::kafka("a/b", 7));
+        round_trips(SplitId::Sample);
+        round_trips(SplitId::dead_letter("amqp:q/1"));
+        assert_eq!(SplitId::parse("t/x"), None);
+        assert_eq!(SplitId::parse("t"), None);
+        assert_eq!(SplitId::parse("/1"), None);
+        assert_eq!(SplitId::parse("other:t/1"), None);
     }
 }

@@ -63,8 +63,10 @@ impl Origin {
                 topic, partition, ..
             } => SplitId::kafka(topic, *partition),
             Origin::Amqp { queue, .. } => SplitId::amqp(queue),
-            Origin::Sample { .. } => SplitId::new("sample"),
-            Origin::DeadLetter { object, .. } => SplitId::new(format!("dead-letter:{object}")),
+            Origin::Sample { .. } => SplitId::Sample,
+            Origin::DeadLetter { object, .. } => SplitId::DeadLetter {
+                object: object.clone(),
+            },
             Origin::Object {
                 bucket, key, etag, ..
             } => SplitId::object(bucket, key, etag.as_deref().unwrap_or("")),

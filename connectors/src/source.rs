@@ -20,8 +20,10 @@
 //! | the job stops before the output is durable     | nothing: redelivered on restart |
 //!
 //! A source never acknowledges by itself, and an acknowledged position is never
-//! redelivered to the same job (the broker may still redeliver unacknowledged ones: the
-//! guarantee is at-least-once until the exactly-once commit protocol lands).
+//! redelivered to the same job (the broker may still redeliver unacknowledged ones). What
+//! the platform makes of redeliveries is per kind of split: Kafka partitions and object
+//! versions go through its exactly-once commit protocol, AMQP queues are at-least-once
+//! with duplicates dropped by `message_id`.
 
 use async_trait::async_trait;
 

@@ -25,6 +25,8 @@ use crate::spec::BatchSpec;
 /// cover.
 #[derive(Debug)]
 pub struct Batch {
+    /// The split every event and the checkpoint belong to.
+    pub split: SplitId,
     pub events: Vec<Event>,
     /// Sum of [`Event::size_bytes`].
     pub bytes: usize,
@@ -34,8 +36,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn open(now: Instant) -> Self {
+    fn open(split: SplitId, now: Instant) -> Self {
         Self {
+            split,
             events: Vec::new(),
             bytes: 0,
             checkpoint: CheckpointDelta::new(),
@@ -43,17 +46,10 @@ impl Batch {
         }
     }
 
-    /// The split this batch's events come from (every event of a batch shares it); for
-    /// an acknowledge-only batch without events, its checkpoint's split.
+    /// The split this batch's events come from (every event of a batch shares it), or
+    /// for an acknowledge-only batch without events, its checkpoint's split.
     pub fn split(&self) -> SplitId {
-        match self.events.first() {
-            Some(event) => event.origin.split(),
-            None => self
-                .checkpoint
-                .iter()
-                .next()
-                .map_or_else(|| SplitId::new(""), |(split, _)| split.clone()),
-        }
+        self.split.clone()
     }
 
     /// A batch with no events that only carries `position` of `split` to the
@@ -63,7 +59,7 @@ impl Batch {
         position: i64,
         now: Instant,
     ) -> Result<Self, CheckpointError> {
-        let mut batch = Self::open(now);
+        let mut batch = Self::open(split.clone(), now);
         batch.checkpoint.record(split, position)?;
         Ok(batch)
     }
@@ -110,7 +106,7 @@ impl Batcher {
             let open = self
                 .open
                 .entry(split.clone())
-                .or_insert_with(|| Batch::open(now));
+                .or_insert_with(|| Batch::open(split.clone(), now));
             open.checkpoint
                 .record(split.clone(), event.origin.position())?;
             open.bytes += size;

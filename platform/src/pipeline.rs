@@ -10,11 +10,14 @@
 //! earlier batch of its split (`dispatch`), so commits per split stay in input order even
 //! when batches finish out of order.
 //!
-//! Kafka records get exactly-once output: each commit writes, per partition, the range
-//! of offsets it covers through the protocol of [`crate::commit`] (intent marker →
-//! objects named from the range → commit marker → offsets), and records at or below a
-//! range that already has a commit marker (redelivered because an offset commit was
-//! lost) are skipped. Other splits are at-least-once.
+//! Splits with replayable positions (Kafka partitions, object versions) get exactly-once
+//! output: each commit writes, per split, the range of positions it covers through the
+//! protocol of [`crate::commit`] (intent marker → objects named from the range → commit
+//! marker → acknowledgement), and events at or below a range that already has a commit
+//! marker (redelivered because an acknowledgement was lost) are skipped. AMQP queues are
+//! at-least-once, with duplicates dropped by `message_id` (`commit::message_ids`).
+//! Which kind a split is comes from its typed [`sluice_connectors::SplitId`], never from
+//! its text.
 //!
 //! ```text
 //! loop {
@@ -35,25 +38,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Origin, Source, SourceError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::batcher::{Batch, Batcher};
-use crate::commit::{CommitError, Committer, kafka_topic};
-use crate::deadletter::{DeadLetterError, DeadLetterSink, dead_letter_location};
+use crate::commit::message_ids::{MessageIdError, MessageIds};
+use crate::commit::{CommitError, Committer};
+use crate::deadletter::{DeadLetterError, DeadLetterSink};
 use crate::function::FunctionRunner;
-use crate::output::store::{OutputLocation, StoreError, open_store};
+use crate::output::store::{OutputLocation, StoreError};
 use crate::output::writer::{ParquetSink, WriteError};
 use crate::pool::InstancePool;
 use crate::pool::node::NodeCapacity;
-use crate::spec::{JobSpec, TriggerSpec};
+use crate::spec::JobSpec;
+pub use crate::status::JobStats;
 use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
-use message_ids::{MessageIdError, MessageIds};
+pub use job::{Job, JobOpenError, JobStopper};
 
 /// Why a job stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -86,42 +90,6 @@ pub enum JobError {
     Internal(String),
 }
 
-/// Counters for one run, logged at the end and returned to the caller.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct JobStats {
-    pub records_in: u64,
-    pub rows_out: u64,
-    pub record_errors: u64,
-    pub batches: u64,
-    pub retries: u64,
-    /// Batches split in two because they kept failing.
-    pub bisections: u64,
-    /// Records and rows sent to the dead-letter destination.
-    pub dead_letters: u64,
-    /// Records older than `function.max_record_age` (dead-lettered, not run).
-    pub expired: u64,
-    pub files: u64,
-    pub commits: u64,
-    /// Kafka records skipped because a commit marker already covers them.
-    pub skipped_committed: u64,
-    /// AMQP messages not run because their `message_id` was already processed.
-    pub duplicates: u64,
-}
-
-impl JobStats {
-    /// Adds the counters of one batch.
-    fn add_batch(&mut self, batch: &JobStats) {
-        self.records_in += batch.records_in;
-        self.rows_out += batch.rows_out;
-        self.record_errors += batch.record_errors;
-        self.batches += batch.batches;
-        self.retries += batch.retries;
-        self.bisections += batch.bisections;
-        self.dead_letters += batch.dead_letters;
-        self.expired += batch.expired;
-    }
-}
-
 /// Unique per process start, so two runs of a job never write the same object name.
 pub fn run_id() -> String {
     let millis = SystemTime::now()
@@ -149,74 +117,10 @@ impl JobRuntime {
 }
 
 /// Runs `spec` over `source` until `shutdown` is cancelled (graceful: the open batches
-/// are finished, flushed and acknowledged) or a finite source is exhausted.
-///
-/// A Kafka job's output must have no unfinished range: run
-/// [`crate::commit::recover`] first (before the source joins its group), or this fails
-/// with [`CommitError::Unfinished`].
-pub async fn run_job(
-    spec: &JobSpec,
-    source: Box<dyn Source>,
-    shutdown: CancellationToken,
-) -> Result<JobStats, JobError> {
-    run_job_with(spec, source, shutdown, JobRuntime::for_job(spec)).await
-}
-
-/// [`run_job`] sharing a node capacity and publishing status through `runtime`.
-pub async fn run_job_with(
-    spec: &JobSpec,
-    source: Box<dyn Source>,
-    shutdown: CancellationToken,
-    runtime: JobRuntime,
-) -> Result<JobStats, JobError> {
-    let status = runtime.status.clone();
-    let result = async {
-        let location = open_store(&spec.output.url, &spec.output.options)?;
-        let dead_location = dead_letter_location(spec, &location)?;
-        let committer =
-            Committer::load(location.clone(), dead_location.clone(), kafka_topic(spec)).await?;
-        run_pipeline_with(
-            spec,
-            location,
-            dead_location,
-            source,
-            shutdown,
-            committer,
-            runtime,
-        )
-        .await
-    }
-    .await;
-    if let Err(error) = &result {
-        status.set_state(JobState::Failed, Some(error.to_string()));
-    }
-    result
-}
-
-/// [`run_job`] with its output locations and committer given: a normal run, or (with a
-/// redo committer and a source over one range) the redo of an unfinished range.
-pub(crate) async fn run_pipeline(
-    spec: &JobSpec,
-    location: OutputLocation,
-    dead_location: OutputLocation,
-    source: Box<dyn Source>,
-    shutdown: CancellationToken,
-    committer: Committer,
-) -> Result<JobStats, JobError> {
-    let runtime = JobRuntime::for_job(spec);
-    run_pipeline_with(
-        spec,
-        location,
-        dead_location,
-        source,
-        shutdown,
-        committer,
-        runtime,
-    )
-    .await
-}
-
-async fn run_pipeline_with(
+/// are finished, flushed and acknowledged) or a finite source is exhausted: the body of
+/// [`Job::run`]. Recovery's redo of an unfinished range runs through it too, with a redo
+/// committer and a source over that one range.
+async fn run_pipeline(
     spec: &JobSpec,
     location: OutputLocation,
     dead_location: OutputLocation,
@@ -226,11 +130,9 @@ async fn run_pipeline_with(
     runtime: JobRuntime,
 ) -> Result<JobStats, JobError> {
     let run_id = run_id();
-    let message_ids = match &spec.trigger {
-        TriggerSpec::Amqp(amqp) => {
-            Some(MessageIds::load(location.clone(), &amqp.queue, &run_id).await?)
-        }
-        _ => None,
+    let message_ids = match crate::trigger::deduplicated_queue(spec) {
+        Some(queue) => Some(MessageIds::load(location.clone(), queue, &run_id).await?),
+        None => None,
     };
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
@@ -509,7 +411,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod batch_runner;
 mod commit_sequence;
 mod dispatch;
-mod message_ids;
+mod job;
 mod scheduling;
 
 #[cfg(test)]

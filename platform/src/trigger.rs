@@ -8,10 +8,16 @@ use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
 use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use sluice_connectors::{Source, SourceError};
 
-use crate::output::store::open_store;
+use sluice_connectors::kafka::KafkaPartitionLog;
+
+use crate::commit::{
+    ObjectInput, RecoveryError, RecoveryReport, recover_objects, recover_partitions,
+};
+use crate::deadletter::dead_letter_location;
+use crate::output::store::{StoreError, open_store};
 use crate::spec::{
-    AmqpTriggerSpec, BucketDiscovery, JobSpec, KafkaTriggerSpec, NotificationFeedSpec,
-    StartPosition, TriggerSpec,
+    AmqpTriggerSpec, BucketDiscovery, BucketTriggerSpec, JobSpec, KafkaTriggerSpec,
+    NotificationFeedSpec, StartPosition, TriggerSpec,
 };
 
 /// Where a bucket trigger keeps its cursor, relative to the job's output.
@@ -27,14 +33,60 @@ pub struct ConnectOptions {
     pub stop_when_idle: bool,
 }
 
-/// Connects the job's source. Nothing is consumed until the pipeline asks for events.
-/// For a Kafka job, run [`crate::commit::recover`] first: the source joins the group and
-/// resumes from its committed offsets, which recovery completes.
-pub async fn connect_source(spec: &JobSpec) -> Result<Box<dyn Source>, SourceError> {
-    connect_source_with(spec, ConnectOptions::default()).await
+/// The Kafka topic a job reads, when its trigger is Kafka: the topic whose partitions
+/// the commit protocol names its ranges after.
+pub fn kafka_topic(spec: &JobSpec) -> Option<&str> {
+    match &spec.trigger {
+        TriggerSpec::Kafka(kafka) => Some(&kafka.topic),
+        TriggerSpec::Amqp(_) | TriggerSpec::Bucket(_) => None,
+    }
 }
 
-pub async fn connect_source_with(
+/// The queue whose messages are de-duplicated by `message_id`, when the trigger is AMQP.
+pub fn deduplicated_queue(spec: &JobSpec) -> Option<&str> {
+    match &spec.trigger {
+        TriggerSpec::Amqp(amqp) => Some(&amqp.queue),
+        TriggerSpec::Kafka(_) | TriggerSpec::Bucket(_) => None,
+    }
+}
+
+/// Recovers a job's output before its source connects: the recovery its trigger needs
+/// (Kafka partitions, object versions; AMQP queues have nothing to recover).
+pub async fn recover(spec: &JobSpec) -> Result<RecoveryReport, RecoveryError> {
+    let output = || -> Result<_, StoreError> {
+        let output = open_store(&spec.output.url, &spec.output.options)?;
+        let dead_letters = dead_letter_location(spec, &output)?;
+        Ok((output, dead_letters))
+    };
+    match &spec.trigger {
+        TriggerSpec::Kafka(kafka) => {
+            let (output, dead_letters) = output()?;
+            let log = KafkaPartitionLog::new(kafka_config(spec, kafka));
+            recover_partitions(spec, &kafka.topic, output, dead_letters, &log).await
+        }
+        TriggerSpec::Bucket(bucket) => {
+            let (output, dead_letters) = output()?;
+            recover_objects(spec, &object_input(bucket)?, output, dead_letters).await
+        }
+        TriggerSpec::Amqp(_) => Ok(RecoveryReport::default()),
+    }
+}
+
+/// Where a bucket trigger's input objects are, for recovery to read lines again.
+pub fn object_input(bucket: &BucketTriggerSpec) -> Result<ObjectInput, StoreError> {
+    Ok(ObjectInput {
+        store: open_store(&bucket.url, &bucket.options)?,
+        keys_below_prefix: matches!(bucket.discovery, BucketDiscovery::Listing),
+        format: bucket.format,
+        compression: bucket.compression,
+    })
+}
+
+/// Connects the job's source. Nothing is consumed until the pipeline asks for events.
+/// For a Kafka job, run [`recover`] first (as [`crate::pipeline::Job::open`]
+/// does): the source joins the group and resumes from its committed offsets, which
+/// recovery completes.
+pub async fn connect_source(
     spec: &JobSpec,
     options: ConnectOptions,
 ) -> Result<Box<dyn Source>, SourceError> {

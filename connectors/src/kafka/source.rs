@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::config::KafkaSourceConfig;
 use super::context::{KafkaConsumer, KafkaConsumerContext, SourceState};
 use super::poll_loop::{ChunkResult, PollLoop};
-use crate::checkpoint::CheckpointDelta;
+use crate::checkpoint::{CheckpointDelta, SplitId};
 use crate::event::Event;
 use crate::source::{Source, SourceError};
 
@@ -147,8 +147,10 @@ impl KafkaSource {
     ) -> Result<TopicPartitionList, SourceError> {
         let mut offsets = TopicPartitionList::with_capacity(delta.iter().count());
         for (split, range) in delta.iter() {
-            let partition = match split.as_kafka() {
-                Some((topic, partition)) if topic == &*self.topic && range.last >= 0 => partition,
+            let partition = match split {
+                SplitId::Kafka { topic, partition } if *topic == self.topic && range.last >= 0 => {
+                    *partition
+                }
                 _ => {
                     return Err(SourceError::Internal {
                         connector: "kafka",

@@ -148,10 +148,13 @@ impl Committer {
         pending
             .iter()
             .filter_map(|(split, range)| {
-                if split.as_kafka().is_some() {
-                    return Some((split.clone(), *range));
+                match split {
+                    SplitId::Kafka { .. } => return Some((split.clone(), *range)),
+                    SplitId::Object { .. } => {}
+                    SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => {
+                        return None;
+                    }
                 }
-                split.as_object()?;
                 let after = self.committed.get(split).map_or(i64::MIN, |c| c.last + 1);
                 let range = PositionRange {
                     first: range.first.max(after),

@@ -54,16 +54,17 @@ pub struct ObjectVersion {
 impl RangeManifest {
     /// An empty manifest for `range` of `split`; `None` for splits outside the protocol.
     pub fn for_split(split: &SplitId, range: PositionRange) -> Option<Self> {
-        let (topic, partition, object) = if let Some((topic, partition)) = split.as_kafka() {
-            (topic.to_owned(), partition, None)
-        } else {
-            let (bucket, key, etag) = split.as_object()?;
-            let object = ObjectVersion {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                etag: etag.to_owned(),
-            };
-            (String::new(), 0, Some(object))
+        let (topic, partition, object) = match split {
+            SplitId::Kafka { topic, partition } => (topic.to_string(), *partition, None),
+            SplitId::Object { bucket, key, etag } => {
+                let object = ObjectVersion {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    etag: etag.to_string(),
+                };
+                (String::new(), 0, Some(object))
+            }
+            SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => return None,
         };
         Some(Self {
             topic,

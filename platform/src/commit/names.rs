@@ -22,11 +22,10 @@ pub const OBJECT_MARKER_ROOT: &str = "_sluice/objects";
 /// or `object-<id>-<first:020>-<last:020>`; `None` for splits that take no part in the
 /// protocol (AMQP queues, samples).
 pub fn range_stem(split: &SplitId, range: PositionRange) -> Option<String> {
-    let owner = if let Some((topic, partition)) = split.as_kafka() {
-        format!("{topic}-{partition}")
-    } else {
-        let (bucket, key, etag) = split.as_object()?;
-        format!("object-{}", object_id(bucket, key, etag))
+    let owner = match split {
+        SplitId::Kafka { topic, partition } => format!("{topic}-{partition}"),
+        SplitId::Object { bucket, key, etag } => format!("object-{}", object_id(bucket, key, etag)),
+        SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => return None,
     };
     Some(format!("{owner}-{:020}-{:020}", range.first, range.last))
 }
@@ -50,14 +49,14 @@ pub fn object_id(bucket: &str, key: &str, etag: &str) -> String {
 /// The folder of a split's markers, relative to the output prefix:
 /// `_sluice/kafka/<topic>/<partition>` or `_sluice/objects/<id>`.
 pub fn split_folder(split: &SplitId) -> Option<String> {
-    if let Some((topic, partition)) = split.as_kafka() {
-        return Some(format!("{}/{partition}", topic_folder(topic)));
+    match split {
+        SplitId::Kafka { topic, partition } => Some(format!("{}/{partition}", topic_folder(topic))),
+        SplitId::Object { bucket, key, etag } => Some(format!(
+            "{OBJECT_MARKER_ROOT}/{}",
+            object_id(bucket, key, etag)
+        )),
+        SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => None,
     }
-    let (bucket, key, etag) = split.as_object()?;
-    Some(format!(
-        "{OBJECT_MARKER_ROOT}/{}",
-        object_id(bucket, key, etag)
-    ))
 }
 
 /// `<folder>/<first:020>-<last:020>.<kind>.json` for a split's range, relative to the
@@ -166,8 +165,11 @@ mod tests {
             range_stem(&SplitId::kafka("clicks.v1", 3), range).unwrap(),
             "clicks.v1-3-00000000000000000007-00000000000000001234"
         );
-        assert_eq!(range_stem(&SplitId::new("sample"), range), None);
+        assert_eq!(range_stem(&SplitId::Sample, range), None);
         assert_eq!(range_stem(&SplitId::amqp("q"), range), None);
+        // A queue named like a topic-partition is still a queue: no range names.
+        assert_eq!(range_stem(&SplitId::amqp("orders/1"), range), None);
+        assert_eq!(split_folder(&SplitId::amqp("a/b/7")), None);
     }
 
     #[test]

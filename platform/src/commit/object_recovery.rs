@@ -24,19 +24,32 @@ use tracing::info;
 use super::committer::Committer;
 use super::marker::{CommitError, MarkerStore};
 use super::recovery::{RecoveryError, RecoveryReport, everything_listed_of, prune_split};
-use crate::output::store::{OutputLocation, open_store};
-use crate::pipeline::run_pipeline;
-use crate::spec::{BucketDiscovery, BucketTriggerSpec, JobSpec};
+use sluice_connectors::bucket::{InputCompression, InputFormat};
+
+use crate::output::store::OutputLocation;
+use crate::pipeline::Job;
+use crate::spec::JobSpec;
+
+/// Where a bucket job's input objects are, and how to read their lines again.
+#[derive(Debug, Clone)]
+pub struct ObjectInput {
+    /// The input URL's store and prefix.
+    pub store: OutputLocation,
+    /// True when markers name keys relative to the input prefix (listing), false when
+    /// they name the bucket's own keys (notifications).
+    pub keys_below_prefix: bool,
+    pub format: InputFormat,
+    pub compression: InputCompression,
+}
 
 /// Finishes every unfinished object range of the job's output; see the module docs.
-pub(super) async fn recover_objects(
+pub async fn recover_objects(
     spec: &JobSpec,
-    bucket: &BucketTriggerSpec,
+    input: &ObjectInput,
     output: OutputLocation,
     dead_letters: OutputLocation,
 ) -> Result<RecoveryReport, RecoveryError> {
     let markers = MarkerStore::new(output.clone());
-    let input = open_store(&bucket.url, &bucket.options)?;
     let mut report = RecoveryReport::default();
     for (split, found) in markers.list_objects().await? {
         let mut keep = found.latest_commit();
@@ -50,24 +63,22 @@ pub(super) async fn recover_objects(
                 .into());
             };
             info!(job = %spec.name, object = %object.key, etag = %object.etag, first = range.first, last = range.last, objects = earlier.objects.len(), "found an unfinished object range; writing it again");
-            let location = match &bucket.discovery {
-                // Listing keys are relative to the input prefix; notified keys are the
-                // bucket's own.
-                BucketDiscovery::Listing => object_location(&if input.prefix.as_ref().is_empty() {
-                    object.key.clone()
-                } else {
-                    format!("{}/{}", input.prefix, object.key)
-                }),
-                BucketDiscovery::Notifications { .. } => object_location(&object.key),
+            // Listing keys are relative to the input prefix; notified keys are the
+            // bucket's own.
+            let prefix = input.store.prefix.as_ref();
+            let location = if input.keys_below_prefix && !prefix.is_empty() {
+                object_location(&format!("{prefix}/{}", object.key))
+            } else {
+                object_location(&object.key)
             };
             let request = ObjectRangeRequest {
-                store: input.store.clone(),
+                store: input.store.store.clone(),
                 location,
                 bucket: object.bucket.clone(),
                 key: object.key.clone(),
                 etag: object.etag.clone(),
-                format: bucket.format,
-                compression: bucket.compression,
+                format: input.format,
+                compression: input.compression,
             };
             let read_error = |source| RecoveryError::ReadObject {
                 object: object.key.clone(),
@@ -84,14 +95,14 @@ pub(super) async fn recover_objects(
                 found.latest_commit(),
                 earlier,
             );
-            run_pipeline(
+            Job::from_parts(
                 spec,
                 output.clone(),
                 dead_letters.clone(),
-                Box::new(source),
-                CancellationToken::new(),
                 committer,
+                Box::new(source),
             )
+            .run(CancellationToken::new())
             .await
             .map_err(|source| RecoveryError::RedoObject {
                 object: object.key.clone(),

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_connectors::kafka::{KafkaPartitionLog, PartitionLog};
+use sluice_connectors::kafka::PartitionLog;
 use sluice_connectors::{PositionRange, SourceError, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,11 +22,9 @@ use tracing::{info, warn};
 use super::committer::Committer;
 use super::marker::{CommitError, MarkerStore, PartitionMarkers, RangeManifest};
 use super::names::MarkerKind;
-use crate::deadletter::dead_letter_location;
-use crate::output::store::{OutputLocation, StoreError, open_store};
-use crate::pipeline::{JobError, run_pipeline};
-use crate::spec::{JobSpec, TriggerSpec};
-use crate::trigger::kafka_config;
+use crate::output::store::{OutputLocation, StoreError};
+use crate::pipeline::{Job, JobError};
+use crate::spec::JobSpec;
 
 /// Recovery could not finish; the job must not start consuming.
 #[derive(Debug, thiserror::Error)]
@@ -82,35 +80,15 @@ pub struct RecoveryReport {
     pub pruned: usize,
 }
 
-/// Recovers a job's output before it consumes: see the module docs (and
-/// `object_recovery.rs` for bucket jobs). AMQP jobs have nothing to recover.
-pub async fn recover(spec: &JobSpec) -> Result<RecoveryReport, RecoveryError> {
-    let kafka = match &spec.trigger {
-        TriggerSpec::Kafka(kafka) => kafka,
-        TriggerSpec::Bucket(bucket) => {
-            let output = open_store(&spec.output.url, &spec.output.options)?;
-            let dead_letters = dead_letter_location(spec, &output)?;
-            return super::object_recovery::recover_objects(spec, bucket, output, dead_letters)
-                .await;
-        }
-        TriggerSpec::Amqp(_) => return Ok(RecoveryReport::default()),
-    };
-    let output = open_store(&spec.output.url, &spec.output.options)?;
-    let dead_letters = dead_letter_location(spec, &output)?;
-    let log = KafkaPartitionLog::new(kafka_config(spec, kafka));
-    recover_with(spec, output, dead_letters, &log).await
-}
-
-/// [`recover`] with the output locations and the Kafka side given.
-pub async fn recover_with(
+/// Recovers the output of a job that reads `topic` before it consumes: see the module
+/// docs. `log` reads the topic's partitions again and moves the group's offsets.
+pub async fn recover_partitions(
     spec: &JobSpec,
+    topic: &str,
     output: OutputLocation,
     dead_letters: OutputLocation,
     log: &dyn PartitionLog,
 ) -> Result<RecoveryReport, RecoveryError> {
-    let Some(topic) = super::kafka_topic(spec) else {
-        return Ok(RecoveryReport::default());
-    };
     let markers = MarkerStore::new(output.clone());
     let mut report = RecoveryReport::default();
     let mut latest: BTreeMap<i32, PositionRange> = BTreeMap::new();
@@ -134,14 +112,14 @@ pub async fn recover_with(
                         source,
                     })?;
             let shutdown = CancellationToken::new();
-            run_pipeline(
+            Job::from_parts(
                 spec,
                 output.clone(),
                 dead_letters.clone(),
-                source,
-                shutdown,
                 committer,
+                source,
             )
+            .run(shutdown)
             .await
             .map_err(|source| RecoveryError::Redo {
                 partition,

@@ -24,7 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_connectors::kafka::PartitionLog;
 use sluice_connectors::{
-    CheckpointDelta, Event, Origin, PositionRange, Source, SourceError, VecSource,
+    CheckpointDelta, Event, Origin, PositionRange, Source, SourceError, SplitId, VecSource,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +34,8 @@ use sluice_connectors::faulty_store::{Fault, Faults, FaultyStore, Request};
 use super::*;
 use crate::deadletter::dead_letter_location;
 use crate::output::store::OutputLocation;
-use crate::pipeline::{JobStats, run_pipeline};
-use crate::spec::parse_job;
+use crate::pipeline::{Job, JobStats};
+use crate::spec::{JobSpec, parse_job};
 
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 2;
@@ -209,7 +209,10 @@ impl Source for MemberSource {
         }
         let offsets: BTreeMap<i32, i64> = delta
             .iter()
-            .filter_map(|(split, range)| Some((split.as_kafka()?.1, range.last + 1)))
+            .filter_map(|(split, range)| match split {
+                SplitId::Kafka { partition, .. } => Some((*partition, range.last + 1)),
+                _ => None,
+            })
             .collect();
         self.log.commit_offsets(&offsets).await?;
         if self.crash == Some(Crash::AfterOffsetCommit) {
@@ -296,14 +299,14 @@ schema = {{ id = "int64 not null", day = "date32" }}
             crash,
             died: self.store.faults().died.clone(),
         };
-        let run = run_pipeline(
+        let run = Job::from_parts(
             &self.spec,
             self.output(),
             self.dead_letters(),
-            Box::new(source),
-            CancellationToken::new(),
             committer,
-        );
+            Box::new(source),
+        )
+        .run(CancellationToken::new());
         tokio::select! {
             result = run => result.map(Outcome::Finished),
             () = self.store.faults().died.notified() => Ok(Outcome::Died),
@@ -311,9 +314,15 @@ schema = {{ id = "int64 not null", day = "date32" }}
     }
 
     async fn recover(&self) -> RecoveryReport {
-        recover_with(&self.spec, self.output(), self.dead_letters(), &*self.log)
-            .await
-            .unwrap()
+        recover_partitions(
+            &self.spec,
+            TOPIC,
+            self.output(),
+            self.dead_letters(),
+            &*self.log,
+        )
+        .await
+        .unwrap()
     }
 
     /// Every object but the markers: see [`stored_objects`].

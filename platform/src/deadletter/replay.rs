@@ -29,7 +29,7 @@ use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use serde_json::Value;
-use sluice_connectors::{CheckpointDelta, Event, Header, Origin, Source, SourceError};
+use sluice_connectors::{CheckpointDelta, Event, Header, Origin, Source, SourceError, SplitId};
 use tracing::info;
 
 use super::amqp::{AmqpReadError, PendingAmqpLetters};
@@ -381,7 +381,7 @@ impl Source for ReplaySource {
 
     async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
         for (split, range) in delta.iter() {
-            let Some(name) = split.as_str().strip_prefix("dead-letter:") else {
+            let SplitId::DeadLetter { object: name } = split else {
                 continue;
             };
             self.progress

@@ -49,7 +49,7 @@ const EVENTS: &[(&str, &str)] = &[
 /// The split rows of most tests derive from: not a Kafka partition, so files keep
 /// stem-and-sequence names.
 fn split() -> SplitId {
-    SplitId::new("sample")
+    SplitId::Sample
 }
 
 fn events_spec(url: &str) -> OutputSpec {

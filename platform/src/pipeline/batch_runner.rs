@@ -30,9 +30,9 @@ use sluice_connectors::{CheckpointDelta, Event, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::message_ids::message_ids;
 use super::{JobError, JobStats, backoff};
 use crate::batcher::Batch;
+use crate::commit::message_ids::message_ids;
 use crate::deadletter::DeadLetter;
 use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;

@@ -17,22 +17,23 @@ use sluice_connectors::SourceError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::message_ids::MessageIdError;
 use super::{JobError, Pipeline, backoff};
 use crate::commit::CommitError;
+use crate::commit::message_ids::MessageIdError;
 use crate::deadletter::DeadLetterError;
 use crate::output::writer::WriteError;
 use crate::status::{JobState, JobStatusHandle};
 
 impl Pipeline<'_> {
     /// Makes every buffered row and dead letter durable, then acknowledges their
-    /// positions; Kafka ranges go through the commit protocol of [`crate::commit`].
+    /// positions; ranges of Kafka partitions and object versions go through the commit
+    /// protocol of [`crate::commit`].
     pub(super) async fn commit(&mut self) -> Result<(), JobError> {
         let redoing = self.committer.redoing();
         if self.pending.is_empty() && self.sink.buffered_rows() == 0 && !redoing {
             return Ok(());
         }
-        // Names every file: Kafka splits from their range. Closing files encodes their
+        // Names every file: ranged splits from their range. Closing files encodes their
         // last row groups and footers: CPU work, kept off the runtime's other tasks like
         // the rest of the Parquet encoding.
         let ranges = self.committer.ranges(&self.pending);

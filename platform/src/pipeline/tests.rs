@@ -24,12 +24,21 @@ fn backoff_grows_and_is_capped() {
 struct RecordingSource {
     inner: VecSource,
     acked: Arc<Mutex<Vec<CheckpointDelta>>>,
+    /// Once the events are taken, set this and wait for more forever (like a broker)
+    /// instead of ending.
+    endless: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[async_trait]
 impl Source for RecordingSource {
     async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
-        self.inner.next_events().await
+        match self.inner.next_events().await? {
+            None if let Some(exhausted) = &self.endless => {
+                exhausted.store(true, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending().await
+            }
+            taken => Ok(taken),
+        }
     }
 
     async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
@@ -81,8 +90,18 @@ fn source(events: Vec<Event>) -> (Box<dyn Source>, Arc<Mutex<Vec<CheckpointDelta
     let source = RecordingSource {
         inner: VecSource::new(events, 7),
         acked: acked.clone(),
+        endless: None,
     };
     (Box::new(source), acked)
+}
+
+/// Opens the job over `source` and runs it to the source's end.
+async fn run_over(spec: &JobSpec, source: Box<dyn Source>) -> Result<JobStats, JobError> {
+    Job::over(spec, source, JobRuntime::for_job(spec))
+        .await
+        .expect("open the job")
+        .run(CancellationToken::new())
+        .await
 }
 
 fn parquet_files(dir: &Path) -> Vec<String> {
@@ -118,9 +137,7 @@ async fn every_event_is_written_then_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let spec = job(dir.path(), "exec cat", "");
     let (source, acked) = source(events(45));
-    let stats = run_job(&spec, source, CancellationToken::new())
-        .await
-        .unwrap();
+    let stats = run_over(&spec, source).await.unwrap();
 
     assert_eq!(stats.records_in, 45);
     assert_eq!(stats.rows_out, 45);
@@ -173,9 +190,7 @@ done"#,
         "max_attempts = 2",
     );
     let (source, acked) = source(events(30));
-    let stats = run_job(&spec, source, CancellationToken::new())
-        .await
-        .unwrap();
+    let stats = run_over(&spec, source).await.unwrap();
 
     assert_eq!(stats.rows_out, 29, "every other record is written");
     assert_eq!(stats.dead_letters, 1);
@@ -205,9 +220,7 @@ async fn a_record_that_crashes_the_function_is_dead_lettered_after_its_attempts(
         "max_attempts = 2",
     );
     let (source, acked) = source(events(20));
-    let stats = run_job(&spec, source, CancellationToken::new())
-        .await
-        .unwrap();
+    let stats = run_over(&spec, source).await.unwrap();
 
     assert_eq!(stats.rows_out, 19);
     let letters = dead_letters(dir.path());
@@ -249,9 +262,7 @@ rm -f \"$0\"
     let mut spec = spec;
     spec.function.command = vec!["./once.sh".to_owned()];
     let (source, acked) = source(events(30));
-    let error = run_job(&spec, source, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let error = run_over(&spec, source).await.unwrap_err();
 
     let message = error.to_string();
     assert!(message.contains("could not start function"), "{message}");
@@ -289,9 +300,7 @@ async fn rejected_records_go_to_dead_letters_before_the_ack() {
 done"#;
     let spec = job(dir.path(), script, "");
     let (source, acked) = source(events(20));
-    let stats = run_job(&spec, source, CancellationToken::new())
-        .await
-        .unwrap();
+    let stats = run_over(&spec, source).await.unwrap();
 
     assert_eq!(stats.rows_out, 18);
     assert_eq!(stats.record_errors, 2);
@@ -355,7 +364,10 @@ async fn shutdown_finishes_the_open_batch_and_commits_it() {
         inner: source,
         acked: acked.clone(),
     };
-    let stats = run_job(&spec, Box::new(recording), shutdown).await.unwrap();
+    let job = Job::over(&spec, Box::new(recording), JobRuntime::for_job(&spec))
+        .await
+        .unwrap();
+    let stats = job.run(shutdown).await.unwrap();
     // The source asked for shutdown after handing over 3 events: fewer than a batch.
     assert_eq!(stats.records_in, 3);
     assert_eq!(stats.rows_out, 3);
@@ -433,9 +445,7 @@ async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
         })
         .collect();
     let (source, acked) = source(events);
-    let stats = run_job(&spec, source, CancellationToken::new())
-        .await
-        .unwrap();
+    let stats = run_over(&spec, source).await.unwrap();
 
     assert_eq!(stats.rows_out, 16);
     assert_eq!((stats.expired, stats.dead_letters), (4, 4));
@@ -457,5 +467,47 @@ async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
     assert_eq!(
         acked_through(&acked.lock().unwrap()),
         vec![("t/0".to_owned(), 19)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(dir.path(), "exec cat", "");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = RecordingSource {
+        inner: VecSource::new(events(45), 7),
+        acked: acked.clone(),
+        endless: Some(exhausted.clone()),
+    };
+    let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
+        .await
+        .unwrap();
+    let stopper = job.stopper();
+    let run = job.run(CancellationToken::new());
+    let stop = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !exhausted.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(!stopper.is_finished(), "an endless source's job ended");
+            assert!(Instant::now() < deadline, "events not taken in within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stopper.stop().await;
+    };
+
+    let (stats, ()) = tokio::join!(run, stop);
+
+    let stats = stats.unwrap();
+    assert!(stopper.is_finished());
+    assert_eq!(
+        (stats.records_in, stats.rows_out),
+        (45, 45),
+        "every event written"
+    );
+    assert_eq!(
+        acked_through(&acked.lock().unwrap()),
+        vec![("t/0".to_owned(), 22), ("t/1".to_owned(), 21)],
+        "and acknowledged"
     );
 }

@@ -14,6 +14,7 @@
 //! reads it back.
 
 pub mod http;
+mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::pipeline::JobStats;
+pub use stats::JobStats;
 
 /// Cold-start durations kept for the percentiles.
 const COLD_START_SAMPLES: usize = 1024;

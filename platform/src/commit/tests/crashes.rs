@@ -176,8 +176,9 @@ async fn a_crash_during_a_redo_is_recovered_again() {
     ));
     // The redo dies at its own commit marker.
     *world.store.faults().crash.lock().unwrap() = Some((".commit.json", 1));
-    let redo = recover_with(
+    let redo = recover_partitions(
         &world.spec,
+        TOPIC,
         world.output(),
         world.dead_letters(),
         &*world.log,

@@ -164,7 +164,7 @@ mod redo {
     use crate::commit::{MarkerStore, RangeManifest, RecoveryReport};
     use crate::deadletter::dead_letter_location;
     use crate::output::store::open_store;
-    use crate::pipeline::{JobError, run_pipeline};
+    use crate::pipeline::{Job, JobError};
     use crate::spec::{BucketTriggerSpec, JobSpec, TriggerSpec, parse_job};
     use crate::trigger::BUCKET_CURSOR;
 
@@ -297,14 +297,14 @@ schema = {{ id = "int64 not null", day = "date32" }}
                 }),
                 None => Box::new(self.source().await),
             };
-            let run = run_pipeline(
+            let run = Job::from_parts(
                 &self.spec,
                 self.output(),
                 self.dead_letters(),
-                source,
-                CancellationToken::new(),
                 committer,
-            );
+                source,
+            )
+            .run(CancellationToken::new());
             tokio::select! {
                 result = run => result.map(Outcome::Finished),
                 () = self.store.faults().died.notified() => Ok(Outcome::Died),
@@ -314,7 +314,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         async fn recover(&self) -> RecoveryReport {
             recover_objects(
                 &self.spec,
-                self.bucket(),
+                &crate::trigger::object_input(self.bucket()).unwrap(),
                 self.output(),
                 self.dead_letters(),
             )

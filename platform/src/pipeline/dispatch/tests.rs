@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sluice_connectors::{CheckpointDelta, Event, Origin};
+use sluice_connectors::{CheckpointDelta, Event, Origin, SplitId};
 
 use super::*;
 
@@ -29,6 +29,7 @@ fn batch(partition: i32, offsets: std::ops::Range<i64>, keys: &[&str]) -> Batch 
         })
         .collect();
     Batch {
+        split: SplitId::kafka("t", partition),
         bytes: events.len() * 2,
         events,
         checkpoint,

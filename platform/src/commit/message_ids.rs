@@ -1,6 +1,6 @@
 //! Duplicate AMQP messages: a message whose producer-set `message_id` was already
-//! processed is not run again (DESIGN.md: "AMQP: at-least-once; duplicates dropped when
-//! producers set `message_id`").
+//! processed is not run again (the README's guarantees: "at-least-once from AMQP, exactly
+//! once when producers set `message_id`").
 //!
 //! The broker redelivers every unacknowledged message after a connection drop, a broker
 //! restart or a platform crash — also those whose output is already durable — and
@@ -50,7 +50,7 @@ pub struct MessageIdError {
 
 /// The message ids of one AMQP job.
 #[derive(Debug)]
-pub(super) struct MessageIds {
+pub(crate) struct MessageIds {
     location: OutputLocation,
     directory: String,
     seen: HashSet<Arc<str>>,
@@ -63,7 +63,7 @@ pub(super) struct MessageIds {
 impl MessageIds {
     /// Loads the ids recorded for `queue` during the last [`RETENTION`], deleting older
     /// files.
-    pub(super) async fn load(
+    pub(crate) async fn load(
         location: OutputLocation,
         queue: &str,
         run_id: &str,
@@ -144,7 +144,7 @@ impl MessageIds {
     }
 
     /// Whether `event` repeats a message already processed or taken; remembers it if not.
-    pub(super) fn is_duplicate(&mut self, event: &Event) -> bool {
+    pub(crate) fn is_duplicate(&mut self, event: &Event) -> bool {
         let Origin::Amqp {
             message_id: Some(id),
             ..
@@ -156,12 +156,12 @@ impl MessageIds {
     }
 
     /// Notes the ids of `events`, whose batch was applied: written with the next commit.
-    pub(super) fn applied(&mut self, events: &[Arc<str>]) {
+    pub(crate) fn applied(&mut self, events: &[Arc<str>]) {
         self.uncommitted.extend(events.iter().cloned());
     }
 
     /// Writes the ids applied since the last call (their output is durable).
-    pub(super) async fn persist(&mut self) -> Result<(), MessageIdError> {
+    pub(crate) async fn persist(&mut self) -> Result<(), MessageIdError> {
         if self.uncommitted.is_empty() {
             return Ok(());
         }
@@ -192,7 +192,7 @@ impl MessageIds {
 }
 
 /// The message ids of `events` (those that have one).
-pub(super) fn message_ids(events: &[Event]) -> Vec<Arc<str>> {
+pub(crate) fn message_ids(events: &[Event]) -> Vec<Arc<str>> {
     events
         .iter()
         .filter_map(|event| match &event.origin {
