@@ -518,6 +518,10 @@ async fn a_one_shot_run_fails_when_an_object_could_not_be_read() {
             .to_string()
             .contains("1 of the objects found could not be read"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_the_endpoint() {
     let folders = folders();
     std::fs::write(folders.inbox.join("a.ndjson"), "{\"n\":1}\n").unwrap();
