@@ -49,9 +49,15 @@ enum Command {
     /// written, without any broker or store.
     Invoke {
         job_dir: PathBuf,
-        /// NDJSON file with one event payload per line; standard input when absent.
+        /// Sample events, read as the job's trigger reads its source: one message payload
+        /// per line for Kafka and AMQP, the bucket trigger's format (CSV, JSON arrays,
+        /// lines; .gz/.zst) for bucket jobs. Standard input when absent.
         #[arg(long, short)]
         input: Option<PathBuf>,
+        /// Every sample line is an envelope, `{"value", "key", "headers", "timestamp_ms"}`
+        /// (jobs with `function.input = "envelope"` recognise such lines anyway).
+        #[arg(long)]
+        envelopes: bool,
     },
     /// Check a job folder's job.toml and print every problem found.
     Validate { job_dir: PathBuf },
@@ -109,7 +115,11 @@ fn main() -> ExitCode {
                 run::run(&job_dirs, options).await
             }
             Command::Head { file, rows } => head::head(&file, rows),
-            Command::Invoke { job_dir, input } => invoke::invoke(&job_dir, input.as_deref()).await,
+            Command::Invoke {
+                job_dir,
+                input,
+                envelopes,
+            } => invoke::invoke(&job_dir, input.as_deref(), envelopes).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),
             Command::Dlq { command } => dlq::dlq(command).await,
         }
