@@ -3,6 +3,7 @@
 
 mod dlq;
 mod head;
+mod init;
 mod invoke;
 mod run;
 mod validate;
@@ -58,6 +59,13 @@ enum Command {
         /// (jobs with `function.input = "envelope"` recognise such lines anyway).
         #[arg(long)]
         envelopes: bool,
+    },
+    /// Create a new job folder to start from: job.toml, the function, sample events.
+    Init {
+        /// The folder to create; its name is the job's name.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "python")]
+        template: init::Template,
     },
     /// Check a job folder's job.toml and print every problem found.
     Validate { job_dir: PathBuf },
@@ -121,6 +129,7 @@ fn main() -> ExitCode {
                 envelopes,
             } => invoke::invoke(&job_dir, input.as_deref(), envelopes).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),
+            Command::Init { dir, template } => init::init(&dir, template),
             Command::Dlq { command } => dlq::dlq(command).await,
         }
     });
