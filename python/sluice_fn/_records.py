@@ -37,6 +37,12 @@ class BatchResult:
 
 def process_batch(fn, lines, codec, envelope=False):
     """Runs ``fn`` on each line; returns the answer (rows, then ``$error`` lines) as bytes."""
+    if envelope:
+        user_fn = fn
+
+        def fn(record):
+            return user_fn(Envelope(record))
+
     loads = codec.loads
     dumps = codec.dumps
     out = []
@@ -47,10 +53,7 @@ def process_batch(fn, lines, codec, envelope=False):
     uneven = {}
     for index, line in enumerate(lines):
         try:
-            record = loads(line)
-            if envelope:
-                record = Envelope(record)
-            result = fn(record)
+            result = fn(loads(line))
             if type(result) is dict:
                 append(dumps(result))
             elif result is None:
@@ -62,9 +65,11 @@ def process_batch(fn, lines, codec, envelope=False):
                 log.warning("record %d of the batch failed:\n%s", index, traceback.format_exc().rstrip())
             uneven[index] = 0
             errors.append((index, _describe(error)))
-    if out and _has_control_row(out, codec):
-        out = _drop_control_rows(out, len(lines), uneven, codec, errors)
     data = codec.join(out)
+    if data.startswith(b'{"$') or b'\n{"$' in data:
+        # A row starting with a `$` field would read as a control line (rare: one scan finds it).
+        out = _drop_control_rows(out, len(lines), uneven, codec, errors)
+        data = codec.join(out)
     if errors:
         errors.sort()
         data += b"\n".join(codec.control({"$error": {"record": i, "message": m}}) for i, m in errors) + b"\n"
@@ -86,15 +91,6 @@ def _append_rows(result, dumps, append):
             append(row)
         return len(rows)
     raise TypeError(f"returned a {type(result).__name__}: return a dict, a list of dicts or None")
-
-
-def _has_control_row(out, codec):
-    """One scan of the batch: does a row start with a ``$`` field (it would read as a control line)?"""
-    if codec.text:
-        text = "\n".join(out)
-        return text.startswith('{"$') or '\n{"$' in text
-    data = b"\n".join(out)
-    return data.startswith(b'{"$') or b'\n{"$' in data
 
 
 def _drop_control_rows(out, records, uneven, codec, errors):
