@@ -21,7 +21,7 @@ use crate::function::encode::encode_batch;
 use crate::function::protocol::InvokeError;
 use crate::output::decode::{DecodeError, decode_rows};
 use crate::output::partition::{PartitionError, split_by_partition};
-use crate::spec::JobSpec;
+use crate::spec::{BatchSpec, JobSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
@@ -76,7 +76,7 @@ async fn run_batches(
         ..SampleReport::default()
     };
     let mut partitions = std::collections::BTreeMap::<String, usize>::new();
-    for chunk in events.chunks(spec.batch.max_records.max(1)) {
+    for chunk in cut_batches(events, &spec.batch) {
         let mut pending = vec![chunk];
         // Depth first, first half first: rows come out in input order.
         while let Some(part) = pending.pop() {
@@ -102,6 +102,32 @@ async fn run_batches(
     }
     report.partitions = partitions.into_iter().collect();
     Ok(report)
+}
+
+/// Cuts events into batches as the batcher does: at `max_records`, at `max_bytes`, and
+/// before an event that would take a batch past `max_bytes` (an event larger than that
+/// is a batch of its own). `max_wait` plays no part: samples are all there at once.
+fn cut_batches<'a>(events: &'a [Event], spec: &BatchSpec) -> Vec<&'a [Event]> {
+    let max_records = spec.max_records.max(1);
+    let max_bytes = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX).max(1);
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, event) in events.iter().enumerate() {
+        let size = event.size_bytes();
+        if index > start && bytes + size > max_bytes {
+            batches.push(&events[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+        if index + 1 - start >= max_records || bytes >= max_bytes {
+            batches.push(&events[start..=index]);
+            (start, bytes) = (index + 1, 0);
+        }
+    }
+    if start < events.len() {
+        batches.push(&events[start..]);
+    }
+    batches
 }
 
 type PartOutput = (RecordBatch, Vec<SampleRecordError>);

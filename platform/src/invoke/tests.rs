@@ -181,3 +181,23 @@ async fn rows_that_do_not_fit_the_schema_become_dead_letters_and_the_rest_is_kep
     );
     assert!(report.errors.is_empty());
 }
+
+#[test]
+fn samples_are_cut_into_batches_by_records_and_bytes_like_the_batcher() {
+    let event = |size: usize| Event::from_payload(vec![b'x'; size], Origin::Sample { line: 1 });
+    let events: Vec<Event> = [4, 4, 4, 30, 4, 4, 4, 4].into_iter().map(event).collect();
+    let spec = BatchSpec {
+        max_records: 3,
+        max_bytes: 10,
+        max_wait: std::time::Duration::from_secs(1),
+    };
+    let sizes: Vec<Vec<usize>> = cut_batches(&events, &spec)
+        .into_iter()
+        .map(|batch| batch.iter().map(|e| e.payload.len()).collect())
+        .collect();
+    // 4+4 then a third 4 would pass 10 bytes; 30 alone; then 4+4, 4+4
+    assert_eq!(
+        sizes,
+        vec![vec![4, 4], vec![4], vec![30], vec![4, 4], vec![4, 4]]
+    );
+}
