@@ -143,6 +143,21 @@ fn a_stream_mode_sdk_function_runs_under_sluice_run_into_parquet() {
             ("event_date=2026-11-28".to_owned(), 1)
         ]
     );
+    // the record the function raised on is a dead letter with the exception as the error
+    let mut letters = String::new();
+    for entry in std::fs::read_dir(job.join("lake/_sluice/dead_letters")).unwrap() {
+        letters.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    let letters: Vec<serde_json::Value> = letters
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        letters[0]["error"],
+        "ValueError: invalid literal for int() with base 10: 'nobody'"
+    );
+    assert_eq!(letters[0]["origin"]["line"], 3);
 }
 
 fn collect_parquet(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
