@@ -80,3 +80,13 @@ def test_run_table_returns_rows_and_rejections():
     rows, errors = run_table(keep_even, pa.table({"n": [2, 3, 4, 5]}))
     assert rows.to_pydict() == {"n": [2, 4]}
     assert errors == {1: "odd", 3: "odd"}
+
+
+def test_streams_larger_than_the_read_buffer_follow_each_other(function_script):
+    run = function_script(SCRIPT)
+    big = pa.table({"n": pa.array(range(400_000), pa.int64())})  # ~3 MiB per stream
+    done = run(stream(big) + stream(pa.table({"n": [1]})) + stream(big), "stream")
+    assert done.returncode == 0, done.stderr
+    answers = read_streams(done.stdout.partition(b"\n")[2])
+    assert [t.num_rows for t in answers] == [400_000, 1, 400_000]
+    assert answers[2]["doubled"][399_999].as_py() == 799_998

@@ -97,3 +97,13 @@ def test_batches_are_found_across_every_chunk_boundary():
         feed = iter(chunks)
         reader = BatchReader(read=lambda fd, n: next(feed, b""))
         assert list(reader) == [b'{"a":1}\n{"b":22}\n', b"", b'{"c":333}\n'], size
+
+
+def test_batches_larger_than_a_read_chunk_are_answered_whole(function_script):
+    run = function_script(SCRIPT.replace('print("seen", record)', "pass"))
+    big = b"".join(b'{"n":%d}\n' % i for i in range(200_000))  # ~2.3 MB, several 1 MiB reads
+    done = run(big + b"\n" + b'{"n":1}\n\n' + big + b"\n", "stream")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, batches = answers(done.stdout)
+    assert [len(b) for b in batches] == [200_000, 1, 200_000]
+    assert batches[2][-1] == {"doubled": 399_998, "mode": "stream"}
