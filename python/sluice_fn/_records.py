@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import traceback
+import types
 
 from . import _frames
 from ._codec import Codec
@@ -81,7 +82,7 @@ def _append_rows(result, dumps, append):
     if isinstance(result, dict):
         append(dumps(result))
         return 1
-    if isinstance(result, (list, tuple)):
+    if isinstance(result, (list, tuple, types.GeneratorType)):  # several rows, or `yield` them
         rows = []
         for position, row in enumerate(result):
             if not isinstance(row, dict):
@@ -90,7 +91,7 @@ def _append_rows(result, dumps, append):
         for row in rows:
             append(row)
         return len(rows)
-    raise TypeError(f"returned a {type(result).__name__}: return a dict, a list of dicts or None")
+    raise TypeError(f"returned a {type(result).__name__}: return a dict, a list of dicts (or yield them) or None")
 
 
 def _drop_control_rows(out, records, uneven, codec, errors):

@@ -46,10 +46,22 @@ def test_none_drops_and_a_list_gives_several_rows(backend):
     assert result.errors == {}
 
 
+def test_a_generator_yields_rows_and_an_exception_midway_keeps_none_of_them(backend):
+    def rows(order):
+        for item in order["items"]:
+            if item is None:
+                raise ValueError("item missing")
+            yield {"order": order["id"], "item": item}
+
+    result = run_records(rows, [{"id": 1, "items": ["a", "b"]}, {"id": 2, "items": ["c", None]}], backend=backend)
+    assert result.rows == [{"order": 1, "item": "a"}, {"order": 1, "item": "b"}]
+    assert result.errors == {1: "ValueError: item missing"}
+
+
 @pytest.mark.parametrize(
     "returned, message",
     [
-        ("text", "TypeError: returned a str: return a dict, a list of dicts or None"),
+        ("text", "TypeError: returned a str: return a dict, a list of dicts (or yield them) or None"),
         ([{"a": 1}, 2], "TypeError: returned a list whose item 1 is a int, not a dict"),
     ],
 )
