@@ -61,6 +61,8 @@ class _Function:
     def run(self):
         """Serves batches on stdin/stdout until end of input, then exits the process."""
         self._started = True
+        if self._top_level is not None:
+            self._top_level["stop"]()  # the loop must not run traced
         code = 0
         try:
             self._serve()
@@ -101,6 +103,11 @@ def _watch_top_level():
         return None
     state = {"completed": False, "unwinding": False}
 
+    def stop():
+        if sys.gettrace() is trace_new_frames:
+            sys.settrace(None)
+        frame.f_trace = None
+
     def trace_top_level(frame, event, arg):
         if event == "exception":
             state["unwinding"] = True
@@ -108,12 +115,16 @@ def _watch_top_level():
             state["unwinding"] = False  # the exception was handled at the top level
         elif event == "return":
             state["completed"] = not state["unwinding"]
-            sys.settrace(None)
+            stop()
         return trace_top_level
+
+    def trace_new_frames(frame, event, arg):
+        return None  # only the script's top level is traced
 
     frame.f_trace = trace_top_level
     frame.f_trace_lines = True
-    sys.settrace(lambda frame, event, arg: None)
+    sys.settrace(trace_new_frames)
+    state["stop"] = stop
     return state
 
 

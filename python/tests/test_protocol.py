@@ -90,6 +90,22 @@ def test_an_explicit_run_serves_without_waiting_for_the_script_to_end(function_s
     assert b"never reached" not in done.stderr
 
 
+@pytest.mark.parametrize("explicit_run", [False, True])
+def test_the_loop_never_runs_traced(function_script, explicit_run):
+    script = """
+    import sys
+    from sluice_fn import records
+
+    @records
+    def transform(record):
+        return {"traced": sys.gettrace() is not None}
+"""
+    run = function_script(script + ("\n    transform.run()\n" if explicit_run else ""))
+    done = run(b'{"n":1}\n\n', "stream")
+    assert done.returncode == 0, done.stderr
+    assert answers(done.stdout)[1] == [[{"traced": False}]]
+
+
 def test_batches_are_found_across_every_chunk_boundary():
     stream = b'{"a":1}\n{"b":22}\n\n\n{"c":333}\n\n'
     for size in range(1, len(stream) + 1):
