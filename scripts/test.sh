@@ -2,10 +2,12 @@
 # The project's one test command. Brings up the test services (scripts/services.sh
 # start, and the Ceph RADOS Gateway for bucket notifications with scripts/ceph.sh
 # start), exports their settings (`env` of both), then runs every test target and
-# afterwards the doc tests of the whole workspace. Extra arguments go to
+# afterwards the doc tests of the whole workspace, then the Python SDK's tests
+# (scripts/test-python.sh: pytest in a venv under .services/). Extra arguments go to
 # both cargo invocations, e.g. `scripts/test.sh kafka -- --nocapture`.
 #
-# Exit status: cargo's (the doc tests only run when the other targets pass).
+# Exit status: cargo's (the doc tests only run when the other targets pass), else
+# pytest's.
 # Services found running are left alone; services this run started stay running for
 # the next run and are named at the end (stop them with `scripts/services.sh stop` and
 # `scripts/ceph.sh stop`).
@@ -30,6 +32,11 @@ status=0
 cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 if ((status == 0)); then
     cargo test --workspace --doc "$@" || status=$?
+fi
+python_status=0
+scripts/test-python.sh || python_status=$?
+if ((status == 0)); then
+    status=$python_status
 fi
 
 echo "test services: kafka at $SLUICE_TEST_KAFKA_BROKERS, s3 at $SLUICE_TEST_S3_ENDPOINT (bucket $SLUICE_TEST_S3_BUCKET), rgw at $SLUICE_TEST_RGW_ENDPOINT (bucket $SLUICE_TEST_RGW_BUCKET)"

@@ -1,5 +1,7 @@
-//! `sluice invoke JOB_DIR [--input FILE]`: rows that would be written go to stdout as
-//! NDJSON; a summary and the per-record errors go to stderr.
+//! `sluice invoke JOB_DIR [--input FILE] [--envelopes]`: rows that would be written go to
+//! stdout as NDJSON; a summary, the per-record errors and the would-be dead letters go
+//! to stderr. The input is read as the job's trigger reads its source (see
+//! `sluice_platform::invoke`).
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -12,12 +14,16 @@ use arrow_array::cast::AsArray as _;
 use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Schema, TimeUnit};
-use sluice_platform::invoke::{invoke_sample, sample_events};
+use sluice_platform::invoke::{SampleSource, invoke_sample, read_samples};
 use sluice_platform::spec::load_job;
 
 use crate::report::error_chain;
 
-pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn invoke(
+    job_dir: &Path,
+    input: Option<&Path>,
+    envelopes: bool,
+) -> anyhow::Result<ExitCode> {
     let spec = match load_job(job_dir) {
         Ok(spec) => spec,
         Err(errors) => {
@@ -35,7 +41,17 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
             bytes
         }
     };
-    let events = sample_events(&bytes);
+    let name = input
+        .and_then(|path| path.file_name())
+        .and_then(|name| name.to_str());
+    let source = SampleSource { name, envelopes };
+    let events = match read_samples(&spec, &source, &bytes) {
+        Ok(events) => events,
+        Err(error) => {
+            eprintln!("sluice invoke: {}", spec.redact(&error.to_string()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let report = invoke_sample(&spec, &events)
         .await
         .map_err(|error| anyhow::anyhow!("{}", spec.redact(&error_chain(&error.into()))))?;
@@ -54,9 +70,10 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
     let mut stderr = std::io::stderr().lock();
     writeln!(
         stderr,
-        "{} records in, {rows} rows out, {} rejected",
+        "{} records in, {rows} rows out, {} rejected, {} dead letters",
         report.records,
         report.errors.len(),
+        report.dead_letters.len(),
     )?;
     for (path, count) in &report.partitions {
         let shown = if path.is_empty() {
@@ -69,6 +86,10 @@ pub async fn invoke(job_dir: &Path, input: Option<&Path>) -> anyhow::Result<Exit
     for error in &report.errors {
         let message = spec.redact(&error.message);
         writeln!(stderr, "  rejected line {}: {message}", error.line)?;
+    }
+    for letter in &report.dead_letters {
+        let message = spec.redact(&letter.message);
+        writeln!(stderr, "  dead letter line {}: {message}", letter.line)?;
     }
     Ok(ExitCode::SUCCESS)
 }

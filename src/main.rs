@@ -3,6 +3,7 @@
 
 mod dlq;
 mod head;
+mod init;
 mod invoke;
 mod report;
 mod run;
@@ -50,9 +51,22 @@ enum Command {
     /// written, without any broker or store.
     Invoke {
         job_dir: PathBuf,
-        /// NDJSON file with one event payload per line; standard input when absent.
+        /// Sample events, read as the job's trigger reads its source: one message payload
+        /// per line for Kafka and AMQP, the bucket trigger's format (CSV, JSON arrays,
+        /// lines; .gz/.zst) for bucket jobs. Standard input when absent.
         #[arg(long, short)]
         input: Option<PathBuf>,
+        /// Every sample line is an envelope, `{"value", "key", "headers", "timestamp_ms"}`
+        /// (jobs with `function.input = "envelope"` recognise such lines anyway).
+        #[arg(long)]
+        envelopes: bool,
+    },
+    /// Create a new job folder to start from: job.toml, the function, sample events.
+    Init {
+        /// The folder to create; its name is the job's name.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "python")]
+        template: init::Template,
     },
     /// Check a job folder's job.toml (the folder or the file itself) and print every
     /// problem found.
@@ -111,8 +125,13 @@ fn main() -> ExitCode {
                 run::run(&job_dirs, options).await
             }
             Command::Head { file, rows } => head::head(&file, rows),
-            Command::Invoke { job_dir, input } => invoke::invoke(&job_dir, input.as_deref()).await,
+            Command::Invoke {
+                job_dir,
+                input,
+                envelopes,
+            } => invoke::invoke(&job_dir, input.as_deref(), envelopes).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),
+            Command::Init { dir, template } => init::init(&dir, template),
             Command::Dlq { command } => dlq::dlq(command).await,
         }
     });

@@ -30,11 +30,7 @@ async fn ceph_notifications_process_each_object_once_and_repeats_change_nothing(
     let port = free_port();
     let lake = format!("{base}/lake");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo_root().join("jobs/clickstream/transform.py"),
-        dir.path().join("transform.py"),
-    )
-    .unwrap();
+    copy_example_function(dir.path());
     std::fs::write(
         dir.path().join("job.toml"),
         format!(

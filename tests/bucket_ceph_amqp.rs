@@ -34,11 +34,7 @@ async fn ceph_notifications_on_amqp_process_each_object_once() {
     admin.declare_exchange(exchange).await;
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo_root().join("jobs/clickstream/transform.py"),
-        dir.path().join("transform.py"),
-    )
-    .unwrap();
+    copy_example_function(dir.path());
     std::fs::write(
         dir.path().join("job.toml"),
         format!(

@@ -17,11 +17,7 @@ const SCHEMA: &str = r#"{ event_id = "utf8 not null", user_id = "int64", action 
 /// A job folder whose trigger lists `input_url` and whose output goes to `output_url`.
 fn bucket_job(input_url: &str, output_url: &str, options: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo_root().join("jobs/clickstream/transform.py"),
-        dir.path().join("transform.py"),
-    )
-    .unwrap();
+    copy_example_function(dir.path());
     let toml = format!(
         r#"name = "{name}"
 [trigger.bucket]

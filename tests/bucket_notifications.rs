@@ -40,11 +40,7 @@ async fn notified_objects_land_once_and_repeats_change_nothing() {
     let address = format!("127.0.0.1:{}", free_port());
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo_root().join("jobs/clickstream/transform.py"),
-        dir.path().join("transform.py"),
-    )
-    .unwrap();
+    copy_example_function(dir.path());
     std::fs::write(
         dir.path().join("job.toml"),
         format!(

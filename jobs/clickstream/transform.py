@@ -8,20 +8,18 @@ Output row (matches the schema in job.toml; partitioned by event_date):
     {"event_id": "e-1", "user_id": 42, "action": "click", "domain": "shop.example.com",
      "path": "/p/1", "ts": "2026-11-27T10:15:00.123Z", "event_date": "2026-11-27"}
 
-A record that cannot be transformed is reported with a `$error` control line, so it
-goes to the dead-letter destination instead of failing the whole batch.
-
-Works in both function modes (SLUICE_MODE): `exec` (one process per batch: read stdin
-to the end) and `stream` (one warm process: batches end with an empty line, and so
-does our answer). See docs/function-protocol.md.
+The Python SDK (`sluice_fn`, in the repository's python/ folder; job.toml puts it on
+PYTHONPATH) runs this function in either mode and turns an exception into a `$error`
+for that record alone, so a bad click goes to the dead-letter destination instead of
+failing the whole batch. See python/README.md.
 """
-import json
-import os
-import sys
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+from sluice_fn import records
 
+
+@records
 def transform(record):
     ts = datetime.fromisoformat(record["ts"].replace("Z", "+00:00"))
     if ts.tzinfo is None:
@@ -37,36 +35,3 @@ def transform(record):
         "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "event_date": ts.date().isoformat(),
     }
-
-
-def run_batch(lines, out):
-    for index, line in enumerate(lines):
-        try:
-            row = transform(json.loads(line))
-        except Exception as error:  # one bad record must not fail the batch
-            out.write(json.dumps({"$error": {"record": index, "message": f"{type(error).__name__}: {error}"}}) + "\n")
-            continue
-        out.write(json.dumps(row, separators=(",", ":")) + "\n")
-
-
-def main():
-    out = sys.stdout
-    if os.environ.get("SLUICE_MODE") == "stream":
-        out.write('{"$ready": true}\n')
-        out.flush()
-        batch = []
-        for line in sys.stdin:
-            line = line.rstrip("\n")
-            if line:
-                batch.append(line)
-                continue
-            run_batch(batch, out)
-            out.write("\n")
-            out.flush()
-            batch = []
-    else:
-        run_batch([line for line in sys.stdin.read().splitlines() if line], out)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,21 +1,27 @@
 //! `sluice invoke`: sample events through the job's function and schema, with no broker
 //! and no store — the function author's loop.
 //!
-//! Each non-blank line of the input is one event's payload (origin: its line number).
-//! Events are batched by `batch.max_records`, run through the function exactly as a
-//! deployed job would (same sandbox, mode and encoding), and the rows decoded against
-//! the output schema. Nothing is written anywhere.
+//! The input is read as the job's trigger reads its source ([`samples`]: CSV, JSON
+//! arrays, gzip/zstd, envelopes with key, headers and timestamp). Events are batched by
+//! `batch.max_records`, run through the function exactly as a deployed job would (same
+//! sandbox, mode and encoding), and the rows decoded against the output schema. A batch
+//! whose output does not fit the schema is split, as a running job splits it, until the
+//! records behind the misfit rows are found; they are reported as the dead letters they
+//! would become, and the rest of the sample goes on. Nothing is written anywhere.
+
+mod samples;
+
+pub use samples::{SampleInputError, SampleSource, read_samples};
 
 use arrow_array::RecordBatch;
-use bytes::Bytes;
-use sluice_connectors::{Event, Origin};
+use sluice_connectors::Event;
 
 use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::InvokeError;
 use crate::output::decode::{DecodeError, decode_rows};
 use crate::output::partition::{PartitionError, split_by_partition};
-use crate::spec::JobSpec;
+use crate::spec::{BatchSpec, JobSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
@@ -25,19 +31,11 @@ pub enum SampleError {
         last: u64,
         source: InvokeError,
     },
-    #[error(
-        "batch of sample lines {first}..={last}: function output does not fit the output schema: {source}"
-    )]
-    Schema {
-        first: u64,
-        last: u64,
-        source: DecodeError,
-    },
     #[error("partitioning output: {0}")]
     Partition(#[from] PartitionError),
 }
 
-/// A record the function rejected with `$error`.
+/// A record the function rejected with `$error`, or whose output does not fit the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleRecordError {
     /// 1-based line of the sample input.
@@ -53,23 +51,11 @@ pub struct SampleReport {
     pub rows: Vec<RecordBatch>,
     /// Row count per Hive partition path (`""` when the job is not partitioned), sorted.
     pub partitions: Vec<(String, usize)>,
+    /// Records the function rejected with `$error`.
     pub errors: Vec<SampleRecordError>,
-}
-
-/// Splits NDJSON sample input into events, one per non-blank line.
-pub fn sample_events(input: &[u8]) -> Vec<Event> {
-    input
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, line)| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Event::from_payload(
-                Bytes::copy_from_slice(line),
-                Origin::Sample { line: i as u64 + 1 },
-            )
-        })
-        .collect()
+    /// Records whose output does not fit the output schema: a running job sends them to
+    /// the dead-letter destination with this reason.
+    pub dead_letters: Vec<SampleRecordError>,
 }
 
 /// Runs the sample through the job's function and schema.
@@ -90,60 +76,110 @@ async fn run_batches(
         ..SampleReport::default()
     };
     let mut partitions = std::collections::BTreeMap::<String, usize>::new();
-    for chunk in events.chunks(spec.batch.max_records.max(1)) {
-        let first = chunk.first().map_or(0, |e| e.origin.position() as u64);
-        let last = chunk.last().map_or(0, |e| e.origin.position() as u64);
-        let input = encode_batch(chunk, spec.function.input);
-        let output = runner
-            .invoke(&input)
-            .await
-            .map_err(|source| SampleError::Function {
-                first,
-                last,
-                source,
-            })?;
-        for error in &output.errors {
-            let line = chunk
-                .get(error.record)
-                .map_or(0, |e| e.origin.position() as u64);
-            report.errors.push(SampleRecordError {
-                line,
-                message: error.message.clone(),
-            });
-        }
-        let batch =
-            decode_rows(&spec.output.schema, &output.rows, output.row_count).map_err(|source| {
-                SampleError::Schema {
-                    first,
-                    last,
-                    source,
+    // Records the trigger's reader could not read never reach the function (as in `run`).
+    let (unreadable, readable): (Vec<Event>, Vec<Event>) = events
+        .iter()
+        .cloned()
+        .partition(|event| event.unreadable.is_some());
+    for event in &unreadable {
+        report.dead_letters.push(SampleRecordError {
+            line: line_of(event),
+            message: format!(
+                "unreadable record: {}",
+                event.unreadable.as_deref().unwrap_or_default()
+            ),
+        });
+    }
+    for chunk in cut_batches(&readable, &spec.batch) {
+        let mut pending = vec![chunk];
+        // Depth first, first half first: rows come out in input order.
+        while let Some(part) = pending.pop() {
+            match run_part(spec, runner, part).await? {
+                Ok((batch, errors)) => {
+                    report.errors.extend(errors);
+                    for (path, rows) in split_by_partition(&batch, &spec.output.partition_by)? {
+                        *partitions.entry(path).or_default() += rows.num_rows();
+                    }
+                    report.rows.push(batch);
                 }
-            })?;
-        for (path, part) in split_by_partition(&batch, &spec.output.partition_by)? {
-            *partitions.entry(path).or_default() += part.num_rows();
+                Err(misfit) if part.len() == 1 => report.dead_letters.push(SampleRecordError {
+                    line: line_of(&part[0]),
+                    message: format!("function output does not fit the output schema: {misfit}"),
+                }),
+                Err(_) => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            }
         }
-        report.rows.push(batch);
     }
     report.partitions = partitions.into_iter().collect();
     Ok(report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sample_lines_become_events_with_line_numbers() {
-        let events = sample_events(b"{\"a\":1}\n\n  \n{\"a\":2}\r\n{\"a\":3}");
-        let lines: Vec<_> = events.iter().map(|e| e.origin.clone()).collect();
-        assert_eq!(
-            lines,
-            vec![
-                Origin::Sample { line: 1 },
-                Origin::Sample { line: 4 },
-                Origin::Sample { line: 5 }
-            ]
-        );
-        assert_eq!(&events[1].payload[..], b"{\"a\":2}");
+/// Cuts events into batches as the batcher does: at `max_records`, at `max_bytes`, and
+/// before an event that would take a batch past `max_bytes` (an event larger than that
+/// is a batch of its own). `max_wait` plays no part: samples are all there at once.
+fn cut_batches<'a>(events: &'a [Event], spec: &BatchSpec) -> Vec<&'a [Event]> {
+    let max_records = spec.max_records.max(1);
+    let max_bytes = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX).max(1);
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, event) in events.iter().enumerate() {
+        let size = event.size_bytes();
+        if index > start && bytes + size > max_bytes {
+            batches.push(&events[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+        if index + 1 - start >= max_records || bytes >= max_bytes {
+            batches.push(&events[start..=index]);
+            (start, bytes) = (index + 1, 0);
+        }
     }
+    if start < events.len() {
+        batches.push(&events[start..]);
+    }
+    batches
 }
+
+type PartOutput = (RecordBatch, Vec<SampleRecordError>);
+
+/// Runs one batch: its rows and `$error` rejections, or why its rows do not fit the schema.
+async fn run_part(
+    spec: &JobSpec,
+    runner: &mut FunctionRunner,
+    part: &[Event],
+) -> Result<Result<PartOutput, DecodeError>, SampleError> {
+    let first = part.first().map_or(0, line_of);
+    let last = part.last().map_or(0, line_of);
+    let input = encode_batch(part, spec.function.input);
+    let output = runner
+        .invoke(&input)
+        .await
+        .map_err(|source| SampleError::Function {
+            first,
+            last,
+            source,
+        })?;
+    let errors = output
+        .errors
+        .iter()
+        .map(|error| SampleRecordError {
+            line: part.get(error.record).map_or(0, line_of),
+            message: error.message.clone(),
+        })
+        .collect();
+    Ok(
+        decode_rows(&spec.output.schema, &output.rows, output.row_count)
+            .map(|batch| (batch, errors)),
+    )
+}
+
+fn line_of(event: &Event) -> u64 {
+    event.origin.position() as u64
+}
+
+#[cfg(test)]
+mod tests;

@@ -329,6 +329,24 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Copies the clickstream example's transform.py into `dir`, with the Python SDK it
+/// imports beside it (`dir/sluice_fn/`), as `sluice init` lays a job folder out.
+pub fn copy_example_function(dir: &Path) {
+    std::fs::copy(
+        repo_root().join("jobs/clickstream/transform.py"),
+        dir.join("transform.py"),
+    )
+    .unwrap();
+    let sdk = dir.join("sluice_fn");
+    std::fs::create_dir_all(&sdk).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("python/sluice_fn")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "py") {
+            std::fs::copy(&path, sdk.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// A job folder: the example's transform.py plus a job.toml made for the test.
 pub struct JobDir {
     pub dir: tempfile::TempDir,
@@ -375,11 +393,7 @@ impl JobDir {
         extra: &str,
     ) -> JobDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            repo_root().join("jobs/clickstream/transform.py"),
-            dir.path().join("transform.py"),
-        )
-        .unwrap();
+        copy_example_function(dir.path());
         let name = unique("e2e").to_lowercase();
         let prefix = format!("{name}/clicks");
         let toml = format!(
