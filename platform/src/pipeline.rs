@@ -234,7 +234,8 @@ async fn run_pipeline_with(
     };
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
-    let template = FunctionRunner::new(&spec.name, &spec.dir, &spec.function);
+    let template =
+        FunctionRunner::new(&spec.name, &spec.dir, &spec.function).with_secrets(&spec.secrets);
     let pool = InstancePool::new(
         &spec.name,
         template,
