@@ -278,7 +278,8 @@ async fn run_pipeline_with(
             pipeline.status.set_state(JobState::Stopped, None);
         }
         Err(error) => {
-            warn!(job = %spec.name, ?stats, %error, "job failed");
+            let error_text = spec.redact(&error.to_string()).into_owned();
+            warn!(job = %spec.name, ?stats, error = %error_text, "job failed");
             pipeline
                 .status
                 .set_state(JobState::Failed, Some(error.to_string()));
