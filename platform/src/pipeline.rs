@@ -143,7 +143,7 @@ impl JobRuntime {
     pub fn for_job(spec: &JobSpec) -> Self {
         Self {
             node: NodeCapacity::global(None),
-            status: JobStatusHandle::detached(&spec.name),
+            status: JobStatusHandle::detached(&spec.name).masking(&spec.secrets),
         }
     }
 }
@@ -167,8 +167,10 @@ pub async fn run_job_with(
     spec: &JobSpec,
     source: Box<dyn Source>,
     shutdown: CancellationToken,
-    runtime: JobRuntime,
+    mut runtime: JobRuntime,
 ) -> Result<JobStats, JobError> {
+    // Failure reasons quote errors, which may quote the function's output.
+    runtime.status = runtime.status.masking(&spec.secrets);
     let status = runtime.status.clone();
     let result = async {
         let location = open_store(&spec.output.url, &spec.output.options)?;

@@ -459,3 +459,5 @@ async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
         vec![("t/0".to_owned(), 19)]
     );
 }
+
+mod secrets;
