@@ -221,7 +221,8 @@ impl FunctionRunner {
                 job = self.job,
                 instance = instance.id(),
                 batches = instance.batches(),
-                %error,
+                // May quote the function's output or stderr.
+                error = %self.secrets.redact(&error.to_string()),
                 "function instance failed and was killed"
             ),
         }

@@ -190,3 +190,37 @@ async fn a_job_failing_with_its_secret_in_the_error_publishes_the_reason_masked(
     assert!(reason.contains("token *** rejected upstream"), "{reason}");
     assert!(!reason.contains(SECRET), "{reason}");
 }
+
+#[test]
+fn a_stream_instance_writing_its_secret_on_stdout_leaks_it_into_no_log_and_no_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    // Answers each batch (input ends with an empty line) with its records, except that
+    // id 7 becomes a log line on stdout holding the token: a protocol error that kills
+    // the instance.
+    let script = r#"while IFS= read -r line; do
+  if [ -z "$line" ]; then echo; continue; fi
+  case "$line" in *'"id":7,'*) echo "debug: token $TOKEN" ;; *) printf '%s\n' "$line" ;; esac
+done"#;
+    let spec = job_with_secret(
+        dir.path(),
+        script,
+        "mode = \"stream\"\nmax_attempts = 2\nretry_backoff = \"10ms\"",
+    );
+    let (source, _) = source(events(20));
+    let (runtime, log) = logging_runtime();
+    let stats = runtime
+        .block_on(run_job(&spec, source, CancellationToken::new()))
+        .unwrap();
+    drop(runtime);
+
+    assert_eq!((stats.rows_out, stats.dead_letters), (19, 1), "{stats:?}");
+    let letters = dead_letters(dir.path());
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(error.contains("debug: token ***"), "{error}");
+    let log = log.text();
+    assert!(
+        log.contains("function instance failed and was killed"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "{log}");
+}
