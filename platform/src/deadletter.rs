@@ -35,6 +35,7 @@ pub mod amqp;
 pub mod kafka;
 pub mod replay;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +48,7 @@ use sluice_connectors::{Event, Origin, PositionRange, SplitId};
 
 use crate::commit::names::range_stem;
 use crate::output::store::{OutputLocation, StoreError, open_store};
+use crate::spec::secret::Secrets;
 use crate::spec::{DeadLetterSpec, JobSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,16 @@ impl DeadLetter {
         &self.id
     }
 
+    /// Masks `secrets` in the letter's `error`; the payload, key and headers stay as they
+    /// came (a dead letter keeps its record byte for byte, so it can be replayed).
+    pub fn mask_error(&mut self, secrets: &Secrets) {
+        if let Some(Value::String(error)) = self.line.get_mut("error")
+            && let Cow::Owned(masked) = secrets.redact(error)
+        {
+            *error = masked;
+        }
+    }
+
     /// The letter as one JSON line (no newline).
     pub fn to_json_line(&self) -> String {
         self.line.to_string()
@@ -249,6 +261,8 @@ pub fn dead_letter_location(
 pub struct DeadLetterSink {
     destination: Destination,
     pending: Vec<DeadLetter>,
+    /// Masked in every letter's error ([`DeadLetter::mask_error`]).
+    secrets: Secrets,
 }
 
 enum Destination {
@@ -275,6 +289,7 @@ impl DeadLetterSink {
                 seq: 0,
             }),
             pending: Vec::new(),
+            secrets: Secrets::default(),
         }
     }
 
@@ -288,15 +303,18 @@ impl DeadLetterSink {
             Some(DeadLetterSpec::Amqp(amqp)) => Destination::Amqp(Box::new(
                 amqp::AmqpDeadLetters::new(&spec.name, amqp.clone()),
             )),
-            Some(DeadLetterSpec::Store { .. }) | None => return Self::new(location, run_id),
+            Some(DeadLetterSpec::Store { .. }) | None => Self::new(location, run_id).destination,
         };
         Self {
             destination,
             pending: Vec::new(),
+            secrets: spec.secrets.clone(),
         }
     }
 
-    pub fn push(&mut self, letter: DeadLetter) {
+    /// Buffers `letter`, its error masked with the job's secrets.
+    pub fn push(&mut self, mut letter: DeadLetter) {
+        letter.mask_error(&self.secrets);
         self.pending.push(letter);
     }
 
@@ -430,6 +448,35 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_is_masked_in_the_error_but_the_payload_stays_byte_for_byte() {
+        let secret = "tok-51c0e7d2a94b";
+        let payload = format!("{{\"token\":\"{secret}\",\"raw\":\"a\\u0000b\"}}\n");
+        let event = Event::from_payload(payload.clone(), Origin::Sample { line: 3 });
+        let mut secrets = Secrets::default();
+        secrets.insert(secret);
+        let dir = tempfile::tempdir().unwrap();
+        let location = open_store(
+            &format!("file://{}", dir.path().display()),
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let mut sink = DeadLetterSink::new(location, "run");
+        sink.secrets = secrets;
+        sink.push(DeadLetter::new(
+            &event,
+            &format!("rejected: token {secret} is expired"),
+            1,
+        ));
+        let letter = &sink.pending[0].line;
+        assert_eq!(letter["error"], "rejected: token *** is expired");
+        assert_eq!(
+            letter["payload"].as_str().unwrap().as_bytes(),
+            payload.as_bytes()
+        );
+        assert_eq!(letter["payload_encoding"], "utf8");
+    }
+
+    #[test]
     fn the_id_is_stable_for_the_same_origin() {
         let amqp = |seq, message_id: Option<&str>| Origin::Amqp {
             queue: Arc::from("q"),
@@ -460,6 +507,7 @@ mod tests {
         let mut sink = DeadLetterSink {
             destination: Destination::Kafka(kafka::KafkaDeadLetters::new("job", spec)),
             pending: Vec::new(),
+            secrets: Secrets::default(),
         };
         let event = Event {
             payload: Bytes::from_static(b"{}"),

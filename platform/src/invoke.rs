@@ -60,7 +60,8 @@ pub struct SampleReport {
 
 /// Runs the sample through the job's function and schema.
 pub async fn invoke_sample(spec: &JobSpec, events: &[Event]) -> Result<SampleReport, SampleError> {
-    let mut runner = FunctionRunner::new(&spec.name, &spec.dir, &spec.function);
+    let mut runner =
+        FunctionRunner::new(&spec.name, &spec.dir, &spec.function).with_secrets(&spec.secrets);
     let result = run_batches(spec, &mut runner, events).await;
     runner.shutdown().await;
     result

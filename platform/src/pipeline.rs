@@ -111,8 +111,15 @@ impl JobRuntime {
     pub fn for_job(spec: &JobSpec) -> Self {
         Self {
             node: NodeCapacity::global(None),
-            status: JobStatusHandle::detached(&spec.name),
+            status: JobStatusHandle::detached(&spec.name).masking(&spec.secrets),
         }
+    }
+
+    /// This runtime with failure reasons published with the job's secrets masked: they
+    /// quote errors, which may quote the function's output.
+    pub(crate) fn masking(mut self, spec: &JobSpec) -> Self {
+        self.status = self.status.masking(&spec.secrets);
+        self
     }
 }
 
@@ -136,7 +143,8 @@ async fn run_pipeline(
     };
     let sink = ParquetSink::new(location, &spec.output, &format!("part-{run_id}"))?;
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
-    let template = FunctionRunner::new(&spec.name, &spec.dir, &spec.function);
+    let template =
+        FunctionRunner::new(&spec.name, &spec.dir, &spec.function).with_secrets(&spec.secrets);
     let pool = InstancePool::new(
         &spec.name,
         template,
@@ -179,7 +187,8 @@ async fn run_pipeline(
             pipeline.status.set_state(JobState::Stopped, None);
         }
         Err(error) => {
-            warn!(job = %spec.name, ?stats, %error, "job failed");
+            let error_text = spec.redact(&error.to_string()).into_owned();
+            warn!(job = %spec.name, ?stats, error = %error_text, "job failed");
             pipeline
                 .status
                 .set_state(JobState::Failed, Some(error.to_string()));

@@ -47,6 +47,7 @@ pub use encode::{EncodedBatch, encode_batch};
 pub use isolation::harden_platform_process;
 pub use protocol::{FunctionOutput, InvokeError, MemoryEnforcement, RecordError};
 
+use crate::spec::secret::Secrets;
 use crate::spec::{FunctionMode, FunctionSpec};
 use cgroup::JobCgroup;
 use sandbox::InstanceContext;
@@ -75,6 +76,8 @@ pub struct FunctionRunner {
     /// The job's preload parent when `function.preload` is set (shared by the job's
     /// runners; its process starts with the first instance).
     zygote: Option<Arc<Zygote>>,
+    /// The job's secrets, masked in the function's stderr (see [`Self::with_secrets`]).
+    secrets: Secrets,
 }
 
 impl FunctionRunner {
@@ -97,7 +100,15 @@ impl FunctionRunner {
             use_cgroups: true,
             job_cgroup: Arc::default(),
             zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
+            secrets: Secrets::default(),
         }
+    }
+
+    /// The runner masking `secrets` (the job's, [`crate::spec::JobSpec::secrets`]) in the
+    /// function's stderr: in the lines logged and in the tail error messages quote.
+    pub fn with_secrets(mut self, secrets: &Secrets) -> Self {
+        self.secrets = secrets.clone();
+        self
     }
 
     /// Another runner of the same job (one per pool instance): same function, shared
@@ -113,6 +124,7 @@ impl FunctionRunner {
             use_cgroups: self.use_cgroups,
             job_cgroup: Arc::clone(&self.job_cgroup),
             zygote: self.zygote.clone(),
+            secrets: self.secrets.clone(),
         }
     }
 
@@ -169,6 +181,7 @@ impl FunctionRunner {
                     spec: &self.spec,
                     job_cgroup: job_cgroup.as_ref(),
                     zygote: self.zygote.as_deref(),
+                    secrets: &self.secrets,
                 };
                 exec::run_batch(&context, batch).await
             }
@@ -208,7 +221,8 @@ impl FunctionRunner {
                 job = self.job,
                 instance = instance.id(),
                 batches = instance.batches(),
-                %error,
+                // May quote the function's output or stderr.
+                error = %self.secrets.redact(&error.to_string()),
                 "function instance failed and was killed"
             ),
         }
@@ -228,6 +242,7 @@ impl FunctionRunner {
             spec: &self.spec,
             job_cgroup: job_cgroup.as_ref(),
             zygote: self.zygote.as_deref(),
+            secrets: &self.secrets,
         };
         let instance = StreamInstance::start(&context).await?;
         tracing::debug!(

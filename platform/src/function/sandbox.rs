@@ -47,6 +47,7 @@ use super::isolation::{ChildSetup, isolation};
 use super::protocol::{InvokeError, MemoryEnforcement};
 use super::stderr::StderrLog;
 use super::zygote::{ForkedLeader, Zygote};
+use crate::spec::secret::Secrets;
 use crate::spec::{FunctionMode, FunctionSpec};
 
 /// `PATH` for the function when the platform has none.
@@ -76,6 +77,8 @@ pub(crate) struct InstanceContext<'a> {
     /// The job's preload parent, when `function.preload` is set: instances are forked
     /// from it instead of spawned ([`super::zygote`]).
     pub(crate) zygote: Option<&'a Zygote>,
+    /// The job's secrets, masked in the stderr lines logged and quoted.
+    pub(crate) secrets: &'a Secrets,
 }
 
 /// The environment of an instance: `PATH` (the platform's, or a default), `HOME` and
@@ -356,7 +359,7 @@ impl FunctionProcess {
             events_at_batch_start: LimitEvents::default(),
             memory: memory_enforcement(context.spec, cgroup.as_ref()),
             cgroup,
-            stderr: StderrLog::start(stderr, context.job, context.instance),
+            stderr: StderrLog::start(stderr, context.job, context.instance, context.secrets),
             spawned_at,
             reaped: false,
             max_processes: context.spec.max_processes,

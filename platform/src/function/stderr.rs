@@ -7,7 +7,9 @@
 //! [`MAX_LOGGED_LINES_PER_BATCH`] lines are logged per batch, the rest are counted and
 //! reported as one "… N more lines suppressed" record when the batch ends (or stderr
 //! closes). The tail, which error messages quote, always holds the true last lines,
-//! suppressed or not.
+//! suppressed or not. Lines are masked with the job's secrets before they are logged or
+//! kept (a function printing its own secret environment variable must not put it in the
+//! platform's log, nor in error messages, dead letters or `/status`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStderr;
 use tokio::task::JoinHandle;
+
+use crate::spec::secret::Secrets;
 
 /// Longest stderr line logged; the rest of a longer line is dropped.
 pub(crate) const MAX_STDERR_LINE: usize = 8 * 1024;
@@ -31,11 +35,12 @@ struct StderrState {
     suppressed_in_batch: u64,
 }
 
-/// Who wrote the lines, for the log records.
+/// Who wrote the lines, for the log records, and what to mask in them.
 #[derive(Debug, Clone)]
 struct Source {
     job: String,
     instance: String,
+    secrets: Secrets,
 }
 
 /// The task that reads a process's stderr, and what it kept. The task ends when stderr
@@ -48,10 +53,11 @@ pub(crate) struct StderrLog {
 }
 
 impl StderrLog {
-    pub(crate) fn start(stderr: ChildStderr, job: &str, instance: &str) -> Self {
+    pub(crate) fn start(stderr: ChildStderr, job: &str, instance: &str, secrets: &Secrets) -> Self {
         let source = Source {
             job: job.to_owned(),
             instance: instance.to_owned(),
+            secrets: secrets.clone(),
         };
         let state = Arc::new(Mutex::new(StderrState::default()));
         let task = tokio::spawn(log_stderr(stderr, source.clone(), Arc::clone(&state)));
@@ -136,8 +142,9 @@ async fn log_stderr(stderr: ChildStderr, source: Source, state: Arc<Mutex<Stderr
 
 fn emit_stderr_line(source: &Source, line: &[u8], truncated: bool, state: &Mutex<StderrState>) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    // Borrowed, without a copy, when the line is valid UTF-8.
+    // Borrowed, without a copy, when the line is valid UTF-8 and holds no secret.
     let text = String::from_utf8_lossy(line);
+    let text = source.secrets.redact(&text);
     let marker = if truncated { " [truncated]" } else { "" };
     let log = {
         let mut state = lock(state);
@@ -199,7 +206,55 @@ mod tests {
         Source {
             job: "job".into(),
             instance: "job-1".into(),
+            secrets: Secrets::default(),
         }
+    }
+
+    /// Everything logged while `run` runs on this thread, as the fmt layer writes it.
+    fn captured_log(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                lock_buffer(&self.0).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        fn lock_buffer(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+            buffer.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        String::from_utf8_lossy(&lock_buffer(&buffer.0)).into_owned()
+    }
+
+    #[test]
+    fn a_secret_the_function_prints_is_masked_in_the_log_and_the_tail() {
+        let secret = "tok-9b1f27c4e8a3";
+        let mut source = source();
+        source.secrets.insert(secret);
+        let state = Mutex::new(StderrState::default());
+        let log = captured_log(|| {
+            let line =
+                format!("connecting with token {secret} to https://app:{secret}@api.example/v1");
+            emit_stderr_line(&source, line.as_bytes(), false, &state);
+        });
+        assert!(log.contains("connecting with token ***"), "{log}");
+        assert!(!log.contains(secret), "{log}");
+        let tail = state.into_inner().unwrap().tail;
+        assert!(!tail.contains(secret), "{tail}");
+        assert!(
+            tail.contains("token *** to https://***@api.example/v1"),
+            "{tail}"
+        );
     }
 
     #[test]

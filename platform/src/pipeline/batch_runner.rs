@@ -232,7 +232,11 @@ async fn attempt(
                         Attempt::Succeeded
                     }
                     Err(error) => Attempt::Failed {
-                        message: format!("function output does not fit the output schema: {error}"),
+                        message: spec
+                            .redact(&format!(
+                                "function output does not fit the output schema: {error}"
+                            ))
+                            .into_owned(),
                         attempts: attempt,
                         data_fault: true,
                     },
@@ -241,7 +245,8 @@ async fn attempt(
             Err(error) => error,
         };
         let data_fault = error.is_retryable();
-        let message = error.to_string();
+        // Logged, dead-lettered and maybe the job's failure reason: never with a secret.
+        let message = spec.redact(&error.to_string()).into_owned();
         if !data_fault || attempt >= max_attempts || context.shutdown.is_cancelled() {
             return Attempt::Failed {
                 message,
@@ -283,9 +288,9 @@ impl BatchOutcome {
         }
         for error in &output.errors {
             if let Some(event) = events.get(error.record) {
-                warn!(job = %spec.name, record = error.record, origin = ?event.origin, message = %error.message, "function rejected a record; sending it to the dead-letter destination");
-                self.dead_letters
-                    .push(DeadLetter::new(event, &error.message, 1));
+                let message = spec.redact(&error.message);
+                warn!(job = %spec.name, record = error.record, origin = ?event.origin, %message, "function rejected a record; sending it to the dead-letter destination");
+                self.dead_letters.push(DeadLetter::new(event, &message, 1));
             }
         }
         self.stats.record_errors += output.errors.len() as u64;

@@ -69,6 +69,7 @@ impl Job {
         runtime: JobRuntime,
         options: ConnectOptions,
     ) -> Result<Job, JobOpenError> {
+        let runtime = runtime.masking(spec);
         let opened = async {
             let recovered = recover(spec).await?;
             if !recovered.redone.is_empty() || !recovered.redone_objects.is_empty() {
@@ -89,8 +90,9 @@ impl Job {
         }
         .await;
         if let Err(error) = &opened {
-            let reason = spec.redact(&error.to_string()).into_owned();
-            runtime.status.set_state(JobState::Failed, Some(reason));
+            runtime
+                .status
+                .set_state(JobState::Failed, Some(error.to_string()));
         }
         opened
     }
@@ -102,12 +104,14 @@ impl Job {
         source: Box<dyn Source>,
         runtime: JobRuntime,
     ) -> Result<Job, JobOpenError> {
+        let runtime = runtime.masking(spec);
         let opened = open_output(spec).await;
         let (location, dead_location, committer) = match opened {
             Ok(parts) => parts,
             Err(error) => {
-                let reason = spec.redact(&error.to_string()).into_owned();
-                runtime.status.set_state(JobState::Failed, Some(reason));
+                runtime
+                    .status
+                    .set_state(JobState::Failed, Some(error.to_string()));
                 return Err(error.into());
             }
         };

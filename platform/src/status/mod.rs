@@ -24,6 +24,8 @@ use serde::Serialize;
 
 pub use stats::JobStats;
 
+use crate::spec::secret::Secrets;
+
 /// Cold-start durations kept for the percentiles.
 const COLD_START_SAMPLES: usize = 1024;
 
@@ -169,6 +171,7 @@ impl StatusBoard {
         JobStatusHandle {
             board: Arc::clone(self),
             job: job.to_owned(),
+            secrets: Secrets::default(),
         }
     }
 
@@ -187,6 +190,8 @@ impl StatusBoard {
 pub struct JobStatusHandle {
     board: Arc<StatusBoard>,
     job: String,
+    /// Masked in every `reason` ([`Self::masking`]).
+    secrets: Secrets,
 }
 
 impl JobStatusHandle {
@@ -203,7 +208,19 @@ impl JobStatusHandle {
         change(status);
     }
 
+    /// The handle masking `secrets` (the job's) in the reasons it publishes, which
+    /// quote errors and so may quote a function's output or stderr.
+    pub fn masking(mut self, secrets: &Secrets) -> Self {
+        self.secrets = secrets.clone();
+        self
+    }
+
+    /// Moves to `state`; `reason` is published with the job's secrets masked.
     pub fn set_state(&self, state: JobState, reason: Option<String>) {
+        let reason = reason.map(|reason| match self.secrets.redact(&reason) {
+            std::borrow::Cow::Borrowed(_) => reason,
+            std::borrow::Cow::Owned(masked) => masked,
+        });
         self.update(|status| status.set_state(state, reason));
     }
 
@@ -233,6 +250,19 @@ mod tests {
         assert_eq!(status.cold_starts.p99_ms, Some(99.0));
         assert_eq!(status.cold_starts.max_ms, Some(100.0));
         assert_eq!(status.cold_starts.last_ms, Some(100.0));
+    }
+
+    #[test]
+    fn a_reason_is_published_with_the_jobs_secrets_masked() {
+        let mut secrets = Secrets::default();
+        secrets.insert("tok-0d4e8a61f5b2");
+        let job = StatusBoard::new().job("a").masking(&secrets);
+        job.set_state(
+            JobState::Failed,
+            Some("batch failed; stderr: token tok-0d4e8a61f5b2 refused".into()),
+        );
+        let reason = job.snapshot().unwrap().reason.unwrap();
+        assert_eq!(reason, "batch failed; stderr: token *** refused");
     }
 
     #[test]
