@@ -91,10 +91,18 @@ fn bucket_samples_use_the_trigger_reader_csv_json_arrays_and_gzip() {
 }
 
 #[test]
-fn a_csv_row_of_the_wrong_width_is_an_error_naming_its_line() {
+fn a_csv_row_of_the_wrong_width_is_an_unreadable_record_as_in_run() {
     let spec = job(BUCKET, "command = [\"cat\"]", "{ a = \"utf8\" }");
-    let error = read_samples(&spec, &named("x.csv"), b"a,b\n1,2\n3\n").unwrap_err();
-    assert!(error.to_string().contains("line 3"), "{error}");
+    let events = read_samples(&spec, &named("x.csv"), b"a,b\n1,2\n3\n").unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events[0].unreadable.is_none());
+    let ragged = &events[1];
+    assert!(
+        matches!(ragged.origin, Origin::Sample { line: 3 }),
+        "{:?}",
+        ragged.origin
+    );
+    assert!(ragged.unreadable.is_some(), "a dead letter, not a record");
 }
 
 #[test]
