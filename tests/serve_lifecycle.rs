@@ -10,7 +10,7 @@
 //! jobs back at their versions and states, the Kafka output still exactly once; delete
 //! removes them and leaves no process. Along the way: no token → 401, a read token on a
 //! deploy → 403 (exit 4), an invalid bundle → 400 naming the problem, an oversized body
-//! → 413, and no token in any log line.
+//! → 413, the status page behind a sign-in, and no token in any log line.
 
 #![allow(clippy::unwrap_used)]
 
@@ -406,6 +406,66 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(versions["versions"][0]["deployed_by"], "ops");
     let rolled = serve.json(&["jobs", "rollback", &kafka_job.name]);
     assert_eq!(rolled["version"], 1);
+
+    // The status page: sign in with the read token; both jobs with their state.
+    let page = http.get(format!("{}/", serve.url())).send().await.unwrap();
+    assert_eq!(page.status(), 401);
+    assert!(page.text().await.unwrap().contains("Sign in"));
+    let no_redirect = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = no_redirect
+        .post(format!("{}/signin", serve.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={READ_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let overview = http
+        .get(format!("{}/", serve.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    let overview = overview.text().await.unwrap();
+    for job in [&kafka_job, &amqp_job] {
+        assert!(
+            overview.contains(&format!("href=\"/jobs/{}\"", job.name)),
+            "{overview}"
+        );
+    }
+    assert!(
+        overview.contains("<span class=\"running\">running</span>"),
+        "{overview}"
+    );
+    let job_page = http
+        .get(format!("{}/jobs/{}", serve.url(), kafka_job.name))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job_page.status(), 200);
+    assert!(
+        job_page
+            .text()
+            .await
+            .unwrap()
+            .contains("Recent invocations")
+    );
+    // The cookie opens the pages only, never the API.
+    let api_by_cookie = http
+        .get(format!("{}/v1/jobs", serve.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api_by_cookie.status(), 401);
 
     // Delete: gone, no process left.
     for job in [&kafka_job, &amqp_job] {

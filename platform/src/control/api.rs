@@ -14,6 +14,7 @@
 //! | `GET /healthz`                          | none  | the process answers |
 //! | `GET /readyz`                           | read  | the registry answers |
 //! | `GET /metrics`                          | read  | Prometheus text, every job |
+//! | `GET /`, `GET /jobs/{name}`             | read  | the status page (see [`super::page`]) |
 //!
 //! Every error has one shape, `{"error": {"code", "message", "details": [...]}}`, and
 //! never a stack trace. Bodies over the limit get 413. Tokens: see [`super::auth`].
@@ -58,6 +59,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/jobs/{name}/versions", get(versions))
         .route("/v1/jobs/{name}/invocations", get(invocations))
         .route("/v1/jobs/{name}/{action}", post(act))
+        .merge(super::page::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

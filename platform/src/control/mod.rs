@@ -10,5 +10,6 @@ pub mod api;
 pub mod auth;
 pub mod bundle;
 mod migrations;
+pub mod page;
 pub mod registry;
 pub mod supervisor;
