@@ -407,6 +407,35 @@ async fn lifecycle(registry: Option<&str>) {
     let rolled = serve.json(&["jobs", "rollback", &kafka_job.name]);
     assert_eq!(rolled["version"], 1);
 
+    // Every route the OpenAPI document lists that only reads answers as documented.
+    let document: Value = http
+        .get(format!("{}/v1/openapi.json", serve.url()))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json_or_null()
+        .await;
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/jobs/{name}/rollback"));
+    for (path, operations) in paths {
+        let Some(operation) = operations.get("get") else {
+            continue;
+        };
+        let url = format!("{}{}", serve.url(), path.replace("{name}", &kafka_job.name));
+        for token in [None, Some(READ_TOKEN)] {
+            let mut request = http.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let status = request.send().await.unwrap().status().as_u16().to_string();
+            assert!(
+                operation["responses"].get(&status).is_some(),
+                "GET {path} answered {status}, not in the document"
+            );
+        }
+    }
+
     // The status page: sign in with the read token; both jobs with their state.
     let page = http.get(format!("{}/", serve.url())).send().await.unwrap();
     assert_eq!(page.status(), 401);

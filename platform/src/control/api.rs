@@ -14,6 +14,7 @@
 //! | `GET /healthz`                          | none  | the process answers |
 //! | `GET /readyz`                           | read  | the registry answers |
 //! | `GET /metrics`                          | read  | Prometheus text, every job |
+//! | `GET /v1/openapi.json`                  | read  | this table as an OpenAPI document ([`super::openapi`]) |
 //! | `GET /`, `GET /jobs/{name}`             | read  | the status page (see [`super::page`]) |
 //!
 //! Every error has one shape, `{"error": {"code", "message", "details": [...]}}`, and
@@ -59,6 +60,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         .route("/v1/jobs/{name}/versions", get(versions))
         .route("/v1/jobs/{name}/invocations", get(invocations))
         .route("/v1/jobs/{name}/{action}", post(act))
+        .route("/v1/openapi.json", get(openapi))
         .merge(super::page::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -180,6 +182,10 @@ async fn not_found(uri: Uri) -> ApiError {
         "not_found",
         format!("no route {}", uri.path()),
     )
+}
+
+async fn openapi(_caller: Caller) -> Response {
+    json_response(StatusCode::OK, &super::openapi::document())
 }
 
 async fn healthz() -> &'static str {

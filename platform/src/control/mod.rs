@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod bundle;
 mod migrations;
+pub mod openapi;
 pub mod page;
 pub mod registry;
 pub mod supervisor;
