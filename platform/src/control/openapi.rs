@@ -73,7 +73,7 @@ pub const ROUTES: &[Route] = &[
         role: Some("admin"),
         ok: (201, "json"),
         errors: &[400, 413, 503],
-        body: Some("application/gzip"),
+        body: Some("application/octet-stream"),
     },
     Route {
         method: "delete",
@@ -195,8 +195,12 @@ pub fn document() -> Value {
         }
         if let Some(media) = route.body {
             operation["requestBody"] = json!({
-                "required": media == "application/gzip",
-                "content": {media: {"schema": {"type": if media == "application/gzip" { "string" } else { "object" }}}}
+                "required": media == "application/octet-stream",
+                "content": {media: {"schema": if media == "application/octet-stream" {
+                    json!({"type": "string", "format": "binary"})
+                } else {
+                    json!({"type": "object"})
+                }}}
             });
         }
         let entry = paths
