@@ -98,6 +98,12 @@ enum Command {
         /// Most files and folders in a bundle.
         #[arg(long, value_name = "N", default_value_t = 10_000)]
         max_bundle_entries: usize,
+        /// Invocation records older than this are deleted, e.g. 7d.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        invocation_max_age: String,
+        /// Invocation records kept per job at most (the newest).
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        invocation_max_count: i64,
     },
     /// Validate a job folder, upload it to a server as the job's next version and wait
     /// until it runs.
@@ -183,7 +189,11 @@ fn main() -> ExitCode {
                 tokens,
                 max_bundle_size,
                 max_bundle_entries,
+                invocation_max_age,
+                invocation_max_count,
             } => {
+                let max_age = sluice_platform::spec::units::parse_duration(&invocation_max_age)
+                    .map_err(|error| anyhow::anyhow!("--invocation-max-age: {error}"))?;
                 let max_unpacked_bytes = sluice_platform::spec::units::parse_size(&max_bundle_size)
                     .map_err(|error| anyhow::anyhow!("--max-bundle-size: {error}"))?;
                 let options = serve::ServeOptions {
@@ -196,6 +206,10 @@ fn main() -> ExitCode {
                     limits: sluice_platform::control::bundle::BundleLimits {
                         max_unpacked_bytes,
                         max_entries: max_bundle_entries,
+                    },
+                    retention: sluice_platform::control::invocations::InvocationRetention {
+                        max_age,
+                        max_per_job: invocation_max_count,
                     },
                 };
                 serve::serve(options).await

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use sluice_platform::control::api::{ApiState, router};
 use sluice_platform::control::auth::Tokens;
 use sluice_platform::control::bundle::{Bundle, BundleLimits, BundleStore, pack_folder};
+use sluice_platform::control::invocations::{InvocationRecorder, InvocationRetention};
 use sluice_platform::control::registry::Registry;
 use sluice_platform::control::supervisor::{Supervisor, SupervisorContext};
 use sluice_platform::pool::node::NodeCapacity;
@@ -34,6 +35,7 @@ pub struct ServeOptions {
     pub node_instances: Option<usize>,
     pub tokens: Option<PathBuf>,
     pub limits: BundleLimits,
+    pub retention: InvocationRetention,
 }
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
@@ -62,11 +64,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &options.jobs {
         register_folders(&registry, &store, dir).await?;
     }
+    let recorder_stop = CancellationToken::new();
+    let (invocations, recorder) =
+        InvocationRecorder::spawn(registry.clone(), options.retention, recorder_stop.clone());
     let supervisor = Supervisor::new(SupervisorContext {
         registry,
         store,
         board: StatusBoard::new(),
         node: NodeCapacity::global(options.node_instances),
+        invocations,
     });
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
@@ -75,6 +81,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
         serve_api(&supervisor, tokens, &options, shutdown),
         supervisor.run_jobs()
     );
+    recorder_stop.cancel();
+    if let Err(error) = recorder.await {
+        warn!(%error, "the invocation writer failed");
+    }
     served?;
     supervisor.context().registry.close().await;
     info!("stopped");

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod bundle;
+pub mod invocations;
 mod migrations;
 pub mod openapi;
 pub mod page;

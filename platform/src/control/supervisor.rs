@@ -85,6 +85,8 @@ pub struct SupervisorContext {
     pub store: BundleStore,
     pub board: Arc<StatusBoard>,
     pub node: Arc<NodeCapacity>,
+    /// Where batch attempts are recorded (written in batches, off the hot path).
+    pub invocations: super::invocations::InvocationRecorder,
 }
 
 /// The version a job runs in this process.
