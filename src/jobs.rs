@@ -29,6 +29,13 @@ pub enum JobsCommand {
     Delete { name: String },
     /// The job's versions: number, sha256, who deployed it and when.
     Versions { name: String },
+    /// The job's newest batch attempts: outcome, duration, cold start, records.
+    Invocations {
+        name: String,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 pub async fn jobs(
@@ -65,6 +72,10 @@ pub async fn jobs(
                 .await
         }
         JobsCommand::Versions { name } => client.get(&format!("{}/versions", job_path(name))).await,
+        JobsCommand::Invocations { name, limit } => {
+            let path = format!("{}/invocations?limit={limit}", job_path(name));
+            client.get(&path).await
+        }
     };
     let body = match result {
         Ok(body) => body,
@@ -77,6 +88,7 @@ pub async fn jobs(
     match command {
         JobsCommand::List => print_jobs(body["jobs"].as_array().map_or(&[][..], Vec::as_slice)),
         JobsCommand::Versions { .. } => print_versions(&body),
+        JobsCommand::Invocations { .. } => print_invocations(&body),
         JobsCommand::Delete { name } => println!("{name}: deleted"),
         JobsCommand::Show { .. } => print_job(&body),
         JobsCommand::Pause { .. } | JobsCommand::Resume { .. } | JobsCommand::Rollback { .. } => {
@@ -186,6 +198,35 @@ fn print_versions(body: &Value) {
         })
         .collect();
     print_table(&["VERSION", "SHA256", "DEPLOYED BY", "DEPLOYED AT"], &rows);
+}
+
+fn print_invocations(body: &Value) {
+    let rows: Vec<Vec<String>> = body["invocations"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|invocation| {
+            vec![
+                format_ms(invocation["started_ms"].as_i64()),
+                text(&invocation["version"]),
+                text(&invocation["instance"]),
+                text(&invocation["outcome"]),
+                format!("{} ms", text(&invocation["duration_ms"])),
+                text(&invocation["cold_start"]),
+                text(&invocation["records_in"]),
+                text(&invocation["rows_out"]),
+                text(&invocation["rejected"]),
+                text(&invocation["dead_letters"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "STARTED", "VERSION", "INSTANCE", "OUTCOME", "DURATION", "COLD", "IN", "OUT",
+            "REJECTED", "DEAD",
+        ],
+        &rows,
+    );
 }
 
 fn format_ms(ms: Option<i64>) -> String {

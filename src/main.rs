@@ -123,6 +123,17 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "2m")]
         timeout: String,
     },
+    /// A job's newest batch attempts on a server (as `sluice jobs invocations NAME`).
+    Invocations {
+        name: String,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List and control the jobs of a server.
     Jobs {
         #[command(subcommand)]
@@ -236,6 +247,12 @@ fn main() -> ExitCode {
                 server,
                 json,
             } => jobs::jobs(command, server, json).await,
+            Command::Invocations {
+                name,
+                limit,
+                server,
+                json,
+            } => jobs::jobs(jobs::JobsCommand::Invocations { name, limit }, server, json).await,
         }
     });
     match result {

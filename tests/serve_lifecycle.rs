@@ -406,6 +406,8 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(versions["versions"][0]["deployed_by"], "ops");
     let rolled = serve.json(&["jobs", "rollback", &kafka_job.name]);
     assert_eq!(rolled["version"], 1);
+    let invocations = serve.json(&["invocations", &kafka_job.name, "--limit", "5"]);
+    assert!(invocations["invocations"].is_array(), "{invocations}");
 
     // Every route the OpenAPI document lists that only reads answers as documented.
     let document: Value = http
