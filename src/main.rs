@@ -1,12 +1,16 @@
 //! `sluice`: the command-line interface. Thin: each subcommand parses its arguments and
 //! calls into `sluice-platform`.
 
+mod client;
+mod deploy;
 mod dlq;
 mod head;
 mod init;
 mod invoke;
+mod jobs;
 mod report;
 mod run;
+mod serve;
 mod validate;
 
 use std::io::IsTerminal as _;
@@ -83,6 +87,81 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Run the daemon: a registry of jobs, each run at its version and in its state, and
+    /// the HTTP API under /v1 that deploys and controls them.
+    Serve {
+        /// The embedded registry and the stored bundles.
+        #[arg(long, value_name = "DIR", default_value = "./sluice-data")]
+        data: PathBuf,
+        /// sqlite://PATH or postgres://USER@HOST/DB (default: sqlite in --data).
+        #[arg(long, value_name = "URL")]
+        registry: Option<String>,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8470")]
+        listen: std::net::SocketAddr,
+        /// Register (or update) every job folder in DIR at start.
+        #[arg(long, value_name = "DIR")]
+        jobs: Option<PathBuf>,
+        /// Most function instances across all jobs of this process (default: 4 per core).
+        #[arg(long, value_name = "N")]
+        node_instances: Option<usize>,
+        /// API tokens, one `ROLE:TOKEN` or `NAME:ROLE:TOKEN` per line (ROLE admin or
+        /// read); default: SLUICE_API_TOKENS. Without tokens only loopback is allowed.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
+        /// Largest bundle, unpacked (and uploaded), e.g. 64MiB.
+        #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+        max_bundle_size: String,
+        /// Most files and folders in a bundle.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        max_bundle_entries: usize,
+        /// Invocation records older than this are deleted, e.g. 7d.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        invocation_max_age: String,
+        /// Invocation records kept per job at most (the newest).
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        invocation_max_count: i64,
+    },
+    /// Validate a job folder, upload it to a server as the job's next version and wait
+    /// until it runs.
+    Deploy {
+        job_dir: PathBuf,
+        /// The server (default: SLUICE_SERVER, else http://127.0.0.1:8470); the token
+        /// comes from SLUICE_TOKEN.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Return once uploaded.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the version to run, e.g. 2m.
+        #[arg(long, value_name = "DURATION", default_value = "2m")]
+        timeout: String,
+    },
+    /// A job's newest batch attempts on a server (as `sluice jobs invocations NAME`).
+    Invocations {
+        name: String,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List and control the jobs of a server.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+        /// The server (default: SLUICE_SERVER, else http://127.0.0.1:8470); the token
+        /// comes from SLUICE_TOKEN.
+        #[arg(long, value_name = "URL", global = true)]
+        server: Option<String>,
+        /// Print the API's JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,7 +172,7 @@ fn main() -> ExitCode {
     // skip the host checks this involves.
     let runs_functions = matches!(
         cli.command,
-        Command::Run { .. } | Command::Invoke { .. } | Command::Dlq { .. }
+        Command::Run { .. } | Command::Invoke { .. } | Command::Dlq { .. } | Command::Serve { .. }
     );
     if runs_functions && let Err(error) = sluice_platform::function::harden_platform_process() {
         tracing::warn!(%error, "could not harden the platform process; functions may read its environment");
@@ -133,6 +212,68 @@ fn main() -> ExitCode {
             Command::Validate { job_dir } => validate::validate(&job_dir),
             Command::Init { dir, template } => init::init(&dir, template),
             Command::Dlq { command } => dlq::dlq(command).await,
+            Command::Serve {
+                data,
+                registry,
+                listen,
+                jobs,
+                node_instances,
+                tokens,
+                max_bundle_size,
+                max_bundle_entries,
+                invocation_max_age,
+                invocation_max_count,
+            } => {
+                let max_age = sluice_platform::spec::units::parse_duration(&invocation_max_age)
+                    .map_err(|error| anyhow::anyhow!("--invocation-max-age: {error}"))?;
+                let max_unpacked_bytes = sluice_platform::spec::units::parse_size(&max_bundle_size)
+                    .map_err(|error| anyhow::anyhow!("--max-bundle-size: {error}"))?;
+                let options = serve::ServeOptions {
+                    data,
+                    registry,
+                    listen,
+                    jobs,
+                    node_instances,
+                    tokens,
+                    limits: sluice_platform::control::bundle::BundleLimits {
+                        max_unpacked_bytes,
+                        max_entries: max_bundle_entries,
+                    },
+                    retention: sluice_platform::control::invocations::InvocationRetention {
+                        max_age,
+                        max_per_job: invocation_max_count,
+                    },
+                };
+                serve::serve(options).await
+            }
+            Command::Deploy {
+                job_dir,
+                server,
+                json,
+                no_wait,
+                timeout,
+            } => {
+                let timeout = sluice_platform::spec::units::parse_duration(&timeout)
+                    .map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
+                let options = deploy::DeployOptions {
+                    server,
+                    json,
+                    no_wait,
+                    timeout,
+                };
+                deploy::deploy(&job_dir, options).await
+            }
+            Command::Jobs {
+                command,
+                server,
+                json,
+            } => jobs::jobs(command, server, json).await,
+            Command::Invocations {
+                name,
+                limit,
+                server,
+                json,
+            } => jobs::jobs(jobs::JobsCommand::Invocations { name, limit }, server, json).await,
         }
     });
     match result {

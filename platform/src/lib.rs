@@ -3,6 +3,7 @@
 
 pub mod batcher;
 pub mod commit;
+pub mod control;
 pub mod deadletter;
 pub mod function;
 pub mod invoke;

@@ -175,6 +175,11 @@ impl StatusBoard {
         }
     }
 
+    /// Forgets a job (it was deleted).
+    pub fn remove(&self, job: &str) {
+        self.lock().remove(job);
+    }
+
     /// Every job's snapshot, by name.
     pub fn snapshot(&self) -> Vec<JobStatus> {
         self.lock().values().cloned().collect()

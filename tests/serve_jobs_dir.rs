@@ -1,0 +1,178 @@
+//! End to end: `sluice serve --jobs DIR` registers every job folder in DIR at start, the
+//! docker-compose way. An unchanged folder keeps its version across restarts, a changed
+//! one becomes the next version; SIGTERM drains and exits 0; without tokens serve refuses
+//! any address beyond loopback.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+struct Serve {
+    child: Child,
+    log: std::path::PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    fn start(env: &Env, data: &Path, jobs: &Path, tag: &str) -> Serve {
+        let port = free_port();
+        let log = data.with_extension(format!("{tag}.log"));
+        let child = Command::new(sluice_binary())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(data)
+            .arg("--jobs")
+            .arg(jobs)
+            .env_remove("SLUICE_API_TOKENS")
+            .env("AWS_ACCESS_KEY_ID", &env.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+            .env("AWS_REGION", &env.region)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serve { child, log, port }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn jobs(&mut self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("serve exited with {status}; logs:\n{}", self.logs());
+            }
+            if let Some(body) = http_get(self.port, "/v1/jobs").await
+                && let Ok(jobs) = serde_json::from_str::<Value>(&body)
+            {
+                return jobs["jobs"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in ["job.toml", "transform.py"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_folders_are_registered_at_start_and_keep_their_version() {
+    let env = env();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let jobs_dir = work.path().join("jobs");
+    let topic = unique("serve-dir-clicks");
+    create_topic(&env, &topic, 1).await;
+    let job = JobDir::new(
+        &env,
+        &topic,
+        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
+        "",
+    );
+    let folder = jobs_dir.join("clicks");
+    copy_folder(job.path(), &folder);
+    produce(
+        &env,
+        &topic,
+        &(0..200)
+            .map(|i| (format!("k{i}"), Click::numbered(i).json()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+
+    let mut serve = Serve::start(&env, &data, &jobs_dir, "first");
+    let jobs = serve.jobs().await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs[0]["name"], job.name.as_str());
+    assert_eq!(jobs[0]["version"], 1);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count_ids(&read_rows(&env, &job.prefix).await).len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "rows missing; logs:\n{}",
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, logs) = serve.terminate();
+    assert!(status.success(), "{status}; logs:\n{logs}");
+
+    // Unchanged: the same version.
+    let mut serve = Serve::start(&env, &data, &jobs_dir, "second");
+    assert_eq!(serve.jobs().await[0]["version"], 1);
+    let (status, _) = serve.terminate();
+    assert!(status.success());
+
+    // Changed: the next version.
+    std::fs::write(
+        folder.join("transform.py"),
+        "# v2\n".to_owned() + &std::fs::read_to_string(folder.join("transform.py")).unwrap(),
+    )
+    .unwrap();
+    let mut serve = Serve::start(&env, &data, &jobs_dir, "third");
+    assert_eq!(serve.jobs().await[0]["version"], 2);
+    let rows = read_rows(&env, &job.prefix).await;
+    assert_eq!(rows.len(), 200, "exactly once across restarts");
+    drop(serve);
+
+    // Without tokens, only loopback.
+    let refused = Command::new(sluice_binary())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .arg("--data")
+        .arg(work.path().join("other"))
+        .env_remove("SLUICE_API_TOKENS")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("without tokens"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

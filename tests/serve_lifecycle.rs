@@ -1,0 +1,558 @@
+//! End to end: `sluice serve` with its registry on SQLite and on PostgreSQL, driven by
+//! `sluice deploy` and `sluice jobs` over the HTTP API, against the real broker, queue and
+//! S3 endpoint.
+//!
+//! The run, on each registry: serve starts empty; a Kafka job and an AMQP job are
+//! deployed and their events land in Parquet; v2 of the Kafka job (a changed transform)
+//! is deployed while events flow, and every record lands exactly once across v1 and v2,
+//! v2's rows only after v1's; pause leaves no function process within `idle_timeout` +
+//! 2 s while the lag grows; resume drains it; `kill -9` of serve and a restart bring both
+//! jobs back at their versions and states, the Kafka output still exactly once; delete
+//! removes them and leaves no process. Along the way: no token → 401, a read token on a
+//! deploy → 403 (exit 4), an invalid bundle → 400 naming the problem, an oversized body
+//! → 413, the status page behind a sign-in, and no token in any log line.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::amqp::AmqpAdmin;
+use common::*;
+use serde_json::Value;
+
+const ADMIN_TOKEN: &str = "adm-7c1f0e4b9d2a";
+const READ_TOKEN: &str = "rd-5e8a3f6c1b0d";
+const IDLE_TIMEOUT_S: u64 = 2;
+
+/// `sluice serve` as a child process; killed (SIGKILL) on drop.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    fn start(env: &Env, data: &Path, registry: Option<&str>, tokens: &Path, tag: &str) -> Serve {
+        let port = free_port();
+        let log = data.with_extension(format!("{tag}.log"));
+        let mut command = Command::new(sluice_binary());
+        command
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--tokens")
+            .arg(tokens)
+            .arg("--max-bundle-size")
+            .arg("4MiB");
+        if let Some(registry) = registry {
+            command.arg("--registry").arg(registry);
+        }
+        let child = command
+            .env("SLUICE_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", &env.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+            .env("AWS_REGION", &env.region)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice serve");
+        Serve { child, log, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("serve exited with {status}; logs:\n{}", self.logs());
+            }
+            if http_get(self.port, "/healthz").await.as_deref() == Some("ok\n") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve not healthy; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `sluice ARGS…` against this server with `token`.
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(sluice_binary())
+            .args(args)
+            .arg("--server")
+            .arg(self.url())
+            .env("SLUICE_TOKEN", token)
+            .env("SLUICE_LOG", "warn")
+            .output()
+            .expect("run the sluice cli")
+    }
+
+    /// `sluice ARGS… --json`, which must succeed.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let output = self.cli(ADMIN_TOKEN, &args);
+        assert!(
+            output.status.success(),
+            "sluice {args:?}: {}\n{}\nserve logs:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn job(&self, name: &str) -> Value {
+        self.json(&["jobs", "show", name])
+    }
+
+    fn deploy(&self, job: &JobDir) -> Value {
+        self.json(&["deploy", job.path().to_str().unwrap(), "--timeout", "90s"])
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A function command line no other job shares, so its processes can be found.
+fn function(tag: &str) -> String {
+    format!(
+        "command = [\"python3\", \"transform.py\", \"{tag}\"]\nmode = \"stream\"\ntimeout = \"30s\"\n\
+         [scaling]\nidle_timeout = \"{IDLE_TIMEOUT_S}s\""
+    )
+}
+
+fn clicks(range: std::ops::Range<usize>) -> Vec<(String, String)> {
+    range
+        .map(Click::numbered)
+        .map(|click| (click.event_id.clone(), click.json()))
+        .collect()
+}
+
+fn event_number(event_id: &str) -> usize {
+    event_id.trim_start_matches("e-").parse().unwrap()
+}
+
+/// Waits until the rows under `prefix` cover `expected` ids; asserts each exactly once.
+async fn wait_exactly_once(
+    env: &Env,
+    prefix: &str,
+    expected: usize,
+    serve: &Serve,
+) -> Vec<OutputRow> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = read_rows(env, prefix).await;
+        let counts = count_ids(&rows);
+        if let Some((id, n)) = counts.iter().find(|(_, n)| **n > 1) {
+            panic!("{id} written {n} times under {prefix}");
+        }
+        if counts.len() == expected {
+            assert_eq!(rows.len(), expected);
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected} rows under {prefix}; serve logs:\n{}",
+            counts.len(),
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_no_processes(needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let found = processes_with(needle);
+        if found.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "function processes {found:?} ({needle}) still there after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn lifecycle(registry: Option<&str>) {
+    let env = env();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let tokens = work.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("ops:admin:{ADMIN_TOKEN}\nci:read:{READ_TOKEN}\n"),
+    )
+    .unwrap();
+    let mut serve = Serve::start(&env, &data, registry, &tokens, "first");
+    serve.wait_healthy().await;
+
+    // Starts empty; tokens are required and roles enforced.
+    assert_eq!(serve.json(&["jobs", "list"])["jobs"], serde_json::json!([]));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let anonymous = http
+        .get(format!("{}/v1/jobs", serve.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json_or_null().await;
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    // The Kafka job (one partition, so offsets follow event numbers) and the AMQP job.
+    let topic = unique("serve-clicks");
+    create_topic(&env, &topic, 1).await;
+    let kafka_tag = unique("kafka-fn");
+    let kafka_job = JobDir::new(&env, &topic, &function(&kafka_tag), "");
+    let admin = AmqpAdmin::connect(&env).await;
+    let queue = unique("serve-clicks-amqp");
+    admin.declare_queue(&queue).await;
+    let amqp_tag = unique("amqp-fn");
+    let amqp_job = JobDir::new_amqp(&env, &queue, "", &function(&amqp_tag), "");
+
+    let denied = serve.cli(READ_TOKEN, &["deploy", kafka_job.path().to_str().unwrap()]);
+    assert_eq!(
+        denied.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("admin token"));
+
+    // Refused bundles change nothing: an invalid job.toml (400, every message), a body over
+    // the limit (413).
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(
+        broken.path().join("job.toml"),
+        "name = \"broken\"\n[function]\ncommand = []\n",
+    )
+    .unwrap();
+    let packed = sluice_platform::control::bundle::pack_folder(broken.path()).unwrap();
+    let refused = http
+        .put(format!("{}/v1/jobs/broken", serve.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(packed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json_or_null().await;
+    assert_eq!(body["error"]["code"], "invalid_bundle");
+    assert!(
+        body["error"]["details"].as_array().unwrap().len() >= 2,
+        "{body}"
+    );
+    let oversized = http
+        .put(format!("{}/v1/jobs/broken", serve.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(vec![0_u8; 5 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), 413);
+    let body: Value = oversized.json_or_null().await;
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_eq!(serve.json(&["jobs", "list"])["jobs"], serde_json::json!([]));
+
+    // Deploy both; events flow.
+    produce(&env, &topic, &clicks(0..1000)).await;
+    admin.publish(&queue, &clicks(0..500)).await;
+    let deployed = serve.deploy(&kafka_job);
+    assert_eq!(deployed["deployed"]["version"], 1);
+    assert_eq!(serve.deploy(&amqp_job)["deployed"]["version"], 1);
+    wait_exactly_once(&env, &kafka_job.prefix, 1000, &serve).await;
+    wait_exactly_once(&env, &amqp_job.prefix, 500, &serve).await;
+    // The same content again: the same version, nothing restarted.
+    assert_eq!(serve.deploy(&kafka_job)["deployed"]["new_version"], false);
+
+    // v2 (a changed transform) while events flow.
+    let producer = {
+        let env = common::env();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for chunk in 0..10 {
+                let start = 1000 + chunk * 200;
+                produce(&env, &topic, &clicks(start..start + 200)).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    let transform = std::fs::read_to_string(kafka_job.path().join("transform.py")).unwrap();
+    let changed = transform.replace(
+        "\"domain\": (url.hostname or \"\").lower(),",
+        "\"domain\": \"v2.\" + (url.hostname or \"\").lower(),",
+    );
+    assert_ne!(
+        changed, transform,
+        "the example transform changed; adapt the test"
+    );
+    kafka_job.write("transform.py", &changed);
+    let v2 = serve.deploy(&kafka_job);
+    assert_eq!(v2["deployed"]["version"], 2);
+    producer.await.unwrap();
+    let rows = wait_exactly_once(&env, &kafka_job.prefix, 3000, &serve).await;
+    let (v2_rows, v1_rows): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|row| row.domain.starts_with("v2."));
+    assert!(!v2_rows.is_empty() && !v1_rows.is_empty());
+    let last_v1 = v1_rows
+        .iter()
+        .map(|row| event_number(&row.event_id))
+        .max()
+        .unwrap();
+    let first_v2 = v2_rows
+        .iter()
+        .map(|row| event_number(&row.event_id))
+        .min()
+        .unwrap();
+    assert!(
+        last_v1 < first_v2,
+        "v1 wrote up to {last_v1}, v2 from {first_v2}"
+    );
+
+    // Pause: drained, no function process within idle_timeout + 2 s, the lag grows.
+    let paused = serve.json(&["jobs", "pause", &kafka_job.name]);
+    assert_eq!(paused["state"], "paused");
+    wait_no_processes(&kafka_tag, Duration::from_secs(IDLE_TIMEOUT_S + 2)).await;
+    let before = committed(&env, &kafka_job.group(), &topic, 1);
+    let ends = produce(&env, &topic, &clicks(3000..3300)).await;
+    assert_eq!(before.get(&0), Some(&3000));
+    assert_eq!(
+        ends.get(&0),
+        Some(&3300),
+        "lag of 300 behind the paused job"
+    );
+    assert_eq!(committed(&env, &kafka_job.group(), &topic, 1), before);
+    assert!(processes_with(&kafka_tag).is_empty());
+    // Resume drains it.
+    assert_eq!(
+        serve.json(&["jobs", "resume", &kafka_job.name])["state"],
+        "running"
+    );
+    wait_exactly_once(&env, &kafka_job.prefix, 3300, &serve).await;
+
+    // kill -9 and restart: both jobs back at their versions and states.
+    serve.json(&["jobs", "pause", &amqp_job.name]);
+    serve.kill9();
+    let first_logs = serve.logs();
+    let mut serve = Serve::start(&env, &data, registry, &tokens, "second");
+    serve.wait_healthy().await;
+    let kafka_now = serve.job(&kafka_job.name);
+    assert_eq!(
+        (kafka_now["version"].as_i64(), kafka_now["state"].as_str()),
+        (Some(2), Some("running"))
+    );
+    let amqp_now = serve.job(&amqp_job.name);
+    assert_eq!(
+        (amqp_now["version"].as_i64(), amqp_now["state"].as_str()),
+        (Some(1), Some("paused"))
+    );
+    produce(&env, &topic, &clicks(3300..3500)).await;
+    wait_exactly_once(&env, &kafka_job.prefix, 3500, &serve).await;
+    admin.publish(&queue, &clicks(500..600)).await;
+    serve.json(&["jobs", "resume", &amqp_job.name]);
+    wait_exactly_once(&env, &amqp_job.prefix, 600, &serve).await;
+
+    // Versions and rollback.
+    let versions = serve.json(&["jobs", "versions", &kafka_job.name]);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(versions["versions"][0]["deployed_by"], "ops");
+    let rolled = serve.json(&["jobs", "rollback", &kafka_job.name]);
+    assert_eq!(rolled["version"], 1);
+    let invocations = serve.json(&["invocations", &kafka_job.name, "--limit", "5"]);
+    assert!(invocations["invocations"].is_array(), "{invocations}");
+
+    // Every route the OpenAPI document lists that only reads answers as documented.
+    let document: Value = http
+        .get(format!("{}/v1/openapi.json", serve.url()))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json_or_null()
+        .await;
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/jobs/{name}/rollback"));
+    for (path, operations) in paths {
+        let Some(operation) = operations.get("get") else {
+            continue;
+        };
+        let url = format!("{}{}", serve.url(), path.replace("{name}", &kafka_job.name));
+        for token in [None, Some(READ_TOKEN)] {
+            let mut request = http.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let status = request.send().await.unwrap().status().as_u16().to_string();
+            assert!(
+                operation["responses"].get(&status).is_some(),
+                "GET {path} answered {status}, not in the document"
+            );
+        }
+    }
+
+    // The status page: sign in with the read token; both jobs with their state.
+    let page = http.get(format!("{}/", serve.url())).send().await.unwrap();
+    assert_eq!(page.status(), 401);
+    assert!(page.text().await.unwrap().contains("Sign in"));
+    let no_redirect = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = no_redirect
+        .post(format!("{}/signin", serve.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={READ_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let overview = http
+        .get(format!("{}/", serve.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    let overview = overview.text().await.unwrap();
+    for job in [&kafka_job, &amqp_job] {
+        assert!(
+            overview.contains(&format!("href=\"/jobs/{}\"", job.name)),
+            "{overview}"
+        );
+    }
+    assert!(
+        overview.contains("<span class=\"running\">running</span>"),
+        "{overview}"
+    );
+    let job_page = http
+        .get(format!("{}/jobs/{}", serve.url(), kafka_job.name))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job_page.status(), 200);
+    assert!(
+        job_page
+            .text()
+            .await
+            .unwrap()
+            .contains("Recent invocations")
+    );
+    // The cookie opens the pages only, never the API.
+    let api_by_cookie = http
+        .get(format!("{}/v1/jobs", serve.url()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api_by_cookie.status(), 401);
+
+    // Delete: gone, no process left.
+    for job in [&kafka_job, &amqp_job] {
+        serve.json(&["jobs", "delete", &job.name]);
+    }
+    assert_eq!(serve.json(&["jobs", "list"])["jobs"], serde_json::json!([]));
+    wait_no_processes(&kafka_tag, Duration::from_secs(10)).await;
+    wait_no_processes(&amqp_tag, Duration::from_secs(10)).await;
+    let missing = serve.cli(ADMIN_TOKEN, &["jobs", "show", &kafka_job.name]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    // SIGTERM: drains and exits 0.
+    assert!(serve.terminate().success(), "logs:\n{}", serve.logs());
+    for logs in [first_logs, serve.logs()] {
+        assert!(
+            !logs.contains(ADMIN_TOKEN) && !logs.contains(READ_TOKEN),
+            "a token in the logs"
+        );
+        assert!(
+            logs.contains("deployed") || logs.contains("registry open"),
+            "{logs}"
+        );
+    }
+    admin.delete_queue(&queue).await;
+}
+
+trait JsonOrNull {
+    async fn json_or_null(self) -> Value;
+}
+
+impl JsonOrNull for reqwest::Response {
+    async fn json_or_null(self) -> Value {
+        serde_json::from_str(&self.text().await.unwrap()).unwrap_or(Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_lifecycle_on_sqlite() {
+    lifecycle(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_lifecycle_on_postgres() {
+    let admin_url = std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned());
+    let database = unique("sluice_serve").replace('-', "_");
+    let psql = |sql: &str| {
+        let status = Command::new("psql")
+            .arg(&admin_url)
+            .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .status()
+            .expect("run psql");
+        assert!(status.success(), "psql {sql}");
+    };
+    psql(&format!("CREATE DATABASE {database}"));
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    lifecycle(Some(&format!("{base}/{database}"))).await;
+    psql(&format!("DROP DATABASE {database} WITH (FORCE)"));
+}

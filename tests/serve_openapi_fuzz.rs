@@ -1,0 +1,117 @@
+//! The OpenAPI document of `sluice serve` against a schema-based API fuzzer
+//! (schemathesis from PyPI, installed into a virtualenv under the target folder on first
+//! use): no 5xx, and no status, content type or body that contradicts the document.
+//!
+//! One check is left out: "a schema-valid request must be accepted". A bundle is bytes
+//! in the document, but only a real `.tar.gz` of a valid job folder is accepted; the
+//! document cannot say that, and the 400 it answers is documented.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+const TOKEN: &str = "fuzz-admin-3b9d";
+
+/// A virtualenv with schemathesis, made once per target folder.
+fn schemathesis() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
+    let binary = venv.join("bin/schemathesis");
+    if !binary.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv");
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", SCHEMATHESIS])
+            .status()
+            .unwrap();
+        assert!(installed.success(), "pip install {SCHEMATHESIS}");
+    }
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_matches_its_openapi_document_under_fuzzing() {
+    let env = env();
+    let fuzzer = schemathesis();
+    let work = tempfile::tempdir().unwrap();
+    let tokens = work.path().join("tokens");
+    std::fs::write(&tokens, format!("fuzz:admin:{TOKEN}\n")).unwrap();
+    let port = free_port();
+    let log = work.path().join("serve.log");
+    let mut serve = Command::new(sluice_binary())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(work.path().join("data"))
+        .arg("--tokens")
+        .arg(&tokens)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/healthz").await.as_deref() != Some("ok\n") {
+        assert!(Instant::now() < deadline, "serve not healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One job, so the job routes have something to find (its topic never fills).
+    let job = JobDir::new(
+        &env,
+        &unique("fuzz-topic"),
+        "command = [\"python3\", \"transform.py\"]",
+        "",
+    );
+    let deployed = Command::new(sluice_binary())
+        .arg("deploy")
+        .arg(job.path())
+        .args(["--no-wait", "--server", &server])
+        .env("SLUICE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+
+    let document = work.path().join("openapi.json");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let body = client
+        .get(format!("{server}/v1/openapi.json"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(&document, body).unwrap();
+    let fuzzed = Command::new(&fuzzer)
+        .arg("run")
+        .arg(&document)
+        .args(["--url", &server])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--max-examples", "40", "--seed", "1"])
+        .args(["--exclude-checks", "positive_data_acceptance"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&fuzzed.stdout);
+    assert!(fuzzed.status.success(), "schemathesis failed:\n{report}");
+    assert!(report.contains("passed"), "{report}");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(!logs.contains(TOKEN), "the token is in the logs");
+}
