@@ -369,3 +369,6 @@ async fn a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() {
 
 #[path = "containment_tests/output.rs"]
 mod output;
+
+#[path = "containment_tests/attacks.rs"]
+mod attacks;

@@ -79,7 +79,7 @@ impl CgroupHierarchy {
     }
 
     /// The `sluice` directories in use, one per hierarchy.
-    pub(super) fn roots(&self) -> Vec<&Path> {
+    pub(crate) fn roots(&self) -> Vec<&Path> {
         let mut roots: Vec<&Path> = Vec::new();
         for root in [&self.pids_root, &self.memory_root].into_iter().flatten() {
             if !roots.contains(&root.as_path()) {
