@@ -13,8 +13,10 @@
 //!   error type of an invocation ([`InvokeError`]).
 //! - `sandbox`: spawning with a cleared environment, a process group, rlimits; `cgroup`:
 //!   per-instance cgroups (process and memory limits, kill-all); `isolation`: what the
-//!   platform can use here (cgroups, network namespaces, dropping capabilities) and the
-//!   child-side setup; `stderr`: stderr logs within a budget.
+//!   platform can use here (cgroups, namespaces, a user per job, dropping capabilities)
+//!   and the child-side setup; `identity`: the uid and gid of a job; `bundle`: the job's
+//!   files staged read-only for that uid; `namespaces`: the function's mount namespace;
+//!   `stderr`: stderr logs within a budget. `docs/security.md` is the security model.
 //! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
 //! - `zygote`: with `function.preload`, instances are forked from a parent Python
 //!   interpreter that imported the modules once, with the same sandbox.
@@ -28,10 +30,13 @@
 //!
 //! The platform should call [`harden_platform_process`] once at start.
 
+mod bundle;
 mod cgroup;
 pub mod encode;
 mod exec;
+mod identity;
 mod isolation;
+mod namespaces;
 pub mod protocol;
 mod sandbox;
 mod stderr;
@@ -49,7 +54,7 @@ pub use protocol::{FunctionOutput, InvokeError, MemoryEnforcement, RecordError};
 
 use crate::spec::{FunctionMode, FunctionSpec};
 use cgroup::JobCgroup;
-use sandbox::InstanceContext;
+use sandbox::{InstanceContext, JobSandbox};
 use stream::StreamInstance;
 use zygote::Zygote;
 
@@ -75,6 +80,8 @@ pub struct FunctionRunner {
     /// The job's preload parent when `function.preload` is set (shared by the job's
     /// runners; its process starts with the first instance).
     zygote: Option<Arc<Zygote>>,
+    /// The job's user and staged bundle, made with the first instance of any sibling.
+    sandbox: Arc<std::sync::Mutex<Option<Arc<JobSandbox>>>>,
 }
 
 impl FunctionRunner {
@@ -97,6 +104,7 @@ impl FunctionRunner {
             use_cgroups: true,
             job_cgroup: Arc::default(),
             zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
+            sandbox: Arc::default(),
         }
     }
 
@@ -113,6 +121,7 @@ impl FunctionRunner {
             use_cgroups: self.use_cgroups,
             job_cgroup: Arc::clone(&self.job_cgroup),
             zygote: self.zygote.clone(),
+            sandbox: Arc::clone(&self.sandbox),
         }
     }
 
@@ -154,6 +163,47 @@ impl FunctionRunner {
         Ok(shared.clone())
     }
 
+    /// The job's user and bundle when the platform can give its function a user of its
+    /// own; made on first use. With `function.isolation = "strict"`, an error when any
+    /// protection is missing on this host.
+    fn job_sandbox(&mut self) -> Result<Option<Arc<JobSandbox>>, InvokeError> {
+        let isolation = isolation::isolation();
+        let missing = isolation.missing(&self.spec);
+        if !missing.is_empty() && self.spec.isolation == crate::spec::IsolationLevel::Strict {
+            return Err(InvokeError::Sandbox {
+                reason: format!(
+                    "function.isolation = \"strict\" and this host cannot give the function: {}; \
+                     fix the host or set function.isolation = \"best_effort\"",
+                    missing.join("; ")
+                ),
+            });
+        }
+        let Ok(range) = isolation.function_ids else {
+            return Ok(None);
+        };
+        let mut shared = self
+            .sandbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shared.is_none() {
+            let identity =
+                identity::assign(range, &self.job).ok_or_else(|| InvokeError::Sandbox {
+                    reason: format!(
+                        "every id of {} is taken by another job",
+                        identity::RANGE_VARIABLE
+                    ),
+                })?;
+            let bundle =
+                bundle::Bundle::stage(&self.job, &self.dir, identity).map_err(|error| {
+                    InvokeError::Sandbox {
+                        reason: error.to_string(),
+                    }
+                })?;
+            *shared = Some(Arc::new(JobSandbox { identity, bundle }));
+        }
+        Ok(shared.clone())
+    }
+
     /// Runs the function once on `batch`: a fresh process in exec mode; in stream mode the
     /// warm instance, or a new one (a cold start) when there is none. After a failure the
     /// next call starts a new instance.
@@ -161,6 +211,7 @@ impl FunctionRunner {
         match self.spec.mode {
             FunctionMode::Exec => {
                 let job_cgroup = self.job_cgroup()?;
+                let sandbox = self.job_sandbox()?;
                 let instance = self.next_instance_id();
                 let context = InstanceContext {
                     job: &self.job,
@@ -169,6 +220,7 @@ impl FunctionRunner {
                     spec: &self.spec,
                     job_cgroup: job_cgroup.as_ref(),
                     zygote: self.zygote.as_deref(),
+                    sandbox: sandbox.as_deref(),
                 };
                 exec::run_batch(&context, batch).await
             }
@@ -220,6 +272,7 @@ impl FunctionRunner {
 
     async fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
         let job_cgroup = self.job_cgroup()?;
+        let sandbox = self.job_sandbox()?;
         let instance_id = self.next_instance_id();
         let context = InstanceContext {
             job: &self.job,
@@ -228,6 +281,7 @@ impl FunctionRunner {
             spec: &self.spec,
             job_cgroup: job_cgroup.as_ref(),
             zygote: self.zygote.as_deref(),
+            sandbox: sandbox.as_deref(),
         };
         let instance = StreamInstance::start(&context).await?;
         tracing::debug!(

@@ -18,8 +18,8 @@ use super::raw::{
     RawBatch, RawFunction, RawJob, RawKafkaTrigger, RawOptions, RawScaling, RawTrigger,
 };
 use super::types::{
-    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, JobSpec, KafkaTriggerSpec,
-    Ordering, ScalingSpec, StartPosition, TriggerSpec,
+    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, IsolationLevel, JobSpec,
+    KafkaTriggerSpec, Ordering, ScalingSpec, StartPosition, TriggerSpec,
 };
 use super::units::is_env_name;
 
@@ -332,6 +332,16 @@ impl Checker<'_> {
             )
         });
         let preload = self.preload(raw.preload.as_deref(), command.as_deref());
+        let isolation = self.choice(
+            "function.isolation",
+            raw.isolation.as_deref(),
+            IsolationLevel::Strict,
+            &[
+                ("strict", IsolationLevel::Strict),
+                ("best_effort", IsolationLevel::BestEffort),
+            ],
+            &[],
+        );
         Some(FunctionSpec {
             command: command?,
             mode,
@@ -350,6 +360,7 @@ impl Checker<'_> {
             retry_backoff,
             max_record_age,
             preload,
+            isolation,
         })
     }
 

@@ -35,7 +35,7 @@ fn attacker(script: &str, args: &[&str]) -> FunctionSpec {
 /// Runs `spec` once as job `job` and returns its report, after checking that nothing of
 /// it is left.
 async fn attack(job: &str, dir: &Path, spec: &FunctionSpec) -> serde_json::Map<String, Value> {
-    let mut runner = FunctionRunner::new(job, dir, spec);
+    let mut runner = test_runner(job, dir, spec);
     let output = runner
         .invoke(&batch(&["{}"]))
         .await
@@ -110,7 +110,7 @@ report["daemon moved to a root cgroup"] = "refused: stayed" if not moved else mo
 #[tokio::test]
 async fn a_function_cannot_lift_its_limits_leave_its_cgroup_or_outlive_its_instance() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let marker = format!("{}{}", std::process::id(), rand_suffix());
     let mut spec = attacker(LIFT_LIMITS_AND_LEAVE, &[&marker]);
     spec.memory = Some(64 << 20);
@@ -165,14 +165,14 @@ attempt("write /etc/hosts", lambda: os.close(os.open("/etc/hosts", os.O_WRONLY |
 async fn root_owned_files_are_neither_readable_nor_writable() {
     use std::os::unix::fs::PermissionsExt as _;
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let vault = tempfile::tempdir().unwrap();
+    let dir = job_dir();
+    let vault = job_dir();
     std::fs::set_permissions(vault.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let secret = vault.path().join("secret");
     std::fs::write(&secret, "platform secret").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     // A stand-in for the platform's binary: root-owned, 0755, in a 0755 folder.
-    let bin = tempfile::tempdir().unwrap();
+    let bin = job_dir();
     std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary = bin.path().join("sluice");
     std::fs::write(&binary, "#!/bin/sh\n").unwrap();
@@ -221,7 +221,7 @@ async fn network_false_cuts_host_unix_sockets_and_loopback_services() {
     std::os::unix::net::UnixStream::connect(POSTGRES_SOCKET)
         .unwrap_or_else(|e| panic!("PostgreSQL must listen on {POSTGRES_SOCKET}: {e}"));
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = attacker(HOST_SOCKETS, &[POSTGRES_SOCKET]);
     assert!(!spec.network);
     let report = attack("host-sockets", dir.path(), &spec).await;
@@ -254,7 +254,7 @@ attempt("signal the platform", lambda: os.kill(platform, signal.SIGURG))
 #[tokio::test]
 async fn another_jobs_environment_and_the_platform_are_out_of_reach() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
     let secret = format!("s3cr3t-{}-{}", std::process::id(), rand_suffix());
     let mut victim_spec = spec(
@@ -262,7 +262,7 @@ async fn another_jobs_environment_and_the_platform_are_out_of_reach() {
         FunctionMode::Stream,
     );
     victim_spec.env.insert("SECRET".into(), secret.clone());
-    let mut victim = FunctionRunner::new("victim", dir.path(), &victim_spec);
+    let mut victim = test_runner("victim", dir.path(), &victim_spec);
     victim.invoke(&batch(&[r#"{"v":0}"#])).await.unwrap();
 
     let spec = attacker(

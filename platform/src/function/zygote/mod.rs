@@ -229,6 +229,7 @@ impl Zygote {
             spec: &spec,
             job_cgroup: context.job_cgroup,
             zygote: None,
+            sandbox: context.sandbox,
         };
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
