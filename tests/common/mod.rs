@@ -374,7 +374,9 @@ impl JobDir {
         function: &str,
         extra: &str,
     ) -> JobDir {
-        let dir = tempfile::tempdir().unwrap();
+        // Outside /tmp: a function sees a private /tmp of its own, and some tests let it
+        // write here (`JobDir::writable_by_functions`).
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         std::fs::copy(
             repo_root().join("jobs/clickstream/transform.py"),
             dir.path().join("transform.py"),
@@ -417,6 +419,14 @@ endpoint = "{endpoint}"
 
     pub fn group(&self) -> String {
         format!("sluice-{}", self.name)
+    }
+
+    /// Lets the function, which runs as its job's own user and sees its files only
+    /// through a read-only copy, write into this folder (by its absolute path, returned).
+    pub fn writable_by_functions(&self) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        self.path().display().to_string()
     }
 
     pub fn write(&self, file: &str, content: &str) {
