@@ -62,3 +62,47 @@ fn two_platform_processes_starting_at_once_both_get_cgroups_ten_times() {
         }
     }
 }
+
+/// `sluice validate` run by a user that is not root, so the host cannot give a function
+/// a user of its own (nor namespaces): the strict default refuses, best effort accepts,
+/// and both name what is missing.
+#[test]
+fn validate_names_missing_protections_and_strict_refuses() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let job = dir.path().join("job.toml");
+    let validate_as_nobody = || {
+        std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .args(["validate", dir.path().to_str().unwrap()])
+            .env("SLUICE_DATA_DIR", dir.path().join("data"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&job, JOB).unwrap();
+    let strict = validate_as_nobody();
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("this host cannot give the function a user of its own"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"strict\" refuses"), "{stderr}");
+
+    std::fs::write(
+        &job,
+        JOB.replace(
+            "max_processes = 16",
+            "max_processes = 16\nisolation = \"best_effort\"",
+        ),
+    )
+    .unwrap();
+    let best_effort = validate_as_nobody();
+    let stderr = String::from_utf8_lossy(&best_effort.stderr);
+    assert!(best_effort.status.success(), "{stderr}");
+    assert!(stderr.contains("a mount namespace"), "{stderr}");
+}

@@ -58,6 +58,13 @@ use sandbox::{InstanceContext, JobSandbox};
 use stream::StreamInstance;
 use zygote::Zygote;
 
+/// The protections this host cannot give a function with `spec` (a user of its own,
+/// namespaces, no capabilities, cgroups), each named with what it stops; empty when it
+/// gets them all. Detects the host's isolation on first use (see [`FunctionRunner::new`]).
+pub fn missing_protections(spec: &FunctionSpec) -> Vec<String> {
+    isolation::isolation().missing(spec)
+}
+
 /// How long a stopping instance gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,6 +82,9 @@ pub struct FunctionRunner {
     stop_grace: Duration,
     /// Whether instances get cgroups when the host allows them.
     use_cgroups: bool,
+    /// Whether instances get a user of their own (and so a bundle and namespaces) when
+    /// the host allows it; only tests that measure its cost turn it off.
+    use_job_user: bool,
     /// The job's cgroup directories, made with the first instance of any sibling.
     job_cgroup: Arc<std::sync::Mutex<Option<Arc<JobCgroup>>>>,
     /// The job's preload parent when `function.preload` is set (shared by the job's
@@ -102,6 +112,7 @@ impl FunctionRunner {
             warm: None,
             stop_grace: STOP_GRACE,
             use_cgroups: true,
+            use_job_user: true,
             job_cgroup: Arc::default(),
             zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
             sandbox: Arc::default(),
@@ -119,6 +130,7 @@ impl FunctionRunner {
             warm: None,
             stop_grace: self.stop_grace,
             use_cgroups: self.use_cgroups,
+            use_job_user: self.use_job_user,
             job_cgroup: Arc::clone(&self.job_cgroup),
             zygote: self.zygote.clone(),
             sandbox: Arc::clone(&self.sandbox),
@@ -178,7 +190,7 @@ impl FunctionRunner {
                 ),
             });
         }
-        let Ok(range) = isolation.function_ids else {
+        let (Ok(range), true) = (&isolation.function_ids, self.use_job_user) else {
             return Ok(None);
         };
         let mut shared = self
@@ -187,7 +199,7 @@ impl FunctionRunner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if shared.is_none() {
             let identity =
-                identity::assign(range, &self.job).ok_or_else(|| InvokeError::Sandbox {
+                identity::assign(*range, &self.job).ok_or_else(|| InvokeError::Sandbox {
                     reason: format!(
                         "every id of {} is taken by another job",
                         identity::RANGE_VARIABLE

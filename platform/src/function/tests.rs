@@ -625,3 +625,71 @@ mod containment;
 
 #[path = "zygote/tests.rs"]
 mod zygote_tests;
+
+/// Cold starts of a stream instance (start to its readiness line), spawned (`sh`) and
+/// forked from a preloaded Python parent, with a user of its own, its bundle and its
+/// namespaces, and without: what the stricter sandbox adds. Measured on demand:
+/// `cargo test -p sluice-platform -- --ignored cold_start_overhead --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn cold_start_overhead_of_the_job_user_and_namespaces() {
+    const STARTS: usize = 300;
+    let dir = job_dir();
+    std::fs::write(dir.path().join("ready.py"), STREAM_ECHO).unwrap();
+    let spawned = spec(
+        &[
+            "sh",
+            "-c",
+            r#"echo '{"$ready": true}'; while read -r line; do [ -z "$line" ] && echo; done"#,
+        ],
+        FunctionMode::Stream,
+    );
+    let mut preloaded = spec(&[&python_interpreter(), "ready.py"], FunctionMode::Stream);
+    preloaded.preload = vec!["json".into()];
+    for (name, spec) in [("spawned", &spawned), ("preloaded", &preloaded)] {
+        for isolated in [false, true, false, true] {
+            let job = format!("cold-{name}-{isolated}");
+            let mut runner = test_runner(&job, dir.path(), spec);
+            runner.use_job_user = isolated;
+            runner.invoke(&batch(&[r#"{"v":0}"#])).await.unwrap();
+            let mut starts = Vec::with_capacity(STARTS);
+            for _ in 0..STARTS {
+                runner.shutdown().await;
+                let output = runner.invoke(&batch(&[r#"{"v":0}"#])).await.unwrap();
+                starts.push(output.init_time.unwrap());
+            }
+            runner.shutdown().await;
+            starts.sort();
+            println!(
+                "{name}, job user and namespaces {isolated}: p50 {:?} p90 {:?} max {:?}",
+                starts[STARTS / 2],
+                starts[STARTS * 9 / 10],
+                starts[STARTS - 1]
+            );
+        }
+    }
+}
+
+#[test]
+fn every_missing_protection_is_named() {
+    let host = isolation::Isolation {
+        cgroups: None,
+        network_namespaces: false,
+        drop_capabilities: None,
+        function_ids: Err("the platform does not run as root".into()),
+        mount_namespaces: false,
+    };
+    let mut spec = sh("cat");
+    let missing = host.missing(&spec).join("\n");
+    for protection in [
+        "a user of its own (the platform does not run as root)",
+        "a mount namespace",
+        "a network namespace",
+        "dropping capabilities",
+        "cgroups",
+    ] {
+        assert!(missing.contains(protection), "{protection} in {missing}");
+    }
+    spec.network = true;
+    assert_eq!(host.missing(&spec).len(), 4, "no network namespace needed");
+}
