@@ -9,6 +9,7 @@
 //! | a uid and gid per job ([`super::identity`]) | the platform runs as root | the function is never root: it cannot touch root-owned files, other jobs' files or processes, or its cgroup's control files; it reads its job folder through a staged read-only copy ([`super::bundle`]) |
 //! | a mount namespace ([`super::namespaces`]) | `unshare(CLONE_NEWNS)` and mounting work (`CAP_SYS_ADMIN`) | a private `/tmp` (scratch), no cgroup file system, no host `/run` with `network = false`, the bundle read-only |
 //! | `PR_SET_NO_NEW_PRIVS` | always | no privileges gained through set-uid programs |
+//! | a seccomp filter ([`super::syscalls`]) | the kernel has seccomp | no `ptrace`, `mount`, namespaces, `bpf`, module or `kexec` loading, keyrings, … |
 //! | rlimits | always | open files, CPU seconds, no core dumps; address space when no memory cgroup |
 //!
 //! Invariant: whatever is unavailable is reported once, at warn level, when a runner is
@@ -29,6 +30,7 @@ use nix::unistd::{ForkResult, Pid};
 use super::cgroup::CgroupHierarchy;
 use super::identity::{IdRange, JobIdentity};
 use super::namespaces::{MountPlan, mount_namespace_works, switch_user};
+use super::syscalls::SyscallFilter;
 use crate::spec::FunctionSpec;
 
 /// Isolation mechanisms this platform process can use.
@@ -44,6 +46,8 @@ pub(crate) struct Isolation {
     pub(crate) function_ids: Result<IdRange, String>,
     /// Whether a child can get a mount namespace of its own.
     pub(crate) mount_namespaces: bool,
+    /// The system call filter every function gets, or why there is none.
+    pub(crate) syscall_filter: Result<SyscallFilter, String>,
 }
 
 /// The isolation available here, detected on first use.
@@ -127,12 +131,24 @@ impl Isolation {
                  read its environment through /proc; call harden_platform_process at start"
             );
         }
+        let syscall_filter = SyscallFilter::build()
+            .map_err(|error| error.to_string())
+            .and_then(
+                |filter| match probe_in_child(|| filter.apply_in_child().is_ok()) {
+                    Ok(true) => Ok(filter),
+                    outcome => Err(format!("the kernel refused it: {outcome:?}")),
+                },
+            );
+        if let Err(reason) = &syscall_filter {
+            tracing::warn!(%reason, "functions get no system call filter");
+        }
         Isolation {
             cgroups,
             network_namespaces,
             drop_capabilities,
             function_ids,
             mount_namespaces,
+            syscall_filter,
         }
     }
 
@@ -151,6 +167,9 @@ impl Isolation {
         }
         if !spec.network && !self.network_namespaces {
             missing.push("a network namespace (network = false is not enforced)".to_owned());
+        }
+        if let Err(reason) = &self.syscall_filter {
+            missing.push(format!("a system call filter ({reason})"));
         }
         if self.drop_capabilities.is_none() {
             missing.push("dropping capabilities (the platform holds no CAP_SETPCAP)".to_owned());
@@ -237,6 +256,8 @@ pub(crate) struct ChildSetup {
     pub(crate) mounts: Option<MountPlan>,
     /// The user to become, when the job gets one of its own.
     pub(crate) identity: Option<JobIdentity>,
+    /// Installed last, right before `exec`.
+    pub(crate) syscall_filter: Option<&'static SyscallFilter>,
 }
 
 impl ChildSetup {
@@ -278,6 +299,9 @@ impl ChildSetup {
             clear_capability_sets()?;
         }
         nix::sys::prctl::set_no_new_privs()?;
+        if let Some(filter) = self.syscall_filter {
+            filter.apply_in_child()?;
+        }
         Ok(())
     }
 }

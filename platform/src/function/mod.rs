@@ -41,6 +41,7 @@ pub mod protocol;
 mod sandbox;
 mod stderr;
 mod stream;
+mod syscalls;
 mod zygote;
 
 use std::path::{Path, PathBuf};

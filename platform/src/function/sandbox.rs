@@ -179,11 +179,12 @@ fn build_command(
         drop_capabilities: isolation.drop_capabilities,
         mounts,
         identity: context.sandbox.map(|sandbox| sandbox.identity),
+        syscall_filter: isolation.syscall_filter.as_ref().ok(),
     };
     // SAFETY: the closure runs in the forked child before `exec`, where only
     // async-signal-safe operations are allowed. `apply_in_child` makes plain syscalls
     // (prctl, getppid, open/write/close, unshare, socket/ioctl, getrlimit/setrlimit,
-    // capset, unshare/mount/chdir, setgroups/setresgid/setresuid) through thin wrappers that neither allocate nor lock, reads only data moved
+    // capset, unshare/mount/chdir, setgroups/setresgid/setresuid, seccomp) through thin wrappers that neither allocate nor lock, reads only data moved
     // into the closure before the fork, and builds errors without allocating.
     unsafe {
         command.pre_exec(move || setup.apply_in_child());

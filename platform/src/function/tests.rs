@@ -678,6 +678,7 @@ fn every_missing_protection_is_named() {
         drop_capabilities: None,
         function_ids: Err("the platform does not run as root".into()),
         mount_namespaces: false,
+        syscall_filter: Err("no seccomp in this kernel".into()),
     };
     let mut spec = sh("cat");
     let missing = host.missing(&spec).join("\n");
@@ -686,10 +687,11 @@ fn every_missing_protection_is_named() {
         "a mount namespace",
         "a network namespace",
         "dropping capabilities",
+        "a system call filter (no seccomp in this kernel)",
         "cgroups",
     ] {
         assert!(missing.contains(protection), "{protection} in {missing}");
     }
     spec.network = true;
-    assert_eq!(host.missing(&spec).len(), 4, "no network namespace needed");
+    assert_eq!(host.missing(&spec).len(), 5, "no network namespace needed");
 }

@@ -276,3 +276,126 @@ async fn another_jobs_environment_and_the_platform_are_out_of_reach() {
     victim.shutdown().await;
     neighbour.assert_unaffected().await;
 }
+
+/// System calls a data function never needs, a set-uid program, and its private `/tmp`
+/// filled past its cap.
+const KERNEL_ATTACKS: &str = r#"
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    if getattr(libc, name)(*args) == -1:
+        raise OSError(ctypes.get_errno(), name)
+victim = int(sys.argv[1])
+attempt("ptrace another job's process", lambda: call("ptrace", 16, victim, None, None))
+os.makedirs("/tmp/m", exist_ok=True)
+attempt("mount a tmpfs", lambda: call("mount", b"tmpfs", b"/tmp/m", b"tmpfs", 0, None))
+attempt("unshare a user namespace", lambda: call("unshare", 0x10000000))
+attr = (ctypes.c_uint32 * 32)(2, 4, 4, 1)
+attempt("create a BPF map", lambda: call("syscall", 321, 0, attr, ctypes.sizeof(attr)))
+attempt("keyctl", lambda: call("syscall", 250, 0, 0, 0, 0, 0))
+def setuid_mount():
+    import subprocess
+    done = subprocess.run(["mount", "-t", "tmpfs", "none", "/tmp/m"], capture_output=True)
+    if done.returncode != 0:
+        raise PermissionError(done.stderr.decode(errors="replace").strip())
+attempt("mount through the set-uid mount program", setuid_mount)
+def own_root_file():
+    with open("/tmp/evil", "w") as f:
+        f.write("x")
+    os.chown("/tmp/evil", 0, 0)
+attempt("give a file to root", own_root_file)
+def fill_tmp():
+    chunk = b"x" * (1 << 20)
+    with open("/tmp/fill", "wb") as f:
+        for _ in range(400):
+            f.write(chunk)
+            f.flush()
+    return "wrote 400 MiB"
+attempt("fill /tmp past its cap", fill_tmp)
+"#;
+
+#[tokio::test]
+async fn kernel_interfaces_set_uid_programs_and_a_full_tmp_are_refused() {
+    let neighbour = Neighbour::start().await;
+    let dir = job_dir();
+    let victim = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let spec = attacker(KERNEL_ATTACKS, &[&victim.id().to_string()]);
+    let report = attack("kernel", dir.path(), &spec).await;
+    let mut victim = victim;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert_eq!(granted(&report), Vec::<String>::new(), "{report:?}");
+    neighbour.assert_unaffected().await;
+}
+
+/// Reaches for another job's bundle, scratch space and the platform's data folder.
+const OTHER_JOBS_FILES: &str = r#"
+bundle_file, victim, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+attempt("write the other job's bundle", lambda: os.close(os.open(bundle_file, os.O_WRONLY | os.O_APPEND)))
+attempt("read the other job's bundle", lambda: read(bundle_file))
+attempt("read the other job's scratch", lambda: read("/proc/%d/root/tmp/secret" % victim))
+attempt("list the platform's data folder", lambda: os.listdir(data) and None)
+attempt("create a file in the data folder", lambda: os.close(os.open(data + "/evil", os.O_WRONLY | os.O_CREAT, 0o644)))
+"#;
+
+/// Writes a secret into its private `/tmp`, then echoes like `STREAM_ECHO`.
+const KEEPS_A_SECRET: &str = r#"
+import json, os, sys
+open("/tmp/secret", "w").write("the victim's scratch")
+print(json.dumps({"$ready": True}), flush=True)
+for line in sys.stdin:
+    if not line.strip():
+        print(json.dumps({"pid": os.getpid()}), flush=True)
+        print(flush=True)
+"#;
+
+#[tokio::test]
+async fn another_jobs_bundle_and_scratch_and_the_data_folder_are_out_of_reach() {
+    let Ok(_) = isolation::isolation().function_ids else {
+        eprintln!("functions cannot get users of their own here; nothing to check");
+        return;
+    };
+    let neighbour = Neighbour::start().await;
+    let dir = job_dir();
+    std::fs::write(dir.path().join("secret.py"), KEEPS_A_SECRET).unwrap();
+    let mut victim = test_runner(
+        "victim-files",
+        dir.path(),
+        &spec(&["python3", "secret.py"], FunctionMode::Stream),
+    );
+    victim.invoke(&batch(&["{}"])).await.unwrap();
+    let victim_pid = victim.warm_pid().unwrap();
+    let data = Path::new(bundle::DEFAULT_DATA_DIR)
+        .join("functions")
+        .join(std::process::id().to_string());
+    let bundle_file = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("victim-files."))
+        })
+        .expect("the victim's bundle is staged")
+        .join("bundle/secret.py");
+    let spec = attacker(
+        OTHER_JOBS_FILES,
+        &[
+            bundle_file.to_str().unwrap(),
+            &victim_pid.to_string(),
+            data.to_str().unwrap(),
+        ],
+    );
+    let report = attack("files", dir.path(), &spec).await;
+    assert_eq!(granted(&report), Vec::<String>::new(), "{report:?}");
+    assert_eq!(
+        std::fs::read_to_string(&bundle_file).unwrap(),
+        KEEPS_A_SECRET
+    );
+    victim.invoke(&batch(&["{}"])).await.unwrap();
+    victim.shutdown().await;
+    neighbour.assert_unaffected().await;
+}
