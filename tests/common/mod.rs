@@ -376,7 +376,12 @@ impl JobDir {
     ) -> JobDir {
         // Outside /tmp: a function sees a private /tmp of its own, and some tests let it
         // write here (`JobDir::writable_by_functions`).
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        // (Examples built from these helpers get no CARGO_TARGET_TMPDIR: beside them.)
+        let base = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("tmp"));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(&base).unwrap();
         std::fs::copy(
             repo_root().join("jobs/clickstream/transform.py"),
             dir.path().join("transform.py"),

@@ -16,6 +16,7 @@
 //!   platform can use here (cgroups, namespaces, a user per job, dropping capabilities)
 //!   and the child-side setup; `identity`: the uid and gid of a job; `bundle`: the job's
 //!   files staged read-only for that uid; `namespaces`: the function's mount namespace;
+//!   `syscalls`: its seccomp filter;
 //!   `stderr`: stderr logs within a budget. `docs/security.md` is the security model.
 //! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
 //! - `zygote`: with `function.preload`, instances are forked from a parent Python

@@ -27,7 +27,8 @@ use seccompiler::{
 };
 
 /// System calls refused outright.
-const REFUSED: &[libc::c_long] = &[
+/// (Numbers as `i64`: seccomp filters exist for 64-bit targets only here.)
+const REFUSED: &[i64] = &[
     libc::SYS_ptrace,
     libc::SYS_process_vm_readv,
     libc::SYS_process_vm_writev,
@@ -99,10 +100,8 @@ impl SyscallFilter {
         let arch = std::env::consts::ARCH;
         let error = |source| FilterError { arch, source };
         let target = TargetArch::try_from(arch).map_err(error)?;
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED
-            .iter()
-            .map(|&call| (i64::from(call), Vec::new()))
-            .collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            REFUSED.iter().map(|&call| (call, Vec::new())).collect();
         let clone_rules = NAMESPACE_FLAGS
             .iter()
             .map(|&flag| {

@@ -29,7 +29,9 @@ def report():
         "env": dict(os.environ), "fds": sorted(os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(), "cgroup": open("/proc/self/cgroup").read(),
         "netns": os.readlink("/proc/self/ns/net"), "cap_eff": cap_eff,
-        "argv": sys.argv, "name": __name__,
+        "argv": sys.argv, "name": __name__, "uid": os.getuid(), "gid": os.getgid(),
+        "seccomp": [line for line in status.splitlines() if line.startswith("Seccomp:")][0].split()[1],
+        "mountns": os.readlink("/proc/self/ns/mnt"),
     }
 
 print(json.dumps({"$ready": True}), flush=True)
@@ -227,6 +229,19 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
         assert_eq!(forked["cap_eff"], "0000000000000000");
     }
     assert_eq!(forked["cap_eff"], spawned["cap_eff"]);
+    // The job's own user, the system call filter and a mount namespace, like a spawned one.
+    if isolation.function_ids.is_ok() {
+        assert_ne!(forked["uid"], 0);
+        assert_eq!(forked["uid"], spawned["uid"]);
+        assert_eq!(forked["gid"], spawned["gid"]);
+    }
+    if isolation.syscall_filter.is_ok() {
+        assert_eq!(forked["seccomp"], "2", "filter mode");
+    }
+    if isolation.mount_namespaces && isolation.function_ids.is_ok() {
+        let platform_mountns = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        assert_ne!(forked["mountns"], platform_mountns.to_str().unwrap());
+    }
     if isolation.network_namespaces {
         let platform_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
         assert_ne!(forked["netns"], platform_netns.to_str().unwrap());
