@@ -106,3 +106,40 @@ fn validate_names_missing_protections_and_strict_refuses() {
     assert!(best_effort.status.success(), "{stderr}");
     assert!(stderr.contains("a mount namespace"), "{stderr}");
 }
+
+/// A function that looks for the platform's secret in every environment it can read and
+/// sends SIGTERM to its parent, the platform.
+const SNOOP_JOB: &str = r#"name = "snoop"
+[trigger.kafka]
+brokers = "127.0.0.1:9092"
+topic = "unused"
+[function]
+command = ["sh", "-c", "cat >/dev/null; found=$(grep -l -a fake-platform-secret /proc/[0-9]*/environ 2>/dev/null | wc -l); kill -TERM $PPID 2>/dev/null; printf '{\"found\": %s, \"kill\": %s}\\n' \"$found\" \"$?\""]
+[output]
+url = "out"
+schema = { found = "int64", kill = "int64" }
+"#;
+
+#[test]
+fn a_function_cannot_read_the_platforms_environment_or_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), SNOOP_JOB).unwrap();
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, "{\"id\": 1}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["invoke", dir.path().to_str().unwrap(), "--input"])
+        .arg(&input)
+        .env("AWS_SECRET_ACCESS_KEY", "fake-platform-secret")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the platform was stopped: {stderr}");
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(row["found"], 0, "environments holding the secret: {row}");
+    assert_ne!(
+        row["kill"], 0,
+        "SIGTERM to the platform went through: {row}"
+    );
+}
