@@ -143,3 +143,39 @@ fn a_function_cannot_read_the_platforms_environment_or_stop_it() {
         "SIGTERM to the platform went through: {row}"
     );
 }
+
+/// `SLUICE_FUNCTION_UIDS=off`: the operator switches users off; a strict job refuses to
+/// run its function, a best-effort one runs it as the platform's user.
+#[test]
+fn users_switched_off_run_only_best_effort_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, "{\"id\": 1}\n").unwrap();
+    let invoke = |job: &str| {
+        std::fs::write(dir.path().join("job.toml"), job).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["invoke", dir.path().to_str().unwrap(), "--input"])
+            .arg(&input)
+            .env("SLUICE_FUNCTION_UIDS", "off")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let strict = invoke(JOB);
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("function.isolation = \"strict\"") && stderr.contains("switched off"),
+        "{stderr}"
+    );
+
+    let best_effort = invoke(&JOB.replace(
+        "max_processes = 16",
+        "max_processes = 16\nisolation = \"best_effort\"",
+    ));
+    let stderr = String::from_utf8_lossy(&best_effort.stderr);
+    assert!(best_effort.status.success(), "{stderr}");
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&best_effort.stdout).trim()).unwrap();
+    assert_eq!(row["uid"], 0, "the platform's own user: {row}");
+}

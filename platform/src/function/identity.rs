@@ -9,6 +9,9 @@
 //! is). [`assign`] is the one place that decides; a registry that records assignments
 //! can call it once per job and store the result.
 //!
+//! `SLUICE_FUNCTION_UIDS=off` switches users off: functions then run as the platform's
+//! user, which `function.isolation = "strict"` refuses (a missing protection).
+//!
 //! The range is a platform setting, not a job setting: a job that could choose its uid
 //! could choose another job's, and so read its bundle and signal its processes.
 
@@ -70,9 +73,15 @@ impl IdRange {
         Ok(IdRange { first, last })
     }
 
-    /// The range from the environment, or the default one.
+    /// The range from the environment, or the default one; `off` is an error that says
+    /// functions run as the platform's own user (for trusted code on a machine where
+    /// the runtimes live in root's home, with `function.isolation = "best_effort"`).
     pub(crate) fn from_environment() -> Result<Self, IdRangeError> {
         match std::env::var(RANGE_VARIABLE) {
+            Ok(value) if value == "off" => Err(IdRangeError {
+                value,
+                reason: "switched off: functions run as the platform's user",
+            }),
             Ok(value) => Self::parse(&value),
             Err(_) => Ok(IdRange {
                 first: DEFAULT_FIRST,
