@@ -93,7 +93,7 @@ pub struct FunctionRunner {
     /// runners; its process starts with the first instance).
     zygote: Option<Arc<Zygote>>,
     /// The job's user and staged bundle, made with the first instance of any sibling.
-    sandbox: Arc<std::sync::Mutex<Option<Arc<JobSandbox>>>>,
+    sandbox: Arc<tokio::sync::Mutex<Option<Arc<JobSandbox>>>>,
 }
 
 impl FunctionRunner {
@@ -180,7 +180,7 @@ impl FunctionRunner {
     /// The job's user and bundle when the platform can give its function a user of its
     /// own; made on first use. With `function.isolation = "strict"`, an error when any
     /// protection is missing on this host.
-    fn job_sandbox(&mut self) -> Result<Option<Arc<JobSandbox>>, InvokeError> {
+    async fn job_sandbox(&self) -> Result<Option<Arc<JobSandbox>>, InvokeError> {
         let isolation = isolation::isolation();
         let missing = isolation.missing(&self.spec);
         if !missing.is_empty() && self.spec.isolation == crate::spec::IsolationLevel::Strict {
@@ -195,10 +195,7 @@ impl FunctionRunner {
         let (Ok(range), true) = (&isolation.function_ids, self.use_job_user) else {
             return Ok(None);
         };
-        let mut shared = self
-            .sandbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shared = self.sandbox.lock().await;
         if shared.is_none() {
             let identity =
                 identity::assign(*range, &self.job).ok_or_else(|| InvokeError::Sandbox {
@@ -207,12 +204,17 @@ impl FunctionRunner {
                         identity::RANGE_VARIABLE
                     ),
                 })?;
+            let (job, dir) = (self.job.clone(), self.dir.clone());
+            // Copying the job folder is blocking file I/O: off the async runtime.
             let bundle =
-                bundle::Bundle::stage(&self.job, &self.dir, identity).map_err(|error| {
-                    InvokeError::Sandbox {
+                tokio::task::spawn_blocking(move || bundle::Bundle::stage(&job, &dir, identity))
+                    .await
+                    .map_err(|error| InvokeError::Sandbox {
+                        reason: format!("staging the job folder did not finish: {error}"),
+                    })?
+                    .map_err(|error| InvokeError::Sandbox {
                         reason: error.to_string(),
-                    }
-                })?;
+                    })?;
             *shared = Some(Arc::new(JobSandbox { identity, bundle }));
         }
         Ok(shared.clone())
@@ -225,7 +227,7 @@ impl FunctionRunner {
         match self.spec.mode {
             FunctionMode::Exec => {
                 let job_cgroup = self.job_cgroup()?;
-                let sandbox = self.job_sandbox()?;
+                let sandbox = self.job_sandbox().await?;
                 let instance = self.next_instance_id();
                 let context = InstanceContext {
                     job: &self.job,
@@ -286,7 +288,7 @@ impl FunctionRunner {
 
     async fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
         let job_cgroup = self.job_cgroup()?;
-        let sandbox = self.job_sandbox()?;
+        let sandbox = self.job_sandbox().await?;
         let instance_id = self.next_instance_id();
         let context = InstanceContext {
             job: &self.job,
