@@ -69,14 +69,19 @@ fn two_platform_processes_starting_at_once_both_get_cgroups_ten_times() {
 #[test]
 fn validate_names_missing_protections_and_strict_refuses() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::create_dir_all("/var/lib/sluice-tests").unwrap();
+    let dir = tempfile::tempdir_in("/var/lib/sluice-tests").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let job = dir.path().join("job.toml");
+    // A copy of the binary the other user can reach (the checkout may be root's only).
+    let binary = dir.path().join("sluice");
+    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     let validate_as_nobody = || {
         std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o644)).unwrap();
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg(&binary)
             .args(["validate", dir.path().to_str().unwrap()])
             .env("SLUICE_DATA_DIR", dir.path().join("data"))
             .stdin(Stdio::null())

@@ -330,6 +330,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A job folder: the example's transform.py plus a job.toml made for the test.
+/// Where job folders are made, reachable by every user's path lookups.
+pub const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+
 pub struct JobDir {
     pub dir: tempfile::TempDir,
     pub name: String,
@@ -374,12 +377,10 @@ impl JobDir {
         function: &str,
         extra: &str,
     ) -> JobDir {
-        // Outside /tmp: a function sees a private /tmp of its own, and some tests let it
-        // write here (`JobDir::writable_by_functions`).
-        // (Examples built from these helpers get no CARGO_TARGET_TMPDIR: beside them.)
-        let base = option_env!("CARGO_TARGET_TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("tmp"));
+        // Outside /tmp (a function sees a private /tmp of its own) and outside the
+        // checkout (which may lie in a folder only root can enter): some tests let the
+        // function write here (`JobDir::writable_by_functions`).
+        let base = PathBuf::from(SHARED_TEST_DIR);
         std::fs::create_dir_all(&base).unwrap();
         let dir = tempfile::tempdir_in(&base).unwrap();
         std::fs::copy(

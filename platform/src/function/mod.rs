@@ -343,3 +343,5 @@ impl FunctionRunner {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::SHARED_TEST_DIR;

@@ -57,14 +57,19 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
     }
 }
 
-/// A job folder for a test: outside `/tmp` (functions get a private one) and writable by
-/// every user, so that a function, which runs as its job's own user and sees the folder
-/// only through its read-only bundle, can still leave pid files in it through `$OUT`.
+/// Where tests keep folders a function must reach by path: outside `/tmp` (functions get
+/// a private one) and outside the checkout, which may lie in a folder only root can
+/// enter (a function runs as its job's own user).
+pub(crate) const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+
+/// A job folder for a test, in [`SHARED_TEST_DIR`] and writable by every user, so that
+/// a function, which sees the folder only through its read-only bundle, can still leave
+/// pid files in it through `$OUT`.
 fn job_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt as _;
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/function-tests");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::tempdir_in(&base).unwrap();
+    let base = Path::new(SHARED_TEST_DIR);
+    std::fs::create_dir_all(base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     dir
 }

@@ -236,11 +236,11 @@ async fn a_function_that_cannot_start_stops_the_job_acknowledging_only_earlier_b
     // The program deletes itself after its first batch: no split of a later batch can
     // help, so the job stops instead of dead-lettering healthy records. It lives outside
     // the job folder, whose staged copy the function cannot change, in a folder its user
-    // may write (outside /tmp, which the function sees as its own).
+    // may write (outside /tmp, which the function sees as its own, and the checkout).
     let spec = job(dir.path(), "", "");
-    let bin_base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/function-tests");
-    std::fs::create_dir_all(&bin_base).unwrap();
-    let bin = tempfile::tempdir_in(&bin_base).unwrap();
+    let bin_base = Path::new(crate::function::SHARED_TEST_DIR);
+    std::fs::create_dir_all(bin_base).unwrap();
+    let bin = tempfile::tempdir_in(bin_base).unwrap();
     std::fs::set_permissions(
         bin.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
