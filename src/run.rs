@@ -62,9 +62,15 @@ pub async fn run(job_dirs: &[PathBuf], options: RunOptions) -> anyhow::Result<Ex
         info!(addr = %bound, "status on /status and /metrics");
     }
     let jobs = specs.iter().map(|spec| {
+        let status = board.job(&spec.name);
+        let missing = sluice_platform::function::missing_protections(&spec.function);
+        if !missing.is_empty() {
+            warn!(job = %spec.name, isolation = ?spec.function.isolation, missing = ?missing, "the function lacks protections on this host");
+        }
+        status.update(|status| status.missing_protections = missing);
         let runtime = JobRuntime {
             node: Arc::clone(&node),
-            status: board.job(&spec.name),
+            status,
         };
         run_one(spec, options.once, shutdown.clone(), runtime)
     });

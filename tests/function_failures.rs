@@ -12,12 +12,13 @@ use common::*;
 
 /// Wraps the example transform: when the batch holds one of the target ids (comma
 /// separated), misbehave (once, or every time for `fail`; `ok` never does), recording
-/// each misbehaving attempt in `<mode>.marker`.
+/// each misbehaving attempt in `$OUT/<mode>.marker` (`$OUT` is the job folder itself; the
+/// function runs in a read-only copy of it).
 const FLAKY: &str = r#"
 import json, os, signal, sys, time
 import transform
 mode, targets = sys.argv[1], sys.argv[2].split(",")
-marker = mode + ".marker"
+marker = os.path.join(os.environ["OUT"], mode + ".marker")
 lines = [l for l in sys.stdin.read().splitlines() if l]
 hit = any(json.loads(l).get("event_id") in targets for l in lines)
 if hit and (mode == "fail" or not os.path.exists(marker)):
@@ -58,10 +59,13 @@ fn flaky_job(env: &Env, topic: &str, mode: &str, settings: &str) -> JobDir {
         env,
         topic,
         &format!(
-            "command = [\"python3\", \"flaky.py\", \"{mode}\", \"{target}\"]\nmode = \"exec\"\nretry_backoff = \"100ms\"\n{settings}"
+            "command = [\"python3\", \"flaky.py\", \"{mode}\", \"{target}\"]\nmode = \"exec\"\nretry_backoff = \"100ms\"\n{settings}\nenv = {{ OUT = \"OUT_DIR\" }}"
         ),
         "",
     );
+    let out = job.writable_by_functions();
+    let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
+    job.write("job.toml", &toml.replace("OUT_DIR", &out));
     job.write("flaky.py", FLAKY);
     job
 }

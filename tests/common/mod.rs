@@ -347,6 +347,9 @@ pub fn copy_example_function(dir: &Path) {
     }
 }
 
+/// Where job folders are made, reachable by every user's path lookups.
+pub const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+
 /// A job folder: the example's transform.py plus a job.toml made for the test.
 pub struct JobDir {
     pub dir: tempfile::TempDir,
@@ -392,7 +395,12 @@ impl JobDir {
         function: &str,
         extra: &str,
     ) -> JobDir {
-        let dir = tempfile::tempdir().unwrap();
+        // Outside /tmp (a function sees a private /tmp of its own) and outside the
+        // checkout (which may lie in a folder only root can enter): some tests let the
+        // function write here (`JobDir::writable_by_functions`).
+        let base = PathBuf::from(SHARED_TEST_DIR);
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(&base).unwrap();
         copy_example_function(dir.path());
         let name = unique("e2e").to_lowercase();
         let prefix = format!("{name}/clicks");
@@ -431,6 +439,14 @@ endpoint = "{endpoint}"
 
     pub fn group(&self) -> String {
         format!("sluice-{}", self.name)
+    }
+
+    /// Lets the function, which runs as its job's own user and sees its files only
+    /// through a read-only copy, write into this folder (by its absolute path, returned).
+    pub fn writable_by_functions(&self) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(self.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        self.path().display().to_string()
     }
 
     pub fn write(&self, file: &str, content: &str) {

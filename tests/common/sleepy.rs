@@ -17,7 +17,7 @@ pub fn sleepy_job(
         job.path().join("sleepy.py"),
     )
     .unwrap();
-    let log = job.path().join("batches.log").display().to_string();
+    let log = format!("{}/batches.log", job.writable_by_functions());
     let toml = format!(
         r#"name = "{name}"
 [trigger.kafka]

@@ -36,14 +36,14 @@ async fn neighbour_round(stream: &mut FunctionRunner, exec: &mut FunctionRunner,
 
 impl Neighbour {
     async fn start() -> Neighbour {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = job_dir();
         std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
-        let mut stream = FunctionRunner::new(
+        let mut stream = test_runner(
             "neighbour",
             dir.path(),
             &spec(&["python3", "echo.py"], FunctionMode::Stream),
         );
-        let mut exec = FunctionRunner::new(
+        let mut exec = test_runner(
             "neighbour-exec",
             dir.path(),
             &spec(&["cat"], FunctionMode::Exec),
@@ -128,23 +128,23 @@ fn assert_no_cgroups(job: &str, runner: FunctionRunner) {
 /// tests do not start one.
 fn escapee() -> &'static str {
     if cgroups().is_some() {
-        "setsid sleep 1000 & echo $! >> escaped.pid;"
+        "setsid sleep 1000 & echo $! >> $OUT/escaped.pid;"
     } else {
-        ": > escaped.pid;"
+        ": > $OUT/escaped.pid;"
     }
 }
 
 #[tokio::test]
 async fn a_crash_is_contained() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
 
     // A segfault, in exec mode, with a child in the group and one that left it.
     let segfault = sh(&format!(
-        "sleep 1000 & echo $! > child.pid; {} cat >/dev/null; echo 'about to crash' >&2; kill -SEGV $$",
+        "sleep 1000 & echo $! > $OUT/child.pid; {} cat >/dev/null; echo 'about to crash' >&2; kill -SEGV $$",
         escapee()
     ));
-    let mut runner = FunctionRunner::new("crash", dir.path(), &segfault);
+    let mut runner = test_runner("crash", dir.path(), &segfault);
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
     match &error {
         InvokeError::Killed {
@@ -168,13 +168,13 @@ async fn a_crash_is_contained() {
             "sh",
             "-c",
             &format!(
-                "sleep 1000 & echo $! > child.pid; {} read line; exit 1",
+                "sleep 1000 & echo $! > $OUT/child.pid; {} read line; exit 1",
                 escapee()
             ),
         ],
         FunctionMode::Stream,
     );
-    let mut runner = FunctionRunner::new("crash", dir.path(), &exit);
+    let mut runner = test_runner("crash", dir.path(), &exit);
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
     assert!(
         matches!(error, InvokeError::Exit { code: 1, .. }),
@@ -192,13 +192,13 @@ async fn a_crash_is_contained() {
 #[tokio::test]
 async fn a_hang_past_the_timeout_is_killed() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let mut spec = sh(&format!(
-        "sleep 1000 & echo $! > child.pid; {} echo $$ > pid; exec sleep 1000",
+        "sleep 1000 & echo $! > $OUT/child.pid; {} echo $$ > $OUT/pid; exec sleep 1000",
         escapee()
     ));
     spec.timeout = Duration::from_secs(1);
-    let mut runner = FunctionRunner::new("hang", dir.path(), &spec);
+    let mut runner = test_runner("hang", dir.path(), &spec);
     let started = Instant::now();
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
     assert!(matches!(error, InvokeError::Timeout { .. }), "{error:?}");
@@ -222,8 +222,8 @@ async fn a_hang_past_the_timeout_is_killed() {
 /// keeps running after stdin closes.
 const IGNORES_SIGTERM: &str = r#"
 trap '' TERM
-echo $$ > pid
-sleep 1000 & echo $! > child.pid
+echo $$ > $OUT/pid
+sleep 1000 & echo $! > $OUT/child.pid
 echo '{"$ready": true}'
 while IFS= read -r line; do
   if [ -z "$line" ]; then echo '{"ok": 1}'; echo; fi
@@ -234,9 +234,9 @@ exec sleep 1000
 #[tokio::test]
 async fn an_instance_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = spec(&["sh", "-c", IGNORES_SIGTERM], FunctionMode::Stream);
-    let mut runner = FunctionRunner::new("ignores-term", dir.path(), &spec);
+    let mut runner = test_runner("ignores-term", dir.path(), &spec);
     runner.set_stop_grace(Duration::from_millis(300));
     let output = runner.invoke(&batch(&["{}"])).await.unwrap();
     assert_eq!(output.rows, b"{\"ok\": 1}\n");
@@ -262,12 +262,12 @@ async fn an_instance_that_ignores_sigterm_is_killed_after_the_grace_period() {
 #[tokio::test]
 async fn a_memory_blow_up_fails_with_an_error_naming_the_memory_limit() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let mut spec = spec(
         &[
             "python3",
             "-c",
-            "import os, sys\nopen('pid', 'w').write(str(os.getpid()))\nsys.stdin.read()\nhog = b'x' * (1 << 30)\nprint('{}')",
+            "import os, sys\nopen(os.environ['OUT'] + '/pid', 'w').write(str(os.getpid()))\nsys.stdin.read()\nhog = b'x' * (1 << 30)\nprint('{}')",
         ],
         FunctionMode::Exec,
     );
@@ -275,7 +275,7 @@ async fn a_memory_blow_up_fails_with_an_error_naming_the_memory_limit() {
     let memory_cgroup = cgroups().is_some_and(|cgroups| cgroups.limits_memory());
     // With cgroups (when the host has a memory cgroup) and without: RLIMIT_AS.
     for use_cgroups in [true, false] {
-        let mut runner = FunctionRunner::new("memory-hog", dir.path(), &spec);
+        let mut runner = test_runner("memory-hog", dir.path(), &spec);
         runner.use_cgroups = use_cgroups;
         let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
         let message = error.to_string();
@@ -319,7 +319,7 @@ try:
         if pid == 0:
             if leave_group:
                 os.setsid()
-            with open("children.pid", "a") as f:
+            with open(os.environ["OUT"] + "/children.pid", "a") as f:
                 f.write(f"{os.getpid()}\n")
             time.sleep(1000)
             os._exit(0)
@@ -333,7 +333,7 @@ print("{}")
 #[tokio::test]
 async fn a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() {
     let neighbour = Neighbour::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(dir.path().join("bomb.py"), FORK_BOMB).unwrap();
     let limited = cgroups().is_some_and(|cgroups| cgroups.limits_processes());
     // Children leave the process group only when a cgroup can still find them.
@@ -341,7 +341,7 @@ async fn a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() {
     let mut spec = spec(&["python3", "bomb.py", mode], FunctionMode::Exec);
     spec.max_processes = 32;
     spec.timeout = Duration::from_secs(30);
-    let mut runner = FunctionRunner::new("fork-bomb", dir.path(), &spec);
+    let mut runner = test_runner("fork-bomb", dir.path(), &spec);
     let result = runner.invoke(&batch(&["{}"])).await;
     if limited {
         match result {
@@ -369,3 +369,6 @@ async fn a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() {
 
 #[path = "containment_tests/output.rs"]
 mod output;
+
+#[path = "containment_tests/attacks.rs"]
+mod attacks;

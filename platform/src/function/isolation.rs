@@ -6,11 +6,16 @@
 //! | cgroups ([`super::cgroup`]) | cgroup v2 or v1 `pids`/`memory` are writable | `max_processes`, `memory` enforced by the kernel, every process of an instance killed at its end |
 //! | a network namespace | `unshare(CLONE_NEWNET)` works (needs `CAP_SYS_ADMIN`) and the job says `network = false` | no interfaces but a loopback of its own |
 //! | dropped capabilities | the platform holds `CAP_SETPCAP` (it runs as root) | a root function keeps uid 0 but has no capability: it cannot read the memory or environment of a non-dumpable process (see [`harden_platform_process`]), load modules, mount, change limits, … |
+//! | a uid and gid per job ([`super::identity`]) | the platform runs as root | the function is never root: it cannot touch root-owned files, other jobs' files or processes, or its cgroup's control files; it reads its job folder through a staged read-only copy ([`super::bundle`]) |
+//! | a mount namespace ([`super::namespaces`]) | `unshare(CLONE_NEWNS)` and mounting work (`CAP_SYS_ADMIN`) | a private `/tmp` (scratch), no cgroup file system, no host `/run` with `network = false`, the bundle read-only |
 //! | `PR_SET_NO_NEW_PRIVS` | always | no privileges gained through set-uid programs |
+//! | a seccomp filter ([`super::syscalls`]) | the kernel has seccomp | no `ptrace`, `mount`, namespaces, `bpf`, module or `kexec` loading, keyrings, … |
 //! | rlimits | always | open files, CPU seconds, no core dumps; address space when no memory cgroup |
 //!
 //! Invariant: whatever is unavailable is reported once, at warn level, when a runner is
-//! first made; the function then runs with what is available.
+//! first made, and [`Isolation::missing`] names it; a job with `function.isolation =
+//! "strict"` (the default) then refuses to start its function, one with `"best_effort"`
+//! runs it with what is available.
 
 use std::ffi::CString;
 use std::io;
@@ -23,6 +28,10 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use super::cgroup::CgroupHierarchy;
+use super::identity::{IdRange, JobIdentity};
+use super::namespaces::{MountPlan, mount_namespace_works, switch_user};
+use super::syscalls::SyscallFilter;
+use crate::spec::FunctionSpec;
 
 /// Isolation mechanisms this platform process can use.
 #[derive(Debug)]
@@ -32,6 +41,13 @@ pub(crate) struct Isolation {
     pub(crate) network_namespaces: bool,
     /// The highest capability number, when the platform has capabilities to drop.
     pub(crate) drop_capabilities: Option<u32>,
+    /// The ids functions run as, when the platform may switch users (it runs as root)
+    /// and the configured range is usable; else why not.
+    pub(crate) function_ids: Result<IdRange, String>,
+    /// Whether a child can get a mount namespace of its own.
+    pub(crate) mount_namespaces: bool,
+    /// The system call filter every function gets, or why there is none.
+    pub(crate) syscall_filter: Result<SyscallFilter, String>,
 }
 
 /// The isolation available here, detected on first use.
@@ -90,29 +106,107 @@ impl Isolation {
             }
         };
         let drop_capabilities = capabilities_to_drop();
+        let function_ids = if !may_switch_users() {
+            Err("the platform does not run as root (CAP_SETUID, CAP_SETGID and CAP_CHOWN), so functions run as its own user".to_owned())
+        } else {
+            IdRange::from_environment().map_err(|error| error.to_string())
+        };
+        if let Err(reason) = &function_ids {
+            tracing::warn!(%reason, "functions cannot get a user of their own");
+        }
+        let mount_namespaces = match probe_in_child(mount_namespace_works) {
+            Ok(true) => true,
+            outcome => {
+                tracing::warn!(
+                    ?outcome,
+                    "mount namespaces are not usable (they need CAP_SYS_ADMIN); functions see \
+                     the host's /tmp, /run and cgroup file system"
+                );
+                false
+            }
+        };
         if nix::sys::prctl::get_dumpable().unwrap_or(true) {
             tracing::warn!(
                 "the platform process is dumpable: functions running as the same user can \
                  read its environment through /proc; call harden_platform_process at start"
             );
         }
+        let syscall_filter = SyscallFilter::build()
+            .map_err(|error| error.to_string())
+            .and_then(
+                |filter| match probe_in_child(|| filter.apply_in_child().is_ok()) {
+                    Ok(true) => Ok(filter),
+                    outcome => Err(format!("the kernel refused it: {outcome:?}")),
+                },
+            );
+        if let Err(reason) = &syscall_filter {
+            tracing::warn!(%reason, "functions get no system call filter");
+        }
         Isolation {
             cgroups,
             network_namespaces,
             drop_capabilities,
+            function_ids,
+            mount_namespaces,
+            syscall_filter,
         }
     }
+
+    /// The protections a function with `spec` would lack on this host, each named with
+    /// what it stops; empty when it gets them all.
+    pub(crate) fn missing(&self, spec: &FunctionSpec) -> Vec<String> {
+        let mut missing = Vec::new();
+        if let Err(reason) = &self.function_ids {
+            missing.push(format!("a user of its own ({reason})"));
+        }
+        if !self.mount_namespaces {
+            missing.push(
+                "a mount namespace (private /tmp, hidden cgroup file system and host sockets)"
+                    .to_owned(),
+            );
+        }
+        if !spec.network && !self.network_namespaces {
+            missing.push("a network namespace (network = false is not enforced)".to_owned());
+        }
+        if let Err(reason) = &self.syscall_filter {
+            missing.push(format!("a system call filter ({reason})"));
+        }
+        if self.drop_capabilities.is_none() {
+            missing.push("dropping capabilities (the platform holds no CAP_SETPCAP)".to_owned());
+        }
+        match &self.cgroups {
+            None => missing.push(
+                "cgroups (function.max_processes is not enforced; memory falls back to RLIMIT_AS)"
+                    .to_owned(),
+            ),
+            Some(cgroups) if !cgroups.limits_processes() => {
+                missing.push("the cgroup pids controller (function.max_processes)".to_owned());
+            }
+            Some(_) => {}
+        }
+        missing
+    }
+}
+
+/// Whether this process holds what switching a child to another user and staging files
+/// for it takes: CAP_CHOWN (0), CAP_SETGID (6) and CAP_SETUID (7).
+fn may_switch_users() -> bool {
+    effective_capabilities().is_some_and(|caps| caps & 0b1100_0001 == 0b1100_0001)
+}
+
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// The highest capability number when this process may drop capabilities from the
 /// bounding set (it holds `CAP_SETPCAP`), else `None`.
 fn capabilities_to_drop() -> Option<u32> {
     const CAP_SETPCAP: u32 = 8;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    let effective = effective_capabilities()?;
     if effective & (1 << CAP_SETPCAP) == 0 {
         return None;
     }
@@ -158,6 +252,12 @@ pub(crate) struct ChildSetup {
     pub(crate) cpu_seconds: Option<u64>,
     /// Drop every capability up to this number.
     pub(crate) drop_capabilities: Option<u32>,
+    /// The mount namespace to enter, when the job gets one.
+    pub(crate) mounts: Option<MountPlan>,
+    /// The user to become, when the job gets one of its own.
+    pub(crate) identity: Option<JobIdentity>,
+    /// Installed last, right before `exec`.
+    pub(crate) syscall_filter: Option<&'static SyscallFilter>,
 }
 
 impl ChildSetup {
@@ -184,10 +284,24 @@ impl ChildSetup {
             lower_limit(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
         }
         lower_limit(Resource::RLIMIT_CORE, 0, 0)?;
+        if let Some(mounts) = &self.mounts {
+            mounts.apply_in_child()?;
+        }
         if let Some(last) = self.drop_capabilities {
-            drop_all_capabilities(last)?;
+            drop_bounding_capabilities(last)?;
+        }
+        // After everything that needs root, before the capability sets are emptied
+        // (switching users needs CAP_SETUID and CAP_SETGID).
+        if let Some(identity) = self.identity {
+            switch_user(identity)?;
+        }
+        if self.drop_capabilities.is_some() {
+            clear_capability_sets()?;
         }
         nix::sys::prctl::set_no_new_privs()?;
+        if let Some(filter) = self.syscall_filter {
+            filter.apply_in_child()?;
+        }
         Ok(())
     }
 }
@@ -274,10 +388,10 @@ struct CapabilityData {
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets as two 32-bit halves.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Empties the bounding, ambient, inheritable, permitted and effective capability sets,
-/// so the program `exec`ed next has no capability even as uid 0.
-fn drop_all_capabilities(last: u32) -> io::Result<()> {
-    // SAFETY: plain prctl/capset syscalls on values owned by this frame.
+/// Empties the bounding and ambient capability sets, so no program `exec`ed later can
+/// gain a capability, even as uid 0 or through file capabilities.
+fn drop_bounding_capabilities(last: u32) -> io::Result<()> {
+    // SAFETY: plain prctl syscalls on values owned by this frame.
     unsafe {
         for capability in 0..=libc::c_ulong::from(last) {
             if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 {
@@ -296,6 +410,15 @@ fn drop_all_capabilities(last: u32) -> io::Result<()> {
             0,
             0,
         );
+    }
+    Ok(())
+}
+
+/// Empties the inheritable, permitted and effective capability sets, so the program
+/// `exec`ed next has no capability even as uid 0.
+fn clear_capability_sets() -> io::Result<()> {
+    // SAFETY: a plain capset syscall on values owned by this frame.
+    unsafe {
         let header = CapabilityHeader {
             version: CAPABILITY_VERSION_3,
             pid: 0,

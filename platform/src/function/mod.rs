@@ -13,8 +13,11 @@
 //!   error type of an invocation ([`InvokeError`]).
 //! - `sandbox`: spawning with a cleared environment, a process group, rlimits; `cgroup`:
 //!   per-instance cgroups (process and memory limits, kill-all); `isolation`: what the
-//!   platform can use here (cgroups, network namespaces, dropping capabilities) and the
-//!   child-side setup; `stderr`: stderr logs within a budget.
+//!   platform can use here (cgroups, namespaces, a user per job, dropping capabilities)
+//!   and the child-side setup; `identity`: the uid and gid of a job; `bundle`: the job's
+//!   files staged read-only for that uid; `namespaces`: the function's mount namespace;
+//!   `syscalls`: its seccomp filter;
+//!   `stderr`: stderr logs within a budget. `docs/security.md` is the security model.
 //! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
 //! - `zygote`: with `function.preload`, instances are forked from a parent Python
 //!   interpreter that imported the modules once, with the same sandbox.
@@ -28,14 +31,18 @@
 //!
 //! The platform should call [`harden_platform_process`] once at start.
 
+mod bundle;
 mod cgroup;
 pub mod encode;
 mod exec;
+mod identity;
 mod isolation;
+mod namespaces;
 pub mod protocol;
 mod sandbox;
 mod stderr;
 mod stream;
+mod syscalls;
 mod zygote;
 
 use std::path::{Path, PathBuf};
@@ -50,9 +57,16 @@ pub use protocol::{FunctionOutput, InvokeError, MemoryEnforcement, RecordError};
 use crate::spec::secret::Secrets;
 use crate::spec::{FunctionMode, FunctionSpec};
 use cgroup::JobCgroup;
-use sandbox::InstanceContext;
+use sandbox::{InstanceContext, JobSandbox};
 use stream::StreamInstance;
 use zygote::Zygote;
+
+/// The protections this host cannot give a function with `spec` (a user of its own,
+/// namespaces, no capabilities, cgroups), each named with what it stops; empty when it
+/// gets them all. Detects the host's isolation on first use (see [`FunctionRunner::new`]).
+pub fn missing_protections(spec: &FunctionSpec) -> Vec<String> {
+    isolation::isolation().missing(spec)
+}
 
 /// How long a stopping instance gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -71,6 +85,9 @@ pub struct FunctionRunner {
     stop_grace: Duration,
     /// Whether instances get cgroups when the host allows them.
     use_cgroups: bool,
+    /// Whether instances get a user of their own (and so a bundle and namespaces) when
+    /// the host allows it; only tests that measure its cost turn it off.
+    use_job_user: bool,
     /// The job's cgroup directories, made with the first instance of any sibling.
     job_cgroup: Arc<std::sync::Mutex<Option<Arc<JobCgroup>>>>,
     /// The job's preload parent when `function.preload` is set (shared by the job's
@@ -78,6 +95,8 @@ pub struct FunctionRunner {
     zygote: Option<Arc<Zygote>>,
     /// The job's secrets, masked in the function's stderr (see [`Self::with_secrets`]).
     secrets: Secrets,
+    /// The job's user and staged bundle, made with the first instance of any sibling.
+    sandbox: Arc<tokio::sync::Mutex<Option<Arc<JobSandbox>>>>,
 }
 
 impl FunctionRunner {
@@ -98,9 +117,11 @@ impl FunctionRunner {
             warm: None,
             stop_grace: STOP_GRACE,
             use_cgroups: true,
+            use_job_user: true,
             job_cgroup: Arc::default(),
             zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
             secrets: Secrets::default(),
+            sandbox: Arc::default(),
         }
     }
 
@@ -122,9 +143,11 @@ impl FunctionRunner {
             warm: None,
             stop_grace: self.stop_grace,
             use_cgroups: self.use_cgroups,
+            use_job_user: self.use_job_user,
             job_cgroup: Arc::clone(&self.job_cgroup),
             zygote: self.zygote.clone(),
             secrets: self.secrets.clone(),
+            sandbox: Arc::clone(&self.sandbox),
         }
     }
 
@@ -166,6 +189,49 @@ impl FunctionRunner {
         Ok(shared.clone())
     }
 
+    /// The job's user and bundle when the platform can give its function a user of its
+    /// own; made on first use. With `function.isolation = "strict"`, an error when any
+    /// protection is missing on this host.
+    async fn job_sandbox(&self) -> Result<Option<Arc<JobSandbox>>, InvokeError> {
+        let isolation = isolation::isolation();
+        let missing = isolation.missing(&self.spec);
+        if !missing.is_empty() && self.spec.isolation == crate::spec::IsolationLevel::Strict {
+            return Err(InvokeError::Sandbox {
+                reason: format!(
+                    "function.isolation = \"strict\" and this host cannot give the function: {}; \
+                     fix the host or set function.isolation = \"best_effort\"",
+                    missing.join("; ")
+                ),
+            });
+        }
+        let (Ok(range), true) = (&isolation.function_ids, self.use_job_user) else {
+            return Ok(None);
+        };
+        let mut shared = self.sandbox.lock().await;
+        if shared.is_none() {
+            let identity =
+                identity::assign(*range, &self.job).ok_or_else(|| InvokeError::Sandbox {
+                    reason: format!(
+                        "every id of {} is taken by another job",
+                        identity::RANGE_VARIABLE
+                    ),
+                })?;
+            let (job, dir) = (self.job.clone(), self.dir.clone());
+            // Copying the job folder is blocking file I/O: off the async runtime.
+            let bundle =
+                tokio::task::spawn_blocking(move || bundle::Bundle::stage(&job, &dir, identity))
+                    .await
+                    .map_err(|error| InvokeError::Sandbox {
+                        reason: format!("staging the job folder did not finish: {error}"),
+                    })?
+                    .map_err(|error| InvokeError::Sandbox {
+                        reason: error.to_string(),
+                    })?;
+            *shared = Some(Arc::new(JobSandbox { identity, bundle }));
+        }
+        Ok(shared.clone())
+    }
+
     /// Runs the function once on `batch`: a fresh process in exec mode; in stream mode the
     /// warm instance, or a new one (a cold start) when there is none. After a failure the
     /// next call starts a new instance.
@@ -173,6 +239,7 @@ impl FunctionRunner {
         match self.spec.mode {
             FunctionMode::Exec => {
                 let job_cgroup = self.job_cgroup()?;
+                let sandbox = self.job_sandbox().await?;
                 let instance = self.next_instance_id();
                 let context = InstanceContext {
                     job: &self.job,
@@ -182,6 +249,7 @@ impl FunctionRunner {
                     job_cgroup: job_cgroup.as_ref(),
                     zygote: self.zygote.as_deref(),
                     secrets: &self.secrets,
+                    sandbox: sandbox.as_deref(),
                 };
                 exec::run_batch(&context, batch).await
             }
@@ -234,6 +302,7 @@ impl FunctionRunner {
 
     async fn start_instance(&mut self) -> Result<StreamInstance, InvokeError> {
         let job_cgroup = self.job_cgroup()?;
+        let sandbox = self.job_sandbox().await?;
         let instance_id = self.next_instance_id();
         let context = InstanceContext {
             job: &self.job,
@@ -243,6 +312,7 @@ impl FunctionRunner {
             job_cgroup: job_cgroup.as_ref(),
             zygote: self.zygote.as_deref(),
             secrets: &self.secrets,
+            sandbox: sandbox.as_deref(),
         };
         let instance = StreamInstance::start(&context).await?;
         tracing::debug!(
@@ -288,3 +358,5 @@ impl FunctionRunner {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::SHARED_TEST_DIR;

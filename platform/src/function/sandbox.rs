@@ -1,9 +1,11 @@
 //! Starting a function process in its sandbox, and owning it until it is gone.
 //!
 //! Each process gets:
-//! - the job folder as working directory; a relative program path resolves against it
-//!   (a bare name is taken from the job folder when a file of that name is there, else
-//!   looked up on `PATH`);
+//! - when the platform runs as root, the job's own uid and gid ([`super::identity`]) and
+//!   its read-only bundle ([`super::bundle`]) as working directory, with a private `/tmp`
+//!   ([`super::namespaces`]) or else a scratch folder as `TMPDIR` and `HOME`; otherwise
+//!   the job folder. A relative program path resolves against the working directory (a
+//!   bare name when a file of that name is there, else looked up on `PATH`);
 //! - a cleared environment: only `PATH` (the platform's, or a default), `HOME` and `LANG`
 //!   when the platform has them, the job's declared `env`, and `SLUICE_JOB`,
 //!   `SLUICE_INSTANCE`, `SLUICE_MODE`, `SLUICE_ENCODING`;
@@ -42,6 +44,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
+pub(crate) use super::bundle::JobSandbox;
+use super::bundle::{InstanceView, remove_scratch};
 use super::cgroup::{CgroupKiller, CgroupLimits, InstanceCgroup, JobCgroup, LimitEvents};
 use super::isolation::{ChildSetup, isolation};
 use super::protocol::{InvokeError, MemoryEnforcement};
@@ -65,6 +69,9 @@ const ALLOCATION_FAILURES: [&str; 6] = [
     "memory allocation of",
 ];
 
+/// The private `/tmp` of an instance in its own mount namespace.
+const PRIVATE_TMP: &str = "/tmp";
+
 /// Who a process is: the job, the instance id, the function settings, and the job's
 /// cgroup when instances get one.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +86,8 @@ pub(crate) struct InstanceContext<'a> {
     pub(crate) zygote: Option<&'a Zygote>,
     /// The job's secrets, masked in the stderr lines logged and quoted.
     pub(crate) secrets: &'a Secrets,
+    /// The job's user and bundle, when instances run as a user of their own.
+    pub(crate) sandbox: Option<&'a JobSandbox>,
 }
 
 /// The environment of an instance: `PATH` (the platform's, or a default), `HOME` and
@@ -90,10 +99,18 @@ pub(crate) fn instance_environment(context: &InstanceContext<'_>) -> Vec<(OsStri
         OsString::from("PATH"),
         std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
     )];
+    let private_tmp = context.sandbox.is_some() && isolation().mount_namespaces;
     for inherited in ["HOME", "LANG"] {
-        if let Some(value) = std::env::var_os(inherited) {
+        if let Some(value) = std::env::var_os(inherited)
+            && !(private_tmp && inherited == "HOME")
+        {
             env.push((inherited.into(), value));
         }
+    }
+    if private_tmp {
+        // The platform's home is not the function's; its scratch space is.
+        env.push(("HOME".into(), PRIVATE_TMP.into()));
+        env.push(("TMPDIR".into(), PRIVATE_TMP.into()));
     }
     env.extend(
         spec.env
@@ -115,12 +132,12 @@ pub(crate) fn instance_environment(context: &InstanceContext<'_>) -> Vec<(OsStri
     env
 }
 
-/// Builds the sandboxed command for `context` (stdio piped, nothing started yet). The
-/// child joins `cgroup` before `exec`.
+/// Builds the sandboxed command for `context` (stdio piped, nothing started yet), and
+/// the scratch folder made for it, if any. The child joins `cgroup` before `exec`.
 fn build_command(
     context: &InstanceContext<'_>,
     cgroup: Option<&InstanceCgroup>,
-) -> Result<Command, InvokeError> {
+) -> Result<(Command, Option<PathBuf>), InvokeError> {
     let spec = context.spec;
     let Some((program, args)) = spec.command.split_first() else {
         return Err(InvokeError::Spawn {
@@ -128,10 +145,16 @@ fn build_command(
             source: io::Error::new(io::ErrorKind::InvalidInput, "function command is empty"),
         });
     };
-    let mut command = Command::new(resolve_program(context.dir, program));
+    let isolation = isolation();
+    let InstanceView {
+        workdir,
+        mounts,
+        scratch,
+    } = InstanceView::prepare(context, isolation.mount_namespaces)?;
+    let mut command = Command::new(resolve_program(&workdir, program));
     command
         .args(args)
-        .current_dir(context.dir)
+        .current_dir(&workdir)
         .env_clear()
         .envs(instance_environment(context))
         .stdin(Stdio::piped())
@@ -139,8 +162,10 @@ fn build_command(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(scratch) = &scratch {
+        command.env("HOME", scratch).env("TMPDIR", scratch);
+    }
 
-    let isolation = isolation();
     let memory_by_cgroup = cgroup.is_some_and(InstanceCgroup::limits_memory);
     let setup = ChildSetup {
         parent: nix::unistd::getpid(),
@@ -155,16 +180,19 @@ fn build_command(
             .cpu_time
             .map(|cpu| (cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0)).max(1)),
         drop_capabilities: isolation.drop_capabilities,
+        mounts,
+        identity: context.sandbox.map(|sandbox| sandbox.identity),
+        syscall_filter: isolation.syscall_filter.as_ref().ok(),
     };
     // SAFETY: the closure runs in the forked child before `exec`, where only
     // async-signal-safe operations are allowed. `apply_in_child` makes plain syscalls
     // (prctl, getppid, open/write/close, unshare, socket/ioctl, getrlimit/setrlimit,
-    // capset) through thin wrappers that neither allocate nor lock, reads only data moved
+    // capset, unshare/mount/chdir, setgroups/setresgid/setresuid, seccomp) through thin wrappers that neither allocate nor lock, reads only data moved
     // into the closure before the fork, and builds errors without allocating.
     unsafe {
         command.pre_exec(move || setup.apply_in_child());
     }
-    Ok(command)
+    Ok((command, scratch))
 }
 
 fn resolve_program(dir: &Path, program: &str) -> PathBuf {
@@ -254,6 +282,8 @@ pub(crate) struct FunctionProcess {
     max_processes: u64,
     /// The cgroup's counters when the current batch began.
     events_at_batch_start: LimitEvents,
+    /// The scratch folder made for the process, removed when it is released.
+    scratch: Option<PathBuf>,
 }
 
 /// The pipes to a process's stdin and stdout.
@@ -303,10 +333,16 @@ impl FunctionProcess {
             source,
         };
         let cgroup = instance_cgroup(context)?;
-        let mut command = build_command(context, cgroup.as_ref())?;
+        let (mut command, scratch) = build_command(context, cgroup.as_ref())?;
         command.stdin(stdin).stdout(stdout);
         let spawned_at = Instant::now();
-        let mut child = command.spawn().map_err(spawn_error)?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                remove_scratch(scratch.as_deref());
+                return Err(spawn_error(error));
+            }
+        };
         let (Some(pid), Some(stderr)) = (child.id(), child.stderr.take()) else {
             return Err(spawn_error(io::Error::other(
                 "spawned process is missing its pid or stderr",
@@ -314,7 +350,7 @@ impl FunctionProcess {
         };
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let group = Pid::from_raw(pid as i32);
-        let process = Self::assemble(
+        let mut process = Self::assemble(
             context,
             Leader::Spawned(child),
             group,
@@ -322,6 +358,7 @@ impl FunctionProcess {
             stderr,
             spawned_at,
         );
+        process.scratch = scratch;
         Ok((process, stdin, stdout))
     }
 
@@ -363,6 +400,7 @@ impl FunctionProcess {
             spawned_at,
             reaped: false,
             max_processes: context.spec.max_processes,
+            scratch: None,
         }
     }
 
@@ -438,6 +476,7 @@ impl FunctionProcess {
         if let Some(cgroup) = self.cgroup.as_mut() {
             cgroup.remove().await;
         }
+        remove_scratch(self.scratch.take().as_deref());
     }
 
     /// The last lines the process wrote to stderr, once stderr has closed (or after a
@@ -528,6 +567,7 @@ impl Drop for FunctionProcess {
         if !self.reaped {
             self.kill_group();
         }
+        remove_scratch(self.scratch.take().as_deref());
         // The cgroup, if not removed yet, kills what is left and removes itself on drop.
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sluice_connectors::{Event, Origin};
 
 use super::*;
-use crate::spec::{Encoding, InputMode};
+use crate::spec::{Encoding, InputMode, IsolationLevel};
 
 const STREAM_ECHO: &str = r#"
 import json, os, sys
@@ -53,7 +53,54 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
         retry_backoff: Duration::from_secs(1),
         max_record_age: None,
         preload: Vec::new(),
+        isolation: IsolationLevel::Strict,
     }
+}
+
+/// Where tests keep folders a function must reach by path: outside `/tmp` (functions get
+/// a private one) and outside the checkout, which may lie in a folder only root can
+/// enter (a function runs as its job's own user).
+pub(crate) const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+
+/// A job folder for a test, in [`SHARED_TEST_DIR`] and writable by every user, so that
+/// a function, which sees the folder only through its read-only bundle, can still leave
+/// pid files in it through `$OUT`.
+fn job_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = Path::new(SHARED_TEST_DIR);
+    std::fs::create_dir_all(base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The Python interpreter itself (`python3` on PATH may be a wrapper script that sets
+/// variables of its own), when every user may run it; else the system's. Functions run
+/// as their job's own user, who cannot enter root's home, where a per-user Python lives.
+fn python_interpreter() -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let output = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let found = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let open_to_all = Path::new(&found).ancestors().skip(1).all(|dir| {
+        std::fs::metadata(dir).is_ok_and(|metadata| metadata.permissions().mode() & 0o001 != 0)
+    });
+    if open_to_all {
+        found
+    } else {
+        "/usr/bin/python3".to_owned()
+    }
+}
+
+/// A runner whose function finds the test's job folder in `$OUT`.
+fn test_runner(job: &str, dir: &Path, spec: &FunctionSpec) -> FunctionRunner {
+    let mut spec = spec.clone();
+    spec.env
+        .entry("OUT".into())
+        .or_insert_with(|| dir.display().to_string());
+    FunctionRunner::new(job, dir, &spec)
 }
 
 fn sh(script: &str) -> FunctionSpec {
@@ -88,7 +135,7 @@ async fn run_once(
     spec: &FunctionSpec,
     batch: &EncodedBatch,
 ) -> Result<FunctionOutput, InvokeError> {
-    FunctionRunner::new("job", dir, spec).invoke(batch).await
+    test_runner("job", dir, spec).invoke(batch).await
 }
 
 fn read_pid(path: &Path) -> i32 {
@@ -126,7 +173,7 @@ async fn assert_gone(pid: i32) {
 
 #[tokio::test]
 async fn exec_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(
         dir.path().join("double.py"),
         r#"
@@ -167,10 +214,10 @@ for index, line in enumerate(sys.stdin):
 
 #[tokio::test]
 async fn stream_reuses_one_process_across_batches() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
     let spec = spec(&["python3", "./echo.py"], FunctionMode::Stream);
-    let mut runner = FunctionRunner::new("clicks", dir.path(), &spec);
+    let mut runner = test_runner("clicks", dir.path(), &spec);
 
     let mut pids = Vec::new();
     for round in 1..=3_i64 {
@@ -198,14 +245,14 @@ async fn stream_reuses_one_process_across_batches() {
 
 #[tokio::test]
 async fn readiness_line_measures_init_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(
         dir.path().join("slow_init.py"),
         format!("import time\ntime.sleep(0.3)\n{STREAM_ECHO}"),
     )
     .unwrap();
     let spec = spec(&["python3", "slow_init.py"], FunctionMode::Stream);
-    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let mut runner = test_runner("job", dir.path(), &spec);
     let output = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
     let init = output.init_time.expect("the instance announced readiness");
     assert!(init >= Duration::from_millis(300), "{init:?}");
@@ -219,7 +266,7 @@ async fn readiness_line_measures_init_time() {
 
 #[tokio::test]
 async fn a_last_line_without_newline_counts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = sh(r#"cat >/dev/null; printf '{"a":1}\n{"a":2}'"#);
     let output = run_once(dir.path(), &spec, &batch(&["{}"])).await.unwrap();
     assert_eq!(output.row_count, 2);
@@ -228,7 +275,7 @@ async fn a_last_line_without_newline_counts() {
 
 #[tokio::test]
 async fn a_ten_megabyte_line_is_one_row() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = spec(
         &[
             "python3",
@@ -247,7 +294,7 @@ async fn a_ten_megabyte_line_is_one_row() {
 
 #[tokio::test]
 async fn non_utf8_output_is_a_protocol_error_naming_the_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = sh(r#"printf '{"a":1}\n{"a":"\377"}\n'"#);
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
         Err(InvokeError::Protocol { line, reason }) => {
@@ -260,7 +307,7 @@ async fn non_utf8_output_is_a_protocol_error_naming_the_line() {
 
 #[tokio::test]
 async fn error_lines_are_collected_and_out_of_range_records_rejected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let ok = sh(r#"cat >/dev/null
 echo '{"$error": {"record": 0, "message": "bad date"}}'
 echo '{"a": 1}'
@@ -287,7 +334,7 @@ echo '{"$error": {"record": 1, "message": "bad id"}}'"#);
 
 #[tokio::test]
 async fn a_function_that_writes_nothing_returns_no_rows() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let output = run_once(dir.path(), &sh("cat >/dev/null"), &batch(&["{}", "{}"]))
         .await
         .unwrap();
@@ -297,8 +344,8 @@ async fn a_function_that_writes_nothing_returns_no_rows() {
 
 #[tokio::test]
 async fn too_much_output_fails_and_kills_the_function() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = sh(r#"echo $$ > pid; exec yes '{"a":1}'"#);
+    let dir = job_dir();
+    let mut spec = sh(r#"echo $$ > $OUT/pid; exec yes '{"a":1}'"#);
     spec.max_output = 1 << 20;
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
         Err(InvokeError::OutputTooLarge { limit }) => assert_eq!(limit, 1 << 20),
@@ -309,8 +356,9 @@ async fn too_much_output_fails_and_kills_the_function() {
 
 #[tokio::test]
 async fn a_timeout_kills_the_whole_process_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = sh("sleep 1000 & echo $! > grandchild.pid; echo $$ > pid; exec sleep 1000");
+    let dir = job_dir();
+    let mut spec =
+        sh("sleep 1000 & echo $! > $OUT/grandchild.pid; echo $$ > $OUT/pid; exec sleep 1000");
     spec.timeout = Duration::from_secs(2);
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
         Err(error @ InvokeError::Timeout { .. }) => assert!(error.is_retryable()),
@@ -322,7 +370,7 @@ async fn a_timeout_kills_the_whole_process_group() {
 
 #[tokio::test]
 async fn a_crash_reports_the_exit_code_and_stderr() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = sh("cat >/dev/null; echo 'first line' >&2; echo 'something broke' >&2; exit 3");
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
         Err(InvokeError::Exit { code, stderr_tail }) => {
@@ -335,10 +383,10 @@ async fn a_crash_reports_the_exit_code_and_stderr() {
 
 #[tokio::test]
 async fn stream_instance_dying_mid_batch_is_replaced() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
     let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
-    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let mut runner = test_runner("job", dir.path(), &spec);
 
     let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
     let first_pid = rows(&first)[0]["pid"].as_i64().unwrap();
@@ -366,17 +414,17 @@ async fn stream_instance_dying_mid_batch_is_replaced() {
 
 #[tokio::test]
 async fn stream_timeout_kills_the_instance_and_the_next_batch_starts_fresh() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let mut spec = spec(
         &[
             "sh",
             "-c",
-            "sleep 1000 & echo $! > grandchild.pid; echo $$ > pid; exec sleep 1000",
+            "sleep 1000 & echo $! > $OUT/grandchild.pid; echo $$ > $OUT/pid; exec sleep 1000",
         ],
         FunctionMode::Stream,
     );
     spec.timeout = Duration::from_secs(2);
-    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let mut runner = test_runner("job", dir.path(), &spec);
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
     assert!(matches!(error, InvokeError::Timeout { .. }), "{error:?}");
     assert_eq!(runner.warm_instance(), None);
@@ -390,14 +438,10 @@ async fn the_environment_is_cleared_to_what_the_job_declares() {
     // read the environment at the same time; the name is unique to this test, and Rust
     // code reading the environment takes std's environment lock.
     unsafe { std::env::set_var("SLUICE_TEST_FAKE_SECRET", "hunter2") };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     // `python3` on PATH may be a wrapper script that sets variables of its own; run the
     // interpreter itself.
-    let interpreter = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 runs");
-    let interpreter = String::from_utf8(interpreter.stdout).unwrap();
+    let interpreter = python_interpreter();
     let mut spec = spec(
         &[
             interpreter.trim(),
@@ -419,11 +463,17 @@ async fn the_environment_is_cleared_to_what_the_job_declares() {
     assert_eq!(env["SLUICE_MODE"], "exec");
     assert_eq!(env["SLUICE_ENCODING"], "ndjson");
     assert!(env.contains_key("PATH"));
+    if isolation::isolation().mount_namespaces && isolation::isolation().function_ids.is_ok() {
+        assert_eq!(env["HOME"], "/tmp", "its private scratch space");
+        assert_eq!(env["TMPDIR"], "/tmp");
+    }
     // Python may add LC_CTYPE itself when it coerces a C locale.
     let allowed = [
         "PATH",
         "HOME",
         "LANG",
+        "TMPDIR",
+        "OUT",
         "LC_CTYPE",
         "API_URL",
         "SLUICE_JOB",
@@ -443,7 +493,7 @@ async fn the_environment_is_cleared_to_what_the_job_declares() {
 
 #[tokio::test]
 async fn fifty_megabytes_through_cat_do_not_deadlock() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let record = format!("{{\"pad\":\"{}\"}}", "p".repeat(990));
     let count = 50 * 1024 * 1024 / (record.len() + 1);
     let input = EncodedBatch {
@@ -462,7 +512,7 @@ async fn fifty_megabytes_through_cat_do_not_deadlock() {
 
 #[tokio::test]
 async fn a_missing_program_is_not_retryable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let spec = spec(&["./no-such-program"], FunctionMode::Exec);
     let error = run_once(dir.path(), &spec, &batch(&["{}"]))
         .await
@@ -474,7 +524,7 @@ async fn a_missing_program_is_not_retryable() {
 
 #[tokio::test]
 async fn resource_limits_apply_to_the_function() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     let mut spec = sh(
         r#"cat >/dev/null; printf '{"nofile":"%s","core":"%s","cpu":"%s","kib":"%s"}\n' "$(ulimit -n)" "$(ulimit -c)" "$(ulimit -t)" "$(ulimit -v)""#,
     );
@@ -486,7 +536,7 @@ async fn resource_limits_apply_to_the_function() {
         .as_ref()
         .is_some_and(|cgroups| cgroups.limits_memory());
     for use_cgroups in [true, false] {
-        let mut runner = FunctionRunner::new("limits", dir.path(), &spec);
+        let mut runner = test_runner("limits", dir.path(), &spec);
         runner.use_cgroups = use_cgroups;
         let output = runner.invoke(&batch(&["{}"])).await.unwrap();
         // A memory cgroup replaces the address-space limit, which hurts runtimes that
@@ -521,7 +571,7 @@ fn documented_example(file: &str) -> String {
 
 #[tokio::test]
 async fn the_documented_examples_work() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     for file in ["transform.py", "transform_stream.py"] {
         std::fs::write(dir.path().join(file), documented_example(file)).unwrap();
     }
@@ -545,7 +595,7 @@ async fn the_documented_examples_work() {
     assert_eq!(failed_records(&output), vec![1, 2]);
 
     let stream = spec(&["python3", "transform_stream.py"], FunctionMode::Stream);
-    let mut runner = FunctionRunner::new("job", dir.path(), &stream);
+    let mut runner = test_runner("job", dir.path(), &stream);
     for round in 0..2 {
         let output = runner.invoke(&input).await.unwrap();
         assert_eq!(rows(&output), expected_rows);
@@ -557,10 +607,10 @@ async fn the_documented_examples_work() {
 
 #[tokio::test]
 async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
     let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
-    let mut runner = FunctionRunner::new("job", dir.path(), &spec);
+    let mut runner = test_runner("job", dir.path(), &spec);
     let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
     let first_pid = rows(&first)[0]["pid"].as_i64().unwrap() as i32;
 
@@ -580,3 +630,73 @@ mod containment;
 
 #[path = "zygote/tests.rs"]
 mod zygote_tests;
+
+/// Cold starts of a stream instance (start to its readiness line), spawned (`sh`) and
+/// forked from a preloaded Python parent, with a user of its own, its bundle and its
+/// namespaces, and without: what the stricter sandbox adds. Measured on demand:
+/// `cargo test -p sluice-platform -- --ignored cold_start_overhead --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn cold_start_overhead_of_the_job_user_and_namespaces() {
+    const STARTS: usize = 300;
+    let dir = job_dir();
+    std::fs::write(dir.path().join("ready.py"), STREAM_ECHO).unwrap();
+    let spawned = spec(
+        &[
+            "sh",
+            "-c",
+            r#"echo '{"$ready": true}'; while read -r line; do [ -z "$line" ] && echo; done"#,
+        ],
+        FunctionMode::Stream,
+    );
+    let mut preloaded = spec(&[&python_interpreter(), "ready.py"], FunctionMode::Stream);
+    preloaded.preload = vec!["json".into()];
+    for (name, spec) in [("spawned", &spawned), ("preloaded", &preloaded)] {
+        for isolated in [false, true, false, true] {
+            let job = format!("cold-{name}-{isolated}");
+            let mut runner = test_runner(&job, dir.path(), spec);
+            runner.use_job_user = isolated;
+            runner.invoke(&batch(&[r#"{"v":0}"#])).await.unwrap();
+            let mut starts = Vec::with_capacity(STARTS);
+            for _ in 0..STARTS {
+                runner.shutdown().await;
+                let output = runner.invoke(&batch(&[r#"{"v":0}"#])).await.unwrap();
+                starts.push(output.init_time.unwrap());
+            }
+            runner.shutdown().await;
+            starts.sort();
+            println!(
+                "{name}, job user and namespaces {isolated}: p50 {:?} p90 {:?} max {:?}",
+                starts[STARTS / 2],
+                starts[STARTS * 9 / 10],
+                starts[STARTS - 1]
+            );
+        }
+    }
+}
+
+#[test]
+fn every_missing_protection_is_named() {
+    let host = isolation::Isolation {
+        cgroups: None,
+        network_namespaces: false,
+        drop_capabilities: None,
+        function_ids: Err("the platform does not run as root".into()),
+        mount_namespaces: false,
+        syscall_filter: Err("no seccomp in this kernel".into()),
+    };
+    let mut spec = sh("cat");
+    let missing = host.missing(&spec).join("\n");
+    for protection in [
+        "a user of its own (the platform does not run as root)",
+        "a mount namespace",
+        "a network namespace",
+        "dropping capabilities",
+        "a system call filter (no seccomp in this kernel)",
+        "cgroups",
+    ] {
+        assert!(missing.contains(protection), "{protection} in {missing}");
+    }
+    spec.network = true;
+    assert_eq!(host.missing(&spec).len(), 5, "no network namespace needed");
+}

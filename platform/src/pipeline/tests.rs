@@ -247,9 +247,19 @@ async fn a_record_that_crashes_the_function_is_dead_lettered_after_its_attempts(
 async fn a_function_that_cannot_start_stops_the_job_acknowledging_only_earlier_batches() {
     let dir = tempfile::tempdir().unwrap();
     // The program deletes itself after its first batch: no split of a later batch can
-    // help, so the job stops instead of dead-lettering healthy records.
+    // help, so the job stops instead of dead-lettering healthy records. It lives outside
+    // the job folder, whose staged copy the function cannot change, in a folder its user
+    // may write (outside /tmp, which the function sees as its own, and the checkout).
     let spec = job(dir.path(), "", "");
-    let script = dir.path().join("once.sh");
+    let bin_base = Path::new(crate::function::SHARED_TEST_DIR);
+    std::fs::create_dir_all(bin_base).unwrap();
+    let bin = tempfile::tempdir_in(bin_base).unwrap();
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let script = bin.path().join("once.sh");
     std::fs::write(
         &script,
         "#!/bin/sh
@@ -260,7 +270,7 @@ rm -f \"$0\"
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut spec = spec;
-    spec.function.command = vec!["./once.sh".to_owned()];
+    spec.function.command = vec![script.display().to_string()];
     let (source, acked) = source(events(30));
     let error = run_over(&spec, source).await.unwrap_err();
 

@@ -193,6 +193,10 @@ pub struct RawFunction {
     /// `["pyarrow", "mymodule"]` (default none). Only for a command that runs a Python
     /// script, `["python3", "transform.py", ...]`.
     pub preload: Option<Vec<String>>,
+    /// `"strict"` (default): the job does not start where the host refuses one of the
+    /// function's protections; `"best_effort"`: it starts, and the missing protections are
+    /// named in the log, `/status` and `sluice validate` (`docs/security.md`).
+    pub isolation: Option<String>,
 }
 
 /// `[batch]`: a batch is cut at whichever limit comes first.

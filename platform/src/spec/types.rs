@@ -314,6 +314,17 @@ pub struct FunctionSpec {
     /// instances; empty: every instance is spawned afresh. When not empty, `command` is
     /// `[python interpreter, script, args...]` (checked at load).
     pub preload: Vec<String>,
+    /// What happens where the host refuses one of the function's protections.
+    pub isolation: IsolationLevel,
+}
+
+/// `function.isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// The job does not start while a protection is missing.
+    Strict,
+    /// The job starts; missing protections are reported.
+    BestEffort,
 }
 
 impl std::fmt::Debug for FunctionSpec {

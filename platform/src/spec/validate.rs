@@ -19,8 +19,8 @@ use super::raw::{
 };
 use super::secret::shown;
 use super::types::{
-    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, JobSpec, KafkaTriggerSpec,
-    Ordering, ScalingSpec, StartPosition, TriggerSpec,
+    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, IsolationLevel, JobSpec,
+    KafkaTriggerSpec, Ordering, ScalingSpec, StartPosition, TriggerSpec,
 };
 use super::units::is_env_name;
 use sluice_connectors::kafka::MANAGED_OPTIONS;
@@ -375,6 +375,16 @@ impl Checker<'_> {
             )
         });
         let preload = self.preload(raw.preload.as_deref(), command.as_deref());
+        let isolation = self.choice(
+            "function.isolation",
+            raw.isolation.as_deref(),
+            IsolationLevel::Strict,
+            &[
+                ("strict", IsolationLevel::Strict),
+                ("best_effort", IsolationLevel::BestEffort),
+            ],
+            &[],
+        );
         Some(FunctionSpec {
             command: command?,
             mode,
@@ -393,6 +403,7 @@ impl Checker<'_> {
             retry_backoff,
             max_record_age,
             preload,
+            isolation,
         })
     }
 

@@ -89,6 +89,9 @@ pub struct JobStatus {
     /// Records per second one busy instance handles, once measured.
     pub instance_rate: Option<f64>,
     pub stats: JobStats,
+    /// Protections the host cannot give the job's function (`docs/security.md`); empty
+    /// when it gets them all.
+    pub missing_protections: Vec<String>,
     #[serde(skip)]
     cold_samples: VecDeque<Duration>,
 }
@@ -106,6 +109,7 @@ impl JobStatus {
             in_flight_records: 0,
             instance_rate: None,
             stats: JobStats::default(),
+            missing_protections: Vec::new(),
             cold_samples: VecDeque::new(),
         }
     }

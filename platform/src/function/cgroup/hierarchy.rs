@@ -22,6 +22,8 @@ use super::{CgroupKiller, create_dir, join, procs_files};
 
 /// Name of the directory under the platform's cgroup that holds every job.
 const SLUICE_DIR: &str = "sluice";
+/// Prefix of the folder a starting platform process probes in, `probe.<its pid>`.
+const PROBE_PREFIX: &str = "probe.";
 /// Where the platform moves itself under cgroup v2 when its own cgroup must stay empty.
 const PLATFORM_LEAF: &str = "sluice-platform";
 
@@ -79,7 +81,7 @@ impl CgroupHierarchy {
     }
 
     /// The `sluice` directories in use, one per hierarchy.
-    pub(super) fn roots(&self) -> Vec<&Path> {
+    pub(crate) fn roots(&self) -> Vec<&Path> {
         let mut roots: Vec<&Path> = Vec::new();
         for root in [&self.pids_root, &self.memory_root].into_iter().flatten() {
             if !roots.contains(&root.as_path()) {
@@ -90,20 +92,30 @@ impl CgroupHierarchy {
     }
 
     /// Kills and removes instance cgroups left by platform processes that are gone (a
-    /// platform killed with SIGKILL leaves the processes its functions started). A cgroup
-    /// whose platform pid is alive is left alone, whoever has that pid now.
+    /// platform killed with SIGKILL leaves the processes its functions started), and their
+    /// probe folders. A cgroup or probe folder whose platform pid is alive is left alone,
+    /// whoever has that pid now.
     pub(super) fn sweep_stale(&self) {
         let own = std::process::id();
+        let is_gone =
+            |pid: u32| pid != own && kill(Pid::from_raw(pid as i32), None) == Err(Errno::ESRCH);
         for root in self.roots() {
             for job in subdirectories(root) {
+                let name = job.file_name().and_then(|name| name.to_str());
+                // Another platform process that starts at the same moment probes in
+                // `probe.<its pid>`: removing that folder would switch its cgroups off.
+                if let Some(pid) = name.and_then(|name| name.strip_prefix(PROBE_PREFIX)) {
+                    if pid.parse().is_ok_and(is_gone) {
+                        let _ = std::fs::remove_dir(&job);
+                    }
+                    continue;
+                }
                 for instance in subdirectories(&job) {
                     let platform = instance
                         .file_name()
                         .and_then(|name| name.to_str())
                         .and_then(platform_pid_of);
-                    let stale = platform.is_some_and(|pid| {
-                        pid != own && kill(Pid::from_raw(pid as i32), None) == Err(Errno::ESRCH)
-                    });
+                    let stale = platform.is_some_and(is_gone);
                     if stale {
                         remove_stale(self.version, &instance);
                     }
@@ -117,7 +129,7 @@ impl CgroupHierarchy {
     /// A forked child joins a new cgroup limited to one process and tries to fork: that
     /// must fail, or the `pids` limit does not hold and is not used.
     fn probe(&self) -> Result<(), String> {
-        let name = format!("probe.{}", std::process::id());
+        let name = format!("{PROBE_PREFIX}{}", std::process::id());
         let dirs: Vec<PathBuf> = self.roots().iter().map(|root| root.join(&name)).collect();
         for dir in &dirs {
             create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

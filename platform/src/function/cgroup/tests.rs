@@ -186,3 +186,40 @@ async fn cgroups_left_by_a_dead_platform_are_emptied_and_removed() {
         std::fs::remove_dir(dir).unwrap();
     }
 }
+
+/// Two platform processes starting at once: one probes in `probe.<its pid>` while the
+/// other sweeps. The sweep must leave the probe folder of a live process alone, or that
+/// process fails to join it and runs its functions without cgroups.
+#[test]
+fn the_sweep_leaves_the_probe_folder_of_a_live_platform_alone() {
+    let Some(hierarchy) = host_hierarchy() else {
+        eprintln!("cgroups are not usable here; nothing to check");
+        return;
+    };
+    let mut other_platform = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let probe = format!("probe.{}", other_platform.id());
+    let probe_dirs: Vec<PathBuf> = hierarchy
+        .roots()
+        .iter()
+        .map(|root| root.join(&probe))
+        .collect();
+    for dir in &probe_dirs {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+
+    hierarchy.sweep_stale();
+
+    let left: Vec<bool> = probe_dirs.iter().map(|dir| dir.exists()).collect();
+    for dir in &probe_dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    other_platform.kill().unwrap();
+    other_platform.wait().unwrap();
+    assert!(
+        left.iter().all(|&exists| exists),
+        "a live process's probe folder was removed: {probe_dirs:?}"
+    );
+}

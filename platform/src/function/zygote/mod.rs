@@ -15,15 +15,18 @@
 //! Isolation of a forked instance, against a spawned one (`sandbox.rs`):
 //! - inherited from the zygote, which is spawned through the very same sandbox code: no
 //!   capabilities, `PR_SET_NO_NEW_PRIVS`, the rlimits (open files, CPU seconds counted
-//!   from zero at fork, no core dumps, address space when no memory cgroup), the user, and
+//!   from zero at fork, no core dumps, address space when no memory cgroup), the job's
+//!   own user, the system call filter, the mount namespace (the bundle as working
+//!   directory, hidden cgroup file system and host sockets, `/proc` of its own user) and
 //!   the network namespace (loopback only when `network = false`). One difference: the
-//!   instances of a job share the zygote's namespace, so they can reach each other's
-//!   loopback ports, where spawned instances each have their own.
+//!   instances of a job share the zygote's namespaces, so they can reach each other's
+//!   loopback ports and share one private `/tmp`, where spawned instances each have their
+//!   own.
 //! - per instance: its own process group (its pid), its own cgroup (the platform moves it
 //!   there before it runs any function code, so `max_processes` and `memory` hold and a
 //!   kill reaches everything it starts), exactly the environment a spawned instance gets
 //!   (`sandbox::instance_environment`), its own stdin/stdout/stderr pipes, no other file
-//!   descriptor, the job folder as working directory, and `PR_SET_PDEATHSIG` so it dies
+//!   descriptor, the zygote's working directory, and `PR_SET_PDEATHSIG` so it dies
 //!   with the zygote, which dies with the platform.
 //! - the zygote is non-dumpable, so instances cannot read its memory or trace it.
 //!
@@ -230,6 +233,7 @@ impl Zygote {
             job_cgroup: context.job_cgroup,
             zygote: None,
             secrets: context.secrets,
+            sandbox: context.sandbox,
         };
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,

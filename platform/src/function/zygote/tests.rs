@@ -11,7 +11,7 @@ use super::*;
 /// `imports.log` beside it.
 const SLOW_MODULE: &str = r#"
 import os, time
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "imports.log"), "a") as log:
+with open(os.path.join(os.environ["OUT"], "imports.log"), "a") as log:
     log.write(f"{os.getpid()}\n")
 time.sleep(0.5)
 "#;
@@ -29,7 +29,9 @@ def report():
         "env": dict(os.environ), "fds": sorted(os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(), "cgroup": open("/proc/self/cgroup").read(),
         "netns": os.readlink("/proc/self/ns/net"), "cap_eff": cap_eff,
-        "argv": sys.argv, "name": __name__,
+        "argv": sys.argv, "name": __name__, "uid": os.getuid(), "gid": os.getgid(),
+        "seccomp": [line for line in status.splitlines() if line.startswith("Seccomp:")][0].split()[1],
+        "mountns": os.readlink("/proc/self/ns/mnt"),
     }
 
 print(json.dumps({"$ready": True}), flush=True)
@@ -47,9 +49,13 @@ fn preload_spec(command: &[&str], mode: FunctionMode, modules: &[&str]) -> Funct
 }
 
 fn job_folder() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir();
     std::fs::write(dir.path().join("slowmod.py"), SLOW_MODULE).unwrap();
     std::fs::write(dir.path().join("report.py"), REPORT).unwrap();
+    // Jobs of different names (so of different users) append to it.
+    let log = dir.path().join("imports.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     dir
 }
 
@@ -96,11 +102,7 @@ fn instance_cgroups(job: &str, prefix: &str) -> Vec<String> {
 /// The interpreter itself: `python3` on PATH may be a wrapper script that sets
 /// environment variables of its own, which a forked instance (rightly) does not get.
 fn interpreter() -> String {
-    let output = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 runs");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    super::python_interpreter()
 }
 
 #[tokio::test]
@@ -113,7 +115,7 @@ async fn a_preloaded_module_is_imported_once_for_every_instance() {
     );
     // Three runners of one job, each with a warm instance: three forks of one zygote.
     let mut runners: Vec<FunctionRunner> = (0..3)
-        .map(|_| FunctionRunner::new("preload-once", dir.path(), &spec))
+        .map(|_| test_runner("preload-once", dir.path(), &spec))
         .collect();
     let mut instance_pids = Vec::new();
     for runner in &mut runners {
@@ -143,7 +145,7 @@ async fn a_preloaded_module_is_imported_once_for_every_instance() {
     )
     .unwrap();
     let exec = preload_spec(&["python3", "exec.py"], FunctionMode::Exec, &["slowmod"]);
-    let mut runner = FunctionRunner::new("preload-once-exec", dir.path(), &exec);
+    let mut runner = test_runner("preload-once-exec", dir.path(), &exec);
     let first = rows(&runner.invoke(&batch(&["{}"])).await.unwrap())[0]["pid"].clone();
     let second = rows(&runner.invoke(&batch(&["{}"])).await.unwrap())[0]["pid"].clone();
     assert_ne!(first, second, "a fresh process per batch");
@@ -156,7 +158,7 @@ async fn a_preloaded_module_is_imported_once_for_every_instance() {
     // Without preload, every instance imports the module itself.
     let plain = spec_without_preload(&spec);
     for _ in 0..2 {
-        let mut runner = FunctionRunner::new("preload-once-plain", dir.path(), &plain);
+        let mut runner = test_runner("preload-once-plain", dir.path(), &plain);
         report(&mut runner).await;
         runner.shutdown().await;
     }
@@ -182,10 +184,10 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
     let mut spec = preload_spec(&[&python, "report.py"], FunctionMode::Stream, &["slowmod"]);
     spec.env
         .insert("API_URL".into(), "http://example.test".into());
-    let mut forked_runner = FunctionRunner::new("preload-isolated", dir.path(), &spec);
+    let mut forked_runner = test_runner("preload-isolated", dir.path(), &spec);
     let forked = report(&mut forked_runner).await;
     let mut spawned_runner =
-        FunctionRunner::new("preload-isolated", dir.path(), &spec_without_preload(&spec));
+        test_runner("preload-isolated", dir.path(), &spec_without_preload(&spec));
     let spawned = report(&mut spawned_runner).await;
 
     // Exactly the environment a spawned instance gets (Python may add LC_CTYPE itself
@@ -212,20 +214,34 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
     );
     // Only its three pipes (and the directory listing itself) are open.
     assert_eq!(forked["fds"], serde_json::json!(["0", "1", "2", "3"]));
-    assert_eq!(
-        Path::new(forked["cwd"].as_str().unwrap()),
-        dir.path().canonicalize().unwrap()
-    );
+    // The job folder, or its staged copy when the function runs as the job's own user.
+    let cwd = Path::new(forked["cwd"].as_str().unwrap());
+    if isolation::isolation().function_ids.is_ok() {
+        assert!(cwd.ends_with("bundle"), "{cwd:?}");
+        assert!(Path::new(spawned["cwd"].as_str().unwrap()).ends_with("bundle"));
+    } else {
+        assert_eq!(cwd, dir.path().canonicalize().unwrap());
+    }
     assert_eq!(forked["name"], "__main__");
-    assert_eq!(
-        forked["argv"],
-        serde_json::json!([dir.path().canonicalize().unwrap().join("report.py")])
-    );
+    assert_eq!(forked["argv"], serde_json::json!([cwd.join("report.py")]));
     let isolation = isolation::isolation();
     if isolation.drop_capabilities.is_some() {
         assert_eq!(forked["cap_eff"], "0000000000000000");
     }
     assert_eq!(forked["cap_eff"], spawned["cap_eff"]);
+    // The job's own user, the system call filter and a mount namespace, like a spawned one.
+    if isolation.function_ids.is_ok() {
+        assert_ne!(forked["uid"], 0);
+        assert_eq!(forked["uid"], spawned["uid"]);
+        assert_eq!(forked["gid"], spawned["gid"]);
+    }
+    if isolation.syscall_filter.is_ok() {
+        assert_eq!(forked["seccomp"], "2", "filter mode");
+    }
+    if isolation.mount_namespaces && isolation.function_ids.is_ok() {
+        let platform_mountns = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        assert_ne!(forked["mountns"], platform_mountns.to_str().unwrap());
+    }
     if isolation.network_namespaces {
         let platform_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
         assert_ne!(forked["netns"], platform_netns.to_str().unwrap());
@@ -243,17 +259,21 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
 }
 
 /// A stream function that, on its first batch, starts a child in its group and one that
-/// leaves it (recording both pids), then hangs.
+/// leaves it (recording both pids), then hangs; once `$OUT/hang.done` exists it runs
+/// `report.py` instead (the bundle itself cannot change while the job runs).
 const HANG: &str = r#"
-import json, os, subprocess, sys, time
+import json, os, runpy, subprocess, sys, time
+if os.path.exists(os.environ["OUT"] + "/hang.done"):
+    runpy.run_path("report.py", run_name="__main__")
+    sys.exit(0)
 print(json.dumps({"$ready": True}), flush=True)
 sys.stdin.readline()
-open("pid", "w").write(str(os.getpid()))
+open(os.environ["OUT"] + "/pid", "w").write(str(os.getpid()))
 child = subprocess.Popen(["sleep", "1000"])
-open("child.pid", "w").write(str(child.pid))
+open(os.environ["OUT"] + "/child.pid", "w").write(str(child.pid))
 if sys.argv[1] == "escape":
     escaped = subprocess.Popen(["setsid", "sleep", "1000"])
-    open("escaped.pid", "w").write(str(escaped.pid))
+    open(os.environ["OUT"] + "/escaped.pid", "w").write(str(escaped.pid))
 time.sleep(1000)
 "#;
 
@@ -272,7 +292,7 @@ async fn a_forked_instance_past_its_timeout_is_killed_with_its_children() {
         &["json"],
     );
     spec.timeout = Duration::from_secs(3);
-    let mut runner = FunctionRunner::new("preload-hang", dir.path(), &spec);
+    let mut runner = test_runner("preload-hang", dir.path(), &spec);
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
     assert!(matches!(error, InvokeError::Timeout { .. }), "{error:?}");
     assert_eq!(runner.warm_instance(), None);
@@ -288,7 +308,7 @@ async fn a_forked_instance_past_its_timeout_is_killed_with_its_children() {
     );
     // The zygote is not part of the instance and carries on.
     assert!(!is_gone(zygote));
-    std::fs::write(dir.path().join("hang.py"), REPORT).unwrap();
+    std::fs::write(dir.path().join("hang.done"), "").unwrap();
     let next = report(&mut runner).await;
     assert_eq!(next["ppid"], zygote);
     runner.shutdown().await;
@@ -316,7 +336,7 @@ hog = b"x" * (1 << 30)
     .unwrap();
     let mut spec = preload_spec(&["python3", "fail.py"], FunctionMode::Exec, &["json"]);
     spec.memory = Some(64 << 20);
-    let mut runner = FunctionRunner::new("preload-fail", dir.path(), &spec);
+    let mut runner = test_runner("preload-fail", dir.path(), &spec);
     match runner.invoke(&batch(&["\"exit\""])).await.unwrap_err() {
         InvokeError::Exit { code, stderr_tail } => {
             assert_eq!(code, 3);
@@ -366,7 +386,7 @@ async fn a_dead_zygote_is_restarted_by_the_next_instance_start() {
         FunctionMode::Stream,
         &["slowmod"],
     );
-    let mut runner = FunctionRunner::new("preload-restart", dir.path(), &spec);
+    let mut runner = test_runner("preload-restart", dir.path(), &spec);
     let first = report(&mut runner).await;
     let first_zygote = zygote_pid(&runner).await;
 
@@ -400,7 +420,7 @@ async fn a_preload_that_cannot_import_fails_the_start_for_good() {
         FunctionMode::Stream,
         &["no_such_module_for_sluice"],
     );
-    let mut runner = FunctionRunner::new("preload-broken", dir.path(), &spec);
+    let mut runner = test_runner("preload-broken", dir.path(), &spec);
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
     match &error {
         InvokeError::Preload {
@@ -447,7 +467,7 @@ for forked in range(200):
         time.sleep(1000)
         os._exit(0)
     # The parent records each child: a child could be killed before it wrote itself.
-    with open("children.pid", "a") as f:
+    with open(os.environ["OUT"] + "/children.pid", "a") as f:
         f.write(f"{pid}\n")
 print("{}")
 "#,
@@ -455,7 +475,7 @@ print("{}")
     .unwrap();
     let mut spec = preload_spec(&["python3", "bomb.py"], FunctionMode::Exec, &["json"]);
     spec.max_processes = 16;
-    let mut runner = FunctionRunner::new("preload-bomb", dir.path(), &spec);
+    let mut runner = test_runner("preload-bomb", dir.path(), &spec);
     match runner.invoke(&batch(&["{}"])).await {
         Err(error @ InvokeError::ProcessLimit { limit: 16, .. }) => {
             assert!(error.to_string().contains("fork 16 failed"), "{error}");

@@ -1,0 +1,148 @@
+//! A seccomp filter that refuses the system calls a data function never needs, installed
+//! in the forked child as the very last step before `exec` (after the platform's own
+//! `unshare`, `mount` and `setresuid` calls for it).
+//!
+//! Refused with `EPERM`: tracing other processes (`ptrace`, `process_vm_readv/writev`),
+//! mounting and namespaces (`mount`, `umount2`, the new mount API, `pivot_root`, `unshare`,
+//! `setns`, and `clone` with any `CLONE_NEW*` flag), loading code into the kernel
+//! (`bpf`, `init_module`, `finit_module`, `delete_module`, `kexec_load`,
+//! `kexec_file_load`), the kernel keyring (`keyctl`, `add_key`, `request_key`), and
+//! `reboot`, `swapon`, `swapoff`, `acct`, `quotactl`, `syslog`, `perf_event_open`,
+//! `userfaultfd`, `open_by_handle_at`, `iopl`, `ioperm`. `clone3` answers `ENOSYS`, so the
+//! C library falls back to `clone`, whose flags the filter can see. Everything else is
+//! allowed: a function may run any program.
+//!
+//! Most of these need capabilities the function does not have anyway; the filter is the
+//! second wall, and it closes what an unprivileged process could otherwise reach (user
+//! namespaces, `bpf`, `perf_event_open`, `userfaultfd`, keyrings), the kernel's usual
+//! attack surface.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use nix::libc;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// System calls refused outright.
+/// (Numbers as `i64`: seccomp filters exist for 64-bit targets only here.)
+const REFUSED: &[i64] = &[
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_mount_setattr,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_bpf,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_open_by_handle_at,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
+];
+
+/// Every `CLONE_NEW*` flag: a `clone` with any of them is refused.
+const NAMESPACE_FLAGS: [libc::c_int; 7] = [
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWCGROUP,
+];
+
+/// The compiled filters, made once per platform process before any fork.
+#[derive(Debug)]
+pub(crate) struct SyscallFilter {
+    refused: BpfProgram,
+    clone3: BpfProgram,
+}
+
+/// Why no filter could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the function's system call filter for {arch}: {source}")]
+pub(crate) struct FilterError {
+    arch: &'static str,
+    #[source]
+    source: seccompiler::BackendError,
+}
+
+impl SyscallFilter {
+    pub(crate) fn build() -> Result<Self, FilterError> {
+        let arch = std::env::consts::ARCH;
+        let error = |source| FilterError { arch, source };
+        let target = TargetArch::try_from(arch).map_err(error)?;
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            REFUSED.iter().map(|&call| (call, Vec::new())).collect();
+        let clone_rules = NAMESPACE_FLAGS
+            .iter()
+            .map(|&flag| {
+                let flag = flag as u64;
+                let condition = SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )?;
+                SeccompRule::new(vec![condition])
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error)?;
+        rules.insert(libc::SYS_clone, clone_rules);
+        let refuse = |rules, errno| {
+            SeccompFilter::new(
+                rules,
+                SeccompAction::Allow,
+                SeccompAction::Errno(errno),
+                target,
+            )
+            .and_then(BpfProgram::try_from)
+            .map_err(error)
+        };
+        let clone3 = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+        Ok(SyscallFilter {
+            refused: refuse(rules, libc::EPERM as u32)?,
+            clone3: refuse(clone3, libc::ENOSYS as u32)?,
+        })
+    }
+
+    /// Installs both filters on the calling thread (and so on what it `exec`s). In the
+    /// forked child only: two `prctl`/`seccomp` calls on prepared programs.
+    pub(crate) fn apply_in_child(&self) -> io::Result<()> {
+        for program in [&self.clone3, &self.refused] {
+            seccompiler::apply_filter(program).map_err(|error| match error {
+                seccompiler::Error::Prctl(error) | seccompiler::Error::Seccomp(error) => error,
+                _ => io::Error::from_raw_os_error(libc::EINVAL),
+            })?;
+        }
+        Ok(())
+    }
+}
