@@ -8,8 +8,7 @@ Output row (matches the schema in job.toml; partitioned by event_date):
     {"event_id": "e-1", "user_id": 42, "action": "click", "domain": "shop.example.com",
      "path": "/p/1", "ts": "2026-11-27T10:15:00.123Z", "event_date": "2026-11-27"}
 
-The Python SDK (`sluice_fn`, in the repository's python/ folder; job.toml puts it on
-PYTHONPATH) runs this function in either mode and turns an exception into a `$error`
+The Python SDK (`sluice_fn`, a link to the repository's python/sluice_fn) runs this function in either mode and turns an exception into a `$error`
 for that record alone, so a bad click goes to the dead-letter destination instead of
 failing the whole batch. See python/README.md.
 """

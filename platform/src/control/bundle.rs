@@ -421,25 +421,38 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
 }
 
 /// Packs a job folder as a bundle: every regular file and folder under `dir`, paths
-/// relative to it, symlinks and other special files refused.
+/// relative to it. A link is packed as what it points to (as the function sandbox stages
+/// a job folder), so a job may link a shared module; a link back into a folder being
+/// packed, and other special files, are refused.
 pub fn pack_folder(dir: &Path) -> io::Result<Vec<u8>> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut builder = tar::Builder::new(encoder);
-    builder.follow_symlinks(false);
+    builder.follow_symlinks(true);
     // No times, owners or umask in the headers: the same files give the same bundle, so
     // deploying an unchanged folder again is recognised as the same version.
     builder.mode(tar::HeaderMode::Deterministic);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(relative) = stack.pop() {
+    // Each folder to pack with the real folders above it, to catch a link loop.
+    let mut stack = vec![(PathBuf::new(), vec![std::fs::canonicalize(dir)?])];
+    while let Some((relative, ancestors)) = stack.pop() {
         let mut children: Vec<_> =
             std::fs::read_dir(dir.join(&relative))?.collect::<Result<Vec<_>, _>>()?;
         children.sort_by_key(std::fs::DirEntry::file_name);
         for child in children {
             let path = relative.join(child.file_name());
-            let kind = child.file_type()?;
+            // What the entry is, through any link.
+            let kind = std::fs::metadata(child.path())?.file_type();
             if kind.is_dir() {
+                let real = std::fs::canonicalize(child.path())?;
+                if ancestors.contains(&real) {
+                    return Err(io::Error::other(format!(
+                        "{} links back to a folder that holds it",
+                        child.path().display()
+                    )));
+                }
                 builder.append_dir(&path, child.path())?;
-                stack.push(path);
+                let mut below = ancestors.clone();
+                below.push(real);
+                stack.push((path, below));
             } else if kind.is_file() {
                 builder.append_path_with_name(child.path(), &path)?;
             } else {

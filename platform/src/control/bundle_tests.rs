@@ -294,3 +294,34 @@ fn no_job_file_and_garbage_are_refused() {
         BundleError::Unreadable(_)
     ));
 }
+
+#[test]
+fn links_are_packed_as_what_they_point_to_and_a_loop_is_refused() {
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::create_dir(shared.path().join("pkg")).unwrap();
+    std::fs::write(shared.path().join("pkg/mod.py"), "y = 2\n").unwrap();
+    std::fs::write(shared.path().join("common.py"), "z = 3\n").unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("job.toml"), JOB_TOML).unwrap();
+    std::os::unix::fs::symlink(shared.path().join("pkg"), folder.path().join("pkg")).unwrap();
+    std::os::unix::fs::symlink(
+        shared.path().join("common.py"),
+        folder.path().join("common.py"),
+    )
+    .unwrap();
+
+    let bundle = read(&pack_folder(folder.path()).unwrap()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = BundleStore::new(data.path(), BundleLimits::default());
+    let dir = store.version_dir(&bundle.sha256);
+    bundle.validate(&dir, Some("bundled")).unwrap();
+    store.store(&bundle).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("pkg/mod.py")).unwrap(), "y = 2\n");
+    assert_eq!(std::fs::read_to_string(dir.join("common.py")).unwrap(), "z = 3\n");
+    assert!(!dir.join("pkg").is_symlink(), "content, not a link");
+
+    // pkg/up -> pkg/.. is the shared folder, which holds pkg: a loop.
+    std::os::unix::fs::symlink("..", shared.path().join("pkg/up")).unwrap();
+    let error = pack_folder(folder.path()).unwrap_err();
+    assert!(error.to_string().contains("links back"), "{error}");
+}
