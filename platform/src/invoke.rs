@@ -13,7 +13,7 @@ use sluice_connectors::{Event, Origin};
 use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::InvokeError;
-use crate::output::decode::{DecodeError, decode_rows};
+use crate::output::decode::DecodeError;
 use crate::output::partition::{PartitionError, split_by_partition};
 use crate::spec::JobSpec;
 
@@ -111,13 +111,12 @@ async fn run_batches(
                 message: error.message.clone(),
             });
         }
-        let batch =
-            decode_rows(&spec.output.schema, &output.rows, output.row_count).map_err(|source| {
-                SampleError::Schema {
-                    first,
-                    last,
-                    source,
-                }
+        let batch = output
+            .decode(&spec.output.schema)
+            .map_err(|source| SampleError::Schema {
+                first,
+                last,
+                source,
             })?;
         for (path, part) in split_by_partition(&batch, &spec.output.partition_by)? {
             *partitions.entry(path).or_default() += part.num_rows();
