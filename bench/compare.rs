@@ -13,7 +13,8 @@
 //! start-up and the group join are in it. Each program runs RUNS times (default 1); the
 //! table shows the median. Peak RSS is the largest sum of resident memory over the
 //! program's whole process tree (the platform plus its function instances), sampled every
-//! 100 ms.
+//! 100 ms. `COMPARE_ONLY=TEXT` runs only the programs whose name contains TEXT, and the
+//! bare limit; `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds).
 //!
 //! Programs: the bare limit (`bare_kafka_parquet`: rdkafka → arrow-json → zstd Parquet →
 //! commit); hand-written Python (`bench/python/kafka_consumer.py`: confluent-kafka → json
@@ -90,7 +91,12 @@ fn main() {
         "{} is missing: run bench/compare.sh, which makes it",
         python.display()
     );
-    let examples = sluice_binary().parent().unwrap().join("examples");
+    // This program is an example itself: the bare baseline is built beside it.
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let work = tempfile::tempdir().unwrap();
 
     let topic = unique("compare");
@@ -167,8 +173,13 @@ fn main() {
         ),
     ];
 
+    // COMPARE_ONLY=TEXT keeps the programs whose name contains TEXT (and the bare limit).
+    let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
     let mut results = Vec::new();
-    for (name, start) in &programs {
+    for (index, (name, start)) in programs.iter().enumerate() {
+        if index > 0 && !name.contains(only.as_str()) {
+            continue;
+        }
         let mut samples = Vec::new();
         for run in 0..runs {
             let dir = work.path().join(format!("{}-{run}", results.len()));
