@@ -82,7 +82,6 @@ fn the_exec_template_validates_and_runs_on_the_samples() {
 }
 
 #[test]
-#[ignore = "needs function.encoding = \"arrow\" in the platform (Arrow IPC functions)"]
 fn the_python_arrow_template_validates() {
     init("python-arrow");
 }

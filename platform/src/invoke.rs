@@ -19,7 +19,7 @@ use sluice_connectors::Event;
 use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::InvokeError;
-use crate::output::decode::{DecodeError, decode_rows};
+use crate::output::decode::DecodeError;
 use crate::output::partition::{PartitionError, split_by_partition};
 use crate::spec::{BatchSpec, JobSpec};
 
@@ -172,10 +172,9 @@ async fn run_part(
             message: error.message.clone(),
         })
         .collect();
-    Ok(
-        decode_rows(&spec.output.schema, &output.rows, output.row_count)
-            .map(|batch| (batch, errors)),
-    )
+    Ok(output
+        .decode(&spec.output.schema)
+        .map(|batch| (batch, errors)))
 }
 
 fn line_of(event: &Event) -> u64 {

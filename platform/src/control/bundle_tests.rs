@@ -316,8 +316,14 @@ fn links_are_packed_as_what_they_point_to_and_a_loop_is_refused() {
     let dir = store.version_dir(&bundle.sha256);
     bundle.validate(&dir, Some("bundled")).unwrap();
     store.store(&bundle).unwrap();
-    assert_eq!(std::fs::read_to_string(dir.join("pkg/mod.py")).unwrap(), "y = 2\n");
-    assert_eq!(std::fs::read_to_string(dir.join("common.py")).unwrap(), "z = 3\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pkg/mod.py")).unwrap(),
+        "y = 2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("common.py")).unwrap(),
+        "z = 3\n"
+    );
     assert!(!dir.join("pkg").is_symlink(), "content, not a link");
 
     // pkg/up -> pkg/.. is the shared folder, which holds pkg: a loop.

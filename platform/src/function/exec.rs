@@ -22,6 +22,7 @@ use tokio::process::ChildStdin;
 use super::encode::EncodedBatch;
 use super::protocol::{FrameEnd, Framing, FunctionOutput, InvokeError, OutputFrame, OutputReader};
 use super::sandbox::{FunctionProcess, InstanceContext};
+use crate::spec::Encoding;
 
 /// How long to wait for a killed process to be reaped.
 const REAP_BOUND: Duration = Duration::from_secs(5);
@@ -47,6 +48,9 @@ pub(crate) async fn run_batch(
         started,
         Some(process.spawned_at()),
     );
+    if spec.encoding == Encoding::Arrow {
+        frame = frame.arrow_encoded();
+    }
     let mut reader = OutputReader::new(pipes.stdout);
     let driven = tokio::time::timeout(
         spec.timeout,

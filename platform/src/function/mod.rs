@@ -8,9 +8,11 @@
 //! runner.shutdown().await;
 //! ```
 //!
-//! - [`encode`]: events → NDJSON stdin ([`EncodedBatch`]).
+//! - [`encode`]: events → NDJSON stdin ([`EncodedBatch`]); [`encode_arrow`]: that batch
+//!   as an Arrow IPC stream, with `encoding = "arrow"`.
 //! - [`protocol`]: stdout → rows and per-record errors ([`FunctionOutput`]), and the
-//!   error type of an invocation ([`InvokeError`]).
+//!   error type of an invocation ([`InvokeError`]); [`protocol_arrow`]: the same for an
+//!   Arrow IPC answer.
 //! - `sandbox`: spawning with a cleared environment, a process group, rlimits; `cgroup`:
 //!   per-instance cgroups (process and memory limits, kill-all); `isolation`: what the
 //!   platform can use here (cgroups, namespaces, a user per job, dropping capabilities)
@@ -34,11 +36,13 @@
 mod bundle;
 mod cgroup;
 pub mod encode;
+pub mod encode_arrow;
 mod exec;
 mod identity;
 mod isolation;
 mod namespaces;
 pub mod protocol;
+pub mod protocol_arrow;
 mod sandbox;
 mod stderr;
 mod stream;
@@ -55,7 +59,7 @@ pub use isolation::harden_platform_process;
 pub use protocol::{FunctionOutput, InvokeError, MemoryEnforcement, RecordError};
 
 use crate::spec::secret::Secrets;
-use crate::spec::{FunctionMode, FunctionSpec};
+use crate::spec::{Encoding, FunctionMode, FunctionSpec};
 use cgroup::JobCgroup;
 use sandbox::{InstanceContext, JobSandbox};
 use stream::StreamInstance;
@@ -235,7 +239,24 @@ impl FunctionRunner {
     /// Runs the function once on `batch`: a fresh process in exec mode; in stream mode the
     /// warm instance, or a new one (a cold start) when there is none. After a failure the
     /// next call starts a new instance.
+    ///
+    /// `batch` is NDJSON as [`encode_batch`] makes it; with `encoding = "arrow"` it is
+    /// turned into an Arrow IPC stream first, and a record that does not fit the input
+    /// schema fails the invocation ([`InvokeError::Input`]) before any process starts.
     pub async fn invoke(&mut self, batch: &EncodedBatch) -> Result<FunctionOutput, InvokeError> {
+        let converted;
+        let batch = match self.spec.encoding {
+            Encoding::Ndjson => batch,
+            Encoding::Arrow => {
+                // CPU work of the order of the batch's decoding, done inline.
+                converted = encode_arrow::ndjson_to_arrow(
+                    batch,
+                    self.spec.input_schema.as_ref(),
+                    self.spec.input,
+                )?;
+                &converted
+            }
+        };
         match self.spec.mode {
             FunctionMode::Exec => {
                 let job_cgroup = self.job_cgroup()?;
@@ -360,3 +381,7 @@ impl FunctionRunner {
 mod tests;
 #[cfg(test)]
 pub(crate) use tests::SHARED_TEST_DIR;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod arrow_tests;

@@ -27,6 +27,8 @@ use futures::FutureExt as _;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::protocol_arrow::{ArrowFrame, ArrowRows};
+
 /// What a function returned for one batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FunctionOutput {
@@ -44,6 +46,9 @@ pub struct FunctionOutput {
     /// Whether this invocation was the first of its instance (a cold start: an exec-mode
     /// process, or a stream instance's first batch).
     pub cold_start: bool,
+    /// With `encoding = "arrow"`: the answer's data rows (`rows` is then empty and
+    /// `row_count` counts these).
+    pub arrow: Option<ArrowRows>,
 }
 
 /// A record the function reported as failed.
@@ -114,6 +119,8 @@ pub enum InvokeError {
         /// Whether every retry would fail the same way (a module that does not import).
         permanent: bool,
     },
+    #[error("batch not run: {0} (input data; the batch is split to find the record)")]
+    Input(#[from] super::encode_arrow::ArrowInputError),
 }
 
 /// How a memory limit was enforced when a function hit it.
@@ -171,6 +178,7 @@ impl InvokeError {
             | InvokeError::MemoryLimit { .. }
             | InvokeError::ProcessLimit { .. }
             | InvokeError::Sandbox { .. }
+            | InvokeError::Input(_)
             | InvokeError::Io(_) => true,
             InvokeError::Preload { permanent, .. } => !permanent,
         }
@@ -326,6 +334,8 @@ pub(crate) struct OutputFrame {
     /// whose first line may be `$ready`).
     first_of_instance: bool,
     init_time: Option<Duration>,
+    /// With `encoding = "arrow"`: the decoded answer so far.
+    arrow: Option<ArrowFrame>,
 }
 
 impl OutputFrame {
@@ -350,14 +360,54 @@ impl OutputFrame {
             spawned_at,
             first_of_instance: spawned_at.is_some(),
             init_time: None,
+            arrow: None,
+        }
+    }
+
+    /// The same frame for an answer in `encoding = "arrow"`.
+    pub(crate) fn arrow_encoded(mut self) -> Self {
+        self.arrow = Some(ArrowFrame::default());
+        self
+    }
+
+    pub(super) fn arrow(&mut self) -> &mut ArrowFrame {
+        self.arrow.get_or_insert_with(ArrowFrame::default)
+    }
+
+    pub(super) fn records(&self) -> usize {
+        self.records
+    }
+
+    pub(super) fn push_errors(&mut self, errors: Vec<RecordError>) {
+        self.errors.extend(errors);
+    }
+
+    /// Consumes a line before an Arrow answer: only `{"$ready": true}` may be there.
+    pub(super) fn accept_ready_line(
+        &mut self,
+        line: &[u8],
+        framing: Framing,
+    ) -> Result<(), InvokeError> {
+        self.line += 1;
+        match parse_line(line, self.records).map_err(|e| self.protocol_error(e))? {
+            OutputLine::Ready => self.ready(framing),
+            _ => Err(InvokeError::Protocol {
+                line: self.line,
+                reason: "expected an Arrow IPC stream; the only line allowed before it is {\"$ready\": true}".into(),
+            }),
         }
     }
 
     /// The output so far, with the wall time since the frame started.
     pub(crate) fn finish(self) -> FunctionOutput {
+        let (arrow, row_count) = match self.arrow {
+            Some(arrow) => (Some(ArrowRows(arrow.batches)), arrow.rows),
+            None => (None, self.row_count),
+        };
         FunctionOutput {
+            arrow,
             rows: self.rows,
-            row_count: self.row_count,
+            row_count,
             errors: self.errors,
             init_time: self.init_time,
             cold_start: self.first_of_instance,
@@ -393,27 +443,30 @@ impl OutputFrame {
             }
             OutputLine::Empty => return Ok(framing == Framing::UntilEmptyLine),
             OutputLine::Error(error) => self.errors.push(error),
-            OutputLine::Ready => {
-                // In stream mode a `$ready` anywhere else means the instance wrote
-                // something else first: framing can no longer be trusted.
-                let first_line_of_instance = self.first_of_instance && self.line == 1;
-                if framing == Framing::UntilEmptyLine && !first_line_of_instance {
-                    return Err(self.protocol_error(LineError::MisplacedReady));
-                }
-                if let Some(spawned_at) = self.spawned_at.take() {
-                    self.init_time = Some(spawned_at.elapsed());
-                }
-            }
+            OutputLine::Ready => self.ready(framing)?,
         }
         Ok(false)
     }
 
-    fn count_bytes(&mut self, bytes: usize) -> Result<(), InvokeError> {
+    fn ready(&mut self, framing: Framing) -> Result<(), InvokeError> {
+        // In stream mode a `$ready` anywhere else means the instance wrote something else
+        // first: framing can no longer be trusted.
+        let first_line_of_instance = self.first_of_instance && self.line == 1;
+        if framing == Framing::UntilEmptyLine && !first_line_of_instance {
+            return Err(self.protocol_error(LineError::MisplacedReady));
+        }
+        if let Some(spawned_at) = self.spawned_at.take() {
+            self.init_time = Some(spawned_at.elapsed());
+        }
+        Ok(())
+    }
+
+    pub(super) fn count_bytes(&mut self, bytes: usize) -> Result<(), InvokeError> {
         self.bytes_seen = self.bytes_seen.saturating_add(bytes as u64);
         self.check_limit(0)
     }
 
-    fn check_limit(&self, pending: usize) -> Result<(), InvokeError> {
+    pub(super) fn check_limit(&self, pending: usize) -> Result<(), InvokeError> {
         if self.bytes_seen.saturating_add(pending as u64) > self.limit {
             return Err(InvokeError::OutputTooLarge { limit: self.limit });
         }
@@ -429,12 +482,12 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct OutputReader<R> {
     source: R,
-    buffer: Vec<u8>,
+    pub(super) buffer: Vec<u8>,
     /// Start of the unconsumed bytes in `buffer`.
-    start: usize,
+    pub(super) start: usize,
     /// How many unconsumed bytes are known to hold no `\n`.
-    scanned: usize,
-    eof: bool,
+    pub(super) scanned: usize,
+    pub(super) eof: bool,
 }
 
 impl<R: AsyncRead + Unpin> OutputReader<R> {
@@ -455,6 +508,9 @@ impl<R: AsyncRead + Unpin> OutputReader<R> {
         frame: &mut OutputFrame,
         framing: Framing,
     ) -> Result<FrameEnd, InvokeError> {
+        if frame.arrow.is_some() {
+            return self.read_arrow_frame(frame, framing).await;
+        }
         loop {
             while let Some(line) = self.next_buffered_line() {
                 frame.count_bytes(line.len() + 1)?;
@@ -492,7 +548,7 @@ impl<R: AsyncRead + Unpin> OutputReader<R> {
     }
 
     /// The next complete line in the buffer (without its `\n`), consumed.
-    fn next_buffered_line(&mut self) -> Option<Range<usize>> {
+    pub(super) fn next_buffered_line(&mut self) -> Option<Range<usize>> {
         let unscanned = self.start + self.scanned;
         match memchr::memchr(b'\n', &self.buffer[unscanned..]) {
             Some(at) => {
@@ -521,7 +577,7 @@ impl<R: AsyncRead + Unpin> OutputReader<R> {
     }
 
     /// Reads more bytes from the pipe, first dropping consumed ones.
-    async fn fill(&mut self) -> io::Result<()> {
+    pub(super) async fn fill(&mut self) -> io::Result<()> {
         if self.start > 0 {
             self.buffer.drain(..self.start);
             self.start = 0;

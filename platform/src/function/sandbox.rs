@@ -125,7 +125,7 @@ pub(crate) fn instance_environment(context: &InstanceContext<'_>) -> Vec<(OsStri
         ("SLUICE_JOB", context.job),
         ("SLUICE_INSTANCE", context.instance),
         ("SLUICE_MODE", mode),
-        ("SLUICE_ENCODING", "ndjson"),
+        ("SLUICE_ENCODING", spec.encoding.name()),
     ] {
         env.push((name.into(), value.into()));
     }

@@ -26,7 +26,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 use super::encode::EncodedBatch;
 use super::protocol::{FrameEnd, Framing, FunctionOutput, InvokeError, OutputFrame, OutputReader};
 use super::sandbox::{FunctionProcess, InstanceContext};
-use crate::spec::FunctionSpec;
+use crate::spec::{Encoding, FunctionSpec};
 
 /// How long an instance that closed stdout mid-batch gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -110,7 +110,19 @@ impl StreamInstance {
         self.batches += 1;
         self.process.begin_batch();
         let mut frame = OutputFrame::new(batch.records, spec.max_output, started, spawned_at);
-        let driven = tokio::time::timeout(spec.timeout, self.drive(&mut frame, &batch.bytes)).await;
+        // An NDJSON batch ends with an empty line; an Arrow IPC stream ends itself.
+        let end_of_batch: &[u8] = match spec.encoding {
+            Encoding::Ndjson => b"\n",
+            Encoding::Arrow => {
+                frame = frame.arrow_encoded();
+                b""
+            }
+        };
+        let driven = tokio::time::timeout(
+            spec.timeout,
+            self.drive(&mut frame, &batch.bytes, end_of_batch),
+        )
+        .await;
         let result = match driven {
             Ok(Ok(AfterBatch::Running)) => {
                 self.process.end_batch();
@@ -145,6 +157,7 @@ impl StreamInstance {
         &mut self,
         frame: &mut OutputFrame,
         input: &[u8],
+        end_of_batch: &[u8],
     ) -> Result<AfterBatch, InvokeError> {
         let Self {
             process,
@@ -169,7 +182,7 @@ impl StreamInstance {
         let group = process.group();
         let write = async {
             stdin.write_all(input).await?;
-            stdin.write_all(b"\n").await?;
+            stdin.write_all(end_of_batch).await?;
             stdin.flush().await
         };
         let read = async {

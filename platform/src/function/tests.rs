@@ -41,6 +41,7 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
         mode,
         encoding: Encoding::Ndjson,
         input: InputMode::Value,
+        input_schema: None,
         timeout: Duration::from_secs(60),
         memory: None,
         open_files: 1024,

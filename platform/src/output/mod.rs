@@ -2,6 +2,7 @@
 //! storage.
 
 pub mod decode;
+pub mod decode_arrow;
 mod json_value;
 pub mod partition;
 pub mod schema;

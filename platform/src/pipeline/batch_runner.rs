@@ -37,7 +37,7 @@ use crate::deadletter::DeadLetter;
 use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::FunctionOutput;
-use crate::output::decode::{DecodeError, decode_rows};
+use crate::output::decode::DecodeError;
 use crate::spec::JobSpec;
 
 /// What every batch task of a job shares.
@@ -270,7 +270,7 @@ async fn attempt(
 /// other worker threads.
 fn decode(spec: &JobSpec, output: &FunctionOutput) -> Result<RecordBatch, DecodeError> {
     let schema = &spec.output.schema;
-    tokio::task::block_in_place(|| decode_rows(schema, &output.rows, output.row_count))
+    tokio::task::block_in_place(|| output.decode(schema))
 }
 
 impl BatchOutcome {

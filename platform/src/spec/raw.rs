@@ -153,8 +153,11 @@ pub struct RawFunction {
     /// `"exec"` (default): one process per batch; `"stream"`: a long-lived process handles
     /// batch after batch.
     pub mode: Option<String>,
-    /// Wire encoding of batches: `"ndjson"` (default).
+    /// Wire encoding of batches: `"ndjson"` (default) or `"arrow"` (Arrow IPC streams).
     pub encoding: Option<String>,
+    /// With `encoding = "arrow"`: the input records' columns, declared like
+    /// `output.schema` (default: inferred from each batch).
+    pub input_schema: Option<RawSchema>,
     /// What each input line holds: `"value"` (default, the message value) or `"envelope"`
     /// (an object with the value and its metadata).
     pub input: Option<String>,

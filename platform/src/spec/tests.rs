@@ -465,3 +465,22 @@ mod dead_letter;
 mod fuzz;
 mod hostile;
 mod invalid;
+
+#[test]
+fn arrow_encoding_with_an_input_schema_parses() {
+    let text = minimal_with("").replace(
+        "[function]\n",
+        "[function]\nencoding = \"arrow\"\ninput_schema = { user = \"utf8\", ts = \"timestamp_ms not null\" }\n",
+    );
+    let function = parse(&text).unwrap().function;
+    assert_eq!(function.encoding, Encoding::Arrow);
+    let schema = function.input_schema.unwrap();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["user", "ts"]);
+    assert!(!schema.field(1).is_nullable());
+    let without = parse(&minimal_with("")).unwrap().function;
+    assert_eq!(
+        (without.encoding, without.input_schema),
+        (Encoding::Ndjson, None)
+    );
+}

@@ -264,7 +264,20 @@ pub enum FunctionMode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// One JSON value per line (see `docs/function-protocol.md`).
     Ndjson,
+    /// One Arrow IPC stream per batch, each way.
+    Arrow,
+}
+
+impl Encoding {
+    /// The name used in `job.toml` and in `SLUICE_ENCODING`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Ndjson => "ndjson",
+            Encoding::Arrow => "arrow",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +296,9 @@ pub struct FunctionSpec {
     pub mode: FunctionMode,
     pub encoding: Encoding,
     pub input: InputMode,
+    /// With `encoding = "arrow"`: the declared Arrow schema of the input records (the
+    /// message values); `None` infers it from each batch.
+    pub input_schema: Option<arrow_schema::SchemaRef>,
     /// Per-batch timeout; the whole process group is killed when it passes.
     pub timeout: Duration,
     /// Memory limit per instance, bytes: a cgroup memory limit where cgroups are usable

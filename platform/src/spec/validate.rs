@@ -310,9 +310,10 @@ impl Checker<'_> {
             "function.encoding",
             raw.encoding.as_deref(),
             Encoding::Ndjson,
-            &[("ndjson", Encoding::Ndjson)],
-            &["arrow"],
+            &[("ndjson", Encoding::Ndjson), ("arrow", Encoding::Arrow)],
+            &[],
         );
+        let input_schema = self.input_schema(raw.input_schema.as_ref(), encoding);
         let input = self.choice(
             "function.input",
             raw.input.as_deref(),
@@ -390,6 +391,7 @@ impl Checker<'_> {
             mode,
             encoding,
             input,
+            input_schema,
             timeout,
             memory,
             open_files,

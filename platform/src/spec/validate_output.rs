@@ -5,9 +5,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::checker::{Checker, DAY, GIB, KIB, MIB, SECOND};
-use super::raw::RawOutput;
+use super::raw::{RawOutput, RawSchema};
 use super::secret::shown;
-use super::types::{Compression, OutputSpec};
+use super::types::{Compression, Encoding, OutputSpec};
 use crate::output::schema::OutputSchema;
 
 impl Checker<'_> {
@@ -183,6 +183,34 @@ impl Checker<'_> {
                     "output.schema".to_string()
                 } else {
                     format!("output.schema.{}", error.column)
+                };
+                self.error(field, error.message);
+                None
+            }
+        }
+    }
+
+    /// `function.input_schema`: the output schema's syntax, only with `encoding = "arrow"`.
+    pub(super) fn input_schema(
+        &mut self,
+        raw: Option<&RawSchema>,
+        encoding: Encoding,
+    ) -> Option<arrow_schema::SchemaRef> {
+        let raw = raw?;
+        if encoding != Encoding::Arrow {
+            self.error(
+                "function.input_schema",
+                "only used with encoding = \"arrow\"; remove it or set function.encoding = \"arrow\"",
+            );
+            return None;
+        }
+        match OutputSchema::from_declarations(&raw.0) {
+            Ok(schema) => Some(schema.arrow_schema()),
+            Err(error) => {
+                let field = if error.column.is_empty() {
+                    "function.input_schema".to_string()
+                } else {
+                    format!("function.input_schema.{}", error.column)
                 };
                 self.error(field, error.message);
                 None

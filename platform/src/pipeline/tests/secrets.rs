@@ -105,9 +105,7 @@ done"#;
     records[7].payload = payload.clone().into();
     let (source, _) = source(records);
     let (runtime, log) = logging_runtime();
-    let stats = runtime
-        .block_on(run_over(&spec, source))
-        .unwrap();
+    let stats = runtime.block_on(run_over(&spec, source)).unwrap();
     drop(runtime);
 
     assert!(stats.dead_letters >= 2, "{stats:?}");
@@ -214,9 +212,7 @@ done"#;
     );
     let (source, _) = source(events(20));
     let (runtime, log) = logging_runtime();
-    let stats = runtime
-        .block_on(run_over(&spec, source))
-        .unwrap();
+    let stats = runtime.block_on(run_over(&spec, source)).unwrap();
     drop(runtime);
 
     assert_eq!((stats.rows_out, stats.dead_letters), (19, 1), "{stats:?}");

@@ -119,14 +119,23 @@ fn missing_function_table_is_reported() {
 }
 
 #[test]
-fn arrow_encoding_is_not_supported_yet() {
-    let text = minimal_with("").replace("[function]\n", "[function]\nencoding = \"arrow\"\n");
-    let error = error_for(&text, "function.encoding");
+fn input_schema_needs_the_arrow_encoding() {
+    let text = minimal_with("").replace(
+        "[function]\n",
+        "[function]\ninput_schema = { user = \"utf8\" }\n",
+    );
+    let error = error_for(&text, "function.input_schema");
     assert!(
-        error.message.contains("not supported yet"),
+        error.message.contains("encoding = \"arrow\""),
         "{}",
         error.message
     );
+    let bad_type = minimal_with("").replace(
+        "[function]\n",
+        "[function]\nencoding = \"arrow\"\ninput_schema = { user = \"text\" }\n",
+    );
+    let error = error_for(&bad_type, "function.input_schema.user");
+    assert!(error.message.contains("unknown type"), "{}", error.message);
 }
 
 #[test]

@@ -1,0 +1,492 @@
+//! The comparison benchmark: Sluice against the programs a user would write without it,
+//! on the same Kafka topic, in one invocation.
+//!
+//! ```sh
+//! scripts/services.sh start && eval "$(scripts/services.sh env)"
+//! bench/compare.sh [EVENTS] [RUNS] [AMQP_EVENTS]   # builds, makes the venv, runs this
+//! ```
+//!
+//! EVENTS (default 1,000,000) JSON events of ~285 bytes and 10 columns go to a
+//! 4-partition topic once; then each program consumes the whole topic under its own
+//! consumer group, writes Parquet to a local folder and commits. Time runs from starting
+//! the program to its group's committed offsets reaching the end of every partition, so
+//! start-up and the group join are in it. Each program runs RUNS times (default 1); the
+//! table shows the median. Peak RSS is the largest sum of resident memory over the
+//! program's whole process tree (the platform plus its function instances), sampled every
+//! 100 ms. `COMPARE_ONLY=TEXT` runs only the programs whose name contains TEXT, and the
+//! bare limit; `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds).
+//!
+//! Programs: the bare limit (`bare_kafka_parquet`: rdkafka → arrow-json → zstd Parquet →
+//! commit); hand-written Python (`bench/python/kafka_consumer.py`: confluent-kafka → json
+//! or orjson → pyarrow → zstd Parquet, and with a per-record transform adding a column);
+//! Sluice with `cat` (stream mode, NDJSON: the platform's own cost), with the same
+//! per-record transform as a stream-mode NDJSON function, and with a vectorised pyarrow
+//! function over `encoding = "arrow"`.
+//!
+//! Then AMQP (AMQP_EVENTS, default 50,000; 0 skips it): the same events, persistent, on a
+//! fresh queue per program; a hand-written pika consumer (`bench/python/amqp_consumer.py`:
+//! prefetch 10,000, json.loads → pyarrow → zstd Parquet per 10,000 messages, one
+//! multiple-ack) against Sluice with `cat` in stream mode at default settings. Time runs to
+//! the pika program's exit after its last ack, and for Sluice to the queue being empty
+//! with every row in committed Parquet files.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SCHEMA: &str = r#"{ event_id = "utf8 not null", user_id = "int64", session_id = "utf8", action = "utf8", url = "utf8", referrer = "utf8", country = "utf8", device = "utf8", amount = "float64", ts = "timestamp_ms" }"#;
+const SCHEMA_WITH_LENGTH: &str = r#"{ event_id = "utf8 not null", user_id = "int64", session_id = "utf8", action = "utf8", url = "utf8", referrer = "utf8", country = "utf8", device = "utf8", amount = "float64", ts = "timestamp_ms", url_length = "int64" }"#;
+
+/// One event of ~285 bytes.
+fn event(i: usize) -> String {
+    let actions = ["page_view", "add_to_cart", "checkout", "search"];
+    let countries = ["DE", "FR", "US", "JP", "BR"];
+    let devices = ["mobile", "desktop", "tablet"];
+    format!(
+        r#"{{"event_id":"e-{i:09}","user_id":{user},"session_id":"s-{session:012x}","action":"{action}","url":"https://shop.example.com/products/category-{category}/item-{item}?utm_source=newsletter","referrer":"https://www.search.example/?q=item+{item}","country":"{country}","device":"{device}","amount":{amount:.2},"ts":{ts}}}"#,
+        user = i % 100_003,
+        session = (i / 7).wrapping_mul(2_654_435_761) & 0xffff_ffff_ffff,
+        action = actions[i % actions.len()],
+        category = i % 40,
+        item = i % 9_973,
+        country = countries[i % countries.len()],
+        device = devices[i % devices.len()],
+        amount = (i % 10_000) as f64 / 7.0,
+        ts = 1_764_979_200_000_u64 + i as u64,
+    )
+}
+
+/// Starts a program for a consumer group, in a run directory.
+type Starter<'a> = Box<dyn Fn(&str, &Path) -> Child + 'a>;
+
+struct Measured {
+    seconds: f64,
+    peak_rss_kib: u64,
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let events: usize = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("EVENTS is a number"));
+    let runs: usize = args
+        .next()
+        .map_or(1, |a| a.parse().expect("RUNS is a number"));
+    let amqp_events: usize = args
+        .next()
+        .map_or(50_000, |a| a.parse().expect("AMQP_EVENTS is a number"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let env = env();
+    let root = repo_root();
+    let python = root.join("target/py-venv/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: run bench/compare.sh, which makes it",
+        python.display()
+    );
+    // This program is an example itself: the bare baseline is built beside it.
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let work = tempfile::tempdir().unwrap();
+
+    let topic = unique("compare");
+    runtime.block_on(create_topic(&env, &topic, 4));
+    let payloads: Vec<(String, String)> = (0..events)
+        .map(|i| (format!("user-{}", i % 100_003), event(i)))
+        .collect();
+    let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+    let ends = runtime.block_on(produce(&env, &topic, &payloads));
+    drop(payloads);
+    println!(
+        "{events} events of {:.0} bytes on 4 partitions of topic {topic}; median of {runs}\n",
+        bytes as f64 / events as f64
+    );
+
+    let consumer = root.join("bench/python/kafka_consumer.py");
+    let programs: Vec<(&str, Starter<'_>)> = vec![
+        (
+            "bare Rust: rdkafka → arrow-json → zstd Parquet, one file, commit",
+            Box::new(|group, dir| {
+                Command::new(examples.join("bare_kafka_parquet"))
+                    .args([&env.brokers, &topic, group])
+                    .arg(dir.join("out.parquet"))
+                    .arg(events.to_string())
+                    .spawn()
+                    .unwrap()
+            }),
+        ),
+        (
+            "hand-written Python: confluent-kafka → json.loads → pyarrow",
+            python_consumer(&python, &consumer, &env, &topic, events, "json"),
+        ),
+        (
+            "hand-written Python, orjson",
+            python_consumer(&python, &consumer, &env, &topic, events, "orjson"),
+        ),
+        (
+            "hand-written Python + per-record transform (adds a column)",
+            python_consumer(&python, &consumer, &env, &topic, events, "transform"),
+        ),
+        (
+            "Sluice, `cat` in stream mode (NDJSON)",
+            sluice_job(&env, &topic, r#"command = ["cat"]"#, SCHEMA),
+        ),
+        (
+            "Sluice, per-record Python transform, stream mode, 1 instance",
+            sluice_job(
+                &env,
+                &topic,
+                &format!(
+                    "command = [{:?}, {:?}]",
+                    python.display().to_string(),
+                    root.join("bench/python/sluice_records.py")
+                        .display()
+                        .to_string()
+                ),
+                SCHEMA_WITH_LENGTH,
+            ),
+        ),
+        (
+            "Sluice, vectorised pyarrow function, encoding = \"arrow\"",
+            sluice_job(
+                &env,
+                &topic,
+                &format!(
+                    "command = [{:?}, {:?}]\nencoding = \"arrow\"",
+                    python.display().to_string(),
+                    root.join("bench/python/sluice_arrow.py")
+                        .display()
+                        .to_string()
+                ),
+                SCHEMA_WITH_LENGTH,
+            ),
+        ),
+    ];
+
+    // COMPARE_ONLY=TEXT keeps the programs whose name contains TEXT (and the bare limit).
+    let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
+    let mut results = Vec::new();
+    for (index, (name, start)) in programs.iter().enumerate() {
+        if index > 0 && !name.contains(only.as_str()) {
+            continue;
+        }
+        let mut samples = Vec::new();
+        for run in 0..runs {
+            let dir = work.path().join(format!("{}-{run}", results.len()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let group = unique("compare-group");
+            let measured = measure(&env, &topic, &ends, &group, || start(&group, &dir));
+            eprintln!("{name}: {:.2} s", measured.seconds);
+            samples.push(measured);
+        }
+        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        results.push((name, samples.swap_remove(samples.len() / 2)));
+    }
+
+    let bare = events as f64 / results[0].1.seconds;
+    let bare_rss = results[0].1.peak_rss_kib as f64;
+    println!("| program | msgs/s | vs the bare limit | peak RSS | vs bare RSS |");
+    println!("|---|---|---|---|---|");
+    for (name, measured) in &results {
+        let rate = events as f64 / measured.seconds;
+        println!(
+            "| {name} | {:.0}k | {:.0} % | {:.0} MiB | {:.2}× |",
+            rate / 1000.0,
+            100.0 * rate / bare,
+            measured.peak_rss_kib as f64 / 1024.0,
+            measured.peak_rss_kib as f64 / bare_rss
+        );
+    }
+    if amqp_events > 0 {
+        compare_amqp(&runtime, &env, &python, work.path(), amqp_events, runs);
+    }
+}
+
+/// The AMQP comparison (see the module doc).
+fn compare_amqp(
+    runtime: &tokio::runtime::Runtime,
+    env: &Env,
+    python: &Path,
+    work: &Path,
+    events: usize,
+    runs: usize,
+) {
+    let admin = runtime.block_on(amqp::AmqpAdmin::connect(env));
+    let payloads: Vec<(String, String)> =
+        (0..events).map(|i| (format!("m-{i}"), event(i))).collect();
+    let script = repo_root().join("bench/python/amqp_consumer.py");
+    let mut results = Vec::new();
+    for program in ["pika", "sluice"] {
+        let mut samples = Vec::new();
+        for run in 0..runs {
+            let queue = unique("compare-amqp");
+            runtime.block_on(admin.declare_queue(&queue));
+            runtime.block_on(admin.publish(&queue, &payloads));
+            let dir = work.join(format!("amqp-{program}-{run}"));
+            std::fs::create_dir_all(dir.join("out")).unwrap();
+            let started = Instant::now();
+            let mut child = if program == "pika" {
+                Command::new(python)
+                    .arg(&script)
+                    .args([&env.amqp_url, &queue])
+                    .arg(dir.join("out"))
+                    .arg(events.to_string())
+                    .spawn()
+                    .unwrap()
+            } else {
+                let trigger = format!(
+                    "[trigger.amqp]\nurl = \"{}\"\nqueue = \"{queue}\"",
+                    env.amqp_url
+                );
+                start_sluice(&dir, &trigger, r#"command = ["cat"]"#, SCHEMA, "", "")
+            };
+            let mut peak_rss_kib = 0;
+            loop {
+                peak_rss_kib = peak_rss_kib.max(tree_rss_kib(child.id()));
+                let exited = child.try_wait().unwrap();
+                if program == "pika" {
+                    if let Some(status) = exited {
+                        assert!(status.success(), "pika consumer failed: {status}");
+                        break;
+                    }
+                } else {
+                    assert!(
+                        exited.is_none(),
+                        "sluice exited early; see {}",
+                        dir.display()
+                    );
+                    let (ready, _) = runtime.block_on(admin.counts(&queue));
+                    if ready == 0 && parquet_rows(&dir.join("out")) >= events as i64 {
+                        break;
+                    }
+                }
+                assert!(started.elapsed() < Duration::from_secs(900), "timed out");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            stop(&mut child);
+            eprintln!("amqp {program}: {seconds:.2} s");
+            samples.push(Measured {
+                seconds,
+                peak_rss_kib,
+            });
+        }
+        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        results.push((program, samples.swap_remove(samples.len() / 2)));
+    }
+    let pika = events as f64 / results[0].1.seconds;
+    println!("\nAMQP, {events} persistent messages on one queue, default settings\n");
+    println!("| program | msgs/s | vs pika | peak RSS |");
+    println!("|---|---|---|---|");
+    for (name, measured) in &results {
+        let rate = events as f64 / measured.seconds;
+        let name = match *name {
+            "pika" => {
+                "hand-written pika: prefetch 10,000, json.loads → pyarrow → zstd Parquet per 10,000, one multiple-ack"
+            }
+            _ => "Sluice, `cat` in stream mode, default settings",
+        };
+        println!(
+            "| {name} | {:.1}k | {:.2}× | {:.0} MiB |",
+            rate / 1000.0,
+            rate / pika,
+            measured.peak_rss_kib as f64 / 1024.0
+        );
+    }
+}
+
+/// Rows in the Parquet data files under `dir` (markers under `_sluice/` excluded).
+fn parquet_rows(dir: &Path) -> i64 {
+    let mut rows = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("_sluice") {
+            rows += parquet_rows(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if let Ok(reader) = parquet::file::reader::SerializedFileReader::new(file) {
+                use parquet::file::reader::FileReader as _;
+                rows += reader.metadata().file_metadata().num_rows();
+            }
+        }
+    }
+    rows
+}
+
+fn python_consumer(
+    python: &Path,
+    script: &Path,
+    env: &Env,
+    topic: &str,
+    events: usize,
+    variant: &'static str,
+) -> Starter<'static> {
+    let (python, script, brokers, topic) = (
+        python.to_path_buf(),
+        script.to_path_buf(),
+        env.brokers.clone(),
+        topic.to_owned(),
+    );
+    Box::new(move |group, dir| {
+        Command::new(&python)
+            .arg(&script)
+            .args([&brokers, &topic, group])
+            .arg(dir.join("out.parquet"))
+            .args([events.to_string().as_str(), variant])
+            .spawn()
+            .unwrap()
+    })
+}
+
+/// `sluice run` on a job folder made in the run's directory, output to a local folder.
+fn sluice_job(env: &Env, topic: &str, function: &str, schema: &str) -> Starter<'static> {
+    let (brokers, topic, function, schema) = (
+        env.brokers.clone(),
+        topic.to_owned(),
+        function.to_owned(),
+        schema.to_owned(),
+    );
+    Box::new(move |group, dir| {
+        let trigger = format!(
+            "[trigger.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nstart = \"earliest\""
+        );
+        start_sluice(
+            dir,
+            &trigger,
+            &function,
+            &schema,
+            "[batch]\nmax_records = 10000",
+            "max_file_age = \"1s\"",
+        )
+    })
+}
+
+/// `sluice run` on a job folder made in `dir`: the trigger table, the `[function]` body
+/// (stream mode), `extra` tables, output to the local folder `dir/out` with
+/// `output_extra` lines.
+fn start_sluice(
+    dir: &Path,
+    trigger: &str,
+    function: &str,
+    schema: &str,
+    extra: &str,
+    output_extra: &str,
+) -> Child {
+    let toml = format!(
+        "name = \"compare\"\n{trigger}\n[function]\n{function}\nmode = \"stream\"\n{extra}\n[output]\nurl = \"{out}\"\nschema = {schema}\n{output_extra}\n",
+        out = dir.join("out").display()
+    );
+    std::fs::write(dir.join("job.toml"), toml).unwrap();
+    Command::new(sluice_binary())
+        .arg("run")
+        .arg(dir)
+        .env("SLUICE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sluice.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs a program until `group` has committed `ends`, sampling its process tree's RSS.
+fn measure(
+    env: &Env,
+    topic: &str,
+    ends: &std::collections::BTreeMap<i32, i64>,
+    group: &str,
+    start: impl FnOnce() -> Child,
+) -> Measured {
+    let probe = CommittedProbe::new(env, group);
+    let partitions = ends.keys().max().map_or(0, |p| p + 1);
+    let started = Instant::now();
+    let mut child = start();
+    let mut peak_rss_kib = 0;
+    loop {
+        peak_rss_kib = peak_rss_kib.max(tree_rss_kib(child.id()));
+        let committed = probe.committed(topic, partitions);
+        if ends.iter().all(|(p, end)| committed.get(p) == Some(end)) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "program failed: {status}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stop(&mut child);
+    Measured {
+        seconds,
+        peak_rss_kib,
+    }
+}
+
+/// SIGTERM, then waits for the exit.
+fn stop(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+/// Resident memory of `root` and all its descendants, KiB.
+fn tree_rss_kib(root: u32) -> u64 {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut index = 0;
+    while index < tree.len() {
+        let parent = tree[index];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    tree.iter().map(|&pid| rss_kib(pid)).sum()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The comparison benchmark (bench/compare.rs) in one command: builds the release binaries,
+# makes the Python venv (target/py-venv, pinned versions from bench/python/requirements.txt)
+# and runs every program on the same topic.
+#
+#   scripts/services.sh start && eval "$(scripts/services.sh env)"
+#   bench/compare.sh [EVENTS] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/py-venv
+if ! "$venv/bin/python3" -c "import pyarrow, orjson, confluent_kafka, pika" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check \
+        -r bench/python/requirements.txt
+fi
+cargo build --release --bin sluice --example compare --example bare_kafka_parquet
+exec target/release/examples/compare "$@"
