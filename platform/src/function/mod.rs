@@ -37,6 +37,7 @@ mod bundle;
 mod cgroup;
 pub mod encode;
 pub mod encode_arrow;
+mod environment;
 mod exec;
 mod identity;
 mod isolation;

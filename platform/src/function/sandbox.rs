@@ -33,7 +33,6 @@
 //! kill; both are killed when the value is dropped before the process was released.
 //! stderr is read by a task for the life of the process ([`super::stderr`]).
 
-use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -47,15 +46,14 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 pub(crate) use super::bundle::JobSandbox;
 use super::bundle::{InstanceView, remove_scratch};
 use super::cgroup::{CgroupKiller, CgroupLimits, InstanceCgroup, JobCgroup, LimitEvents};
+pub(crate) use super::environment::instance_environment;
 use super::isolation::{ChildSetup, isolation};
 use super::protocol::{InvokeError, MemoryEnforcement};
 use super::stderr::StderrLog;
 use super::zygote::{ForkedLeader, Zygote};
+use crate::spec::FunctionSpec;
 use crate::spec::secret::Secrets;
-use crate::spec::{FunctionMode, FunctionSpec};
 
-/// `PATH` for the function when the platform has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How long to wait for stderr to close once the process group is gone.
 const STDERR_DRAIN: Duration = Duration::from_secs(2);
 /// What runtimes write to stderr when an allocation fails (Python, C++, libc `perror`,
@@ -68,9 +66,6 @@ const ALLOCATION_FAILURES: [&str; 6] = [
     "OutOfMemoryError",
     "memory allocation of",
 ];
-
-/// The private `/tmp` of an instance in its own mount namespace.
-const PRIVATE_TMP: &str = "/tmp";
 
 /// Who a process is: the job, the instance id, the function settings, and the job's
 /// cgroup when instances get one.
@@ -88,48 +83,6 @@ pub(crate) struct InstanceContext<'a> {
     pub(crate) secrets: &'a Secrets,
     /// The job's user and bundle, when instances run as a user of their own.
     pub(crate) sandbox: Option<&'a JobSandbox>,
-}
-
-/// The environment of an instance: `PATH` (the platform's, or a default), `HOME` and
-/// `LANG` when the platform has them, the job's declared `env`, and the `SLUICE_*`
-/// variables. Spawned and forked instances get exactly this.
-pub(crate) fn instance_environment(context: &InstanceContext<'_>) -> Vec<(OsString, OsString)> {
-    let spec = context.spec;
-    let mut env = vec![(
-        OsString::from("PATH"),
-        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-    )];
-    let private_tmp = context.sandbox.is_some() && isolation().mount_namespaces;
-    for inherited in ["HOME", "LANG"] {
-        if let Some(value) = std::env::var_os(inherited)
-            && !(private_tmp && inherited == "HOME")
-        {
-            env.push((inherited.into(), value));
-        }
-    }
-    if private_tmp {
-        // The platform's home is not the function's; its scratch space is.
-        env.push(("HOME".into(), PRIVATE_TMP.into()));
-        env.push(("TMPDIR".into(), PRIVATE_TMP.into()));
-    }
-    env.extend(
-        spec.env
-            .iter()
-            .map(|(name, value)| (name.into(), value.into())),
-    );
-    let mode = match spec.mode {
-        FunctionMode::Exec => "exec",
-        FunctionMode::Stream => "stream",
-    };
-    for (name, value) in [
-        ("SLUICE_JOB", context.job),
-        ("SLUICE_INSTANCE", context.instance),
-        ("SLUICE_MODE", mode),
-        ("SLUICE_ENCODING", spec.encoding.name()),
-    ] {
-        env.push((name.into(), value.into()));
-    }
-    env
 }
 
 /// Builds the sandboxed command for `context` (stdio piped, nothing started yet), and
