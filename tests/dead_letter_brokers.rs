@@ -21,12 +21,15 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 const POISON: &str = r#"
 import json, sys
 import transform
+def run_batch(lines, out):  # the example's SDK function, called directly on each record
+    for line in lines:
+        out.write(json.dumps(transform.transform(json.loads(line))) + "\n")
 mode, targets = sys.argv[1], sys.argv[2].split(",")
 lines = [l for l in sys.stdin.read().splitlines() if l]
 if mode == "fail" and any(json.loads(l).get("event_id") in targets for l in lines):
     print("refusing this batch", file=sys.stderr)
     sys.exit(1)
-transform.run_batch(lines, sys.stdout)
+run_batch(lines, sys.stdout)
 "#;
 
 const RECORDS: usize = 1000;
