@@ -96,9 +96,8 @@ impl Drop for Serve {
 
 fn copy_folder(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    for file in ["job.toml", "transform.py"] {
-        std::fs::copy(from.join(file), to.join(file)).unwrap();
-    }
+    std::fs::copy(from.join("job.toml"), to.join("job.toml")).unwrap();
+    copy_example_function(to);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
