@@ -101,6 +101,20 @@ impl Browser {
             .to_owned()
     }
 
+    /// The page source once it satisfies `ready` (a click's navigation may still be
+    /// under way when the click returns); fails with the last source after 30 s.
+    async fn source_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let source = self.source().await;
+            if ready(&source) {
+                return source;
+            }
+            assert!(std::time::Instant::now() < deadline, "{source}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn screenshot(&self) -> Vec<u8> {
         let encoded = self
             .call(reqwest::Method::GET, "/screenshot", Value::Null)
@@ -255,7 +269,9 @@ async fn a_browser_signs_in_and_sees_both_jobs() {
             json!({}),
         )
         .await;
-    let overview = browser.source().await;
+    let overview = browser
+        .source_when(|page| page.contains(&kafka_job.name) && page.contains(&amqp_job.name))
+        .await;
     for job in [&kafka_job, &amqp_job] {
         assert!(overview.contains(&job.name), "{overview}");
     }
@@ -274,7 +290,9 @@ async fn a_browser_signs_in_and_sees_both_jobs() {
             json!({}),
         )
         .await;
-    let job_page = browser.source().await;
+    let job_page = browser
+        .source_when(|page| page.contains("Recent invocations"))
+        .await;
     assert!(job_page.contains("Recent invocations"), "{job_page}");
     let screenshot = browser.screenshot().await;
     assert!(screenshot.starts_with(b"\x89PNG"), "not a PNG");
