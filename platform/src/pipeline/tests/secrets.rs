@@ -35,6 +35,16 @@ schema = {{ id = "int64 not null", day = "date32" }}
     parse_job(&text, &dir.join("job.toml"), dir, &lookup).unwrap()
 }
 
+/// A folder every user may write to, where a function leaves marks for the test.
+fn marks_folder() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = Path::new(crate::function::SHARED_TEST_DIR);
+    std::fs::create_dir_all(base).unwrap();
+    let marks = tempfile::tempdir_in(base).unwrap();
+    std::fs::set_permissions(marks.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    marks
+}
+
 /// What the fmt layer writes, shared with the test.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -149,12 +159,17 @@ done"#;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_failing_with_its_secret_in_the_error_publishes_the_reason_masked() {
     let dir = tempfile::tempdir().unwrap();
-    // Every attempt fails with the token on stderr; the first leaves a mark.
-    let script =
-        r#"touch attempted; cat >/dev/null; echo "token $TOKEN rejected upstream" >&2; exit 1"#;
+    // Every attempt fails with the token on stderr; the first leaves a mark, in a folder
+    // the function's own user may write to (it sees the job folder read-only).
+    let marks = marks_folder();
+    let attempted = marks.path().join("attempted");
+    let script = format!(
+        r#"touch {}; cat >/dev/null; echo "token $TOKEN rejected upstream" >&2; exit 1"#,
+        attempted.display()
+    );
     let spec = job_with_secret(
         dir.path(),
-        script,
+        &script,
         "max_attempts = 2\nretry_backoff = \"30s\"",
     );
     let (source, acked) = source(events(5));
@@ -165,7 +180,6 @@ async fn a_job_failing_with_its_secret_in_the_error_publishes_the_reason_masked(
     };
     let shutdown = CancellationToken::new();
     // A batch failing when shutdown is requested stops the job with its last error.
-    let attempted = dir.path().join("attempted");
     let stop_after_first_attempt = async {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !attempted.exists() {
