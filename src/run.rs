@@ -127,7 +127,8 @@ fn duplicate_name(specs: &[JobSpec]) -> Option<&str> {
     names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+/// SIGINT/SIGTERM drain (the first cancels `shutdown`); a second one exits at once.
+pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -21,8 +21,8 @@ use sluice_platform::control::registry::Registry;
 use sluice_platform::control::supervisor::{Supervisor, SupervisorContext};
 use sluice_platform::pool::node::NodeCapacity;
 use sluice_platform::spec::JOB_FILE;
+use sluice_platform::spec::secret::redact_userinfo;
 use sluice_platform::status::StatusBoard;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -56,7 +56,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("sqlite://{}", data.join("registry.db").display()));
     let registry = Registry::open(&url).await?;
     info!(
-        registry = %redact(&url),
+        registry = %redact_userinfo(&url),
         schema = registry.schema_version().await?,
         "registry open"
     );
@@ -75,7 +75,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
         invocations,
     });
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone())?;
+    crate::run::spawn_signal_handler(shutdown.clone())?;
     // The jobs run inside `run_jobs`, polled here beside the API until every job drained.
     let (served, ()) = tokio::join!(
         serve_api(&supervisor, tokens, &options, shutdown),
@@ -191,41 +191,5 @@ async fn register_folders(
             .await?;
         info!(job = %spec.name, version = deployed.version, changed = deployed.changed, folder = %folder.display(), "registered job folder");
     }
-    Ok(())
-}
-
-/// The registry URL without its password.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
-fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::spawn(async move {
-        let mut signals = 0;
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            signals += 1;
-            if signals == 1 {
-                shutdown.cancel();
-            } else {
-                warn!(
-                    "second signal: exiting now without committing; uncommitted positions are redelivered on the next start"
-                );
-                std::process::exit(130);
-            }
-        }
-    });
     Ok(())
 }
