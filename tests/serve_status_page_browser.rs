@@ -26,11 +26,23 @@ fn chromedriver() -> &'static str {
         .output()
         .is_err()
     {
-        let installed = Command::new("apt-get")
-            .args(["install", "-y", "-q", "chromium", "chromium-driver"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .unwrap();
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "chromium", "chromium-driver"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .unwrap()
+        };
+        let mut installed = install();
+        if !installed.success() {
+            // A fresh machine may not have read the package lists yet.
+            let updated = Command::new("apt-get").args(["update", "-q"]).status();
+            assert!(
+                updated.is_ok_and(|status| status.success()),
+                "apt-get update"
+            );
+            installed = install();
+        }
         assert!(
             installed.success(),
             "apt-get install chromium chromium-driver"
