@@ -5,12 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
-use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde_json::Value;
-use sluice_connectors::{Event, Origin};
 
 use super::*;
 use crate::spec::{Encoding, InputMode, IsolationLevel};
@@ -63,114 +60,9 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
 /// enter (a function runs as its job's own user).
 pub(crate) const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
 
-/// A job folder for a test, in [`SHARED_TEST_DIR`] and writable by every user, so that
-/// a function, which sees the folder only through its read-only bundle, can still leave
-/// pid files in it through `$OUT`.
-fn job_dir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let base = Path::new(SHARED_TEST_DIR);
-    std::fs::create_dir_all(base).unwrap();
-    let dir = tempfile::tempdir_in(base).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    dir
-}
-
-/// The Python interpreter itself (`python3` on PATH may be a wrapper script that sets
-/// variables of its own), when every user may run it; else the system's. Functions run
-/// as their job's own user, who cannot enter root's home, where a per-user Python lives.
-fn python_interpreter() -> String {
-    use std::os::unix::fs::PermissionsExt as _;
-    let output = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 runs");
-    let found = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    let open_to_all = Path::new(&found).ancestors().skip(1).all(|dir| {
-        std::fs::metadata(dir).is_ok_and(|metadata| metadata.permissions().mode() & 0o001 != 0)
-    });
-    if open_to_all {
-        found
-    } else {
-        "/usr/bin/python3".to_owned()
-    }
-}
-
-/// A runner whose function finds the test's job folder in `$OUT`.
-fn test_runner(job: &str, dir: &Path, spec: &FunctionSpec) -> FunctionRunner {
-    let mut spec = spec.clone();
-    spec.env
-        .entry("OUT".into())
-        .or_insert_with(|| dir.display().to_string());
-    FunctionRunner::new(job, dir, &spec)
-}
-
-fn sh(script: &str) -> FunctionSpec {
-    spec(&["sh", "-c", script], FunctionMode::Exec)
-}
-
-fn batch(payloads: &[&str]) -> EncodedBatch {
-    let events: Vec<Event> = payloads
-        .iter()
-        .enumerate()
-        .map(|(line, payload)| {
-            Event::from_payload(
-                Bytes::copy_from_slice(payload.as_bytes()),
-                Origin::Sample {
-                    line: line as u64 + 1,
-                },
-            )
-        })
-        .collect();
-    encode_batch(&events, InputMode::Value)
-}
-
-fn rows(output: &FunctionOutput) -> Vec<Value> {
-    let text = std::str::from_utf8(&output.rows).expect("rows are UTF-8");
-    text.lines()
-        .map(|line| serde_json::from_str(line).expect("each row is JSON"))
-        .collect()
-}
-
-async fn run_once(
-    dir: &Path,
-    spec: &FunctionSpec,
-    batch: &EncodedBatch,
-) -> Result<FunctionOutput, InvokeError> {
-    test_runner("job", dir, spec).invoke(batch).await
-}
-
-fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()))
-        .trim()
-        .parse()
-        .expect("a pid")
-}
-
-/// Whether `pid` no longer runs. A zombie counts as gone: it runs no code, and whoever
-/// adopted it may reap it late.
-fn is_gone(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH) {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-    })
-}
-
-/// Waits (bounded) until `pid` is gone; SIGKILL delivery is asynchronous.
-async fn assert_gone(pid: i32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !is_gone(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "process {pid} is still running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[path = "test_support.rs"]
+mod support;
+use support::*;
 
 #[tokio::test]
 async fn exec_round_trip() {
