@@ -56,14 +56,7 @@ async fn every_message_once_across_a_kill(name: &str) {
     let env = env();
     let admin = AmqpAdmin::connect(&env).await;
     let queue = format!("{}/{name}", unique("sluice-it"));
-    admin.declare_queue(&queue).await;
-    let clicks: Vec<Click> = (0..MESSAGES).map(Click::numbered).collect();
-    let messages: Vec<(String, String)> = clicks
-        .iter()
-        .map(|click| (click.event_id.clone(), click.json()))
-        .collect();
-    admin.publish(&queue, &messages).await;
-    assert_eq!(admin.counts(&queue).await, (MESSAGES as u32, 0));
+    let clicks = admin.queue_of_clicks(&queue, MESSAGES).await;
 
     let job = JobDir::new_amqp(
         &env,

@@ -28,14 +28,7 @@ async fn example_job_survives_a_dropped_connection_and_writes_every_event() {
     let env = env();
     let admin = AmqpAdmin::connect(&env).await;
     let queue = unique("clicks-amqp");
-    admin.declare_queue(&queue).await;
-    let clicks: Vec<Click> = (0..EVENTS).map(Click::numbered).collect();
-    let messages: Vec<(String, String)> = clicks
-        .iter()
-        .map(|click| (click.event_id.clone(), click.json()))
-        .collect();
-    admin.publish(&queue, &messages).await;
-    assert_eq!(admin.counts(&queue).await, (EVENTS as u32, 0));
+    let clicks = admin.queue_of_clicks(&queue, EVENTS).await;
 
     let job = JobDir::new_amqp(
         &env,

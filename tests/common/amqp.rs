@@ -10,7 +10,7 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use super::Env;
+use super::{Click, Env};
 
 /// A connection to the test broker with publisher confirms on.
 pub struct AmqpAdmin {
@@ -99,6 +99,20 @@ impl AmqpAdmin {
                 );
             }
         }
+    }
+
+    /// Declares `queue` and fills it with `count` numbered clicks, each with its event id
+    /// as `message_id`; returns the clicks.
+    pub async fn queue_of_clicks(&self, queue: &str, count: usize) -> Vec<Click> {
+        self.declare_queue(queue).await;
+        let clicks: Vec<Click> = (0..count).map(Click::numbered).collect();
+        let messages: Vec<(String, String)> = clicks
+            .iter()
+            .map(|click| (click.event_id.clone(), click.json()))
+            .collect();
+        self.publish(queue, &messages).await;
+        assert_eq!(self.counts(queue).await, (count as u32, 0));
+        clicks
     }
 
     /// Ready messages and consumers of `queue`.
