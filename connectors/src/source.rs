@@ -29,6 +29,7 @@ use async_trait::async_trait;
 
 use crate::checkpoint::CheckpointDelta;
 use crate::event::Event;
+use crate::retry::{Classify, Retry};
 
 /// Why a source failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,17 @@ pub enum SourceError {
         connector: &'static str,
         message: String,
     },
+}
+
+/// An unreachable broker and a failed acknowledgement may pass; a wrong configuration and
+/// an internal error do not.
+impl Classify for SourceError {
+    fn retry(&self) -> Retry {
+        match self {
+            SourceError::Unavailable { .. } | SourceError::Ack { .. } => Retry::Transient,
+            SourceError::Config { .. } | SourceError::Internal { .. } => Retry::Permanent,
+        }
+    }
 }
 
 /// A stream of events with explicit acknowledgement. See the module docs for the lifecycle.
