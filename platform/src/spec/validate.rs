@@ -20,13 +20,47 @@ use super::raw::{
 use super::secret::shown;
 use super::types::{
     BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, IsolationLevel, JobSpec,
-    KafkaTriggerSpec, Ordering, ScalingSpec, StartPosition, TriggerSpec,
+    KafkaSourceConfig, KafkaStart, Ordering, ScalingSpec, TriggerSpec,
 };
 use super::units::is_env_name;
-use sluice_connectors::kafka::MANAGED_OPTIONS;
+use sluice_connectors::kafka::{MANAGED_OPTIONS, TOPIC_RULE, is_topic_name};
 
-/// Trigger kinds the file format knows and this build supports.
-const SUPPORTED_TRIGGERS: &str = "kafka, amqp, bucket";
+/// One kind of trigger: its table under `[trigger]`, whether a file declares it, and the
+/// validation that turns that table into the connector's configuration.
+struct TriggerKind {
+    name: &'static str,
+    declared: fn(&RawTrigger) -> bool,
+    validate: fn(&mut Checker<'_>, &RawTrigger, Option<&str>) -> Option<TriggerSpec>,
+}
+
+/// Every trigger this build supports, the one list of them: adding a connector adds its
+/// folder in `connectors` and one line here.
+const TRIGGERS: &[TriggerKind] = &[
+    TriggerKind {
+        name: "kafka",
+        declared: |raw| raw.kafka.is_some(),
+        validate: |checker, raw, job| {
+            let kafka = raw.kafka.as_ref()?;
+            checker.kafka(kafka, job).map(TriggerSpec::Kafka)
+        },
+    },
+    TriggerKind {
+        name: "amqp",
+        declared: |raw| raw.amqp.is_some(),
+        validate: |checker, raw, job| {
+            let amqp = raw.amqp.as_ref()?;
+            checker.amqp(amqp, job).map(TriggerSpec::Amqp)
+        },
+    },
+    TriggerKind {
+        name: "bucket",
+        declared: |raw| raw.bucket.is_some(),
+        validate: |checker, raw, job| {
+            let bucket = raw.bucket.as_ref()?;
+            checker.bucket(bucket, job).map(TriggerSpec::Bucket)
+        },
+    },
+];
 
 /// What the validation needs besides the raw job.
 pub struct ValidationContext<'a> {
@@ -108,14 +142,10 @@ impl Checker<'_> {
             );
             return None;
         };
-        let declared: Vec<&str> = [
-            ("kafka", trigger.kafka.is_some()),
-            ("amqp", trigger.amqp.is_some()),
-            ("bucket", trigger.bucket.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(kind, present)| present.then_some(kind))
-        .collect();
+        let declared: Vec<&TriggerKind> = TRIGGERS
+            .iter()
+            .filter(|kind| (kind.declared)(trigger))
+            .collect();
         match declared.as_slice() {
             [] => {
                 self.error(
@@ -124,27 +154,18 @@ impl Checker<'_> {
                 );
                 None
             }
-            [_] => match (&trigger.kafka, &trigger.amqp, &trigger.bucket) {
-                (Some(kafka), _, _) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
-                (None, Some(amqp), _) => self.amqp(amqp).map(TriggerSpec::Amqp),
-                (None, None, Some(bucket)) => {
-                    self.bucket(bucket, job_name).map(TriggerSpec::Bucket)
-                }
-                (None, None, None) => {
-                    self.error(
-                        format!("trigger.{}", declared[0]),
-                        format!("not supported yet in this build; supported: {SUPPORTED_TRIGGERS}"),
-                    );
-                    None
-                }
-            },
+            [kind] => (kind.validate)(self, trigger, job_name),
             _ => {
                 self.error(
                     "trigger",
                     format!(
                         "{} triggers declared ({}); declare exactly one",
                         declared.len(),
-                        declared.join(", ")
+                        declared
+                            .iter()
+                            .map(|kind| kind.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 None
@@ -152,11 +173,13 @@ impl Checker<'_> {
         }
     }
 
+    /// The Kafka connector's configuration for `[trigger.kafka]` (or
+    /// `[trigger.bucket.kafka]`).
     pub(super) fn kafka(
         &mut self,
         raw: &RawKafkaTrigger,
         job_name: Option<&str>,
-    ) -> Option<KafkaTriggerSpec> {
+    ) -> Option<KafkaSourceConfig> {
         let brokers = match (&raw.brokers, &raw.connection) {
             (_, Some(_)) => {
                 self.error(
@@ -178,15 +201,11 @@ impl Checker<'_> {
                 self.missing("trigger.kafka.topic", "topic = \"clicks\"");
                 None
             }
-            Some(topic) if is_kafka_topic(topic) => Some(topic.to_string()),
+            Some(topic) if is_topic_name(topic) => Some(topic.to_string()),
             Some(topic) => {
                 self.error(
                     "trigger.kafka.topic",
-                    format!(
-                        "invalid topic {}; allowed: letters, digits, '.', '_' and '-', \
-                         at most 249 characters, not \".\" or \"..\"",
-                        shown(topic)
-                    ),
+                    format!("invalid topic {}; allowed: {TOPIC_RULE}", shown(topic)),
                 );
                 None
             }
@@ -206,15 +225,16 @@ impl Checker<'_> {
         let start = self.choice(
             "trigger.kafka.start",
             raw.start.as_deref(),
-            StartPosition::Earliest,
+            KafkaStart::Earliest,
             &[
-                ("earliest", StartPosition::Earliest),
-                ("latest", StartPosition::Latest),
+                ("earliest", KafkaStart::Earliest),
+                ("latest", KafkaStart::Latest),
             ],
             &[],
         );
         let options = self.options("trigger.kafka.options", &raw.options, true);
-        Some(KafkaTriggerSpec {
+        Some(KafkaSourceConfig {
+            job: job_name.unwrap_or_default().to_owned(),
             brokers: brokers?,
             topic: topic?,
             group: group?,
@@ -487,15 +507,4 @@ impl Checker<'_> {
             ordering,
         }
     }
-}
-
-/// Kafka's topic rule: `[a-zA-Z0-9._-]`, 1 to 249 characters, not `.` or `..`.
-pub(super) fn is_kafka_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
