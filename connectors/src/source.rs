@@ -3,7 +3,7 @@
 //! Lifecycle, as the platform drives it:
 //!
 //! ```text
-//! let mut source = connector.build(config)?;          // connect, subscribe, seek to start
+//! let mut source = KafkaSource::connect(config).await?; // (or any connector's) connect, subscribe
 //! loop {
 //!     let events = source.next_events().await?;       // cancel-safe; None = source finished
 //!     ... batch, run the function, write Parquet ...

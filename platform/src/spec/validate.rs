@@ -4,9 +4,13 @@
 //! Invariant: a `JobSpec` is returned only when no error was found; every value in it is
 //! within the documented range and every `${NAME}` reference has been expanded.
 //!
-//! This file checks the name, trigger, function, batch and scaling sections; `[output]` is
-//! checked in `validate_output.rs`, `[trigger.amqp]` in `validate_amqp.rs`, `[dead_letter]`
-//! in `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`.
+//! This file checks the name, trigger (`[trigger.kafka]` itself), function, batch and
+//! scaling sections; `[output]` is checked in `validate_output.rs`, `[trigger.amqp]` in
+//! `validate_amqp.rs`, `[trigger.bucket]` in `validate_bucket.rs`, `[dead_letter]` in
+//! `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`. The
+//! kinds of trigger are listed once, in `TRIGGERS` (below); a trigger validates into its
+//! connector's own configuration (`KafkaSourceConfig`, `AmqpSourceConfig`), whose rules
+//! (topic names, AMQP names and URL parameters) are the connector's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -505,6 +509,24 @@ impl Checker<'_> {
             max_instances: u32::try_from(max_instances).unwrap_or(1),
             idle_timeout,
             ordering,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_trigger_kind_is_declared_by_its_own_table_alone() {
+        for kind in TRIGGERS {
+            let raw: RawTrigger = toml::from_str(&format!("[{}]", kind.name)).unwrap();
+            let declared: Vec<&str> = TRIGGERS
+                .iter()
+                .filter(|other| (other.declared)(&raw))
+                .map(|other| other.name)
+                .collect();
+            assert_eq!(declared, [kind.name]);
         }
     }
 }
