@@ -53,4 +53,33 @@ mod tests {
         assert_eq!(Retry::when(true), Retry::Transient);
         assert_eq!(Retry::when(false), Retry::Permanent);
     }
+
+    #[test]
+    fn a_source_retries_outages_and_acks_but_not_configuration_or_bugs() {
+        let (connector, message) = ("kafka", String::from("boom"));
+        let transient = [
+            crate::SourceError::Unavailable {
+                connector,
+                message: message.clone(),
+            },
+            crate::SourceError::Ack {
+                connector,
+                positions: "kafka:t/0 [1..=2]".into(),
+                message: message.clone(),
+            },
+        ];
+        let permanent = [
+            crate::SourceError::Config {
+                connector,
+                message: message.clone(),
+            },
+            crate::SourceError::Internal { connector, message },
+        ];
+        assert!(transient.iter().all(Classify::is_transient));
+        assert!(
+            permanent
+                .iter()
+                .all(|error| error.retry() == Retry::Permanent)
+        );
+    }
 }
