@@ -5,8 +5,10 @@
 //! [`Source::ack`] with a [`CheckpointDelta`] only once every output row derived from the
 //! positions in it is durable.
 //!
-//! Connectors are listed explicitly in [`supported_connectors`]; there is no registration
-//! macro.
+//! Each connector is one folder with its configuration type, checked without I/O; the
+//! platform's job validation produces that type directly, and lists the connectors in
+//! one table (`TRIGGERS` in `sluice_platform::spec::validate`); there is no registration
+//! macro. Every error here says whether a retry can help ([`Classify`]).
 
 pub mod amqp;
 pub mod bucket;
@@ -15,16 +17,13 @@ pub mod event;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty_store;
 pub mod kafka;
+pub mod retry;
 pub mod source;
+pub mod text;
 pub mod vec_source;
 
 pub use checkpoint::{CheckpointDelta, CheckpointError, PositionRange, SplitId};
 pub use event::{Event, Header, Origin};
+pub use retry::{Classify, Retry};
 pub use source::{Source, SourceError};
 pub use vec_source::VecSource;
-
-/// Every connector this build supports, by the table name used in `job.toml`
-/// (`[trigger.<name>]`).
-pub fn supported_connectors() -> &'static [&'static str] {
-    &["kafka", "amqp", "bucket"]
-}

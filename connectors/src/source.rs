@@ -3,7 +3,7 @@
 //! Lifecycle, as the platform drives it:
 //!
 //! ```text
-//! let mut source = connector.build(config)?;          // connect, subscribe, seek to start
+//! let mut source = KafkaSource::connect(config).await?; // (or any connector's) connect, subscribe
 //! loop {
 //!     let events = source.next_events().await?;       // cancel-safe; None = source finished
 //!     ... batch, run the function, write Parquet ...
@@ -29,6 +29,7 @@ use async_trait::async_trait;
 
 use crate::checkpoint::CheckpointDelta;
 use crate::event::Event;
+use crate::retry::{Classify, Retry};
 
 /// Why a source failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,17 @@ pub enum SourceError {
         connector: &'static str,
         message: String,
     },
+}
+
+/// An unreachable broker and a failed acknowledgement may pass; a wrong configuration and
+/// an internal error do not.
+impl Classify for SourceError {
+    fn retry(&self) -> Retry {
+        match self {
+            SourceError::Unavailable { .. } | SourceError::Ack { .. } => Retry::Transient,
+            SourceError::Config { .. } | SourceError::Internal { .. } => Retry::Permanent,
+        }
+    }
 }
 
 /// A stream of events with explicit acknowledgement. See the module docs for the lifecycle.

@@ -44,7 +44,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
-use sluice_connectors::{Event, Origin, PositionRange, SplitId};
+use sluice_connectors::{Classify, Event, Origin, PositionRange, Retry, SplitId};
 
 use crate::commit::names::range_stem;
 use crate::output::store::{OutputLocation, StoreError, open_store};
@@ -86,14 +86,14 @@ pub enum DeadLetterError {
     Config { message: String },
 }
 
-impl DeadLetterError {
-    /// Whether sending again can succeed: the store or broker was unreachable or slow,
-    /// not the job's configuration at fault.
-    pub fn is_retryable(&self) -> bool {
+/// Sending again can succeed when the store or broker was unreachable or slow, not when
+/// the job's configuration is at fault.
+impl Classify for DeadLetterError {
+    fn retry(&self) -> Retry {
         match self {
-            DeadLetterError::Write { .. } | DeadLetterError::Kafka { .. } => true,
-            DeadLetterError::Amqp { retryable, .. } => *retryable,
-            DeadLetterError::Path { .. } | DeadLetterError::Config { .. } => false,
+            DeadLetterError::Write { .. } | DeadLetterError::Kafka { .. } => Retry::Transient,
+            DeadLetterError::Amqp { retryable, .. } => Retry::when(*retryable),
+            DeadLetterError::Path { .. } | DeadLetterError::Config { .. } => Retry::Permanent,
         }
     }
 }

@@ -1,11 +1,12 @@
-//! Builds a job's source from its trigger: the one place that lists every connector.
+//! Builds a job's source from its trigger. Validation already produced each connector's
+//! configuration (`spec::TriggerSpec`); this file opens what it names.
 
-use sluice_connectors::amqp::{AmqpSource, AmqpSourceConfig};
+use sluice_connectors::amqp::AmqpSource;
 use sluice_connectors::bucket::feed::NotificationFeed;
 use sluice_connectors::bucket::notification::{NoticeFilter, bucket_of_url};
 use sluice_connectors::bucket::spool::NoticeSpool;
 use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
-use sluice_connectors::kafka::{KafkaSource, KafkaSourceConfig, KafkaStart};
+use sluice_connectors::kafka::KafkaSource;
 use sluice_connectors::{Source, SourceError};
 
 use sluice_connectors::kafka::KafkaPartitionLog;
@@ -15,10 +16,7 @@ use crate::commit::{
 };
 use crate::deadletter::dead_letter_location;
 use crate::output::store::{StoreError, open_store};
-use crate::spec::{
-    AmqpTriggerSpec, BucketDiscovery, BucketTriggerSpec, JobSpec, KafkaTriggerSpec,
-    NotificationFeedSpec, StartPosition, TriggerSpec,
-};
+use crate::spec::{BucketDiscovery, BucketTriggerSpec, JobSpec, NotificationFeedSpec, TriggerSpec};
 
 /// Where a bucket trigger keeps its cursor, relative to the job's output.
 pub const BUCKET_CURSOR: &str = "_sluice/bucket/cursor.json";
@@ -61,7 +59,7 @@ pub async fn recover(spec: &JobSpec) -> Result<RecoveryReport, RecoveryError> {
     match &spec.trigger {
         TriggerSpec::Kafka(kafka) => {
             let (output, dead_letters) = output()?;
-            let log = KafkaPartitionLog::new(kafka_config(spec, kafka));
+            let log = KafkaPartitionLog::new(kafka.clone());
             recover_partitions(spec, &kafka.topic, output, dead_letters, &log).await
         }
         TriggerSpec::Bucket(bucket) => {
@@ -91,9 +89,7 @@ pub async fn connect_source(
     options: ConnectOptions,
 ) -> Result<Box<dyn Source>, SourceError> {
     match &spec.trigger {
-        TriggerSpec::Kafka(kafka) => Ok(Box::new(
-            KafkaSource::connect(kafka_config(spec, kafka)).await?,
-        )),
+        TriggerSpec::Kafka(kafka) => Ok(Box::new(KafkaSource::connect(kafka.clone()).await?)),
         TriggerSpec::Bucket(bucket) => {
             let config_error = |message: String| SourceError::Config {
                 connector: "bucket",
@@ -128,10 +124,10 @@ pub async fn connect_source(
                             }
                         }
                         NotificationFeedSpec::Amqp(amqp) => {
-                            NotificationFeed::Amqp(amqp_config(spec, amqp))
+                            NotificationFeed::Amqp(amqp.as_ref().clone())
                         }
                         NotificationFeedSpec::Kafka(kafka) => {
-                            NotificationFeed::Kafka(kafka_config(spec, kafka))
+                            NotificationFeed::Kafka(kafka.as_ref().clone())
                         }
                     }),
                     filter: NoticeFilter {
@@ -163,35 +159,6 @@ pub async fn connect_source(
             };
             Ok(Box::new(BucketSource::connect(config).await?))
         }
-        TriggerSpec::Amqp(amqp) => Ok(Box::new(
-            AmqpSource::connect(amqp_config(spec, amqp)).await?,
-        )),
-    }
-}
-
-/// The AMQP connector's configuration for a job's AMQP trigger (or the queue its bucket
-/// notifications arrive on).
-pub fn amqp_config(spec: &JobSpec, amqp: &AmqpTriggerSpec) -> AmqpSourceConfig {
-    let mut config = AmqpSourceConfig::new(&spec.name, &amqp.url, &amqp.queue);
-    config.declare = amqp.declare;
-    config.exchange = amqp.exchange.clone();
-    config.routing_keys = amqp.routing_keys.clone();
-    config.prefetch = amqp.prefetch;
-    config
-}
-
-/// The Kafka connector's configuration for a job's Kafka trigger (or the topic its bucket
-/// notifications arrive on).
-pub fn kafka_config(spec: &JobSpec, kafka: &KafkaTriggerSpec) -> KafkaSourceConfig {
-    KafkaSourceConfig {
-        job: spec.name.clone(),
-        brokers: kafka.brokers.clone(),
-        topic: kafka.topic.clone(),
-        group: kafka.group.clone(),
-        start: match kafka.start {
-            StartPosition::Earliest => KafkaStart::Earliest,
-            StartPosition::Latest => KafkaStart::Latest,
-        },
-        options: kafka.options.clone(),
+        TriggerSpec::Amqp(amqp) => Ok(Box::new(AmqpSource::connect(amqp.clone()).await?)),
     }
 }

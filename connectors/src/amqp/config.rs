@@ -5,9 +5,9 @@
 //!
 //! - the URL is `amqp://` (this build has no TLS), and its host is kept exactly as written
 //!   (IP addresses included);
-//! - the queue, exchange and routing keys fit AMQP's 255-byte short strings;
-//! - `exchange` and `routing_keys` are only given together with `declare = true` (Sluice
-//!   binds only a queue it declares);
+//! - the queue, exchange, routing keys and URL parameters follow the rules of
+//!   [`super::rules`] (short strings, reserved names, bindings only for a queue Sluice
+//!   declares), the same rules `sluice validate` reports;
 //! - the password never appears in anything this module formats: logs and errors use
 //!   [`AmqpSourceConfig::redacted_url`].
 
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use lapin::uri::AMQPUri;
 
+use super::rules::{self, Problem};
 use crate::source::SourceError;
 
 /// Default `prefetch`: deliveries the broker may have outstanding (unacknowledged) on the
@@ -24,9 +25,6 @@ use crate::source::SourceError;
 /// commit. It should also be at least `batch.max_records`, else batches are only cut by
 /// `batch.max_wait`.
 pub const DEFAULT_PREFETCH: u16 = 10_000;
-
-/// Longest queue, exchange or routing-key name AMQP 0-9-1 allows (a short string).
-pub const MAX_NAME_BYTES: usize = 255;
 
 /// First wait before reconnecting after the connection or channel is lost.
 pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -103,27 +101,19 @@ impl AmqpSourceConfig {
         redact_url(&self.url)
     }
 
-    /// Checks every field (no I/O) and returns the address to connect to.
+    /// Checks every field (no I/O; the rules of [`super::rules`]) and returns the address
+    /// to connect to.
     pub fn broker_uri(&self) -> Result<AMQPUri, SourceError> {
-        validate_name("queue", &self.queue, false)?;
-        if self.declare && self.queue.starts_with("amq.") {
-            return Err(config_error(format!(
-                "queue `{}`: names starting with `amq.` are reserved by the broker and cannot be declared",
-                self.queue
-            )));
-        }
+        let problem = |problem: Problem| config_error(problem.to_string());
+        rules::check_queue(&self.queue, self.declare).map_err(problem)?;
         if let Some(exchange) = &self.exchange {
-            if !self.declare {
-                return Err(config_error(
-                    "exchange is set but declare is false; bindings are only made for a queue Sluice declares",
-                ));
-            }
-            validate_name("exchange", exchange, true)?;
-        } else if !self.routing_keys.is_empty() {
-            return Err(config_error("routing_keys need an exchange to bind to"));
+            rules::check_exchange(exchange, self.declare).map_err(problem)?;
         }
-        for key in &self.routing_keys {
-            validate_name("routing key", key, true)?;
+        if let Some(first) = rules::check_routing_keys(self.exchange.is_some(), &self.routing_keys)
+            .into_iter()
+            .next()
+        {
+            return Err(problem(first));
         }
         if self.prefetch == 0 {
             return Err(config_error(
@@ -141,9 +131,13 @@ impl AmqpSourceConfig {
 }
 
 /// Parses an `amqp://` URL, keeping the host as written: lapin's own parser replaces a
-/// host that is an IP address with `localhost`. Errors show the URL without its password.
+/// host that is an IP address with `localhost`. Its query parameters must follow
+/// [`rules::check_url_parameters`]. Errors show the URL without its password.
 pub fn parse_broker_url(text: &str) -> Result<AMQPUri, SourceError> {
     let redacted = redact_url(text);
+    if let Some(first) = rules::check_url_parameters(text).into_iter().next() {
+        return Err(config_error(format!("url {redacted}: {first}")));
+    }
     let url = url::Url::parse(text)
         .map_err(|error| config_error(format!("url {redacted} is not a valid URL: {error}")))?;
     match url.scheme() {
@@ -192,19 +186,6 @@ pub fn redact_url(text: &str) -> String {
             None => "(not a URL)".to_owned(),
         },
     }
-}
-
-fn validate_name(what: &str, name: &str, empty_allowed: bool) -> Result<(), SourceError> {
-    if name.is_empty() && !empty_allowed {
-        return Err(config_error(format!("{what} is empty")));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(config_error(format!(
-            "{what} is {} bytes long; AMQP allows at most {MAX_NAME_BYTES}",
-            name.len()
-        )));
-    }
-    Ok(())
 }
 
 fn config_error(message: impl Into<String>) -> SourceError {
@@ -279,15 +260,22 @@ mod tests {
     #[test]
     fn checks_names_bindings_and_prefetch() {
         type Change = fn(&mut AmqpSourceConfig);
-        let cases: [(&str, Change); 7] = [
-            ("queue is empty", |c| c.queue = String::new()),
+        let cases: [(&str, Change); 9] = [
+            ("empty queue name", |c| c.queue = String::new()),
             ("at most 255", |c| c.queue = "q".repeat(256)),
             ("reserved", |c| {
                 c.declare = true;
                 c.queue = "amq.mine".into();
             }),
-            ("declare is false", |c| c.exchange = Some("ex".into())),
+            ("set declare = true", |c| c.exchange = Some("ex".into())),
+            ("default exchange", |c| {
+                c.declare = true;
+                c.exchange = Some(String::new());
+            }),
             ("need an exchange", |c| c.routing_keys = vec!["k".into()]),
+            ("unknown URL parameter", |c| {
+                c.url = "amqp://app:s3cret@10.1.2.3:5673/prod?hearbeat=5".into();
+            }),
             ("routing key is 256", |c| {
                 c.declare = true;
                 c.exchange = Some("ex".into());

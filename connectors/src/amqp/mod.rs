@@ -45,7 +45,8 @@
 //! connection after 100 ms, doubling up to 5 s between attempts, and goes on consuming;
 //! each reconnection is logged with the job, queue and attempt count.
 //!
-//! Files: `config.rs` (trigger fields, URL checks and redaction), `source.rs`
+//! Files: `config.rs` (trigger fields, URL parsing and redaction), `rules.rs` (the rules
+//! of names and URL parameters, shared with `sluice validate`), `source.rs`
 //! ([`AmqpSource`] and the [`Source`] contract), `session.rs` (the task that connects,
 //! consumes and reconnects), `inflight.rs` (positions ↔ delivery tags), `tests.rs`
 //! (against a real RabbitMQ).
@@ -56,6 +57,7 @@
 
 pub mod config;
 mod inflight;
+pub mod rules;
 mod session;
 pub mod source;
 
@@ -63,4 +65,5 @@ pub mod source;
 mod tests;
 
 pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, redact_url};
+pub use rules::MAX_NAME_BYTES;
 pub use source::AmqpSource;

@@ -17,6 +17,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use serde::{Deserialize, Serialize};
 
 use crate::source::SourceError;
+use crate::text::shown;
 
 /// Where a consumer group that has no committed offset for a partition begins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +46,9 @@ impl fmt::Display for KafkaStart {
     }
 }
 
-/// A job's Kafka trigger: one topic consumed by one consumer group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A job's Kafka trigger: one topic consumed by one consumer group. `Debug` shows the
+/// names of the `options`, never their values (they may hold credentials).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaSourceConfig {
     /// The job's name; the client id is `sluice-<job>` and logs carry it.
     pub job: String,
@@ -61,6 +63,19 @@ pub struct KafkaSourceConfig {
     /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.*`); they may override
     /// [`DEFAULT_OPTIONS`] but not the [`MANAGED_OPTIONS`].
     pub options: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaSourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSourceConfig")
+            .field("job", &self.job)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("start", &self.start)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Defaults the user's `options` may override, with why each is set.
@@ -144,26 +159,26 @@ impl KafkaSourceConfig {
     }
 }
 
+/// Kafka's rule for topic names, as a message says it.
+pub const TOPIC_RULE: &str =
+    "letters, digits, '.', '_' and '-', at most 249 characters, not \".\" or \"..\"";
+
+/// Whether `topic` follows Kafka's rule ([`TOPIC_RULE`]): a literal name, not a pattern.
+pub fn is_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LENGTH
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 fn validate_topic(topic: &str) -> Result<(), SourceError> {
-    if topic.is_empty() {
-        return Err(config_error("topic is empty"));
-    }
-    if topic.len() > MAX_TOPIC_LENGTH {
+    if !is_topic_name(topic) {
         return Err(config_error(format!(
-            "topic is {} characters long; Kafka allows at most {MAX_TOPIC_LENGTH}",
-            topic.len()
-        )));
-    }
-    if topic == "." || topic == ".." {
-        return Err(config_error(format!("topic `{topic}` is not a valid name")));
-    }
-    if let Some(bad) = topic
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(config_error(format!(
-            "topic `{topic}` contains `{bad}`; Kafka topic names use only ASCII letters, \
-             digits, `.`, `_` and `-` (patterns are not supported)"
+            "invalid topic {}; allowed: {TOPIC_RULE}",
+            shown(topic)
         )));
     }
     Ok(())
@@ -272,6 +287,17 @@ mod tests {
         no_group.group = String::new();
         let err = no_group.client_config().unwrap_err();
         assert!(err.to_string().contains("group"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_option_values() {
+        let mut config = config();
+        config
+            .options
+            .insert("sasl.password".into(), "hunter2-secret".into());
+        let printed = format!("{config:?}");
+        assert!(printed.contains("sasl.password"), "{printed}");
+        assert!(!printed.contains("hunter2-secret"), "{printed}");
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DEFAULT_OPTIONS, KafkaSourceConfig, KafkaStart, MANAGED_OPTIONS};
+pub use config::{
+    DEFAULT_OPTIONS, KafkaSourceConfig, KafkaStart, MANAGED_OPTIONS, TOPIC_RULE, is_topic_name,
+};
 pub use range::{KafkaPartitionLog, PartitionLog};
 pub use source::KafkaSource;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
-use sluice_connectors::{PositionRange, SplitId};
+use sluice_connectors::{Classify, PositionRange, Retry, SplitId};
 
 use super::names::{
     MarkerKind, OBJECT_MARKER_ROOT, parse_marker_file, split_marker_name, topic_folder,
@@ -146,10 +146,10 @@ pub enum CommitError {
     Path { name: String, message: String },
 }
 
-impl CommitError {
-    /// True when trying the same step again may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, CommitError::Store { .. })
+/// Only the store's failures may pass.
+impl Classify for CommitError {
+    fn retry(&self) -> Retry {
+        Retry::when(matches!(self, CommitError::Store { .. }))
     }
 }
 

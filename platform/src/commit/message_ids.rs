@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
-use sluice_connectors::{Event, Origin};
+use sluice_connectors::{Classify, Event, Origin, Retry};
 use tracing::{debug, info, warn};
 
 use crate::output::store::OutputLocation;
@@ -46,6 +46,13 @@ pub struct MessageIdError {
     path: String,
     #[source]
     source: object_store::Error,
+}
+
+/// Only the store can fail here.
+impl Classify for MessageIdError {
+    fn retry(&self) -> Retry {
+        Retry::Transient
+    }
 }
 
 /// The message ids of one AMQP job.

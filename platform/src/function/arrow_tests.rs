@@ -15,6 +15,7 @@ use sluice_connectors::{Event, Origin};
 use super::*;
 use crate::output::schema::OutputSchema;
 use crate::spec::{InputMode, IsolationLevel};
+use sluice_connectors::Classify as _;
 
 /// The pinned pyarrow the tests use.
 const PYARROW: &str = "pyarrow==26.0.1";
@@ -256,7 +257,7 @@ async fn a_declared_input_schema_shapes_the_input() {
     );
     let error = runner.invoke(&bad).await.unwrap_err();
     assert!(matches!(error, InvokeError::Input(_)), "{error}");
-    assert!(error.is_retryable());
+    assert!(error.is_transient());
 }
 
 #[tokio::test(flavor = "multi_thread")]

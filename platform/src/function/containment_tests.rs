@@ -157,7 +157,7 @@ async fn a_crash_is_contained() {
         other => panic!("expected a kill by SIGSEGV, got {other:?}"),
     }
     assert!(error.to_string().contains("SIGSEGV"), "{error}");
-    assert!(error.is_retryable());
+    assert!(error.is_transient());
     assert_all_gone(dir.path(), "child.pid").await;
     assert_all_gone(dir.path(), "escaped.pid").await;
     assert_no_cgroups("crash", runner);

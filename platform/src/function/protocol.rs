@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use serde::Deserialize;
+use sluice_connectors::{Classify, Retry};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::protocol_arrow::{ArrowFrame, ArrowRows};
@@ -60,7 +61,7 @@ pub struct RecordError {
 }
 
 /// Why a batch's invocation failed. The batch produced no usable output in every case; the
-/// caller decides about retries (see [`InvokeError::is_retryable`]).
+/// caller decides about retries (see its [`Classify`] implementation).
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error(
@@ -154,11 +155,17 @@ fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// Another attempt (perhaps with a smaller batch, to isolate a poison record) can
+/// succeed, except after failures that no batch can escape: a program that does not
+/// exist, is not executable or is not a program at all, or a preload that cannot import.
+impl Classify for InvokeError {
+    fn retry(&self) -> Retry {
+        Retry::when(self.another_attempt_can_succeed())
+    }
+}
+
 impl InvokeError {
-    /// Whether another attempt (perhaps with a smaller batch, to isolate a poison record)
-    /// can succeed. Only failures that no batch can escape are final: a program that does
-    /// not exist, is not executable or is not a program at all.
-    pub fn is_retryable(&self) -> bool {
+    fn another_attempt_can_succeed(&self) -> bool {
         match self {
             InvokeError::Spawn { source, .. } => {
                 let permanent_kind = matches!(

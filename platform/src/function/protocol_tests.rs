@@ -224,17 +224,17 @@ fn retryability_separates_missing_programs() {
         command: "nope".into(),
         source: io::Error::from(io::ErrorKind::NotFound),
     };
-    assert!(!missing.is_retryable());
+    assert!(!missing.is_transient());
     let busy = InvokeError::Spawn {
         command: "x".into(),
         source: io::Error::from_raw_os_error(nix::libc::EAGAIN),
     };
-    assert!(busy.is_retryable());
+    assert!(busy.is_transient());
     assert!(
         InvokeError::Timeout {
             after: Duration::from_secs(1)
         }
-        .is_retryable()
+        .is_transient()
     );
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::spec::{Encoding, InputMode, IsolationLevel};
+use sluice_connectors::Classify as _;
 
 const STREAM_ECHO: &str = r#"
 import json, os, sys
@@ -254,7 +255,7 @@ async fn a_timeout_kills_the_whole_process_group() {
         sh("sleep 1000 & echo $! > $OUT/grandchild.pid; echo $$ > $OUT/pid; exec sleep 1000");
     spec.timeout = Duration::from_secs(2);
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
-        Err(error @ InvokeError::Timeout { .. }) => assert!(error.is_retryable()),
+        Err(error @ InvokeError::Timeout { .. }) => assert!(error.is_transient()),
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert_gone(read_pid(&dir.path().join("grandchild.pid"))).await;
@@ -411,7 +412,7 @@ async fn a_missing_program_is_not_retryable() {
         .await
         .unwrap_err();
     assert!(matches!(error, InvokeError::Spawn { .. }), "{error:?}");
-    assert!(!error.is_retryable());
+    assert!(!error.is_transient());
     assert!(error.to_string().contains("./no-such-program"), "{error}");
 }
 

@@ -56,7 +56,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use tracing::debug;
 
-use sluice_connectors::{PositionRange, SplitId};
+use sluice_connectors::{Classify, PositionRange, Retry, SplitId};
 
 use super::partition::{PartitionError, file_schema, split_by_partition};
 use super::store::OutputLocation;
@@ -84,8 +84,8 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
-/// Writing output failed. [`WriteError::is_retryable`] says whether calling `flush` again
-/// can help; every other error is a configuration or internal fault.
+/// Writing output failed. Its [`Classify::retry`] says whether calling `flush` again can
+/// help; every other error is a configuration or internal fault.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("output {url:?}: invalid file stem {stem:?}: {reason}")]
@@ -148,10 +148,10 @@ pub enum WriteError {
     },
 }
 
-impl WriteError {
-    /// True when a later `flush` may succeed (the store failed, not the data or the sink).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Upload { .. })
+/// A later `flush` may succeed when the store failed, not the data or the sink.
+impl Classify for WriteError {
+    fn retry(&self) -> Retry {
+        Retry::when(matches!(self, Self::Upload { .. }))
     }
 }
 

@@ -370,7 +370,7 @@ async fn mismatched_batches_are_rejected_without_harm() {
         matches!(error, WriteError::SchemaMismatch { .. }),
         "{error}"
     );
-    assert!(!error.is_retryable());
+    assert!(!error.is_transient());
     sink.write(&split(), &events(&spec, 0, 2)).unwrap();
     assert_eq!(sink.flush().await.unwrap().len(), 2);
 }

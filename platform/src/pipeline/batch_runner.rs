@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
-use sluice_connectors::{CheckpointDelta, Event, SplitId};
+use sluice_connectors::{CheckpointDelta, Classify, Event, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -244,7 +244,7 @@ async fn attempt(
             }
             Err(error) => error,
         };
-        let data_fault = error.is_retryable();
+        let data_fault = error.is_transient();
         // Logged, dead-lettered and maybe the job's failure reason: never with a secret.
         let message = spec.redact(&error.to_string()).into_owned();
         if !data_fault || attempt >= max_attempts || context.shutdown.is_cancelled() {

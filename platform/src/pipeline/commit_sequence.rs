@@ -13,15 +13,11 @@
 
 use std::time::Duration;
 
-use sluice_connectors::SourceError;
+use sluice_connectors::Classify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{JobError, Pipeline, backoff};
-use crate::commit::CommitError;
-use crate::commit::message_ids::MessageIdError;
-use crate::deadletter::DeadLetterError;
-use crate::output::writer::WriteError;
 use crate::status::{JobState, JobStatusHandle};
 
 impl Pipeline<'_> {
@@ -92,51 +88,12 @@ impl Pipeline<'_> {
     }
 }
 
-/// An error a commit step may hit: whether trying the same step again can succeed (the
-/// store or broker is unreachable, not the data or the job at fault).
-trait Transient: std::fmt::Display {
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for WriteError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
-}
-
-impl Transient for CommitError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
-}
-
-impl Transient for DeadLetterError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
-}
-
-impl Transient for MessageIdError {
-    fn is_transient(&self) -> bool {
-        true
-    }
-}
-
-impl Transient for SourceError {
-    fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Ack { .. } | SourceError::Unavailable { .. }
-        )
-    }
-}
-
 /// Runs one step of the commit until it succeeds. A transient failure (the store or the
 /// broker unreachable) is retried with backoff for as long as the job runs — nothing is
 /// acknowledged meanwhile, so an outage only delays output — and, once shutdown was
 /// requested, [`SHUTDOWN_COMMIT_ATTEMPTS`] more times before the job gives up (what was
 /// not committed is redelivered on the next start). Any other failure stops the job.
-async fn retry_commit_step<T, E: Transient>(
+async fn retry_commit_step<T, E: Classify>(
     job: &str,
     shutdown: &CancellationToken,
     status: &JobStatusHandle,

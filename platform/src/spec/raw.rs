@@ -20,7 +20,7 @@ pub struct RawJob {
     /// in logs and metrics.
     pub name: Option<String>,
     /// Where the job's messages come from: exactly one of `[trigger.kafka]`,
-    /// `[trigger.amqp]`, `[trigger.bucket]` (Kafka and AMQP are supported in this build).
+    /// `[trigger.amqp]`, `[trigger.bucket]`.
     pub trigger: Option<RawTrigger>,
     /// The program that transforms each batch (`[function]`, required).
     pub function: Option<RawFunction>,

@@ -137,7 +137,7 @@ url = "s3://${LAKE}/_dead/clicks"
     assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9092");
     assert_eq!(kafka.topic, "web.clicks-v2");
     assert_eq!(kafka.group, "analytics");
-    assert_eq!(kafka.start, StartPosition::Latest);
+    assert_eq!(kafka.start, KafkaStart::Latest);
     assert_eq!(
         kafka.options.get("security.protocol").map(String::as_str),
         Some("SASL_SSL")
@@ -243,7 +243,7 @@ fn minimal_spec_gets_documented_defaults() {
     };
     assert_eq!(kafka.brokers, "localhost:9092");
     assert_eq!(kafka.group, "sluice-clicks");
-    assert_eq!(kafka.start, StartPosition::Earliest);
+    assert_eq!(kafka.start, KafkaStart::Earliest);
     assert!(kafka.options.is_empty());
 
     let function = &job.function;

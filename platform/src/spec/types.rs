@@ -120,12 +120,17 @@ impl std::fmt::Debug for AmqpDeadLetterSpec {
     }
 }
 
+/// `[trigger.<kind>]`: the connector's own configuration, produced by validation (see
+/// `validate.rs` for the list of kinds).
 #[derive(Debug, Clone)]
 pub enum TriggerSpec {
-    Kafka(KafkaTriggerSpec),
-    Amqp(AmqpTriggerSpec),
+    Kafka(KafkaSourceConfig),
+    Amqp(AmqpSourceConfig),
     Bucket(BucketTriggerSpec),
 }
+
+pub use sluice_connectors::amqp::AmqpSourceConfig;
+pub use sluice_connectors::kafka::{KafkaSourceConfig, KafkaStart};
 
 pub use sluice_connectors::bucket::{InputCompression, InputFormat};
 
@@ -152,9 +157,9 @@ pub enum NotificationFeedSpec {
         token: Option<super::secret::Secret>,
     },
     /// Published on an AMQP queue (`[trigger.bucket.amqp]`).
-    Amqp(AmqpTriggerSpec),
+    Amqp(Box<AmqpSourceConfig>),
     /// Published on a Kafka topic (`[trigger.bucket.kafka]`).
-    Kafka(KafkaTriggerSpec),
+    Kafka(Box<KafkaSourceConfig>),
 }
 
 /// `[trigger.bucket]`. `Debug` masks secret options.
@@ -182,74 +187,6 @@ impl std::fmt::Debug for BucketTriggerSpec {
             .field("compression", &self.compression)
             .field("poll_interval", &self.poll_interval)
             .field("options", &RedactedOptions(&self.options))
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartPosition {
-    Earliest,
-    Latest,
-}
-
-/// `[trigger.kafka]`. `Debug` masks secret options.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KafkaTriggerSpec {
-    /// Bootstrap servers, `host:port[,host:port…]`, with `${ENV}` already expanded.
-    pub brokers: String,
-    pub topic: String,
-    /// Consumer group; default `sluice-<job name>`.
-    pub group: String,
-    pub start: StartPosition,
-    /// Extra librdkafka properties (`[trigger.kafka.options]`), `${ENV}` expanded.
-    pub options: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for KafkaTriggerSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaTriggerSpec")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("group", &self.group)
-            .field("start", &self.start)
-            .field("options", &RedactedOptions(&self.options))
-            .finish()
-    }
-}
-
-/// `[trigger.amqp]`. `Debug` hides the URL's password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AmqpTriggerSpec {
-    /// `amqp://user:password@host:port/vhost`, `${ENV}` expanded; it holds the password,
-    /// so show it only through [`AmqpTriggerSpec::redacted_url`].
-    pub url: String,
-    pub queue: String,
-    /// Declare the queue (durable) and bind it before consuming.
-    pub declare: bool,
-    /// Exchange to bind the queue to; only with `declare`.
-    pub exchange: Option<String>,
-    /// Routing keys of the bindings; only with `exchange` (empty: one binding with `""`).
-    pub routing_keys: Vec<String>,
-    /// Most unacknowledged deliveries at once (`basic.qos`), 1 to 65535.
-    pub prefetch: u16,
-}
-
-impl AmqpTriggerSpec {
-    /// The URL with its password replaced by `***`.
-    pub fn redacted_url(&self) -> String {
-        sluice_connectors::amqp::redact_url(&self.url)
-    }
-}
-
-impl std::fmt::Debug for AmqpTriggerSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpTriggerSpec")
-            .field("url", &self.redacted_url())
-            .field("queue", &self.queue)
-            .field("declare", &self.declare)
-            .field("exchange", &self.exchange)
-            .field("routing_keys", &self.routing_keys)
-            .field("prefetch", &self.prefetch)
             .finish()
     }
 }

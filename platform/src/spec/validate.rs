@@ -4,9 +4,13 @@
 //! Invariant: a `JobSpec` is returned only when no error was found; every value in it is
 //! within the documented range and every `${NAME}` reference has been expanded.
 //!
-//! This file checks the name, trigger, function, batch and scaling sections; `[output]` is
-//! checked in `validate_output.rs`, `[trigger.amqp]` in `validate_amqp.rs`, `[dead_letter]`
-//! in `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`.
+//! This file checks the name, trigger (`[trigger.kafka]` itself), function, batch and
+//! scaling sections; `[output]` is checked in `validate_output.rs`, `[trigger.amqp]` in
+//! `validate_amqp.rs`, `[trigger.bucket]` in `validate_bucket.rs`, `[dead_letter]` in
+//! `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`. The
+//! kinds of trigger are listed once, in `TRIGGERS` (below); a trigger validates into its
+//! connector's own configuration (`KafkaSourceConfig`, `AmqpSourceConfig`), whose rules
+//! (topic names, AMQP names and URL parameters) are the connector's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,13 +24,47 @@ use super::raw::{
 use super::secret::shown;
 use super::types::{
     BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, IsolationLevel, JobSpec,
-    KafkaTriggerSpec, Ordering, ScalingSpec, StartPosition, TriggerSpec,
+    KafkaSourceConfig, KafkaStart, Ordering, ScalingSpec, TriggerSpec,
 };
 use super::units::is_env_name;
-use sluice_connectors::kafka::MANAGED_OPTIONS;
+use sluice_connectors::kafka::{MANAGED_OPTIONS, TOPIC_RULE, is_topic_name};
 
-/// Trigger kinds the file format knows and this build supports.
-const SUPPORTED_TRIGGERS: &str = "kafka, amqp, bucket";
+/// One kind of trigger: its table under `[trigger]`, whether a file declares it, and the
+/// validation that turns that table into the connector's configuration.
+struct TriggerKind {
+    name: &'static str,
+    declared: fn(&RawTrigger) -> bool,
+    validate: fn(&mut Checker<'_>, &RawTrigger, Option<&str>) -> Option<TriggerSpec>,
+}
+
+/// Every trigger this build supports, the one list of them: adding a connector adds its
+/// folder in `connectors` and one line here.
+const TRIGGERS: &[TriggerKind] = &[
+    TriggerKind {
+        name: "kafka",
+        declared: |raw| raw.kafka.is_some(),
+        validate: |checker, raw, job| {
+            let kafka = raw.kafka.as_ref()?;
+            checker.kafka(kafka, job).map(TriggerSpec::Kafka)
+        },
+    },
+    TriggerKind {
+        name: "amqp",
+        declared: |raw| raw.amqp.is_some(),
+        validate: |checker, raw, job| {
+            let amqp = raw.amqp.as_ref()?;
+            checker.amqp(amqp, job).map(TriggerSpec::Amqp)
+        },
+    },
+    TriggerKind {
+        name: "bucket",
+        declared: |raw| raw.bucket.is_some(),
+        validate: |checker, raw, job| {
+            let bucket = raw.bucket.as_ref()?;
+            checker.bucket(bucket, job).map(TriggerSpec::Bucket)
+        },
+    },
+];
 
 /// What the validation needs besides the raw job.
 pub struct ValidationContext<'a> {
@@ -108,14 +146,10 @@ impl Checker<'_> {
             );
             return None;
         };
-        let declared: Vec<&str> = [
-            ("kafka", trigger.kafka.is_some()),
-            ("amqp", trigger.amqp.is_some()),
-            ("bucket", trigger.bucket.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(kind, present)| present.then_some(kind))
-        .collect();
+        let declared: Vec<&TriggerKind> = TRIGGERS
+            .iter()
+            .filter(|kind| (kind.declared)(trigger))
+            .collect();
         match declared.as_slice() {
             [] => {
                 self.error(
@@ -124,27 +158,18 @@ impl Checker<'_> {
                 );
                 None
             }
-            [_] => match (&trigger.kafka, &trigger.amqp, &trigger.bucket) {
-                (Some(kafka), _, _) => self.kafka(kafka, job_name).map(TriggerSpec::Kafka),
-                (None, Some(amqp), _) => self.amqp(amqp).map(TriggerSpec::Amqp),
-                (None, None, Some(bucket)) => {
-                    self.bucket(bucket, job_name).map(TriggerSpec::Bucket)
-                }
-                (None, None, None) => {
-                    self.error(
-                        format!("trigger.{}", declared[0]),
-                        format!("not supported yet in this build; supported: {SUPPORTED_TRIGGERS}"),
-                    );
-                    None
-                }
-            },
+            [kind] => (kind.validate)(self, trigger, job_name),
             _ => {
                 self.error(
                     "trigger",
                     format!(
                         "{} triggers declared ({}); declare exactly one",
                         declared.len(),
-                        declared.join(", ")
+                        declared
+                            .iter()
+                            .map(|kind| kind.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 None
@@ -152,11 +177,13 @@ impl Checker<'_> {
         }
     }
 
+    /// The Kafka connector's configuration for `[trigger.kafka]` (or
+    /// `[trigger.bucket.kafka]`).
     pub(super) fn kafka(
         &mut self,
         raw: &RawKafkaTrigger,
         job_name: Option<&str>,
-    ) -> Option<KafkaTriggerSpec> {
+    ) -> Option<KafkaSourceConfig> {
         let brokers = match (&raw.brokers, &raw.connection) {
             (_, Some(_)) => {
                 self.error(
@@ -178,15 +205,11 @@ impl Checker<'_> {
                 self.missing("trigger.kafka.topic", "topic = \"clicks\"");
                 None
             }
-            Some(topic) if is_kafka_topic(topic) => Some(topic.to_string()),
+            Some(topic) if is_topic_name(topic) => Some(topic.to_string()),
             Some(topic) => {
                 self.error(
                     "trigger.kafka.topic",
-                    format!(
-                        "invalid topic {}; allowed: letters, digits, '.', '_' and '-', \
-                         at most 249 characters, not \".\" or \"..\"",
-                        shown(topic)
-                    ),
+                    format!("invalid topic {}; allowed: {TOPIC_RULE}", shown(topic)),
                 );
                 None
             }
@@ -206,15 +229,16 @@ impl Checker<'_> {
         let start = self.choice(
             "trigger.kafka.start",
             raw.start.as_deref(),
-            StartPosition::Earliest,
+            KafkaStart::Earliest,
             &[
-                ("earliest", StartPosition::Earliest),
-                ("latest", StartPosition::Latest),
+                ("earliest", KafkaStart::Earliest),
+                ("latest", KafkaStart::Latest),
             ],
             &[],
         );
         let options = self.options("trigger.kafka.options", &raw.options, true);
-        Some(KafkaTriggerSpec {
+        Some(KafkaSourceConfig {
+            job: job_name.unwrap_or_default().to_owned(),
             brokers: brokers?,
             topic: topic?,
             group: group?,
@@ -489,13 +513,20 @@ impl Checker<'_> {
     }
 }
 
-/// Kafka's topic rule: `[a-zA-Z0-9._-]`, 1 to 249 characters, not `.` or `..`.
-pub(super) fn is_kafka_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_trigger_kind_is_declared_by_its_own_table_alone() {
+        for kind in TRIGGERS {
+            let raw: RawTrigger = toml::from_str(&format!("[{}]", kind.name)).unwrap();
+            let declared: Vec<&str> = TRIGGERS
+                .iter()
+                .filter(|other| (other.declared)(&raw))
+                .map(|other| other.name)
+                .collect();
+            assert_eq!(declared, [kind.name]);
+        }
+    }
 }

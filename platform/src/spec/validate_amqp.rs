@@ -1,5 +1,7 @@
 //! The `[trigger.amqp]` section: broker URL (with the rule that keeps passwords out of the
-//! file), queue, optional declaration and bindings, prefetch.
+//! file), queue, optional declaration and bindings, prefetch. The rules of names and URL
+//! parameters are the connector's (`sluice_connectors::amqp::rules`); this file reports
+//! them on the fields of the file.
 //!
 //! Password rule: the URL as written may hold a password only as a `${NAME}` reference
 //! (`amqp://app:${AMQP_PASSWORD}@host/vhost`), or be one reference as a whole
@@ -7,31 +9,20 @@
 //! RabbitMQ accepts only from localhost. Errors never show the expanded URL's password.
 
 use sluice_connectors::SourceError;
-use sluice_connectors::amqp::{DEFAULT_PREFETCH, parse_broker_url};
+use sluice_connectors::amqp::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, rules};
 
 use super::checker::Checker;
 use super::raw::RawAmqpTrigger;
-use super::secret::shown;
-use super::types::AmqpTriggerSpec;
 use super::units::is_env_reference;
 
-/// Query parameters the AMQP client understands.
-const URL_PARAMETERS: &[&str] = &[
-    "heartbeat",
-    "channel_max",
-    "frame_max",
-    "connection_timeout",
-    "auth_mechanism",
-];
-
-/// Values of the `auth_mechanism` parameter.
-const AUTH_MECHANISMS: &[&str] = &["plain", "amqplain", "anonymous", "external"];
-
-/// Longest queue, exchange or routing key AMQP allows (a short string), in bytes.
-const MAX_NAME_BYTES: usize = 255;
-
 impl Checker<'_> {
-    pub(super) fn amqp(&mut self, raw: &RawAmqpTrigger) -> Option<AmqpTriggerSpec> {
+    /// The AMQP connector's configuration for `[trigger.amqp]` (or
+    /// `[trigger.bucket.amqp]`); reconnection keeps the connector's defaults.
+    pub(super) fn amqp(
+        &mut self,
+        raw: &RawAmqpTrigger,
+        job_name: Option<&str>,
+    ) -> Option<AmqpSourceConfig> {
         let url = match raw.url.as_deref() {
             None => {
                 self.missing(
@@ -50,19 +41,16 @@ impl Checker<'_> {
             }
             Some(queue) => self.amqp_queue("trigger.amqp.queue", queue, declare),
         };
-        let exchange = raw
-            .exchange
-            .as_deref()
-            .and_then(|exchange| self.amqp_exchange(exchange, declare));
+        let exchange = raw.exchange.as_deref().and_then(|exchange| {
+            self.amqp_rule(
+                "trigger.amqp.exchange",
+                rules::check_exchange(exchange, declare),
+            )
+            .then(|| exchange.to_owned())
+        });
         let routing_keys = raw.routing_keys.clone().unwrap_or_default();
-        if !routing_keys.is_empty() && raw.exchange.is_none() {
-            self.error(
-                "trigger.amqp.routing_keys",
-                "routing keys need an exchange to bind the queue to; set exchange (with declare = true)",
-            );
-        }
-        for key in &routing_keys {
-            self.amqp_name_length("trigger.amqp.routing_keys", "routing key", key);
+        for problem in rules::check_routing_keys(raw.exchange.is_some(), &routing_keys) {
+            self.error("trigger.amqp.routing_keys", problem.to_string());
         }
         let prefetch = self.integer(
             "trigger.amqp.prefetch",
@@ -71,15 +59,13 @@ impl Checker<'_> {
             1,
             u64::from(u16::MAX),
         );
-        Some(AmqpTriggerSpec {
-            url: url?,
-            queue: queue?,
-            declare,
-            exchange,
-            routing_keys,
-            // Bounded to 1..=65535 above.
-            prefetch: u16::try_from(prefetch).unwrap_or(DEFAULT_PREFETCH),
-        })
+        let mut config = AmqpSourceConfig::new(job_name.unwrap_or_default(), url?, queue?);
+        config.declare = declare;
+        config.exchange = exchange;
+        config.routing_keys = routing_keys;
+        // Bounded to 1..=65535 above.
+        config.prefetch = u16::try_from(prefetch).unwrap_or(DEFAULT_PREFETCH);
+        Some(config)
     }
 
     /// Checks a broker URL (the password rule above) and expands it.
@@ -121,109 +107,31 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks the URL's query parameters (what the client understands, with values in
-    /// range); each error names the parameter. False when any is wrong.
+    /// Reports every broken rule of the URL's query parameters (what the client
+    /// understands, with values in range), each naming the parameter. False when any is.
     fn amqp_url_parameters(&mut self, field: &str, url: &str) -> bool {
-        let Ok(parsed) = url::Url::parse(url) else {
-            // Reported by the URL check that follows.
-            return true;
-        };
-        let mut valid = true;
-        for (key, value) in parsed.query_pairs() {
-            let problem = match key.as_ref() {
-                "heartbeat" | "channel_max" => value
-                    .parse::<u16>()
-                    .err()
-                    .map(|_| format!("a whole number from 0 to {}", u16::MAX)),
-                "frame_max" => value
-                    .parse::<u32>()
-                    .err()
-                    .map(|_| format!("a whole number from 0 to {}", u32::MAX)),
-                "connection_timeout" => value
-                    .parse::<u64>()
-                    .err()
-                    .map(|_| "a whole number of milliseconds".to_owned()),
-                "auth_mechanism" => (!AUTH_MECHANISMS.contains(&value.as_ref()))
-                    .then(|| format!("one of {}", AUTH_MECHANISMS.join(", "))),
-                _ => {
-                    self.error(
-                        field,
-                        format!(
-                            "unknown URL parameter {}; allowed: {}",
-                            shown(&key),
-                            URL_PARAMETERS.join(", ")
-                        ),
-                    );
-                    valid = false;
-                    continue;
-                }
-            };
-            if let Some(allowed) = problem {
-                self.error(
-                    field,
-                    format!(
-                        "URL parameter {key}: invalid value {}; allowed: {allowed}",
-                        shown(&value)
-                    ),
-                );
-                valid = false;
-            }
+        let problems = rules::check_url_parameters(url);
+        let valid = problems.is_empty();
+        for problem in problems {
+            self.error(field, problem.to_string());
         }
         valid
     }
 
     pub(super) fn amqp_queue(&mut self, field: &str, queue: &str, declare: bool) -> Option<String> {
-        if queue.is_empty() {
-            self.error(field, "empty queue name; name the queue");
-            return None;
-        }
-        if declare && queue.starts_with("amq.") {
-            self.error(
-                field,
-                format!(
-                    "{} cannot be declared: names starting with \"amq.\" are reserved by the broker",
-                    super::secret::shown(queue)
-                ),
-            );
-            return None;
-        }
-        self.amqp_name_length(field, "queue name", queue)
+        self.amqp_rule(field, rules::check_queue(queue, declare))
             .then(|| queue.to_owned())
     }
 
-    fn amqp_exchange(&mut self, exchange: &str, declare: bool) -> Option<String> {
-        const FIELD: &str = "trigger.amqp.exchange";
-        if !declare {
-            self.error(
-                FIELD,
-                "bindings are only made for a queue Sluice declares; set declare = true, or bind the queue yourself and omit exchange",
-            );
-            return None;
+    /// Records the problem, if any, on `field`; true when there is none.
+    fn amqp_rule(&mut self, field: &str, checked: Result<(), rules::Problem>) -> bool {
+        match checked {
+            Ok(()) => true,
+            Err(problem) => {
+                self.error(field, problem.to_string());
+                false
+            }
         }
-        if exchange.is_empty() {
-            self.error(
-                FIELD,
-                "the default exchange (\"\") cannot be bound; it already routes by queue name, so omit exchange",
-            );
-            return None;
-        }
-        self.amqp_name_length(FIELD, "exchange name", exchange)
-            .then(|| exchange.to_owned())
-    }
-
-    /// Records an error and returns false when `name` is longer than AMQP allows.
-    fn amqp_name_length(&mut self, field: &str, what: &str, name: &str) -> bool {
-        if name.len() > MAX_NAME_BYTES {
-            self.error(
-                field,
-                format!(
-                    "{what} is {} bytes long; AMQP allows at most {MAX_NAME_BYTES}",
-                    name.len()
-                ),
-            );
-            return false;
-        }
-        true
     }
 }
 

@@ -156,16 +156,16 @@ impl Checker<'_> {
             (Some(amqp), None) => {
                 self.feed_without_listen(raw, "amqp");
                 self.nested("trigger.amqp", "trigger.bucket.amqp", |checker| {
-                    checker.amqp(amqp)
+                    checker.amqp(amqp, job_name)
                 })
-                .map(NotificationFeedSpec::Amqp)
+                .map(|amqp| NotificationFeedSpec::Amqp(Box::new(amqp)))
             }
             (None, Some(kafka)) => {
                 self.feed_without_listen(raw, "kafka");
                 self.nested("trigger.kafka", "trigger.bucket.kafka", |checker| {
                     checker.kafka(kafka, job_name)
                 })
-                .map(NotificationFeedSpec::Kafka)
+                .map(|kafka| NotificationFeedSpec::Kafka(Box::new(kafka)))
             }
             (None, None) => {
                 let token = self.webhook_token(raw.token.as_deref());

@@ -9,8 +9,8 @@
 use super::checker::Checker;
 use super::raw::{RawAmqpDeadLetter, RawDeadLetter, RawKafkaDeadLetter};
 use super::types::{AmqpDeadLetterSpec, DeadLetterSpec, KafkaDeadLetterSpec, TriggerSpec};
-use super::validate::is_kafka_topic;
 use crate::deadletter::kafka::MANAGED_PRODUCER_OPTIONS;
+use sluice_connectors::kafka::{TOPIC_RULE, is_topic_name};
 
 impl Checker<'_> {
     /// Validates `[dead_letter]`; `None` when it declares nothing or has errors.
@@ -84,13 +84,12 @@ impl Checker<'_> {
                 self.missing("dead_letter.kafka.topic", "topic = \"clicks-dead-letters\"");
                 None
             }
-            Some(topic) if is_kafka_topic(topic) => Some(topic.to_owned()),
+            Some(topic) if is_topic_name(topic) => Some(topic.to_owned()),
             Some(topic) => {
                 self.error(
                     "dead_letter.kafka.topic",
                     format!(
-                        "invalid topic {}; allowed: letters, digits, '.', '_' and '-', \
-                         at most 249 characters, not \".\" or \"..\"",
+                        "invalid topic {}; allowed: {TOPIC_RULE}",
                         super::secret::shown(topic)
                     ),
                 );

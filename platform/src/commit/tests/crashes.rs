@@ -1,6 +1,7 @@
 //! Crash-and-recover cases of the commit protocol (continued from `tests.rs`).
 
 use super::*;
+use sluice_connectors::Classify as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_run_names_everything_from_its_ranges() {
@@ -225,7 +226,7 @@ async fn markers_are_create_only_and_conflicts_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(error, CommitError::Conflict { .. }), "{error}");
-    assert!(!error.is_retryable());
+    assert!(!error.is_transient());
     let found = markers.list(TOPIC).await.unwrap();
     assert_eq!(
         found[&0].unfinished(),

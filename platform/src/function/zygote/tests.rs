@@ -436,7 +436,7 @@ async fn a_preload_that_cannot_import_fails_the_start_for_good() {
         }
         other => panic!("expected a preload error, got {other:?}"),
     }
-    assert!(!error.is_retryable());
+    assert!(!error.is_transient());
     assert!(error.to_string().contains("function.preload"), "{error}");
     assert_eq!(instance_cgroups("preload-broken", ""), Vec::<String>::new());
 }

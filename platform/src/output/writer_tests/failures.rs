@@ -99,7 +99,7 @@ async fn failed_uploads_are_retried_under_the_same_names() {
     sink.write(&split(), &events(&spec, 0, 10)).unwrap();
 
     let error = sink.flush().await.unwrap_err();
-    assert!(error.is_retryable(), "{error}");
+    assert!(error.is_transient(), "{error}");
     assert!(
         matches!(
             error,

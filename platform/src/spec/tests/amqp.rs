@@ -9,7 +9,7 @@ fn with_amqp(body: &str) -> String {
     minimal_replacing(KAFKA_TRIGGER, &format!("[trigger.amqp]\n{body}\n"))
 }
 
-fn amqp_of(text: &str) -> AmqpTriggerSpec {
+fn amqp_of(text: &str) -> AmqpSourceConfig {
     let job = parse(text).unwrap_or_else(|errors| panic!("{errors}"));
     match job.trigger {
         TriggerSpec::Amqp(amqp) => amqp,
