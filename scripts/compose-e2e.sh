@@ -20,6 +20,7 @@
 #   (create-only puts overwrite), which this test does not depend on;
 # - POSTGRES_IMAGE: Debian's PostgreSQL 15 with an entrypoint honouring POSTGRES_*;
 # - TOOLS_IMAGE: Debian's python3 with the sample producer's clients and pyarrow;
+# - PROMETHEUS_IMAGE: Debian's Prometheus at the upstream image's path;
 # - SLUICE_IMAGE: this repository's Dockerfile, unchanged, with RUST_IMAGE = the
 #   machine's own Rust toolchain (cargo, rustc) copied onto the Debian base
 #   (tests/compose/images/rust) and RUNTIME_IMAGE = the Debian base. BuildKit keeps
@@ -30,9 +31,9 @@
 # tag is missing: a second run builds nothing. Images stay in dockerd's data root.
 #
 # The test: `docker-compose config -q` on the file (with the upstream defaults and with
-# the local images), `up -d`, wait for every service's health, then through the `tools`
-# service produce to Kafka, publish to RabbitMQ and put CSV files into the landing
-# bucket, and assert each record lands exactly once as Parquet in the lake bucket;
+# the local images) and check-jsonschema with the Compose Specification's schema; then
+# `up -d`, wait for every service's health, then through the `tools` service produce
+# to Kafka, publish to RabbitMQ and put CSV files into the landing bucket, and assert each record lands exactly once as Parquet in the lake bucket;
 # deploy a new job from the host through the published API port (the image's own
 # `sluice deploy`, on the host's network) and assert it catches up; restart the sluice
 # container while a larger batch of events is being produced and assert nothing is lost
@@ -59,11 +60,33 @@ log() { echo "compose-e2e: [$(($(date +%s) - t0))s] $*"; }
 engine_install
 # Variables from this script only, never from a developer's .env.
 no_env=$(mktemp)
+started_engine=false
+stack_up=false
+cleanup() {
+    local status=$?
+    if [[ $stack_up == true ]]; then
+        if ((status != 0)); then
+            compose ps >&2 || true
+            compose logs --no-color --tail=60 >&2 || true
+        fi
+        compose --profile tools --profile observability down -v --remove-orphans >/dev/null 2>&1 || true
+    fi
+    if [[ $started_engine == true ]]; then engine_stop; fi
+    rm -f "$no_env"
+    exit "$status"
+}
+trap cleanup EXIT
 log "docker-compose config -q (Compose Specification) with the upstream images"
 docker-compose -f docker-compose.yml --env-file "$no_env" config -q
 docker-compose -f docker-compose.yml --env-file "$no_env" --profile tools --profile observability config -q
+log "check-jsonschema against the Compose Specification's schema"
+venv=$repo_root/.services/compose-venv
+if [[ ! -x $venv/bin/check-jsonschema ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet check-jsonschema==0.39.0
+fi
+"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
 
-started_engine=false
 engine_up || started_engine=true
 engine_start
 docker() { "$docker_cli" "$@"; }
@@ -104,6 +127,8 @@ rabbitmq_image=sluice-local/rabbitmq:$(hash_of "$images/rabbitmq")
 build "$rabbitmq_image" "$images/rabbitmq" --build-arg "BASE_IMAGE=$base"
 postgres_image=sluice-local/postgres:$(hash_of "$images/postgres")
 build "$postgres_image" "$images/postgres" --build-arg "BASE_IMAGE=$base"
+prometheus_image=sluice-local/prometheus:$(hash_of "$images/prometheus")
+build "$prometheus_image" "$images/prometheus" --build-arg "BASE_IMAGE=$base"
 
 toolchain=$(rustc --print sysroot)
 rust_image=sluice-local/rust:$(rustc --version | awk '{print $2}')-$(hash_of "$images/rust")
@@ -124,7 +149,7 @@ log "Sluice image $sluice_image: $(docker image inspect -f '{{.Size}}' "$sluice_
 
 export KAFKA_IMAGE=$kafka_image RABBITMQ_IMAGE=$rabbitmq_image MINIO_IMAGE=$minio_image \
     MC_IMAGE=$minio_image POSTGRES_IMAGE=$postgres_image TOOLS_IMAGE=$python_image \
-    SLUICE_IMAGE=$sluice_image
+    PROMETHEUS_IMAGE=$prometheus_image SLUICE_IMAGE=$sluice_image
 # Host ports of their own: the machine's own services hold the usual ones.
 export SLUICE_PORT=18470 KAFKA_HOST_PORT=19094 RABBITMQ_AMQP_PORT=15682 \
     RABBITMQ_MANAGEMENT_PORT=15692 MINIO_API_PORT=19000 MINIO_CONSOLE_PORT=19001 PROMETHEUS_PORT=19090
@@ -132,18 +157,7 @@ compose() { docker-compose -p "$project" -f docker-compose.yml --env-file "$no_e
 log "docker-compose config -q with the local images"
 compose config -q
 
-cleanup() {
-    local status=$?
-    if ((status != 0)); then
-        compose ps >&2 || true
-        compose logs --no-color --tail=40 >&2 || true
-    fi
-    compose --profile tools --profile observability down -v --remove-orphans >/dev/null 2>&1 || true
-    if [[ $started_engine == true ]]; then engine_stop; fi
-    rm -f "$no_env"
-    exit "$status"
-}
-trap cleanup EXIT
+stack_up=true
 
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(compose ps -q "$1")" 2>/dev/null; }
 wait_healthy() { # SERVICE SECONDS
@@ -206,6 +220,20 @@ check clicks event_id "$run_id-a-c-:300,$run_id-b-c-:3000"
 check clicks-audit event_id "$run_id-a-c-:300,$run_id-b-c-:3000"
 check orders order_id "$run_id-a-o-:200,$run_id-b-o-:1000"
 check landing reading_id "$(files_expected "$run_id-a" 3 50),$(files_expected "$run_id-c" 2 100)"
+
+log "observability profile: Prometheus scrapes Sluice's /metrics"
+compose --profile observability up -d prometheus
+wait_healthy prometheus 120
+scraped=false
+for ((i = 0; i < 60; i++)); do
+    if docker exec "$(compose ps -q prometheus)" wget -q -O - 'http://127.0.0.1:9090/api/v1/query?query=up{job="sluice"}' |
+        grep -q '"value":\[[0-9.]*,"1"\]'; then
+        scraped=true
+        break
+    fi
+    sleep 1
+done
+[[ $scraped == true ]] || { echo "compose-e2e: Prometheus does not scrape Sluice (up{job=\"sluice\"} is not 1)" >&2; exit 1; }
 
 log "down -v"
 compose --profile tools --profile observability down -v --remove-orphans
