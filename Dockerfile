@@ -55,7 +55,7 @@ RUN apt-get update \
       && pip3 install --no-cache-dir --break-system-packages "pyarrow==$PYARROW_VERSION" \
       && apt-get purge -y --auto-remove python3-pip; \
     fi \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/sluice /usr/local/bin/sluice
 # The Python SDK, importable by every function user (`from sluice_fn import records`).
 COPY python/sluice_fn /usr/lib/python3/dist-packages/sluice_fn

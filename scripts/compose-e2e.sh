@@ -208,10 +208,13 @@ docker run --rm --network host -v "$repo_root:/repo:ro" -e SLUICE_TOKEN=local-ad
 check clicks-audit event_id "$run_id-a-c-:300"
 
 log "round 2: restart the sluice container while events are produced"
-produce --run "$run_id-b" --clicks 3000 --orders 1000 --files 0 >"$state/produce-b.log" 2>&1 &
+# Paced (about 15 s of clicks, then 5 s of orders), so the restart falls while events
+# are still being produced and processed.
+produce --run "$run_id-b" --clicks 3000 --orders 1000 --files 0 --rate 200 >"$state/produce-b.log" 2>&1 &
 producer=$!
 # Mid-stream: once the first of this round's clicks is in the lake.
 check clicks event_id "$run_id-b-c-:1" >/dev/null
+kill -0 "$producer" 2>/dev/null || { echo "compose-e2e: the producer finished before the restart" >&2; exit 1; }
 compose restart -t 60 sluice
 wait "$producer" || { cat "$state/produce-b.log" >&2; exit 1; }
 wait_healthy sluice 300

@@ -2,7 +2,7 @@
 """Sample events for the three example jobs of the docker-compose stack.
 
     docker compose --profile tools run --rm tools [--clicks N] [--orders N]
-        [--files N] [--rows N] [--run ID]
+        [--files N] [--rows N] [--rate PER_SECOND] [--run ID]
 
 - clicks: JSON click events to the Kafka topic `clicks` (job `clicks`);
 - orders: JSON orders to the RabbitMQ queue `orders`, persistent, with publisher
@@ -25,13 +25,24 @@ def iso(ts):
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def produce_clicks(run, count, rng, now):
+def paced(count, rate):
+    """0..count, at most `rate` per second (0: as fast as possible)."""
+    start = time.monotonic()
+    for i in range(count):
+        if rate:
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        yield i
+
+
+def produce_clicks(run, count, rng, now, rate):
     from confluent_kafka import Producer
 
     errors = []
     producer = Producer({"bootstrap.servers": os.environ["KAFKA_BROKERS"], "acks": "all",
                          "enable.idempotence": True, "linger.ms": 20})
-    for i in range(count):
+    for i in paced(count, rate):
         event = {
             "event_id": f"{run}-c-{i}",
             "user_id": rng.randint(1, 500),
@@ -48,14 +59,14 @@ def produce_clicks(run, count, rng, now):
     print(f"clicks: {count} events to topic clicks", flush=True)
 
 
-def publish_orders(run, count, rng, now):
+def publish_orders(run, count, rng, now, rate):
     import pika
 
     connection = pika.BlockingConnection(pika.URLParameters(os.environ["AMQP_URL"]))
     channel = connection.channel()
     channel.queue_declare("orders", durable=True)
     channel.confirm_delivery()
-    for i in range(count):
+    for i in paced(count, rate):
         order = {
             "order_id": f"{run}-o-{i}",
             "customer": f"c-{rng.randint(1, 200)}",
@@ -92,15 +103,17 @@ def main():
     parser.add_argument("--orders", type=int, default=50)
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--rows", type=int, default=20, help="rows per file")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="most clicks and orders per second (0: as fast as possible)")
     parser.add_argument("--run", default=datetime.now(timezone.utc).strftime("run%Y%m%dT%H%M%S"))
     args = parser.parse_args()
     rng = random.Random(args.run)
     now = datetime.now(timezone.utc)
     print(f"run {args.run}", flush=True)
     if args.clicks:
-        produce_clicks(args.run, args.clicks, rng, now)
+        produce_clicks(args.run, args.clicks, rng, now, args.rate)
     if args.orders:
-        publish_orders(args.run, args.orders, rng, now)
+        publish_orders(args.run, args.orders, rng, now, args.rate)
     if args.files:
         put_files(args.run, args.files, args.rows, rng, now)
     print("done: Parquet appears in s3://lake/{clicks,orders,landing}/ within seconds "
