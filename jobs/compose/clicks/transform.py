@@ -8,9 +8,9 @@ Output row (matches the schema in job.toml; partitioned by event_date):
     {"event_id": "e-1", "user_id": 42, "action": "click", "domain": "shop.example.com",
      "path": "/p/1", "ts": "2026-11-27T10:15:00.123Z", "event_date": "2026-11-27"}
 
-The Python SDK (`sluice_fn`, installed in the Sluice image) turns an exception into a `$error`
-for that record alone, so a bad click goes to the dead-letter destination instead of
-failing the whole batch. See python/README.md.
+The Python SDK (`sluice_fn`, installed system-wide in the Sluice image) turns an
+exception into a `$error` for that record alone, so a bad click goes to the dead-letter
+destination instead of failing the whole batch. See python/README.md.
 """
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
