@@ -59,9 +59,11 @@ engine_stop() {
     kill "$pid" 2>/dev/null || return 0
     local i
     for ((i = 0; i < 60; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.5
     done
+    # The default bridge outlives dockerd; the next start makes it again.
+    ip link delete docker0 2>/dev/null || true
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
