@@ -3,11 +3,12 @@
 # start, and the Ceph RADOS Gateway for bucket notifications with scripts/ceph.sh
 # start), exports their settings (`env` of both), then runs every test target and
 # afterwards the doc tests of the whole workspace, then the Python SDK's tests
-# (scripts/test-python.sh: pytest in a venv under .services/). Extra arguments go to
+# (scripts/test-python.sh: pytest in a venv under .services/), then the docker-compose
+# stack end to end (scripts/compose-e2e.sh). Extra arguments go to
 # both cargo invocations, e.g. `scripts/test.sh kafka -- --nocapture`.
 #
 # Exit status: cargo's (the doc tests only run when the other targets pass), else
-# pytest's.
+# pytest's, else the compose test's.
 # Services found running are left alone; services this run started stay running for
 # the next run and are named at the end (stop them with `scripts/services.sh stop` and
 # `scripts/ceph.sh stop`).
@@ -37,6 +38,16 @@ python_status=0
 scripts/test-python.sh || python_status=$?
 if ((status == 0)); then
     status=$python_status
+fi
+# docker-compose.yml and the Dockerfile, end to end (installs and starts Docker Engine
+# when missing; see the script's header). Only in a whole run (no extra arguments);
+# SLUICE_SKIP_COMPOSE_E2E=1 skips it.
+compose_status=0
+if (($# == 0)) && [[ "${SLUICE_SKIP_COMPOSE_E2E:-0}" != 1 ]]; then
+    scripts/compose-e2e.sh || compose_status=$?
+fi
+if ((status == 0)); then
+    status=$compose_status
 fi
 
 echo "test services: kafka at $SLUICE_TEST_KAFKA_BROKERS, s3 at $SLUICE_TEST_S3_ENDPOINT (bucket $SLUICE_TEST_S3_BUCKET), rgw at $SLUICE_TEST_RGW_ENDPOINT (bucket $SLUICE_TEST_RGW_BUCKET)"

@@ -1,0 +1,1 @@
+../../../jobs/compose/clicks/transform.py
