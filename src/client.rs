@@ -153,8 +153,8 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
-        let body: Value = serde_json::from_str(&response.text().await.unwrap_or_default())
-            .unwrap_or(Value::Null);
+        let body: Value =
+            serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or(Value::Null);
         Err(ClientError::Refused {
             status: status.as_u16(),
             message: body["error"]["message"]

@@ -101,7 +101,11 @@ impl Serve {
             if http_get(self.port, "/healthz").await.as_deref() == Some("ok\n") {
                 return;
             }
-            assert!(Instant::now() < deadline, "serve not healthy:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "serve not healthy:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -208,11 +208,7 @@ async fn metrics(State(state): State<ApiState>, _caller: Caller) -> Response {
          sluice_invocation_records_dropped_total {}\n",
         context.invocations.dropped()
     ));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// A job as the API shows it: the registry's record, the version running here and the

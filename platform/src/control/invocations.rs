@@ -92,7 +92,9 @@ impl BatchObserver for VersionObserver {
         let started_ms = attempt
             .started
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
         let instance = attempt.instance.unwrap_or_default();
         let lines = if instance.is_empty() {
             String::new()

@@ -323,7 +323,11 @@ mod tests {
         }
         emit_stderr_line(&source, b"long", true, &state);
         let lines = lock_lines(&tap.0);
-        assert_eq!(lines.len(), MAX_LOGGED_LINES_PER_BATCH + 6, "suppressed lines too");
+        assert_eq!(
+            lines.len(),
+            MAX_LOGGED_LINES_PER_BATCH + 6,
+            "suppressed lines too"
+        );
         assert_eq!(lines[0], ("job-1".to_owned(), "0: ***".to_owned()));
         assert_eq!(lines.last().unwrap().1, "long [truncated]");
         assert!(lines.iter().all(|(_, line)| !line.contains(secret)));

@@ -106,7 +106,14 @@ impl FailedReport {
                 dead_letters,
                 ..AttemptCounts::default()
             };
-            probe.report(&self.start, runner, events, counts, self.outcome, &self.stderr_tail);
+            probe.report(
+                &self.start,
+                runner,
+                events,
+                counts,
+                self.outcome,
+                &self.stderr_tail,
+            );
         }
     }
 }

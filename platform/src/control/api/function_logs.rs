@@ -76,19 +76,19 @@ pub(super) async fn logs(
         cursor,
         closed: context.logs.closed().clone(),
     };
-    let stream = futures::stream::once(async move { Ok(history) }).chain(
-        futures::stream::unfold(follower, |mut follower| async move {
+    let stream = futures::stream::once(async move { Ok(history) }).chain(futures::stream::unfold(
+        follower,
+        |mut follower| async move {
             let chunk = follower.next_chunk().await?;
             Some((Ok::<_, std::convert::Infallible>(chunk), follower))
-        }),
-    );
+        },
+    ));
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
     )
         .into_response())
 }
-
 
 /// A `follow=true` reader: sends each new line once its batch is known or it has waited
 /// [`HOLD_FOR_BATCH_MS`].

@@ -55,7 +55,10 @@ done"#;
         total(|a| a.records_in, ok),
         total(|a| a.rows_out + a.rejected, ok)
     );
-    assert_eq!(total(|a| a.records_in, ok) + total(|a| a.dead_letters, failed), 20);
+    assert_eq!(
+        total(|a| a.records_in, ok) + total(|a| a.dead_letters, failed),
+        20
+    );
     assert_eq!(total(|a| a.rejected, all), 1);
     assert_eq!(total(|a| a.dead_letters, all), 1);
     let failures: Vec<&BatchAttempt> = attempts.iter().filter(|a| failed(a)).collect();
@@ -65,8 +68,16 @@ done"#;
         assert_eq!(failure.outcome, AttemptOutcome::FunctionError);
         assert_eq!(failure.split, "t/1");
         assert!((failure.first_position..=failure.last_position).contains(&3));
-        assert!(failure.stderr_tail.contains("cannot handle 7"), "{failure:?}");
-        assert!(failure.instance.as_deref().is_some_and(|i| i.starts_with("pipeline-test-")));
+        assert!(
+            failure.stderr_tail.contains("cannot handle 7"),
+            "{failure:?}"
+        );
+        assert!(
+            failure
+                .instance
+                .as_deref()
+                .is_some_and(|i| i.starts_with("pipeline-test-"))
+        );
         assert!(failure.cold_start, "exec mode starts a process per attempt");
     }
     let last = failures.iter().find(|a| a.dead_letters == 1).unwrap();
