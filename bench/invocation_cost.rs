@@ -29,6 +29,11 @@ use sluice_platform::spec::load_job;
 use tokio_util::sync::CancellationToken;
 
 const JOB: &str = "invocation-cost";
+/// Keeps every record of the bench (retention applies to every job), so they can be counted.
+const KEEP_ALL: InvocationRetention = InvocationRetention {
+    max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+    max_per_job: i64::MAX,
+};
 
 #[tokio::main]
 async fn main() {
@@ -58,13 +63,8 @@ async fn main() {
             let stop = CancellationToken::new();
             let mut writer = None;
             if observed {
-                // Keeps every record of the bench, so they can be counted.
-                let retention = InvocationRetention {
-                    max_per_job: i64::MAX,
-                    ..InvocationRetention::default()
-                };
                 let (recorder, task) =
-                    InvocationRecorder::spawn(registry.clone(), retention, stop.clone());
+                    InvocationRecorder::spawn(registry.clone(), KEEP_ALL, stop.clone());
                 let logs = FunctionLogs::default();
                 runtime.observer = Some(Arc::new(VersionObserver {
                     job: JOB.to_owned(),
@@ -130,11 +130,7 @@ async fn main() {
 async fn observer_cost(registry: &Registry) -> (f64, u64) {
     const CALLS: u32 = 100_000;
     let stop = CancellationToken::new();
-    let (recorder, task) = InvocationRecorder::spawn(
-        registry.clone(),
-        InvocationRetention::default(),
-        stop.clone(),
-    );
+    let (recorder, task) = InvocationRecorder::spawn(registry.clone(), KEEP_ALL, stop.clone());
     let logs = FunctionLogs::default();
     let observer = VersionObserver {
         job: "observer-cost".to_owned(),
