@@ -8,7 +8,7 @@
 //! attempts that succeeded took in exactly what they put out), the failing attempts show
 //! `function_error` and the function's last stderr line, the status page shows them, and
 //! `sluice logs` (and `--follow`, as new events arrive) shows the function's lines with
-//! instance and batch.
+//! instance and batch, with the secret the function prints masked.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,15 +27,18 @@ const ADMIN_TOKEN: &str = "adm-3b9e1d7a5c20";
 const RECORDS: usize = 600;
 const POISON: usize = 123;
 const REJECT: usize = 321;
+/// A secret in the function's environment (`${INVOC_E2E_TOKEN}`), which it prints.
+const SECRET: &str = "tok-invoc-4f2a9c81d3";
 
 /// The function: the example transform per record, one stderr line per batch, `$error`
 /// for the record `argv[3]`, exit 3 for any batch holding `argv[2]`.
 const FUNCTION: &str = r#"
-import json, sys
+import json, os, sys
 import transform
 tag, poison, reject = sys.argv[1], sys.argv[2], sys.argv[3]
 records = [json.loads(l) for l in sys.stdin.read().splitlines() if l]
 print(f"{tag}: batch of {len(records)} records from {records[0]['event_id']}", file=sys.stderr, flush=True)
+print(f"{tag}: using token {os.environ['TOKEN']}", file=sys.stderr, flush=True)
 if any(r["event_id"] == poison for r in records):
     print(f"{tag}: refusing the poisoned record {poison}", file=sys.stderr, flush=True)
     sys.exit(3)
@@ -76,6 +79,7 @@ impl Serve {
             .env("AWS_ACCESS_KEY_ID", &env.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
             .env("AWS_REGION", &env.region)
+            .env("INVOC_E2E_TOKEN", SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -117,6 +121,7 @@ impl Serve {
             .arg("--server")
             .arg(self.url())
             .env("SLUICE_TOKEN", ADMIN_TOKEN)
+            .env("INVOC_E2E_TOKEN", SECRET)
             .env("SLUICE_LOG", "warn");
         command
     }
@@ -180,7 +185,8 @@ async fn invocations(registry: Option<&str>) {
         &topic,
         &format!(
             "command = [\"python3\", \"poison.py\", \"{tag}\", \"{poison}\", \"{reject}\"]\n\
-             mode = \"exec\"\nmax_attempts = 2\nretry_backoff = \"100ms\""
+             mode = \"exec\"\nmax_attempts = 2\nretry_backoff = \"100ms\"\n\
+             env = {{ TOKEN = \"${{INVOC_E2E_TOKEN}}\" }}"
         ),
         "",
     );
@@ -272,6 +278,12 @@ async fn invocations(registry: Option<&str>) {
         text.contains(&format!("{tag}: refusing the poisoned record {poison}")),
         "{text}"
     );
+    // Secrets masked as everywhere else: in the lines and in the invocation records.
+    assert!(text.contains(&format!("{tag}: using token ***")), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+    let records_text = serde_json::to_string(&records).unwrap();
+    assert!(records_text.contains("using token ***"));
+    assert!(!records_text.contains(SECRET));
     let json = serve.cli(&["logs", &job.name, "--json", "--limit", "5000"]);
     let lines: Vec<Value> = String::from_utf8(json.stdout)
         .unwrap()
@@ -334,6 +346,10 @@ async fn invocations(registry: Option<&str>) {
     follower.wait().unwrap();
     let logs = serve.logs();
     assert!(!logs.contains(ADMIN_TOKEN), "the token is in a log line");
+    assert!(
+        !logs.contains(SECRET),
+        "the function's secret is in a log line"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
