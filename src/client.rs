@@ -132,6 +132,38 @@ impl Client {
         })
     }
 
+    /// Starts a GET whose body streams (no overall timeout); a 2xx response, or the API's
+    /// error.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .timeout(Duration::from_secs(10 * 365 * 24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                server: self.server.clone(),
+                reason: error.without_url().to_string(),
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value =
+            serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or(Value::Null);
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            message: body["error"]["message"]
+                .as_str()
+                .map_or_else(|| format!("the server answered {status}"), str::to_owned),
+            details: Vec::new(),
+        })
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(reqwest::Method::GET, path, None).await
     }

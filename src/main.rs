@@ -8,6 +8,7 @@ mod head;
 mod init;
 mod invoke;
 mod jobs;
+mod logs;
 mod report;
 mod run;
 mod serve;
@@ -150,6 +151,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A job's function stderr lines on a server, with instance and batch.
+    Logs {
+        name: String,
+        /// Keep printing new lines until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many of the newest lines to print first.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Print the API's JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List and control the jobs of a server.
     Jobs {
         #[command(subcommand)]
@@ -274,6 +290,13 @@ fn main() -> ExitCode {
                 server,
                 json,
             } => jobs::jobs(jobs::JobsCommand::Invocations { name, limit }, server, json).await,
+            Command::Logs {
+                name,
+                follow,
+                limit,
+                server,
+                json,
+            } => logs::logs(name, follow, limit, server, json).await,
         }
     });
     match result {

@@ -71,6 +71,7 @@ pub async fn run(job_dirs: &[PathBuf], options: RunOptions) -> anyhow::Result<Ex
         let runtime = JobRuntime {
             node: Arc::clone(&node),
             status,
+            observer: None,
         };
         run_one(spec, options.once, shutdown.clone(), runtime)
     });

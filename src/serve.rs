@@ -73,6 +73,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<ExitCode> {
         board: StatusBoard::new(),
         node: NodeCapacity::global(options.node_instances),
         invocations,
+        logs: Arc::default(),
     });
     let shutdown = CancellationToken::new();
     crate::run::spawn_signal_handler(shutdown.clone())?;

@@ -58,6 +58,7 @@ use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
 pub use job::{Job, JobOpenError, JobStopper};
+pub use observer::{AttemptOutcome, BatchAttempt, BatchObserver};
 
 /// Why a job stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +99,14 @@ pub fn run_id() -> String {
     format!("{millis:x}-{:x}", std::process::id())
 }
 
-/// What a job shares with the rest of the process: the node's instance slots and the
-/// board its status is published on.
+/// What a job shares with the rest of the process: the node's instance slots, the
+/// board its status is published on, and who is told about each batch attempt.
 #[derive(Debug, Clone)]
 pub struct JobRuntime {
     pub node: Arc<NodeCapacity>,
     pub status: JobStatusHandle,
+    /// Told about every batch attempt (see [`observer`]); none costs nothing.
+    pub observer: Option<Arc<dyn BatchObserver>>,
 }
 
 impl JobRuntime {
@@ -112,6 +115,7 @@ impl JobRuntime {
         Self {
             node: NodeCapacity::global(None),
             status: JobStatusHandle::detached(&spec.name).masking(&spec.secrets),
+            observer: None,
         }
     }
 
@@ -157,6 +161,8 @@ async fn run_pipeline(
         context: BatchContext {
             spec: Arc::new(spec.clone()),
             shutdown: shutdown.clone(),
+            observer: runtime.observer,
+            attempt_ids: observer::AttemptIds::new(&run_id),
         },
         source,
         batcher: Batcher::new(&spec.batch),
@@ -421,6 +427,7 @@ mod batch_runner;
 mod commit_sequence;
 mod dispatch;
 mod job;
+pub mod observer;
 mod scheduling;
 
 #[cfg(test)]

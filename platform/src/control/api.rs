@@ -11,6 +11,7 @@
 //! | `DELETE /v1/jobs/{name}`                | admin | drains, stops, removes from the list |
 //! | `GET /v1/jobs/{name}/versions`          | read  | the job's versions |
 //! | `GET /v1/jobs/{name}/invocations?limit=`| read  | the newest batch attempts |
+//! | `GET /v1/jobs/{name}/logs?follow=`      | read  | the function's stderr lines ([`function_logs`]) |
 //! | `GET /healthz`                          | none  | the process answers |
 //! | `GET /readyz`                           | read  | the registry answers |
 //! | `GET /metrics`                          | read  | Prometheus text, every job |
@@ -59,6 +60,7 @@ pub fn router(state: ApiState, body_limit: usize) -> Router {
         )
         .route("/v1/jobs/{name}/versions", get(versions))
         .route("/v1/jobs/{name}/invocations", get(invocations))
+        .route("/v1/jobs/{name}/logs", get(function_logs::logs))
         .route("/v1/jobs/{name}/{action}", post(act))
         .route("/v1/openapi.json", get(openapi))
         .merge(super::page::routes())
@@ -198,11 +200,15 @@ async fn readyz(State(state): State<ApiState>, _caller: Caller) -> Result<Respon
 }
 
 async fn metrics(State(state): State<ApiState>, _caller: Caller) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus_text(&state.supervisor.context().board.snapshot()),
-    )
-        .into_response()
+    let context = state.supervisor.context();
+    let mut text = prometheus_text(&context.board.snapshot());
+    text.push_str(&format!(
+        "# HELP sluice_invocation_records_dropped_total Invocation records dropped because their writer was behind.\n\
+         # TYPE sluice_invocation_records_dropped_total counter\n\
+         sluice_invocation_records_dropped_total {}\n",
+        context.invocations.dropped()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// A job as the API shows it: the registry's record, the version running here and the
@@ -453,6 +459,8 @@ async fn invocations(
         &json!({ "invocations": records }),
     ))
 }
+
+mod function_logs;
 
 fn query_value<'a>(uri: &'a Uri, key: &str) -> Option<&'a str> {
     uri.query()?

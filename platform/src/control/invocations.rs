@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::logs::JobLog;
 use super::registry::{InvocationRecord, Registry};
+use crate::pipeline::{BatchAttempt, BatchObserver};
 
 /// Records written in one transaction at most.
 pub const FLUSH_RECORDS: usize = 500;
@@ -71,6 +73,60 @@ impl InvocationRecorder {
     /// Records dropped because the writer was behind or stopped.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// One running version's observer: turns its batch attempts into invocation records
+/// (with the stderr lines its instances wrote during the attempt when the failure quotes
+/// none) and queues them.
+#[derive(Debug)]
+pub struct VersionObserver {
+    pub job: String,
+    pub version: i64,
+    pub recorder: InvocationRecorder,
+    pub log: Arc<JobLog>,
+}
+
+impl BatchObserver for VersionObserver {
+    fn attempt(&self, attempt: BatchAttempt) {
+        let started_ms = attempt
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        let instance = attempt.instance.unwrap_or_default();
+        let lines = if instance.is_empty() {
+            String::new()
+        } else {
+            self.log.tag(&instance, &attempt.id, started_ms)
+        };
+        let stderr_tail = if attempt.stderr_tail.is_empty() {
+            lines
+        } else {
+            attempt.stderr_tail
+        };
+        let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.recorder.record(InvocationRecord {
+            job: self.job.clone(),
+            id: attempt.id,
+            version: self.version,
+            instance,
+            started_ms,
+            duration_ms: millis(attempt.duration),
+            cold_start: attempt.cold_start,
+            init_ms: attempt.init_time.map(millis),
+            split: attempt.split,
+            first_position: attempt.first_position.to_string(),
+            last_position: attempt.last_position.to_string(),
+            records_in: count(attempt.records_in),
+            rows_out: count(attempt.rows_out),
+            rejected: count(attempt.rejected),
+            dead_letters: count(attempt.dead_letters),
+            outcome: attempt.outcome.as_str().to_owned(),
+            stderr_tail,
+        });
     }
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod bundle;
 pub mod invocations;
+pub mod logs;
 mod migrations;
 pub mod openapi;
 pub mod page;

@@ -131,6 +131,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/jobs/{name}/logs",
+        summary: "the function's stderr lines on this node, with instance and batch (query: limit, from; follow=true streams NDJSON)",
+        role: Some("read"),
+        ok: (200, "json"),
+        errors: &[400, 404, 503],
+        body: None,
+    },
+    Route {
+        method: "get",
         path: "/v1/openapi.json",
         summary: "this document",
         role: Some("read"),

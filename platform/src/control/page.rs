@@ -281,22 +281,37 @@ async fn job_page(
         body.push_str("<p>No invocations recorded.</p>");
     } else {
         body.push_str(
-            "<table><thead><tr><th>started</th><th>version</th><th>outcome</th>\
-             <th>duration</th><th>cold start</th><th>records in</th><th>rows out</th>\
-             <th>stderr tail</th></tr></thead><tbody>",
+            "<table><thead><tr><th>started</th><th>version</th><th>instance</th>\
+             <th>outcome</th><th>duration</th><th>cold start</th><th>records in</th>\
+             <th>rows out</th><th>rejected / dead letters</th><th>stderr tail</th></tr>\
+             </thead><tbody>",
         );
         for invocation in &invocations {
+            let started = u64::try_from(invocation.started_ms).map_or_else(
+                |_| "-".to_owned(),
+                |ms| {
+                    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                    humantime::format_rfc3339_millis(time).to_string()
+                },
+            );
+            let cold = match (invocation.cold_start, invocation.init_ms) {
+                (false, _) => "no".to_owned(),
+                (true, None) => "yes".to_owned(),
+                (true, Some(init)) => format!("yes (init {init} ms)"),
+            };
             let _ = write!(
                 body,
-                "<tr><td>{started}</td><td>{version}</td><td>{outcome}</td><td>{duration} ms</td>\
-                 <td>{cold}</td><td>{records}</td><td>{rows}</td><td><pre>{stderr}</pre></td></tr>",
-                started = invocation.started_ms,
+                "<tr><td>{started}</td><td>{version}</td><td>{instance}</td><td>{outcome}</td>\
+                 <td>{duration} ms</td><td>{cold}</td><td>{records}</td><td>{rows}</td>\
+                 <td>{rejected} / {dead}</td><td><pre>{stderr}</pre></td></tr>",
                 version = invocation.version,
-                outcome = escape(&invocation.outcome),
+                instance = escape(&invocation.instance),
+                outcome = state_cell(&invocation.outcome),
                 duration = invocation.duration_ms,
-                cold = if invocation.cold_start { "yes" } else { "no" },
                 records = invocation.records_in,
                 rows = invocation.rows_out,
+                rejected = invocation.rejected,
+                dead = invocation.dead_letters,
                 stderr = escape(&invocation.stderr_tail),
             );
         }

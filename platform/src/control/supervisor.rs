@@ -77,6 +77,8 @@ pub struct SupervisorContext {
     pub node: Arc<NodeCapacity>,
     /// Where batch attempts are recorded (written in batches, off the hot path).
     pub invocations: super::invocations::InvocationRecorder,
+    /// The functions' stderr lines, per job (this node's, in memory).
+    pub logs: Arc<super::logs::FunctionLogs>,
 }
 
 /// The version a job runs in this process.
@@ -211,6 +213,8 @@ impl Supervisor {
         match (record, wanted) {
             (None, _) => {
                 self.context.board.remove(job);
+                crate::function::set_stderr_tap(job, None);
+                self.context.logs.remove(job);
                 info!(job, "deleted");
             }
             (Some(_), None) => {
@@ -261,6 +265,7 @@ impl Supervisor {
             }
         });
         futures::future::join_all(drains).await;
+        self.context.logs.close();
         self.closed.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -364,9 +369,18 @@ async fn attempt(
 ) -> Result<JobStats, RunError> {
     let spec = spec_of(&context, &job, version).await?;
     info!(job, version, dir = %spec.dir.display(), "starting version");
+    let log = context.logs.job(&job);
+    crate::function::set_stderr_tap(&job, Some(Arc::clone(&log) as _));
+    let observer = super::invocations::VersionObserver {
+        job: job.clone(),
+        version,
+        recorder: context.invocations.clone(),
+        log,
+    };
     let runtime = JobRuntime {
         node: Arc::clone(&context.node),
         status: context.board.job(&job),
+        observer: Some(Arc::new(observer)),
     };
     run_version(&spec, stop, runtime).await
 }

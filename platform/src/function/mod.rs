@@ -58,6 +58,7 @@ use std::time::Duration;
 pub use encode::{EncodedBatch, encode_batch};
 pub use isolation::harden_platform_process;
 pub use protocol::{FunctionOutput, InvokeError, MemoryEnforcement, RecordError};
+pub use stderr::{StderrTap, set_stderr_tap};
 
 use crate::spec::secret::Secrets;
 use crate::spec::{Encoding, FunctionMode, FunctionSpec};
@@ -102,6 +103,8 @@ pub struct FunctionRunner {
     secrets: Secrets,
     /// The job's user and staged bundle, made with the first instance of any sibling.
     sandbox: Arc<tokio::sync::Mutex<Option<Arc<JobSandbox>>>>,
+    /// The instance the last [`invoke`](Self::invoke) ran on, for invocation records.
+    last_instance: Option<String>,
 }
 
 impl FunctionRunner {
@@ -127,6 +130,7 @@ impl FunctionRunner {
             zygote: (!spec.preload.is_empty()).then(|| Zygote::for_job(job, dir, spec)),
             secrets: Secrets::default(),
             sandbox: Arc::default(),
+            last_instance: None,
         }
     }
 
@@ -153,6 +157,7 @@ impl FunctionRunner {
             zygote: self.zygote.clone(),
             secrets: self.secrets.clone(),
             sandbox: Arc::clone(&self.sandbox),
+            last_instance: None,
         }
     }
 
@@ -258,11 +263,13 @@ impl FunctionRunner {
                 &converted
             }
         };
+        self.last_instance = None;
         match self.spec.mode {
             FunctionMode::Exec => {
                 let job_cgroup = self.job_cgroup()?;
                 let sandbox = self.job_sandbox().await?;
                 let instance = self.next_instance_id();
+                self.last_instance = Some(instance.clone());
                 let context = InstanceContext {
                     job: &self.job,
                     instance: &instance,
@@ -293,6 +300,7 @@ impl FunctionRunner {
             Some(warm) => warm,
             None => self.start_instance().await?,
         };
+        self.last_instance = Some(instance.id().to_owned());
         let result = instance.invoke(batch, &self.spec).await;
         match &result {
             Ok(output) if instance.batches() == 1 => {
@@ -349,6 +357,12 @@ impl FunctionRunner {
     fn next_instance_id(&mut self) -> String {
         let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
         format!("{}-{number}", self.job)
+    }
+
+    /// The instance the last [`invoke`](Self::invoke) ran on (none if it failed before
+    /// one started).
+    pub fn last_instance(&self) -> Option<&str> {
+        self.last_instance.as_deref()
     }
 
     /// The warm stream instance's id, if one is running.

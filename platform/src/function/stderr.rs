@@ -10,8 +10,12 @@
 //! suppressed or not. Lines are masked with the job's secrets before they are logged or
 //! kept (a function printing its own secret environment variable must not put it in the
 //! platform's log, nor in error messages, dead letters or `/status`).
+//!
+//! A job may have a [`StderrTap`] ([`set_stderr_tap`]): every masked line, logged or
+//! suppressed, is handed to it too (`sluice serve` keeps them for `GET …/logs`).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -35,12 +39,37 @@ struct StderrState {
     suppressed_in_batch: u64,
 }
 
-/// Who wrote the lines, for the log records, and what to mask in them.
+/// Receives every stderr line of a job's function instances, masked and without its
+/// newline. Called on the reader task: must queue and return, never wait.
+pub trait StderrTap: Send + Sync + std::fmt::Debug {
+    fn line(&self, instance: &str, line: &str);
+}
+
+/// The taps, by job name; read once per instance start.
+static TAPS: LazyLock<Mutex<HashMap<String, Arc<dyn StderrTap>>>> = LazyLock::new(Mutex::default);
+
+/// Hands the stderr lines of `job`'s instances started from now on to `tap` (none: to
+/// no one).
+pub fn set_stderr_tap(job: &str, tap: Option<Arc<dyn StderrTap>>) {
+    let mut taps = TAPS.lock().unwrap_or_else(PoisonError::into_inner);
+    match tap {
+        Some(tap) => taps.insert(job.to_owned(), tap),
+        None => taps.remove(job),
+    };
+}
+
+fn tap_of(job: &str) -> Option<Arc<dyn StderrTap>> {
+    let taps = TAPS.lock().unwrap_or_else(PoisonError::into_inner);
+    taps.get(job).cloned()
+}
+
+/// Who wrote the lines, for the log records, what to mask in them, and who else gets them.
 #[derive(Debug, Clone)]
 struct Source {
     job: String,
     instance: String,
     secrets: Secrets,
+    tap: Option<Arc<dyn StderrTap>>,
 }
 
 /// The task that reads a process's stderr, and what it kept. The task ends when stderr
@@ -58,6 +87,7 @@ impl StderrLog {
             job: job.to_owned(),
             instance: instance.to_owned(),
             secrets: secrets.clone(),
+            tap: tap_of(job),
         };
         let state = Arc::new(Mutex::new(StderrState::default()));
         let task = tokio::spawn(log_stderr(stderr, source.clone(), Arc::clone(&state)));
@@ -146,6 +176,13 @@ fn emit_stderr_line(source: &Source, line: &[u8], truncated: bool, state: &Mutex
     let text = String::from_utf8_lossy(line);
     let text = source.secrets.redact(&text);
     let marker = if truncated { " [truncated]" } else { "" };
+    if let Some(tap) = &source.tap {
+        if truncated {
+            tap.line(&source.instance, &format!("{text}{marker}"));
+        } else {
+            tap.line(&source.instance, &text);
+        }
+    }
     let log = {
         let mut state = lock(state);
         append_to_tail(&mut state.tail, &text, marker);
@@ -207,6 +244,7 @@ mod tests {
             job: "job".into(),
             instance: "job-1".into(),
             secrets: Secrets::default(),
+            tap: None,
         }
     }
 
@@ -255,6 +293,44 @@ mod tests {
             tail.contains("token *** to https://***@api.example/v1"),
             "{tail}"
         );
+    }
+
+    #[test]
+    fn the_tap_gets_every_line_masked_with_its_instance() {
+        #[derive(Debug, Default)]
+        struct Recording(Mutex<Vec<(String, String)>>);
+        impl StderrTap for Recording {
+            fn line(&self, instance: &str, line: &str) {
+                lock_lines(&self.0).push((instance.to_owned(), line.to_owned()));
+            }
+        }
+        fn lock_lines(
+            lines: &Mutex<Vec<(String, String)>>,
+        ) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+            lines.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+        let secret = "tok-77e1a0c9d4";
+        let tap = Arc::new(Recording::default());
+        set_stderr_tap("tapped-job", Some(Arc::clone(&tap) as _));
+        let mut source = source();
+        source.secrets.insert(secret);
+        source.tap = tap_of("tapped-job");
+        set_stderr_tap("tapped-job", None);
+        assert!(tap_of("tapped-job").is_none());
+        let state = Mutex::new(StderrState::default());
+        for n in 0..MAX_LOGGED_LINES_PER_BATCH + 5 {
+            emit_stderr_line(&source, format!("{n}: {secret}").as_bytes(), false, &state);
+        }
+        emit_stderr_line(&source, b"long", true, &state);
+        let lines = lock_lines(&tap.0);
+        assert_eq!(
+            lines.len(),
+            MAX_LOGGED_LINES_PER_BATCH + 6,
+            "suppressed lines too"
+        );
+        assert_eq!(lines[0], ("job-1".to_owned(), "0: ***".to_owned()));
+        assert_eq!(lines.last().unwrap().1, "long [truncated]");
+        assert!(lines.iter().all(|(_, line)| !line.contains(secret)));
     }
 
     #[test]

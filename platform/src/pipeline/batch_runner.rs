@@ -30,6 +30,9 @@ use sluice_connectors::{CheckpointDelta, Classify, Event, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::observer::{
+    AttemptCounts, AttemptIds, AttemptOutcome, AttemptStart, BatchObserver, BatchProbe,
+};
 use super::{JobError, JobStats, backoff};
 use crate::batcher::Batch;
 use crate::commit::message_ids::message_ids;
@@ -45,6 +48,9 @@ use crate::spec::JobSpec;
 pub(super) struct BatchContext {
     pub spec: Arc<JobSpec>,
     pub shutdown: CancellationToken,
+    /// Told about every attempt, when the job has an observer.
+    pub observer: Option<Arc<dyn BatchObserver>>,
+    pub attempt_ids: AttemptIds,
 }
 
 /// What a finished batch hands back: everything derived from its records, to be made
@@ -74,7 +80,42 @@ enum Attempt {
         attempts: u32,
         /// Whether the records may be at fault (bisecting can isolate them).
         data_fault: bool,
+        /// The last attempt, reported by the caller once it knows whether its records
+        /// went to the dead letters (only with an observer).
+        report: Option<FailedReport>,
     },
+}
+
+/// A failed attempt still to be reported.
+struct FailedReport {
+    start: AttemptStart,
+    outcome: AttemptOutcome,
+    stderr_tail: String,
+}
+
+impl FailedReport {
+    fn send(
+        self,
+        probe: &mut Option<BatchProbe>,
+        runner: &FunctionRunner,
+        events: &[Event],
+        dead_letters: u64,
+    ) {
+        if let Some(probe) = probe {
+            let counts = AttemptCounts {
+                dead_letters,
+                ..AttemptCounts::default()
+            };
+            probe.report(
+                &self.start,
+                runner,
+                events,
+                counts,
+                self.outcome,
+                &self.stderr_tail,
+            );
+        }
+    }
 }
 
 /// Runs `batch` through the function on `runner` (see the module docs).
@@ -103,11 +144,15 @@ pub(super) async fn run_batch(
         busy: Duration::ZERO,
     };
     let max_attempts = spec.function.max_attempts.max(1);
-    let events = outcome.set_aside_unreadable(spec, batch.events);
+    let mut probe = context
+        .observer
+        .as_ref()
+        .map(|observer| BatchProbe::new(observer, &context.attempt_ids));
+    let events = outcome.set_aside_unreadable(spec, batch.events, &mut probe);
     // Depth-first over halves, left first, so output keeps the input's order.
     let mut work = vec![(events, true)];
     while let Some((events, whole)) = work.pop() {
-        let events = outcome.expire(spec, events, batch.opened_at);
+        let events = outcome.expire(spec, events, batch.opened_at, &mut probe);
         if events.is_empty() {
             continue;
         }
@@ -118,14 +163,20 @@ pub(super) async fn run_batch(
         } else {
             1
         };
-        match attempt(context, runner, &events, attempts, &mut outcome).await {
+        match attempt(context, runner, &events, attempts, &mut outcome, &mut probe).await {
             Attempt::Succeeded => {}
             Attempt::Failed {
                 message,
                 attempts,
                 data_fault,
+                report,
             } => {
-                if !data_fault || context.shutdown.is_cancelled() {
+                let stopping = !data_fault || context.shutdown.is_cancelled();
+                if let Some(report) = report {
+                    let dead_letters = u64::from(!stopping && events.len() == 1);
+                    report.send(&mut probe, runner, &events, dead_letters);
+                }
+                if stopping {
                     return Err(JobError::BatchFailed {
                         records,
                         positions: outcome.checkpoint.to_string(),
@@ -157,7 +208,12 @@ pub(super) async fn run_batch(
 impl BatchOutcome {
     /// Moves the records the source could not read to the dead letters, with the
     /// source's reason; returns the others.
-    fn set_aside_unreadable(&mut self, spec: &JobSpec, events: Vec<Event>) -> Vec<Event> {
+    fn set_aside_unreadable(
+        &mut self,
+        spec: &JobSpec,
+        events: Vec<Event>,
+        probe: &mut Option<BatchProbe>,
+    ) -> Vec<Event> {
         if events.iter().all(|event| event.unreadable.is_none()) {
             return events;
         }
@@ -170,13 +226,22 @@ impl BatchOutcome {
             self.dead_letters.push(DeadLetter::new(event, reason, 0));
         }
         self.stats.dead_letters += unreadable.len() as u64;
+        if let Some(probe) = probe {
+            probe.set_aside(&unreadable, AttemptOutcome::Unreadable);
+        }
         readable
     }
 
     /// Moves records older than `function.max_record_age` to the dead letters; returns
     /// the others. Age is measured from the record's timestamp, or from when its batch
     /// opened when it has none.
-    fn expire(&mut self, spec: &JobSpec, events: Vec<Event>, opened_at: Instant) -> Vec<Event> {
+    fn expire(
+        &mut self,
+        spec: &JobSpec,
+        events: Vec<Event>,
+        opened_at: Instant,
+        probe: &mut Option<BatchProbe>,
+    ) -> Vec<Event> {
         let Some(max_age) = spec.function.max_record_age else {
             return events;
         };
@@ -202,6 +267,9 @@ impl BatchOutcome {
         }
         self.stats.expired += expired.len() as u64;
         self.stats.dead_letters += expired.len() as u64;
+        if let Some(probe) = probe {
+            probe.set_aside(&expired, AttemptOutcome::Expired);
+        }
         live
     }
 }
@@ -216,11 +284,13 @@ async fn attempt(
     events: &[Event],
     max_attempts: u32,
     outcome: &mut BatchOutcome,
+    probe: &mut Option<BatchProbe>,
 ) -> Attempt {
     let spec = &context.spec;
     let input = encode_batch(events, spec.function.input);
     let mut attempt = 1;
     loop {
+        let start = probe.as_ref().map(|_| BatchProbe::start(runner));
         let error = match runner.invoke(&input).await {
             Ok(output) => {
                 if output.cold_start {
@@ -228,6 +298,16 @@ async fn attempt(
                 }
                 return match decode(spec, &output) {
                     Ok(rows) => {
+                        if let (Some(probe), Some(start)) = (probe.as_mut(), &start) {
+                            let counts = AttemptCounts {
+                                rows_out: rows.num_rows() as u64,
+                                rejected: output.errors.len() as u64,
+                                dead_letters: 0,
+                                init_time: output.init_time,
+                                cold_start: Some(output.cold_start),
+                            };
+                            probe.report(start, runner, events, counts, AttemptOutcome::Ok, "");
+                        }
                         outcome.accept(spec, rows, &output, events);
                         Attempt::Succeeded
                     }
@@ -239,6 +319,11 @@ async fn attempt(
                             .into_owned(),
                         attempts: attempt,
                         data_fault: true,
+                        report: start.map(|start| FailedReport {
+                            start,
+                            outcome: AttemptOutcome::SchemaError,
+                            stderr_tail: String::new(),
+                        }),
                     },
                 };
             }
@@ -247,12 +332,23 @@ async fn attempt(
         let data_fault = error.is_transient();
         // Logged, dead-lettered and maybe the job's failure reason: never with a secret.
         let message = spec.redact(&error.to_string()).into_owned();
+        let report = start.map(|start| FailedReport {
+            start,
+            outcome: AttemptOutcome::of(&error),
+            stderr_tail: spec
+                .redact(AttemptOutcome::stderr_tail(&error))
+                .into_owned(),
+        });
         if !data_fault || attempt >= max_attempts || context.shutdown.is_cancelled() {
             return Attempt::Failed {
                 message,
                 attempts: attempt,
                 data_fault,
+                report,
             };
+        }
+        if let Some(report) = report {
+            report.send(probe, runner, events, 0);
         }
         let backoff = backoff(spec.function.retry_backoff, attempt);
         warn!(job = %spec.name, attempt, max_attempts, records = events.len(), first = ?events[0].origin, error = %message, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");

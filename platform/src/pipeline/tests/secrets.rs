@@ -177,6 +177,7 @@ async fn a_job_failing_with_its_secret_in_the_error_publishes_the_reason_masked(
     let runtime = JobRuntime {
         node: NodeCapacity::global(None),
         status: board.job(&spec.name),
+        observer: None,
     };
     let shutdown = CancellationToken::new();
     // A batch failing when shutdown is requested stops the job with its last error.
