@@ -15,11 +15,13 @@ pub mod event;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty_store;
 pub mod kafka;
+pub mod range_log;
 pub mod source;
 pub mod vec_source;
 
 pub use checkpoint::{CheckpointDelta, CheckpointError, PositionRange, SplitId};
 pub use event::{Event, Header, Origin};
+pub use range_log::RangeLog;
 pub use source::{Source, SourceError};
 pub use vec_source::VecSource;
 
