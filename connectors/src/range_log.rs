@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{PositionRange, SplitId};
 use crate::source::{Source, SourceError};
@@ -106,6 +107,58 @@ pub fn object_id(bucket: &str, key: &str, etag: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// How a range's markers record its split, field by field: a Kafka partition's topic and
+/// partition, or an object version. These are the fields of every marker written so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SplitRecord {
+    /// Empty for an object version.
+    pub topic: String,
+    /// 0 for an object version.
+    pub partition: i32,
+    pub object: Option<ObjectVersion>,
+}
+
+/// One version of an input object as a marker records it: the input URL, the key below
+/// it, the etag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectVersion {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+}
+
+impl SplitRecord {
+    /// The record of `split`; `None` for splits that cannot be read again.
+    pub fn of(split: &SplitId) -> Option<Self> {
+        match split {
+            SplitId::Kafka { topic, partition } => Some(Self {
+                topic: topic.to_string(),
+                partition: *partition,
+                object: None,
+            }),
+            SplitId::Object { bucket, key, etag } => Some(Self {
+                topic: String::new(),
+                partition: 0,
+                object: Some(ObjectVersion {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    etag: etag.to_string(),
+                }),
+            }),
+            SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => None,
+        }
+    }
+
+    /// The split recorded.
+    pub fn split(&self) -> SplitId {
+        match &self.object {
+            Some(object) => SplitId::object(&object.bucket, &object.key, &object.etag),
+            None => SplitId::kafka(&self.topic, self.partition),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +183,17 @@ mod tests {
             assert_eq!(split.range_folder(), None, "{split}");
             assert_eq!(split.range_owner(), None, "{split}");
         }
+    }
+
+    #[test]
+    fn a_split_record_gives_back_its_split() {
+        for split in [
+            SplitId::kafka("clicks.v1", 3),
+            SplitId::object("s3://in", "a/b.jsonl", ""),
+        ] {
+            assert_eq!(SplitRecord::of(&split).unwrap().split(), split);
+        }
+        assert_eq!(SplitRecord::of(&SplitId::amqp("orders/1")), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Commit markers in the output store: what each range (of a Kafka partition, or of an
-//! object version's lines) wrote, and how far it got.
+//! Commit markers in the output store: what each range (of a Kafka partition's offsets,
+//! or of an object version's lines) wrote, and how far it got.
 //!
 //! A marker is a small JSON object (a [`RangeManifest`]) at a name derived from the range
 //! (see [`super::names`]). Intent and commit markers are written with a create-only
@@ -13,14 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
+use sluice_connectors::range_log::SplitRecord;
 use sluice_connectors::{PositionRange, SplitId};
 
 use super::names::{MarkerKind, marker_file, parse_marker_file, split_marker_name};
 use crate::output::store::OutputLocation;
 
-/// What a range writes: the content of its intent, redo and commit markers. A Kafka
-/// range names its topic and partition; an object range its object version (and no
-/// topic).
+pub use sluice_connectors::range_log::ObjectVersion;
+
+/// What a range writes: the content of its intent, redo and commit markers. It names its
+/// split with the fields of a [`SplitRecord`]: a topic and partition, or an object
+/// version (and no topic).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeManifest {
@@ -40,30 +43,14 @@ pub struct RangeManifest {
     pub dead_letters: Vec<String>,
 }
 
-/// One version of an input object: the input URL, the key below it, the etag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObjectVersion {
-    pub bucket: String,
-    pub key: String,
-    pub etag: String,
-}
-
 impl RangeManifest {
     /// An empty manifest for `range` of `split`; `None` for splits outside the protocol.
     pub fn for_split(split: &SplitId, range: PositionRange) -> Option<Self> {
-        let (topic, partition, object) = match split {
-            SplitId::Kafka { topic, partition } => (topic.to_string(), *partition, None),
-            SplitId::Object { bucket, key, etag } => {
-                let object = ObjectVersion {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    etag: etag.to_string(),
-                };
-                (String::new(), 0, Some(object))
-            }
-            SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => return None,
-        };
+        let SplitRecord {
+            topic,
+            partition,
+            object,
+        } = SplitRecord::of(split)?;
         Some(Self {
             topic,
             partition,
@@ -77,10 +64,12 @@ impl RangeManifest {
 
     /// The split the range belongs to.
     pub fn split(&self) -> SplitId {
-        match &self.object {
-            Some(object) => SplitId::object(&object.bucket, &object.key, &object.etag),
-            None => SplitId::kafka(&self.topic, self.partition),
+        SplitRecord {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            object: self.object.clone(),
         }
+        .split()
     }
 
     pub fn range(&self) -> PositionRange {
