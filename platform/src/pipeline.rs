@@ -34,16 +34,21 @@
 //! shutdown: stop intake → cut the open batches → run and apply them all → commit → stop
 //! the instances
 //! ```
+//!
+//! Parts, each read in one sitting: `intake.rs` (source → batches), `scheduling.rs`
+//! (batches → instances, outcomes applied in split order), `batch_runner.rs` (one batch:
+//! retries, bisection, dead letters), `dispatch.rs` (which batch may start),
+//! `commit_sequence.rs` (the pending commit, step by step), `job.rs` (open, run, stop).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sluice_connectors::{CheckpointDelta, CheckpointError, Event, Origin, Source, SourceError};
+use sluice_connectors::{CheckpointDelta, CheckpointError, Source, SourceError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::batcher::{Batch, Batcher};
+use crate::batcher::Batcher;
 use crate::commit::message_ids::{MessageIdError, MessageIds};
 use crate::commit::{CommitError, Committer};
 use crate::deadletter::{DeadLetterError, DeadLetterSink};
@@ -203,16 +208,6 @@ async fn run_pipeline(
     result.map(|()| stats)
 }
 
-/// How often the autoscaler and the idle-instance reaper run.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
-/// Intake pauses once this many payload bytes wait in batches for an instance. A broker
-/// hands over one partition's backlog in chunks, so the queue must hold more than one
-/// chunk of one partition for the next partition's batches to reach free instances.
-const QUEUE_BYTES: usize = 32 << 20;
-/// Batches that may always wait, however large, and the most that may wait at all.
-const QUEUE_BATCHES_MIN: usize = 4;
-const QUEUE_BATCHES_MAX: usize = 4096;
-
 /// A batch task's result: its ticket, its runner back (none if the task panicked), and
 /// what the batch produced.
 type Finished = (
@@ -294,114 +289,6 @@ impl Pipeline<'_> {
             self.finished(done)?;
         }
     }
-
-    /// Drops events a commit marker already covers (see [`Committer::already_committed`]).
-    fn skip_committed(&mut self, mut events: Vec<Event>) -> Vec<Event> {
-        let before = events.len();
-        let (committer, pending) = (&self.committer, &mut self.pending);
-        events.retain(|event| {
-            let written = committer.already_committed(event);
-            if written && let Origin::Object { .. } = event.origin {
-                // Acknowledged with the next commit, so the object can be done; an `Err`
-                // means the position is pending already.
-                let _ = pending.record(event.origin.split(), event.origin.position());
-            }
-            !written
-        });
-        let skipped = before - events.len();
-        if !self.pending.is_empty() && self.pending_since.is_none() {
-            self.pending_since = Some(Instant::now());
-        }
-        if skipped > 0 {
-            self.stats.skipped_committed += skipped as u64;
-            debug!(job = %self.spec.name, skipped, "skipped redelivered records whose output is already committed");
-        }
-        events
-    }
-
-    /// Batches `events`; a duplicate AMQP message (see `message_ids`) is not batched but
-    /// queued, in its split's order, to be acknowledged only.
-    fn take(&mut self, events: Vec<Event>) -> Result<(), JobError> {
-        if self.message_ids.is_none() {
-            let full = self.batcher.push(events, Instant::now())?;
-            self.enqueue(full);
-            return Ok(());
-        }
-        let mut run = Vec::with_capacity(events.len());
-        for event in events {
-            let duplicate = self
-                .message_ids
-                .as_mut()
-                .is_some_and(|ids| ids.is_duplicate(&event));
-            if !duplicate {
-                run.push(event);
-                continue;
-            }
-            let now = Instant::now();
-            let split = event.origin.split();
-            let full = self.batcher.push(std::mem::take(&mut run), now)?;
-            self.enqueue(full);
-            let open = self.batcher.cut_split(&split);
-            self.enqueue(open.into_iter().collect());
-            debug!(job = %self.spec.name, origin = ?event.origin, "duplicate message: its message_id was already processed; acknowledging it without running it");
-            self.stats.duplicates += 1;
-            let position = event.origin.position();
-            self.enqueue(vec![Batch::acknowledge_only(split, position, now)?]);
-        }
-        let full = self.batcher.push(run, Instant::now())?;
-        self.enqueue(full);
-        Ok(())
-    }
-
-    fn enqueue(&mut self, batches: Vec<Batch>) {
-        for batch in batches {
-            self.dispatch.enqueue(batch);
-        }
-    }
-
-    /// Consumes until shutdown, the end of a finite source, or a batch failure.
-    async fn intake(&mut self) -> Result<(), JobError> {
-        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            if self.failure.is_some() {
-                return Ok(());
-            }
-            let batch_deadline = self.batcher.deadline();
-            let flush_deadline = self.commit_deadline();
-            let queued = self.dispatch.queued_batches();
-            let room = queued < QUEUE_BATCHES_MIN
-                || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < QUEUE_BYTES);
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => {
-                    info!(job = %self.spec.name, "shutdown requested: finishing the open batches");
-                    return Ok(());
-                }
-                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
-                    self.finished(done)?;
-                }
-                () = sleep_until(batch_deadline) => {
-                    let due = self.batcher.cut_if_due(Instant::now());
-                    self.enqueue(due);
-                }
-                () = sleep_until(flush_deadline) => {}
-                _ = maintenance.tick() => self.maintain().await,
-                events = self.source.next_events(), if room => match events? {
-                    Some(events) => {
-                        let events = self.skip_committed(events);
-                        self.take(events)?;
-                    }
-                    None => return Ok(()),
-                },
-            }
-            self.start_batches();
-            // A redo commits its whole range at once, with the range's own boundaries.
-            if self.commit_due(Instant::now()) && !self.committer.redoing() {
-                self.commit().await?;
-            }
-        }
-    }
 }
 
 /// `base * 2^(attempt-1)`, capped at 60 s, with ±25 % jitter so retries of many jobs
@@ -416,16 +303,10 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 mod batch_runner;
 mod commit_sequence;
 mod dispatch;
+mod intake;
 mod job;
 pub mod observer;
 mod scheduling;

@@ -9,12 +9,10 @@ use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
 use sluice_connectors::kafka::KafkaSource;
 use sluice_connectors::{Source, SourceError};
 
+use sluice_connectors::RangeLog;
+use sluice_connectors::bucket::range::ObjectRangeLog;
 use sluice_connectors::kafka::KafkaPartitionLog;
 
-use crate::commit::{
-    ObjectInput, RecoveryError, RecoveryReport, recover_objects, recover_partitions,
-};
-use crate::deadletter::dead_letter_location;
 use crate::output::store::{StoreError, open_store};
 use crate::spec::{BucketDiscovery, BucketTriggerSpec, JobSpec, NotificationFeedSpec, TriggerSpec};
 
@@ -31,15 +29,6 @@ pub struct ConnectOptions {
     pub stop_when_idle: bool,
 }
 
-/// The Kafka topic a job reads, when its trigger is Kafka: the topic whose partitions
-/// the commit protocol names its ranges after.
-pub fn kafka_topic(spec: &JobSpec) -> Option<&str> {
-    match &spec.trigger {
-        TriggerSpec::Kafka(kafka) => Some(&kafka.topic),
-        TriggerSpec::Amqp(_) | TriggerSpec::Bucket(_) => None,
-    }
-}
-
 /// The queue whose messages are de-duplicated by `message_id`, when the trigger is AMQP.
 pub fn deduplicated_queue(spec: &JobSpec) -> Option<&str> {
     match &spec.trigger {
@@ -48,32 +37,25 @@ pub fn deduplicated_queue(spec: &JobSpec) -> Option<&str> {
     }
 }
 
-/// Recovers a job's output before its source connects: the recovery its trigger needs
-/// (Kafka partitions, object versions; AMQP queues have nothing to recover).
-pub async fn recover(spec: &JobSpec) -> Result<RecoveryReport, RecoveryError> {
-    let output = || -> Result<_, StoreError> {
-        let output = open_store(&spec.output.url, &spec.output.options)?;
-        let dead_letters = dead_letter_location(spec, &output)?;
-        Ok((output, dead_letters))
-    };
-    match &spec.trigger {
+/// The splits of a job's trigger that can be read again, for the commit protocol and
+/// its recovery: a Kafka topic's partitions, a bucket's object versions; `None` for an
+/// AMQP queue (at-least-once, duplicates dropped by `message_id`). Opens nothing remote.
+pub fn range_log(spec: &JobSpec) -> Result<Option<Box<dyn RangeLog>>, StoreError> {
+    Ok(match &spec.trigger {
         TriggerSpec::Kafka(kafka) => {
-            let (output, dead_letters) = output()?;
-            let log = KafkaPartitionLog::new(kafka.clone());
-            recover_partitions(spec, &kafka.topic, output, dead_letters, &log).await
+            Some(Box::new(KafkaPartitionLog::new(kafka.clone())))
         }
-        TriggerSpec::Bucket(bucket) => {
-            let (output, dead_letters) = output()?;
-            recover_objects(spec, &object_input(bucket)?, output, dead_letters).await
-        }
-        TriggerSpec::Amqp(_) => Ok(RecoveryReport::default()),
-    }
+        TriggerSpec::Bucket(bucket) => Some(Box::new(object_range_log(bucket)?)),
+        TriggerSpec::Amqp(_) => None,
+    })
 }
 
-/// Where a bucket trigger's input objects are, for recovery to read lines again.
-pub fn object_input(bucket: &BucketTriggerSpec) -> Result<ObjectInput, StoreError> {
-    Ok(ObjectInput {
-        store: open_store(&bucket.url, &bucket.options)?,
+/// A bucket trigger's input objects, for recovery to read lines again.
+pub fn object_range_log(bucket: &BucketTriggerSpec) -> Result<ObjectRangeLog, StoreError> {
+    let input = open_store(&bucket.url, &bucket.options)?;
+    Ok(ObjectRangeLog {
+        store: input.store,
+        prefix: input.prefix,
         keys_below_prefix: matches!(bucket.discovery, BucketDiscovery::Listing),
         format: bucket.format,
         compression: bucket.compression,
@@ -81,8 +63,8 @@ pub fn object_input(bucket: &BucketTriggerSpec) -> Result<ObjectInput, StoreErro
 }
 
 /// Connects the job's source. Nothing is consumed until the pipeline asks for events.
-/// For a Kafka job, run [`recover`] first (as [`crate::pipeline::Job::open`]
-/// does): the source joins the group and resumes from its committed offsets, which
+/// Run recovery over the job's [`range_log`] first (as [`crate::pipeline::Job::open`]
+/// does): a Kafka source joins the group and resumes from its committed offsets, which
 /// recovery completes.
 pub async fn connect_source(
     spec: &JobSpec,

@@ -1,5 +1,6 @@
 //! Reading lines `first..=last` of one object version again, for the platform's recovery
-//! of an unfinished object range (see `platform/src/commit/design.md`).
+//! of an unfinished object range (see `platform/src/commit/design.md`): [`ObjectRangeLog`]
+//! is the bucket trigger's [`RangeLog`].
 //!
 //! The events are the ones the bucket source produced the first time (same origins, same
 //! line numbers), so the redo's output has the same names. The object must still be the
@@ -9,17 +10,72 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::reader::{InputCompression, InputFormat, resolve};
-use super::source::{ReadItem, read_object};
-use crate::checkpoint::PositionRange;
+use super::source::{ReadItem, object_location, read_object};
+use crate::checkpoint::{PositionRange, SplitId};
 use crate::event::{Event, Origin};
-use crate::source::SourceError;
+use crate::range_log::{OBJECT_RANGES, RangeLog};
+use crate::source::{Source, SourceError};
 use crate::vec_source::VecSource;
+
+/// A bucket trigger's input objects as a [`RangeLog`]: its splits are object versions.
+/// Nothing to heal: the bucket source's cursor marks an object done only after its last
+/// line is acknowledged, and lines a commit marker covers are skipped (and acknowledged)
+/// when the object is read again.
+#[derive(Debug, Clone)]
+pub struct ObjectRangeLog {
+    /// The input URL's store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The input URL's prefix inside the store (empty for none).
+    pub prefix: Path,
+    /// True when splits name keys relative to `prefix` (listing), false when they name
+    /// the bucket's own keys (notifications).
+    pub keys_below_prefix: bool,
+    pub format: InputFormat,
+    pub compression: InputCompression,
+}
+
+#[async_trait]
+impl RangeLog for ObjectRangeLog {
+    fn range_folder(&self) -> String {
+        OBJECT_RANGES.to_owned()
+    }
+
+    async fn read_range(
+        &self,
+        split: &SplitId,
+        range: PositionRange,
+    ) -> Result<Box<dyn Source>, SourceError> {
+        let SplitId::Object { bucket, key, etag } = split else {
+            return Err(SourceError::Internal {
+                connector: "bucket",
+                message: format!("split {split} is not an object version"),
+            });
+        };
+        let prefix = self.prefix.as_ref();
+        let location = if self.keys_below_prefix && !prefix.is_empty() {
+            object_location(&format!("{prefix}/{key}"))
+        } else {
+            object_location(key)
+        };
+        let request = ObjectRangeRequest {
+            store: self.store.clone(),
+            location,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: etag.to_string(),
+            format: self.format,
+            compression: self.compression,
+        };
+        Ok(Box::new(read_object_range(request, range).await?))
+    }
+}
 
 /// One object version and where it is read from.
 #[derive(Debug, Clone)]

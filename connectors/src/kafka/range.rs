@@ -2,7 +2,8 @@
 //! offsets, without joining the group: what recovery of the exactly-once commit protocol
 //! needs from Kafka.
 //!
-//! [`PartitionLog`] is the small contract the platform's recovery uses;
+//! [`PartitionLog`] is the small contract of one topic's partitions; every
+//! `PartitionLog` is the [`RangeLog`] the platform's recovery uses for a Kafka job.
 //! [`KafkaPartitionLog`] implements it with librdkafka, and tests implement it over a
 //! `Vec`. Its consumers use `assign` (never `subscribe`), so they are not members of the
 //! job's group: reading a range does not disturb the group, and an offset commit is sent
@@ -28,8 +29,9 @@ use tracing::{debug, warn};
 
 use super::config::KafkaSourceConfig;
 use super::poll_loop::event_from_message;
-use crate::checkpoint::{CheckpointDelta, PositionRange};
+use crate::checkpoint::{CheckpointDelta, PositionRange, SplitId};
 use crate::event::Event;
+use crate::range_log::{RangeLog, partition_ranges};
 use crate::source::{Source, SourceError};
 
 /// Most events in one chunk of a range read.
@@ -47,6 +49,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// committed offsets.
 #[async_trait]
 pub trait PartitionLog: Send + Sync {
+    /// The topic whose partitions these are.
+    fn topic(&self) -> &str;
+
     /// A finite source over the records of `partition` at offsets `range.first..=range.last`,
     /// in offset order. It ends after the record at `range.last`, or at the end of the
     /// partition, whichever comes first; offsets missing inside the range (compaction,
@@ -67,6 +72,63 @@ pub trait PartitionLog: Send + Sync {
     /// Commits `offsets` (partition → next offset to read) for the group, as a client
     /// outside the group.
     async fn commit_offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), SourceError>;
+}
+
+/// A topic's partitions as a [`RangeLog`]: its splits are the topic's partitions, and
+/// healing commits the group's offsets up to the committed ranges.
+#[async_trait]
+impl<L: PartitionLog> RangeLog for L {
+    fn range_folder(&self) -> String {
+        partition_ranges(self.topic())
+    }
+
+    async fn read_range(
+        &self,
+        split: &SplitId,
+        range: PositionRange,
+    ) -> Result<Box<dyn Source>, SourceError> {
+        match split {
+            SplitId::Kafka { topic, partition } if **topic == *self.topic() => {
+                PartitionLog::read_range(self, *partition, range).await
+            }
+            _ => Err(SourceError::Internal {
+                connector: "kafka",
+                message: format!("split {split} is not a partition of topic {}", self.topic()),
+            }),
+        }
+    }
+
+    async fn heal(
+        &self,
+        latest: &BTreeMap<SplitId, PositionRange>,
+    ) -> Result<BTreeMap<SplitId, i64>, SourceError> {
+        let latest: BTreeMap<i32, PositionRange> = latest
+            .iter()
+            .filter_map(|(split, range)| match split {
+                SplitId::Kafka { topic, partition } if **topic == *self.topic() => {
+                    Some((*partition, *range))
+                }
+                _ => None,
+            })
+            .collect();
+        if latest.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let partitions: Vec<i32> = latest.keys().copied().collect();
+        let committed = self.committed_offsets(&partitions).await?;
+        let behind: BTreeMap<i32, i64> = latest
+            .iter()
+            .filter(|(p, range)| committed.get(p).is_none_or(|&c| c <= range.last))
+            .map(|(&p, range)| (p, range.last + 1))
+            .collect();
+        if !behind.is_empty() {
+            self.commit_offsets(&behind).await?;
+        }
+        Ok(behind
+            .into_iter()
+            .map(|(partition, next)| (SplitId::kafka(self.topic(), partition), next))
+            .collect())
+    }
 }
 
 /// [`PartitionLog`] over a real Kafka topic, with the job's trigger configuration.
@@ -118,6 +180,10 @@ fn join_error(error: tokio::task::JoinError) -> SourceError {
 
 #[async_trait]
 impl PartitionLog for KafkaPartitionLog {
+    fn topic(&self) -> &str {
+        &self.config.topic
+    }
+
     async fn read_range(
         &self,
         partition: i32,

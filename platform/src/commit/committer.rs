@@ -1,5 +1,7 @@
 //! The commit protocol as the pipeline drives it, one range per split per commit: offsets
-//! of a Kafka partition, or lines of one object version. See `design.md` beside this file for the state machine and the crash analysis.
+//! of a Kafka partition, or lines of one object version — any split a connector can read
+//! again (`sluice_connectors::RangeLog`). See `design.md` beside this file for the state
+//! machine and the crash analysis.
 //!
 //! ```text
 //! let ranges  = committer.ranges(&pending);             // names the objects
@@ -7,19 +9,19 @@
 //! let staged  = committer.stage(&ranges, objects, dead_letters).await?;  // intents
 //! sink.flush().await?; dead_letters.flush(&ranges).await?;               // uploads
 //! let done    = staged.commit(&mut committer).await?;   // commit markers
-//! source.ack(&pending).await?;                          // Kafka offsets
+//! source.ack(&pending).await?;                          // offsets, cursor
 //! committer.prune(&done).await;                         // older markers
 //! ```
 //!
 //! Invariants: an object named from a range is uploaded only after the range's intent (or
 //! redo) marker lists it; a commit marker is written only after every object it lists is
-//! durable; positions are acknowledged only after the commit marker. Splits that are
-//! neither Kafka partitions nor object versions take no part (their output keeps run-id
-//! names, at-least-once).
+//! durable; positions are acknowledged only after the commit marker. Splits that cannot be
+//! read again (AMQP queues, samples; `SplitId::range_folder` is `None`) take no part
+//! (their output keeps run-id names, at-least-once).
 
 use std::collections::BTreeMap;
 
-use sluice_connectors::{CheckpointDelta, Event, Origin, PositionRange, SplitId};
+use sluice_connectors::{CheckpointDelta, Event, PositionRange, RangeLog, SplitId};
 use tracing::{debug, info, warn};
 
 use super::marker::{CommitError, MarkerStore, RangeManifest, delete_object};
@@ -32,7 +34,7 @@ pub struct Committer {
     markers: MarkerStore,
     /// Where the job's dead letters go (a redo deletes stale ones there).
     dead_letters: OutputLocation,
-    /// Per Kafka split or object version, the latest range with a commit marker.
+    /// Per split that takes part, the latest range with a commit marker.
     committed: BTreeMap<SplitId, PositionRange>,
     /// Recovery only: per split, the range being written again, listing every object an
     /// earlier attempt may have written.
@@ -40,46 +42,31 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// A committer for a normal run over `topic`'s partitions (`None`: the job reads no
-    /// Kafka topic). Reads the latest commit marker of every partition, so events at or
-    /// below it are recognised as already written. Fails with
+    /// A committer for a normal run over the splits of `log` (`None`: the job's splits
+    /// cannot be read again, so none takes part). Reads the latest commit marker of every
+    /// split, so events at or below it are recognised as already written. Fails with
     /// [`CommitError::Unfinished`] when a range was left unfinished: recovery must run
     /// first, or the next range would be written beside the unfinished one's objects.
     pub async fn load(
         output: OutputLocation,
         dead_letters: OutputLocation,
-        topic: Option<&str>,
+        log: Option<&dyn RangeLog>,
     ) -> Result<Self, CommitError> {
         let markers = MarkerStore::new(output);
         let mut committed = BTreeMap::new();
-        if let Some(topic) = topic {
-            for (partition, found) in markers.list(topic).await? {
+        if let Some(log) = log {
+            for (split, found) in markers.list(&log.range_folder()).await? {
                 if let Some(range) = found.unfinished() {
                     return Err(CommitError::Unfinished {
                         url: markers.location().url.clone(),
-                        topic: topic.to_owned(),
-                        partition,
+                        split: split.to_string(),
                         first: range.first,
                         last: range.last,
                     });
                 }
                 if let Some(range) = found.latest_commit() {
-                    committed.insert(SplitId::kafka(topic, partition), range);
+                    committed.insert(split, range);
                 }
-            }
-        }
-        // Object versions: one LIST, empty unless the job reads a bucket.
-        for (split, found) in markers.list_objects().await? {
-            if let Some(range) = found.unfinished() {
-                return Err(CommitError::UnfinishedObject {
-                    url: markers.location().url.clone(),
-                    object: split.to_string(),
-                    first: range.first,
-                    last: range.last,
-                });
-            }
-            if let Some(range) = found.latest_commit() {
-                committed.insert(split, range);
             }
         }
         Ok(Self {
@@ -112,19 +99,13 @@ impl Committer {
         }
     }
 
-    /// True when a commit marker already covers `event` (a Kafka record at or below the
-    /// last offset of its partition's latest committed range, or a line of an object
-    /// version at or below its latest committed range): its output is written, and
-    /// writing it again would duplicate it.
+    /// True when a commit marker already covers `event` (a record at or below the last
+    /// position of its split's latest committed range: a Kafka offset, a line of an object
+    /// version): its output is written, and writing it again would duplicate it.
     pub fn already_committed(&self, event: &Event) -> bool {
-        let position = match &event.origin {
-            Origin::Kafka { offset, .. } => *offset,
-            Origin::Object { line, .. } => *line as i64,
-            _ => return false,
-        };
         self.committed
             .get(&event.origin.split())
-            .is_some_and(|range| position <= range.last)
+            .is_some_and(|range| event.origin.position() <= range.last)
     }
 
     /// True while a redo is unfinished: its range must be committed even if it read
@@ -134,9 +115,9 @@ impl Committer {
     }
 
     /// The range each split's output of this commit is named from: the pending positions
-    /// (of an object version, only those after its committed range: positions the
-    /// pipeline skipped as already written are acknowledged, never named), or in a redo
-    /// the unfinished range's own boundaries.
+    /// after the split's committed range (positions the pipeline skipped as already
+    /// written, such as the lines of an object read again, are acknowledged, never
+    /// named), or in a redo the unfinished range's own boundaries.
     pub fn ranges(&self, pending: &CheckpointDelta) -> BTreeMap<SplitId, PositionRange> {
         if self.redoing() {
             return self
@@ -148,13 +129,7 @@ impl Committer {
         pending
             .iter()
             .filter_map(|(split, range)| {
-                match split {
-                    SplitId::Kafka { .. } => return Some((split.clone(), *range)),
-                    SplitId::Object { .. } => {}
-                    SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => {
-                        return None;
-                    }
-                }
+                split.range_folder()?;
                 let after = self.committed.get(split).map_or(i64::MIN, |c| c.last + 1);
                 let range = PositionRange {
                     first: range.first.max(after),
@@ -196,8 +171,8 @@ impl Committer {
         Ok(Staged { manifests })
     }
 
-    /// Step (e): after the offsets are acknowledged, deletes the markers of each
-    /// partition's previous committed range; the latest intent and commit stay. Failures
+    /// Step (e): after the positions are acknowledged, deletes the markers of each
+    /// split's previous committed range; the latest intent and commit stay. Failures
     /// are only logged: a later prune or recovery deletes what is left.
     pub async fn prune(&self, done: &Committed) {
         for (manifest, previous) in &done.ranges {
@@ -225,7 +200,7 @@ pub struct Staged {
     manifests: Vec<RangeManifest>,
 }
 
-/// Ranges whose commit markers are durable, with each partition's previously committed
+/// Ranges whose commit markers are durable, with each split's previously committed
 /// range (for pruning).
 #[derive(Debug)]
 pub struct Committed {

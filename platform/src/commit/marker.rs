@@ -1,5 +1,5 @@
-//! Commit markers in the output store: what each range (of a Kafka partition, or of an
-//! object version's lines) wrote, and how far it got.
+//! Commit markers in the output store: what each range (of a Kafka partition's offsets,
+//! or of an object version's lines) wrote, and how far it got.
 //!
 //! A marker is a small JSON object (a [`RangeManifest`]) at a name derived from the range
 //! (see [`super::names`]). Intent and commit markers are written with a create-only
@@ -13,16 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
+use sluice_connectors::range_log::SplitRecord;
 use sluice_connectors::{Classify, PositionRange, Retry, SplitId};
 
-use super::names::{
-    MarkerKind, OBJECT_MARKER_ROOT, parse_marker_file, split_marker_name, topic_folder,
-};
+use super::names::{MarkerKind, marker_file, parse_marker_file, split_marker_name};
 use crate::output::store::OutputLocation;
 
-/// What a range writes: the content of its intent, redo and commit markers. A Kafka
-/// range names its topic and partition; an object range its object version (and no
-/// topic).
+pub use sluice_connectors::range_log::ObjectVersion;
+
+/// What a range writes: the content of its intent, redo and commit markers. It names its
+/// split with the fields of a [`SplitRecord`]: a topic and partition, or an object
+/// version (and no topic).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeManifest {
@@ -42,30 +43,14 @@ pub struct RangeManifest {
     pub dead_letters: Vec<String>,
 }
 
-/// One version of an input object: the input URL, the key below it, the etag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObjectVersion {
-    pub bucket: String,
-    pub key: String,
-    pub etag: String,
-}
-
 impl RangeManifest {
     /// An empty manifest for `range` of `split`; `None` for splits outside the protocol.
     pub fn for_split(split: &SplitId, range: PositionRange) -> Option<Self> {
-        let (topic, partition, object) = match split {
-            SplitId::Kafka { topic, partition } => (topic.to_string(), *partition, None),
-            SplitId::Object { bucket, key, etag } => {
-                let object = ObjectVersion {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    etag: etag.to_string(),
-                };
-                (String::new(), 0, Some(object))
-            }
-            SplitId::Amqp { .. } | SplitId::Sample | SplitId::DeadLetter { .. } => return None,
-        };
+        let SplitRecord {
+            topic,
+            partition,
+            object,
+        } = SplitRecord::of(split)?;
         Some(Self {
             topic,
             partition,
@@ -79,10 +64,12 @@ impl RangeManifest {
 
     /// The split the range belongs to.
     pub fn split(&self) -> SplitId {
-        match &self.object {
-            Some(object) => SplitId::object(&object.bucket, &object.key, &object.etag),
-            None => SplitId::kafka(&self.topic, self.partition),
+        SplitRecord {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            object: self.object.clone(),
         }
+        .split()
     }
 
     pub fn range(&self) -> PositionRange {
@@ -118,27 +105,17 @@ pub enum CommitError {
         source: object_store::Error,
     },
     #[error(
-        "commit marker {path} already exists and lists other objects: another instance of this job writes the same partition, or the markers were edited; stop the other writer"
+        "commit marker {path} already exists and lists other objects: another instance of this job writes the same split, or the markers were edited; stop the other writer"
     )]
     Conflict { path: String },
     #[error("commit marker {path} is not a valid marker: {message} (edited or damaged)")]
     Corrupt { path: String, message: String },
     #[error(
-        "output {url}: partition {partition} of topic {topic} has an unfinished range {first}..={last} (an intent without a commit marker); run recovery before consuming"
+        "output {url}: split {split} has an unfinished range {first}..={last} (an intent without a commit marker); run recovery before consuming"
     )]
     Unfinished {
         url: String,
-        topic: String,
-        partition: i32,
-        first: i64,
-        last: i64,
-    },
-    #[error(
-        "output {url}: object {object} has an unfinished range of lines {first}..={last} (an intent without a commit marker); run recovery before consuming"
-    )]
-    UnfinishedObject {
-        url: String,
-        object: String,
+        split: String,
         first: i64,
         last: i64,
     },
@@ -153,7 +130,7 @@ impl Classify for CommitError {
     }
 }
 
-/// Marker ranges found for one partition.
+/// Marker ranges found for one split.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PartitionMarkers {
     pub intents: BTreeSet<(i64, i64)>,
@@ -162,7 +139,7 @@ pub struct PartitionMarkers {
 }
 
 impl PartitionMarkers {
-    /// The committed range with the highest offsets.
+    /// The committed range with the highest positions.
     pub fn latest_commit(&self) -> Option<PositionRange> {
         self.commits
             .last()
@@ -283,20 +260,15 @@ impl MarkerStore {
             })
     }
 
-    /// Every marker of `topic`, by partition. Objects that are not markers are ignored.
-    pub async fn list(&self, topic: &str) -> Result<BTreeMap<i32, PartitionMarkers>, CommitError> {
-        let found = self.list_folders(&topic_folder(topic)).await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|(partition, markers)| Some((partition.parse().ok()?, markers)))
-            .collect())
-    }
-
-    /// Every object version's markers, by split. A folder's split is read from its
-    /// latest marker (one read per object version).
-    pub async fn list_objects(&self) -> Result<BTreeMap<SplitId, PartitionMarkers>, CommitError> {
+    /// Every split's markers below `folder` (a range log's folder, one sub-folder per
+    /// split), by split. A sub-folder's split is read from its latest marker (one read
+    /// per split); objects that are not markers are ignored.
+    pub async fn list(
+        &self,
+        folder: &str,
+    ) -> Result<BTreeMap<SplitId, PartitionMarkers>, CommitError> {
         let mut by_split = BTreeMap::new();
-        for (id, markers) in self.list_folders(OBJECT_MARKER_ROOT).await? {
+        for (group, markers) in self.list_folders(folder).await? {
             let latest = markers
                 .intents
                 .last()
@@ -310,10 +282,8 @@ impl MarkerStore {
             let Some((first, last, kind)) = latest else {
                 continue;
             };
-            let name = format!(
-                "{OBJECT_MARKER_ROOT}/{id}/{first:020}-{last:020}.{}",
-                kind.suffix()
-            );
+            let range = PositionRange { first, last };
+            let name = format!("{folder}/{group}/{}", marker_file(range, kind));
             let manifest = self
                 .get_named(&name)
                 .await?

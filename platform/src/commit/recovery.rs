@@ -1,21 +1,22 @@
-//! Recovery on start: finishes every range a crash left unfinished, then makes the
-//! group's committed offsets reach every committed range. Runs before the job's source
-//! joins its consumer group. See `design.md` for why each step is safe to repeat.
+//! Recovery on start: finishes every range a crash left unfinished, then lets the
+//! connector bring its own positions up to the committed ranges. Runs before the job's
+//! source connects (a Kafka source joins its consumer group only afterwards). One loop
+//! for every trigger whose splits can be read again: what differs per kind of split is
+//! the connector's [`RangeLog`]. See `design.md` for why each step is safe to repeat.
 //!
 //! ```text
-//! for partition in markers(topic):
+//! for split in markers(log.range_folder()):
 //!     if latest intent has no commit marker:
-//!         redo: read offsets first..=last again → function → schema → same object names;
-//!               delete objects earlier attempts listed that the redo did not write;
-//!               commit marker
+//!         redo: log.read_range(split, first..=last) → function → schema → same object
+//!               names; delete objects earlier attempts listed that the redo did not
+//!               write; commit marker
 //!     delete markers older than the latest committed range
-//! group offsets := max(committed, latest committed last + 1) for every partition
+//! log.heal(latest committed range of every split)     // e.g. a group's offsets
 //! ```
 
 use std::collections::BTreeMap;
 
-use sluice_connectors::kafka::PartitionLog;
-use sluice_connectors::{PositionRange, SourceError, SplitId};
+use sluice_connectors::{PositionRange, RangeLog, SourceError, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -33,33 +34,17 @@ pub enum RecoveryError {
     Store(#[from] StoreError),
     #[error("recovery: {0}")]
     Commit(#[from] CommitError),
-    #[error("recovery: reading partition {partition} offsets {first}..={last} again: {source}")]
+    #[error("recovery: reading positions {first}..={last} of {split} again: {source}")]
     Read {
-        partition: i32,
+        split: SplitId,
         first: i64,
         last: i64,
         #[source]
         source: SourceError,
     },
-    #[error("recovery: reading lines {first}..={last} of object {object} again: {source}")]
-    ReadObject {
-        object: String,
-        first: i64,
-        last: i64,
-        #[source]
-        source: SourceError,
-    },
-    #[error("recovery: writing lines {first}..={last} of object {object} again: {source}")]
-    RedoObject {
-        object: String,
-        first: i64,
-        last: i64,
-        #[source]
-        source: Box<JobError>,
-    },
-    #[error("recovery: writing partition {partition} offsets {first}..={last} again: {source}")]
+    #[error("recovery: writing positions {first}..={last} of {split} again: {source}")]
     Redo {
-        partition: i32,
+        split: SplitId,
         first: i64,
         last: i64,
         #[source]
@@ -70,90 +55,109 @@ pub enum RecoveryError {
 /// What recovery did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Unfinished ranges written again and committed, by partition.
-    pub redone: BTreeMap<i32, PositionRange>,
-    /// Unfinished object ranges written again and committed, by object key.
-    pub redone_objects: BTreeMap<String, PositionRange>,
-    /// Group offsets moved forward to the committed ranges (partition → next offset).
-    pub healed: BTreeMap<i32, i64>,
+    /// Unfinished ranges written again and committed, by split.
+    pub redone: BTreeMap<SplitId, PositionRange>,
+    /// The connector's positions moved forward to the committed ranges (split → next
+    /// position), e.g. a consumer group's offsets.
+    pub healed: BTreeMap<SplitId, i64>,
     /// Older markers deleted.
     pub pruned: usize,
 }
 
-/// Recovers the output of a job that reads `topic` before it consumes: see the module
-/// docs. `log` reads the topic's partitions again and moves the group's offsets.
-pub async fn recover_partitions(
+/// Recovers the output of a job whose splits `log` reads, before it consumes: see the
+/// module docs.
+pub async fn recover(
     spec: &JobSpec,
-    topic: &str,
+    log: &dyn RangeLog,
     output: OutputLocation,
     dead_letters: OutputLocation,
-    log: &dyn PartitionLog,
 ) -> Result<RecoveryReport, RecoveryError> {
     let markers = MarkerStore::new(output.clone());
+    let redo = Redo {
+        spec,
+        log,
+        markers: &markers,
+        output: &output,
+        dead_letters: &dead_letters,
+    };
     let mut report = RecoveryReport::default();
-    let mut latest: BTreeMap<i32, PositionRange> = BTreeMap::new();
-    for (partition, found) in markers.list(topic).await? {
+    let mut latest: BTreeMap<SplitId, PositionRange> = BTreeMap::new();
+    for (split, found) in markers.list(&log.range_folder()).await? {
+        let mut keep = found.latest_commit();
         if let Some(range) = found.unfinished() {
-            let earlier = everything_listed(&markers, topic, partition, range).await?;
-            info!(job = %spec.name, topic, partition, first = range.first, last = range.last, objects = earlier.objects.len(), "found an unfinished range; writing it again");
-            let committer = Committer::for_redo(
-                markers.clone(),
-                dead_letters.clone(),
-                found.latest_commit(),
-                earlier,
-            );
-            let source =
-                log.read_range(partition, range)
-                    .await
-                    .map_err(|source| RecoveryError::Read {
-                        partition,
-                        first: range.first,
-                        last: range.last,
-                        source,
-                    })?;
-            let shutdown = CancellationToken::new();
-            Job::from_parts(
-                spec,
-                output.clone(),
-                dead_letters.clone(),
-                committer,
-                source,
-            )
-            .run(shutdown)
-            .await
-            .map_err(|source| RecoveryError::Redo {
-                partition,
-                first: range.first,
-                last: range.last,
-                source: Box::new(source),
-            })?;
-            report.redone.insert(partition, range);
-            latest.insert(partition, range);
-        } else if let Some(range) = found.latest_commit() {
-            latest.insert(partition, range);
+            redo.range(&split, &found, range).await?;
+            report.redone.insert(split.clone(), range);
+            keep = Some(range);
         }
-        if let Some(keep) = latest.get(&partition) {
-            report.pruned += prune_older(&markers, topic, partition, &found, *keep).await;
+        if let Some(keep) = keep {
+            report.pruned += prune_split(&markers, &split, &found, keep).await;
+            latest.insert(split, keep);
         }
     }
-    report.healed = heal_offsets(spec, log, &latest).await;
-    info!(job = %spec.name, topic, redone = report.redone.len(), healed = report.healed.len(), pruned = report.pruned, "recovery done");
+    report.healed = heal(spec, log, &latest).await;
+    if !report.redone.is_empty() || !report.healed.is_empty() || report.pruned > 0 {
+        info!(job = %spec.name, redone = report.redone.len(), healed = report.healed.len(), pruned = report.pruned, "recovery done");
+    }
     Ok(report)
+}
+
+/// What writing an unfinished range again needs.
+struct Redo<'a> {
+    spec: &'a JobSpec,
+    log: &'a dyn RangeLog,
+    markers: &'a MarkerStore,
+    output: &'a OutputLocation,
+    dead_letters: &'a OutputLocation,
+}
+
+impl Redo<'_> {
+    /// Writes the unfinished `range` of `split` again with the same boundaries, through a
+    /// job over a source of exactly that range and a committer that finishes it.
+    async fn range(
+        &self,
+        split: &SplitId,
+        found: &PartitionMarkers,
+        range: PositionRange,
+    ) -> Result<(), RecoveryError> {
+        let earlier = everything_listed(self.markers, split, range).await?;
+        info!(job = %self.spec.name, %split, first = range.first, last = range.last, objects = earlier.objects.len(), "found an unfinished range; writing it again");
+        let committer = Committer::for_redo(
+            self.markers.clone(),
+            self.dead_letters.clone(),
+            found.latest_commit(),
+            earlier,
+        );
+        let source =
+            self.log
+                .read_range(split, range)
+                .await
+                .map_err(|source| RecoveryError::Read {
+                    split: split.clone(),
+                    first: range.first,
+                    last: range.last,
+                    source,
+                })?;
+        Job::from_parts(
+            self.spec,
+            self.output.clone(),
+            self.dead_letters.clone(),
+            committer,
+            source,
+        )
+        .run(CancellationToken::new())
+        .await
+        .map_err(|source| RecoveryError::Redo {
+            split: split.clone(),
+            first: range.first,
+            last: range.last,
+            source: Box::new(source),
+        })?;
+        Ok(())
+    }
 }
 
 /// The intent's objects plus any a redo marker of the same range lists.
 async fn everything_listed(
-    markers: &MarkerStore,
-    topic: &str,
-    partition: i32,
-    range: PositionRange,
-) -> Result<RangeManifest, CommitError> {
-    let split = SplitId::kafka(topic, partition);
-    everything_listed_of(markers, &split, range).await
-}
-
-/// [`everything_listed`] for any split.
-pub(super) async fn everything_listed_of(
     markers: &MarkerStore,
     split: &SplitId,
     range: PositionRange,
@@ -172,20 +176,9 @@ pub(super) async fn everything_listed_of(
     Ok(everything)
 }
 
-/// Deletes every marker of `partition` except those of `keep`; returns how many.
-/// Failures are only logged: the next prune deletes what is left.
-async fn prune_older(
-    markers: &MarkerStore,
-    topic: &str,
-    partition: i32,
-    found: &PartitionMarkers,
-    keep: PositionRange,
-) -> usize {
-    prune_split(markers, &SplitId::kafka(topic, partition), found, keep).await
-}
-
 /// Deletes every marker of `split` except those of `keep`; returns how many.
-pub(super) async fn prune_split(
+/// Failures are only logged: the next prune deletes what is left.
+async fn prune_split(
     markers: &MarkerStore,
     split: &SplitId,
     found: &PartitionMarkers,
@@ -214,41 +207,27 @@ pub(super) async fn prune_split(
     pruned
 }
 
-/// Moves the group's committed offsets forward to `last + 1` of each partition's latest
-/// committed range where they are behind (a commit marker whose offset commit was lost).
-/// Failures are only logged: the pipeline skips records a commit marker covers, so a
-/// group offset left behind costs a re-read, never a duplicate.
-async fn heal_offsets(
+/// Lets the connector move its positions forward to `last + 1` of each split's latest
+/// committed range where they are behind (a commit marker whose acknowledgement was
+/// lost). Failures are only logged: the pipeline skips records a commit marker covers,
+/// so a position left behind costs a re-read, never a duplicate.
+async fn heal(
     spec: &JobSpec,
-    log: &dyn PartitionLog,
-    latest: &BTreeMap<i32, PositionRange>,
-) -> BTreeMap<i32, i64> {
+    log: &dyn RangeLog,
+    latest: &BTreeMap<SplitId, PositionRange>,
+) -> BTreeMap<SplitId, i64> {
     if latest.is_empty() {
         return BTreeMap::new();
     }
-    let partitions: Vec<i32> = latest.keys().copied().collect();
-    let committed = match log.committed_offsets(&partitions).await {
-        Ok(committed) => committed,
-        Err(error) => {
-            warn!(job = %spec.name, %error, "could not read the group's committed offsets; committed ranges will be skipped as they are read");
-            return BTreeMap::new();
-        }
-    };
-    let behind: BTreeMap<i32, i64> = latest
-        .iter()
-        .filter(|(p, range)| committed.get(p).is_none_or(|&c| c <= range.last))
-        .map(|(&p, range)| (p, range.last + 1))
-        .collect();
-    if behind.is_empty() {
-        return behind;
-    }
-    match log.commit_offsets(&behind).await {
-        Ok(()) => {
-            info!(job = %spec.name, offsets = ?behind, "moved the group's offsets to the committed ranges");
-            behind
+    match log.heal(latest).await {
+        Ok(healed) => {
+            if !healed.is_empty() {
+                info!(job = %spec.name, positions = ?healed, "moved the source's positions to the committed ranges");
+            }
+            healed
         }
         Err(error) => {
-            warn!(job = %spec.name, %error, "could not commit the group's offsets; committed ranges will be skipped as they are read");
+            warn!(job = %spec.name, %error, "could not move the source's positions to the committed ranges; committed ranges will be skipped as they are read");
             BTreeMap::new()
         }
     }

@@ -24,7 +24,8 @@ use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_connectors::kafka::PartitionLog;
 use sluice_connectors::{
-    CheckpointDelta, Event, Origin, PositionRange, Source, SourceError, SplitId, VecSource,
+    CheckpointDelta, Event, Origin, PositionRange, RangeLog, Source, SourceError, SplitId,
+    VecSource,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -158,6 +159,10 @@ impl VecLog {
 
 #[async_trait]
 impl PartitionLog for VecLog {
+    fn topic(&self) -> &str {
+        TOPIC
+    }
+
     async fn read_range(
         &self,
         partition: i32,
@@ -292,7 +297,12 @@ schema = {{ id = "int64 not null", day = "date32" }}
         if let Some(Crash::AtWrite { suffix, n }) = crash {
             *self.store.faults().crash.lock().unwrap() = Some((suffix, n));
         }
-        let committer = Committer::load(self.output(), self.dead_letters(), Some(TOPIC)).await?;
+        let committer = Committer::load(
+            self.output(),
+            self.dead_letters(),
+            Some(&*self.log as &dyn RangeLog),
+        )
+        .await?;
         let source = MemberSource {
             inner: VecSource::new(self.log.member_events(), 7),
             log: self.log.clone(),
@@ -314,15 +324,9 @@ schema = {{ id = "int64 not null", day = "date32" }}
     }
 
     async fn recover(&self) -> RecoveryReport {
-        recover_partitions(
-            &self.spec,
-            TOPIC,
-            self.output(),
-            self.dead_letters(),
-            &*self.log,
-        )
-        .await
-        .unwrap()
+        recover(&self.spec, &*self.log, self.output(), self.dead_letters())
+            .await
+            .unwrap()
     }
 
     /// Every object but the markers: see [`stored_objects`].
@@ -330,8 +334,11 @@ schema = {{ id = "int64 not null", day = "date32" }}
         stored_objects(self.store.inner(), &["out/_sluice/kafka/"]).await
     }
 
-    async fn markers(&self) -> BTreeMap<i32, PartitionMarkers> {
-        MarkerStore::new(self.output()).list(TOPIC).await.unwrap()
+    async fn markers(&self) -> BTreeMap<SplitId, PartitionMarkers> {
+        MarkerStore::new(self.output())
+            .list(&self.log.range_folder())
+            .await
+            .unwrap()
     }
 }
 
@@ -407,6 +414,18 @@ fn all_offsets() -> BTreeMap<i32, i64> {
     (0..PARTITIONS).map(|p| (p, PER_PARTITION)).collect()
 }
 
+/// [`all_offsets`] as recovery reports healed positions, by split.
+fn all_positions() -> BTreeMap<SplitId, i64> {
+    all_offsets()
+        .into_iter()
+        .map(|(p, next)| (partition(p), next))
+        .collect()
+}
+
+fn partition(p: i32) -> SplitId {
+    SplitId::kafka(TOPIC, p)
+}
+
 /// Crashes at `crash`, recovers, runs to the end; returns the recovery report.
 async fn crash_recover_finish(crash: Crash) -> RecoveryReport {
     let (clean, clean_offsets) = clean_run().await;
@@ -422,8 +441,8 @@ async fn crash_recover_finish(crash: Crash) -> RecoveryReport {
     };
     assert_eq!(world.objects().await, clean, "after {crash:?}");
     assert_eq!(world.log.committed(), all_offsets(), "after {crash:?}");
-    for (partition, markers) in world.markers().await {
-        assert_eq!(markers.unfinished(), None, "partition {partition}");
+    for (split, markers) in world.markers().await {
+        assert_eq!(markers.unfinished(), None, "{split}");
         assert_eq!(
             markers.latest_commit(),
             Some(PositionRange {

@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{JobError, JobRuntime, JobStats, run_pipeline};
-use crate::commit::{Committer, RecoveryError};
+use crate::commit::{Committer, RecoveryError, recover};
 use crate::deadletter::dead_letter_location;
 use crate::output::store::{OutputLocation, open_store};
 use crate::spec::JobSpec;
 use crate::status::JobState;
-use crate::trigger::{ConnectOptions, connect_source, kafka_topic, recover};
+use crate::trigger::{ConnectOptions, connect_source, range_log};
 
 /// Why a job could not be opened; nothing was consumed.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +71,19 @@ impl Job {
     ) -> Result<Job, JobOpenError> {
         let runtime = runtime.masking(spec);
         let opened = async {
-            let recovered = recover(spec).await?;
-            if !recovered.redone.is_empty() || !recovered.redone_objects.is_empty() {
-                info!(job = %spec.name, ranges = ?recovered.redone, objects = ?recovered.redone_objects, "finished ranges an earlier run left unfinished");
+            let (location, dead_location) = open_locations(spec)?;
+            let log = range_log(spec).map_err(RecoveryError::Store)?;
+            if let Some(log) = log.as_deref() {
+                let recovered =
+                    recover(spec, log, location.clone(), dead_location.clone()).await?;
+                if !recovered.redone.is_empty() {
+                    info!(job = %spec.name, ranges = ?recovered.redone, "finished ranges an earlier run left unfinished");
+                }
             }
-            let (location, dead_location, committer) = open_output(spec).await?;
+            let committer =
+                Committer::load(location.clone(), dead_location.clone(), log.as_deref())
+                    .await
+                    .map_err(JobError::from)?;
             let source = connect_source(spec, options).await?;
             Ok::<_, JobOpenError>(Job {
                 spec: spec.clone(),
@@ -217,13 +225,20 @@ impl JobStopper {
     }
 }
 
+/// The output and dead-letter locations.
+fn open_locations(spec: &JobSpec) -> Result<(OutputLocation, OutputLocation), JobError> {
+    let location = open_store(&spec.output.url, &spec.output.options)?;
+    let dead_location = dead_letter_location(spec, &location)?;
+    Ok((location, dead_location))
+}
+
 /// The output and dead-letter locations and the committer over them.
 async fn open_output(
     spec: &JobSpec,
 ) -> Result<(OutputLocation, OutputLocation, Committer), JobError> {
-    let location = open_store(&spec.output.url, &spec.output.options)?;
-    let dead_location = dead_letter_location(spec, &location)?;
+    let (location, dead_location) = open_locations(spec)?;
+    let log = range_log(spec)?;
     let committer =
-        Committer::load(location.clone(), dead_location.clone(), kafka_topic(spec)).await?;
+        Committer::load(location.clone(), dead_location.clone(), log.as_deref()).await?;
     Ok((location, dead_location, committer))
 }

@@ -33,7 +33,7 @@ async fn crash_after_the_intent_is_redone_with_the_same_names() {
         2,
         "both ranges were staged: {report:?}"
     );
-    assert_eq!(report.redone[&0], whole_partition());
+    assert_eq!(report.redone[&partition(0)], whole_partition());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +54,14 @@ async fn crash_between_two_commit_markers_redoes_only_the_unfinished_partition()
     })
     .await;
     assert_eq!(report.redone.len(), 1, "{report:?}");
-    assert_eq!(report.redone[&1], whole_partition());
+    assert_eq!(report.redone[&partition(1)], whole_partition());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_commit_marker_heals_the_group_offsets() {
     let report = crash_recover_finish(Crash::BeforeOffsetCommit).await;
     assert!(report.redone.is_empty(), "{report:?}");
-    assert_eq!(report.healed, all_offsets());
+    assert_eq!(report.healed, all_positions());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted()
     intent.objects.push(stray.into());
     let intent_path = Path::from(format!(
         "out/{}",
-        names::marker_name(TOPIC, 0, range, names::MarkerKind::Intent)
+        names::split_marker_name(&partition(0), range, names::MarkerKind::Intent).unwrap()
     ));
     let stray_path = Path::from(stray);
     let body = serde_json::to_vec(&intent).unwrap();
@@ -177,12 +177,11 @@ async fn a_crash_during_a_redo_is_recovered_again() {
     ));
     // The redo dies at its own commit marker.
     *world.store.faults().crash.lock().unwrap() = Some((".commit.json", 1));
-    let redo = recover_partitions(
+    let redo = recover(
         &world.spec,
-        TOPIC,
+        &*world.log,
         world.output(),
         world.dead_letters(),
-        &*world.log,
     );
     tokio::select! {
         _ = redo => panic!("the redo was expected to die"),
@@ -227,9 +226,9 @@ async fn markers_are_create_only_and_conflicts_are_refused() {
         .unwrap_err();
     assert!(matches!(error, CommitError::Conflict { .. }), "{error}");
     assert!(!error.is_transient());
-    let found = markers.list(TOPIC).await.unwrap();
+    let found = markers.list(&world.log.range_folder()).await.unwrap();
     assert_eq!(
-        found[&0].unfinished(),
+        found[&partition(0)].unfinished(),
         Some(PositionRange { first: 0, last: 9 })
     );
 }

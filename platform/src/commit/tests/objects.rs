@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use sluice_connectors::{CheckpointDelta, Event, Origin, PositionRange, SplitId};
+use sluice_connectors::bucket::range::ObjectRangeLog;
+use sluice_connectors::bucket::{InputCompression, InputFormat};
+use sluice_connectors::{CheckpointDelta, Event, Origin, PositionRange, RangeLog, SplitId};
 
 use super::super::names::{object_id, range_stem};
 use super::super::{CommitError, Committer};
@@ -24,6 +26,18 @@ fn location(store: &Arc<InMemory>, prefix: &str) -> OutputLocation {
         prefix: Path::from(prefix),
         url: format!("memory://{prefix}"),
     }
+}
+
+/// A bucket trigger's range log: what the committer lists object markers by. These tests
+/// never read input through it.
+fn object_versions() -> Box<dyn RangeLog> {
+    Box::new(ObjectRangeLog {
+        store: Arc::new(InMemory::new()),
+        prefix: Path::default(),
+        keys_below_prefix: true,
+        format: InputFormat::Auto,
+        compression: InputCompression::Auto,
+    })
 }
 
 fn line(n: u64) -> Event {
@@ -66,7 +80,7 @@ async fn markers(store: &Arc<InMemory>) -> Vec<String> {
 async fn object_ranges_are_named_from_the_version_and_committed_lines_are_recognised() {
     let store = Arc::new(InMemory::new());
     let (output, dead) = (location(&store, "out"), location(&store, "dead"));
-    let mut committer = Committer::load(output.clone(), dead.clone(), None)
+    let mut committer = Committer::load(output.clone(), dead.clone(), Some(&*object_versions()))
         .await
         .unwrap();
     let ranges = committer.ranges(&pending(1, 100));
@@ -95,7 +109,7 @@ async fn object_ranges_are_named_from_the_version_and_committed_lines_are_recogn
 
     // After a restart: the committed range is known, and an object read again from its
     // first line names only the lines after it.
-    let committer = Committer::load(output.clone(), dead.clone(), None)
+    let committer = Committer::load(output.clone(), dead.clone(), Some(&*object_versions()))
         .await
         .unwrap();
     assert!(committer.already_committed(&line(1)));
@@ -128,7 +142,7 @@ async fn object_ranges_are_named_from_the_version_and_committed_lines_are_recogn
 async fn an_unfinished_object_range_must_be_recovered_first() {
     let store = Arc::new(InMemory::new());
     let (output, dead) = (location(&store, "out"), location(&store, "dead"));
-    let committer = Committer::load(output.clone(), dead.clone(), None)
+    let committer = Committer::load(output.clone(), dead.clone(), Some(&*object_versions()))
         .await
         .unwrap();
     let ranges = committer.ranges(&pending(1, 40));
@@ -137,9 +151,11 @@ async fn an_unfinished_object_range_must_be_recovered_first() {
         .stage(&ranges, &BTreeMap::new(), &BTreeMap::new())
         .await
         .unwrap();
-    let error = Committer::load(output, dead, None).await.unwrap_err();
+    let error = Committer::load(output, dead, Some(&*object_versions()))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(&error, CommitError::UnfinishedObject { first: 1, last: 40, object, .. } if object.contains(KEY)),
+        matches!(&error, CommitError::Unfinished { first: 1, last: 40, split, .. } if split.contains(KEY)),
         "{error}"
     );
 }
@@ -160,13 +176,12 @@ mod redo {
     use super::super::{CrashStore, FUNCTION, Outcome, crash_store, stored_objects};
     use super::*;
     use crate::commit::names::MarkerKind;
-    use crate::commit::object_recovery::recover_objects;
-    use crate::commit::{MarkerStore, RangeManifest, RecoveryReport};
+    use crate::commit::{MarkerStore, RangeManifest, RecoveryReport, recover};
     use crate::deadletter::dead_letter_location;
     use crate::output::store::open_store;
     use crate::pipeline::{Job, JobError};
     use crate::spec::{BucketTriggerSpec, JobSpec, TriggerSpec, parse_job};
-    use crate::trigger::BUCKET_CURSOR;
+    use crate::trigger::{BUCKET_CURSOR, object_range_log};
 
     const LINES: i64 = 30;
     /// Lines the interrupted run reads before its (only) commit: the object's first range.
@@ -289,7 +304,8 @@ schema = {{ id = "int64 not null", day = "date32" }}
             crash: Option<(&'static str, usize)>,
         ) -> Result<Outcome, JobError> {
             *self.store.faults().crash.lock().unwrap() = crash;
-            let committer = Committer::load(self.output(), self.dead_letters(), None).await?;
+            let log = object_range_log(self.bucket()).unwrap();
+            let committer = Committer::load(self.output(), self.dead_letters(), Some(&log)).await?;
             let source: Box<dyn Source> = match lines {
                 Some(left) => Box::new(FirstLines {
                     inner: self.source().await,
@@ -312,9 +328,9 @@ schema = {{ id = "int64 not null", day = "date32" }}
         }
 
         async fn recover(&self) -> RecoveryReport {
-            recover_objects(
+            recover(
                 &self.spec,
-                &crate::trigger::object_input(self.bucket()).unwrap(),
+                &object_range_log(self.bucket()).unwrap(),
                 self.output(),
                 self.dead_letters(),
             )
@@ -405,7 +421,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         assert!(
             matches!(
                 &error,
-                JobError::Commit(CommitError::UnfinishedObject {
+                JobError::Commit(CommitError::Unfinished {
                     first: 1,
                     last: 12,
                     ..
@@ -416,10 +432,9 @@ schema = {{ id = "int64 not null", day = "date32" }}
 
         let report = world.recover().await;
         assert_eq!(
-            report.redone_objects,
-            BTreeMap::from([(OBJECT_KEY.to_owned(), FIRST_RANGE)])
+            report.redone,
+            BTreeMap::from([(split.clone(), FIRST_RANGE)])
         );
-        assert!(report.redone.is_empty(), "{report:?}");
         let redone = world.objects().await;
         assert_eq!(
             redone.keys().cloned().collect::<Vec<_>>(),
@@ -429,7 +444,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         assert_eq!(ids(&redone), (1..=FIRST_RANGE.last).collect::<Vec<_>>());
         assert_eq!(redone[&letters].len(), 2, "lines 3 and 4");
         let found = MarkerStore::new(world.output())
-            .list_objects()
+            .list(sluice_connectors::range_log::OBJECT_RANGES)
             .await
             .unwrap();
         assert_eq!(found[&split].unfinished(), None);
@@ -463,7 +478,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
             "every line once"
         );
         let found = MarkerStore::new(world.output())
-            .list_objects()
+            .list(sluice_connectors::range_log::OBJECT_RANGES)
             .await
             .unwrap();
         assert_eq!(found[&split].unfinished(), None);

@@ -1,0 +1,139 @@
+//! Intake: events from the source into batches. Consumes until shutdown, the end of a
+//! finite source or a batch failure, while less than `QUEUE_BYTES` waits in batches;
+//! drops what a commit marker already covers, and duplicate AMQP messages (acknowledged
+//! only); starts batches and commits as they fall due.
+
+use std::time::{Duration, Instant};
+
+use sluice_connectors::{Event, Origin};
+use tracing::{debug, info};
+
+use super::{JobError, Pipeline};
+use crate::batcher::Batch;
+
+/// How often the autoscaler and the idle-instance reaper run.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
+/// Intake pauses once this many payload bytes wait in batches for an instance. A broker
+/// hands over one partition's backlog in chunks, so the queue must hold more than one
+/// chunk of one partition for the next partition's batches to reach free instances.
+const QUEUE_BYTES: usize = 32 << 20;
+/// Batches that may always wait, however large, and the most that may wait at all.
+const QUEUE_BATCHES_MIN: usize = 4;
+const QUEUE_BATCHES_MAX: usize = 4096;
+
+impl Pipeline<'_> {
+    /// Drops events a commit marker already covers (see [`Committer::already_committed`]).
+    fn skip_committed(&mut self, mut events: Vec<Event>) -> Vec<Event> {
+        let before = events.len();
+        let (committer, pending) = (&self.committer, &mut self.pending);
+        events.retain(|event| {
+            let written = committer.already_committed(event);
+            if written && let Origin::Object { .. } = event.origin {
+                // Acknowledged with the next commit, so the object can be done; an `Err`
+                // means the position is pending already.
+                let _ = pending.record(event.origin.split(), event.origin.position());
+            }
+            !written
+        });
+        let skipped = before - events.len();
+        if !self.pending.is_empty() && self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
+        }
+        if skipped > 0 {
+            self.stats.skipped_committed += skipped as u64;
+            debug!(job = %self.spec.name, skipped, "skipped redelivered records whose output is already committed");
+        }
+        events
+    }
+
+    /// Batches `events`; a duplicate AMQP message (see `message_ids`) is not batched but
+    /// queued, in its split's order, to be acknowledged only.
+    fn take(&mut self, events: Vec<Event>) -> Result<(), JobError> {
+        if self.message_ids.is_none() {
+            let full = self.batcher.push(events, Instant::now())?;
+            self.enqueue(full);
+            return Ok(());
+        }
+        let mut run = Vec::with_capacity(events.len());
+        for event in events {
+            let duplicate = self
+                .message_ids
+                .as_mut()
+                .is_some_and(|ids| ids.is_duplicate(&event));
+            if !duplicate {
+                run.push(event);
+                continue;
+            }
+            let now = Instant::now();
+            let split = event.origin.split();
+            let full = self.batcher.push(std::mem::take(&mut run), now)?;
+            self.enqueue(full);
+            let open = self.batcher.cut_split(&split);
+            self.enqueue(open.into_iter().collect());
+            debug!(job = %self.spec.name, origin = ?event.origin, "duplicate message: its message_id was already processed; acknowledging it without running it");
+            self.stats.duplicates += 1;
+            let position = event.origin.position();
+            self.enqueue(vec![Batch::acknowledge_only(split, position, now)?]);
+        }
+        let full = self.batcher.push(run, Instant::now())?;
+        self.enqueue(full);
+        Ok(())
+    }
+
+    pub(super) fn enqueue(&mut self, batches: Vec<Batch>) {
+        for batch in batches {
+            self.dispatch.enqueue(batch);
+        }
+    }
+
+    /// Consumes until shutdown, the end of a finite source, or a batch failure.
+    pub(super) async fn intake(&mut self) -> Result<(), JobError> {
+        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.failure.is_some() {
+                return Ok(());
+            }
+            let batch_deadline = self.batcher.deadline();
+            let flush_deadline = self.commit_deadline();
+            let queued = self.dispatch.queued_batches();
+            let room = queued < QUEUE_BATCHES_MIN
+                || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < QUEUE_BYTES);
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {
+                    info!(job = %self.spec.name, "shutdown requested: finishing the open batches");
+                    return Ok(());
+                }
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
+                    self.finished(done)?;
+                }
+                () = sleep_until(batch_deadline) => {
+                    let due = self.batcher.cut_if_due(Instant::now());
+                    self.enqueue(due);
+                }
+                () = sleep_until(flush_deadline) => {}
+                _ = maintenance.tick() => self.maintain().await,
+                events = self.source.next_events(), if room => match events? {
+                    Some(events) => {
+                        let events = self.skip_committed(events);
+                        self.take(events)?;
+                    }
+                    None => return Ok(()),
+                },
+            }
+            self.start_batches();
+            // A redo commits its whole range at once, with the range's own boundaries.
+            if self.commit_due(Instant::now()) && !self.committer.redoing() {
+                self.commit().await?;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
