@@ -9,7 +9,9 @@
 pub mod api;
 pub mod auth;
 pub mod bundle;
+pub mod deadletters;
 pub mod invocations;
+pub mod jobs;
 mod migrations;
 pub mod openapi;
 pub mod page;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -88,14 +89,21 @@ struct RunningVersion {
     finished: CancellationToken,
 }
 
-/// A version for [`Supervisor::run_jobs`] to run.
-#[derive(Debug)]
-struct Launch {
-    job: String,
-    version: i64,
-    stop: CancellationToken,
-    finished: CancellationToken,
+/// Work for [`Supervisor::run_jobs`] to poll: a version of a job, or another pipeline (a
+/// dead-letter replay) whose future, like a version's, is not `Send`.
+enum Launch {
+    Version {
+        job: String,
+        version: i64,
+        stop: CancellationToken,
+        finished: CancellationToken,
+    },
+    Task(LocalTask),
 }
+
+/// Makes the future of a [`Supervisor::run_local`] task, on the thread that polls it.
+pub type LocalTask =
+    Box<dyn FnOnce(Arc<SupervisorContext>) -> LocalBoxFuture<'static, ()> + Send + 'static>;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -112,6 +120,8 @@ pub struct Supervisor {
     launched: Mutex<Option<mpsc::UnboundedReceiver<Launch>>>,
     /// Cancelled by [`Supervisor::shutdown`]: nothing starts any more.
     closed: CancellationToken,
+    /// The dead-letter replays of this process.
+    replays: super::deadletters::Replays,
 }
 
 /// The slowest retry of a failing version.
@@ -127,6 +137,7 @@ impl Supervisor {
             launches,
             launched: Mutex::new(Some(launched)),
             closed: CancellationToken::new(),
+            replays: super::deadletters::Replays::default(),
         })
     }
 
@@ -142,15 +153,18 @@ impl Supervisor {
         else {
             return;
         };
-        let mut running = FuturesUnordered::new();
+        let mut running: FuturesUnordered<LocalBoxFuture<'static, ()>> = FuturesUnordered::new();
         loop {
             tokio::select! {
                 launch = launched.recv() => {
                     let Some(launch) = launch else { break };
                     let context = Arc::clone(&self.context);
-                    running.push(async move {
-                        supervise(context, launch.job, launch.version, launch.stop).await;
-                        launch.finished.cancel();
+                    running.push(match launch {
+                        Launch::Version { job, version, stop, finished } => Box::pin(async move {
+                            supervise(context, job, version, stop).await;
+                            finished.cancel();
+                        }),
+                        Launch::Task(task) => task(context),
                     });
                 }
                 Some(()) = running.next(), if !running.is_empty() => {}
@@ -162,6 +176,27 @@ impl Supervisor {
 
     pub fn context(&self) -> &SupervisorContext {
         &self.context
+    }
+
+    /// The dead-letter replays of this process.
+    pub fn replays(&self) -> &super::deadletters::Replays {
+        &self.replays
+    }
+
+    /// Runs `task` beside the jobs, polled by [`Supervisor::run_jobs`]; it is handed a
+    /// token cancelled at shutdown, after the jobs drained. False once shutting down.
+    pub fn run_local(
+        &self,
+        task: impl FnOnce(Arc<SupervisorContext>, CancellationToken) -> LocalBoxFuture<'static, ()>
+        + Send
+        + 'static,
+    ) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        let stop = self.closed.child_token();
+        let task: LocalTask = Box::new(move |context| task(context, stop));
+        self.launches.send(Launch::Task(task)).is_ok()
     }
 
     /// Starts every job the registry lists, each at its version and in its state.
@@ -231,7 +266,7 @@ impl Supervisor {
             stop: CancellationToken::new(),
             finished: CancellationToken::new(),
         };
-        let launch = Launch {
+        let launch = Launch::Version {
             job: job.to_owned(),
             version,
             stop: running.stop.clone(),
@@ -396,7 +431,7 @@ async fn report_when_running(
 }
 
 /// The validated spec of a stored version, unpacked from its bundle if need be.
-async fn spec_of(
+pub(super) async fn spec_of(
     context: &SupervisorContext,
     job: &str,
     version: i64,
