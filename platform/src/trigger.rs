@@ -169,6 +169,21 @@ pub async fn connect_source(
     }
 }
 
+/// The backlog of a job that is not consuming (paused): the lag of its Kafka group, the
+/// depth of its AMQP queue; `None` for a bucket trigger, whose backlog only a listing
+/// against its cursor would tell.
+pub async fn backlog_at_rest(spec: &JobSpec) -> Option<Result<u64, SourceError>> {
+    match &spec.trigger {
+        TriggerSpec::Kafka(kafka) => Some(
+            sluice_connectors::kafka::lag::group_lag(&kafka_config(spec, kafka)).await,
+        ),
+        TriggerSpec::Amqp(amqp) => Some(
+            sluice_connectors::amqp::depth::queue_depth(&amqp_config(spec, amqp)).await,
+        ),
+        TriggerSpec::Bucket(_) => None,
+    }
+}
+
 /// The AMQP connector's configuration for a job's AMQP trigger (or the queue its bucket
 /// notifications arrive on).
 pub fn amqp_config(spec: &JobSpec, amqp: &AmqpTriggerSpec) -> AmqpSourceConfig {

@@ -55,6 +55,7 @@
 //! [`Source`]: crate::Source
 
 pub mod config;
+pub mod depth;
 mod inflight;
 mod session;
 pub mod source;

@@ -108,6 +108,8 @@ pub type LocalTask =
 #[derive(Debug, Default)]
 struct Slot {
     running: Option<RunningVersion>,
+    /// While the job is paused: stops the task that keeps its backlog current.
+    paused_watch: Option<CancellationToken>,
 }
 
 /// Runs every registered job in its state.
@@ -227,6 +229,9 @@ impl Supervisor {
     async fn reconcile_now(self: &Arc<Self>, job: &str) -> Result<(), RegistryError> {
         let slot = self.slot(job);
         let mut slot = slot.lock().await;
+        if let Some(watch) = slot.paused_watch.take() {
+            watch.cancel();
+        }
         let record = self.context.registry.job(job).await?;
         let wanted = record
             .as_ref()
@@ -248,9 +253,15 @@ impl Supervisor {
                 self.context.board.remove(job);
                 info!(job, "deleted");
             }
-            (Some(_), None) => {
+            (Some(record), None) => {
                 status.set_state(JobState::Stopped, Some("paused".to_owned()));
                 info!(job, "paused");
+                let watch = self.closed.child_token();
+                slot.paused_watch = Some(watch.clone());
+                let context = Arc::clone(&self.context);
+                let job = job.to_owned();
+                self.tasks
+                    .spawn(async move { watch_paused(context, job, record.version, watch).await });
             }
             (Some(_), Some(version)) if !self.closed.is_cancelled() => {
                 slot.running = Some(self.start(job, version));
@@ -426,6 +437,52 @@ async fn report_when_running(
                 Ok(()) => reported = true,
                 Err(error) => warn!(job, %error, "could not record the job as running"),
             }
+        }
+    }
+}
+
+/// How often the backlog of a paused job is read.
+const PAUSED_BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the backlog of a paused job current on the status board (its source, which
+/// would report it, is closed) until `stop`: the lag grows visibly while it is paused.
+async fn watch_paused(
+    context: Arc<SupervisorContext>,
+    job: String,
+    version: i64,
+    stop: CancellationToken,
+) {
+    let spec = tokio::select! {
+        spec = spec_of(&context, &job, version) => spec,
+        () = stop.cancelled() => return,
+    };
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(error) => {
+            warn!(job, %error, "cannot read the backlog of the paused job");
+            return;
+        }
+    };
+    let status = context.board.job(&job);
+    loop {
+        let backlog = tokio::select! {
+            backlog = crate::trigger::backlog_at_rest(&spec) => backlog,
+            () = stop.cancelled() => return,
+        };
+        match backlog {
+            None => {
+                status.update(|status| status.backlog = None);
+                return;
+            }
+            Some(Ok(backlog)) => status.update(|status| status.backlog = Some(backlog)),
+            Some(Err(error)) => {
+                let error = spec.secrets.redact(&error.to_string()).into_owned();
+                warn!(job, %error, "cannot read the backlog of the paused job");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PAUSED_BACKLOG_EVERY) => {}
+            () = stop.cancelled() => return,
         }
     }
 }
