@@ -372,10 +372,20 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(committed(&env, &kafka_job.group(), &topic, 1), before);
     assert!(processes_with(&kafka_tag).is_empty());
     // The lag is visible while paused: the API's backlog of the job grows to 300.
-    wait_for("the paused job's backlog to show 300", Duration::from_secs(60), async || {
-        serve.job(&kafka_job.name)["status"]["backlog"] == 300
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = serve.job(&kafka_job.name);
+        if shown["status"]["backlog"] == 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paused job's backlog is not 300: {}\nserve logs:\n{}",
+            shown["status"],
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_eq!(serve.job(&kafka_job.name)["state"], "paused");
     // Resume drains it.
     assert_eq!(

@@ -16,10 +16,11 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Ready messages in the job's queue.
 pub async fn queue_depth(config: &AmqpSourceConfig) -> Result<u64, SourceError> {
     let uri = parse_broker_url(&config.url)?;
-    let queue = ShortString::try_new(config.queue.as_str()).map_err(|error| SourceError::Config {
-        connector: "amqp",
-        message: format!("`{}`: {error}", config.queue),
-    })?;
+    let queue =
+        ShortString::try_new(config.queue.as_str()).map_err(|error| SourceError::Config {
+            connector: "amqp",
+            message: format!("`{}`: {error}", config.queue),
+        })?;
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("{}-depth", config.connection_name()).into());
     let lookup = async {
@@ -46,7 +47,10 @@ pub async fn queue_depth(config: &AmqpSourceConfig) -> Result<u64, SourceError> 
         }),
         Err(_) => Err(SourceError::Unavailable {
             connector: "amqp",
-            message: format!("reading the depth of queue {} took over {TIMEOUT:?}", config.queue),
+            message: format!(
+                "reading the depth of queue {} took over {TIMEOUT:?}",
+                config.queue
+            ),
         }),
     }
 }
