@@ -63,7 +63,11 @@ impl DlqCommand {
     }
 }
 
-pub async fn dlq(command: DlqCommand, server: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn dlq(
+    command: DlqCommand,
+    server: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let remote = server.is_some()
         || (std::env::var_os("SLUICE_SERVER").is_some() && !command.job().exists());
     if remote {
@@ -129,7 +133,8 @@ fn replay_line(replay: &Value) -> String {
         replay["acknowledged"],
         replay["total"]
     );
-    if let (Some(rows), Some(again)) = (replay["rows_out"].as_u64(), replay["failed_again"].as_u64())
+    if let (Some(rows), Some(again)) =
+        (replay["rows_out"].as_u64(), replay["failed_again"].as_u64())
     {
         line.push_str(&format!(
             ", {rows} rows written, {again} failed again (back in the dead letters)"
@@ -144,14 +149,14 @@ fn replay_line(replay: &Value) -> String {
 async fn show(spec: &JobSpec, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
     let listing = read_dead_letters(spec, Some(limit)).await?;
     let letters = listing.objects.iter().flat_map(|object| {
-        object
-            .letters
-            .iter()
-            .map(move |(line, letter)| json!({"object": object.name, "line": line, "letter": letter}))
+        object.letters.iter().map(
+            move |(line, letter)| json!({"object": object.name, "line": line, "letter": letter}),
+        )
     });
     if json {
         let letters: Vec<Value> = letters.take(limit).collect();
-        let body = json!({"job": spec.name, "destination": listing.destination, "letters": letters});
+        let body =
+            json!({"job": spec.name, "destination": listing.destination, "letters": letters});
         println!("{body}");
     } else {
         for letter in letters.take(limit) {
@@ -193,7 +198,8 @@ async fn replay(spec: &JobSpec, json: bool) -> anyhow::Result<ExitCode> {
     let stats =
         result.with_context(|| format!("replaying the dead letters of job {}", spec.name))?;
     if json {
-        let body = json!({"total": total, "rows_out": stats.rows_out, "failed_again": stats.dead_letters});
+        let body =
+            json!({"total": total, "rows_out": stats.rows_out, "failed_again": stats.dead_letters});
         println!("{body}");
     }
     eprintln!(

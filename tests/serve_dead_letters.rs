@@ -157,7 +157,10 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     let job = JobDir::new(
         &env,
         &topic,
-        &format!("{}\nmode = \"exec\"\nretry_backoff = \"100ms\"\nmax_attempts = 2", command(&poison)),
+        &format!(
+            "{}\nmode = \"exec\"\nretry_backoff = \"100ms\"\nmax_attempts = 2",
+            command(&poison)
+        ),
         "",
     );
     job.write("poisoned.py", POISONED);
@@ -173,7 +176,11 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
 
     // Listed and shown over the API, by the read token too.
     let listed = serve.cli(READ_TOKEN, &["dlq", "list", name, "--json"]);
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     let summary: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(summary["total"], 3, "{summary}");
     assert_eq!(summary["unit"], "objects");
@@ -229,7 +236,10 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     produce(&env, &topic, &clicks(300..400)).await;
     wait_rows(&env, &job.prefix, 400, &serve).await;
     let again = serve.json(&["dlq", "replay", name]);
-    assert_eq!((again["state"].as_str(), again["total"].as_u64()), (Some("done"), Some(0)));
+    assert_eq!(
+        (again["state"].as_str(), again["total"].as_u64()),
+        (Some("done"), Some(0))
+    );
 
     let logs = serve.logs();
     assert!(

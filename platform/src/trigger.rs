@@ -174,12 +174,12 @@ pub async fn connect_source(
 /// against its cursor would tell.
 pub async fn backlog_at_rest(spec: &JobSpec) -> Option<Result<u64, SourceError>> {
     match &spec.trigger {
-        TriggerSpec::Kafka(kafka) => Some(
-            sluice_connectors::kafka::lag::group_lag(&kafka_config(spec, kafka)).await,
-        ),
-        TriggerSpec::Amqp(amqp) => Some(
-            sluice_connectors::amqp::depth::queue_depth(&amqp_config(spec, amqp)).await,
-        ),
+        TriggerSpec::Kafka(kafka) => {
+            Some(sluice_connectors::kafka::lag::group_lag(&kafka_config(spec, kafka)).await)
+        }
+        TriggerSpec::Amqp(amqp) => {
+            Some(sluice_connectors::amqp::depth::queue_depth(&amqp_config(spec, amqp)).await)
+        }
         TriggerSpec::Bucket(_) => None,
     }
 }

@@ -45,8 +45,8 @@ use super::auth::{Caller, Role, Tokens};
 use super::bundle::BundleError;
 use super::openapi::{ApiDoc, ErrorBody, ErrorDetail};
 use super::registry::{JobRecord, RegistryError};
-use super::{deadletters, jobs};
 use super::supervisor::Supervisor;
+use super::{deadletters, jobs};
 use crate::status::http::prometheus_text;
 
 /// What the handlers share.
@@ -168,10 +168,12 @@ impl From<BundleError> for ApiError {
 pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_string(body) {
         Ok(text) => (status, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
-        Err(error) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string())
-                .into_response()
-        }
+        Err(error) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+        )
+        .into_response(),
     }
 }
 

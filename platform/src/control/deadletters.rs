@@ -246,9 +246,11 @@ fn read_failed(spec: &JobSpec, error: &ReplayError) -> ApiError {
     let message = spec.secrets.redact(&error.to_string()).into_owned();
     warn!(job = %spec.name, %message, "reading dead letters failed");
     match error {
-        ReplayError::Malformed { .. } => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "malformed_dead_letter", message)
-        }
+        ReplayError::Malformed { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "malformed_dead_letter",
+            message,
+        ),
         _ => ApiError::new(StatusCode::BAD_GATEWAY, "dead_letters_unavailable", message),
     }
 }
@@ -393,7 +395,9 @@ pub(super) async fn replay(
                 .map(|stats| (stats.rows_out, stats.dead_letters))
                 .map_err(|error| spec.secrets.redact(&error).into_owned());
             match &outcome {
-                Ok((rows, again)) => info!(job, rows, failed_again = again, "dead letters replayed"),
+                Ok((rows, again)) => {
+                    info!(job, rows, failed_again = again, "dead letters replayed")
+                }
                 Err(error) => warn!(job, %error, "replaying dead letters failed"),
             }
             task_replays.finish(&job, outcome);

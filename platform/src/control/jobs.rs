@@ -77,7 +77,10 @@ pub(super) struct JobList {
     (status = 401, description = "no valid token", body = ErrorBody),
     (status = 503, description = "the registry is unavailable", body = ErrorBody),
 ))]
-pub(super) async fn list_jobs(State(state): State<ApiState>, _caller: Caller) -> Result<Response, ApiError> {
+pub(super) async fn list_jobs(
+    State(state): State<ApiState>,
+    _caller: Caller,
+) -> Result<Response, ApiError> {
     let jobs = state.supervisor.context().registry.jobs().await?;
     let jobs = jobs.iter().map(|job| job_view(&state, job)).collect();
     Ok(json_response(StatusCode::OK, &JobList { jobs }))
@@ -271,9 +274,10 @@ pub(super) async fn rollback(
     let body = body_within_limit(body)?;
     let target = rollback_target(&state, &record, &body).await?;
     let registry = &state.supervisor.context().registry;
-    registry.set_version(&name, target).await?.ok_or_else(|| {
-        ApiError::bad_request(format!("job {name:?} has no version {target}"))
-    })?;
+    registry
+        .set_version(&name, target)
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("job {name:?} has no version {target}")))?;
     changed(&state, &caller, &name, "rollback").await
 }
 
@@ -285,8 +289,9 @@ async fn rollback_target(
     body: &[u8],
 ) -> Result<i64, ApiError> {
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let request: RollbackRequest = serde_json::from_slice(body)
-            .map_err(|error| ApiError::bad_request(format!("body must be {{\"version\": N}}: {error}")))?;
+        let request: RollbackRequest = serde_json::from_slice(body).map_err(|error| {
+            ApiError::bad_request(format!("body must be {{\"version\": N}}: {error}"))
+        })?;
         return Ok(request.version);
     }
     let versions = state
@@ -391,4 +396,3 @@ pub(super) async fn invocations(
     let invocations = registry.invocations(&name, limit).await?;
     Ok(json_response(StatusCode::OK, &Invocations { invocations }))
 }
-

@@ -130,6 +130,9 @@ mod tests {
         assert!(paths["/v1/jobs/{name}/dead-letters"]["get"].is_object());
         assert!(paths["/v1/jobs/{name}/dead-letters/letters"]["get"].is_object());
         let replay = &paths["/v1/jobs/{name}/dead-letters/replay"]["post"]["responses"];
-        assert!(replay["202"].is_object() && replay["409"].is_object(), "{replay}");
+        assert!(
+            replay["202"].is_object() && replay["409"].is_object(),
+            "{replay}"
+        );
     }
 }
