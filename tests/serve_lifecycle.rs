@@ -413,6 +413,13 @@ async fn lifecycle(registry: Option<&str>) {
     produce(&env, &topic, &clicks(3300..3500)).await;
     wait_exactly_once(&env, &kafka_job.prefix, 3500, &serve).await;
     admin.publish(&queue, &clicks(500..600)).await;
+    // The paused AMQP job's backlog is its queue's depth.
+    wait_for(
+        "the paused queue's backlog to show 100",
+        Duration::from_secs(60),
+        async || serve.job(&amqp_job.name)["status"]["backlog"] == 100,
+    )
+    .await;
     serve.json(&["jobs", "resume", &amqp_job.name]);
     wait_exactly_once(&env, &amqp_job.prefix, 600, &serve).await;
 
