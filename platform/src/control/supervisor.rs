@@ -11,7 +11,12 @@
 //! knows the pipeline's entry point. The pipeline's future is not `Send`, so versions are
 //! not spawned as tasks: [`Supervisor::run_jobs`] polls them all (as `sluice run` polls
 //! its jobs) and must be awaited by the process' main future; the pipeline's own work
-//! still runs on the runtime's worker threads.
+//! still runs on the runtime's worker threads. Other pipelines (a dead-letter replay) run
+//! there too, through [`Supervisor::run_local`].
+//!
+//! A paused job has no source to measure its backlog, so a task reads it from the trigger
+//! every few seconds ([`crate::trigger::backlog_at_rest`]) until the job is reconciled
+//! again: the lag stays visible on the API and the status page.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
