@@ -83,10 +83,18 @@ enum Command {
         #[arg(long, short = 'n', default_value_t = 10)]
         rows: usize,
     },
-    /// Inspect dead letters and replay them through the job.
+    /// Inspect dead letters and replay them through the job (a job folder here, or a
+    /// job on a server).
     Dlq {
         #[command(subcommand)]
         command: dlq::DlqCommand,
+        /// The server whose job is meant (default: SLUICE_SERVER when JOB is not a path
+        /// that exists); the token comes from SLUICE_TOKEN.
+        #[arg(long, value_name = "URL", global = true)]
+        server: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Run the daemon: a registry of jobs, each run at its version and in its state, and
     /// the HTTP API under /v1 that deploys and controls them.
@@ -227,7 +235,11 @@ fn main() -> ExitCode {
             } => invoke::invoke(&job_dir, input.as_deref(), envelopes).await,
             Command::Validate { job_dir } => validate::validate(&job_dir),
             Command::Init { dir, template } => init::init(&dir, template),
-            Command::Dlq { command } => dlq::dlq(command).await,
+            Command::Dlq {
+                command,
+                server,
+                json,
+            } => dlq::dlq(command, server, json).await,
             Command::Serve {
                 data,
                 registry,

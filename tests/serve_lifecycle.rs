@@ -371,6 +371,22 @@ async fn lifecycle(registry: Option<&str>) {
     );
     assert_eq!(committed(&env, &kafka_job.group(), &topic, 1), before);
     assert!(processes_with(&kafka_tag).is_empty());
+    // The lag is visible while paused: the API's backlog of the job grows to 300.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = serve.job(&kafka_job.name);
+        if shown["status"]["backlog"] == 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paused job's backlog is not 300: {}\nserve logs:\n{}",
+            shown["status"],
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(serve.job(&kafka_job.name)["state"], "paused");
     // Resume drains it.
     assert_eq!(
         serve.json(&["jobs", "resume", &kafka_job.name])["state"],
@@ -397,6 +413,13 @@ async fn lifecycle(registry: Option<&str>) {
     produce(&env, &topic, &clicks(3300..3500)).await;
     wait_exactly_once(&env, &kafka_job.prefix, 3500, &serve).await;
     admin.publish(&queue, &clicks(500..600)).await;
+    // The paused AMQP job's backlog is its queue's depth.
+    wait_for(
+        "the paused queue's backlog to show 100",
+        Duration::from_secs(60),
+        async || serve.job(&amqp_job.name)["status"]["backlog"] == 100,
+    )
+    .await;
     serve.json(&["jobs", "resume", &amqp_job.name]);
     wait_exactly_once(&env, &amqp_job.prefix, 600, &serve).await;
 

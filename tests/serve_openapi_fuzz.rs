@@ -54,6 +54,10 @@ async fn the_api_matches_its_openapi_document_under_fuzzing() {
         .arg(work.path().join("data"))
         .arg("--tokens")
         .arg(&tokens)
+        // The job's dead letters are read from the S3 endpoint.
+        .env("AWS_ACCESS_KEY_ID", &env.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+        .env("AWS_REGION", &env.region)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -42,9 +42,7 @@ pub fn deduplicated_queue(spec: &JobSpec) -> Option<&str> {
 /// AMQP queue (at-least-once, duplicates dropped by `message_id`). Opens nothing remote.
 pub fn range_log(spec: &JobSpec) -> Result<Option<Box<dyn RangeLog>>, StoreError> {
     Ok(match &spec.trigger {
-        TriggerSpec::Kafka(kafka) => {
-            Some(Box::new(KafkaPartitionLog::new(kafka.clone())))
-        }
+        TriggerSpec::Kafka(kafka) => Some(Box::new(KafkaPartitionLog::new(kafka.clone()))),
         TriggerSpec::Bucket(bucket) => Some(Box::new(object_range_log(bucket)?)),
         TriggerSpec::Amqp(_) => None,
     })
@@ -142,5 +140,16 @@ pub async fn connect_source(
             Ok(Box::new(BucketSource::connect(config).await?))
         }
         TriggerSpec::Amqp(amqp) => Ok(Box::new(AmqpSource::connect(amqp.clone()).await?)),
+    }
+}
+
+/// The backlog of a job that is not consuming (paused): the lag of its Kafka group, the
+/// depth of its AMQP queue; `None` for a bucket trigger, whose backlog only a listing
+/// against its cursor would tell.
+pub async fn backlog_at_rest(spec: &JobSpec) -> Option<Result<u64, SourceError>> {
+    match &spec.trigger {
+        TriggerSpec::Kafka(kafka) => Some(sluice_connectors::kafka::lag::group_lag(kafka).await),
+        TriggerSpec::Amqp(amqp) => Some(sluice_connectors::amqp::depth::queue_depth(amqp).await),
+        TriggerSpec::Bucket(_) => None,
     }
 }

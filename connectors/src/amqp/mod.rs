@@ -56,6 +56,7 @@
 //! [`Source`]: crate::Source
 
 pub mod config;
+pub mod depth;
 mod inflight;
 pub mod rules;
 mod session;

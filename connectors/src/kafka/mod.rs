@@ -33,6 +33,7 @@
 
 pub mod config;
 mod context;
+pub mod lag;
 mod poll_loop;
 pub mod range;
 pub mod source;

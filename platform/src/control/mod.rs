@@ -9,7 +9,9 @@
 pub mod api;
 pub mod auth;
 pub mod bundle;
+pub mod deadletters;
 pub mod invocations;
+pub mod jobs;
 pub mod logs;
 mod migrations;
 pub mod openapi;

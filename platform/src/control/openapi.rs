@@ -1,264 +1,138 @@
-//! The OpenAPI 3.1 document of the API, served at `/v1/openapi.json`, built from the
-//! route table [`ROUTES`] kept beside the router in [`super::api`]. The end-to-end test
-//! calls every documented route and checks the answer is one the document lists.
+//! The OpenAPI 3.1 document of the API, served at `/v1/openapi.json`, generated from the
+//! code: every handler carries its `#[utoipa::path]` (method, path, parameters, body and
+//! every response it can give) and the bodies are the Rust types the handlers serialize.
+//! [`super::api::api_routes`] registers each handler with axum and with the document in
+//! one line, so a route cannot be served without being documented.
+//!
+//! Every error answer is [`ErrorBody`], `{"error": {"code", "message", "details": [...]}}`.
 
-use serde_json::{Map, Value, json};
+use std::sync::OnceLock;
 
-/// One documented operation.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    /// `None`: no token needed.
-    pub role: Option<&'static str>,
-    /// Successful status and what its body is.
-    pub ok: (u16, &'static str),
-    /// Error statuses besides 401/403 (added when a role is needed).
-    pub errors: &'static [u16],
-    /// The request body's media type, if any.
-    pub body: Option<&'static str>,
-}
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-/// Every route of the API.
-pub const ROUTES: &[Route] = &[
-    Route {
-        method: "get",
-        path: "/healthz",
-        summary: "the process answers",
-        role: None,
-        ok: (200, "text"),
-        errors: &[],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/readyz",
-        summary: "the registry answers",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[503],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/metrics",
-        summary: "Prometheus metrics of every job",
-        role: Some("read"),
-        ok: (200, "text"),
-        errors: &[],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/v1/jobs",
-        summary: "every job with its version, state and status",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[503],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/v1/jobs/{name}",
-        summary: "one job, with its job.toml",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[404, 503],
-        body: None,
-    },
-    Route {
-        method: "put",
-        path: "/v1/jobs/{name}",
-        summary: "deploy a bundle (.tar.gz of the job folder) as the job's next version",
-        role: Some("admin"),
-        ok: (201, "json"),
-        errors: &[400, 413, 503],
-        body: Some("application/octet-stream"),
-    },
-    Route {
-        method: "delete",
-        path: "/v1/jobs/{name}",
-        summary: "drain and stop the job and remove it from the list",
-        role: Some("admin"),
-        ok: (200, "json"),
-        errors: &[404, 503],
-        body: None,
-    },
-    Route {
-        method: "post",
-        path: "/v1/jobs/{name}/pause",
-        summary: "drain the job and hold it",
-        role: Some("admin"),
-        ok: (200, "json"),
-        errors: &[404, 503],
-        body: None,
-    },
-    Route {
-        method: "post",
-        path: "/v1/jobs/{name}/resume",
-        summary: "run the job again from its committed positions",
-        role: Some("admin"),
-        ok: (200, "json"),
-        errors: &[404, 503],
-        body: None,
-    },
-    Route {
-        method: "post",
-        path: "/v1/jobs/{name}/rollback",
-        summary: "run an earlier version: body {\"version\": N}, or empty for the one before the current",
-        role: Some("admin"),
-        ok: (200, "json"),
-        errors: &[400, 404, 503],
-        body: Some("application/json"),
-    },
-    Route {
-        method: "get",
-        path: "/v1/jobs/{name}/versions",
-        summary: "the job's versions",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[404, 503],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/v1/jobs/{name}/invocations",
-        summary: "the job's newest batch attempts (query: limit, 1 to 10000)",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[400, 404, 503],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/v1/jobs/{name}/logs",
-        summary: "the function's stderr lines on this node, with instance and batch (query: limit, from; follow=true streams NDJSON)",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[400, 404, 503],
-        body: None,
-    },
-    Route {
-        method: "get",
-        path: "/v1/openapi.json",
-        summary: "this document",
-        role: Some("read"),
-        ok: (200, "json"),
-        errors: &[],
-        body: None,
-    },
-];
+/// The fixed parts of the document; the paths come from the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Sluice control API", description = "Deploy and control the jobs of `sluice serve`."),
+    modifiers(&BearerToken),
+    components(schemas(ErrorBody, ErrorDetail))
+)]
+pub struct ApiDoc;
 
-fn error_response(status: u16) -> Value {
-    let description = match status {
-        400 => "the request or bundle is invalid",
-        401 => "no valid token",
-        403 => "the token is read-only",
-        404 => "no such job",
-        413 => "the body is over the limit",
-        _ => "the registry is unavailable",
-    };
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    })
-}
+/// The `bearer` security scheme every call but `/healthz` names.
+struct BearerToken;
 
-/// The document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let mut responses = Map::new();
-        let content = match route.ok.1 {
-            "json" => json!({"application/json": {"schema": {"type": "object"}}}),
-            _ => json!({"text/plain": {"schema": {"type": "string"}}}),
-        };
-        responses.insert(
-            route.ok.0.to_string(),
-            json!({"description": "done", "content": content}),
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        if route.method == "put" {
-            responses.insert(
-                "200".to_owned(),
-                json!({"description": "the same content was deployed before: its version", "content": content}),
-            );
-        }
-        let auth_errors: &[u16] = match route.role {
-            Some("admin") => &[401, 403],
-            Some(_) => &[401],
-            None => &[],
-        };
-        for status in auth_errors.iter().chain(route.errors) {
-            responses.insert(status.to_string(), error_response(*status));
-        }
-        let mut operation = json!({
-            "summary": route.summary,
-            "responses": responses,
-            "security": if route.role.is_some() { json!([{"bearer": []}]) } else { json!([]) },
-        });
-        if route.path.contains("{name}") {
-            operation["parameters"] = json!([{
-                "name": "name", "in": "path", "required": true,
-                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}
-            }]);
-        }
-        if let Some(media) = route.body {
-            operation["requestBody"] = json!({
-                "required": media == "application/octet-stream",
-                "content": {media: {"schema": if media == "application/octet-stream" {
-                    json!({"type": "string", "format": "binary"})
-                } else {
-                    json!({"type": "object"})
-                }}}
-            });
-        }
-        let entry = paths
-            .entry(route.path.to_owned())
-            .or_insert_with(|| json!({}));
-        entry[route.method] = operation;
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Sluice control API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {
-                    "type": "object",
-                    "required": ["code", "message", "details"],
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "details": {"type": "array", "items": {"type": "string"}}
-                    }
-                }}
-            }}
-        }
+}
+
+/// The one error shape of the API.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable `code` for scripts, a `message` for people and, for an
+/// invalid bundle, every problem found in `details`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// e.g. `not_found`, `unauthorized`, `forbidden`, `invalid_bundle`, `payload_too_large`.
+    pub code: String,
+    pub message: String,
+    pub details: Vec<String>,
+}
+
+/// The job named in the path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobName {
+    /// The job's name, as in its job.toml.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub name: String,
+}
+
+/// `?limit=`: how many, newest first.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Limit {
+    /// From 1 to 10000 (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
+}
+
+/// The document (built once).
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut document = super::api::api_routes().into_openapi();
+        document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        document
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
+    fn document_json() -> Value {
+        serde_json::to_value(document()).unwrap()
+    }
+
     #[test]
-    fn every_route_is_documented_with_its_errors() {
-        let document = document();
+    fn every_route_documents_its_errors_in_the_one_shape() {
+        let document = document_json();
         let paths = document["paths"].as_object().unwrap();
-        for route in ROUTES {
-            let operation = &paths[route.path][route.method];
-            assert!(operation.is_object(), "{} {}", route.method, route.path);
-            if route.role == Some("admin") {
-                assert!(operation["responses"]["403"].is_object());
+        let error = "#/components/schemas/ErrorBody";
+        let mut operations = 0;
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().unwrap() {
+                operations += 1;
+                let responses = operation["responses"].as_object().unwrap();
+                let secured = operation["security"].is_array();
+                assert_eq!(secured, path != "/healthz", "{method} {path}");
+                if secured {
+                    let unauthorized = &responses["401"]["content"]["application/json"];
+                    assert_eq!(unauthorized["schema"]["$ref"], error, "{method} {path}");
+                }
+                for (status, response) in responses {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert_eq!(
+                            response["content"]["application/json"]["schema"]["$ref"], error,
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+                if method != "get" {
+                    assert!(responses.contains_key("403"), "{method} {path}: admin only");
+                }
             }
         }
-        assert_eq!(
-            document["paths"]["/v1/jobs/{name}"]["put"]["responses"]["413"]["content"]["application/json"]
-                ["schema"]["$ref"],
-            "#/components/schemas/Error"
+        assert!(operations >= 16, "{operations} operations");
+        let put = &paths["/v1/jobs/{name}"]["put"]["responses"];
+        assert!(put["413"].is_object(), "{put}");
+        assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn the_dead_letter_routes_are_documented() {
+        let document = document_json();
+        let paths = &document["paths"];
+        assert!(paths["/v1/jobs/{name}/dead-letters"]["get"].is_object());
+        assert!(paths["/v1/jobs/{name}/dead-letters/letters"]["get"].is_object());
+        let replay = &paths["/v1/jobs/{name}/dead-letters/replay"]["post"]["responses"];
+        assert!(
+            replay["202"].is_object() && replay["409"].is_object(),
+            "{replay}"
         );
     }
 }

@@ -45,7 +45,7 @@ pub enum RegistryError {
 }
 
 /// What the registry wants a job to be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredState {
     /// Consuming at its current version.
@@ -93,7 +93,7 @@ pub struct JobRecord {
 }
 
 /// One immutable version of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VersionRecord {
     pub job: String,
     pub version: i64,

@@ -11,7 +11,12 @@
 //! knows the pipeline's entry point. The pipeline's future is not `Send`, so versions are
 //! not spawned as tasks: [`Supervisor::run_jobs`] polls them all (as `sluice run` polls
 //! its jobs) and must be awaited by the process' main future; the pipeline's own work
-//! still runs on the runtime's worker threads.
+//! still runs on the runtime's worker threads. Other pipelines (a dead-letter replay) run
+//! there too, through [`Supervisor::run_local`].
+//!
+//! A paused job has no source to measure its backlog, so a task reads it from the trigger
+//! every few seconds ([`crate::trigger::backlog_at_rest`]) until the job is reconciled
+//! again: the lag stays visible on the API and the status page.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -90,18 +96,27 @@ struct RunningVersion {
     finished: CancellationToken,
 }
 
-/// A version for [`Supervisor::run_jobs`] to run.
-#[derive(Debug)]
-struct Launch {
-    job: String,
-    version: i64,
-    stop: CancellationToken,
-    finished: CancellationToken,
+/// Work for [`Supervisor::run_jobs`] to poll: a version of a job, or another pipeline (a
+/// dead-letter replay) whose future, like a version's, is not `Send`.
+enum Launch {
+    Version {
+        job: String,
+        version: i64,
+        stop: CancellationToken,
+        finished: CancellationToken,
+    },
+    Task(LocalTask),
 }
+
+/// Makes the future of a [`Supervisor::run_local`] task, on the thread that polls it.
+pub type LocalTask =
+    Box<dyn FnOnce(Arc<SupervisorContext>) -> LocalBoxFuture<'static, ()> + Send + 'static>;
 
 #[derive(Debug, Default)]
 struct Slot {
     running: Option<RunningVersion>,
+    /// While the job is paused: stops the task that keeps its backlog current.
+    paused_watch: Option<CancellationToken>,
 }
 
 /// Runs every registered job in its state.
@@ -114,6 +129,8 @@ pub struct Supervisor {
     launched: Mutex<Option<mpsc::UnboundedReceiver<Launch>>>,
     /// Cancelled by [`Supervisor::shutdown`]: nothing starts any more.
     closed: CancellationToken,
+    /// The dead-letter replays of this process.
+    replays: super::deadletters::Replays,
 }
 
 /// The slowest retry of a failing version.
@@ -129,6 +146,7 @@ impl Supervisor {
             launches,
             launched: Mutex::new(Some(launched)),
             closed: CancellationToken::new(),
+            replays: super::deadletters::Replays::default(),
         })
     }
 
@@ -144,15 +162,18 @@ impl Supervisor {
         else {
             return;
         };
-        let mut running = FuturesUnordered::new();
+        let mut running: FuturesUnordered<LocalBoxFuture<'static, ()>> = FuturesUnordered::new();
         loop {
             tokio::select! {
                 launch = launched.recv() => {
                     let Some(launch) = launch else { break };
                     let context = Arc::clone(&self.context);
-                    running.push(async move {
-                        supervise(context, launch.job, launch.version, launch.stop).await;
-                        launch.finished.cancel();
+                    running.push(match launch {
+                        Launch::Version { job, version, stop, finished } => Box::pin(async move {
+                            supervise(context, job, version, stop).await;
+                            finished.cancel();
+                        }),
+                        Launch::Task(task) => task(context),
                     });
                 }
                 Some(()) = running.next(), if !running.is_empty() => {}
@@ -164,6 +185,27 @@ impl Supervisor {
 
     pub fn context(&self) -> &SupervisorContext {
         &self.context
+    }
+
+    /// The dead-letter replays of this process.
+    pub fn replays(&self) -> &super::deadletters::Replays {
+        &self.replays
+    }
+
+    /// Runs `task` beside the jobs, polled by [`Supervisor::run_jobs`]; it is handed a
+    /// token cancelled at shutdown, after the jobs drained. False once shutting down.
+    pub fn run_local(
+        &self,
+        task: impl FnOnce(Arc<SupervisorContext>, CancellationToken) -> LocalBoxFuture<'static, ()>
+        + Send
+        + 'static,
+    ) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        let stop = self.closed.child_token();
+        let task: LocalTask = Box::new(move |context| task(context, stop));
+        self.launches.send(Launch::Task(task)).is_ok()
     }
 
     /// Starts every job the registry lists, each at its version and in its state.
@@ -194,6 +236,9 @@ impl Supervisor {
     async fn reconcile_now(self: &Arc<Self>, job: &str) -> Result<(), RegistryError> {
         let slot = self.slot(job);
         let mut slot = slot.lock().await;
+        if let Some(watch) = slot.paused_watch.take() {
+            watch.cancel();
+        }
         let record = self.context.registry.job(job).await?;
         let wanted = record
             .as_ref()
@@ -217,9 +262,15 @@ impl Supervisor {
                 self.context.logs.remove(job);
                 info!(job, "deleted");
             }
-            (Some(_), None) => {
+            (Some(record), None) => {
                 status.set_state(JobState::Stopped, Some("paused".to_owned()));
                 info!(job, "paused");
+                let watch = self.closed.child_token();
+                slot.paused_watch = Some(watch.clone());
+                let context = Arc::clone(&self.context);
+                let job = job.to_owned();
+                self.tasks
+                    .spawn(async move { watch_paused(context, job, record.version, watch).await });
             }
             (Some(_), Some(version)) if !self.closed.is_cancelled() => {
                 slot.running = Some(self.start(job, version));
@@ -235,7 +286,7 @@ impl Supervisor {
             stop: CancellationToken::new(),
             finished: CancellationToken::new(),
         };
-        let launch = Launch {
+        let launch = Launch::Version {
             job: job.to_owned(),
             version,
             stop: running.stop.clone(),
@@ -409,8 +460,54 @@ async fn report_when_running(
     }
 }
 
+/// How often the backlog of a paused job is read.
+const PAUSED_BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the backlog of a paused job current on the status board (its source, which
+/// would report it, is closed) until `stop`: the lag grows visibly while it is paused.
+async fn watch_paused(
+    context: Arc<SupervisorContext>,
+    job: String,
+    version: i64,
+    stop: CancellationToken,
+) {
+    let spec = tokio::select! {
+        spec = spec_of(&context, &job, version) => spec,
+        () = stop.cancelled() => return,
+    };
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(error) => {
+            warn!(job, %error, "cannot read the backlog of the paused job");
+            return;
+        }
+    };
+    let status = context.board.job(&job);
+    loop {
+        let backlog = tokio::select! {
+            backlog = crate::trigger::backlog_at_rest(&spec) => backlog,
+            () = stop.cancelled() => return,
+        };
+        match backlog {
+            None => {
+                status.update(|status| status.backlog = None);
+                return;
+            }
+            Some(Ok(backlog)) => status.update(|status| status.backlog = Some(backlog)),
+            Some(Err(error)) => {
+                let error = spec.secrets.redact(&error.to_string()).into_owned();
+                warn!(job, %error, "cannot read the backlog of the paused job");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PAUSED_BACKLOG_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// The validated spec of a stored version, unpacked from its bundle if need be.
-async fn spec_of(
+pub(super) async fn spec_of(
     context: &SupervisorContext,
     job: &str,
     version: i64,

@@ -308,3 +308,28 @@ async fn offsets_are_committed_from_outside_the_group_and_a_member_resumes_there
     assert!(!by_partition.contains_key(&2));
     source.close().await;
 }
+
+#[tokio::test]
+async fn the_lag_of_a_group_that_is_not_consuming_counts_what_it_has_not_committed() {
+    let cluster = Cluster::new("lagging");
+    cluster.produce(0, 10).await;
+    let config = cluster.config("g-lag", KafkaStart::Earliest);
+    assert_eq!(super::super::lag::group_lag(&config).await.unwrap(), 30);
+
+    let mut source = KafkaSource::connect(config.clone()).await.unwrap();
+    collect(&mut source, 30).await;
+    source
+        .ack(&ack_delta("lagging", &[(0, 0, 3), (1, 0, 9)]))
+        .await
+        .unwrap();
+    source.close().await;
+    assert_eq!(super::super::lag::group_lag(&config).await.unwrap(), 6 + 10);
+
+    cluster.produce(10, 5).await;
+    assert_eq!(
+        super::super::lag::group_lag(&config).await.unwrap(),
+        16 + 15
+    );
+    let latest = cluster.config("g-lag-latest", KafkaStart::Latest);
+    assert_eq!(super::super::lag::group_lag(&latest).await.unwrap(), 0);
+}

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ApiError, ApiState, json_response, query_value};
 use crate::control::auth::Caller;
 use crate::control::logs::{JobLog, LogLine, RING_LINES};
+use crate::control::openapi::{ErrorBody, JobName};
 use crate::control::registry::now_ms;
 
 /// How long a followed line waits for its batch id before it is sent without one.
@@ -29,6 +30,49 @@ const HOLD_POLL: Duration = Duration::from_millis(250);
 /// Longest wait for a new line before looking at the stop signal again.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
+/// `?limit=&from=&follow=` of the logs route.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(
+    dead_code,
+    reason = "documents the query, which the handler parses from the URI"
+)]
+pub(super) struct LogsQuery {
+    /// Lines of history, from 1 to 5000 (default 200).
+    #[param(minimum = 1, maximum = 5000)]
+    limit: Option<i64>,
+    /// The first `seq` wanted (default: the oldest kept).
+    #[param(minimum = 0)]
+    from: Option<i64>,
+    /// `true`: stream new lines as NDJSON until the client goes away.
+    follow: Option<bool>,
+}
+
+/// One stderr line of the job's function.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct LogLineView {
+    seq: u64,
+    time_ms: i64,
+    instance: String,
+    batch: Option<String>,
+    line: String,
+}
+
+/// The lines kept of the job's function stderr.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct LogLines {
+    lines: Vec<LogLineView>,
+}
+
+/// The job's function stderr lines on this node; `follow=true` streams them as NDJSON.
+#[utoipa::path(get, path = "/v1/jobs/{name}/logs", params(JobName, LogsQuery), security(("bearer" = [])), responses(
+    (status = 200, description = "the lines (`follow=true`: one JSON line per stderr line, streamed)",
+        content((LogLines = "application/json"), (LogLineView = "application/x-ndjson"))),
+    (status = 400, description = "`limit`, `from` or `follow` out of range", body = ErrorBody),
+    (status = 401, description = "no valid token", body = ErrorBody),
+    (status = 404, description = "no such job", body = ErrorBody),
+    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+))]
 pub(super) async fn logs(
     State(state): State<ApiState>,
     _caller: Caller,
