@@ -222,6 +222,7 @@ fn job_view(state: &ApiState, record: &JobRecord) -> Value {
         "reason": record.reason,
         "created_ms": record.created_ms,
         "updated_ms": record.updated_ms,
+        "function_uid": record.function_uid,
         "running_version": state.supervisor.running_version(&record.name),
         "status": status,
     })
