@@ -6,33 +6,33 @@
 //! `unshare(CLONE_NEWPID)` puts the caller's *children* in the new namespace, not the
 //! caller, and the first child becomes the namespace's `init`, which the kernel treats
 //! specially (it gets no signal it has no handler for, even from itself, and the whole
-//! namespace is killed when it ends). So the forked child of the platform becomes three
-//! processes, none of which `exec`s but the last:
+//! namespace is killed when it ends). So the forked child of the platform makes two
+//! children and does not `exec` itself:
 //!
 //! ```text
 //! platform ─ fork (std) ─▶ relay (platform's namespace; the instance's leader and group)
-//!                            │ unshare(CLONE_NEWPID), fork
-//!                            ▼
-//!                          init (pid 1 of the new namespace, root, reaps orphans)
-//!                            │ fork
-//!                            ▼
-//!                          function (pid 2): the rest of the setup, then exec
+//!                            │ unshare(CLONE_NEWPID)
+//!                            ├─ clone(CLONE_VM) ─▶ init (pid 1 of the new namespace)
+//!                            └─ fork ────────────▶ function (pid 2): the rest of the
+//!                                                  setup, then exec
 //! ```
 //!
-//! - The relay waits for init and ends as the function ended (same exit code, or killed
-//!   by the same signal), so the platform sees the function's status. Killing the relay
-//!   (SIGKILL to the instance's process group) kills init (`PR_SET_PDEATHSIG`), which
-//!   kills the namespace.
-//! - init reaps every orphan; when the function ends it reports the function's wait
-//!   status to the relay through a pipe and exits, and the kernel kills whatever is left
-//!   in the namespace before init is gone.
+//! - The relay waits for the function, then kills init, which ends the namespace (the
+//!   kernel kills whatever the function left in it before init is reaped), and ends as
+//!   the function ended (same exit code, or killed by the same signal), so the platform
+//!   sees the function's status. Killing the relay (SIGKILL to the instance's process
+//!   group) kills init (`PR_SET_PDEATHSIG`), which ends the namespace.
+//! - init only reaps the orphans of the namespace. It shares the relay's memory (no copy
+//!   of the platform's page tables, the cost of a `fork`) and runs on a stack of its own;
+//!   it touches nothing but that stack, and has its own descriptors and signal handlers.
 //! - Both ignore every signal that can be ignored, so a SIGTERM to the process group
 //!   reaches the function (which handles it as it likes) and not them; both close every
-//!   descriptor they do not need (the function's pipes and the spawner's error pipe), so
-//!   the platform sees end of file when the function closes its end.
+//!   descriptor (the function's pipes and the spawner's error pipe), so the platform sees
+//!   end of file when the function closes its end.
 //! - The function joins the instance's cgroup itself (relay and init do not count
 //!   against `function.max_processes`), then mounts a `/proc` of the new namespace
-//!   ([`super::namespaces`]).
+//!   ([`super::namespaces`]). Its parent, the relay, is outside its namespace:
+//!   `getppid()` answers 0.
 //!
 //! Invariant: everything here runs between `fork` and `exec` (or `_exit`): plain
 //! syscalls on integers, nothing that allocates.
@@ -41,32 +41,60 @@ use std::io;
 
 use nix::libc;
 
+/// Bytes of init's stack (mapped lazily; it uses a few KiB).
+const INIT_STACK: usize = 256 << 10;
+
 /// Enters a new PID namespace. Returns in the function process (pid 2 of the namespace)
-/// only; the relay and init processes it makes never return (they `_exit`). In the forked
-/// child only.
+/// only; the relay never returns (it `_exit`s). In the forked child only.
 pub(crate) fn enter_in_child() -> io::Result<()> {
-    // SAFETY: plain syscalls on integers and on a two-element array owned by this frame;
-    // the forks happen in an already forked, single-threaded child.
+    // SAFETY: plain syscalls on integers and on memory mapped here; the clone and fork
+    // happen in an already forked, single-threaded child; init runs `init_main` on its
+    // own stack and touches no other memory.
     unsafe {
         if libc::unshare(libc::CLONE_NEWPID) != 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut status_pipe = [-1; 2];
-        if libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+        let stack = libc::mmap(
+            std::ptr::null_mut(),
+            INIT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        );
+        if stack == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let [status_read, status_write] = status_pipe;
-        match libc::fork() {
-            -1 => return Err(io::Error::last_os_error()),
-            0 => {}
-            init => {
-                libc::close(status_write);
-                relay(init, status_read)
-            }
+        let top = stack.cast::<u8>().add(INIT_STACK).cast::<libc::c_void>();
+        let init = libc::clone(
+            init_main,
+            top,
+            libc::CLONE_VM | libc::SIGCHLD,
+            std::ptr::null_mut(),
+        );
+        if init == -1 {
+            return Err(io::Error::last_os_error());
         }
-        libc::close(status_read);
-        // The relay may die before this; then the cgroup kill or the kernel's reaping of
-        // the relay's group still reaches the namespace through the function.
+        match libc::fork() {
+            -1 => {
+                let error = io::Error::last_os_error();
+                libc::kill(init, libc::SIGKILL);
+                while libc::waitpid(init, std::ptr::null_mut(), 0) != init {}
+                Err(error)
+            }
+            0 => Ok(()),
+            function => relay(function, init),
+        }
+    }
+}
+
+/// Does nothing: its only effect is to wake init's `sigsuspend`.
+extern "C" fn wake(_signal: libc::c_int) {}
+
+/// The namespace's pid 1: reaps every orphan until it is killed.
+extern "C" fn init_main(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: plain syscalls on integers and structs on this stack.
+    unsafe {
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -74,55 +102,36 @@ pub(crate) fn enter_in_child() -> io::Result<()> {
             0,
             0,
         );
-        match libc::fork() {
-            -1 => Err(io::Error::last_os_error()),
-            0 => {
-                libc::close(status_write);
-                Ok(())
-            }
-            function => init(function, status_write),
-        }
-    }
-}
-
-/// The namespace's pid 1: reaps every process that ends in it; when `function` ends,
-/// writes its raw wait status to `status_write` and exits, which ends the namespace.
-fn init(function: libc::pid_t, status_write: libc::c_int) -> ! {
-    ignore_signals();
-    close_all_but(status_write);
-    // SAFETY: plain syscalls on integers and a local status word.
-    unsafe {
+        ignore_signals();
+        close_all();
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = wake as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut());
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
         loop {
-            let mut status: libc::c_int = 0;
-            let reaped = libc::waitpid(-1, &mut status, 0);
-            if reaped == function {
-                let bytes = status.to_ne_bytes();
-                libc::write(status_write, bytes.as_ptr().cast(), bytes.len());
-                libc::_exit(0);
-            }
-            if reaped == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                libc::_exit(1);
-            }
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            libc::sigsuspend(&none);
         }
     }
 }
 
-/// The instance's leader in the platform's namespace: waits for `init`, then ends as the
-/// function did (its status read from `status_read`), or as init did when it reported
-/// nothing (it was killed).
-fn relay(init: libc::pid_t, status_read: libc::c_int) -> ! {
+/// The instance's leader in the platform's namespace: waits for `function`, ends the
+/// namespace (kills `init` and reaps it), then ends as the function did.
+fn relay(function: libc::pid_t, init: libc::pid_t) -> ! {
     ignore_signals();
-    close_all_but(status_read);
-    // SAFETY: plain syscalls on integers and local buffers.
+    close_all();
+    // SAFETY: plain syscalls on integers and a local status word. init shares this
+    // process's memory and may change errno, so no decision here reads errno.
     unsafe {
         let mut status: libc::c_int = 0;
-        while libc::waitpid(init, &mut status, 0) == -1
-            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
-        let mut reported = [0u8; 4];
-        if libc::read(status_read, reported.as_mut_ptr().cast(), reported.len()) == 4 {
-            status = libc::c_int::from_ne_bytes(reported);
-        }
+        while libc::waitpid(function, &mut status, 0) != function {}
+        libc::kill(init, libc::SIGKILL);
+        while libc::waitpid(init, std::ptr::null_mut(), 0) != init {}
         end_as(status)
     }
 }
@@ -166,27 +175,17 @@ fn ignore_signals() {
     }
 }
 
-/// Closes every descriptor but `keep` (stdin, stdout and stderr included).
-fn close_all_but(keep: libc::c_int) {
+/// Closes every descriptor (stdin, stdout and stderr included).
+fn close_all() {
     // SAFETY: plain syscalls on integers.
     unsafe {
-        let below = if keep > 0 {
-            libc::syscall(
-                libc::SYS_close_range,
-                0 as libc::c_uint,
-                (keep - 1) as libc::c_uint,
-                0 as libc::c_uint,
-            )
-        } else {
-            0
-        };
-        let above = libc::syscall(
+        let closed = libc::syscall(
             libc::SYS_close_range,
-            (keep + 1) as libc::c_uint,
+            0 as libc::c_uint,
             libc::c_uint::MAX,
             0 as libc::c_uint,
         );
-        if below == 0 && above == 0 {
+        if closed == 0 {
             return;
         }
         // Kernels before 5.9 have no close_range: close each possible descriptor.
@@ -196,7 +195,7 @@ fn close_all_but(keep: libc::c_int) {
         } else {
             1 << 16
         };
-        for fd in (0..last).filter(|&fd| fd != keep) {
+        for fd in 0..last {
             libc::close(fd);
         }
     }
