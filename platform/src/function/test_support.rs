@@ -140,8 +140,7 @@ pub(super) fn read_pid(path: &Path) -> i32 {
     let tag = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
     assert!(
-        tag.trim()
-            .split_whitespace()
+        tag.split_whitespace()
             .next()
             .is_some_and(|pid| pid.parse::<i32>().is_ok()),
         "a pid in {tag:?}"
