@@ -310,6 +310,20 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(serve.deploy(&amqp_job)["deployed"]["version"], 1);
     wait_exactly_once(&env, &kafka_job.prefix, 1000, &serve).await;
     wait_exactly_once(&env, &amqp_job.prefix, 500, &serve).await;
+    // The registry records the uid the job's functions run as; they run as it.
+    let function_uid = serve.job(&kafka_job.name)["function_uid"]
+        .as_u64()
+        .expect("the job's uid is recorded");
+    assert_ne!(function_uid, 0, "functions never run as root");
+    for pid in processes_with(&kafka_tag) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(uids) = status.lines().find_map(|line| line.strip_prefix("Uid:")) {
+            assert_eq!(
+                uids.split_whitespace().next(),
+                Some(function_uid.to_string().as_str())
+            );
+        }
+    }
     // The same content again: the same version, nothing restarted.
     assert_eq!(serve.deploy(&kafka_job)["deployed"]["new_version"], false);
 
@@ -404,6 +418,11 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(
         (kafka_now["version"].as_i64(), kafka_now["state"].as_str()),
         (Some(2), Some("running"))
+    );
+    assert_eq!(
+        kafka_now["function_uid"].as_u64(),
+        Some(function_uid),
+        "the same uid after a restart"
     );
     let amqp_now = serve.job(&amqp_job.name);
     assert_eq!(

@@ -30,6 +30,8 @@ pub struct JobView {
     pub reason: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The uid (and gid) the job's functions run as on this node, once it has started.
+    pub function_uid: Option<i64>,
     /// The version this process runs now (none while paused, draining or starting).
     pub running_version: Option<i64>,
     /// The pipeline's live status: state, instances, backlog (the lag, kept current
@@ -59,6 +61,7 @@ fn job_view(state: &ApiState, record: &JobRecord) -> JobView {
         reason: record.reason.clone(),
         created_ms: record.created_ms,
         updated_ms: record.updated_ms,
+        function_uid: record.function_uid,
         running_version: state.supervisor.running_version(&record.name),
         status,
         sha256: None,

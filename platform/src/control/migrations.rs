@@ -15,10 +15,11 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
 /// `(version, description, sql)`, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "jobs versions invocations",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "jobs versions invocations",
+        r#"
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
     version BIGINT NOT NULL,
@@ -58,7 +59,16 @@ CREATE TABLE invocations (
 );
 CREATE INDEX invocations_by_time ON invocations (job, started_ms);
 "#,
-)];
+    ),
+    (
+        2,
+        "jobs function_uid",
+        r#"
+ALTER TABLE jobs ADD COLUMN function_uid BIGINT;
+CREATE UNIQUE INDEX jobs_by_function_uid ON jobs (function_uid);
+"#,
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

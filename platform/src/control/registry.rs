@@ -25,6 +25,9 @@ use sqlx::{AnyPool, Row};
 
 use super::migrations::{EmbeddedMigrations, latest_version};
 
+#[path = "registry_uid.rs"]
+mod function_uid;
+
 /// What went wrong in the registry. Database errors are external (the database is down
 /// or refused the query; retrying may help); the others are the operator's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,10 @@ pub struct JobRecord {
     pub reason: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The uid (and gid) its functions run as, recorded at its first start
+    /// ([`Registry::function_uid`]); `None` until then, or when functions cannot get
+    /// users of their own.
+    pub function_uid: Option<i64>,
 }
 
 /// One immutable version of a job.
@@ -513,7 +520,8 @@ impl Registry {
     }
 }
 
-const JOB_COLUMNS: &str = "SELECT name, version, state, reason, created_ms, updated_ms FROM jobs";
+const JOB_COLUMNS: &str =
+    "SELECT name, version, state, reason, created_ms, updated_ms, function_uid FROM jobs";
 
 async fn job_in(
     conn: &mut sqlx::AnyConnection,
@@ -535,6 +543,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, RegistryError> {
         reason: row.try_get(3)?,
         created_ms: row.try_get(4)?,
         updated_ms: row.try_get(5)?,
+        function_uid: row.try_get(6)?,
     })
 }
 

@@ -195,6 +195,40 @@ async fn a_newer_database_is_refused(fresh: &Fresh) {
     assert!(error.to_string().contains("upgrade sluice"), "{error}");
 }
 
+/// A job's uid is recorded once, is never another job's, and stays across reopening
+/// and redeploys.
+async fn a_jobs_function_uid_is_recorded_once_and_unique(fresh: &Fresh) {
+    let registry = &fresh.registry;
+    let candidates = || [7000_u32, 7001, 7002].into_iter();
+    assert_eq!(
+        registry.function_uid("clicks", candidates()).await.unwrap(),
+        None,
+        "no job"
+    );
+    registry.deploy("clicks", "aaa", "alice").await.unwrap();
+    registry.deploy("orders", "bbb", "alice").await.unwrap();
+    assert_eq!(
+        registry.job("clicks").await.unwrap().unwrap().function_uid,
+        None
+    );
+    let clicks = registry.function_uid("clicks", candidates()).await.unwrap();
+    assert_eq!(clicks, Some(7000));
+    let orders = registry.function_uid("orders", candidates()).await.unwrap();
+    assert_eq!(orders, Some(7001), "7000 is clicks'");
+    registry.deploy("clicks", "ccc", "bob").await.unwrap();
+    let reopened = Registry::open(&fresh.url).await.unwrap();
+    let other_order = [7002_u32, 7001, 7000].into_iter();
+    assert_eq!(
+        reopened.function_uid("clicks", other_order).await.unwrap(),
+        Some(7000)
+    );
+    assert_eq!(
+        reopened.job("clicks").await.unwrap().unwrap().function_uid,
+        Some(7000)
+    );
+    reopened.close().await;
+}
+
 fn invocation(job: &str, id: &str, started_ms: i64) -> InvocationRecord {
     InvocationRecord {
         job: job.to_owned(),
@@ -274,4 +308,5 @@ on_both_databases!(
     state_survives_reopening,
     a_newer_database_is_refused,
     invocations_are_kept_by_age_and_count,
+    a_jobs_function_uid_is_recorded_once_and_unique,
 );

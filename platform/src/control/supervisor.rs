@@ -273,9 +273,29 @@ impl Supervisor {
                     .spawn(async move { watch_paused(context, job, record.version, watch).await });
             }
             (Some(_), Some(version)) if !self.closed.is_cancelled() => {
+                self.keep_function_uid(job).await?;
                 slot.running = Some(self.start(job, version));
             }
             (Some(_), Some(_)) => {}
+        }
+        Ok(())
+    }
+
+    /// Runs `job`'s functions as the uid the registry records for it (recorded now at
+    /// its first start), so the id stays the job's across restarts and nodes.
+    async fn keep_function_uid(&self, job: &str) -> Result<(), RegistryError> {
+        let Some(candidates) = crate::function::function_uid_candidates(job) else {
+            return Ok(());
+        };
+        let uid = self.context.registry.function_uid(job, candidates).await?;
+        if let Some(uid) = uid.and_then(|uid| u32::try_from(uid).ok())
+            && !crate::function::reserve_function_uid(job, uid)
+        {
+            warn!(
+                job,
+                uid,
+                "the uid recorded for the job is outside SLUICE_FUNCTION_UIDS or held by another job here; its functions run as another id"
+            );
         }
         Ok(())
     }

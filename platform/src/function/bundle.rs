@@ -20,6 +20,10 @@
 //! other special files are skipped), so its cost is paid once, not per instance. A job
 //! folder is what a function may see: files outside it (`../shared.py`) are not copied.
 //!
+//! A job folder over `SLUICE_BUNDLE_MAX_BYTES` (default 1 GiB, counted before anything
+//! is copied) is refused with a permanent error: the copy would fill the data folder's
+//! disk, once per job and platform process.
+//!
 //! Invariants: nothing under `bundle/` is writable by the job's uid; the bundle of one
 //! job is not readable by another job's uid (group-only permissions, 0710 job folder).
 
@@ -52,14 +56,65 @@ pub(crate) struct Bundle {
     identity: JobIdentity,
 }
 
+/// Most bytes a job folder may hold to be staged, when `SLUICE_BUNDLE_MAX_BYTES` is not
+/// set: the copy is made on the data folder's disk for every job of every platform process.
+pub(crate) const DEFAULT_MAX_BUNDLE_BYTES: u64 = 1 << 30;
+/// The setting that overrides [`DEFAULT_MAX_BUNDLE_BYTES`] (bytes).
+pub(crate) const MAX_BUNDLE_VARIABLE: &str = "SLUICE_BUNDLE_MAX_BYTES";
+
 /// Staging a job's files failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot stage the job folder {source_dir} for its function in {target}: {error}")]
-pub(crate) struct StageError {
-    source_dir: PathBuf,
-    target: PathBuf,
-    #[source]
-    error: io::Error,
+pub(crate) enum StageError {
+    #[error("cannot stage the job folder {source_dir} for its function in {target}: {error}")]
+    Io {
+        source_dir: PathBuf,
+        target: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+    /// Permanent: the job folder has to shrink (or the cap to grow).
+    #[error(
+        "the job folder {source_dir} holds more than {cap} bytes (at least {size}), the most \
+         a function's staged copy may hold; keep data out of the job folder, or raise \
+         {MAX_BUNDLE_VARIABLE} on the platform"
+    )]
+    TooLarge {
+        source_dir: PathBuf,
+        size: u64,
+        cap: u64,
+    },
+}
+
+/// The cap on a staged job folder: `SLUICE_BUNDLE_MAX_BYTES`, else the default.
+fn max_bundle_bytes() -> u64 {
+    std::env::var(MAX_BUNDLE_VARIABLE)
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES)
+}
+
+/// The bytes of the files `copy_tree` would copy from `from`, counted until past `cap`.
+fn tree_size(from: &Path, cap: u64, depth: usize) -> io::Result<u64> {
+    let mut total = 0u64;
+    if depth > MAX_DEPTH {
+        return Ok(total);
+    }
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        // Follows symbolic links, as the copy does; a dangling one is skipped.
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            total = total.saturating_add(tree_size(&path, cap, depth + 1)?);
+        } else if metadata.is_file() {
+            total = total.saturating_add(metadata.len());
+        }
+        if total > cap {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 fn data_dir() -> PathBuf {
@@ -94,11 +149,20 @@ impl Bundle {
         let root = functions
             .join(std::process::id().to_string())
             .join(format!("{job}.{number}"));
-        let fail = |error| StageError {
+        let fail = |error| StageError::Io {
             source_dir: source.to_path_buf(),
             target: root.clone(),
             error,
         };
+        let cap = max_bundle_bytes();
+        let size = tree_size(source, cap, 0).map_err(fail)?;
+        if size > cap {
+            return Err(StageError::TooLarge {
+                source_dir: source.to_path_buf(),
+                size,
+                cap,
+            });
+        }
         std::fs::create_dir_all(data_dir()).map_err(fail)?;
         make_dir(&functions, 0o711, None, false).map_err(fail)?;
         sweep_stale(&functions);

@@ -14,19 +14,19 @@ use super::*;
 /// A second job that keeps invoking its function while a test's function misbehaves.
 struct Neighbour {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<(FunctionRunner, FunctionRunner, i64)>,
+    task: JoinHandle<(FunctionRunner, FunctionRunner, Value)>,
     _dir: tempfile::TempDir,
 }
 
 /// One round of the neighbour: a batch through the warm stream instance (same pid as
 /// ever) and one through a fresh exec process.
-async fn neighbour_round(stream: &mut FunctionRunner, exec: &mut FunctionRunner, pid: i64) {
+async fn neighbour_round(stream: &mut FunctionRunner, exec: &mut FunctionRunner, pid: &Value) {
     let output = stream.invoke(&batch(&[r#"{"v":1}"#, r#"{"v":2}"#])).await;
     let output = output.unwrap_or_else(|error| panic!("neighbour stream batch failed: {error}"));
     let rows = rows(&output);
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(
-        rows.iter().all(|row| row["pid"] == pid),
+        rows.iter().all(|row| row["pid"] == *pid),
         "same instance: {rows:?}"
     );
     let output = exec.invoke(&batch(&[r#"{"n":1}"#])).await;
@@ -49,13 +49,13 @@ impl Neighbour {
             &spec(&["cat"], FunctionMode::Exec),
         );
         let first = stream.invoke(&batch(&[r#"{"v":0}"#])).await.unwrap();
-        let pid = rows(&first)[0]["pid"].as_i64().unwrap();
+        let pid = rows(&first)[0]["pid"].clone();
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn({
             let stop = Arc::clone(&stop);
             async move {
                 while !stop.load(Ordering::Relaxed) {
-                    neighbour_round(&mut stream, &mut exec, pid).await;
+                    neighbour_round(&mut stream, &mut exec, &pid).await;
                     // Pacing, so the neighbour does not crowd a small machine.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -74,9 +74,10 @@ impl Neighbour {
     async fn assert_unaffected(self) {
         self.stop.store(true, Ordering::Relaxed);
         let (mut stream, mut exec, pid) = self.task.await.expect("the neighbour kept working");
-        neighbour_round(&mut stream, &mut exec, pid).await;
+        neighbour_round(&mut stream, &mut exec, &pid).await;
+        let process = process_of(&pid);
         stream.shutdown().await;
-        assert_gone(pid as i32).await;
+        assert_gone(process).await;
     }
 }
 
@@ -90,7 +91,7 @@ async fn assert_all_gone(dir: &Path, file: &str) -> usize {
         .unwrap_or_else(|e| panic!("{file} was not written: {e}"));
     let pids: Vec<i32> = text
         .lines()
-        .map(|pid| pid.trim().parse().unwrap())
+        .map(|tag| host_pid(tag).unwrap_or(NO_PROCESS))
         .collect();
     for &pid in &pids {
         assert_gone(pid).await;
@@ -128,7 +129,7 @@ fn assert_no_cgroups(job: &str, runner: FunctionRunner) {
 /// tests do not start one.
 fn escapee() -> &'static str {
     if cgroups().is_some() {
-        "setsid sleep 1000 & echo $! >> $OUT/escaped.pid;"
+        "setsid sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) >> $OUT/escaped.pid;"
     } else {
         ": > $OUT/escaped.pid;"
     }
@@ -141,7 +142,7 @@ async fn a_crash_is_contained() {
 
     // A segfault, in exec mode, with a child in the group and one that left it.
     let segfault = sh(&format!(
-        "sleep 1000 & echo $! > $OUT/child.pid; {} cat >/dev/null; echo 'about to crash' >&2; kill -SEGV $$",
+        "sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) > $OUT/child.pid; {} cat >/dev/null; echo 'about to crash' >&2; kill -SEGV $$",
         escapee()
     ));
     let mut runner = test_runner("crash", dir.path(), &segfault);
@@ -168,7 +169,7 @@ async fn a_crash_is_contained() {
             "sh",
             "-c",
             &format!(
-                "sleep 1000 & echo $! > $OUT/child.pid; {} read line; exit 1",
+                "sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) > $OUT/child.pid; {} read line; exit 1",
                 escapee()
             ),
         ],
@@ -194,7 +195,7 @@ async fn a_hang_past_the_timeout_is_killed() {
     let neighbour = Neighbour::start().await;
     let dir = job_dir();
     let mut spec = sh(&format!(
-        "sleep 1000 & echo $! > $OUT/child.pid; {} echo $$ > $OUT/pid; exec sleep 1000",
+        "sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) > $OUT/child.pid; {} echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; exec sleep 1000",
         escapee()
     ));
     spec.timeout = Duration::from_secs(1);
@@ -222,8 +223,8 @@ async fn a_hang_past_the_timeout_is_killed() {
 /// keeps running after stdin closes.
 const IGNORES_SIGTERM: &str = r#"
 trap '' TERM
-echo $$ > $OUT/pid
-sleep 1000 & echo $! > $OUT/child.pid
+echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid
+sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) > $OUT/child.pid
 echo '{"$ready": true}'
 while IFS= read -r line; do
   if [ -z "$line" ]; then echo '{"ok": 1}'; echo; fi
@@ -267,7 +268,7 @@ async fn a_memory_blow_up_fails_with_an_error_naming_the_memory_limit() {
         &[
             "python3",
             "-c",
-            "import os, sys\nopen(os.environ['OUT'] + '/pid', 'w').write(str(os.getpid()))\nsys.stdin.read()\nhog = b'x' * (1 << 30)\nprint('{}')",
+            "import os, sys\nopen(os.environ['OUT'] + '/pid', 'w').write('%d %s' % (os.getpid(), os.readlink('/proc/self/ns/pid')))\nsys.stdin.read()\nhog = b'x' * (1 << 30)\nprint('{}')",
         ],
         FunctionMode::Exec,
     );
@@ -320,12 +321,21 @@ try:
             if leave_group:
                 os.setsid()
             with open(os.environ["OUT"] + "/children.pid", "a") as f:
-                f.write(f"{os.getpid()}\n")
+                f.write(f"{os.getpid()} {os.readlink('/proc/self/ns/pid')}\n")
             time.sleep(1000)
             os._exit(0)
         forked += 1
 except OSError as error:
     print(f"fork {forked + 1} failed: {error}", file=sys.stderr, flush=True)
+    # Its end ends its PID namespace: first let every child record itself (bounded).
+    for _ in range(500):
+        try:
+            with open(os.environ["OUT"] + "/children.pid") as f:
+                if len(f.readlines()) >= forked:
+                    break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
     sys.exit(1)
 print("{}")
 "#;
@@ -372,3 +382,6 @@ mod output;
 
 #[path = "containment_tests/attacks.rs"]
 mod attacks;
+
+#[path = "containment_tests/pids.rs"]
+mod pids;

@@ -99,12 +99,30 @@ impl IdRange {
 #[derive(Debug, Default)]
 pub(crate) struct Assignments {
     by_uid: HashMap<u32, String>,
+    /// Ids recorded elsewhere (the job registry) and reserved with [`Self::reserve`].
+    reserved: HashMap<String, u32>,
 }
 
 impl Assignments {
+    /// Gives `job` the id `uid` from now on (the one a registry recorded for it, so that
+    /// it stays the job's across restarts and nodes whatever else runs). False, and
+    /// nothing changed, when another job of this process holds `uid`.
+    pub(crate) fn reserve(&mut self, job: &str, uid: u32) -> bool {
+        if self.by_uid.get(&uid).is_some_and(|owner| owner != job) {
+            return false;
+        }
+        self.by_uid.retain(|_, owner| owner != job);
+        self.by_uid.insert(uid, job.to_owned());
+        self.reserved.insert(job.to_owned(), uid);
+        true
+    }
+
     /// The identity of `job`: its hash into `range`, or the next free id after it when
     /// another job has that one. `None` when every id of the range is taken.
     pub(crate) fn assign(&mut self, range: IdRange, job: &str) -> Option<JobIdentity> {
+        if let Some(&uid) = self.reserved.get(job) {
+            return Some(JobIdentity { uid, gid: uid });
+        }
         let start = fnv1a(job.as_bytes()) % range.size();
         for step in 0..range.size() {
             let uid = range.first + ((start + step) % range.size()) as u32;
@@ -121,13 +139,41 @@ impl Assignments {
     }
 }
 
+static ASSIGNMENTS: Mutex<Option<Assignments>> = Mutex::new(None);
+
 /// The identity of `job` in this platform process (see the module doc).
 pub(crate) fn assign(range: IdRange, job: &str) -> Option<JobIdentity> {
-    static ASSIGNMENTS: Mutex<Option<Assignments>> = Mutex::new(None);
     let mut assignments = ASSIGNMENTS.lock().unwrap_or_else(PoisonError::into_inner);
     assignments
         .get_or_insert_with(Assignments::default)
         .assign(range, job)
+}
+
+/// The ids `job` may get from the configured range, best first: its hash into the range,
+/// then the following ids (wrapping). `None` when functions cannot get users of their own
+/// (`SLUICE_FUNCTION_UIDS=off` or an unusable range). A registry records the first one
+/// no other job holds, then [`reserve_function_uid`]s it before the job starts.
+pub fn function_uid_candidates(job: &str) -> Option<impl Iterator<Item = u32>> {
+    let range = IdRange::from_environment().ok()?;
+    let start = fnv1a(job.as_bytes()) % range.size();
+    Some((0..range.size()).map(move |step| range.first + ((start + step) % range.size()) as u32))
+}
+
+/// Makes `job`'s functions run as `uid` in this platform process (the id its registry
+/// recorded), instead of the id the hash would give. False when `uid` is outside the
+/// configured range or another job of this process runs as it; the job then keeps the
+/// hashed id.
+pub fn reserve_function_uid(job: &str, uid: u32) -> bool {
+    let Ok(range) = IdRange::from_environment() else {
+        return false;
+    };
+    if !(range.first..=range.last).contains(&uid) {
+        return false;
+    }
+    let mut assignments = ASSIGNMENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    assignments
+        .get_or_insert_with(Assignments::default)
+        .reserve(job, uid)
 }
 
 /// 64-bit FNV-1a: stable across releases and platforms, unlike std's hasher.
@@ -144,6 +190,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reserved_id_wins_over_the_hash_and_is_never_shared() {
+        let range = IdRange::parse("5000-5009").unwrap();
+        let mut assignments = Assignments::default();
+        let hashed = assignments.assign(range, "clicks").unwrap().uid;
+        let recorded = if hashed == 5009 { 5000 } else { hashed + 1 };
+        assert!(assignments.reserve("clicks", recorded));
+        assert_eq!(assignments.assign(range, "clicks").unwrap().uid, recorded);
+        assert!(!assignments.reserve("orders", recorded), "held by clicks");
+        assert_ne!(assignments.assign(range, "orders").unwrap().uid, recorded);
+    }
 
     #[test]
     fn a_job_keeps_its_id_and_two_jobs_never_share_one() {

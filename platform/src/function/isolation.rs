@@ -7,6 +7,7 @@
 //! | a network namespace | `unshare(CLONE_NEWNET)` works (needs `CAP_SYS_ADMIN`) and the job says `network = false` | no interfaces but a loopback of its own |
 //! | dropped capabilities | the platform holds `CAP_SETPCAP` (it runs as root) | a root function keeps uid 0 but has no capability: it cannot read the memory or environment of a non-dumpable process (see [`harden_platform_process`]), load modules, mount, change limits, … |
 //! | a uid and gid per job ([`super::identity`]) | the platform runs as root | the function is never root: it cannot touch root-owned files, other jobs' files or processes, or its cgroup's control files; it reads its job folder through a staged read-only copy ([`super::bundle`]) |
+//! | a PID namespace ([`super::pid_namespace`]) | `unshare(CLONE_NEWPID)` works (`CAP_SYS_ADMIN`) and the instance gets a mount namespace (for its `/proc`) | only its own processes in sight; the platform and other jobs cannot be named, signalled or traced; everything it started dies with the instance |
 //! | a mount namespace ([`super::namespaces`]) | `unshare(CLONE_NEWNS)` and mounting work (`CAP_SYS_ADMIN`) | a private `/tmp` (scratch), no cgroup file system, no host `/run` with `network = false`, the bundle read-only |
 //! | `PR_SET_NO_NEW_PRIVS` | always | no privileges gained through set-uid programs |
 //! | a seccomp filter ([`super::syscalls`]) | the kernel has seccomp | no `ptrace`, `mount`, namespaces, `bpf`, module or `kexec` loading, keyrings, … |
@@ -30,8 +31,10 @@ use nix::unistd::{ForkResult, Pid};
 use super::cgroup::CgroupHierarchy;
 use super::identity::{IdRange, JobIdentity};
 use super::namespaces::{MountPlan, mount_namespace_works, switch_user};
+use super::pid_namespace::pid_namespace_works;
+use super::protocol::InvokeError;
 use super::syscalls::SyscallFilter;
-use crate::spec::FunctionSpec;
+use crate::spec::{FunctionSpec, IsolationLevel};
 
 /// Isolation mechanisms this platform process can use.
 #[derive(Debug)]
@@ -46,6 +49,8 @@ pub(crate) struct Isolation {
     pub(crate) function_ids: Result<IdRange, String>,
     /// Whether a child can get a mount namespace of its own.
     pub(crate) mount_namespaces: bool,
+    /// Whether a child can get a PID namespace of its own.
+    pub(crate) pid_namespaces: bool,
     /// The system call filter every function gets, or why there is none.
     pub(crate) syscall_filter: Result<SyscallFilter, String>,
 }
@@ -125,6 +130,18 @@ impl Isolation {
                 false
             }
         };
+        let pid_namespaces = match probe_in_child(pid_namespace_works) {
+            Ok(true) => true,
+            outcome => {
+                tracing::warn!(
+                    ?outcome,
+                    "PID namespaces are not usable (they need CAP_SYS_ADMIN); functions see \
+                     the processes of their own user, and a process a function leaves behind \
+                     outside its cgroup survives its instance"
+                );
+                false
+            }
+        };
         if nix::sys::prctl::get_dumpable().unwrap_or(true) {
             tracing::warn!(
                 "the platform process is dumpable: functions running as the same user can \
@@ -148,8 +165,27 @@ impl Isolation {
             drop_capabilities,
             function_ids,
             mount_namespaces,
+            pid_namespaces,
             syscall_filter,
         }
+    }
+
+    /// With `function.isolation = "strict"`, the error that refuses to start a function
+    /// with `spec` when any protection is missing here: permanent, since no retry changes
+    /// the host (a retried or bisected batch would end in the dead-letter destination).
+    pub(crate) fn refuse_unless_allowed(&self, spec: &FunctionSpec) -> Result<(), InvokeError> {
+        let missing = self.missing(spec);
+        if missing.is_empty() || spec.isolation != IsolationLevel::Strict {
+            return Ok(());
+        }
+        Err(InvokeError::Refused {
+            reason: format!(
+                "function.isolation = \"strict\" and this host cannot give the function: {}; \
+                 fix the host (run sluice as root, with CAP_SYS_ADMIN in a container) or set \
+                 function.isolation = \"best_effort\"",
+                missing.join("; ")
+            ),
+        })
     }
 
     /// The protections a function with `spec` would lack on this host, each named with
@@ -162,6 +198,12 @@ impl Isolation {
         if !self.mount_namespaces {
             missing.push(
                 "a mount namespace (private /tmp, hidden cgroup file system and host sockets)"
+                    .to_owned(),
+            );
+        }
+        if !(self.pid_namespaces && self.mount_namespaces) {
+            missing.push(
+                "a PID namespace (other processes in sight, leftovers outliving the instance)"
                     .to_owned(),
             );
         }
@@ -245,6 +287,9 @@ pub(crate) struct ChildSetup {
     pub(crate) parent: Pid,
     /// `cgroup.procs` files to join.
     pub(crate) cgroup_procs: Vec<CString>,
+    /// Whether the instance gets a PID namespace of its own (its mounts then include a
+    /// `/proc` of that namespace).
+    pub(crate) new_pids: bool,
     pub(crate) new_network: bool,
     /// `RLIMIT_AS` in bytes, when memory is not limited by a cgroup.
     pub(crate) address_space: Option<u64>,
@@ -269,6 +314,10 @@ impl ChildSetup {
         // The platform may have died between fork and prctl; then nobody would kill us.
         if nix::unistd::getppid() != self.parent {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        if self.new_pids {
+            // From here on, this is the function process, in the new namespace.
+            super::pid_namespace::enter_in_child()?;
         }
         super::cgroup::join(&self.cgroup_procs)?;
         close_inherited_descriptors_on_exec()?;

@@ -40,8 +40,10 @@ pub mod encode_arrow;
 mod environment;
 mod exec;
 mod identity;
+mod invoke_error;
 mod isolation;
 mod namespaces;
+mod pid_namespace;
 pub mod protocol;
 pub mod protocol_arrow;
 mod sandbox;
@@ -56,6 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use encode::{EncodedBatch, encode_batch};
+pub use identity::{function_uid_candidates, reserve_function_uid};
 pub use isolation::harden_platform_process;
 pub use protocol::{FunctionOutput, InvokeError, MemoryEnforcement, RecordError};
 pub use stderr::{StderrTap, set_stderr_tap};
@@ -204,16 +207,7 @@ impl FunctionRunner {
     /// protection is missing on this host.
     async fn job_sandbox(&self) -> Result<Option<Arc<JobSandbox>>, InvokeError> {
         let isolation = isolation::isolation();
-        let missing = isolation.missing(&self.spec);
-        if !missing.is_empty() && self.spec.isolation == crate::spec::IsolationLevel::Strict {
-            return Err(InvokeError::Sandbox {
-                reason: format!(
-                    "function.isolation = \"strict\" and this host cannot give the function: {}; \
-                     fix the host or set function.isolation = \"best_effort\"",
-                    missing.join("; ")
-                ),
-            });
-        }
+        isolation.refuse_unless_allowed(&self.spec)?;
         let (Ok(range), true) = (&isolation.function_ids, self.use_job_user) else {
             return Ok(None);
         };
@@ -234,8 +228,13 @@ impl FunctionRunner {
                     .map_err(|error| InvokeError::Sandbox {
                         reason: format!("staging the job folder did not finish: {error}"),
                     })?
-                    .map_err(|error| InvokeError::Sandbox {
-                        reason: error.to_string(),
+                    .map_err(|error| match error {
+                        bundle::StageError::TooLarge { .. } => InvokeError::Refused {
+                            reason: error.to_string(),
+                        },
+                        bundle::StageError::Io { .. } => InvokeError::Sandbox {
+                            reason: error.to_string(),
+                        },
                     })?;
             *shared = Some(Arc::new(JobSandbox { identity, bundle }));
         }

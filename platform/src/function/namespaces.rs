@@ -5,9 +5,10 @@
 //! - `/tmp` (and `/var/tmp`, the same folder) is a private tmpfs of at most
 //!   [`SCRATCH_SIZE`], owned by the job's uid: the instance's scratch space (`$TMPDIR`),
 //!   gone with the instance; the host's `/tmp` is not visible;
-//! - `/proc` is a new instance that shows only the processes of the job's own uid
-//!   (`hidepid=invisible`): no command line, environment or file of the platform or of
-//!   other jobs;
+//! - `/proc` is a new instance for the instance's PID namespace
+//!   ([`super::pid_namespace`]; the zygote's, for a zygote) that shows only the processes
+//!   of the job's own uid (`hidepid=invisible`): no command line, environment or file of
+//!   the platform or of other jobs;
 //! - `/dev/shm` is a private tmpfs, so instances cannot share memory through it;
 //! - `/sys/fs/cgroup` is an empty read-only tmpfs: no cgroup file to write, none to read;
 //! - with `network = false`, `/run` (and so `/var/run`) is an empty read-only tmpfs: no

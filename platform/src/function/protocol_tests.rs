@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use sluice_connectors::Classify as _;
 use tokio::io::AsyncWriteExt;
 
 use super::*;

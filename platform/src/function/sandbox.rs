@@ -19,6 +19,8 @@
 //! - resource limits: `RLIMIT_NOFILE` (open files), `RLIMIT_CPU` (CPU seconds, counted per
 //!   process over its whole life), no core dumps, and `RLIMIT_AS` for memory when no memory
 //!   cgroup enforces it;
+//! - with a mount namespace, a PID namespace of its own ([`super::pid_namespace`]): the
+//!   process the platform holds is a relay that ends as the function does;
 //! - a network namespace of its own unless the job allows network, no capabilities, and
 //!   `PR_SET_NO_NEW_PRIVS` ([`super::isolation`]);
 //! - no open descriptor but its three pipes: every other one closes at `exec`.
@@ -120,7 +122,12 @@ fn build_command(
     }
 
     let memory_by_cgroup = cgroup.is_some_and(InstanceCgroup::limits_memory);
+    // A PID namespace needs its own /proc, so a mount namespace. Not for a zygote (the
+    // only process spawned with `preload`): the pids it reports for the instances it
+    // forks must be the platform's.
+    let new_pids = mounts.is_some() && isolation.pid_namespaces && spec.preload.is_empty();
     let setup = ChildSetup {
+        new_pids,
         parent: nix::unistd::getpid(),
         cgroup_procs: cgroup
             .map(|cgroup| cgroup.procs_files().to_vec())

@@ -89,12 +89,63 @@ pub(super) async fn run_once(
     test_runner("job", dir, spec).invoke(batch).await
 }
 
+/// A pid no process has (above any `pid_max`): what a process a function named stands
+/// for once it is gone.
+pub(super) const NO_PROCESS: i32 = i32::MAX;
+
+/// The platform's pid of a process a function named as `<pid> <pid namespace>` (its
+/// `getpid()` and `readlink /proc/self/ns/pid`, then anything, e.g. its start time): in
+/// a PID namespace of its own, a function's pids are not the platform's. A bare `<pid>`
+/// is taken as it is. `None` when no such process runs.
+pub(super) fn host_pid(tag: &str) -> Option<i32> {
+    let mut parts = tag.split_whitespace();
+    let pid: i32 = parts.next()?.parse().ok()?;
+    let Some(namespace) = parts.next() else {
+        return Some(pid);
+    };
+    let namespace_of = |process: &str| {
+        std::fs::read_link(format!("/proc/{process}/ns/pid"))
+            .ok()
+            .and_then(|link| link.to_str().map(str::to_owned))
+    };
+    if namespace_of("self").as_deref() == Some(namespace) {
+        return Some(pid);
+    }
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .find(|host| {
+            namespace_of(&host.to_string()).as_deref() == Some(namespace)
+                && std::fs::read_to_string(format!("/proc/{host}/status")).is_ok_and(|status| {
+                    status
+                        .lines()
+                        .find_map(|line| line.strip_prefix("NSpid:"))
+                        .and_then(|pids| pids.split_whitespace().last())
+                        .is_some_and(|inner| inner == pid.to_string())
+                })
+        })
+}
+
+/// The platform's pid of the process a row's `pid` tag names (see [`host_pid`]), or
+/// [`NO_PROCESS`] when it is gone.
+pub(super) fn process_of(tag: &Value) -> i32 {
+    let tag = tag.as_str().unwrap_or_else(|| panic!("a pid tag: {tag}"));
+    host_pid(tag).unwrap_or(NO_PROCESS)
+}
+
+/// The platform's pid of the process a function named in the file `path` (see
+/// [`host_pid`]), or [`NO_PROCESS`] when it is gone.
 pub(super) fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()))
-        .trim()
-        .parse()
-        .expect("a pid")
+    let tag = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
+    assert!(
+        tag.split_whitespace()
+            .next()
+            .is_some_and(|pid| pid.parse::<i32>().is_ok()),
+        "a pid in {tag:?}"
+    );
+    host_pid(&tag).unwrap_or(NO_PROCESS)
 }
 
 /// Whether `pid` no longer runs. A zombie counts as gone: it runs no code, and whoever

@@ -28,7 +28,10 @@ for line in sys.stdin:
         if record.get("crash"):
             print("crashing on purpose", file=sys.stderr, flush=True)
             sys.exit(3)
-        print(json.dumps({"pid": os.getpid(), "batch": batches, "v": record["v"]}))
+        # pid, PID namespace and start time: unique, where a namespace may reuse both.
+        started = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+        pid = "%d %s %s" % (os.getpid(), os.readlink("/proc/self/ns/pid"), started)
+        print(json.dumps({"pid": pid, "batch": batches, "v": record["v"]}))
     print(flush=True)
     batch = []
 "#;
@@ -126,15 +129,16 @@ async fn stream_reuses_one_process_across_batches() {
             round == 1,
             "init time only on the cold start"
         );
-        pids.extend(rows.iter().map(|row| row["pid"].as_i64().unwrap()));
+        pids.extend(rows.iter().map(|row| row["pid"].clone()));
         assert_eq!(runner.warm_instance(), Some("clicks-1"));
     }
     pids.dedup();
     assert_eq!(pids.len(), 1, "one process served every batch");
+    let process = process_of(&pids[0]);
 
     runner.shutdown().await;
     assert_eq!(runner.warm_instance(), None);
-    assert_gone(pids[0] as i32).await;
+    assert_gone(process).await;
 }
 
 #[tokio::test]
@@ -239,7 +243,7 @@ async fn a_function_that_writes_nothing_returns_no_rows() {
 #[tokio::test]
 async fn too_much_output_fails_and_kills_the_function() {
     let dir = job_dir();
-    let mut spec = sh(r#"echo $$ > $OUT/pid; exec yes '{"a":1}'"#);
+    let mut spec = sh(r#"echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; exec yes '{"a":1}'"#);
     spec.max_output = 1 << 20;
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
         Err(InvokeError::OutputTooLarge { limit }) => assert_eq!(limit, 1 << 20),
@@ -251,8 +255,9 @@ async fn too_much_output_fails_and_kills_the_function() {
 #[tokio::test]
 async fn a_timeout_kills_the_whole_process_group() {
     let dir = job_dir();
-    let mut spec =
-        sh("sleep 1000 & echo $! > $OUT/grandchild.pid; echo $$ > $OUT/pid; exec sleep 1000");
+    let mut spec = sh(
+        "sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) > $OUT/grandchild.pid; echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; exec sleep 1000",
+    );
     spec.timeout = Duration::from_secs(2);
     match run_once(dir.path(), &spec, &batch(&["{}"])).await {
         Err(error @ InvokeError::Timeout { .. }) => assert!(error.is_transient()),
@@ -283,7 +288,8 @@ async fn stream_instance_dying_mid_batch_is_replaced() {
     let mut runner = test_runner("job", dir.path(), &spec);
 
     let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
-    let first_pid = rows(&first)[0]["pid"].as_i64().unwrap();
+    let first_pid = rows(&first)[0]["pid"].clone();
+    let first_process = process_of(&first_pid);
 
     match runner
         .invoke(&batch(&[r#"{"v":2}"#, r#"{"v":3,"crash":true}"#]))
@@ -296,10 +302,10 @@ async fn stream_instance_dying_mid_batch_is_replaced() {
         other => panic!("expected an exit error, got {other:?}"),
     }
     assert_eq!(runner.warm_instance(), None);
-    assert_gone(first_pid as i32).await;
+    assert_gone(first_process).await;
 
     let third = runner.invoke(&batch(&[r#"{"v":4}"#])).await.unwrap();
-    let third_pid = rows(&third)[0]["pid"].as_i64().unwrap();
+    let third_pid = rows(&third)[0]["pid"].clone();
     assert_ne!(third_pid, first_pid, "a fresh instance took the next batch");
     assert!(third.init_time.is_some());
     assert_eq!(runner.warm_instance(), Some("job-2"));
@@ -313,7 +319,7 @@ async fn stream_timeout_kills_the_instance_and_the_next_batch_starts_fresh() {
         &[
             "sh",
             "-c",
-            "sleep 1000 & echo $! > $OUT/grandchild.pid; echo $$ > $OUT/pid; exec sleep 1000",
+            "sleep 1000 & echo $! $(readlink /proc/$!/ns/pid) > $OUT/grandchild.pid; echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; exec sleep 1000",
         ],
         FunctionMode::Stream,
     );
@@ -506,13 +512,22 @@ async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
     let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
     let mut runner = test_runner("job", dir.path(), &spec);
     let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
-    let first_pid = rows(&first)[0]["pid"].as_i64().unwrap() as i32;
+    let first_pid = rows(&first)[0]["pid"].clone();
+    let first_process = process_of(&first_pid);
 
-    kill(Pid::from_raw(first_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert_gone(first_pid).await;
+    let leader = runner.warm_pid().unwrap() as i32;
+    kill(
+        Pid::from_raw(first_process),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_gone(first_process).await;
+    // The instance's leader (with a PID namespace, the relay that ends as the function
+    // did) follows a moment later.
+    assert_gone(leader).await;
 
     let second = runner.invoke(&batch(&[r#"{"v":2}"#])).await.unwrap();
-    let second_pid = rows(&second)[0]["pid"].as_i64().unwrap() as i32;
+    let second_pid = rows(&second)[0]["pid"].clone();
     assert_ne!(first_pid, second_pid);
     assert_eq!(rows(&second)[0]["v"], 2);
     assert_eq!(runner.warm_instance(), Some("job-2"));
@@ -577,6 +592,7 @@ fn every_missing_protection_is_named() {
         drop_capabilities: None,
         function_ids: Err("the platform does not run as root".into()),
         mount_namespaces: false,
+        pid_namespaces: false,
         syscall_filter: Err("no seccomp in this kernel".into()),
     };
     let mut spec = sh("cat");
@@ -584,6 +600,7 @@ fn every_missing_protection_is_named() {
     for protection in [
         "a user of its own (the platform does not run as root)",
         "a mount namespace",
+        "a PID namespace",
         "a network namespace",
         "dropping capabilities",
         "a system call filter (no seccomp in this kernel)",
@@ -592,5 +609,37 @@ fn every_missing_protection_is_named() {
         assert!(missing.contains(protection), "{protection} in {missing}");
     }
     spec.network = true;
-    assert_eq!(host.missing(&spec).len(), 5, "no network namespace needed");
+    assert_eq!(host.missing(&spec).len(), 6, "no network namespace needed");
+}
+
+/// A strict job on a host that cannot isolate it fails for good: a retryable error would
+/// have the pipeline retry the batch, then split it and send every record to the
+/// dead-letter destination, for a fault of the host and not of the data.
+#[test]
+fn strict_isolation_the_host_cannot_give_is_a_permanent_error() {
+    let host = isolation::Isolation {
+        cgroups: None,
+        network_namespaces: true,
+        drop_capabilities: Some(40),
+        function_ids: Err("the platform does not run as root".into()),
+        mount_namespaces: false,
+        pid_namespaces: false,
+        syscall_filter: Err("no seccomp in this kernel".into()),
+    };
+    let mut spec = sh("cat");
+    assert_eq!(spec.isolation, crate::spec::IsolationLevel::Strict);
+    let error = host.refuse_unless_allowed(&spec).unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    for part in [
+        "function.isolation = \"strict\" and this host cannot give the function",
+        "a user of its own (the platform does not run as root)",
+        "a PID namespace",
+        "function.isolation = \"best_effort\"",
+        "retrying cannot help",
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    spec.isolation = crate::spec::IsolationLevel::BestEffort;
+    assert!(host.refuse_unless_allowed(&spec).is_ok());
 }

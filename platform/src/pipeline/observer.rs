@@ -71,7 +71,9 @@ impl AttemptOutcome {
             }
             InvokeError::Input(_) => Self::SchemaError,
             InvokeError::MemoryLimit { .. } => Self::KilledForMemory,
-            InvokeError::Spawn { .. } | InvokeError::Sandbox { .. } => Self::NotStarted,
+            InvokeError::Spawn { .. }
+            | InvokeError::Sandbox { .. }
+            | InvokeError::Refused { .. } => Self::NotStarted,
         }
     }
 

@@ -7,7 +7,7 @@ use super::*;
 
 /// Prelude of every attacker: `attempt(name, fn)` records "succeeded" or the refusal in
 /// `report`, which the script prints as its one output row at the end.
-const ATTACK_PRELUDE: &str = r#"
+pub(super) const ATTACK_PRELUDE: &str = r#"
 import ctypes, json, os, signal, socket, sys, time
 sys.stdin.read()
 report = {}
@@ -25,7 +25,7 @@ def read(path):
         f.read(1)
 "#;
 
-fn attacker(script: &str, args: &[&str]) -> FunctionSpec {
+pub(super) fn attacker(script: &str, args: &[&str]) -> FunctionSpec {
     let source = format!("{ATTACK_PRELUDE}\n{script}\nprint(json.dumps(report), flush=True)\n");
     let mut command = vec!["python3", "-c", source.as_str()];
     command.extend_from_slice(args);
@@ -34,7 +34,11 @@ fn attacker(script: &str, args: &[&str]) -> FunctionSpec {
 
 /// Runs `spec` once as job `job` and returns its report, after checking that nothing of
 /// it is left.
-async fn attack(job: &str, dir: &Path, spec: &FunctionSpec) -> serde_json::Map<String, Value> {
+pub(super) async fn attack(
+    job: &str,
+    dir: &Path,
+    spec: &FunctionSpec,
+) -> serde_json::Map<String, Value> {
     let mut runner = test_runner(job, dir, spec);
     let output = runner
         .invoke(&batch(&["{}"]))
@@ -47,7 +51,7 @@ async fn attack(job: &str, dir: &Path, spec: &FunctionSpec) -> serde_json::Map<S
 }
 
 /// The attempts in `report` that were not refused.
-fn granted(report: &serde_json::Map<String, Value>) -> Vec<String> {
+pub(super) fn granted(report: &serde_json::Map<String, Value>) -> Vec<String> {
     report
         .iter()
         .filter(|(_, outcome)| !outcome.as_str().is_some_and(|o| o.starts_with("refused")))
@@ -56,7 +60,7 @@ fn granted(report: &serde_json::Map<String, Value>) -> Vec<String> {
 }
 
 /// Processes on the host whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<i32> {
+pub(super) fn processes_with(marker: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
@@ -71,7 +75,7 @@ fn processes_with(marker: &str) -> Vec<i32> {
 
 /// Lifts its memory and process limits, and starts a daemon that moves itself into the
 /// root cgroups and `exec`s a sleeper with a unique argument.
-const LIFT_LIMITS_AND_LEAVE: &str = r#"
+pub(super) const LIFT_LIMITS_AND_LEAVE: &str = r#"
 marker = sys.argv[1]
 cgroups = {}
 for line in open("/proc/self/cgroup"):
@@ -129,7 +133,7 @@ async fn a_function_cannot_lift_its_limits_leave_its_cgroup_or_outlive_its_insta
 }
 
 /// A number unique enough to tell this test's processes from others on the host.
-fn rand_suffix() -> u64 {
+pub(super) fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -138,7 +142,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Waits (bounded) until no process carries `marker`; returns those still there, killed.
-async fn wait_gone_with(marker: &str) -> Vec<i32> {
+pub(super) async fn wait_gone_with(marker: &str) -> Vec<i32> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let left = processes_with(marker);
@@ -152,7 +156,7 @@ async fn wait_gone_with(marker: &str) -> Vec<i32> {
     }
 }
 
-const TOUCH_ROOT_FILES: &str = r#"
+pub(super) const TOUCH_ROOT_FILES: &str = r#"
 vault_secret, binary, etc_probe = sys.argv[1], sys.argv[2], sys.argv[3]
 attempt("read /etc/shadow", lambda: read("/etc/shadow"))
 attempt("read a 0600 file in a 0700 root folder", lambda: read(vault_secret))
@@ -194,9 +198,9 @@ async fn root_owned_files_are_neither_readable_nor_writable() {
     neighbour.assert_unaffected().await;
 }
 
-const POSTGRES_SOCKET: &str = "/var/run/postgresql/.s.PGSQL.5432";
+pub(super) const POSTGRES_SOCKET: &str = "/var/run/postgresql/.s.PGSQL.5432";
 
-const HOST_SOCKETS: &str = r#"
+pub(super) const HOST_SOCKETS: &str = r#"
 def connect_unix(path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(2)
@@ -233,7 +237,7 @@ async fn network_false_cuts_host_unix_sockets_and_loopback_services() {
 /// environment and its command line, and for the platform's environment; then signals
 /// the platform with a signal whose default is to be ignored (a SIGTERM goes through
 /// the very same permission check).
-const SNOOP_AND_SIGNAL: &str = r#"
+pub(super) const SNOOP_AND_SIGNAL: &str = r#"
 secret, platform = sys.argv[1], int(sys.argv[2])
 found = []
 for pid in os.listdir("/proc"):
@@ -279,7 +283,7 @@ async fn another_jobs_environment_and_the_platform_are_out_of_reach() {
 
 /// System calls a data function never needs, a set-uid program, and its private `/tmp`
 /// filled past its cap.
-const KERNEL_ATTACKS: &str = r#"
+pub(super) const KERNEL_ATTACKS: &str = r#"
 libc = ctypes.CDLL(None, use_errno=True)
 def call(name, *args):
     if getattr(libc, name)(*args) == -1:

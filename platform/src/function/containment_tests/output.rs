@@ -9,7 +9,7 @@ async fn a_stdout_flood_is_stopped_at_max_output() {
     let neighbour = Neighbour::start().await;
     let dir = job_dir();
     let mut spec = sh(&format!(
-        "{} echo $$ > $OUT/pid; exec yes '{{\"a\":1}}'",
+        "{} echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; exec yes '{{\"a\":1}}'",
         escapee()
     ));
     spec.max_output = 1 << 20;
@@ -36,7 +36,9 @@ async fn closing_stdout_early_fails_the_batch_instead_of_hanging() {
 
     // Exec mode: output is complete at end of file, but the process must exit too; it is
     // waited for until the timeout, then killed.
-    let mut exec = sh("exec 1>&-; echo $$ > $OUT/pid; cat >/dev/null; exec sleep 1000");
+    let mut exec = sh(
+        "exec 1>&-; echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; cat >/dev/null; exec sleep 1000",
+    );
     exec.timeout = Duration::from_secs(1);
     let mut runner = test_runner("closes-stdout", dir.path(), &exec);
     let error = runner.invoke(&batch(&["{}"])).await.unwrap_err();
@@ -47,7 +49,11 @@ async fn closing_stdout_early_fails_the_batch_instead_of_hanging() {
     // Stream mode: end of file before the answer means the instance is done for; it is
     // killed after a short wait for its exit status, long before the timeout.
     let stream = spec(
-        &["sh", "-c", "exec 1>&-; echo $$ > $OUT/pid; exec sleep 1000"],
+        &[
+            "sh",
+            "-c",
+            "exec 1>&-; echo $$ $(readlink /proc/$$/ns/pid) > $OUT/pid; exec sleep 1000",
+        ],
         FunctionMode::Stream,
     );
     let mut runner = test_runner("closes-stdout", dir.path(), &stream);
@@ -141,13 +147,14 @@ async fn stream_output_out_of_place_is_a_protocol_error() {
 import os, sys
 for line in sys.stdin:
     if line == "\n":
-        sys.stdout.write('{"pid": %d}\n\n\n' % os.getpid())
+        tag = "%d %s" % (os.getpid(), os.readlink("/proc/self/ns/pid"))
+        sys.stdout.write('{"pid": "%s"}\n\n\n' % tag)
         sys.stdout.flush()
 "#;
     let spec = spec(&["python3", "-c", double], FunctionMode::Stream);
     let mut runner = test_runner("out-of-place", dir.path(), &spec);
     let first = runner.invoke(&batch(&["{}"])).await.unwrap();
-    let pid = rows(&first)[0]["pid"].as_i64().unwrap() as i32;
+    let pid = process_of(&rows(&first)[0]["pid"]);
     // The stray line may reach the pipe a moment after the answer; wait for it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let error = loop {

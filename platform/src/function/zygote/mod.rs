@@ -18,10 +18,14 @@
 //!   from zero at fork, no core dumps, address space when no memory cgroup), the job's
 //!   own user, the system call filter, the mount namespace (the bundle as working
 //!   directory, hidden cgroup file system and host sockets, `/proc` of its own user) and
-//!   the network namespace (loopback only when `network = false`). One difference: the
+//!   the network namespace (loopback only when `network = false`). The differences: the
 //!   instances of a job share the zygote's namespaces, so they can reach each other's
 //!   loopback ports and share one private `/tmp`, where spawned instances each have their
-//!   own.
+//!   own; and they get no PID namespace (the zygote, without capabilities and under the
+//!   system call filter, cannot make one, and runs in the platform's so that the pids it
+//!   reports are the platform's): they see and can signal the other instances of their
+//!   job (same user), and a process that leaves an instance's group ends with the
+//!   instance's cgroup only.
 //! - per instance: its own process group (its pid), its own cgroup (the platform moves it
 //!   there before it runs any function code, so `max_processes` and `memory` hold and a
 //!   kill reaches everything it starts), exactly the environment a spawned instance gets
