@@ -46,6 +46,7 @@ impl Source for WindowedSource {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_window_is_committed_before_the_file_age() {
     const EVENTS: i64 = 200;
+    const WINDOW: i64 = 20;
     let dir = tempfile::tempdir().unwrap();
     // The default `max_file_age` (30 s): without the early commit, nothing would be
     // acknowledged before it, and the window of 20 would hold intake at 20 events.
@@ -66,7 +67,7 @@ async fn a_full_window_is_committed_before_the_file_age() {
     let acked = Arc::new(AtomicI64::new(-1));
     let source = WindowedSource {
         events: events.into(),
-        window: 20,
+        window: usize::try_from(WINDOW).unwrap(),
         unacked: 0,
         acked: acked.clone(),
     };
@@ -76,9 +77,11 @@ async fn a_full_window_is_committed_before_the_file_age() {
     let stopper = job.stopper();
     let run = job.run(CancellationToken::new());
     let wait = async {
-        // Far below the file age: every event passes the window of 20 in commits of it.
+        // Far below the file age, every event but the last window's passes the window of
+        // 20 in early commits (what is left once the source has nothing more to deliver
+        // is a trickle: it commits on the file age, or here at the stop).
         let deadline = Instant::now() + Duration::from_secs(15);
-        while acked.load(Ordering::SeqCst) < EVENTS - 1 {
+        while acked.load(Ordering::SeqCst) < EVENTS - 1 - WINDOW {
             assert!(!stopper.is_finished(), "the job ended");
             assert!(
                 Instant::now() < deadline,
@@ -92,14 +95,18 @@ async fn a_full_window_is_committed_before_the_file_age() {
     };
     let (stats, ()) = tokio::join!(run, wait);
     let stats = stats.unwrap();
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        EVENTS - 1,
+        "the stop commits the rest"
+    );
     assert_eq!((stats.records_in, stats.rows_out), (200, 200));
     assert!(stats.commits >= 10, "{} commits", stats.commits);
     let rows: usize = parquet_files(&dir.path().join("out"))
         .iter()
         .map(|file| {
             let file = std::fs::File::open(file).unwrap();
-            let reader =
-                parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
             usize::try_from(
                 parquet::file::reader::FileReader::metadata(&reader)
                     .file_metadata()
