@@ -89,6 +89,16 @@ pub trait Source: Send {
         None
     }
 
+    /// True when acknowledging `pending` (positions whose output is processed but not yet
+    /// durable) now would keep this source delivering: a source whose broker stops
+    /// sending once a window of unacknowledged deliveries is full says so before it
+    /// stalls, and the platform then commits without waiting for the file age or size.
+    /// Default: never (Kafka and object sources deliver regardless of acknowledgements).
+    fn ack_pressure(&self, pending: &CheckpointDelta) -> bool {
+        let _ = pending;
+        false
+    }
+
     /// Stops consuming. Positions not yet acknowledged are redelivered on the next start.
     async fn close(&mut self) {}
 }

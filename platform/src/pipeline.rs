@@ -275,8 +275,12 @@ impl Pipeline<'_> {
         }
     }
 
+    /// Also due, whatever the file age, when the source is about to stop delivering until
+    /// positions are acknowledged ([`Source::ack_pressure`]: an AMQP prefetch window).
     fn commit_due(&self, now: Instant) -> bool {
-        self.sink.flush_due(now) || self.commit_deadline().is_some_and(|due| due <= now)
+        self.sink.flush_due(now)
+            || self.commit_deadline().is_some_and(|due| due <= now)
+            || (!self.pending.is_empty() && self.source.ack_pressure(&self.pending))
     }
 
     /// Starts what may start and waits until no batch is queued or running.

@@ -187,3 +187,31 @@ pub async fn close_connections_named(name: &str) -> usize {
     }
     closed
 }
+
+/// Messages of `queue` delivered to a consumer and not yet acknowledged, as the broker
+/// counts them (`rabbitmqctl list_queues`).
+pub async fn unacknowledged(queue: &str) -> u64 {
+    let listed = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "name",
+            "messages_unacknowledged",
+            "--no-table-headers",
+            "--silent",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    assert!(
+        listed.status.success(),
+        "rabbitmqctl list_queues: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .find_map(|line| {
+            let (name, count) = line.rsplit_once('\t')?;
+            (name.trim() == queue).then(|| count.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("queue {queue} is not listed"))
+}

@@ -20,9 +20,10 @@ use crate::source::SourceError;
 
 /// Default `prefetch`: deliveries the broker may have outstanding (unacknowledged) on the
 /// source's channel. The platform holds every delivery until the output derived from it is
-/// durable (at most `output.max_file_age`, or until `output.max_file_size` is reached), so
-/// the prefetch must cover what arrives in that time, or intake stalls until the next
-/// commit. It should also be at least `batch.max_records`, else batches are only cut by
+/// durable; once half the window is processed the source reports ack pressure and the
+/// platform commits without waiting for `output.max_file_age` (see the platform's
+/// `commit/design.md`), so a larger window means larger commits, not a higher rate bound.
+/// It should be at least `batch.max_records`, else batches are only cut by
 /// `batch.max_wait`.
 pub const DEFAULT_PREFETCH: u16 = 10_000;
 

@@ -106,6 +106,14 @@ impl Inflight {
         self.deliveries.len()
     }
 
+    /// Whether acknowledging `covered` processed positions now keeps a channel with a
+    /// prefetch `window` delivering: true once they are half the window (commits of half
+    /// a window let the other half arrive meanwhile), or when the window is full and
+    /// anything at all can be acknowledged (the broker sends nothing more until then).
+    pub(super) fn ack_pressure(&self, window: usize, covered: usize) -> bool {
+        covered > 0 && (covered.saturating_mul(2) >= window || self.unacked() >= window)
+    }
+
     /// Takes positions `first..=last` out of the map and says how to acknowledge those of
     /// the live channel. Entries of other generations are dropped unacknowledged. Entries
     /// before `first` stay (they are not covered).
@@ -169,6 +177,19 @@ mod tests {
             inflight.record(generation, tag);
         }
         inflight
+    }
+
+    #[test]
+    fn pressure_at_half_the_window_or_a_full_one() {
+        let inflight = with_deliveries(1, 1..=60);
+        // Nothing processed: nothing to acknowledge, whatever the window.
+        assert!(!inflight.ack_pressure(60, 0));
+        // Half the window processed.
+        assert!(inflight.ack_pressure(100, 50));
+        assert!(!inflight.ack_pressure(100, 49));
+        // The window is full: any processed position is worth acknowledging.
+        assert!(inflight.ack_pressure(60, 1));
+        assert!(!inflight.ack_pressure(61, 1));
     }
 
     #[test]

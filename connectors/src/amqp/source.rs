@@ -39,6 +39,8 @@ pub struct AmqpSource {
     queue: Arc<str>,
     split: SplitId,
     shared: Arc<Shared>,
+    /// The channel's `prefetch`: the most unacknowledged deliveries the broker sends.
+    window: usize,
     chunks: mpsc::Receiver<Chunk>,
     cancel: CancellationToken,
     /// `None` once closed.
@@ -79,6 +81,7 @@ impl AmqpSource {
             prefetch = config.prefetch,
             "amqp source consuming"
         );
+        let window = usize::from(config.prefetch);
         let (sender, chunks) = mpsc::channel(CHUNK_CHANNEL_CAPACITY);
         let cancel = CancellationToken::new();
         let task = SessionTask {
@@ -95,6 +98,7 @@ impl AmqpSource {
             split: SplitId::amqp(&queue),
             queue,
             shared,
+            window,
             chunks,
             cancel,
             task: Some(task),
@@ -224,6 +228,19 @@ impl Source for AmqpSource {
     /// unacknowledged deliveries; `None` until the queue depth was first read.
     fn backlog(&self) -> Option<u64> {
         self.shared.backlog()
+    }
+
+    /// True once the processed positions of this queue in `pending` are half the
+    /// prefetch window, or the window is full: the broker sends nothing beyond `prefetch`
+    /// unacknowledged deliveries, so waiting for the file age would stall intake.
+    fn ack_pressure(&self, pending: &CheckpointDelta) -> bool {
+        let covered = pending
+            .iter()
+            .filter(|(split, _)| **split == self.split)
+            .map(|(_, range)| range.last.saturating_sub(range.first).saturating_add(1))
+            .sum::<i64>();
+        let covered = usize::try_from(covered).unwrap_or(0);
+        self.shared.inflight().ack_pressure(self.window, covered)
     }
 
     /// Cancels the consumer and closes the channels and the connection. Nothing is

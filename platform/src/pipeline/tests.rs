@@ -521,5 +521,6 @@ async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
         "and acknowledged"
     );
 }
+mod ack_pressure;
 mod observer;
 mod secrets;

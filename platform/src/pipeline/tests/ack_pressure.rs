@@ -1,0 +1,119 @@
+//! A source that stops delivering while a window of positions is unacknowledged (like an
+//! AMQP channel at its prefetch) must not wait for the file age: the pipeline commits as
+//! soon as the source reports ack pressure.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::*;
+
+/// Delivers at most `window` positions that are not yet acknowledged, and says so
+/// through [`Source::ack_pressure`] once the window is full. Never ends (a broker).
+struct WindowedSource {
+    events: VecDeque<Event>,
+    window: usize,
+    unacked: usize,
+    /// The last acknowledged offset, -1 before any ack.
+    acked: Arc<AtomicI64>,
+}
+
+#[async_trait]
+impl Source for WindowedSource {
+    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
+        let room = self.window - self.unacked;
+        if room == 0 || self.events.is_empty() {
+            // Cancel-safe: nothing was taken.
+            return std::future::pending().await;
+        }
+        let take = room.min(7).min(self.events.len());
+        self.unacked += take;
+        Ok(Some(self.events.drain(..take).collect()))
+    }
+
+    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
+        for (_, range) in delta.iter() {
+            self.unacked -= usize::try_from(range.last - range.first + 1).unwrap();
+            self.acked.fetch_max(range.last, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn ack_pressure(&self, _pending: &CheckpointDelta) -> bool {
+        self.unacked >= self.window
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_window_is_committed_before_the_file_age() {
+    const EVENTS: i64 = 200;
+    const WINDOW: i64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    // The default `max_file_age` (30 s): without the early commit, nothing would be
+    // acknowledged before it, and the window of 20 would hold intake at 20 events.
+    let spec = job(dir.path(), "exec cat", "");
+    assert_eq!(spec.output.max_file_age, Duration::from_secs(30));
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| {
+            Event::from_payload(
+                format!(r#"{{"id":{i},"day":"2026-01-01"}}"#),
+                Origin::Kafka {
+                    topic: Arc::from("t"),
+                    partition: 0,
+                    offset: i,
+                },
+            )
+        })
+        .collect();
+    let acked = Arc::new(AtomicI64::new(-1));
+    let source = WindowedSource {
+        events: events.into(),
+        window: usize::try_from(WINDOW).unwrap(),
+        unacked: 0,
+        acked: acked.clone(),
+    };
+    let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
+        .await
+        .unwrap();
+    let stopper = job.stopper();
+    let run = job.run(CancellationToken::new());
+    let wait = async {
+        // Far below the file age, every event but the last window's passes the window of
+        // 20 in early commits (what is left once the source has nothing more to deliver
+        // is a trickle: it commits on the file age, or here at the stop).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while acked.load(Ordering::SeqCst) < EVENTS - 1 - WINDOW {
+            assert!(!stopper.is_finished(), "the job ended");
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged through offset {} of {} after 15 s: intake waits for the file age",
+                acked.load(Ordering::SeqCst),
+                EVENTS - 1
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stopper.stop().await;
+    };
+    let (stats, ()) = tokio::join!(run, wait);
+    let stats = stats.unwrap();
+    assert_eq!(
+        acked.load(Ordering::SeqCst),
+        EVENTS - 1,
+        "the stop commits the rest"
+    );
+    assert_eq!((stats.records_in, stats.rows_out), (200, 200));
+    assert!(stats.commits >= 10, "{} commits", stats.commits);
+    let rows: usize = parquet_files(&dir.path().join("out"))
+        .iter()
+        .map(|file| {
+            let file = std::fs::File::open(file).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            usize::try_from(
+                parquet::file::reader::FileReader::metadata(&reader)
+                    .file_metadata()
+                    .num_rows(),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert_eq!(rows, 200, "every event in the committed output once");
+}
