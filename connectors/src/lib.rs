@@ -17,15 +17,15 @@ pub mod event;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty_store;
 pub mod kafka;
-pub mod retry;
 pub mod range_log;
+pub mod retry;
 pub mod source;
 pub mod text;
 pub mod vec_source;
 
 pub use checkpoint::{CheckpointDelta, CheckpointError, PositionRange, SplitId};
 pub use event::{Event, Header, Origin};
-pub use retry::{Classify, Retry};
 pub use range_log::RangeLog;
+pub use retry::{Classify, Retry};
 pub use source::{Source, SourceError};
 pub use vec_source::VecSource;
