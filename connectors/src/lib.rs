@@ -16,6 +16,8 @@ pub mod event;
 pub mod faulty_store;
 pub mod kafka;
 pub mod source;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod vec_source;
 
 pub use checkpoint::{CheckpointDelta, CheckpointError, PositionRange, SplitId};

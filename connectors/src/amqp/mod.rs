@@ -59,7 +59,8 @@ mod inflight;
 mod session;
 pub mod source;
 
-#[cfg(test)]
+// Against a real RabbitMQ: run with `--features amqp-tests`.
+#[cfg(all(test, feature = "amqp-tests"))]
 mod tests;
 
 pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, redact_url};
