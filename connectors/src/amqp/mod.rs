@@ -60,7 +60,8 @@ mod session;
 pub mod source;
 
 // Against a real RabbitMQ: run with `--features amqp-tests`.
-#[cfg(all(test, feature = "amqp-tests"))]
+#[cfg(test)]
+#[cfg(feature = "amqp-tests")]
 mod tests;
 
 pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, redact_url};
