@@ -60,19 +60,9 @@ bucket=${SLUICE_TEST_RGW_BUCKET:-sluice-notify}
 # the one to run.
 rgw_external() { [[ -n "${SLUICE_TEST_RGW_ENDPOINT:-}" && "${SLUICE_TEST_RGW_ENDPOINT%/}" != "$rgw_endpoint" ]]; }
 
-say() { printf 'ceph: %s\n' "$*"; }
-die() {
-    printf 'ceph: error: %s\n' "$*" >&2
-    exit 1
-}
-
-# Exits the current (sub)shell with 0 when something accepts TCP connections on host:port.
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-with_lock() {
-    exec 9>"$lock_file"
-    flock -w 300 9 || die "another ceph.sh holds $lock_file for more than 300 s"
-}
+log_prefix=ceph
+# shellcheck source=lib/service.sh
+source "$repo_root/scripts/lib/service.sh"
 
 # Runs a command from the unpacked packages with their libraries, plugins and Python
 # modules.
@@ -177,19 +167,9 @@ cmd_install() {
 # --- process bookkeeping -------------------------------------------------------
 
 # Prints the pid recorded for daemon $1 when that process is alive and still runs the
-# unpacked executable $2 (so a recycled pid is never taken for the daemon); fails
-# otherwise.
-recorded_pid() {
-    local pidfile="$state_dir/$1.pid" pid exe
-    [[ -f "$pidfile" ]] || return 1
-    pid=$(<"$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-    exe=${exe% (deleted)}
-    [[ "$exe" == "$root_dir/usr/bin/$2" ]] || return 1
-    process_alive "$pid" || return 1
-    printf '%s\n' "$pid"
-}
+# unpacked executable $2; fails otherwise.
+recorded_pid() { recorded_pid_if "$1" unpacked_executable "$2"; }
+unpacked_executable() { [[ "$1" == "$root_dir/usr/bin/$2" ]]; }
 
 # Starts daemon $1 ("$@" after it) in its own session (so its process group can be
 # stopped as a whole), detached from stdin, console output in $state_dir/$1.out.
@@ -204,33 +184,6 @@ launch() {
     printf '%s\n' "$!" >"$state_dir/$name.pid"
 }
 
-# Succeeds while process $1 exists and is not a zombie.
-process_alive() {
-    local line state
-    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
-    read -r state _ <<<"${line##*) }"
-    [[ "$state" != Z ]]
-}
-
-# Succeeds while process group $1 has a member that is not a zombie. Reads /proc
-# directly: minimal images have no procps.
-group_alive() {
-    local stat line state pgrp
-    for stat in /proc/[0-9]*/stat; do
-        { read -r line <"$stat"; } 2>/dev/null || continue
-        read -r state _ pgrp _ <<<"${line##*) }"
-        [[ "$pgrp" == "$1" && "$state" != Z ]] && return 0
-    done
-    return 1
-}
-
-process_group() {
-    local line pgrp
-    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
-    read -r _ _ pgrp _ <<<"${line##*) }"
-    printf '%s\n' "$pgrp"
-}
-
 # Fails with the daemon's last log lines when daemon $1 (pid $2) has exited.
 check_alive() {
     process_alive "$2" && return 0
@@ -238,32 +191,6 @@ check_alive() {
     tail -n 20 "$state_dir/$1.out" >&2 || true
     tail -n 30 "$cluster_dir/log/$3.log" >&2 2>/dev/null || true
     die "$1 exited during start-up (logs: $state_dir/$1.out, $cluster_dir/log/$3.log)"
-}
-
-stop_daemon() {
-    local name=$1 binary=$2 pid
-    if ! pid=$(recorded_pid "$name" "$binary"); then
-        rm -f "$state_dir/$name.pid"
-        say "$name: not running from this checkout"
-        return
-    fi
-    local -a target=(-"$pid") alive=(group_alive "$pid")
-    if [[ "$(process_group "$pid")" != "$pid" ]]; then
-        target=("$pid")
-        alive=(process_alive "$pid")
-    fi
-    kill -TERM -- "${target[@]}" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while "${alive[@]}" && ((SECONDS < deadline)); do sleep 0.1; done
-    if "${alive[@]}"; then
-        say "$name: still running 20 s after SIGTERM, sending SIGKILL"
-        kill -KILL -- "${target[@]}" 2>/dev/null || true
-        deadline=$((SECONDS + 10))
-        while "${alive[@]}" && ((SECONDS < deadline)); do sleep 0.1; done
-        if "${alive[@]}"; then die "$name (pid $pid) survived SIGKILL"; fi
-    fi
-    rm -f "$state_dir/$name.pid"
-    say "$name: stopped (pid $pid)"
 }
 
 # --- start ---------------------------------------------------------------------
@@ -424,9 +351,9 @@ cmd_start() {
         say "rgw: daemons run but S3 does not answer, restarting them"
     fi
     # A partial set (one daemon died) is restarted from scratch.
-    stop_daemon rgw radosgw >/dev/null
-    stop_daemon osd ceph-osd >/dev/null
-    stop_daemon mon ceph-mon >/dev/null
+    stop_recorded rgw radosgw >/dev/null
+    stop_recorded osd ceph-osd >/dev/null
+    stop_recorded mon ceph-mon >/dev/null
     if port_open "$rgw_ip" "$rgw_port"; then
         if probe_rgw >/dev/null 2>&1; then
             say "rgw: already answering on $rgw_endpoint with bucket $bucket (not started by this checkout, left alone)"
@@ -448,9 +375,9 @@ cmd_stop() {
     mkdir -p "$state_dir"
     with_lock
     # The gateway first, the monitor last: each still finds the daemons it talks to.
-    stop_daemon rgw radosgw
-    stop_daemon osd ceph-osd
-    stop_daemon mon ceph-mon
+    stop_recorded rgw radosgw
+    stop_recorded osd ceph-osd
+    stop_recorded mon ceph-mon
 }
 
 cmd_status() {

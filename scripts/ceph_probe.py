@@ -38,12 +38,9 @@ Exit status: 0 when the check holds, 1 otherwise (the reason goes to stderr).
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
-import http.client
 import http.server
 import json
+import os
 import re
 import sys
 import threading
@@ -51,105 +48,26 @@ import time
 import urllib.parse
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from sigv4 import Client, ProbeError  # noqa: E402 (found through lib/)
+
 IO_TIMEOUT_SECONDS = 5.0
 NOTIFY_TIMEOUT_SECONDS = 20.0
 PROBE_KEYS = ("with space.txt", "ünïcødé-ключ-名前.txt", "a+b=c.txt")
 
 
-class ProbeError(Exception):
-    """The gateway did not answer as expected."""
-
-
-# --- SigV4 -------------------------------------------------------------------
-
-
-def hmac_sha256(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
-
-
-def quote(value: str, safe: str = "-_.~") -> str:
-    return urllib.parse.quote(value, safe=safe)
-
-
-class Client:
-    """Path-style requests to one endpoint, signed with AWS Signature Version 4."""
-
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.region = region
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str] | None = None,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        service: str = "s3",
-    ) -> tuple[int, bytes]:
-        url = urllib.parse.urlsplit(self.endpoint)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = now.strftime("%Y%m%d")
-        payload_hash = hashlib.sha256(body).hexdigest()
-        all_headers = {k.lower(): v.strip() for k, v in (headers or {}).items()}
-        all_headers.update({"host": url.netloc, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date})
-        signed = sorted(all_headers)
-        canonical_query = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted((query or {}).items()))
-        canonical_path = quote(path, safe="/-_.~")
-        canonical_request = "\n".join(
-            [
-                method,
-                canonical_path,
-                canonical_query,
-                "".join(f"{name}:{all_headers[name]}\n" for name in signed),
-                ";".join(signed),
-                payload_hash,
-            ]
-        )
-        scope = f"{day}/{self.region}/{service}/aws4_request"
-        string_to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()]
-        )
-        key = hmac_sha256(("AWS4" + self.secret_key).encode("utf-8"), day)
-        for part in (self.region, service, "aws4_request"):
-            key = hmac_sha256(key, part)
-        signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-        all_headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
-            f"SignedHeaders={';'.join(signed)}, Signature={signature}"
-        )
-        target = canonical_path + (f"?{canonical_query}" if canonical_query else "")
-        connection = http.client.HTTPConnection(url.netloc, timeout=IO_TIMEOUT_SECONDS)
-        try:
-            connection.request(method, target, body=body, headers=all_headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        except OSError as error:
-            raise ProbeError(f"{method} {self.endpoint}{target} failed: {error}") from error
-        finally:
-            connection.close()
-
-    def expect(self, what: str, statuses: tuple[int, ...], *args, **kwargs) -> bytes:
-        status, body = self.request(*args, **kwargs)
-        if status not in statuses:
-            raise ProbeError(f"{what} answered {status}: {body[:500]!r}")
-        return body
-
-    def sns(self, action: str, params: dict[str, str]) -> bytes:
-        """An SNS call as RGW takes it: a form-encoded POST to the endpoint's root."""
-        form = urllib.parse.urlencode({"Action": action, **params}).encode("ascii")
-        return self.expect(
-            f"SNS {action}",
-            (200,),
-            "POST",
-            "/",
-            body=form,
-            headers={"content-type": "application/x-www-form-urlencoded"},
-            service="sns",
-        )
+def sns(client: Client, action: str, params: dict[str, str]) -> bytes:
+    """An SNS call as RGW takes it: a form-encoded POST to the endpoint's root."""
+    form = urllib.parse.urlencode({"Action": action, **params}).encode("ascii")
+    return client.expect(
+        f"SNS {action}",
+        (200,),
+        "POST",
+        "/",
+        body=form,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        service="sns",
+    )
 
 
 # --- ready -------------------------------------------------------------------
@@ -277,7 +195,7 @@ def probe_notify(client: Client, bucket: str, amqp: tuple[str, str] | None) -> s
         params[f"Attributes.entry.{index}.key"] = name
         params[f"Attributes.entry.{index}.value"] = value
     print(f"SNS CreateTopic {params}")
-    reply = client.sns("CreateTopic", params)
+    reply = sns(client, "CreateTopic", params)
     topic_arn = xml_text(reply, "TopicArn")
     print(f"  -> TopicArn {topic_arn}")
     try:
@@ -319,7 +237,7 @@ def probe_notify(client: Client, bucket: str, amqp: tuple[str, str] | None) -> s
                 "DeleteBucketNotification", (200, 204), "DELETE", f"/{bucket}", {"notification": ""}
             )
     finally:
-        client.sns("DeleteTopic", {"TopicArn": topic_arn})
+        sns(client, "DeleteTopic", {"TopicArn": topic_arn})
         if receiver is not None:
             receiver.shutdown()
         if queue is not None:
@@ -342,7 +260,7 @@ def subscribe(
     for index, (name, value) in enumerate(attributes.items(), start=1):
         params[f"Attributes.entry.{index}.key"] = name
         params[f"Attributes.entry.{index}.value"] = value
-    topic_arn = xml_text(client.sns("CreateTopic", params), "TopicArn")
+    topic_arn = xml_text(sns(client, "CreateTopic", params), "TopicArn")
     config = notification_configuration(topic, topic_arn, prefix)
     client.expect("PutBucketNotificationConfiguration", (200,), "PUT", f"/{bucket}", {"notification": ""}, config)
     return topic_arn
@@ -350,7 +268,7 @@ def subscribe(
 
 def unsubscribe(client: Client, bucket: str, topic_arn: str) -> None:
     client.expect("DeleteBucketNotification", (200, 204), "DELETE", f"/{bucket}", {"notification": ""})
-    client.sns("DeleteTopic", {"TopicArn": topic_arn})
+    sns(client, "DeleteTopic", {"TopicArn": topic_arn})
 
 
 def main(argv: list[str]) -> int:
@@ -358,16 +276,16 @@ def main(argv: list[str]) -> int:
         if len(argv) >= 8 and argv[0] == "subscribe" and all("=" in a for a in argv[8:]):
             endpoint, bucket, access_key, secret_key, region, push_endpoint, prefix = argv[1:8]
             extra = dict(a.split("=", 1) for a in argv[8:])
-            client = Client(endpoint, access_key, secret_key, region)
+            client = Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS)
             print(subscribe(client, bucket, push_endpoint, prefix, extra))
             return 0
         if len(argv) == 7 and argv[0] == "unsubscribe":
             endpoint, bucket, access_key, secret_key, region, topic_arn = argv[1:7]
-            unsubscribe(Client(endpoint, access_key, secret_key, region), bucket, topic_arn)
+            unsubscribe(Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS), bucket, topic_arn)
             return 0
         if len(argv) >= 6 and argv[0] in ("ready", "notify"):
             endpoint, bucket, access_key, secret_key, region = argv[1:6]
-            client = Client(endpoint, access_key, secret_key, region)
+            client = Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS)
             options = argv[6:]
             if argv[0] == "ready" and options in ([], ["--create-bucket"]):
                 print(probe_ready(client, bucket, options == ["--create-bucket"]))

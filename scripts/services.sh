@@ -48,19 +48,9 @@ s3_bucket=${SLUICE_TEST_S3_BUCKET:-sluice-test}
 kafka_external() { [[ -n "${SLUICE_TEST_KAFKA_BROKERS:-}" && "$SLUICE_TEST_KAFKA_BROKERS" != "$kafka_address" ]]; }
 s3_external() { [[ -n "${SLUICE_TEST_S3_ENDPOINT:-}" && "${SLUICE_TEST_S3_ENDPOINT%/}" != "$s3_endpoint" ]]; }
 
-say() { printf 'services: %s\n' "$*"; }
-die() {
-    printf 'services: error: %s\n' "$*" >&2
-    exit 1
-}
-
-# Exits the current (sub)shell with 0 when something accepts TCP connections on host:port.
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-with_lock() {
-    exec 9>"$lock_file"
-    flock -w 300 9 || die "another services.sh holds $lock_file for more than 300 s"
-}
+log_prefix=services
+# shellcheck source=lib/service.sh
+source "$repo_root/scripts/lib/service.sh"
 
 # --- install -------------------------------------------------------------------
 
@@ -113,18 +103,9 @@ cmd_install() {
 # --- process bookkeeping -------------------------------------------------------
 
 # Prints the pid recorded for service $1 when that process is alive and still runs
-# the executable named $2 (so a recycled pid is never taken for the service); fails
-# otherwise.
-recorded_pid() {
-    local pidfile="$state_dir/$1.pid" pid exe
-    [[ -f "$pidfile" ]] || return 1
-    pid=$(<"$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-    exe=${exe% (deleted)}
-    [[ "${exe##*/}" == "$2" && "$exe" == "$venv_dir"/* ]] || return 1
-    printf '%s\n' "$pid"
-}
+# the executable named $2 from this checkout's venv; fails otherwise.
+recorded_pid() { recorded_pid_if "$1" venv_executable "$2"; }
+venv_executable() { [[ "${1##*/}" == "$2" && "$1" == "$venv_dir"/* ]]; }
 
 # Starts "$@" in its own session (so its process group can be stopped as a whole),
 # detached from stdin, with output in $state_dir/$1.log, in working directory $2.
@@ -162,63 +143,6 @@ foreign_answers() {
         sleep 0.5
     done
     return 1
-}
-
-# Succeeds while process $1 exists and is not a zombie.
-process_alive() {
-    local line state
-    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
-    read -r state _ <<<"${line##*) }"
-    [[ "$state" != Z ]]
-}
-
-# Succeeds while process group $1 has a member that is not a zombie. Reads /proc
-# directly: minimal images have no procps, and a zombie left to a non-reaping pid 1
-# must not count as running.
-group_alive() {
-    local stat line state pgrp
-    for stat in /proc/[0-9]*/stat; do
-        { read -r line <"$stat"; } 2>/dev/null || continue
-        read -r state _ pgrp _ <<<"${line##*) }"
-        [[ "$pgrp" == "$1" && "$state" != Z ]] && return 0
-    done
-    return 1
-}
-
-# Prints the process group of process $1.
-process_group() {
-    local line pgrp
-    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
-    read -r _ _ pgrp _ <<<"${line##*) }"
-    printf '%s\n' "$pgrp"
-}
-
-stop_service() {
-    local name=$1 binary=$2 pid
-    if ! pid=$(recorded_pid "$name" "$binary"); then
-        rm -f "$state_dir/$name.pid"
-        say "$name: not running from this checkout"
-        return
-    fi
-    # launch() makes the service the leader of its own process group: stop the group,
-    # or only the process should it have left its group.
-    local -a target=(-"$pid") alive=(group_alive "$pid")
-    if [[ "$(process_group "$pid")" != "$pid" ]]; then
-        target=("$pid")
-        alive=(process_alive "$pid")
-    fi
-    kill -TERM -- "${target[@]}" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while "${alive[@]}" && ((SECONDS < deadline)); do sleep 0.1; done
-    if "${alive[@]}"; then
-        say "$name: still running 20 s after SIGTERM, sending SIGKILL"
-        kill -KILL -- "${target[@]}" 2>/dev/null || true
-        deadline=$((SECONDS + 10))
-        while "${alive[@]}" && ((SECONDS < deadline)); do sleep 0.1; done
-        if "${alive[@]}"; then die "$name (pid $pid) survived SIGKILL"; fi
-    fi
-    rm -f "$state_dir/$name.pid"
-    say "$name: stopped (pid $pid)"
 }
 
 # --- kafka ---------------------------------------------------------------------
@@ -362,8 +286,8 @@ cmd_start() {
 cmd_stop() {
     mkdir -p "$state_dir"
     with_lock
-    stop_service kafka tansu
-    stop_service s3 weed
+    stop_recorded kafka tansu
+    stop_recorded s3 weed
 }
 
 cmd_status() {

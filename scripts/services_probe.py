@@ -19,23 +19,18 @@ to stderr). A probe never waits longer than a few seconds; callers loop.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
-import http.client
+import os
 import socket
 import struct
 import sys
-import urllib.parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from sigv4 import Client, ProbeError, http_request  # noqa: E402 (found through lib/)
 
 IO_TIMEOUT_SECONDS = 3.0
 API_VERSIONS_KEY = 18
 METADATA_KEY = 3
 CLIENT_ID = b"sluice-probe"
-
-
-class ProbeError(Exception):
-    """The service did not answer as expected."""
 
 
 # --- Kafka -------------------------------------------------------------------
@@ -149,86 +144,18 @@ def probe_kafka(address: str) -> str:
 
 # --- S3 ----------------------------------------------------------------------
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-def hmac_sha256(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
-
-
-def signed_request(endpoint: str, method: str, path: str, query: dict[str, str], credentials: tuple[str, str, str]) -> tuple[int, bytes]:
-    """Sends one path-style S3 request signed with AWS Signature Version 4."""
-    access_key, secret_key, region = credentials
-    url = urllib.parse.urlsplit(endpoint)
-    host = url.netloc
-    now = datetime.datetime.now(datetime.timezone.utc)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = now.strftime("%Y%m%d")
-    canonical_query = "&".join(
-        f"{urllib.parse.quote(key, safe='-_.~')}={urllib.parse.quote(value, safe='-_.~')}"
-        for key, value in sorted(query.items())
-    )
-    canonical_path = urllib.parse.quote(path, safe="/-_.~")
-    signed_headers = "host;x-amz-content-sha256;x-amz-date"
-    canonical_request = "\n".join(
-        [
-            method,
-            canonical_path,
-            canonical_query,
-            f"host:{host}",
-            f"x-amz-content-sha256:{EMPTY_SHA256}",
-            f"x-amz-date:{amz_date}",
-            "",
-            signed_headers,
-            EMPTY_SHA256,
-        ]
-    )
-    scope = f"{day}/{region}/s3/aws4_request"
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()]
-    )
-    key = hmac_sha256(("AWS4" + secret_key).encode("utf-8"), day)
-    for part in (region, "s3", "aws4_request"):
-        key = hmac_sha256(key, part)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    headers = {
-        "Host": host,
-        "x-amz-content-sha256": EMPTY_SHA256,
-        "x-amz-date": amz_date,
-        "Authorization": (
-            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-            f"SignedHeaders={signed_headers}, Signature={signature}"
-        ),
-    }
-    target = canonical_path + (f"?{canonical_query}" if canonical_query else "")
-    return http_request(endpoint, method, target, headers)
-
-
-def http_request(endpoint: str, method: str, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    url = urllib.parse.urlsplit(endpoint)
-    connection_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    connection = connection_type(url.netloc, timeout=IO_TIMEOUT_SECONDS)
-    try:
-        connection.request(method, target, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    except OSError as error:
-        raise ProbeError(f"{method} {endpoint}{target} failed: {error}") from error
-    finally:
-        connection.close()
-
-
 def probe_s3(endpoint: str, bucket: str, credentials: tuple[str, str, str], create_bucket: bool) -> str:
-    status, body = http_request(endpoint, "GET", "/healthz")
+    status, body = http_request(endpoint, "GET", "/healthz", IO_TIMEOUT_SECONDS)
     if status != 200:
         raise ProbeError(f"GET {endpoint}/healthz answered {status}: {body[:200]!r}")
+    client = Client(endpoint, *credentials, IO_TIMEOUT_SECONDS)
     list_query = {"list-type": "2", "max-keys": "1"}
-    status, body = signed_request(endpoint, "GET", f"/{bucket}", list_query, credentials)
+    status, body = client.request("GET", f"/{bucket}", list_query)
     if status == 404 and create_bucket and b"NoSuchBucket" in body:
-        created, reply = signed_request(endpoint, "PUT", f"/{bucket}", {}, credentials)
+        created, reply = client.request("PUT", f"/{bucket}")
         if created != 200:
             raise ProbeError(f"creating bucket {bucket} answered {created}: {reply[:300]!r}")
-        status, body = signed_request(endpoint, "GET", f"/{bucket}", list_query, credentials)
+        status, body = client.request("GET", f"/{bucket}", list_query)
     if status != 200 or b"ListBucketResult" not in body:
         raise ProbeError(f"signed ListObjectsV2 on bucket {bucket} answered {status}: {body[:300]!r}")
     return f"s3 {endpoint}: healthz ok, bucket {bucket} listed with access key {credentials[0]}"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's one test command. Brings up the test services (scripts/services.sh
 # start, and the Ceph RADOS Gateway for bucket notifications with scripts/ceph.sh
-# start), exports their settings (`env` of both), then runs every test target and
-# afterwards the doc tests of the whole workspace, then the Python SDK's tests
+# start), exports their settings (`env` of both), then runs every test target with every
+# feature on (the `*-tests` features let the tests that need a service run; plain
+# `cargo test` runs only the ones that need nothing but this machine) and afterwards the
+# doc tests of the whole workspace, then the Python SDK's tests
 # (scripts/test-python.sh: pytest in a venv under .services/), then the docker-compose
 # stack end to end (scripts/compose-e2e.sh). Extra arguments go to
 # both cargo invocations, e.g. `scripts/test.sh kafka -- --nocapture`.
@@ -30,9 +32,9 @@ started=$(sed -n 's/^\(services\|ceph\): \([a-z0-9]*\): started .*/\2/p' "$start
 found=$(sed -n 's/^\(services\|ceph\): \([a-z0-9]*\): already .*/\2/p' "$start_output" | paste -sd' ' -)
 
 status=0
-cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
+cargo test --workspace --all-targets --all-features --no-fail-fast "$@" || status=$?
 if ((status == 0)); then
-    cargo test --workspace --doc "$@" || status=$?
+    cargo test --workspace --doc --all-features "$@" || status=$?
 fi
 python_status=0
 scripts/test-python.sh || python_status=$?

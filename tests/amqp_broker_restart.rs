@@ -185,9 +185,7 @@ async fn a_broker_restart_mid_run_loses_nothing() {
         admin.counts(&queue).await == (0, 1)
     })
     .await;
-    sluice.terminate();
-    let status = sluice.wait(Duration::from_secs(20));
-    assert!(status.success(), "exit {status}; logs:\n{}", sluice.logs());
+    sluice.stop_cleanly(Duration::from_secs(20));
 
     // Nothing was left unacknowledged: closing the connection would have requeued it.
     wait_for(

@@ -109,9 +109,7 @@ async fn every_message_once_across_a_kill(name: &str) {
         admin.counts(&queue).await == (0, 1)
     })
     .await;
-    second.terminate();
-    let status = second.wait(Duration::from_secs(30));
-    assert!(status.success(), "exit {status}; logs:\n{}", second.logs());
+    second.stop_cleanly(Duration::from_secs(30));
     wait_for(
         "the job's consumer to go",
         Duration::from_secs(10),

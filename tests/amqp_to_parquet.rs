@@ -85,9 +85,7 @@ async fn example_job_survives_a_dropped_connection_and_writes_every_event() {
     })
     .await;
     sluice.assert_running();
-    sluice.terminate();
-    let status = sluice.wait(Duration::from_secs(20));
-    assert!(status.success(), "exit {status}; logs:\n{}", sluice.logs());
+    sluice.stop_cleanly(Duration::from_secs(20));
 
     // Nothing was left unacknowledged: closing the connection would have requeued it.
     wait_for(

@@ -200,12 +200,7 @@ async fn scales_out_to_the_backlog_then_to_zero_then_cold_starts_on_new_work() {
     );
     eprintln!("late message committed after {latency:?}, cold start {cold_ms:.1} ms");
 
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(20)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(20));
 }
 
 /// One line of sleepy.py's batch log.
@@ -330,12 +325,7 @@ async fn commits_stay_in_offset_order_and_keys_in_input_order_when_batches_finis
             );
         }
     }
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(20)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,10 +361,5 @@ async fn scale_down_never_stops_an_instance_with_a_batch_in_flight() {
         "no instance failed; logs:\n{logs}"
     );
     assert_exactly_once(&rows(&env, &job.prefix).await, 40);
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(20)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(20));
 }

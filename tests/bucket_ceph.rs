@@ -29,47 +29,15 @@ async fn ceph_notifications_process_each_object_once_and_repeats_change_nothing(
     let base = unique("ceph").to_lowercase();
     let port = free_port();
     let lake = format!("{base}/lake");
-    let dir = tempfile::tempdir().unwrap();
-    copy_example_function(dir.path());
-    std::fs::write(
-        dir.path().join("job.toml"),
-        format!(
-            r#"name = "{name}"
-[trigger.bucket]
-url = "s3://{rgw_bucket}/{base}"
-mode = "notifications"
-listen = "127.0.0.1:{port}"
-[trigger.bucket.options]
-endpoint = "{rgw_endpoint}"
-region = "{rgw_region}"
-[function]
-command = ["python3", "transform.py"]
-mode = "stream"
-[batch]
-max_wait = "200ms"
-[output]
-url = "s3://{bucket}/{lake}"
-partition_by = ["event_date"]
-max_file_age = "500ms"
-schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }}
-[output.options]
-endpoint = "{endpoint}"
-"#,
-            name = base,
-            rgw_bucket = rgw.bucket,
-            rgw_endpoint = rgw.endpoint,
-            rgw_region = rgw.region,
-            bucket = env.bucket,
-            endpoint = env.s3_endpoint,
-        ),
-    )
-    .unwrap();
-    let job = JobDir {
-        dir,
-        name: base.clone(),
-        topic: String::new(),
-        prefix: lake.clone(),
-    };
+    let toml = JobToml::clickstream(&base)
+        .bucket(&format!("s3://{}/{base}", rgw.bucket))
+        .set("trigger.bucket", "mode", "notifications")
+        .set("trigger.bucket", "listen", format!("127.0.0.1:{port}"))
+        .set("trigger.bucket.options", "endpoint", &rgw.endpoint)
+        .set("trigger.bucket.options", "region", &rgw.region)
+        .set("batch", "max_wait", "200ms")
+        .set("output", "max_file_age", "500ms");
+    let job = JobDir::with_toml(&env.output_to(toml, &lake), "", &lake);
     let mut sluice = Sluice::run(&env, &job, "run");
     let address = format!("127.0.0.1:{port}");
     wait_for(
@@ -141,12 +109,7 @@ endpoint = "{endpoint}"
     )
     .await;
     rgw.probe(&["unsubscribe", &topic]);
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(10)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(10));
     assert_eq!(notified, 1);
     let rows = read_rows(&env, &lake).await;
     assert_eq!(

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::amqp::AmqpAdmin;
 use common::ceph::{RGW_EXCHANGE, rgw};
+use common::notices::wait_repeats_and_malformed;
 use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
@@ -139,35 +140,13 @@ endpoint = "{endpoint}"
     admin
         .publish(&queue, &[("garbage-1".into(), "{\"Records\": [".into())])
         .await;
-    wait_for(
-        "the repeated and the malformed notifications",
-        Duration::from_secs(60),
-        async || {
-            sluice.assert_running();
-            let logs = sluice.logs();
-            logs.matches("repeated notification for an object already done")
-                .count()
-                >= OBJECTS
-                && logs.contains("malformed bucket notification")
-        },
-    )
-    .await;
-    let logs = sluice.logs();
-    let report = logs
-        .lines()
-        .find(|line| line.contains("malformed bucket notification"))
-        .unwrap();
+    let report = wait_repeats_and_malformed(&mut sluice, OBJECTS).await;
     assert!(
         report.contains(&queue) && report.contains("garbage-1") && report.contains("EOF"),
         "the report names the queue, the message and the reason: {report}"
     );
     rgw.probe(&["unsubscribe", &topic]);
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(10)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(10));
     let rows = read_rows(&env, &lake).await;
     assert_eq!(
         rows.len(),

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::notices::body;
+use common::notices::{body, wait_repeats_and_malformed};
 use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
@@ -94,24 +94,7 @@ endpoint = "{endpoint}""#,
     again.push(("garbage".into(), "{\"Records\": [".into()));
     let ends = produce(&env, &topic, &again).await;
     let malformed_offset = ends[&0] - 1;
-    wait_for(
-        "the repeated and the malformed notifications",
-        Duration::from_secs(60),
-        async || {
-            sluice.assert_running();
-            let logs = sluice.logs();
-            logs.matches("repeated notification for an object already done")
-                .count()
-                >= OBJECTS
-                && logs.contains("malformed bucket notification")
-        },
-    )
-    .await;
-    let logs = sluice.logs();
-    let report = logs
-        .lines()
-        .find(|line| line.contains("malformed bucket notification"))
-        .unwrap();
+    let report = wait_repeats_and_malformed(&mut sluice, OBJECTS).await;
     assert!(
         report.contains(&topic)
             && report.contains(&format!("\"offset\":{malformed_offset}"))
@@ -125,12 +108,7 @@ endpoint = "{endpoint}""#,
         async || committed(&env, &job.group(), &topic, 1).get(&0) == Some(&malformed_offset),
     )
     .await;
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(10)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(10));
     let rows = read_rows(&env, &lake).await;
     assert_eq!(rows.len(), OBJECTS * PER_OBJECT, "no duplicate rows");
     assert_eq!(done_objects(&env, &lake).await, OBJECTS);

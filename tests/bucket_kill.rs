@@ -116,12 +116,7 @@ async fn sigkill_mid_object_still_writes_every_line_exactly_once() {
         done_objects(&env, &lake).await == OBJECTS
     })
     .await;
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(10)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(10));
     let rows = read_rows(&env, &lake).await;
     let ids = count_ids(&rows);
     assert_eq!(ids.len(), OBJECTS * PER_OBJECT, "every line written");

@@ -12,42 +12,22 @@ use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
 
-const SCHEMA: &str = r#"{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }"#;
-
-/// A job folder whose trigger lists `input_url` and whose output goes to `output_url`.
-fn bucket_job(input_url: &str, output_url: &str, options: &str) -> tempfile::TempDir {
+/// A job folder whose trigger lists `input_url` and whose output goes to `output_url`;
+/// `endpoint`, when given, is the S3 endpoint of both.
+fn bucket_job(input_url: &str, output_url: &str, endpoint: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_example_function(dir.path());
-    let toml = format!(
-        r#"name = "{name}"
-[trigger.bucket]
-url = "{input_url}"
-{options_in}
-[function]
-command = ["python3", "transform.py"]
-mode = "stream"
-[batch]
-max_wait = "200ms"
-[output]
-url = "{output_url}"
-partition_by = ["event_date"]
-max_file_age = "1s"
-schema = {SCHEMA}
-{options_out}
-"#,
-        name = unique("bucket").to_lowercase(),
-        options_in = if options.is_empty() {
-            String::new()
-        } else {
-            format!("[trigger.bucket.options]\n{options}")
-        },
-        options_out = if options.is_empty() {
-            String::new()
-        } else {
-            format!("[output.options]\n{options}")
-        },
-    );
-    std::fs::write(dir.path().join("job.toml"), toml).unwrap();
+    let mut toml = JobToml::clickstream(&unique("bucket").to_lowercase())
+        .bucket(input_url)
+        .set("batch", "max_wait", "200ms")
+        .output(output_url)
+        .set("output", "max_file_age", "1s");
+    if let Some(endpoint) = endpoint {
+        toml = toml
+            .set("trigger.bucket.options", "endpoint", endpoint)
+            .set("output.options", "endpoint", endpoint);
+    }
+    toml.write_in(dir.path());
     dir
 }
 
@@ -120,7 +100,7 @@ async fn listing_a_local_folder_processes_each_object_once_across_restarts() {
     let job = bucket_job(
         &format!("file://{}", inbox.display()),
         &format!("file://{}", lake.display()),
-        "",
+        None,
     );
     for n in 0..6 {
         let (key, body) = object(n);
@@ -156,11 +136,10 @@ async fn listing_the_s3_endpoint_processes_each_object_once_across_restarts() {
     let env = env();
     let store = s3(&env);
     let base = unique("bucket-e2e").to_lowercase();
-    let options = format!("endpoint = \"{}\"", env.s3_endpoint);
     let job = bucket_job(
         &format!("s3://{}/{base}/inbox", env.bucket),
         &format!("s3://{}/{base}/lake", env.bucket),
-        &options,
+        Some(&env.s3_endpoint),
     );
     for wave in [0..5, 5..10] {
         for n in wave {

@@ -12,22 +12,10 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::notices::post;
 use common::*;
 
 const BOGUS: usize = 1_000;
-
-async fn post(address: &str, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: sluice\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response[9..12].parse().unwrap()
-}
 
 fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
@@ -44,31 +32,18 @@ async fn notices_of_missing_objects_are_dead_lettered_and_the_spool_drains() {
     std::fs::write(inbox.join("real.ndjson"), "{\"n\":1}\n").unwrap();
     let address = format!("127.0.0.1:{}", free_port());
     let job = tempfile::tempdir().unwrap();
-    std::fs::write(
-        job.path().join("job.toml"),
-        format!(
-            r#"name = "{name}"
-[trigger.bucket]
-url = "file://{inbox}"
-mode = "notifications"
-listen = "{address}"
-missing_timeout = "1s"
-[function]
-command = ["cat"]
-mode = "stream"
-[batch]
-max_wait = "100ms"
-[output]
-url = "file://{lake}"
-max_file_age = "200ms"
-schema = {{ n = "int64" }}
-"#,
-            name = unique("missing").to_lowercase(),
-            inbox = inbox.display(),
-            lake = lake.display(),
-        ),
-    )
-    .unwrap();
+    JobToml::new(&unique("missing").to_lowercase())
+        .bucket(&format!("file://{}", inbox.display()))
+        .set("trigger.bucket", "mode", "notifications")
+        .set("trigger.bucket", "listen", &address)
+        .set("trigger.bucket", "missing_timeout", "1s")
+        .set("function", "command", ["cat"])
+        .set("function", "mode", "stream")
+        .set("batch", "max_wait", "100ms")
+        .output(&format!("file://{}", lake.display()))
+        .set("output", "max_file_age", "200ms")
+        .schema(r#"{ n = "int64" }"#)
+        .write_in(job.path());
     let log = job.path().join("sluice.log");
     let child = Command::new(sluice_binary())
         .arg("run")
@@ -129,12 +104,7 @@ schema = {{ n = "int64" }}
     )
     .await;
     let drained_in = started.elapsed();
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(60)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(60));
 
     let letters = letters();
     let keys: BTreeSet<String> = letters

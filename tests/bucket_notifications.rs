@@ -9,26 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::notices::body;
+use common::notices::{body, post};
 use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 20;
-
-async fn post(address: &str, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: sluice\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response[9..12].parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notified_objects_land_once_and_repeats_change_nothing() {
@@ -39,37 +26,14 @@ async fn notified_objects_land_once_and_repeats_change_nothing() {
     let lake = format!("{base}/lake");
     let address = format!("127.0.0.1:{}", free_port());
 
-    let dir = tempfile::tempdir().unwrap();
-    copy_example_function(dir.path());
-    std::fs::write(
-        dir.path().join("job.toml"),
-        format!(
-            r#"name = "{name}"
-[trigger.bucket]
-url = "s3://{bucket}/{inbox}"
-mode = "notifications"
-listen = "{address}"
-[trigger.bucket.options]
-endpoint = "{endpoint}"
-[function]
-command = ["python3", "transform.py"]
-mode = "stream"
-[batch]
-max_wait = "200ms"
-[output]
-url = "s3://{bucket}/{lake}"
-partition_by = ["event_date"]
-max_file_age = "500ms"
-schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }}
-[output.options]
-endpoint = "{endpoint}"
-"#,
-            name = unique("notify").to_lowercase(),
-            bucket = env.bucket,
-            endpoint = env.s3_endpoint,
-        ),
-    )
-    .unwrap();
+    let toml = JobToml::clickstream(&unique("notify").to_lowercase())
+        .bucket(&format!("s3://{}/{inbox}", env.bucket))
+        .set("trigger.bucket", "mode", "notifications")
+        .set("trigger.bucket", "listen", &address)
+        .set("trigger.bucket.options", "endpoint", &env.s3_endpoint)
+        .set("batch", "max_wait", "200ms")
+        .set("output", "max_file_age", "500ms");
+    let job = JobDir::with_toml(&env.output_to(toml, &lake), "", &lake);
 
     // Upload the objects first, as a bucket would before notifying.
     let mut bodies = Vec::new();
@@ -89,12 +53,6 @@ endpoint = "{endpoint}"
         bodies.push(body(&env.bucket, &key, etag.trim_matches('"'), n % 2 == 1));
     }
 
-    let job = JobDir {
-        dir,
-        name: String::new(),
-        topic: String::new(),
-        prefix: lake.clone(),
-    };
     let mut sluice = Sluice::run(&env, &job, "run");
     wait_for(
         "the notification endpoint",
@@ -151,12 +109,7 @@ endpoint = "{endpoint}"
         spool_empty,
     )
     .await;
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(10)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(10));
     let rows = read_rows(&env, &lake).await;
     assert_eq!(
         rows.len(),

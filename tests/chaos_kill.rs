@@ -53,42 +53,22 @@ done
 "#;
 
 fn chaos_job(env: &Env, topic: &str) -> JobDir {
-    let job = JobDir::new(
-        env,
-        topic,
-        "command = [\"sh\", \"slow_cat.sh\"]\nmode = \"stream\"",
-        "",
-    );
+    let name = unique("e2e").to_lowercase();
+    let prefix = format!("{name}/clicks");
+    let toml = JobToml::new(&name)
+        .kafka(&env.brokers, topic)
+        .set("trigger.kafka", "start", "earliest")
+        .set("function", "command", ["sh", "slow_cat.sh"])
+        .set("function", "mode", "stream")
+        .set("function", "timeout", "30s")
+        .set("batch", "max_records", 200_usize)
+        .set("batch", "max_wait", "200ms")
+        .set("output", "partition_by", ["action"])
+        .set("output", "max_file_age", "300ms")
+        .set("output", "max_file_size", "16KiB")
+        .schema(r#"{ event_id = "utf8 not null", user_id = "int64", url = "utf8", ts = "timestamp_ms", action = "utf8" }"#);
+    let job = JobDir::with_toml(&env.output_to(toml, &prefix), topic, &prefix);
     job.write("slow_cat.sh", SLOW_CAT);
-    let toml = format!(
-        r#"name = "{name}"
-[trigger.kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-start = "earliest"
-[function]
-command = ["sh", "slow_cat.sh"]
-mode = "stream"
-timeout = "30s"
-[batch]
-max_records = 200
-max_wait = "200ms"
-[output]
-url = "s3://{bucket}/{prefix}"
-partition_by = ["action"]
-max_file_age = "300ms"
-max_file_size = "16KiB"
-schema = {{ event_id = "utf8 not null", user_id = "int64", url = "utf8", ts = "timestamp_ms", action = "utf8" }}
-[output.options]
-endpoint = "{endpoint}"
-"#,
-        name = job.name,
-        brokers = env.brokers,
-        bucket = env.bucket,
-        prefix = job.prefix,
-        endpoint = env.s3_endpoint,
-    );
-    job.write("job.toml", &toml);
     job
 }
 
@@ -231,9 +211,7 @@ async fn sigkill_at_random_moments_still_writes_every_record_exactly_once() {
 
     let mut last = Sluice::run(&env, &job, "final");
     wait_committed(&env, &job, &mut last, &ends, Duration::from_secs(300)).await;
-    last.terminate();
-    let status = last.wait(Duration::from_secs(20));
-    assert!(status.success(), "exit {status}; logs:\n{}", last.logs());
+    last.stop_cleanly(Duration::from_secs(20));
     let redone: usize = (0..KILLS)
         .map(|k| format!("kill-{k}"))
         .chain(["final".to_owned()])

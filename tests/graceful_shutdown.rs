@@ -50,9 +50,7 @@ async fn sigterm_while_events_flow_then_resume() {
         !producer.is_finished(),
         "events must still be flowing at SIGTERM"
     );
-    first.terminate();
-    let status = first.wait(Duration::from_secs(10));
-    assert!(status.success(), "exit {status}; logs:\n{}", first.logs());
+    first.stop_cleanly(Duration::from_secs(10));
     assert!(
         first.logs().contains("shutdown requested"),
         "{}",
@@ -64,12 +62,7 @@ async fn sigterm_while_events_flow_then_resume() {
     assert_eq!(ends.values().sum::<i64>(), EVENTS as i64);
     let mut second = Sluice::run(&env, &job, "second");
     wait_committed(&env, &job, &mut second, &ends, Duration::from_secs(120)).await;
-    second.terminate();
-    assert!(
-        second.wait(Duration::from_secs(10)).success(),
-        "{}",
-        second.logs()
-    );
+    second.stop_cleanly(Duration::from_secs(10));
 
     let rows = read_rows(&env, &job.prefix).await;
     let counts = count_ids(&rows);

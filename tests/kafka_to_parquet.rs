@@ -34,9 +34,7 @@ async fn run_example_job(mode: &str) {
     );
     let mut sluice = Sluice::run(&env, &job, "run");
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(240)).await;
-    sluice.terminate();
-    let status = sluice.wait(Duration::from_secs(10));
-    assert!(status.success(), "exit {status}; logs:\n{}", sluice.logs());
+    sluice.stop_cleanly(Duration::from_secs(10));
 
     let rows = read_rows(&env, &job.prefix).await;
     let counts = count_ids(&rows);

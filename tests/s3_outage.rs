@@ -97,12 +97,7 @@ async fn a_30_second_s3_outage_loses_nothing_and_duplicates_nothing() {
     let status = job_status(port).await.unwrap();
     assert_eq!(status["state"], "running", "{status}");
     assert!(status["reason"].is_null(), "{status}");
-    sluice.terminate();
-    assert!(
-        sluice.wait(Duration::from_secs(20)).success(),
-        "{}",
-        sluice.logs()
-    );
+    sluice.stop_cleanly(Duration::from_secs(20));
     let rows = read_rows(&env, &job.prefix).await;
     let counts = count_ids(&rows);
     assert_eq!(counts.len(), EVENTS, "every record written");

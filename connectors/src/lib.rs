@@ -20,6 +20,8 @@ pub mod kafka;
 pub mod range_log;
 pub mod retry;
 pub mod source;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 pub mod vec_source;
 

@@ -12,4 +12,6 @@ pub mod pipeline;
 pub mod pool;
 pub mod spec;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod trigger;

@@ -4,6 +4,20 @@
 
 use super::*;
 
+#[allow(unused_imports)]
+pub use sluice_platform::testing::{CLICK_SCHEMA, JobToml, raw};
+
+impl Env {
+    /// `job` with its output under `prefix` in the test bucket of the S3 endpoint.
+    pub fn output_to(&self, job: JobToml, prefix: &str) -> JobToml {
+        job.output(&format!("s3://{}/{prefix}", self.bucket)).set(
+            "output.options",
+            "endpoint",
+            &self.s3_endpoint,
+        )
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -28,6 +42,15 @@ pub fn copy_example_function(dir: &Path) {
 
 /// Where job folders are made, reachable by every user's path lookups.
 pub const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+
+/// A fresh folder outside /tmp (a function sees a private /tmp of its own) and outside the
+/// checkout (which may lie in a folder only root can enter): some tests let the function
+/// write here (`JobDir::writable_by_functions`).
+fn shared_tempdir() -> tempfile::TempDir {
+    let base = PathBuf::from(SHARED_TEST_DIR);
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(&base).unwrap()
+}
 
 /// A job folder: the example's transform.py plus a job.toml made for the test.
 pub struct JobDir {
@@ -74,12 +97,7 @@ impl JobDir {
         function: &str,
         extra: &str,
     ) -> JobDir {
-        // Outside /tmp (a function sees a private /tmp of its own) and outside the
-        // checkout (which may lie in a folder only root can enter): some tests let the
-        // function write here (`JobDir::writable_by_functions`).
-        let base = PathBuf::from(SHARED_TEST_DIR);
-        std::fs::create_dir_all(&base).unwrap();
-        let dir = tempfile::tempdir_in(&base).unwrap();
+        let dir = shared_tempdir();
         copy_example_function(dir.path());
         let name = unique("e2e").to_lowercase();
         let prefix = format!("{name}/clicks");
@@ -109,6 +127,20 @@ endpoint = "{endpoint}"
             name,
             topic: source.to_owned(),
             prefix,
+        }
+    }
+
+    /// A folder in the shared test folder with the example's function and `job` as its
+    /// job.toml; `source` names what it consumes, `prefix` where its output goes.
+    pub fn with_toml(job: &JobToml, source: &str, prefix: &str) -> JobDir {
+        let dir = shared_tempdir();
+        copy_example_function(dir.path());
+        job.write_in(dir.path());
+        JobDir {
+            dir,
+            name: job.name().to_owned(),
+            topic: source.to_owned(),
+            prefix: prefix.to_owned(),
         }
     }
 

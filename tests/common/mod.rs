@@ -21,12 +21,16 @@ pub mod sleepy;
 pub use job_dir::*;
 #[allow(unused_imports)]
 pub use observe::{done_objects, http_get, processes_with};
+/// `wait_for(what, timeout, check)`: polls `check` until it holds; panics naming `what`
+/// after `timeout`. `unique(prefix)`: a name no other test run uses.
+#[allow(unused_imports)]
+pub use sluice_connectors::testing::{unique, wait_until_within as wait_for};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
@@ -67,15 +71,6 @@ pub fn env() -> Env {
         secret_key: var("AWS_SECRET_ACCESS_KEY", "sluice-secret-key"),
         region: var("AWS_REGION", "us-east-1"),
     }
-}
-
-/// A name no other test run uses.
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{nanos:x}-{}", std::process::id())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,6 +381,13 @@ impl Sluice {
         .unwrap();
     }
 
+    /// SIGTERM, then asserts a clean exit within `timeout` (panics with the logs).
+    pub fn stop_cleanly(&mut self, timeout: Duration) {
+        self.terminate();
+        let status = self.wait(timeout);
+        assert!(status.success(), "exit {status}; logs:\n{}", self.logs());
+    }
+
     /// Waits for exit; panics with the logs after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
@@ -453,18 +455,6 @@ pub async fn parquet_objects(env: &Env, prefix: &str) -> Vec<(String, bytes::Byt
         found.push((key, bytes));
     }
     found
-}
-
-/// Polls `check` every 100 ms until it returns true; panics with `what` after `timeout`.
-pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until the group has committed `ends` on every partition, while sluice runs.

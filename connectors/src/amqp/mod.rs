@@ -62,7 +62,9 @@ pub mod rules;
 mod session;
 pub mod source;
 
+// Against a real RabbitMQ: run with `--features amqp-tests`.
 #[cfg(test)]
+#[cfg(feature = "amqp-tests")]
 mod tests;
 
 pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, redact_url};

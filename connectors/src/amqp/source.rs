@@ -111,7 +111,7 @@ impl AmqpSource {
     }
 
     /// Replaces the live session as a failed ack does, for tests of that path.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "amqp-tests"))]
     pub(super) fn reset_live_session(&self) {
         if let Some(generation) = self.shared.inflight().live_generation() {
             self.shared.request_reset(generation);

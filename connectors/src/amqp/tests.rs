@@ -6,8 +6,7 @@
 //!
 //! Every wait is bounded and checks a condition, never a duration.
 
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -19,24 +18,10 @@ use super::{AmqpSource, AmqpSourceConfig};
 use crate::checkpoint::{CheckpointDelta, SplitId};
 use crate::event::{Event, Origin};
 use crate::source::{Source, SourceError};
+use crate::testing::rabbitmq::{broker_url, close_connections_named};
+use crate::testing::{DEADLINE, assert_nothing_more, collect, unique, wait_until};
 
-/// Bound on every wait for the broker.
-const DEADLINE: Duration = Duration::from_secs(30);
 const TIMESTAMP_S: u64 = 1_700_000_000;
-
-fn broker_url() -> String {
-    std::env::var("SLUICE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-/// A name no other test (or run) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{nanos:x}-{}", std::process::id())
-}
 
 /// A test's own queue and a publishing connection (publisher confirms on).
 struct Broker {
@@ -171,51 +156,6 @@ impl Broker {
     }
 }
 
-/// `rabbitmqctl close_connection` for every connection whose client-provided name is
-/// `name`; returns how many there were. (The JSON formatter prints pids in a form
-/// `close_connection` does not take, so the table output is read: one line per
-/// connection, the pid, a tab, then the client properties with the name quoted.)
-async fn close_connections_named(name: &str) -> usize {
-    let listed = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "pid",
-            "client_properties",
-            "--no-table-headers",
-            "--silent",
-        ])
-        .output()
-        .await
-        .expect("rabbitmqctl runs");
-    assert!(
-        listed.status.success(),
-        "rabbitmqctl list_connections: {}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    let quoted = format!("\"{name}\"");
-    let mut closed = 0;
-    for line in String::from_utf8_lossy(&listed.stdout).lines() {
-        let Some((pid, properties)) = line.split_once('\t') else {
-            continue;
-        };
-        if !properties.contains(&quoted) {
-            continue;
-        }
-        let output = tokio::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid.trim(), "test drops the connection"])
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "rabbitmqctl close_connection {pid}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        closed += 1;
-    }
-    closed
-}
-
 fn payload_of(n: usize) -> String {
     format!(r#"{{"n":{n}}}"#)
 }
@@ -251,48 +191,6 @@ fn number(event: &Event) -> usize {
     value["n"].as_u64().unwrap() as usize
 }
 
-/// Takes events until `count` have arrived; panics if they do not within [`DEADLINE`].
-async fn collect(source: &mut AmqpSource, count: usize) -> Vec<Event> {
-    let started = Instant::now();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let left = DEADLINE.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, source.next_events()).await {
-            Ok(Ok(Some(chunk))) => {
-                assert!(!chunk.is_empty(), "a chunk is never empty");
-                events.extend(chunk);
-            }
-            Ok(Ok(None)) => panic!("an amqp source never ends"),
-            Ok(Err(error)) => panic!("source failed: {error}"),
-            Err(_) => panic!("got {} of {count} events within {DEADLINE:?}", events.len()),
-        }
-    }
-    assert_eq!(events.len(), count, "more events than expected");
-    events
-}
-
-/// Asserts that no event arrives for a while.
-async fn assert_nothing_more(source: &mut AmqpSource) {
-    if let Ok(result) = tokio::time::timeout(Duration::from_secs(1), source.next_events()).await {
-        panic!("expected no more events, got {result:?}");
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn delta(queue: &str, first: i64, last: i64) -> CheckpointDelta {
     let mut delta = CheckpointDelta::new();
     delta.record(SplitId::amqp(queue), first).unwrap();
@@ -312,4 +210,6 @@ fn header<'a>(event: &'a Event, name: &str) -> Option<&'a [u8]> {
         .as_deref()
 }
 
-mod more;
+mod conformance;
+mod connection;
+mod delivery;

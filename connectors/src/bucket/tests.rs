@@ -7,8 +7,9 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
 use super::*;
-use crate::checkpoint::CheckpointDelta;
+use crate::testing::{delta_of, drain};
 
+mod conformance;
 mod dropped_futures;
 mod webhook_guard;
 use crate::event::{Event, Origin};
@@ -49,29 +50,6 @@ fn config(folders: &Folders, stop_when_idle: bool) -> BucketSourceConfig {
         stop_when_idle,
         missing_timeout: Duration::from_secs(300),
     }
-}
-
-/// Everything the source hands over until it reports itself idle.
-async fn drain(source: &mut BucketSource) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), source.next_events())
-        .await
-        .expect("bounded")
-        .unwrap()
-    {
-        events.extend(chunk);
-    }
-    events
-}
-
-fn delta_of(events: &[Event]) -> CheckpointDelta {
-    let mut delta = CheckpointDelta::new();
-    for event in events {
-        delta
-            .record(event.origin.split(), event.origin.position())
-            .unwrap();
-    }
-    delta
 }
 
 fn key_of(event: &Event) -> String {

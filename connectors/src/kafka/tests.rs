@@ -4,7 +4,6 @@
 //! so every wait below is bounded generously and checks a condition, never a duration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,10 +16,9 @@ use super::{KafkaSource, KafkaSourceConfig, KafkaStart};
 use crate::checkpoint::{CheckpointDelta, SplitId};
 use crate::event::{Event, Header, Origin};
 use crate::source::{Source, SourceError};
+use crate::testing::{DEADLINE, assert_nothing_more, collect, wait_until};
 
 const PARTITIONS: i32 = 3;
-/// Bound on every wait for the group, the broker or the statistics.
-const DEADLINE: Duration = Duration::from_secs(30);
 /// Base timestamp of produced messages (ms since the epoch).
 const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
 
@@ -96,16 +94,28 @@ impl Cluster {
 
     /// Produces one message without a payload (a tombstone) to partition 0.
     async fn produce_tombstone(&self) {
+        self.send(vec![(0, Some("tombstone".into()), None)]).await;
+    }
+
+    /// Sends `(partition, key, payload)` records and waits until the broker has them.
+    async fn send(&self, records: Vec<(i32, Option<String>, Option<String>)>) {
         let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+        // The producer's flush blocks.
         tokio::task::spawn_blocking(move || {
             let producer: BaseProducer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
                 .create()
                 .unwrap();
-            let record = BaseRecord::<str, [u8]>::to(&topic)
-                .partition(0)
-                .key("tombstone");
-            producer.send(record).map_err(|(error, _)| error).unwrap();
+            for (partition, key, payload) in &records {
+                let mut record = BaseRecord::<str, str>::to(&topic).partition(*partition);
+                if let Some(key) = key {
+                    record = record.key(key);
+                }
+                if let Some(payload) = payload {
+                    record = record.payload(payload);
+                }
+                producer.send(record).map_err(|(error, _)| error).unwrap();
+            }
             producer.flush(DEADLINE).unwrap();
         })
         .await
@@ -128,49 +138,6 @@ fn position(event: &Event) -> (i32, i64) {
             partition, offset, ..
         } => (*partition, *offset),
         other => panic!("not a kafka origin: {other:?}"),
-    }
-}
-
-/// Takes events until `count` have arrived; panics if they do not within [`DEADLINE`].
-async fn collect(source: &mut KafkaSource, count: usize) -> Vec<Event> {
-    let started = Instant::now();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let left = DEADLINE.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, source.next_events()).await {
-            Ok(Ok(Some(chunk))) => {
-                assert!(!chunk.is_empty(), "a chunk is never empty");
-                events.extend(chunk);
-            }
-            Ok(Ok(None)) => panic!("a kafka source never ends"),
-            Ok(Err(error)) => panic!("source failed: {error}"),
-            Err(_) => panic!("got {} of {count} events within {DEADLINE:?}", events.len()),
-        }
-    }
-    assert_eq!(events.len(), count, "more events than expected");
-    events
-}
-
-/// Asserts that no event arrives for a while.
-async fn assert_nothing_more(source: &mut KafkaSource) {
-    if let Ok(result) = tokio::time::timeout(Duration::from_secs(1), source.next_events()).await {
-        panic!("expected no more events, got {result:?}");
-    }
-}
-
-/// Waits until `condition` holds; panics after [`DEADLINE`].
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -300,4 +267,6 @@ async fn redelivers_everything_that_was_never_acknowledged() {
     second.close().await;
 }
 
-mod more;
+mod conformance;
+mod lifecycle;
+mod partition_log;

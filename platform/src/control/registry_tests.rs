@@ -1,5 +1,6 @@
 //! The same cases on SQLite (a file in a temporary folder) and on PostgreSQL (a throwaway
-//! database on `SLUICE_TEST_POSTGRES_URL`, default `postgres://root@127.0.0.1:5432/postgres`).
+//! database on `SLUICE_TEST_POSTGRES_URL`, default `postgres://root@127.0.0.1:5432/postgres`,
+//! with the `postgres-tests` feature).
 
 use super::*;
 
@@ -23,6 +24,7 @@ impl Fresh {
         }
     }
 
+    #[cfg(feature = "postgres-tests")]
     async fn postgres() -> Self {
         let admin_url = std::env::var("SLUICE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned());
@@ -61,6 +63,7 @@ impl Fresh {
     }
 }
 
+#[cfg(feature = "postgres-tests")]
 fn rand_suffix() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -289,6 +292,7 @@ macro_rules! on_both_databases {
                 }
             )*
         }
+        #[cfg(feature = "postgres-tests")]
         mod postgres {
             $(
                 #[tokio::test]

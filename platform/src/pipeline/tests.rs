@@ -2,9 +2,10 @@
 //! function subprocesses, and a `file://` output folder.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use sluice_connectors::testing::{Recording, RecordingSource};
 use sluice_connectors::{CheckpointDelta, Event, Origin, Source, SourceError, VecSource};
 
 use super::*;
@@ -18,33 +19,6 @@ fn backoff_grows_and_is_capped() {
     let third = backoff(base, 3);
     assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
     assert!(backoff(base, 40) <= Duration::from_secs(75));
-}
-
-/// A [`VecSource`] whose acks the test can still see after the pipeline took the source.
-struct RecordingSource {
-    inner: VecSource,
-    acked: Arc<Mutex<Vec<CheckpointDelta>>>,
-    /// Once the events are taken, set this and wait for more forever (like a broker)
-    /// instead of ending.
-    endless: Option<Arc<std::sync::atomic::AtomicBool>>,
-}
-
-#[async_trait]
-impl Source for RecordingSource {
-    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
-        match self.inner.next_events().await? {
-            None if let Some(exhausted) = &self.endless => {
-                exhausted.store(true, std::sync::atomic::Ordering::SeqCst);
-                std::future::pending().await
-            }
-            taken => Ok(taken),
-        }
-    }
-
-    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
-        self.acked.lock().unwrap().push(delta.clone());
-        Ok(())
-    }
 }
 
 fn events(count: i64) -> Vec<Event> {
@@ -85,14 +59,9 @@ schema = {{ id = "int64 not null", day = "date32" }}
     parse_job(&text, &dir.join("job.toml"), dir, &|_| None).unwrap()
 }
 
-fn source(events: Vec<Event>) -> (Box<dyn Source>, Arc<Mutex<Vec<CheckpointDelta>>>) {
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let source = RecordingSource {
-        inner: VecSource::new(events, 7),
-        acked: acked.clone(),
-        endless: None,
-    };
-    (Box::new(source), acked)
+fn source(events: Vec<Event>) -> (Box<dyn Source>, Recording) {
+    let (source, recording) = RecordingSource::new(VecSource::new(events, 7));
+    (Box::new(source), recording)
 }
 
 /// Opens the job over `source` and runs it to the source's end.
@@ -121,17 +90,6 @@ fn parquet_files(dir: &Path) -> Vec<String> {
     found
 }
 
-/// Merges every acked delta; the last position per split is what counts.
-fn acked_through(acked: &[CheckpointDelta]) -> Vec<(String, i64)> {
-    let mut last = std::collections::BTreeMap::new();
-    for delta in acked {
-        for (split, range) in delta.iter() {
-            last.insert(split.to_string(), range.last);
-        }
-    }
-    last.into_iter().collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_written_then_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +112,7 @@ async fn every_event_is_written_then_acknowledged() {
         "{files:?}"
     );
     assert_eq!(
-        acked_through(&acked.lock().unwrap()),
+        acked.acked_through(),
         // 45 events alternate partitions: ids 0,2,…,44 are offsets 0..=22 of partition 0,
         // ids 1,3,…,43 offsets 0..=21 of partition 1.
         vec![("t/0".to_owned(), 22), ("t/1".to_owned(), 21)]
@@ -205,7 +163,7 @@ done"#,
     );
     // The partition keeps flowing: everything is acknowledged.
     assert_eq!(
-        acked_through(&acked.lock().unwrap()),
+        acked.acked_through(),
         vec![("t/0".to_owned(), 14), ("t/1".to_owned(), 14)]
     );
 }
@@ -238,7 +196,7 @@ async fn a_record_that_crashes_the_function_is_dead_lettered_after_its_attempts(
         "{error}"
     );
     assert_eq!(
-        acked_through(&acked.lock().unwrap()),
+        acked.acked_through(),
         vec![("t/0".to_owned(), 9), ("t/1".to_owned(), 9)]
     );
 }
@@ -285,10 +243,7 @@ rm -f \"$0\"
         "healthy records are not dead-lettered"
     );
     // Only partition 0's batch (offsets 0..=9, all on day 1) is acknowledged.
-    assert_eq!(
-        acked_through(&acked.lock().unwrap()),
-        vec![("t/0".to_owned(), 9)]
-    );
+    assert_eq!(acked.acked_through(), vec![("t/0".to_owned(), 9)]);
     assert_eq!(
         parquet_files(&dir.path().join("out")),
         vec![format!(
@@ -355,7 +310,7 @@ done"#;
             .all(|l| l["error"] == "bad day" && l["origin"]["topic"] == "t")
     );
     assert_eq!(
-        acked_through(&acked.lock().unwrap()),
+        acked.acked_through(),
         vec![("t/0".to_owned(), 9), ("t/1".to_owned(), 9)]
     );
 }
@@ -365,15 +320,10 @@ async fn shutdown_finishes_the_open_batch_and_commits_it() {
     let dir = tempfile::tempdir().unwrap();
     let spec = job(dir.path(), "exec cat", "");
     let shutdown = CancellationToken::new();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let source = EndlessSource {
+    let (recording, acked) = RecordingSource::new(EndlessSource {
         next: 0,
         shutdown: shutdown.clone(),
-    };
-    let recording = RecordingEndless {
-        inner: source,
-        acked: acked.clone(),
-    };
+    });
     let job = Job::over(&spec, Box::new(recording), JobRuntime::for_job(&spec))
         .await
         .unwrap();
@@ -381,10 +331,7 @@ async fn shutdown_finishes_the_open_batch_and_commits_it() {
     // The source asked for shutdown after handing over 3 events: fewer than a batch.
     assert_eq!(stats.records_in, 3);
     assert_eq!(stats.rows_out, 3);
-    assert_eq!(
-        acked_through(&acked.lock().unwrap()),
-        vec![("t/0".to_owned(), 2)]
-    );
+    assert_eq!(acked.acked_through(), vec![("t/0".to_owned(), 2)]);
 }
 
 /// Hands over one event per call; after the third, requests shutdown and then waits
@@ -394,33 +341,26 @@ struct EndlessSource {
     shutdown: CancellationToken,
 }
 
-struct RecordingEndless {
-    inner: EndlessSource,
-    acked: Arc<Mutex<Vec<CheckpointDelta>>>,
-}
-
 #[async_trait]
-impl Source for RecordingEndless {
+impl Source for EndlessSource {
     async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
-        let source = &mut self.inner;
-        if source.next == 3 {
-            source.shutdown.cancel();
+        if self.next == 3 {
+            self.shutdown.cancel();
             std::future::pending::<()>().await;
         }
         let event = Event::from_payload(
-            format!(r#"{{"id":{},"day":"2026-01-01"}}"#, source.next),
+            format!(r#"{{"id":{},"day":"2026-01-01"}}"#, self.next),
             Origin::Kafka {
                 topic: Arc::from("t"),
                 partition: 0,
-                offset: source.next,
+                offset: self.next,
             },
         );
-        source.next += 1;
+        self.next += 1;
         Ok(Some(vec![event]))
     }
 
-    async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
-        self.acked.lock().unwrap().push(delta.clone());
+    async fn ack(&mut self, _delta: &CheckpointDelta) -> Result<(), SourceError> {
         Ok(())
     }
 }
@@ -474,23 +414,15 @@ async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
         );
         assert_eq!(letter["attempts"], 0);
     }
-    assert_eq!(
-        acked_through(&acked.lock().unwrap()),
-        vec![("t/0".to_owned(), 19)]
-    );
+    assert_eq!(acked.acked_through(), vec![("t/0".to_owned(), 19)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
     let dir = tempfile::tempdir().unwrap();
     let spec = job(dir.path(), "exec cat", "");
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let source = RecordingSource {
-        inner: VecSource::new(events(45), 7),
-        acked: acked.clone(),
-        endless: Some(exhausted.clone()),
-    };
+    let (source, acked) = RecordingSource::new(VecSource::new(events(45), 7));
+    let source = source.endless();
     let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
         .await
         .unwrap();
@@ -498,7 +430,7 @@ async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
     let run = job.run(CancellationToken::new());
     let stop = async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !exhausted.load(std::sync::atomic::Ordering::SeqCst) {
+        while !acked.exhausted() {
             assert!(!stopper.is_finished(), "an endless source's job ended");
             assert!(Instant::now() < deadline, "events not taken in within 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -516,7 +448,7 @@ async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
         "every event written"
     );
     assert_eq!(
-        acked_through(&acked.lock().unwrap()),
+        acked.acked_through(),
         vec![("t/0".to_owned(), 22), ("t/1".to_owned(), 21)],
         "and acknowledged"
     );

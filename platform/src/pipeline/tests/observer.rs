@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::pipeline::{AttemptOutcome, BatchAttempt, BatchObserver};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 struct Collecting(Mutex<Vec<BatchAttempt>>);

@@ -202,7 +202,7 @@ async fn a_job_failing_with_its_secret_in_the_error_publishes_the_reason_masked(
     let error = result.unwrap_err();
 
     assert!(matches!(error, JobError::BatchFailed { .. }), "{error}");
-    assert!(acked.lock().unwrap().is_empty());
+    assert!(acked.acked().is_empty());
     let status = board.snapshot().remove(0);
     assert_eq!(status.state, JobState::Failed);
     let reason = status.reason.unwrap();
