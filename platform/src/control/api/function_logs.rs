@@ -92,8 +92,10 @@ pub(super) async fn logs(
     let from = match query_value(&uri, "from") {
         None => 0,
         Some(text) => text
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("from must be a line number (seq)"))?,
+            .parse::<i64>()
+            .ok()
+            .and_then(|from| u64::try_from(from).ok())
+            .ok_or_else(|| ApiError::bad_request("from must be a line number (seq) from 0"))?,
     };
     let follow = match query_value(&uri, "follow") {
         None | Some("false") => false,
