@@ -11,10 +11,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use common::serve::Serve;
 use common::*;
 use serde_json::Value;
 
@@ -34,72 +33,6 @@ if any(json.loads(l).get("event_id") in targets for l in lines):
 for line in lines:
     sys.stdout.write(json.dumps(transform.transform(json.loads(line))) + "\n")
 "#;
-
-struct Serve {
-    child: Child,
-    log: std::path::PathBuf,
-    port: u16,
-}
-
-impl Serve {
-    fn start(env: &Env, data: &Path, tokens: &Path) -> Serve {
-        let port = free_port();
-        let log = data.with_extension("log");
-        let child = Command::new(sluice_binary())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(data)
-            .arg("--tokens")
-            .arg(tokens)
-            .env("SLUICE_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", &env.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-            .env("AWS_REGION", &env.region)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serve { child, log, port }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `sluice ARGS… --server URL` with `token`.
-    fn cli(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(sluice_binary())
-            .args(args)
-            .args(["--server", &format!("http://127.0.0.1:{}", self.port)])
-            .env("SLUICE_TOKEN", token)
-            .env("SLUICE_LOG", "warn")
-            .output()
-            .unwrap()
-    }
-
-    /// `sluice ARGS… --json` with the admin token, which must succeed.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        let output = self.cli(ADMIN_TOKEN, &args);
-        assert!(
-            output.status.success(),
-            "sluice {args:?}: {}\n{}\nserve logs:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr),
-            self.logs()
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn clicks(range: std::ops::Range<usize>) -> Vec<(String, String)> {
     range
@@ -142,7 +75,9 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
         format!("ops:admin:{ADMIN_TOKEN}\nci:read:{READ_TOKEN}\n"),
     )
     .unwrap();
-    let serve = Serve::start(&env, &work.path().join("data"), &tokens);
+    let serve = Serve::start(&env, &work.path().join("data"), "serve", |command| {
+        command.arg("--tokens").arg(&tokens);
+    });
     wait_for("serve to answer", Duration::from_secs(60), async || {
         http_get(serve.port, "/healthz").await.as_deref() == Some("ok\n")
     })
@@ -165,7 +100,10 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     );
     job.write("poisoned.py", POISONED);
     let name = job.name.as_str();
-    let v1 = serve.json(&["deploy", job.path().to_str().unwrap(), "--timeout", "90s"]);
+    let v1 = serve.json(
+        ADMIN_TOKEN,
+        &["deploy", job.path().to_str().unwrap(), "--timeout", "90s"],
+    );
     assert_eq!(v1["deployed"]["version"], 1);
     produce(&env, &topic, &clicks(0..300)).await;
     wait_rows(&env, &job.prefix, 297, &serve).await;
@@ -189,9 +127,9 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     let table = serve.cli(READ_TOKEN, &["dlq", "list", name]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("3 dead letters in"), "{table}");
-    let shown = serve.json(&["dlq", "show", name, "--limit", "2"]);
+    let shown = serve.json(ADMIN_TOKEN, &["dlq", "show", name, "--limit", "2"]);
     assert_eq!(shown["letters"].as_array().unwrap().len(), 2, "{shown}");
-    let mut payloads: Vec<String> = serve.json(&["dlq", "show", name])["letters"]
+    let mut payloads: Vec<String> = serve.json(ADMIN_TOKEN, &["dlq", "show", name])["letters"]
         .as_array()
         .unwrap()
         .iter()
@@ -215,9 +153,12 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     // Fix the function (v2), then replay beside the running job.
     let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
     job.write("job.toml", &toml.replace(&command(&poison), &command(&[])));
-    let v2 = serve.json(&["deploy", job.path().to_str().unwrap(), "--timeout", "90s"]);
+    let v2 = serve.json(
+        ADMIN_TOKEN,
+        &["deploy", job.path().to_str().unwrap(), "--timeout", "90s"],
+    );
     assert_eq!(v2["deployed"]["version"], 2);
-    let replay = serve.json(&["dlq", "replay", name, "--timeout", "2m"]);
+    let replay = serve.json(ADMIN_TOKEN, &["dlq", "replay", name, "--timeout", "2m"]);
     assert_eq!(replay["state"], "done", "{replay}\n{}", serve.logs());
     assert_eq!(replay["version"], 2);
     assert_eq!(replay["total"], 3);
@@ -226,8 +167,8 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     wait_rows(&env, &job.prefix, 300, &serve).await;
 
     // Nothing pending any more; the job kept its state and still consumes.
-    assert_eq!(serve.json(&["dlq", "list", name])["total"], 0);
-    let shown = serve.json(&["jobs", "show", name]);
+    assert_eq!(serve.json(ADMIN_TOKEN, &["dlq", "list", name])["total"], 0);
+    let shown = serve.json(ADMIN_TOKEN, &["jobs", "show", name]);
     assert_eq!(
         (shown["state"].as_str(), shown["running_version"].as_i64()),
         (Some("running"), Some(2)),
@@ -235,7 +176,7 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     );
     produce(&env, &topic, &clicks(300..400)).await;
     wait_rows(&env, &job.prefix, 400, &serve).await;
-    let again = serve.json(&["dlq", "replay", name]);
+    let again = serve.json(ADMIN_TOKEN, &["dlq", "replay", name]);
     assert_eq!(
         (again["state"].as_str(), again["total"].as_u64()),
         (Some("done"), Some(0))

@@ -15,11 +15,12 @@
 mod common;
 
 use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::serve::Serve;
 use common::*;
 use serde_json::Value;
 
@@ -51,105 +52,46 @@ for i, r in enumerate(records):
 sys.stdout.write("".join(line + "\n" for line in out + errors))
 "#;
 
-/// `sluice serve` as a child process; killed on drop.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Serve {
-    fn start(env: &Env, data: &Path, registry: Option<&str>, tokens: &Path) -> Serve {
-        let port = free_port();
-        let log = data.with_extension("log");
-        let mut command = Command::new(sluice_binary());
+/// `sluice serve` for this test: its tokens and registry, and the secret its job's
+/// function prints.
+fn start_serve(env: &Env, data: &Path, registry: Option<&str>, tokens: &Path) -> Serve {
+    Serve::start(env, data, "serve", |command| {
         command
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
             .arg("--tokens")
-            .arg(tokens);
+            .arg(tokens)
+            .env("INVOC_E2E_TOKEN", SECRET);
         if let Some(registry) = registry {
             command.arg("--registry").arg(registry);
         }
-        let child = command
-            .env("SLUICE_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", &env.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-            .env("AWS_REGION", &env.region)
-            .env("INVOC_E2E_TOKEN", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start sluice serve");
-        Serve { child, log, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited with {status}; logs:\n{}", self.logs());
-            }
-            if http_get(self.port, "/healthz").await.as_deref() == Some("ok\n") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve not healthy:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(sluice_binary());
-        command
-            .args(args)
-            .arg("--server")
-            .arg(self.url())
-            .env("SLUICE_TOKEN", ADMIN_TOKEN)
-            .env("INVOC_E2E_TOKEN", SECRET)
-            .env("SLUICE_LOG", "warn");
-        command
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().expect("run the sluice cli");
-        assert!(
-            output.status.success(),
-            "sluice {args:?}: {}\n{}\nserve logs:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr),
-            self.logs()
-        );
-        output
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        serde_json::from_slice(&self.cli(&args).stdout).unwrap()
-    }
+    })
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `sluice ARGS…` with the admin token and the secret in the environment (`deploy`
+/// checks the job's `${INVOC_E2E_TOKEN}` reference against it).
+fn client(serve: &Serve, args: &[&str]) -> Command {
+    let mut command = serve.command(ADMIN_TOKEN, args);
+    command.env("INVOC_E2E_TOKEN", SECRET);
+    command
+}
+
+/// [`client`], run to its end; it must succeed.
+fn cli(serve: &Serve, args: &[&str]) -> Output {
+    let output = client(serve, args).output().expect("run the sluice cli");
+    assert!(
+        output.status.success(),
+        "sluice {args:?}: {}\n{}\nserve logs:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        serve.logs()
+    );
+    output
+}
+
+/// The JSON [`cli`] prints with `--json`.
+fn json(serve: &Serve, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    serde_json::from_slice(&cli(serve, &args).stdout).unwrap()
 }
 
 fn sum(records: &[Value], field: &str, keep: impl Fn(&Value) -> bool) -> i64 {
@@ -166,7 +108,7 @@ async fn invocations(registry: Option<&str>) {
     let data = work.path().join("data");
     let tokens = work.path().join("tokens");
     std::fs::write(&tokens, format!("ops:admin:{ADMIN_TOKEN}\n")).unwrap();
-    let mut serve = Serve::start(&env, &data, registry, &tokens);
+    let mut serve = start_serve(&env, &data, registry, &tokens);
     serve.wait_healthy().await;
 
     let topic = unique("serve-invocations");
@@ -191,13 +133,16 @@ async fn invocations(registry: Option<&str>) {
         "",
     );
     job.write("poison.py", FUNCTION);
-    serve.json(&["deploy", job.path().to_str().unwrap(), "--timeout", "90s"]);
+    json(
+        &serve,
+        &["deploy", job.path().to_str().unwrap(), "--timeout", "90s"],
+    );
 
     // Everything but the two records lands; the invocation records add up to the records
     // produced once the writer has caught up.
     let deadline = Instant::now() + Duration::from_secs(120);
     let records = loop {
-        let body = serve.json(&["invocations", &job.name, "--limit", "10000"]);
+        let body = json(&serve, &["invocations", &job.name, "--limit", "10000"]);
         let records = body["invocations"].as_array().unwrap().clone();
         let settled = sum(&records, "rows_out", |_| true)
             + sum(&records, "rejected", |_| true)
@@ -273,7 +218,7 @@ async fn invocations(registry: Option<&str>) {
     assert!(page.contains("refusing the poisoned record"), "{page}");
 
     // `sluice logs`: the function's lines, with instance and batch.
-    let text = String::from_utf8(serve.cli(&["logs", &job.name]).stdout).unwrap();
+    let text = String::from_utf8(cli(&serve, &["logs", &job.name]).stdout).unwrap();
     assert!(
         text.contains(&format!("{tag}: refusing the poisoned record {poison}")),
         "{text}"
@@ -284,7 +229,7 @@ async fn invocations(registry: Option<&str>) {
     let records_text = serde_json::to_string(&records).unwrap();
     assert!(records_text.contains("using token ***"));
     assert!(!records_text.contains(SECRET));
-    let json = serve.cli(&["logs", &job.name, "--json", "--limit", "5000"]);
+    let json = cli(&serve, &["logs", &job.name, "--json", "--limit", "5000"]);
     let lines: Vec<Value> = String::from_utf8(json.stdout)
         .unwrap()
         .lines()
@@ -308,8 +253,7 @@ async fn invocations(registry: Option<&str>) {
     );
 
     // `sluice logs --follow` prints lines of batches that run after it started.
-    let mut follower = serve
-        .command(&["logs", &job.name, "--follow", "--limit", "1"])
+    let mut follower = client(&serve, &["logs", &job.name, "--follow", "--limit", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

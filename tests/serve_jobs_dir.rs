@@ -8,89 +8,41 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::serve::Serve;
 use common::*;
 use serde_json::Value;
 
-struct Serve {
-    child: Child,
-    log: std::path::PathBuf,
-    port: u16,
-}
-
-impl Serve {
-    fn start(env: &Env, data: &Path, jobs: &Path, tag: &str) -> Serve {
-        let port = free_port();
-        let log = data.with_extension(format!("{tag}.log"));
-        let child = Command::new(sluice_binary())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(data)
+/// `sluice serve --jobs JOBS` without tokens (loopback only).
+fn start_serve(env: &Env, data: &Path, jobs: &Path, tag: &str) -> Serve {
+    Serve::start(env, data, tag, |command| {
+        command
             .arg("--jobs")
             .arg(jobs)
-            .env_remove("SLUICE_API_TOKENS")
-            .env("AWS_ACCESS_KEY_ID", &env.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-            .env("AWS_REGION", &env.region)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serve { child, log, port }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn jobs(&mut self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited with {status}; logs:\n{}", self.logs());
-            }
-            if let Some(body) = http_get(self.port, "/v1/jobs").await
-                && let Ok(jobs) = serde_json::from_str::<Value>(&body)
-            {
-                return jobs["jobs"].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no answer; logs:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not stop; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+            .env_remove("SLUICE_API_TOKENS");
+    })
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The registered jobs, once the server answers (60 s at most).
+async fn registered_jobs(serve: &mut Serve) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = serve.exited() {
+            panic!("serve exited with {status}; logs:\n{}", serve.logs());
+        }
+        if let Some(body) = http_get(serve.port, "/v1/jobs").await
+            && let Ok(jobs) = serde_json::from_str::<Value>(&body)
+        {
+            return jobs["jobs"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer; logs:\n{}",
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -125,8 +77,8 @@ async fn job_folders_are_registered_at_start_and_keep_their_version() {
     )
     .await;
 
-    let mut serve = Serve::start(&env, &data, &jobs_dir, "first");
-    let jobs = serve.jobs().await;
+    let mut serve = start_serve(&env, &data, &jobs_dir, "first");
+    let jobs = registered_jobs(&mut serve).await;
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
     assert_eq!(jobs[0]["name"], job.name.as_str());
     assert_eq!(jobs[0]["version"], 1);
@@ -139,13 +91,14 @@ async fn job_folders_are_registered_at_start_and_keep_their_version() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (status, logs) = serve.terminate();
+    let status = serve.terminate();
+    let logs = serve.logs();
     assert!(status.success(), "{status}; logs:\n{logs}");
 
     // Unchanged: the same version.
-    let mut serve = Serve::start(&env, &data, &jobs_dir, "second");
-    assert_eq!(serve.jobs().await[0]["version"], 1);
-    let (status, _) = serve.terminate();
+    let mut serve = start_serve(&env, &data, &jobs_dir, "second");
+    assert_eq!(registered_jobs(&mut serve).await[0]["version"], 1);
+    let status = serve.terminate();
     assert!(status.success());
 
     // Changed: the next version.
@@ -154,8 +107,8 @@ async fn job_folders_are_registered_at_start_and_keep_their_version() {
         "# v2\n".to_owned() + &std::fs::read_to_string(folder.join("transform.py")).unwrap(),
     )
     .unwrap();
-    let mut serve = Serve::start(&env, &data, &jobs_dir, "third");
-    assert_eq!(serve.jobs().await[0]["version"], 2);
+    let mut serve = start_serve(&env, &data, &jobs_dir, "third");
+    assert_eq!(registered_jobs(&mut serve).await[0]["version"], 2);
     let rows = read_rows(&env, &job.prefix).await;
     assert_eq!(rows.len(), 200, "exactly once across restarts");
     drop(serve);

@@ -16,11 +16,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::amqp::AmqpAdmin;
+use common::serve::Serve;
 use common::*;
 use serde_json::Value;
 
@@ -28,24 +29,10 @@ const ADMIN_TOKEN: &str = "adm-7c1f0e4b9d2a";
 const READ_TOKEN: &str = "rd-5e8a3f6c1b0d";
 const IDLE_TIMEOUT_S: u64 = 2;
 
-/// `sluice serve` as a child process; killed (SIGKILL) on drop.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Serve {
-    fn start(env: &Env, data: &Path, registry: Option<&str>, tokens: &Path, tag: &str) -> Serve {
-        let port = free_port();
-        let log = data.with_extension(format!("{tag}.log"));
-        let mut command = Command::new(sluice_binary());
+/// `sluice serve` for this test: its tokens, its registry and a small bundle cap.
+fn start_serve(env: &Env, data: &Path, registry: Option<&str>, tokens: &Path, tag: &str) -> Serve {
+    Serve::start(env, data, tag, |command| {
         command
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
             .arg("--tokens")
             .arg(tokens)
             .arg("--max-bundle-size")
@@ -53,110 +40,23 @@ impl Serve {
         if let Some(registry) = registry {
             command.arg("--registry").arg(registry);
         }
-        let child = command
-            .env("SLUICE_LOG", "info")
-            .env("AWS_ACCESS_KEY_ID", &env.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-            .env("AWS_REGION", &env.region)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start sluice serve");
-        Serve { child, log, port }
-    }
+    })
+}
 
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
+/// The admin's calls this test makes again and again.
+trait AdminCalls {
+    fn job(&self, name: &str) -> Value;
+    fn deploy(&self, job: &JobDir) -> Value;
+}
 
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited with {status}; logs:\n{}", self.logs());
-            }
-            if http_get(self.port, "/healthz").await.as_deref() == Some("ok\n") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve not healthy; logs:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// `sluice ARGS…` against this server with `token`.
-    fn cli(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(sluice_binary())
-            .args(args)
-            .arg("--server")
-            .arg(self.url())
-            .env("SLUICE_TOKEN", token)
-            .env("SLUICE_LOG", "warn")
-            .output()
-            .expect("run the sluice cli")
-    }
-
-    /// `sluice ARGS… --json`, which must succeed.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        let output = self.cli(ADMIN_TOKEN, &args);
-        assert!(
-            output.status.success(),
-            "sluice {args:?}: {}\n{}\nserve logs:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr),
-            self.logs()
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
+impl AdminCalls for Serve {
     fn job(&self, name: &str) -> Value {
-        self.json(&["jobs", "show", name])
+        self.json(ADMIN_TOKEN, &["jobs", "show", name])
     }
 
     fn deploy(&self, job: &JobDir) -> Value {
-        self.json(&["deploy", job.path().to_str().unwrap(), "--timeout", "90s"])
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not stop; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let path = job.path().to_str().unwrap();
+        self.json(ADMIN_TOKEN, &["deploy", path, "--timeout", "90s"])
     }
 }
 
@@ -232,11 +132,14 @@ async fn lifecycle(registry: Option<&str>) {
         format!("ops:admin:{ADMIN_TOKEN}\nci:read:{READ_TOKEN}\n"),
     )
     .unwrap();
-    let mut serve = Serve::start(&env, &data, registry, &tokens, "first");
+    let mut serve = start_serve(&env, &data, registry, &tokens, "first");
     serve.wait_healthy().await;
 
     // Starts empty; tokens are required and roles enforced.
-    assert_eq!(serve.json(&["jobs", "list"])["jobs"], serde_json::json!([]));
+    assert_eq!(
+        serve.json(ADMIN_TOKEN, &["jobs", "list"])["jobs"],
+        serde_json::json!([])
+    );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let anonymous = http
         .get(format!("{}/v1/jobs", serve.url()))
@@ -300,7 +203,10 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(oversized.status(), 413);
     let body: Value = oversized.json_or_null().await;
     assert_eq!(body["error"]["code"], "payload_too_large");
-    assert_eq!(serve.json(&["jobs", "list"])["jobs"], serde_json::json!([]));
+    assert_eq!(
+        serve.json(ADMIN_TOKEN, &["jobs", "list"])["jobs"],
+        serde_json::json!([])
+    );
 
     // Deploy both; events flow.
     produce(&env, &topic, &clicks(0..1000)).await;
@@ -372,7 +278,7 @@ async fn lifecycle(registry: Option<&str>) {
     );
 
     // Pause: drained, no function process within idle_timeout + 2 s, the lag grows.
-    let paused = serve.json(&["jobs", "pause", &kafka_job.name]);
+    let paused = serve.json(ADMIN_TOKEN, &["jobs", "pause", &kafka_job.name]);
     assert_eq!(paused["state"], "paused");
     wait_no_processes(&kafka_tag, Duration::from_secs(IDLE_TIMEOUT_S + 2)).await;
     let before = committed(&env, &kafka_job.group(), &topic, 1);
@@ -403,16 +309,16 @@ async fn lifecycle(registry: Option<&str>) {
     assert_eq!(serve.job(&kafka_job.name)["state"], "paused");
     // Resume drains it.
     assert_eq!(
-        serve.json(&["jobs", "resume", &kafka_job.name])["state"],
+        serve.json(ADMIN_TOKEN, &["jobs", "resume", &kafka_job.name])["state"],
         "running"
     );
     wait_exactly_once(&env, &kafka_job.prefix, 3300, &serve).await;
 
     // kill -9 and restart: both jobs back at their versions and states.
-    serve.json(&["jobs", "pause", &amqp_job.name]);
+    serve.json(ADMIN_TOKEN, &["jobs", "pause", &amqp_job.name]);
     serve.kill9();
     let first_logs = serve.logs();
-    let mut serve = Serve::start(&env, &data, registry, &tokens, "second");
+    let mut serve = start_serve(&env, &data, registry, &tokens, "second");
     serve.wait_healthy().await;
     let kafka_now = serve.job(&kafka_job.name);
     assert_eq!(
@@ -439,16 +345,19 @@ async fn lifecycle(registry: Option<&str>) {
         async || serve.job(&amqp_job.name)["status"]["backlog"] == 100,
     )
     .await;
-    serve.json(&["jobs", "resume", &amqp_job.name]);
+    serve.json(ADMIN_TOKEN, &["jobs", "resume", &amqp_job.name]);
     wait_exactly_once(&env, &amqp_job.prefix, 600, &serve).await;
 
     // Versions and rollback.
-    let versions = serve.json(&["jobs", "versions", &kafka_job.name]);
+    let versions = serve.json(ADMIN_TOKEN, &["jobs", "versions", &kafka_job.name]);
     assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
     assert_eq!(versions["versions"][0]["deployed_by"], "ops");
-    let rolled = serve.json(&["jobs", "rollback", &kafka_job.name]);
+    let rolled = serve.json(ADMIN_TOKEN, &["jobs", "rollback", &kafka_job.name]);
     assert_eq!(rolled["version"], 1);
-    let invocations = serve.json(&["invocations", &kafka_job.name, "--limit", "5"]);
+    let invocations = serve.json(
+        ADMIN_TOKEN,
+        &["invocations", &kafka_job.name, "--limit", "5"],
+    );
     assert!(invocations["invocations"].is_array(), "{invocations}");
 
     // Every route the OpenAPI document lists that only reads answers as documented.
@@ -542,9 +451,12 @@ async fn lifecycle(registry: Option<&str>) {
 
     // Delete: gone, no process left.
     for job in [&kafka_job, &amqp_job] {
-        serve.json(&["jobs", "delete", &job.name]);
+        serve.json(ADMIN_TOKEN, &["jobs", "delete", &job.name]);
     }
-    assert_eq!(serve.json(&["jobs", "list"])["jobs"], serde_json::json!([]));
+    assert_eq!(
+        serve.json(ADMIN_TOKEN, &["jobs", "list"])["jobs"],
+        serde_json::json!([])
+    );
     wait_no_processes(&kafka_tag, Duration::from_secs(10)).await;
     wait_no_processes(&amqp_tag, Duration::from_secs(10)).await;
     let missing = serve.cli(ADMIN_TOKEN, &["jobs", "show", &kafka_job.name]);

@@ -14,6 +14,7 @@ pub mod ceph;
 pub mod job_dir;
 pub mod notices;
 pub mod observe;
+pub mod serve;
 pub mod sleepy;
 
 // Not every test binary uses them; each compiles this module on its own.

@@ -1,0 +1,148 @@
+//! `sluice serve` as a child process, for the end-to-end tests of the control plane, and
+//! the `sluice` client pointed at it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Env, free_port, http_get, sluice_binary};
+
+/// `sluice serve` as a child process; killed (SIGKILL) on drop.
+pub struct Serve {
+    child: Child,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl Serve {
+    /// Starts `sluice serve --data DATA --listen 127.0.0.1:<a free port>` with the S3
+    /// credentials of `env`, plus the flags and environment `configure` adds; its stderr
+    /// goes to `DATA.<tag>.log`.
+    pub fn start(env: &Env, data: &Path, tag: &str, configure: impl FnOnce(&mut Command)) -> Serve {
+        let port = free_port();
+        let log = data.with_extension(format!("{tag}.log"));
+        let mut command = Command::new(sluice_binary());
+        command
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("SLUICE_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", &env.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+            .env("AWS_REGION", &env.region);
+        configure(&mut command);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice serve");
+        Serve { child, log, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What the server has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (60 s at most) until `/healthz` answers; panics with the logs if the server
+    /// exits or does not answer.
+    pub async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("serve exited with {status}; logs:\n{}", self.logs());
+            }
+            if http_get(self.port, "/healthz").await.as_deref() == Some("ok\n") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve not healthy; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `sluice ARGS… --server URL` with `token`, as a command to run.
+    pub fn command(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(sluice_binary());
+        command
+            .args(args)
+            .arg("--server")
+            .arg(self.url())
+            .env("SLUICE_TOKEN", token)
+            .env("SLUICE_LOG", "warn");
+        command
+    }
+
+    /// `sluice ARGS… --server URL` with `token`, run to its end.
+    pub fn cli(&self, token: &str, args: &[&str]) -> Output {
+        self.command(token, args)
+            .output()
+            .expect("run the sluice cli")
+    }
+
+    /// The JSON `sluice ARGS… --json` prints with `token`; the command must succeed.
+    pub fn json(&self, token: &str, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let output = self.cli(token, &args);
+        assert!(
+            output.status.success(),
+            "sluice {args:?}: {}\n{}\nserve logs:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and waits (60 s at most) for the server to drain and exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the server process has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
