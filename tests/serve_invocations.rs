@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::serve::Serve;
+use common::serve::{ScratchDatabase, Serve};
 use common::*;
 use serde_json::Value;
 
@@ -303,19 +303,6 @@ async fn invocation_records_and_logs_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocation_records_and_logs_on_postgres() {
-    let admin_url = std::env::var("SLUICE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned());
-    let database = unique("sluice_invoc").replace('-', "_");
-    let psql = |sql: &str| {
-        let status = Command::new("psql")
-            .arg(&admin_url)
-            .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
-            .status()
-            .expect("run psql");
-        assert!(status.success(), "psql {sql}");
-    };
-    psql(&format!("CREATE DATABASE {database}"));
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    invocations(Some(&format!("{base}/{database}"))).await;
-    psql(&format!("DROP DATABASE {database} WITH (FORCE)"));
+    let database = ScratchDatabase::create("sluice_invoc");
+    invocations(Some(database.url())).await;
 }

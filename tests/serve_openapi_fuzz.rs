@@ -11,9 +11,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::serve::Serve;
 use common::*;
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -46,29 +46,13 @@ async fn the_api_matches_its_openapi_document_under_fuzzing() {
     let work = tempfile::tempdir().unwrap();
     let tokens = work.path().join("tokens");
     std::fs::write(&tokens, format!("fuzz:admin:{TOKEN}\n")).unwrap();
-    let port = free_port();
-    let log = work.path().join("serve.log");
-    let mut serve = Command::new(sluice_binary())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data")
-        .arg(work.path().join("data"))
-        .arg("--tokens")
-        .arg(&tokens)
-        // The job's dead letters are read from the S3 endpoint.
-        .env("AWS_ACCESS_KEY_ID", &env.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-        .env("AWS_REGION", &env.region)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/healthz").await.as_deref() != Some("ok\n") {
-        assert!(Instant::now() < deadline, "serve not healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The job's dead letters are read from the S3 endpoint (the harness passes its
+    // credentials).
+    let mut serve = Serve::start(&env, &work.path().join("data"), "serve", |command| {
+        command.arg("--tokens").arg(&tokens);
+    });
+    serve.wait_healthy().await;
+    let server = serve.url();
     // One job, so the job routes have something to find (its topic never fills).
     let job = JobDir::new(
         &env,
@@ -117,8 +101,7 @@ async fn the_api_matches_its_openapi_document_under_fuzzing() {
     let report = String::from_utf8_lossy(&fuzzed.stdout);
     assert!(fuzzed.status.success(), "schemathesis failed:\n{report}");
     assert!(report.contains("passed"), "{report}");
-    let _ = serve.kill();
-    let _ = serve.wait();
-    let logs = std::fs::read_to_string(&log).unwrap();
+    serve.kill9();
+    let logs = serve.logs();
     assert!(!logs.contains(TOKEN), "the token is in the logs");
 }

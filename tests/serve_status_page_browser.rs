@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::amqp::AmqpAdmin;
+use common::serve::Serve;
 use common::*;
 use serde_json::{Value, json};
 
@@ -159,29 +160,11 @@ async fn a_browser_signs_in_and_sees_both_jobs() {
     let work = tempfile::tempdir().unwrap();
     let tokens = work.path().join("tokens");
     std::fs::write(&tokens, format!("ops:admin:{ADMIN}\nviewer:read:{READ}\n")).unwrap();
-    let port = free_port();
-    let server = format!("http://127.0.0.1:{port}");
-    let _serve = Killed(
-        Command::new(sluice_binary())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(work.path().join("data"))
-            .arg("--tokens")
-            .arg(&tokens)
-            .env("AWS_ACCESS_KEY_ID", &env.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-            .env("AWS_REGION", &env.region)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/healthz").await.as_deref() != Some("ok\n") {
-        assert!(Instant::now() < deadline, "serve not healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut serve = Serve::start(&env, &work.path().join("data"), "serve", |command| {
+        command.arg("--tokens").arg(&tokens);
+    });
+    serve.wait_healthy().await;
+    let server = serve.url();
     let topic = unique("page-clicks");
     create_topic(&env, &topic, 1).await;
     let kafka_job = JobDir::new(

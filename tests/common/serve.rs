@@ -146,3 +146,53 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// A PostgreSQL database of its own for one test's registry, made on the server
+/// `SLUICE_TEST_POSTGRES_URL` points at (default: the local one) and dropped, with
+/// whatever still holds it open, when this goes out of scope.
+pub struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// Creates a database named after `prefix` and a unique suffix.
+    pub fn create(prefix: &str) -> ScratchDatabase {
+        let admin_url = std::env::var("SLUICE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned());
+        let name = super::unique(prefix).replace('-', "_");
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        let database = ScratchDatabase {
+            admin_url,
+            name,
+            url,
+        };
+        database.psql(&format!("CREATE DATABASE {}", database.name));
+        database
+    }
+
+    /// The database's URL, for `--registry`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn psql(&self, sql: &str) {
+        let status = Command::new("psql")
+            .arg(&self.admin_url)
+            .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .status()
+            .expect("run psql");
+        assert!(status.success(), "psql {sql}");
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin_url)
+            .args(["-qc", &format!("DROP DATABASE {} WITH (FORCE)", self.name)])
+            .status();
+    }
+}
