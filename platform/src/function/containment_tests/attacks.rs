@@ -39,15 +39,26 @@ pub(super) async fn attack(
     dir: &Path,
     spec: &FunctionSpec,
 ) -> serde_json::Map<String, Value> {
+    let (report, runner) = run_attacker(job, dir, spec).await;
+    assert_no_cgroups(job, runner);
+    report
+}
+
+/// Runs `spec` once as job `job`: its report (the one row it answers) and its runner.
+pub(super) async fn run_attacker(
+    job: &str,
+    dir: &Path,
+    spec: &FunctionSpec,
+) -> (serde_json::Map<String, Value>, FunctionRunner) {
     let mut runner = test_runner(job, dir, spec);
     let output = runner
         .invoke(&batch(&["{}"]))
         .await
-        .unwrap_or_else(|error| panic!("the attacker itself failed: {error}"));
+        .unwrap_or_else(|error| panic!("{job}: the attacker itself failed: {error}"));
     let rows = rows(&output);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_no_cgroups(job, runner);
-    rows[0].as_object().cloned().expect("an object")
+    let report = rows[0].as_object().cloned().expect("an object");
+    (report, runner)
 }
 
 /// The attempts in `report` that were not refused.

@@ -3,7 +3,7 @@
 
 use super::attacks::{
     HOST_SOCKETS, KERNEL_ATTACKS, LIFT_LIMITS_AND_LEAVE, POSTGRES_SOCKET, SNOOP_AND_SIGNAL,
-    TOUCH_ROOT_FILES, attacker, granted, rand_suffix, wait_gone_with,
+    TOUCH_ROOT_FILES, attacker, granted, rand_suffix, run_attacker, wait_gone_with,
 };
 use super::*;
 
@@ -15,14 +15,7 @@ async fn attack_beside(
     dir: &Path,
     spec: &FunctionSpec,
 ) -> serde_json::Map<String, Value> {
-    let mut runner = test_runner(job, dir, spec);
-    let output = runner
-        .invoke(&batch(&["{}"]))
-        .await
-        .unwrap_or_else(|error| panic!("{job}: the attacker itself failed: {error}"));
-    let rows = rows(&output);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    rows[0].as_object().cloned().expect("an object")
+    run_attacker(job, dir, spec).await.0
 }
 
 /// Kills the process when dropped, even when the test fails.
