@@ -49,6 +49,14 @@ pub(crate) struct IdRangeError {
 }
 
 impl IdRange {
+    /// The first id of the range as a user and group.
+    pub(crate) fn first_identity(&self) -> JobIdentity {
+        JobIdentity {
+            uid: self.first,
+            gid: self.first,
+        }
+    }
+
     /// Parses `FIRST-LAST`; root (0) and the overflow id 65534 ("nobody") may not be in it.
     pub(crate) fn parse(value: &str) -> Result<Self, IdRangeError> {
         let error = |reason| IdRangeError {

@@ -8,6 +8,7 @@
 //! | dropped capabilities | the platform holds `CAP_SETPCAP` (it runs as root) | a root function keeps uid 0 but has no capability: it cannot read the memory or environment of a non-dumpable process (see [`harden_platform_process`]), load modules, mount, change limits, … |
 //! | a uid and gid per job ([`super::identity`]) | the platform runs as root | the function is never root: it cannot touch root-owned files, other jobs' files or processes, or its cgroup's control files; it reads its job folder through a staged read-only copy ([`super::bundle`]) |
 //! | a PID namespace ([`super::pid_namespace`]) | `unshare(CLONE_NEWPID)` works (`CAP_SYS_ADMIN`) and the instance gets a mount namespace (for its `/proc`) | only its own processes in sight; the platform and other jobs cannot be named, signalled or traced; everything it started dies with the instance |
+//! | a user namespace for a preload parent ([`super::user_namespace`]) | a job's user may make one (and mount and PID namespaces in it), with a user of its own, mount and PID namespaces | the instances forked by a preload parent each get a PID namespace and a private `/tmp`, while the parent holds no privilege outside its namespace |
 //! | a mount namespace ([`super::namespaces`]) | `unshare(CLONE_NEWNS)` and mounting work (`CAP_SYS_ADMIN`) | a private `/tmp` (scratch), no cgroup file system, no host `/run` with `network = false`, the bundle read-only |
 //! | `PR_SET_NO_NEW_PRIVS` | always | no privileges gained through set-uid programs |
 //! | a seccomp filter ([`super::syscalls`]) | the kernel has seccomp | no `ptrace`, `mount`, namespaces, `bpf`, module or `kexec` loading, keyrings, … |
@@ -34,6 +35,7 @@ use super::namespaces::{MountPlan, mount_namespace_works, switch_user};
 use super::pid_namespace::pid_namespace_works;
 use super::protocol::InvokeError;
 use super::syscalls::SyscallFilter;
+use super::user_namespace::{UserNamespace, user_namespace_works};
 use crate::spec::{FunctionSpec, IsolationLevel};
 
 /// Isolation mechanisms this platform process can use.
@@ -51,6 +53,9 @@ pub(crate) struct Isolation {
     pub(crate) mount_namespaces: bool,
     /// Whether a child can get a PID namespace of its own.
     pub(crate) pid_namespaces: bool,
+    /// Whether a preload parent, as the job's user, can get a user namespace of its own
+    /// and make mount and PID namespaces in it, for the instances it forks.
+    pub(crate) user_namespaces: bool,
     /// The system call filter every function gets, or why there is none.
     pub(crate) syscall_filter: Result<SyscallFilter, String>,
 }
@@ -142,6 +147,29 @@ impl Isolation {
                 false
             }
         };
+        let user_namespaces = match &function_ids {
+            Ok(range) => {
+                let identity = range.first_identity();
+                let works = UserNamespace::new(identity)
+                    .map_err(|error| error.to_string())
+                    .and_then(|namespace| {
+                        probe_in_child(|| user_namespace_works(&namespace, identity))
+                    });
+                match works {
+                    Ok(true) => true,
+                    outcome => {
+                        tracing::warn!(
+                            ?outcome,
+                            "user namespaces are not usable by a job's user; instances forked \
+                             by a preload process (function.preload) share its PID namespace \
+                             and /tmp"
+                        );
+                        false
+                    }
+                }
+            }
+            Err(_) => false,
+        };
         if nix::sys::prctl::get_dumpable().unwrap_or(true) {
             tracing::warn!(
                 "the platform process is dumpable: functions running as the same user can \
@@ -166,8 +194,16 @@ impl Isolation {
             function_ids,
             mount_namespaces,
             pid_namespaces,
+            user_namespaces,
             syscall_filter,
         }
+    }
+
+    /// Whether the instances a preload parent forks get a PID namespace and a private
+    /// `/tmp` each: it needs a user namespace of its own, and the job a user of its own
+    /// (`job_user`) with a mount namespace.
+    pub(crate) fn forks_get_namespaces(&self, job_user: bool) -> bool {
+        job_user && self.user_namespaces && self.mount_namespaces && self.pid_namespaces
     }
 
     /// With `function.isolation = "strict"`, the error that refuses to start a function
@@ -204,6 +240,14 @@ impl Isolation {
         if !(self.pid_namespaces && self.mount_namespaces) {
             missing.push(
                 "a PID namespace (other processes in sight, leftovers outliving the instance)"
+                    .to_owned(),
+            );
+        }
+        if !spec.preload.is_empty() && !self.forks_get_namespaces(self.function_ids.is_ok()) {
+            missing.push(
+                "a PID namespace and a private /tmp per preloaded instance (function.preload: \
+                 the instances of the job would see and could signal each other and the \
+                 preload process, and share one /tmp)"
                     .to_owned(),
             );
         }
@@ -301,6 +345,9 @@ pub(crate) struct ChildSetup {
     pub(crate) mounts: Option<MountPlan>,
     /// The user to become, when the job gets one of its own.
     pub(crate) identity: Option<JobIdentity>,
+    /// For a preload parent whose instances get namespaces of their own: the user
+    /// namespace it enters as the job's user ([`super::user_namespace`]).
+    pub(crate) user_namespace: Option<UserNamespace>,
     /// Installed last, right before `exec`.
     pub(crate) syscall_filter: Option<&'static SyscallFilter>,
 }
@@ -337,19 +384,24 @@ impl ChildSetup {
             mounts.apply_in_child()?;
         }
         if let Some(last) = self.drop_capabilities {
-            drop_bounding_capabilities(last)?;
+            drop_bounding_capabilities(last, None)?;
         }
         // After everything that needs root, before the capability sets are emptied
         // (switching users needs CAP_SETUID and CAP_SETGID).
         if let Some(identity) = self.identity {
             switch_user(identity)?;
         }
-        if self.drop_capabilities.is_some() {
-            clear_capability_sets()?;
+        match &self.user_namespace {
+            // A preload parent: CAP_SYS_ADMIN in a user namespace of its own, nothing else.
+            Some(namespace) => namespace.enter_in_child(self.drop_capabilities.unwrap_or(63))?,
+            None if self.drop_capabilities.is_some() => set_capability_sets(0)?,
+            None => {}
         }
         nix::sys::prctl::set_no_new_privs()?;
-        if let Some(filter) = self.syscall_filter {
-            filter.apply_in_child()?;
+        match (self.syscall_filter, &self.user_namespace) {
+            (Some(filter), Some(_)) => filter.apply_preload_parent_in_child()?,
+            (Some(filter), None) => filter.apply_in_child()?,
+            (None, _) => {}
         }
         Ok(())
     }
@@ -437,12 +489,16 @@ struct CapabilityData {
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets as two 32-bit halves.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Empties the bounding and ambient capability sets, so no program `exec`ed later can
-/// gain a capability, even as uid 0 or through file capabilities.
-fn drop_bounding_capabilities(last: u32) -> io::Result<()> {
+/// Empties the bounding set (but for `keep`) and the ambient capability set, so no
+/// program `exec`ed later can gain a capability, even as uid 0 or through file
+/// capabilities.
+pub(super) fn drop_bounding_capabilities(last: u32, keep: Option<u32>) -> io::Result<()> {
     // SAFETY: plain prctl syscalls on values owned by this frame.
     unsafe {
         for capability in 0..=libc::c_ulong::from(last) {
+            if keep.is_some_and(|keep| libc::c_ulong::from(keep) == capability) {
+                continue;
+            }
             if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 {
                 let error = io::Error::last_os_error();
                 // A capability this kernel does not know.
@@ -463,20 +519,25 @@ fn drop_bounding_capabilities(last: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Empties the inheritable, permitted and effective capability sets, so the program
-/// `exec`ed next has no capability even as uid 0.
-fn clear_capability_sets() -> io::Result<()> {
+/// Sets the inheritable, permitted and effective capability sets to `capabilities` (a
+/// bit per capability number); with 0, the program `exec`ed next has no capability even
+/// as uid 0.
+pub(super) fn set_capability_sets(capabilities: u64) -> io::Result<()> {
+    let half = |shift: u32| {
+        let bits = (capabilities >> shift) as u32;
+        CapabilityData {
+            effective: bits,
+            permitted: bits,
+            inheritable: bits,
+        }
+    };
     // SAFETY: a plain capset syscall on values owned by this frame.
     unsafe {
         let header = CapabilityHeader {
             version: CAPABILITY_VERSION_3,
             pid: 0,
         };
-        let data = [CapabilityData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
+        let data = [half(0), half(32)];
         if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
             return Err(io::Error::last_os_error());
         }

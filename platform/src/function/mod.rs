@@ -22,7 +22,8 @@
 //!   `stderr`: stderr logs within a budget. `docs/security.md` is the security model.
 //! - `exec`: one process per batch. `stream`: a warm instance reused across batches.
 //! - `zygote`: with `function.preload`, instances are forked from a parent Python
-//!   interpreter that imported the modules once, with the same sandbox.
+//!   interpreter that imported the modules once, with the same sandbox; it makes their
+//!   PID and mount namespaces in a user namespace of its own (`user_namespace`).
 //!
 //! Invariants: [`FunctionRunner::invoke`] runs exactly one attempt (retries and bisection
 //! are the caller's); when it returns an error, every process of the failed attempt is
@@ -50,6 +51,7 @@ mod sandbox;
 mod stderr;
 mod stream;
 mod syscalls;
+mod user_namespace;
 mod zygote;
 
 use std::path::{Path, PathBuf};

@@ -34,7 +34,7 @@ use super::identity::JobIdentity;
 /// Most bytes an instance may keep in its private `/tmp`.
 pub(crate) const SCRATCH_SIZE: u64 = 256 << 20;
 /// Most bytes in an instance's private `/dev/shm`.
-const SHM_SIZE: u64 = 16 << 20;
+pub(crate) const SHM_SIZE: u64 = 16 << 20;
 
 /// One mount, prepared before the fork.
 #[derive(Debug)]

@@ -27,9 +27,12 @@
 //!
 //! With `function.preload`, [`FunctionProcess::start`] forks the instance from the job's
 //! zygote instead ([`super::zygote`]): the zygote itself is spawned here like any
-//! instance, its children inherit that sandbox and get the per-instance parts (process
-//! group, cgroup, [`instance_environment`], pipes) there. A forked process is the same
-//! [`FunctionProcess`]; only who reaps its leader differs ([`Leader`]).
+//! instance, but without a PID namespace of its own and, where the host allows it, in a
+//! user namespace of its own ([`super::user_namespace`]) under a looser system call
+//! filter; its children inherit that sandbox and get the per-instance parts (process
+//! group, cgroup, PID and mount namespaces, the full filter, [`instance_environment`],
+//! pipes) there. A forked process is the same [`FunctionProcess`]; only who reaps its
+//! leader differs ([`Leader`]).
 //!
 //! Invariant: while a [`FunctionProcess`] exists, its process group and cgroup are ours to
 //! kill; both are killed when the value is dropped before the process was released.
@@ -52,6 +55,7 @@ pub(crate) use super::environment::instance_environment;
 use super::isolation::{ChildSetup, isolation};
 use super::protocol::{InvokeError, MemoryEnforcement};
 use super::stderr::StderrLog;
+use super::user_namespace::UserNamespace;
 use super::zygote::{ForkedLeader, Zygote};
 use crate::spec::FunctionSpec;
 use crate::spec::secret::Secrets;
@@ -126,6 +130,23 @@ fn build_command(
     // only process spawned with `preload`): the pids it reports for the instances it
     // forks must be the platform's.
     let new_pids = mounts.is_some() && isolation.pid_namespaces && spec.preload.is_empty();
+    // A zygote whose instances get namespaces of their own makes them in a user
+    // namespace of its own.
+    let identity = context.sandbox.map(|sandbox| sandbox.identity);
+    let user_namespace = match identity {
+        Some(identity)
+            if !spec.preload.is_empty()
+                && mounts.is_some()
+                && isolation.forks_get_namespaces(true) =>
+        {
+            Some(
+                UserNamespace::new(identity).map_err(|error| InvokeError::Sandbox {
+                    reason: format!("cannot prepare the preload process's user namespace: {error}"),
+                })?,
+            )
+        }
+        _ => None,
+    };
     let setup = ChildSetup {
         new_pids,
         parent: nix::unistd::getpid(),
@@ -141,7 +162,8 @@ fn build_command(
             .map(|cpu| (cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0)).max(1)),
         drop_capabilities: isolation.drop_capabilities,
         mounts,
-        identity: context.sandbox.map(|sandbox| sandbox.identity),
+        identity,
+        user_namespace,
         syscall_filter: isolation.syscall_filter.as_ref().ok(),
     };
     // SAFETY: the closure runs in the forked child before `exec`, where only
@@ -192,16 +214,18 @@ impl Leader {
     }
 }
 
-/// The instance's own cgroup, when the job has one.
+/// The instance's own cgroup, when the job has one, with room for `helpers` processes of
+/// the platform's beyond `function.max_processes`.
 pub(crate) fn instance_cgroup(
     context: &InstanceContext<'_>,
+    helpers: u64,
 ) -> Result<Option<InstanceCgroup>, InvokeError> {
     let spec = context.spec;
     context
         .job_cgroup
         .map(|job| {
             let limits = CgroupLimits {
-                max_processes: spec.max_processes,
+                max_processes: spec.max_processes.saturating_add(helpers),
                 memory: spec.memory,
             };
             job.create_instance(context.instance, limits)
@@ -292,7 +316,7 @@ impl FunctionProcess {
             command: spec.command.join(" "),
             source,
         };
-        let cgroup = instance_cgroup(context)?;
+        let cgroup = instance_cgroup(context, 0)?;
         let (mut command, scratch) = build_command(context, cgroup.as_ref())?;
         command.stdin(stdin).stdout(stdout);
         let spawned_at = Instant::now();

@@ -16,6 +16,12 @@
 //! second wall, and it closes what an unprivileged process could otherwise reach (user
 //! namespaces, `bpf`, `perf_event_open`, `userfaultfd`, keyrings), the kernel's usual
 //! attack surface.
+//!
+//! A preload parent ([`super::zygote`]) gets a looser filter: the same, except that
+//! `mount` and `unshare` of a mount or PID namespace are allowed, which it needs to give
+//! each instance it forks namespaces of its own (in its own user namespace). Each forked
+//! instance installs the full filter on top of it ([`SyscallFilter::instance_programs`])
+//! before any function code runs; filters stack, the strictest answer wins.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -79,11 +85,16 @@ const NAMESPACE_FLAGS: [libc::c_int; 7] = [
     libc::CLONE_NEWCGROUP,
 ];
 
+/// The namespaces a preload parent may still make (with `unshare`) for its instances.
+const PRELOAD_NAMESPACES: libc::c_int = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+
 /// The compiled filters, made once per platform process before any fork.
 #[derive(Debug)]
 pub(crate) struct SyscallFilter {
     refused: BpfProgram,
     clone3: BpfProgram,
+    /// `refused` with `mount` and `unshare(CLONE_NEWNS | CLONE_NEWPID)` allowed.
+    preload_parent: BpfProgram,
 }
 
 /// Why no filter could be made.
@@ -102,21 +113,18 @@ impl SyscallFilter {
         let target = TargetArch::try_from(arch).map_err(error)?;
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
             REFUSED.iter().map(|&call| (call, Vec::new())).collect();
-        let clone_rules = NAMESPACE_FLAGS
-            .iter()
-            .map(|&flag| {
-                let flag = flag as u64;
-                let condition = SeccompCondition::new(
-                    0,
-                    SeccompCmpArgLen::Qword,
-                    SeccompCmpOp::MaskedEq(flag),
-                    flag,
-                )?;
-                SeccompRule::new(vec![condition])
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(error)?;
-        rules.insert(libc::SYS_clone, clone_rules);
+        let clone_rules = any_flag_of(&NAMESPACE_FLAGS).map_err(error)?;
+        rules.insert(libc::SYS_clone, clone_rules.clone());
+        let mut preload_rules = rules.clone();
+        preload_rules.remove(&libc::SYS_mount);
+        let other_namespaces: Vec<libc::c_int> = NAMESPACE_FLAGS
+            .into_iter()
+            .filter(|flag| flag & PRELOAD_NAMESPACES == 0)
+            .collect();
+        preload_rules.insert(
+            libc::SYS_unshare,
+            any_flag_of(&other_namespaces).map_err(error)?,
+        );
         let refuse = |rules, errno| {
             SeccompFilter::new(
                 rules,
@@ -131,18 +139,66 @@ impl SyscallFilter {
         Ok(SyscallFilter {
             refused: refuse(rules, libc::EPERM as u32)?,
             clone3: refuse(clone3, libc::ENOSYS as u32)?,
+            preload_parent: refuse(preload_rules, libc::EPERM as u32)?,
         })
+    }
+
+    /// The programs a forked instance installs, in order, as the bytes of their
+    /// `struct sock_filter` arrays (native byte order), hex-encoded.
+    pub(crate) fn instance_programs(&self) -> [String; 2] {
+        [&self.clone3, &self.refused].map(|program| {
+            program
+                .iter()
+                .flat_map(|instruction| {
+                    let mut bytes = [0_u8; 8];
+                    bytes[..2].copy_from_slice(&instruction.code.to_ne_bytes());
+                    bytes[2] = instruction.jt;
+                    bytes[3] = instruction.jf;
+                    bytes[4..].copy_from_slice(&instruction.k.to_ne_bytes());
+                    bytes
+                })
+                .map(|byte| format!("{byte:02x}"))
+                .collect()
+        })
+    }
+
+    /// Installs the preload parent's looser filter (and the `clone3` one). In the forked
+    /// child only.
+    pub(crate) fn apply_preload_parent_in_child(&self) -> io::Result<()> {
+        apply_in_child(&[&self.clone3, &self.preload_parent])
     }
 
     /// Installs both filters on the calling thread (and so on what it `exec`s). In the
     /// forked child only: two `prctl`/`seccomp` calls on prepared programs.
     pub(crate) fn apply_in_child(&self) -> io::Result<()> {
-        for program in [&self.clone3, &self.refused] {
-            seccompiler::apply_filter(program).map_err(|error| match error {
-                seccompiler::Error::Prctl(error) | seccompiler::Error::Seccomp(error) => error,
-                _ => io::Error::from_raw_os_error(libc::EINVAL),
-            })?;
-        }
-        Ok(())
+        apply_in_child(&[&self.clone3, &self.refused])
     }
+}
+
+/// Installs `programs` in order on the calling thread.
+fn apply_in_child(programs: &[&BpfProgram]) -> io::Result<()> {
+    for program in programs {
+        seccompiler::apply_filter(program).map_err(|error| match error {
+            seccompiler::Error::Prctl(error) | seccompiler::Error::Seccomp(error) => error,
+            _ => io::Error::from_raw_os_error(libc::EINVAL),
+        })?;
+    }
+    Ok(())
+}
+
+/// Rules matching a first argument with any of `flags` set.
+fn any_flag_of(flags: &[libc::c_int]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    flags
+        .iter()
+        .map(|&flag| {
+            let flag = flag as u64;
+            let condition = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )?;
+            SeccompRule::new(vec![condition])
+        })
+        .collect()
 }

@@ -540,6 +540,9 @@ mod containment;
 #[path = "zygote/tests.rs"]
 mod zygote_tests;
 
+#[path = "zygote/sibling_tests.rs"]
+mod zygote_sibling_tests;
+
 /// Cold starts of a stream instance (start to its readiness line), spawned (`sh`) and
 /// forked from a preloaded Python parent, with a user of its own, its bundle and its
 /// namespaces, and without: what the stricter sandbox adds. Measured on demand:
@@ -593,6 +596,7 @@ fn every_missing_protection_is_named() {
         function_ids: Err("the platform does not run as root".into()),
         mount_namespaces: false,
         pid_namespaces: false,
+        user_namespaces: false,
         syscall_filter: Err("no seccomp in this kernel".into()),
     };
     let mut spec = sh("cat");
@@ -610,6 +614,12 @@ fn every_missing_protection_is_named() {
     }
     spec.network = true;
     assert_eq!(host.missing(&spec).len(), 6, "no network namespace needed");
+    spec.preload = vec!["json".into()];
+    let missing = host.missing(&spec).join("\n");
+    assert!(
+        missing.contains("a PID namespace and a private /tmp per preloaded instance"),
+        "{missing}"
+    );
 }
 
 /// A strict job on a host that cannot isolate it fails for good: a retryable error would
@@ -624,6 +634,7 @@ fn strict_isolation_the_host_cannot_give_is_a_permanent_error() {
         function_ids: Err("the platform does not run as root".into()),
         mount_namespaces: false,
         pid_namespaces: false,
+        user_namespaces: false,
         syscall_filter: Err("no seccomp in this kernel".into()),
     };
     let mut spec = sh("cat");

@@ -5,34 +5,55 @@
 //! ```text
 //! platform ──spawn (sandbox.rs, like any instance)──▶ zygote: python3 -c zygote.py
 //!     │   control socket (SOCK_SEQPACKET, fd 0)        │ imports the modules; {"ready": true}
-//!     ├── {"op":"fork"} + pipes (SCM_RIGHTS) ─────────▶ fork ─▶ instance: own process group,
+//!     ├── {"op":"fork"} + pipes (SCM_RIGHTS) ─────────▶ fork ─▶ relay: own process group,
 //!     │◀─ {"pid": P} ─────────────────────────────────┘        waits for "go"
-//!     ├── moves P into the instance's cgroup, writes "go" ─────▶ dup2 pipes, cleared env,
+//!     ├── moves P into the instance's cgroup, writes "go" ─────▶ pipes as fds 0-2; mount
+//!     │                                                          and PID namespaces,
+//!     │                                                          private /tmp; forks
+//!     │                                     init (pid 1) ◀──────┤
+//!     │                                     function (pid 2) ◀──┘ /proc, no capabilities,
+//!     │                                                          full filter, cleared env,
 //!     │                                                          runpy.run_path(script)
-//!     │◀─ {"exited": P, "status": S} (P kept as a zombie until the platform releases it)
+//!     │◀─ {"exited": P, "status": S} (P, ending as the function did, kept as a zombie
+//!     │    until the platform releases it)
 //! ```
 //!
 //! Isolation of a forked instance, against a spawned one (`sandbox.rs`):
-//! - inherited from the zygote, which is spawned through the very same sandbox code: no
-//!   capabilities, `PR_SET_NO_NEW_PRIVS`, the rlimits (open files, CPU seconds counted
-//!   from zero at fork, no core dumps, address space when no memory cgroup), the job's
-//!   own user, the system call filter, the mount namespace (the bundle as working
-//!   directory, hidden cgroup file system and host sockets, `/proc` of its own user) and
-//!   the network namespace (loopback only when `network = false`). The differences: the
-//!   instances of a job share the zygote's namespaces, so they can reach each other's
-//!   loopback ports and share one private `/tmp`, where spawned instances each have their
-//!   own; and they get no PID namespace (the zygote, without capabilities and under the
-//!   system call filter, cannot make one, and runs in the platform's so that the pids it
-//!   reports are the platform's): they see and can signal the other instances of their
-//!   job (same user), and a process that leaves an instance's group ends with the
-//!   instance's cgroup only.
-//! - per instance: its own process group (its pid), its own cgroup (the platform moves it
-//!   there before it runs any function code, so `max_processes` and `memory` hold and a
-//!   kill reaches everything it starts), exactly the environment a spawned instance gets
-//!   (`sandbox::instance_environment`), its own stdin/stdout/stderr pipes, no other file
-//!   descriptor, the zygote's working directory, and `PR_SET_PDEATHSIG` so it dies
-//!   with the zygote, which dies with the platform.
-//! - the zygote is non-dumpable, so instances cannot read its memory or trace it.
+//! - inherited from the zygote, which is spawned through the very same sandbox code: the
+//!   rlimits (open files, CPU seconds counted from zero at fork, no core dumps, address
+//!   space when no memory cgroup), `PR_SET_NO_NEW_PRIVS`, the job's own user, the mount
+//!   namespace's view (the bundle read-only as working directory, hidden cgroup file
+//!   system and host sockets) and the network namespace (loopback only when
+//!   `network = false`). One difference: the instances of a job share the zygote's
+//!   network namespace, so they can reach each other's loopback ports.
+//! - made per instance by the zygote, where the host allows it
+//!   ([`Isolation::forks_get_namespaces`](super::isolation::Isolation::forks_get_namespaces)):
+//!   the zygote runs in a user namespace of its own ([`super::user_namespace`]) with
+//!   `CAP_SYS_ADMIN` there only, under the system call filter minus `mount` and
+//!   `unshare` of mount and PID namespaces ([`super::syscalls`]). After "go", the forked
+//!   child (the relay, the instance's leader in the platform's PID namespace, so the pids
+//!   the zygote reports are the platform's) makes a mount and a PID namespace, mounts a
+//!   private `/tmp` (also `/var/tmp`, 256 MiB, empty) and `/dev/shm`, and forks init and
+//!   the function, exactly the shape of a spawned instance (`pid_namespace.rs`); the
+//!   function mounts a `/proc` of its namespace, drops every capability and installs the
+//!   full filter before the script runs. So an instance sees only its own processes,
+//!   cannot name its siblings or the zygote, and sees only its own `/tmp`; when the relay
+//!   ends or is killed, init dies and with it everything left in the namespace. Relay and
+//!   init join the instance's cgroup with the function (its `pids.max` has room for
+//!   them, [`FORK_HELPERS`]). Where the host refuses a user namespace to the job's user,
+//!   instances share the zygote's PID namespace and `/tmp`, and the protection is named
+//!   as missing (`function.isolation`).
+//! - per instance besides: its own process group (the relay's pid), its own cgroup (the
+//!   platform moves the relay there before it runs any function code, so `max_processes`
+//!   and `memory` hold and a kill reaches everything it starts), exactly the environment
+//!   a spawned instance gets (`sandbox::instance_environment`), its own
+//!   stdin/stdout/stderr pipes, no other file descriptor, the zygote's working directory,
+//!   and `PR_SET_PDEATHSIG` so it dies with the zygote, which dies with the platform.
+//! - the zygote is non-dumpable, so instances cannot read its memory or trace it. The
+//!   preload modules' import runs in the zygote, with its looser filter and its
+//!   capability in its own user namespace: code run at import can make mount and PID
+//!   namespaces there and mount in them, but cannot change or remove the mounts the
+//!   platform made for it (the kernel locks them), and holds no privilege outside.
 //!
 //! Lifecycle: a [`Zygote`] handle is shared by every runner of a job in this process
 //! ([`Zygote::for_job`]); the process starts with the first instance, and is restarted by
@@ -63,10 +84,13 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use control::ControlChannel;
 pub(crate) use control::ForkedLeader;
 
+use super::isolation::isolation;
+use super::namespaces::{SCRATCH_SIZE, SHM_SIZE};
 use super::protocol::InvokeError;
 use super::sandbox::{
     FunctionProcess, InstanceContext, ProcessPipes, instance_cgroup, instance_environment,
 };
+use super::syscalls::SyscallFilter;
 use crate::spec::FunctionSpec;
 
 /// The zygote program, passed to the interpreter with `-c`.
@@ -78,6 +102,9 @@ const REAP_BOUND: Duration = Duration::from_secs(5);
 /// Processes the zygote's cgroup allows beyond `function.max_processes`: a forked child
 /// counts there until the platform has moved it into its own cgroup.
 const SPARE_PROCESSES: u64 = 16;
+/// Processes of a forked instance with namespaces of its own besides the function: its
+/// relay and the init of its PID namespace.
+const FORK_HELPERS: u64 = 2;
 
 /// Live zygote handles of this process, by job and folder.
 type Registry = HashMap<(String, PathBuf), Weak<Zygote>>;
@@ -138,7 +165,14 @@ impl Zygote {
     ) -> Result<(FunctionProcess, ProcessPipes), InvokeError> {
         let spawned_at = Instant::now();
         let channel = self.running_channel(context).await?;
-        let cgroup = instance_cgroup(context)?;
+        // With namespaces of its own, an instance's relay and init join its cgroup first
+        // and do not count against function.max_processes.
+        let helpers = if instance_namespaces(context).is_some() {
+            FORK_HELPERS
+        } else {
+            0
+        };
+        let cgroup = instance_cgroup(context, helpers)?;
         let sandbox_error = |what: &str, error: std::io::Error| InvokeError::Sandbox {
             reason: format!("cannot {what} for a forked instance: {error}"),
         };
@@ -228,7 +262,7 @@ impl Zygote {
         let started = Instant::now();
         let number = self.starts.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{}-preload-{number}", self.job);
-        let spec = zygote_spec(&self.spec)?;
+        let spec = zygote_spec(&self.spec, instance_namespaces(context))?;
         let zygote_context = InstanceContext {
             job: context.job,
             instance: &id,
@@ -314,9 +348,34 @@ fn exited(status: std::process::ExitStatus) -> (String, bool) {
     }
 }
 
+/// What the zygote needs to give each instance it forks namespaces of its own (the
+/// job's ids, the scratch sizes, the system call filter to install), when the host
+/// allows it ([`super::user_namespace`]); `None` when instances share its namespaces.
+fn instance_namespaces(context: &InstanceContext<'_>) -> Option<serde_json::Value> {
+    let isolation = isolation();
+    let sandbox = context
+        .sandbox
+        .filter(|_| isolation.forks_get_namespaces(true))?;
+    Some(serde_json::json!({
+        "uid": sandbox.identity.uid,
+        "gid": sandbox.identity.gid,
+        "scratch_size": SCRATCH_SIZE,
+        "shm_size": SHM_SIZE,
+        "seccomp": isolation
+            .syscall_filter
+            .as_ref()
+            .ok()
+            .map(SyscallFilter::instance_programs),
+    }))
+}
+
 /// The zygote's own spec: the job's, with the command replaced by the zygote program, and
-/// room in its cgroup for children not yet moved to their own.
-fn zygote_spec(job_spec: &FunctionSpec) -> Result<FunctionSpec, InvokeError> {
+/// room in its cgroup for children not yet moved to their own. `namespaces` is what
+/// [`instance_namespaces`] says.
+fn zygote_spec(
+    job_spec: &FunctionSpec,
+    namespaces: Option<serde_json::Value>,
+) -> Result<FunctionSpec, InvokeError> {
     let [interpreter, script, args @ ..] = job_spec.command.as_slice() else {
         return Err(InvokeError::Preload {
             reason: "needs a command of the form [python, script, args...]".into(),
@@ -328,6 +387,7 @@ fn zygote_spec(job_spec: &FunctionSpec) -> Result<FunctionSpec, InvokeError> {
         "script": script,
         "args": args,
         "preload": job_spec.preload,
+        "namespaces": namespaces,
     });
     let mut spec = job_spec.clone();
     spec.command = vec![

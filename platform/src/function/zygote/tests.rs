@@ -21,11 +21,15 @@ const REPORT: &str = r#"
 import json, os, sys
 import slowmod
 
+def tag():
+    started = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+    return f"{os.getpid()} {os.readlink('/proc/self/ns/pid')} {started}"
+
 def report():
     status = open("/proc/self/status").read()
     cap_eff = [line for line in status.splitlines() if line.startswith("CapEff:")][0].split()[1]
     return {
-        "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0),
+        "pid": tag(), "ppid": os.getppid(), "pidns": os.readlink("/proc/self/ns/pid"),
         "env": dict(os.environ), "fds": sorted(os.listdir("/proc/self/fd")),
         "cwd": os.getcwd(), "cgroup": open("/proc/self/cgroup").read(),
         "netns": os.readlink("/proc/self/ns/net"), "cap_eff": cap_eff,
@@ -71,6 +75,23 @@ fn imports(dir: &Path) -> Vec<i64> {
 async fn report(runner: &mut FunctionRunner) -> Value {
     let output = runner.invoke(&batch(&["{}"])).await.unwrap();
     rows(&output).remove(0)
+}
+
+/// The parent of process `pid`, as the platform sees it.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[1].parse().unwrap()
+}
+
+/// The warm instance's leader: a child of the zygote, leading its own process group.
+fn forked_leader(runner: &FunctionRunner) -> i32 {
+    runner.warm_pid().expect("a warm instance") as i32
 }
 
 async fn zygote_pid(runner: &FunctionRunner) -> i32 {
@@ -124,24 +145,24 @@ async fn a_preloaded_module_is_imported_once_for_every_instance() {
             output.init_time.is_some(),
             "a cold start measures init time"
         );
-        instance_pids.push(rows(&output)[0]["pid"].as_i64().unwrap());
+        instance_pids.push(process_of(&rows(&output)[0]["pid"]));
     }
     instance_pids.sort_unstable();
     instance_pids.dedup();
     assert_eq!(instance_pids.len(), 3, "three instances: {instance_pids:?}");
     let imported_by = imports(dir.path());
     assert_eq!(imported_by.len(), 1, "imported once: {imported_by:?}");
-    assert!(!instance_pids.contains(&imported_by[0]), "by the zygote");
     let zygote = zygote_pid(&runners[0]).await;
+    assert!(!instance_pids.contains(&zygote), "by the zygote");
     assert_eq!(imported_by[0], i64::from(zygote));
     // A warm instance answers again without another import.
     let again = report(&mut runners[0]).await;
-    assert!(instance_pids.contains(&again["pid"].as_i64().unwrap()));
+    assert!(instance_pids.contains(&process_of(&again["pid"])));
 
     // Exec mode forks one process per batch from its own job's zygote.
     std::fs::write(
         dir.path().join("exec.py"),
-        "import json, os, sys, slowmod\nsys.stdin.read()\nprint(json.dumps({'pid': os.getpid()}))\n",
+        "import json, os, sys, slowmod\nsys.stdin.read()\nstarted = open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]\nprint(json.dumps({'pid': f\"{os.getpid()} {os.readlink('/proc/self/ns/pid')} {started}\"}))\n",
     )
     .unwrap();
     let exec = preload_spec(&["python3", "exec.py"], FunctionMode::Exec, &["slowmod"]);
@@ -202,16 +223,19 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
     assert_eq!(forked["env"]["SLUICE_INSTANCE"], "preload-isolated-1");
     assert_eq!(forked["env"]["API_URL"], "http://example.test");
 
-    // Its own process group, under the zygote (not the platform).
+    // Its own process group, led by a child of the zygote (not of the platform).
     let zygote = zygote_pid(&forked_runner).await;
-    assert_eq!(forked["pgid"], forked["pid"]);
-    assert_eq!(forked["ppid"], zygote);
-    assert_ne!(
-        nix::unistd::getpgid(Some(Pid::from_raw(zygote)))
+    let leader = forked_leader(&forked_runner);
+    let function = process_of(&forked["pid"]);
+    let group_of = |pid: i32| {
+        nix::unistd::getpgid(Some(Pid::from_raw(pid)))
             .unwrap()
-            .as_raw(),
-        forked["pgid"].as_i64().unwrap() as i32
-    );
+            .as_raw()
+    };
+    assert_eq!(parent_of(leader), zygote);
+    assert_eq!(group_of(leader), leader);
+    assert_eq!(group_of(function), leader);
+    assert_ne!(group_of(zygote), leader);
     // Only its three pipes (and the directory listing itself) are open.
     assert_eq!(forked["fds"], serde_json::json!(["0", "1", "2", "3"]));
     // The job folder, or its staged copy when the function runs as the job's own user.
@@ -246,6 +270,25 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
         let platform_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
         assert_ne!(forked["netns"], platform_netns.to_str().unwrap());
     }
+    // A PID and a mount namespace of its own, not the zygote's: like a spawned instance,
+    // it is pid 2 of its namespace, under an init, with no parent in sight.
+    let namespace_of = |pid: i32, kind: &str| {
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+        link.to_str().unwrap().to_owned()
+    };
+    if isolation.forks_get_namespaces(isolation.function_ids.is_ok()) {
+        assert_ne!(forked["pidns"], namespace_of(zygote, "pid"));
+        assert_ne!(forked["mountns"], namespace_of(zygote, "mnt"));
+        assert_eq!(forked["ppid"], spawned["ppid"]);
+        assert_eq!(forked["ppid"], 0);
+        assert!(
+            forked["pid"].as_str().unwrap().starts_with("2 "),
+            "{forked}"
+        );
+    } else {
+        assert_eq!(forked["pidns"], namespace_of(zygote, "pid"));
+        assert_eq!(forked["ppid"], zygote);
+    }
     if isolation.cgroups.is_some() {
         let cgroup = forked["cgroup"].as_str().unwrap();
         assert!(
@@ -255,7 +298,8 @@ async fn a_forked_instance_is_isolated_like_a_spawned_one() {
     }
     forked_runner.shutdown().await;
     spawned_runner.shutdown().await;
-    assert_gone(forked["pid"].as_i64().unwrap() as i32).await;
+    assert_gone(function).await;
+    assert_gone(leader).await;
 }
 
 /// A stream function that, on its first batch, starts a child in its group and one that
@@ -268,12 +312,13 @@ if os.path.exists(os.environ["OUT"] + "/hang.done"):
     sys.exit(0)
 print(json.dumps({"$ready": True}), flush=True)
 sys.stdin.readline()
-open(os.environ["OUT"] + "/pid", "w").write(str(os.getpid()))
+namespace = os.readlink("/proc/self/ns/pid")
+open(os.environ["OUT"] + "/pid", "w").write(f"{os.getpid()} {namespace}")
 child = subprocess.Popen(["sleep", "1000"])
-open(os.environ["OUT"] + "/child.pid", "w").write(str(child.pid))
+open(os.environ["OUT"] + "/child.pid", "w").write(f"{child.pid} {namespace}")
 if sys.argv[1] == "escape":
     escaped = subprocess.Popen(["setsid", "sleep", "1000"])
-    open(os.environ["OUT"] + "/escaped.pid", "w").write(str(escaped.pid))
+    open(os.environ["OUT"] + "/escaped.pid", "w").write(f"{escaped.pid} {namespace}")
 time.sleep(1000)
 "#;
 
@@ -309,8 +354,8 @@ async fn a_forked_instance_past_its_timeout_is_killed_with_its_children() {
     // The zygote is not part of the instance and carries on.
     assert!(!is_gone(zygote));
     std::fs::write(dir.path().join("hang.done"), "").unwrap();
-    let next = report(&mut runner).await;
-    assert_eq!(next["ppid"], zygote);
+    report(&mut runner).await;
+    assert_eq!(parent_of(forked_leader(&runner)), zygote);
     runner.shutdown().await;
 }
 
@@ -387,18 +432,18 @@ async fn a_dead_zygote_is_restarted_by_the_next_instance_start() {
         &["slowmod"],
     );
     let mut runner = test_runner("preload-restart", dir.path(), &spec);
-    let first = report(&mut runner).await;
+    let first = process_of(&report(&mut runner).await["pid"]);
     let first_zygote = zygote_pid(&runner).await;
 
     nix::sys::signal::kill(Pid::from_raw(first_zygote), Signal::SIGKILL).unwrap();
     assert_gone(first_zygote).await;
     // Its instances die with it.
-    assert_gone(first["pid"].as_i64().unwrap() as i32).await;
+    assert_gone(first).await;
 
-    let second = report(&mut runner).await;
+    let second = process_of(&report(&mut runner).await["pid"]);
     let second_zygote = zygote_pid(&runner).await;
     assert_ne!(second_zygote, first_zygote);
-    assert_eq!(second["ppid"], second_zygote);
+    assert_eq!(parent_of(forked_leader(&runner)), second_zygote);
     assert_eq!(
         imports(dir.path()),
         vec![i64::from(first_zygote), i64::from(second_zygote)]
@@ -409,7 +454,7 @@ async fn a_dead_zygote_is_restarted_by_the_next_instance_start() {
         started.elapsed() < Duration::from_secs(4),
         "stopped by SIGTERM, no grace wait"
     );
-    assert_gone(second["pid"].as_i64().unwrap() as i32).await;
+    assert_gone(second).await;
 }
 
 #[tokio::test]
@@ -468,7 +513,7 @@ for forked in range(200):
         os._exit(0)
     # The parent records each child: a child could be killed before it wrote itself.
     with open(os.environ["OUT"] + "/children.pid", "a") as f:
-        f.write(f"{pid}\n")
+        f.write(f"{pid} {os.readlink('/proc/self/ns/pid')}\n")
 print("{}")
 "#,
     )
@@ -485,7 +530,7 @@ print("{}")
     let children: Vec<i32> = std::fs::read_to_string(dir.path().join("children.pid"))
         .unwrap()
         .lines()
-        .map(|pid| pid.parse().unwrap())
+        .map(|tag| host_pid(tag).unwrap_or(NO_PROCESS))
         .collect();
     assert_eq!(
         children.len(),

@@ -17,6 +17,16 @@
 # one byte on `go` (the platform moves it into its own cgroup first), takes the pipes as
 # fds 0-2, closes every other fd, replaces the environment with the instance's and runs
 # the script as __main__ with runpy, then exits like an interpreter would.
+#
+# With "namespaces" in the config (the zygote then holds CAP_SYS_ADMIN in a user namespace
+# of its own, and a system call filter that allows mount and unshare of mount and PID
+# namespaces), the forked child, after `go`, becomes the instance's relay, like a spawned
+# instance's (pid_namespace.rs): it makes a mount and a PID namespace, mounts a private
+# /tmp (also /var/tmp) and /dev/shm, forks the namespace's init (pid 1: reaps orphans)
+# and the function (pid 2: mounts the namespace's /proc, drops every capability,
+# installs the full system call filter, then runs the script), waits for the function,
+# kills init (which ends every process left in the namespace) and ends as the function
+# ended. Relay and init ignore every signal they can and hold no descriptor.
 import ctypes
 import importlib
 import json
@@ -29,6 +39,11 @@ import traceback
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 0x1000, 0x4000, 1 << 18
 MAX_MESSAGE = 1 << 20
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 
@@ -37,6 +52,7 @@ if not (hasattr(os, "pidfd_open") and hasattr(socket, "recv_fds")):
 config = json.loads(sys.argv[1])
 script = os.path.abspath(config["script"])
 script_args = config["args"]
+namespaces = config.get("namespaces")
 libc = ctypes.CDLL(None, use_errno=True)
 
 # fd 0 is the control socket; stdout goes to stderr (the platform logs it).
@@ -70,12 +86,124 @@ def exit_code(code):
     return 1
 
 
+def check(result, what):
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot {what}: {os.strerror(errno)}")
+
+
+def prctl(option, *args):
+    args = [ctypes.c_ulong(arg) if isinstance(arg, int) else arg for arg in args]
+    args += [ctypes.c_ulong(0)] * (4 - len(args))
+    return libc.prctl(ctypes.c_int(option), *args)
+
+
+def mount(source, target, fstype, flags, data):
+    return libc.mount(source, target, fstype, ctypes.c_ulong(flags), data)
+
+
+def real_dir(path):
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def ignore_signals():
+    for number in range(1, signal.NSIG):
+        if number in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            continue
+        try:
+            signal.signal(number, signal.SIG_IGN)
+        except (OSError, ValueError):
+            pass  # reserved by the C library
+
+
+def run_init():
+    """pid 1 of the instance's PID namespace: reaps orphans until killed. Never returns."""
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ignore_signals()
+        os.closerange(0, os.sysconf("SC_OPEN_MAX"))
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        while True:
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            except ChildProcessError:
+                pass
+            signal.sigwait([signal.SIGCHLD])
+    finally:
+        os._exit(0)
+
+
+def relay(function, init):
+    """Waits for the function, ends the namespace, ends as the function did."""
+    try:
+        ignore_signals()
+        os.closerange(0, os.sysconf("SC_OPEN_MAX"))
+        _, status = os.waitpid(function, 0)
+        os.kill(init, signal.SIGKILL)
+        os.waitpid(init, 0)
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+            os.kill(os.getpid(), number)
+            os._exit(128 + number)
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+    finally:
+        os._exit(1)
+
+
+def enter_namespaces():
+    """Makes the instance's namespaces; returns in the function process (pid 2) only,
+    without capabilities and under the full system call filter."""
+    ids = f"uid={namespaces['uid']},gid={namespaces['gid']}"
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "make the instance's mount and PID namespaces")
+    check(mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make its mounts private")
+    scratch = f"size={namespaces['scratch_size']},mode=0700,{ids}".encode()
+    check(mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, scratch), "mount its /tmp")
+    if real_dir("/var/tmp"):
+        check(mount(b"/tmp", b"/var/tmp", None, MS_BIND | MS_REC, None), "mount its /var/tmp")
+    if real_dir("/dev/shm"):
+        shm = f"size={namespaces['shm_size']},mode=0700,{ids}".encode()
+        check(mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, shm), "mount its /dev/shm")
+    init = os.fork()
+    if init == 0:
+        run_init()
+    try:
+        function = os.fork()
+    except BaseException:
+        os.kill(init, signal.SIGKILL)
+        raise
+    if function != 0:
+        relay(function, init)
+    check(mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=invisible"), "mount its /proc")
+    check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), "clear its ambient capabilities")
+    check(libc.capset(ctypes.byref(CapHeader(CAPABILITY_VERSION_3, 0)), (CapData * 2)()), "drop its capabilities")
+    for program in namespaces["seccomp"] or []:
+        code = bytes.fromhex(program)
+        buffer = ctypes.create_string_buffer(code, len(code))
+        fprog = SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+        check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog)), "install the system call filter")
+
+
 def run_instance(request, stdin, stdout, stderr, go):
     """The forked child: never returns."""
     code = 1
     try:
         os.setpgid(0, 0)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
             os._exit(126)
         if os.getppid() != zygote_pid:
             os._exit(126)
@@ -87,6 +215,8 @@ def run_instance(request, stdin, stdout, stderr, go):
         os.dup2(stderr, 2)
         control.detach()
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        if namespaces is not None:
+            enter_namespaces()
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = [script, *script_args]
