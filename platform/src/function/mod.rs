@@ -97,7 +97,7 @@ pub struct FunctionRunner {
     /// Whether instances get cgroups when the host allows them.
     use_cgroups: bool,
     /// Whether instances get a user of their own (and so a bundle and namespaces) when
-    /// the host allows it; only tests that measure its cost turn it off.
+    /// the host allows it ([`Self::with_job_user`]).
     use_job_user: bool,
     /// The job's cgroup directories, made with the first instance of any sibling.
     job_cgroup: Arc<std::sync::Mutex<Option<Arc<JobCgroup>>>>,
@@ -143,6 +143,20 @@ impl FunctionRunner {
     /// function's stderr: in the lines logged and in the tail error messages quote.
     pub fn with_secrets(mut self, secrets: &Secrets) -> Self {
         self.secrets = secrets.clone();
+        self
+    }
+
+    /// The runner with (`true`, the default) or without a user of its own for the job's
+    /// instances. Without it, instances also get no staged bundle, no mount namespace and
+    /// no PID namespace, and a preloaded job's instances share its preload process's: they
+    /// run as the platform's user in the job folder itself, with the other protections
+    /// (cgroup, network namespace, rlimits, no capabilities, the system call filter).
+    /// `function.isolation = "strict"` still refuses a host that cannot give a protection;
+    /// what is turned off here is the caller's choice. For measuring what that isolation
+    /// costs (`bench/sandbox_cold_start.rs`), and for programs embedding the runtime that
+    /// run trusted code where the job's runtime is not usable by another user.
+    pub fn with_job_user(mut self, job_user: bool) -> Self {
+        self.use_job_user = job_user;
         self
     }
 
