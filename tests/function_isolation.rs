@@ -63,6 +63,20 @@ fn two_platform_processes_starting_at_once_both_get_cgroups_ten_times() {
     }
 }
 
+/// A preloaded Python job that accepts what the host gives.
+const PRELOADED_JOB: &str = r#"name = "preloaded"
+[trigger.kafka]
+brokers = "127.0.0.1:9092"
+topic = "unused"
+[function]
+command = ["python3", "transform.py"]
+preload = ["json"]
+isolation = "best_effort"
+[output]
+url = "out"
+schema = { v = "int64" }
+"#;
+
 /// `sluice validate` run by a user that is not root, so the host cannot give a function
 /// a user of its own (nor namespaces): the strict default refuses, best effort accepts,
 /// and both name what is missing.
@@ -110,6 +124,17 @@ fn validate_names_missing_protections_and_strict_refuses() {
     let stderr = String::from_utf8_lossy(&best_effort.stderr);
     assert!(best_effort.status.success(), "{stderr}");
     assert!(stderr.contains("a mount namespace"), "{stderr}");
+
+    // A preloaded job also names what its forked instances would lack.
+    std::fs::write(dir.path().join("transform.py"), "").unwrap();
+    std::fs::write(&job, PRELOADED_JOB).unwrap();
+    let preloaded = validate_as_nobody();
+    let stderr = String::from_utf8_lossy(&preloaded.stderr);
+    assert!(preloaded.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("a PID namespace and a private /tmp per preloaded instance"),
+        "{stderr}"
+    );
 }
 
 /// A function that looks for the platform's secret in every environment it can read and

@@ -4,7 +4,9 @@
 //! In the mount namespace of an instance:
 //! - `/tmp` (and `/var/tmp`, the same folder) is a private tmpfs of at most
 //!   [`SCRATCH_SIZE`], owned by the job's uid: the instance's scratch space (`$TMPDIR`),
-//!   gone with the instance; the host's `/tmp` is not visible;
+//!   gone with the instance; the host's `/tmp` is not visible (a preloaded instance
+//!   mounts its own `/tmp`, `/var/tmp` and `/dev/shm` over its zygote's, in a mount
+//!   namespace made from the zygote's: `zygote/zygote.py`);
 //! - `/proc` is a new instance for the instance's PID namespace
 //!   ([`super::pid_namespace`]; the zygote's, for a zygote) that shows only the processes
 //!   of the job's own uid (`hidepid=invisible`): no command line, environment or file of

@@ -115,15 +115,7 @@ pub(crate) fn user_namespace_works(namespace: &UserNamespace, identity: JobIdent
     if super::namespaces::switch_user(identity).is_err() || namespace.enter_in_child(63).is_err() {
         return false;
     }
-    // SAFETY: plain syscalls on static strings, in a forked probe child.
-    unsafe {
-        libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) == 0
-            && libc::mount(
-                c"tmpfs".as_ptr(),
-                c"/tmp".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                c"size=4k".as_ptr().cast(),
-            ) == 0
-    }
+    // SAFETY: a plain syscall in a forked probe child.
+    let pid_namespace = unsafe { libc::unshare(libc::CLONE_NEWPID) == 0 };
+    pid_namespace && super::namespaces::mount_namespace_works()
 }
