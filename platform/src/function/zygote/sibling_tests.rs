@@ -125,3 +125,32 @@ async fn a_preloaded_instance_cannot_see_signal_or_read_its_siblings_or_the_zygo
     first.shutdown().await;
     second.shutdown().await;
 }
+
+/// Without a cgroup, a daemon a preloaded instance leaves behind (a new session, out of
+/// the instance's process group) still ends with the instance: its PID namespace ends.
+#[tokio::test]
+async fn a_preloaded_instances_daemon_ends_with_its_namespace_even_without_a_cgroup() {
+    let isolation = isolation::isolation();
+    if !isolation.forks_get_namespaces(isolation.function_ids.is_ok()) {
+        return; // No namespaces to give on this host (the strict job would be refused).
+    }
+    let dir = job_dir();
+    std::fs::write(
+        dir.path().join("daemon.py"),
+        r#"
+import os, subprocess, sys
+sys.stdin.read()
+namespace = os.readlink("/proc/self/ns/pid")
+daemon = subprocess.Popen(["setsid", "sleep", "1000"])
+open(os.environ["OUT"] + "/daemon.pid", "w").write(f"{daemon.pid} {namespace}")
+print("{}")
+"#,
+    )
+    .unwrap();
+    let mut spec = spec(&[&python_interpreter(), "daemon.py"], FunctionMode::Exec);
+    spec.preload = vec!["json".into()];
+    let mut runner = test_runner("preload-daemon", dir.path(), &spec);
+    runner.use_cgroups = false;
+    runner.invoke(&batch(&["{}"])).await.unwrap();
+    assert_gone(read_pid(&dir.path().join("daemon.pid"))).await;
+}
