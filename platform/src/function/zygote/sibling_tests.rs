@@ -48,6 +48,12 @@ for line in sys.stdin:
     batch = []
 "#;
 
+/// Whether this host gives forked instances namespaces of their own.
+fn forks_get_namespaces() -> bool {
+    let isolation = isolation::isolation();
+    isolation.forks_get_namespaces(isolation.function_ids.is_ok())
+}
+
 async fn ask(runner: &mut FunctionRunner, request: Value) -> Value {
     let output = runner
         .invoke(&batch(&[&request.to_string()]))
@@ -58,8 +64,7 @@ async fn ask(runner: &mut FunctionRunner, request: Value) -> Value {
 
 #[tokio::test]
 async fn a_preloaded_instance_cannot_see_signal_or_read_its_siblings_or_the_zygote() {
-    let isolation = isolation::isolation();
-    if !isolation.forks_get_namespaces(isolation.function_ids.is_ok()) {
+    if !forks_get_namespaces() {
         return; // No namespaces to give on this host (the strict job would be refused).
     }
     let dir = job_dir();
@@ -130,8 +135,7 @@ async fn a_preloaded_instance_cannot_see_signal_or_read_its_siblings_or_the_zygo
 /// the instance's process group) still ends with the instance: its PID namespace ends.
 #[tokio::test]
 async fn a_preloaded_instances_daemon_ends_with_its_namespace_even_without_a_cgroup() {
-    let isolation = isolation::isolation();
-    if !isolation.forks_get_namespaces(isolation.function_ids.is_ok()) {
+    if !forks_get_namespaces() {
         return; // No namespaces to give on this host (the strict job would be refused).
     }
     let dir = job_dir();
