@@ -9,10 +9,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::notices::post;
+use common::notices::{post, wait_listening};
 use common::*;
 
 const BOGUS: usize = 1_000;
@@ -45,25 +44,8 @@ async fn notices_of_missing_objects_are_dead_lettered_and_the_spool_drains() {
         .schema(r#"{ n = "int64" }"#)
         .write_in(job.path());
     let log = job.path().join("sluice.log");
-    let child = Command::new(sluice_binary())
-        .arg("run")
-        .arg(job.path())
-        .env("SLUICE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut sluice = Sluice { child, log };
-    wait_for(
-        "the notification endpoint",
-        Duration::from_secs(30),
-        async || {
-            sluice.assert_running();
-            tokio::net::TcpStream::connect(&address).await.is_ok()
-        },
-    )
-    .await;
+    let mut sluice = Sluice::spawn(&env(), &["run", job.path().to_str().unwrap()], &[], log);
+    wait_listening(&mut sluice, &address).await;
 
     let record = |key: &str| {
         format!(
