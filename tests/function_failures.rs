@@ -59,8 +59,7 @@ async fn crash_mid_batch_is_retried_without_loss_or_duplicates() {
     let job = flaky_job(&env, &topic, "crash", "max_attempts = 3");
     let mut sluice = Sluice::run(&env, &job, "run");
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
-    sluice.terminate();
-    assert!(sluice.wait(Duration::from_secs(10)).success());
+    sluice.stop_cleanly(Duration::from_secs(10));
 
     let attempts = std::fs::read_to_string(job.path().join("crash.marker")).unwrap();
     assert_eq!(attempts.lines().count(), 1, "crashed exactly once");
@@ -99,8 +98,7 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
     );
 
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
-    sluice.terminate();
-    assert!(sluice.wait(Duration::from_secs(10)).success());
+    sluice.stop_cleanly(Duration::from_secs(10));
     let logs = sluice.logs();
     assert!(
         logs.contains("batch failed; retrying"),

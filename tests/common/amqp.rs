@@ -9,7 +9,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
     Click, Env, JobDir, Sluice, assert_rows_are_the_clicks, count_ids, read_rows, wait_for,
@@ -192,24 +192,22 @@ impl AmqpAdmin {
         events: usize,
         prefetch: usize,
     ) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            sluice.assert_running();
-            let (ready, _) = self.counts(queue).await;
-            if ready <= (events - 2 * prefetch) as u32 {
-                assert!(
-                    ready >= prefetch as u32,
-                    "consumption went too fast to act in the middle ({ready} left)"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no progress: {ready} messages still ready; logs:\n{}",
-                sluice.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let middle = (events - 2 * prefetch) as u32;
+        let mut ready = u32::MAX;
+        wait_for(
+            "consumption to reach the middle",
+            Duration::from_secs(120),
+            async || {
+                sluice.assert_running();
+                ready = self.counts(queue).await.0;
+                ready <= middle
+            },
+        )
+        .await;
+        assert!(
+            ready >= prefetch as u32,
+            "consumption went too fast to act in the middle ({ready} left)"
+        );
     }
 
     /// Waits until `sluice` has drained `queue` (nothing ready, its one consumer on it),

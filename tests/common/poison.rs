@@ -76,8 +76,7 @@ pub async fn run_poisoned_job(env: &Env, tag: &str, dead_letter: &str) -> JobDir
     job.write("poison.py", &format!("{EXAMPLE_BATCH_PY}{POISON}"));
     let mut sluice = Sluice::run(env, &job, "run");
     wait_committed(env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
-    sluice.terminate();
-    assert!(sluice.wait(Duration::from_secs(10)).success());
+    sluice.stop_cleanly(Duration::from_secs(10));
     let logs = sluice.logs();
     assert!(
         logs.contains("splitting it to isolate the records at fault"),
