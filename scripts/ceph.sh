@@ -422,20 +422,4 @@ cmd_env() {
         SLUICE_TEST_RGW_REGION "$region"
 }
 
-usage() {
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-case "${1:-}" in
-install)
-    mkdir -p "$state_dir"
-    with_lock
-    cmd_install
-    ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-status) cmd_status ;;
-env) cmd_env ;;
-*) usage ;;
-esac
+run_verb 2,11 "$@"

@@ -49,7 +49,7 @@ import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from sigv4 import Client, ProbeError  # noqa: E402 (found through lib/)
+from sigv4 import Client, ProbeError, run_probe  # noqa: E402 (found through lib/)
 
 IO_TIMEOUT_SECONDS = 5.0
 NOTIFY_TIMEOUT_SECONDS = 20.0
@@ -271,35 +271,28 @@ def unsubscribe(client: Client, bucket: str, topic_arn: str) -> None:
     sns(client, "DeleteTopic", {"TopicArn": topic_arn})
 
 
-def main(argv: list[str]) -> int:
-    try:
-        if len(argv) >= 8 and argv[0] == "subscribe" and all("=" in a for a in argv[8:]):
-            endpoint, bucket, access_key, secret_key, region, push_endpoint, prefix = argv[1:8]
-            extra = dict(a.split("=", 1) for a in argv[8:])
-            client = Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS)
-            print(subscribe(client, bucket, push_endpoint, prefix, extra))
-            return 0
-        if len(argv) == 7 and argv[0] == "unsubscribe":
-            endpoint, bucket, access_key, secret_key, region, topic_arn = argv[1:7]
-            unsubscribe(Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS), bucket, topic_arn)
-            return 0
-        if len(argv) >= 6 and argv[0] in ("ready", "notify"):
-            endpoint, bucket, access_key, secret_key, region = argv[1:6]
-            client = Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS)
-            options = argv[6:]
-            if argv[0] == "ready" and options in ([], ["--create-bucket"]):
-                print(probe_ready(client, bucket, options == ["--create-bucket"]))
-                return 0
-            if argv[0] == "notify" and (options == [] or (len(options) == 3 and options[0] == "--amqp")):
-                amqp = (options[1], options[2]) if options else None
-                print(probe_notify(client, bucket, amqp))
-                return 0
-    except ProbeError as error:
-        print(f"probe failed: {error}", file=sys.stderr)
-        return 1
-    print(__doc__, file=sys.stderr)
-    return 2
+def probe(argv: list[str]) -> str | None:
+    """The command's answer to `argv`, or `None` for arguments it does not take."""
+    if len(argv) >= 8 and argv[0] == "subscribe" and all("=" in a for a in argv[8:]):
+        endpoint, bucket, access_key, secret_key, region, push_endpoint, prefix = argv[1:8]
+        extra = dict(a.split("=", 1) for a in argv[8:])
+        client = Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS)
+        return subscribe(client, bucket, push_endpoint, prefix, extra)
+    if len(argv) == 7 and argv[0] == "unsubscribe":
+        endpoint, bucket, access_key, secret_key, region, topic_arn = argv[1:7]
+        unsubscribe(Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS), bucket, topic_arn)
+        return ""
+    if len(argv) >= 6 and argv[0] in ("ready", "notify"):
+        endpoint, bucket, access_key, secret_key, region = argv[1:6]
+        client = Client(endpoint, access_key, secret_key, region, IO_TIMEOUT_SECONDS)
+        options = argv[6:]
+        if argv[0] == "ready" and options in ([], ["--create-bucket"]):
+            return probe_ready(client, bucket, options == ["--create-bucket"])
+        if argv[0] == "notify" and (options == [] or (len(options) == 3 and options[0] == "--amqp")):
+            amqp = (options[1], options[2]) if options else None
+            return probe_notify(client, bucket, amqp)
+    return None
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_probe(__doc__, probe, sys.argv[1:]))

@@ -145,21 +145,30 @@ foreign_answers() {
     return 1
 }
 
+# Succeeds, saying so, when service $1 needs no start: the tests point variable $3
+# elsewhere ($1_external holds), or its daemon $2 started by this checkout runs (waited
+# for until probe $4 answers; $5 says where it listens).
+already_running() {
+    local name=$1 binary=$2 variable=$3 probe=$4 where=$5 pid
+    if "${name}_external"; then
+        say "$name: not started, the tests use $variable=${!variable}"
+        return 0
+    fi
+    if pid=$(recorded_pid "$name" "$binary"); then
+        wait_ready "$name" "$probe" "$pid"
+        say "$name: already running (pid $pid) on $where"
+        return 0
+    fi
+    return 1
+}
+
 # --- kafka ---------------------------------------------------------------------
 
 probe_kafka() { "$python" "$probe" kafka "$kafka_address"; }
 
 start_kafka() {
-    if kafka_external; then
-        say "kafka: not started, the tests use SLUICE_TEST_KAFKA_BROKERS=$SLUICE_TEST_KAFKA_BROKERS"
-        return
-    fi
+    already_running kafka tansu SLUICE_TEST_KAFKA_BROKERS probe_kafka "$kafka_address" && return
     local pid
-    if pid=$(recorded_pid kafka tansu); then
-        wait_ready kafka probe_kafka "$pid"
-        say "kafka: already running (pid $pid) on $kafka_address"
-        return
-    fi
     if port_open "${kafka_address%:*}" "${kafka_address##*:}"; then
         if foreign_answers probe_kafka; then
             say "kafka: already answering on $kafka_address (not started by this checkout, left alone)"
@@ -191,16 +200,9 @@ probe_s3() {
 probe_s3_create() { probe_s3 --create-bucket; }
 
 start_s3() {
-    if s3_external; then
-        say "s3: not started, the tests use SLUICE_TEST_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT"
-        return
-    fi
+    already_running s3 weed SLUICE_TEST_S3_ENDPOINT probe_s3_create \
+        "$s3_endpoint, bucket $s3_bucket" && return
     local pid
-    if pid=$(recorded_pid s3 weed); then
-        wait_ready s3 probe_s3_create "$pid"
-        say "s3: already running (pid $pid) on $s3_endpoint, bucket $s3_bucket"
-        return
-    fi
     local port
     for port in "$s3_port" "$s3_filer_port"; do
         port_open "$s3_ip" "$port" || continue
@@ -290,40 +292,32 @@ cmd_stop() {
     stop_recorded s3 weed
 }
 
+# Says whether service $1 (daemon $2; pointed elsewhere by variable $3 when $1_external
+# holds) runs and answers its probe_$1; fails when it does not answer.
+report_service() {
+    local name=$1 binary=$2 variable=$3 pid answer
+    if "${name}_external"; then
+        say "$name: external, $variable=${!variable}"
+    elif answer=$("probe_$name" 2>&1); then
+        if pid=$(recorded_pid "$name" "$binary"); then
+            say "$name: running (pid $pid, started by this checkout): $answer"
+        else
+            say "$name: running (not started by this checkout): $answer"
+        fi
+    else
+        if pid=$(recorded_pid "$name" "$binary"); then
+            say "$name: pid $pid runs but does not answer: $answer"
+        else
+            say "$name: not running"
+        fi
+        return 3
+    fi
+}
+
 cmd_status() {
-    local healthy=0 pid answer
-    if kafka_external; then
-        say "kafka: external, SLUICE_TEST_KAFKA_BROKERS=$SLUICE_TEST_KAFKA_BROKERS"
-    elif answer=$(probe_kafka 2>&1); then
-        if pid=$(recorded_pid kafka tansu); then
-            say "kafka: running (pid $pid, started by this checkout): $answer"
-        else
-            say "kafka: running (not started by this checkout): $answer"
-        fi
-    else
-        healthy=3
-        if pid=$(recorded_pid kafka tansu); then
-            say "kafka: pid $pid runs but does not answer: $answer"
-        else
-            say "kafka: not running"
-        fi
-    fi
-    if s3_external; then
-        say "s3: external, SLUICE_TEST_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT"
-    elif answer=$(probe_s3 2>&1); then
-        if pid=$(recorded_pid s3 weed); then
-            say "s3: running (pid $pid, started by this checkout): $answer"
-        else
-            say "s3: running (not started by this checkout): $answer"
-        fi
-    else
-        healthy=3
-        if pid=$(recorded_pid s3 weed); then
-            say "s3: pid $pid runs but does not answer: $answer"
-        else
-            say "s3: not running"
-        fi
-    fi
+    local healthy=0
+    report_service kafka tansu SLUICE_TEST_KAFKA_BROKERS || healthy=3
+    report_service s3 weed SLUICE_TEST_S3_ENDPOINT || healthy=3
     return "$healthy"
 }
 
@@ -358,20 +352,4 @@ cmd_env() {
     fi
 }
 
-usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-case "${1:-}" in
-install)
-    mkdir -p "$state_dir"
-    with_lock
-    cmd_install
-    ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-status) cmd_status ;;
-env) cmd_env ;;
-*) usage ;;
-esac
+run_verb 2,9 "$@"

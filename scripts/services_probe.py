@@ -25,7 +25,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from sigv4 import Client, ProbeError, http_request  # noqa: E402 (found through lib/)
+from sigv4 import Client, ProbeError, http_request, run_probe  # noqa: E402 (found through lib/)
 
 IO_TIMEOUT_SECONDS = 3.0
 API_VERSIONS_KEY = 18
@@ -161,21 +161,15 @@ def probe_s3(endpoint: str, bucket: str, credentials: tuple[str, str, str], crea
     return f"s3 {endpoint}: healthz ok, bucket {bucket} listed with access key {credentials[0]}"
 
 
-def main(argv: list[str]) -> int:
-    try:
-        if len(argv) == 2 and argv[0] == "kafka":
-            print(probe_kafka(argv[1]))
-            return 0
-        if len(argv) in (6, 7) and argv[0] == "s3" and argv[6:] in ([], ["--create-bucket"]):
-            endpoint, bucket, access_key, secret_key, region = argv[1:6]
-            print(probe_s3(endpoint.rstrip("/"), bucket, (access_key, secret_key, region), len(argv) == 7))
-            return 0
-    except ProbeError as error:
-        print(f"probe failed: {error}", file=sys.stderr)
-        return 1
-    print(__doc__, file=sys.stderr)
-    return 2
+def probe(argv: list[str]) -> str | None:
+    """The command's answer to `argv`, or `None` for arguments it does not take."""
+    if len(argv) == 2 and argv[0] == "kafka":
+        return probe_kafka(argv[1])
+    if len(argv) in (6, 7) and argv[0] == "s3" and argv[6:] in ([], ["--create-bucket"]):
+        endpoint, bucket, access_key, secret_key, region = argv[1:6]
+        return probe_s3(endpoint.rstrip("/"), bucket, (access_key, secret_key, region), len(argv) == 7)
+    return None
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_probe(__doc__, probe, sys.argv[1:]))

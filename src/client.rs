@@ -59,6 +59,14 @@ impl ClientError {
     }
 }
 
+/// The exit code of a command that talks to a server: success, or the error reported.
+pub fn exit_code_of(result: Result<(), ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => error.report(),
+    }
+}
+
 /// A connection to one server.
 pub struct Client {
     server: String,

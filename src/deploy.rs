@@ -10,7 +10,7 @@ use serde_json::Value;
 use sluice_platform::control::bundle::pack_folder;
 use sluice_platform::spec::load_job;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, exit_code_of};
 
 pub struct DeployOptions {
     pub server: Option<String>,
@@ -35,15 +35,16 @@ pub async fn deploy(job_dir: &Path, options: DeployOptions) -> anyhow::Result<Ex
             return Ok(ExitCode::FAILURE);
         }
     };
-    let client = match Client::new(options.server) {
-        Ok(client) => client,
-        Err(error) => return Ok(error.report()),
-    };
-    let path = format!("/v1/jobs/{}", spec.name);
-    let deployed = match client.call(reqwest::Method::PUT, &path, Some(bundle)).await {
-        Ok(deployed) => deployed,
-        Err(error) => return Ok(error.report()),
-    };
+    Ok(exit_code_of(upload(&spec.name, bundle, options).await))
+}
+
+/// Deploys `bundle` as job `name`, then waits for it to run unless told not to.
+async fn upload(name: &str, bundle: Vec<u8>, options: DeployOptions) -> Result<(), ClientError> {
+    let client = Client::new(options.server)?;
+    let path = format!("/v1/jobs/{name}");
+    let deployed = client
+        .call(reqwest::Method::PUT, &path, Some(bundle))
+        .await?;
     let version = deployed["version"].as_i64().unwrap_or_default();
     if !options.json {
         let what = if deployed["new_version"].as_bool() == Some(true) {
@@ -51,25 +52,21 @@ pub async fn deploy(job_dir: &Path, options: DeployOptions) -> anyhow::Result<Ex
         } else {
             "unchanged, already"
         };
-        println!("{}: {what} version {version}", spec.name);
+        println!("{name}: {what} version {version}");
     }
     if options.no_wait {
         if options.json {
             println!("{deployed}");
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
-    match wait_until_running(&client, &path, version, options.timeout).await {
-        Ok(job) => {
-            if options.json {
-                println!("{}", serde_json::json!({"deployed": deployed, "job": job}));
-            } else {
-                println!("{}: version {version} is running", spec.name);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => Ok(error.report()),
+    let job = wait_until_running(&client, &path, version, options.timeout).await?;
+    if options.json {
+        println!("{}", serde_json::json!({"deployed": deployed, "job": job}));
+    } else {
+        println!("{name}: version {version} is running");
     }
+    Ok(())
 }
 
 /// Polls the job until `version` runs here and its pipeline reports `running`.

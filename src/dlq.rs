@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 use sluice_platform::control::deadletters::DeadLetterSummary;
 use sluice_platform::deadletter::replay::{ReplaySource, read_dead_letters};
 use sluice_platform::pipeline::{Job, JobRuntime};
+use sluice_platform::spec::units::parse_duration;
 use sluice_platform::spec::{JobSpec, load_job};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, exit_code_of};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -50,8 +51,8 @@ pub enum DlqCommand {
         #[arg(long)]
         no_wait: bool,
         /// On a server: how long to wait for the replay to finish, e.g. 10m.
-        #[arg(long, value_name = "DURATION", default_value = "30m")]
-        timeout: String,
+        #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -71,10 +72,7 @@ pub async fn dlq(
     let remote = server.is_some()
         || (std::env::var_os("SLUICE_SERVER").is_some() && !command.job().exists());
     if remote {
-        return Ok(match remote_dlq(command, server, json).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => error.report(),
-        });
+        return Ok(exit_code_of(remote_dlq(command, server, json).await));
     }
     match command {
         DlqCommand::List { job } => list(&load(&job)?, json).await,
@@ -241,8 +239,6 @@ async fn remote_dlq(
         DlqCommand::Replay {
             no_wait, timeout, ..
         } => {
-            let timeout = sluice_platform::spec::units::parse_duration(&timeout)
-                .map_err(|error| ClientError::Failed(format!("--timeout: {error}")))?;
             let started = client
                 .call(reqwest::Method::POST, &format!("{base}/replay"), None)
                 .await?;

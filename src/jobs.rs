@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{Client, ClientError, exit_code_of};
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
@@ -43,10 +43,11 @@ pub async fn jobs(
     server: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let client = match Client::new(server) {
-        Ok(client) => client,
-        Err(error) => return Ok(error.report()),
-    };
+    Ok(exit_code_of(call(command, server, json).await))
+}
+
+async fn call(command: JobsCommand, server: Option<String>, json: bool) -> Result<(), ClientError> {
+    let client = Client::new(server)?;
     let post = reqwest::Method::POST;
     let result = match &command {
         JobsCommand::List => client.get("/v1/jobs").await,
@@ -77,13 +78,10 @@ pub async fn jobs(
             client.get(&path).await
         }
     };
-    let body = match result {
-        Ok(body) => body,
-        Err(error) => return Ok(error.report()),
-    };
+    let body = result?;
     if json {
         println!("{body}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     match command {
         JobsCommand::List => print_jobs(body["jobs"].as_array().map_or(&[][..], Vec::as_slice)),
@@ -95,7 +93,7 @@ pub async fn jobs(
             print_jobs(std::slice::from_ref(&body));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn job_path(name: &str) -> String {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, exit_code_of};
 
 pub async fn logs(
     name: String,
@@ -16,36 +16,35 @@ pub async fn logs(
     server: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let client = match Client::new(server) {
-        Ok(client) => client,
-        Err(error) => return Ok(error.report()),
-    };
     let path = format!("/v1/jobs/{name}/logs?limit={limit}&follow={follow}");
+    Ok(exit_code_of(print_logs(&path, follow, server, json).await))
+}
+
+async fn print_logs(
+    path: &str,
+    follow: bool,
+    server: Option<String>,
+    json: bool,
+) -> Result<(), ClientError> {
+    let client = Client::new(server)?;
     if !follow {
-        let body = match client.get(&path).await {
-            Ok(body) => body,
-            Err(error) => return Ok(error.report()),
-        };
+        let body = client.get(path).await?;
         for line in body["lines"].as_array().map_or(&[][..], Vec::as_slice) {
             print_line(line, json);
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
-    let mut response = match client.stream(&path).await {
-        Ok(response) => response,
-        Err(error) => return Ok(error.report()),
-    };
+    let mut response = client.stream(path).await?;
     let mut pending = Vec::new();
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
-            Ok(None) => return Ok(ExitCode::SUCCESS),
+            Ok(None) => return Ok(()),
             Err(error) => {
-                let error = ClientError::Failed(format!(
+                return Err(ClientError::Failed(format!(
                     "the server stopped sending lines: {}",
                     error.without_url()
-                ));
-                return Ok(error.report());
+                )));
             }
         };
         pending.extend_from_slice(&chunk);

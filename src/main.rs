@@ -17,8 +17,10 @@ mod validate;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice_platform::spec::units::{parse_duration, parse_size};
 
 #[derive(Parser)]
 #[command(
@@ -118,14 +120,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         tokens: Option<PathBuf>,
         /// Largest bundle, unpacked (and uploaded), e.g. 64MiB.
-        #[arg(long, value_name = "SIZE", default_value = "64MiB")]
-        max_bundle_size: String,
+        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+        max_bundle_size: u64,
         /// Most files and folders in a bundle.
         #[arg(long, value_name = "N", default_value_t = 10_000)]
         max_bundle_entries: usize,
         /// Invocation records older than this are deleted, e.g. 7d.
-        #[arg(long, value_name = "DURATION", default_value = "7d")]
-        invocation_max_age: String,
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+        invocation_max_age: Duration,
         /// Invocation records kept per job at most (the newest).
         #[arg(long, value_name = "N", default_value_t = 10_000)]
         invocation_max_count: i64,
@@ -145,8 +147,8 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
         /// How long to wait for the version to run, e.g. 2m.
-        #[arg(long, value_name = "DURATION", default_value = "2m")]
-        timeout: String,
+        #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// A job's newest batch attempts on a server (as `sluice jobs invocations NAME`).
     Invocations {
@@ -252,10 +254,6 @@ fn main() -> ExitCode {
                 invocation_max_age,
                 invocation_max_count,
             } => {
-                let max_age = sluice_platform::spec::units::parse_duration(&invocation_max_age)
-                    .map_err(|error| anyhow::anyhow!("--invocation-max-age: {error}"))?;
-                let max_unpacked_bytes = sluice_platform::spec::units::parse_size(&max_bundle_size)
-                    .map_err(|error| anyhow::anyhow!("--max-bundle-size: {error}"))?;
                 let options = serve::ServeOptions {
                     data,
                     registry,
@@ -264,11 +262,11 @@ fn main() -> ExitCode {
                     node_instances,
                     tokens,
                     limits: sluice_platform::control::bundle::BundleLimits {
-                        max_unpacked_bytes,
+                        max_unpacked_bytes: max_bundle_size,
                         max_entries: max_bundle_entries,
                     },
                     retention: sluice_platform::control::invocations::InvocationRetention {
-                        max_age,
+                        max_age: invocation_max_age,
                         max_per_job: invocation_max_count,
                     },
                 };
@@ -281,8 +279,6 @@ fn main() -> ExitCode {
                 no_wait,
                 timeout,
             } => {
-                let timeout = sluice_platform::spec::units::parse_duration(&timeout)
-                    .map_err(|error| anyhow::anyhow!("--timeout: {error}"))?;
                 let options = deploy::DeployOptions {
                     server,
                     json,

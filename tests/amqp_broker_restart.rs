@@ -20,7 +20,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::amqp::AmqpAdmin;
+use common::amqp::{AmqpAdmin, MidConsumption};
 use common::*;
 
 const EVENTS: usize = 5_000;
@@ -119,39 +119,15 @@ async fn admin_when_up(env: &Env) -> AmqpAdmin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_run_loses_nothing() {
-    let env = env();
-    let admin = AmqpAdmin::connect(&env).await;
-    let queue = unique("clicks-restart");
-    admin.queue_of_clicks(&queue, EVENTS).await;
-
-    let job = JobDir::new_amqp(
-        &env,
-        &queue,
-        &format!("prefetch = {PREFETCH}"),
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"\ntimeout = \"30s\"",
-        "",
-    );
-    let mut sluice = Sluice::run(&env, &job, "run");
-
     // In the middle: some messages acknowledged (gone from the queue), many still there.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        sluice.assert_running();
-        let (ready, _) = admin.counts(&queue).await;
-        if ready <= (EVENTS - 2 * PREFETCH) as u32 {
-            assert!(
-                ready >= PREFETCH as u32,
-                "consumption went too fast to restart the broker in the middle ({ready} left)"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress: {ready} messages still ready; logs:\n{}",
-            sluice.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let MidConsumption {
+        env,
+        admin,
+        queue,
+        clicks,
+        job,
+        mut sluice,
+    } = MidConsumption::start("clicks-restart", EVENTS, PREFETCH).await;
     drop(admin);
 
     let mut restart = BrokerRestart::stop();
@@ -171,52 +147,8 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     let admin = admin_when_up(&env).await;
 
     // The queue and its persistent messages survived; Sluice reconnects and finishes.
-    wait_for(
-        "every event in the output",
-        Duration::from_secs(180),
-        async || {
-            sluice.assert_running();
-            count_ids(&read_rows(&env, &job.prefix).await).len() == EVENTS
-        },
-    )
-    .await;
-    wait_for("the queue to drain", Duration::from_secs(60), async || {
-        sluice.assert_running();
-        admin.counts(&queue).await == (0, 1)
-    })
-    .await;
-    sluice.stop_cleanly(Duration::from_secs(20));
-
-    // Nothing was left unacknowledged: closing the connection would have requeued it.
-    wait_for(
-        "the job's consumer to go",
-        Duration::from_secs(10),
-        async || admin.counts(&queue).await.1 == 0,
-    )
-    .await;
-    assert_eq!(
-        admin.counts(&queue).await,
-        (0, 0),
-        "messages left in the queue"
-    );
-
-    let rows = read_rows(&env, &job.prefix).await;
-    let counts = count_ids(&rows);
-    assert_eq!(counts.len(), EVENTS, "every event id is in the output");
-    let duplicated = counts.values().filter(|&&n| n > 1).count();
-    assert_eq!(
-        (rows.len(), duplicated),
-        (EVENTS, 0),
-        "every event exactly once (redeliveries are recognised by message_id)"
-    );
-    let logs = sluice.logs();
-    assert!(
-        logs.contains("amqp connection lost"),
-        "the outage is logged; logs:\n{logs}"
-    );
-    assert!(
-        logs.contains("amqp source reconnected"),
-        "the reconnection is logged; logs:\n{logs}"
-    );
+    admin
+        .finish_after_reconnection(&queue, &job, &mut sluice, &clicks)
+        .await;
     admin.delete_queue(&queue).await;
 }

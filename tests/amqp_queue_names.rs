@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::amqp::AmqpAdmin;
+use common::amqp::{AmqpAdmin, example_stream_job};
 use common::*;
 use futures::TryStreamExt as _;
 use object_store::ObjectStore as _;
@@ -58,13 +58,7 @@ async fn every_message_once_across_a_kill(name: &str) {
     let queue = format!("{}/{name}", unique("sluice-it"));
     let clicks = admin.queue_of_clicks(&queue, MESSAGES).await;
 
-    let job = JobDir::new_amqp(
-        &env,
-        &queue,
-        &format!("prefetch = {PREFETCH}"),
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"\ntimeout = \"30s\"",
-        "",
-    );
+    let job = example_stream_job(&env, &queue, PREFETCH);
 
     // First run: killed as soon as its first commit is durable (polled closely, so the
     // kill falls just after a commit rather than inside the next one's upload).
@@ -105,18 +99,7 @@ async fn every_message_once_across_a_kill(name: &str) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    wait_for("the queue to drain", Duration::from_secs(60), async || {
-        admin.counts(&queue).await == (0, 1)
-    })
-    .await;
-    second.stop_cleanly(Duration::from_secs(30));
-    wait_for(
-        "the job's consumer to go",
-        Duration::from_secs(10),
-        async || admin.counts(&queue).await.1 == 0,
-    )
-    .await;
-    assert_eq!(admin.counts(&queue).await, (0, 0), "messages left");
+    admin.drain_then_stop(&queue, &mut second).await;
 
     let rows = read_rows(&env, &job.prefix).await;
     let counts = count_ids(&rows);

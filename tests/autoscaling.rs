@@ -22,7 +22,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use common::sleepy::*;
 use common::*;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 #[derive(Debug)]
 struct Row {
@@ -36,12 +35,7 @@ struct Row {
 async fn rows(env: &Env, prefix: &str) -> Vec<Row> {
     let mut rows = Vec::new();
     for (_, bytes) in parquet_objects(env, prefix).await {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in record_batches(bytes) {
             let column = |name: &str| batch.column_by_name(name).unwrap().clone();
             let (id, key, partition, offset, processed) = (
                 column("id"),

@@ -10,10 +10,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::notices::{body, wait_repeats_and_malformed};
+use common::notices::{
+    assert_repeats_changed_nothing, body, put_clicks, wait_every_object_once,
+    wait_repeats_and_malformed,
+};
 use common::*;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt as _, PutPayload};
 
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 20;
@@ -30,58 +31,33 @@ async fn notifications_on_a_kafka_topic_process_each_object_once() {
     let mut bodies = Vec::new();
     for n in 0..OBJECTS {
         let key = format!("{inbox}/día {n} + more.ndjson");
-        let payload: String = (n * PER_OBJECT..(n + 1) * PER_OBJECT)
-            .map(|i| Click::numbered(i).json() + "\n")
-            .collect();
-        let put = store
-            .put(
-                &ObjectPath::parse(&key).unwrap(),
-                PutPayload::from(payload.into_bytes()),
-            )
-            .await
-            .unwrap();
-        let etag = put.e_tag.unwrap_or_default();
+        let etag = put_clicks(store.as_ref(), &key, n, PER_OBJECT).await;
         bodies.push((
             format!("object-{n}"),
-            body(&env.bucket, &key, etag.trim_matches('"'), n % 2 == 1),
+            body(&env.bucket, &key, &etag, n % 2 == 1),
         ));
     }
 
-    let trigger = format!(
-        r#"[trigger.bucket]
-url = "s3://{bucket}/{inbox}"
-mode = "notifications"
-[trigger.bucket.kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-[trigger.bucket.kafka.options]
-"session.timeout.ms" = "6000"
-[trigger.bucket.options]
-endpoint = "{endpoint}""#,
-        bucket = env.bucket,
-        brokers = env.brokers,
-        endpoint = env.s3_endpoint,
-    );
-    let job = JobDir::with_trigger(
-        &env,
-        &trigger,
-        &topic,
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        "",
-    );
-    let lake = job.prefix.clone();
+    let lake = format!("{base}/lake");
+    let toml = JobToml::clickstream(&base)
+        .bucket(&format!("s3://{}/{inbox}", env.bucket))
+        .set("trigger.bucket", "mode", "notifications")
+        .set("trigger.bucket.kafka", "brokers", &env.brokers)
+        .set("trigger.bucket.kafka", "topic", &topic)
+        .set(
+            "trigger.bucket.kafka.options",
+            "\"session.timeout.ms\"",
+            "6000",
+        )
+        .set("trigger.bucket.options", "endpoint", &env.s3_endpoint)
+        .set("batch", "max_wait", "500ms")
+        .set("output", "max_file_age", "1s");
+    let job = JobDir::with_toml(&env.output_to(toml, &lake), &topic, &lake);
     let ends = produce(&env, &topic, &bodies).await;
     assert_eq!(ends.get(&0), Some(&(OBJECTS as i64)));
 
     let mut sluice = Sluice::run(&env, &job, "run");
-    wait_for("every object done", Duration::from_secs(120), async || {
-        sluice.assert_running();
-        done_objects(&env, &lake).await == OBJECTS
-    })
-    .await;
-    let rows = read_rows(&env, &lake).await;
-    assert_eq!(rows.len(), OBJECTS * PER_OBJECT, "{}", sluice.logs());
-    assert!(count_ids(&rows).values().all(|&n| n == 1));
+    wait_every_object_once(&env, &lake, &mut sluice, (OBJECTS, PER_OBJECT)).await;
     wait_for(
         "the notifications' offsets committed",
         Duration::from_secs(30),
@@ -109,9 +85,7 @@ endpoint = "{endpoint}""#,
     )
     .await;
     sluice.stop_cleanly(Duration::from_secs(10));
-    let rows = read_rows(&env, &lake).await;
-    assert_eq!(rows.len(), OBJECTS * PER_OBJECT, "no duplicate rows");
-    assert_eq!(done_objects(&env, &lake).await, OBJECTS);
+    assert_repeats_changed_nothing(&env, &lake, (OBJECTS, PER_OBJECT)).await;
     assert_eq!(
         committed(&env, &job.group(), &topic, 1).get(&0),
         Some(&malformed_offset)

@@ -11,10 +11,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::notices::put_clicks;
 use common::*;
 use futures::TryStreamExt as _;
+use object_store::ObjectStore as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 
 const OBJECTS: usize = 3;
 const PER_OBJECT: usize = 40_000;
@@ -52,16 +53,13 @@ async fn sigkill_mid_object_still_writes_every_line_exactly_once() {
     let base = unique("objkill").to_lowercase();
     let inbox = format!("{base}/inbox");
     for n in 0..OBJECTS {
-        let body: String = (n * PER_OBJECT..(n + 1) * PER_OBJECT)
-            .map(|i| Click::numbered(i).json() + "\n")
-            .collect();
-        store
-            .put(
-                &ObjectPath::from(format!("{inbox}/part {n}.ndjson")),
-                PutPayload::from(body.into_bytes()),
-            )
-            .await
-            .unwrap();
+        put_clicks(
+            store.as_ref(),
+            &format!("{inbox}/part {n}.ndjson"),
+            n,
+            PER_OBJECT,
+        )
+        .await;
     }
     let trigger = format!(
         "[trigger.bucket]\nurl = \"s3://{bucket}/{inbox}\"\npoll_interval = \"200ms\"\n[trigger.bucket.options]\nendpoint = \"{endpoint}\"",

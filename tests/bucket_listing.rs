@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use object_store::path::Path as ObjectPath;
@@ -32,20 +32,7 @@ fn bucket_job(input_url: &str, output_url: &str, endpoint: Option<&str>) -> temp
 }
 
 fn run_once(env: &Env, job: &std::path::Path) -> Output {
-    let out = Command::new(sluice_binary())
-        .args(["run", "--once"])
-        .arg(job)
-        .env("AWS_ACCESS_KEY_ID", &env.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-        .env("AWS_REGION", &env.region)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    sluice_ok(env, &["run", "--once"], job)
 }
 
 /// Object `n` of a wave: NDJSON, CSV or gzip'd NDJSON, 50 clicks each.

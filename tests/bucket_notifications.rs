@@ -9,10 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::notices::{body, post};
+use common::notices::{body, post, put_clicks, wait_every_object_once, wait_listening};
 use common::*;
+use object_store::ObjectStore as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 
 const OBJECTS: usize = 50;
 const PER_OBJECT: usize = 20;
@@ -39,30 +39,12 @@ async fn notified_objects_land_once_and_repeats_change_nothing() {
     let mut bodies = Vec::new();
     for n in 0..OBJECTS {
         let key = format!("{inbox}/día {n} + more.ndjson");
-        let payload: String = (n * PER_OBJECT..(n + 1) * PER_OBJECT)
-            .map(|i| Click::numbered(i).json() + "\n")
-            .collect();
-        let put = store
-            .put(
-                &ObjectPath::parse(&key).unwrap(),
-                PutPayload::from(payload.into_bytes()),
-            )
-            .await
-            .unwrap();
-        let etag = put.e_tag.unwrap_or_default();
-        bodies.push(body(&env.bucket, &key, etag.trim_matches('"'), n % 2 == 1));
+        let etag = put_clicks(store.as_ref(), &key, n, PER_OBJECT).await;
+        bodies.push(body(&env.bucket, &key, &etag, n % 2 == 1));
     }
 
     let mut sluice = Sluice::run(&env, &job, "run");
-    wait_for(
-        "the notification endpoint",
-        Duration::from_secs(30),
-        async || {
-            sluice.assert_running();
-            tokio::net::TcpStream::connect(&address).await.is_ok()
-        },
-    )
-    .await;
+    wait_listening(&mut sluice, &address).await;
     assert_eq!(
         post(&address, "{\"Records\": [oops").await,
         400,
@@ -71,14 +53,8 @@ async fn notified_objects_land_once_and_repeats_change_nothing() {
     for body in &bodies {
         assert_eq!(post(&address, body).await, 200);
     }
-    wait_for("every object done", Duration::from_secs(120), async || {
-        sluice.assert_running();
-        done_objects(&env, &lake).await == OBJECTS
-    })
-    .await;
+    wait_every_object_once(&env, &lake, &mut sluice, (OBJECTS, PER_OBJECT)).await;
     let rows = read_rows(&env, &lake).await;
-    assert_eq!(rows.len(), OBJECTS * PER_OBJECT);
-    assert!(count_ids(&rows).values().all(|&n| n == 1));
     let objects_before: usize = rows
         .iter()
         .map(|r| r.object.clone())

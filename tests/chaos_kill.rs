@@ -20,7 +20,6 @@ use common::*;
 use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const RECORDS: usize = 200_000;
 const PARTITIONS: i32 = 4;
@@ -119,13 +118,8 @@ fn unfinished(markers: &Markers) -> Vec<i32> {
 async fn ids_per_object(env: &Env, job: &JobDir) -> BTreeMap<String, Vec<String>> {
     let mut found = BTreeMap::new();
     for (key, bytes) in common::parquet_objects(env, &job.prefix).await {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
         let mut ids = Vec::new();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in record_batches(bytes) {
             let column = batch.column_by_name("event_id").unwrap().as_string::<i32>();
             ids.extend((0..batch.num_rows()).map(|i| column.value(i).to_owned()));
         }

@@ -2,16 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use std::process::{Command, Stdio};
+
+use common::JobToml;
+use common::cli::{invokable_job, sluice_cli as sluice};
 
 #[test]
 fn validate_accepts_the_example_job() {
@@ -28,21 +24,9 @@ fn validate_accepts_the_example_job() {
 #[test]
 fn validate_names_the_file_and_every_bad_field() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("job.toml"),
-        r#"name = "Bad Name"
-[trigger.kafka]
-brokers = "127.0.0.1:9092"
-topic = "t"
-[function]
-command = ["python3", "f.py"]
-timeout = "soon"
-[output]
-url = "out"
-schema = { id = "int65" }
-"#,
-    )
-    .unwrap();
+    invokable_job("Bad Name", &["python3", "f.py"], r#"{ id = "int65" }"#)
+        .set("function", "timeout", "soon")
+        .write_in(dir.path());
     let out = sluice(&["validate", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -89,20 +73,12 @@ fn invoke_runs_the_example_function_on_its_sample_events() {
 #[test]
 fn invoke_reports_a_function_that_fails() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("job.toml"),
-        r#"name = "broken"
-[trigger.kafka]
-brokers = "127.0.0.1:9092"
-topic = "t"
-[function]
-command = ["sh", "-c", "echo 'no such column' >&2; exit 4"]
-[output]
-url = "out"
-schema = { id = "int64" }
-"#,
+    invokable_job(
+        "broken",
+        &["sh", "-c", "echo 'no such column' >&2; exit 4"],
+        r#"{ id = "int64" }"#,
     )
-    .unwrap();
+    .write_in(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["invoke", dir.path().to_str().unwrap()])
         .stdin(Stdio::piped())
@@ -134,19 +110,12 @@ schema = { id = "int64" }
 fn run_warns_when_the_status_endpoint_listens_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("inbox")).unwrap();
-    std::fs::write(
-        dir.path().join("job.toml"),
-        r#"name = "exposed"
-[trigger.bucket]
-url = "inbox"
-[function]
-command = ["cat"]
-[output]
-url = "out"
-schema = { id = "int64" }
-"#,
-    )
-    .unwrap();
+    JobToml::new("exposed")
+        .bucket("inbox")
+        .set("function", "command", ["cat"])
+        .output("out")
+        .schema(r#"{ id = "int64" }"#)
+        .write_in(dir.path());
     let job = dir.path().to_str().unwrap();
     for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
         let out = sluice(&["run", "--once", "--http", listen, job]);
@@ -164,21 +133,13 @@ schema = { id = "int64" }
 fn run_never_logs_a_secret_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("inbox")).unwrap();
-    std::fs::write(
-        dir.path().join("job.toml"),
-        r#"name = "masked"
-[trigger.bucket]
-url = "inbox"
-[function]
-command = ["cat"]
-[function.env]
-UPSTREAM = "${CLI_TEST_API_TOKEN}"
-[output]
-url = "out-${CLI_TEST_API_TOKEN}"
-schema = { id = "int64" }
-"#,
-    )
-    .unwrap();
+    JobToml::new("masked")
+        .bucket("inbox")
+        .set("function", "command", ["cat"])
+        .set("function.env", "UPSTREAM", "${CLI_TEST_API_TOKEN}")
+        .output("out-${CLI_TEST_API_TOKEN}")
+        .schema(r#"{ id = "int64" }"#)
+        .write_in(dir.path());
     let secret = "tok-7f3a9c2e1b5d";
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--once", dir.path().to_str().unwrap()])

@@ -7,142 +7,18 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
 use common::amqp::AmqpAdmin;
+use common::poison::{
+    RECORDS, assert_exactly_once, assert_poison_letters, dlq, fix_and_replay, run_poisoned_job,
+    stdout,
+};
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-/// Refuses (exit 1) every batch holding one of the target ids, unless told `ok`.
-const POISON: &str = r#"
-import json, sys
-import transform
-def run_batch(lines, out):  # the example's SDK function, called directly on each record
-    for line in lines:
-        out.write(json.dumps(transform.transform(json.loads(line))) + "\n")
-mode, targets = sys.argv[1], sys.argv[2].split(",")
-lines = [l for l in sys.stdin.read().splitlines() if l]
-if mode == "fail" and any(json.loads(l).get("event_id") in targets for l in lines):
-    print("refusing this batch", file=sys.stderr)
-    sys.exit(1)
-run_batch(lines, sys.stdout)
-"#;
-
-const RECORDS: usize = 1000;
-const POISONED: [usize; 3] = [17, 500, 998];
-
-fn targets() -> String {
-    POISONED
-        .iter()
-        .map(|&i| Click::numbered(i).event_id)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn function(mode: &str) -> String {
-    format!(
-        "command = [\"python3\", \"poison.py\", \"{mode}\", \"{}\"]\nmode = \"exec\"\nmax_attempts = 2\nretry_backoff = \"100ms\"",
-        targets()
-    )
-}
-
-/// A Kafka topic of `RECORDS` clicks and a job on it with `dead_letter` as its
-/// `[dead_letter…]` table; runs it until every offset is committed.
-async fn run_poisoned_job(env: &Env, tag: &str, dead_letter: &str) -> JobDir {
-    let topic = unique(tag);
-    create_topic(env, &topic, 1).await;
-    let payloads: Vec<_> = (0..RECORDS)
-        .map(|i| (format!("k{i}"), Click::numbered(i).json()))
-        .collect();
-    let ends = produce(env, &topic, &payloads).await;
-    let job = JobDir::new(env, &topic, &function("fail"), dead_letter);
-    job.write("poison.py", POISON);
-    let mut sluice = Sluice::run(env, &job, "run");
-    wait_committed(env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
-    sluice.terminate();
-    assert!(sluice.wait(Duration::from_secs(10)).success());
-    let logs = sluice.logs();
-    assert!(
-        logs.contains("splitting it to isolate the records at fault"),
-        "no bisection logged:\n{logs}"
-    );
-    job
-}
-
-fn assert_exactly_once(rows: &[OutputRow], expected: usize) {
-    let counts = count_ids(rows);
-    assert_eq!(counts.len(), expected, "distinct ids");
-    assert_eq!(rows.len(), expected, "duplicates");
-}
-
-/// The three letters carry the original record, its origin and its error.
-fn assert_poison_letters(letters: &[serde_json::Value], topic: &str) {
-    assert_eq!(letters.len(), 3, "{letters:?}");
-    let mut offsets: Vec<i64> = letters
-        .iter()
-        .map(|l| l["origin"]["offset"].as_i64().unwrap())
-        .collect();
-    offsets.sort();
-    assert_eq!(offsets, vec![17, 500, 998]);
-    for letter in letters {
-        let offset = letter["origin"]["offset"].as_i64().unwrap();
-        assert_eq!(letter["id"], format!("kafka:{topic}/0/{offset}"));
-        assert_eq!(letter["attempts"], 2);
-        assert_eq!(letter["key"], format!("k{offset}"));
-        assert_eq!(letter["headers"]["source"], "e2e");
-        let payload: serde_json::Value =
-            serde_json::from_str(letter["payload"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            payload["event_id"],
-            Click::numbered(offset as usize).event_id
-        );
-        let error = letter["error"].as_str().unwrap();
-        assert!(error.contains("refusing this batch"), "{error}");
-    }
-}
-
-fn dlq(env: &Env, job: &JobDir, verb: &str) -> Output {
-    let output = std::process::Command::new(sluice_binary())
-        .args(["dlq", verb])
-        .arg(job.path())
-        .env("AWS_ACCESS_KEY_ID", &env.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-        .env("AWS_REGION", &env.region)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "sluice dlq {verb}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Fixes the function and replays: the three land in the output once, nothing is left.
-async fn fix_and_replay(env: &Env, job: &JobDir) {
-    let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
-    job.write(
-        "job.toml",
-        &toml.replace(&function("fail"), &function("ok")),
-    );
-    let replay = dlq(env, job, "replay");
-    let stderr = String::from_utf8_lossy(&replay.stderr);
-    assert!(
-        stderr.contains("replayed 3 dead letters: 3 rows written, 0 failed again"),
-        "{stderr}"
-    );
-    assert_exactly_once(&read_rows(env, &job.prefix).await, RECORDS);
-    let listed = stdout(&dlq(env, job, "list"));
-    assert!(listed.starts_with("0 dead letters"), "{listed}");
-}
 
 /// Every message of partition 0 of `topic`, read from the beginning: (key, value).
 fn topic_messages(env: &Env, topic: &str) -> Vec<(String, serde_json::Value)> {

@@ -4,20 +4,31 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::{Command, Stdio};
 
+use common::JobToml;
+use common::cli::invokable_job;
+
 /// A job whose function reports the pids cgroup it runs in and its user.
-const JOB: &str = r#"name = "start-race"
-[trigger.kafka]
-brokers = "127.0.0.1:9092"
-topic = "unused"
-[function]
-command = ["sh", "-c", "cat >/dev/null; printf '{\"cgroup\": \"%s\", \"uid\": %s}\\n' \"$(grep pids /proc/self/cgroup)\" \"$(id -u)\""]
-max_processes = 16
-[output]
-url = "out"
-schema = { cgroup = "utf8", uid = "int64" }
-"#;
+fn start_race_job() -> JobToml {
+    invokable_job(
+        "start-race",
+        &[
+            "sh",
+            "-c",
+            r#"cat >/dev/null; printf '{"cgroup": "%s", "uid": %s}\n' "$(grep pids /proc/self/cgroup)" "$(id -u)""#,
+        ],
+        r#"{ cgroup = "utf8", uid = "int64" }"#,
+    )
+    .set("function", "max_processes", 16_i64)
+}
+
+/// [`start_race_job`] with best-effort isolation.
+fn best_effort_job() -> JobToml {
+    start_race_job().set("function", "isolation", "best_effort")
+}
 
 #[test]
 fn two_platform_processes_starting_at_once_both_get_cgroups_ten_times() {
@@ -26,7 +37,7 @@ fn two_platform_processes_starting_at_once_both_get_cgroups_ten_times() {
         .lines()
         .any(|line| line.split(':').nth(1) == Some("pids"));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("job.toml"), JOB).unwrap();
+    start_race_job().write_in(dir.path());
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, "{\"id\": 1}\n").unwrap();
     for round in 0..10 {
@@ -102,7 +113,7 @@ fn validate_names_missing_protections_and_strict_refuses() {
             .output()
             .unwrap()
     };
-    std::fs::write(&job, JOB).unwrap();
+    start_race_job().write_in(dir.path());
     let strict = validate_as_nobody();
     let stderr = String::from_utf8_lossy(&strict.stderr);
     assert!(!strict.status.success(), "{stderr}");
@@ -112,14 +123,7 @@ fn validate_names_missing_protections_and_strict_refuses() {
     );
     assert!(stderr.contains("\"strict\" refuses"), "{stderr}");
 
-    std::fs::write(
-        &job,
-        JOB.replace(
-            "max_processes = 16",
-            "max_processes = 16\nisolation = \"best_effort\"",
-        ),
-    )
-    .unwrap();
+    best_effort_job().write_in(dir.path());
     let best_effort = validate_as_nobody();
     let stderr = String::from_utf8_lossy(&best_effort.stderr);
     assert!(best_effort.status.success(), "{stderr}");
@@ -141,21 +145,22 @@ fn validate_names_missing_protections_and_strict_refuses() {
 /// sends SIGTERM to its parent, the platform. In a PID namespace of its own its parent is
 /// out of sight (`$PPID` is 0, and `kill 0` would signal its own process group): that
 /// counts as refused.
-const SNOOP_JOB: &str = r#"name = "snoop"
-[trigger.kafka]
-brokers = "127.0.0.1:9092"
-topic = "unused"
-[function]
-command = ["sh", "-c", "cat >/dev/null; found=$(grep -l -a fake-platform-secret /proc/[0-9]*/environ 2>/dev/null | wc -l); if [ $PPID -ne 0 ]; then kill -TERM $PPID 2>/dev/null; else false; fi; printf '{\"found\": %s, \"kill\": %s}\\n' \"$found\" \"$?\""]
-[output]
-url = "out"
-schema = { found = "int64", kill = "int64" }
-"#;
+fn snoop_job() -> JobToml {
+    invokable_job(
+        "snoop",
+        &[
+            "sh",
+            "-c",
+            r#"cat >/dev/null; found=$(grep -l -a fake-platform-secret /proc/[0-9]*/environ 2>/dev/null | wc -l); if [ $PPID -ne 0 ]; then kill -TERM $PPID 2>/dev/null; else false; fi; printf '{"found": %s, "kill": %s}\n' "$found" "$?""#,
+        ],
+        r#"{ found = "int64", kill = "int64" }"#,
+    )
+}
 
 #[test]
 fn a_function_cannot_read_the_platforms_environment_or_stop_it() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("job.toml"), SNOOP_JOB).unwrap();
+    snoop_job().write_in(dir.path());
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, "{\"id\": 1}\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -183,8 +188,8 @@ fn users_switched_off_run_only_best_effort_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, "{\"id\": 1}\n").unwrap();
-    let invoke = |job: &str| {
-        std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let invoke = |job: JobToml| {
+        job.write_in(dir.path());
         Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["invoke", dir.path().to_str().unwrap(), "--input"])
             .arg(&input)
@@ -193,7 +198,7 @@ fn users_switched_off_run_only_best_effort_jobs() {
             .output()
             .unwrap()
     };
-    let strict = invoke(JOB);
+    let strict = invoke(start_race_job());
     let stderr = String::from_utf8_lossy(&strict.stderr);
     assert!(!strict.status.success(), "{stderr}");
     assert!(
@@ -201,10 +206,7 @@ fn users_switched_off_run_only_best_effort_jobs() {
         "{stderr}"
     );
 
-    let best_effort = invoke(&JOB.replace(
-        "max_processes = 16",
-        "max_processes = 16\nisolation = \"best_effort\"",
-    ));
+    let best_effort = invoke(best_effort_job());
     let stderr = String::from_utf8_lossy(&best_effort.stderr);
     assert!(best_effort.status.success(), "{stderr}");
     let row: serde_json::Value =

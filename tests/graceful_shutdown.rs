@@ -14,14 +14,8 @@ const EVENTS: usize = 6000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_events_flow_then_resume() {
     let env = env();
-    let topic = unique("graceful");
-    create_topic(&env, &topic, 3).await;
-    let job = JobDir::new(
-        &env,
-        &topic,
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        "",
-    );
+    let job = JobDir::example_on_new_topic(&env, "graceful", 3).await;
+    let topic = job.topic.clone();
 
     let producer_env = common::env();
     let producer_topic = topic.clone();

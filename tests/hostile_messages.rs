@@ -16,18 +16,36 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use common::*;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// A value shaped like an AWS secret key, given to the job through `${…}`.
 const FAKE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYHOSTILEKEY";
 
 const SCHEMA: &str = r#"{ src = "utf8 not null", pos = "int64 not null", n = "int64", ts = "timestamp_ms", tag = "utf8", text = "utf8" }"#;
+
+/// The hostile function's job (`tests/hostile/hostile.py` on envelopes, one attempt, the
+/// fake secret in its environment, output partitioned by tag) without a trigger or an
+/// output URL.
+fn hostile_job(name: &str) -> JobToml {
+    JobToml::new(name)
+        .set("function", "command", ["python3", "hostile.py"])
+        .set("function", "mode", "stream")
+        .set("function", "input", "envelope")
+        .set("function", "max_attempts", 1_i64)
+        .set("function", "retry_backoff", "10ms")
+        .set(
+            "function",
+            "env",
+            raw(r#"{ API_SECRET = "${HOSTILE_FAKE_SECRET}" }"#),
+        )
+        .set("batch", "max_wait", "200ms")
+        .set("output", "partition_by", ["tag"])
+        .schema(SCHEMA)
+}
 
 /// What a record became: `(src, pos)` → a row or a dead letter (with its error).
 #[derive(Debug, Default)]
@@ -38,12 +56,7 @@ struct Accounting {
 
 impl Accounting {
     fn add_parquet(&mut self, bytes: bytes::Bytes) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in record_batches(bytes) {
             let src = batch.column_by_name("src").unwrap().as_string::<i32>();
             let pos = batch
                 .column_by_name("pos")
@@ -250,60 +263,22 @@ fn bucket_corpus_every_record_is_in_the_output_or_the_dead_letters() {
         job.path().join("hostile.py"),
     )
     .unwrap();
-    let toml = format!(
-        r#"name = "{name}"
-[trigger.bucket]
-url = "file://{inbox}"
-[function]
-command = ["python3", "hostile.py"]
-mode = "stream"
-input = "envelope"
-max_attempts = 1
-retry_backoff = "10ms"
-env = {{ API_SECRET = "${{HOSTILE_FAKE_SECRET}}" }}
-[batch]
-max_wait = "200ms"
-[output]
-url = "file://{lake}"
-partition_by = ["tag"]
-max_file_age = "1s"
-schema = {SCHEMA}
-"#,
-        name = unique("hostile").to_lowercase(),
-        inbox = inbox.display(),
-        lake = lake.display(),
-    );
-    std::fs::write(job.path().join("job.toml"), toml).unwrap();
+    hostile_job(&unique("hostile").to_lowercase())
+        .bucket(&format!("file://{}", inbox.display()))
+        .output(&format!("file://{}", lake.display()))
+        .set("output", "max_file_age", "1s")
+        .write_in(job.path());
 
-    let mut child = Command::new(sluice_binary())
-        .args(["run", "--once"])
-        .arg(job.path())
-        .env("SLUICE_LOG", "info")
-        .env("HOSTILE_FAKE_SECRET", FAKE_SECRET)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Bounded: a blocked job (e.g. an upload retried forever) fails the test.
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "sluice run --once did not finish; logs:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let mut sluice = Sluice::spawn(
+        &env(),
+        &["run", "--once", job.path().to_str().unwrap()],
+        &[("HOSTILE_FAKE_SECRET", FAKE_SECRET)],
+        job.path().join("sluice.log"),
     );
-    assert!(out.status.success(), "{logs}");
+    // Bounded: a blocked job (e.g. an upload retried forever) fails the test.
+    let status = sluice.wait(Duration::from_secs(240));
+    let logs = sluice.logs();
+    assert!(status.success(), "{logs}");
     assert_no_secret(&logs);
 
     let mut files = Vec::new();
@@ -436,64 +411,31 @@ async fn kafka_corpus_every_record_is_in_the_output_or_the_dead_letters() {
         job.path().join("hostile.py"),
     )
     .unwrap();
-    let toml = format!(
-        r#"name = "{name}"
-[trigger.kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-start = "earliest"
-[trigger.kafka.options]
-"session.timeout.ms" = "6000"
-[function]
-command = ["python3", "hostile.py"]
-mode = "stream"
-input = "envelope"
-max_attempts = 1
-retry_backoff = "10ms"
-env = {{ API_SECRET = "${{HOSTILE_FAKE_SECRET}}" }}
-[batch]
-max_wait = "200ms"
-[output]
-url = "s3://{bucket}/{prefix}"
-partition_by = ["tag"]
-max_file_age = "500ms"
-schema = {SCHEMA}
-[output.options]
-endpoint = "{endpoint}"
-access_key_id = "{access_key}"
-secret_access_key = "${{AWS_SECRET_ACCESS_KEY}}"
-"#,
-        name = job.name,
-        brokers = env.brokers,
-        bucket = env.bucket,
-        prefix = job.prefix,
-        endpoint = env.s3_endpoint,
-        access_key = env.access_key,
+    hostile_job(&job.name)
+        .kafka(&env.brokers, &topic)
+        .set("trigger.kafka", "start", "earliest")
+        .set("trigger.kafka.options", "\"session.timeout.ms\"", "6000")
+        .output(&format!("s3://{}/{}", env.bucket, job.prefix))
+        .set("output", "max_file_age", "500ms")
+        .set("output.options", "endpoint", &env.s3_endpoint)
+        .set("output.options", "access_key_id", &env.access_key)
+        .set(
+            "output.options",
+            "secret_access_key",
+            "${AWS_SECRET_ACCESS_KEY}",
+        )
+        .write_in(job.path());
+    let mut sluice = Sluice::spawn(
+        &env,
+        &["run", job.path().to_str().unwrap()],
+        &[("HOSTILE_FAKE_SECRET", FAKE_SECRET)],
+        job.path().join("sluice.log"),
     );
-    job.write("job.toml", &toml);
-    let log = job.path().join("sluice.log");
-    let child = Command::new(sluice_binary())
-        .arg("run")
-        .arg(job.path())
-        .env("SLUICE_LOG", "info")
-        .env("AWS_REGION", &env.region)
-        .env("HOSTILE_FAKE_SECRET", FAKE_SECRET)
-        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(job.path().join("stdout.log")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut sluice = Sluice { child, log };
     let ends = BTreeMap::from([(0, payloads.len() as i64)]);
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(180)).await;
     sluice.terminate();
     let status = sluice.wait(Duration::from_secs(60));
-    let logs = format!(
-        "{}{}",
-        std::fs::read_to_string(job.path().join("stdout.log")).unwrap(),
-        sluice.logs()
-    );
+    let logs = sluice.logs();
     assert!(status.success(), "{logs}");
     assert_no_secret(&logs);
     assert!(

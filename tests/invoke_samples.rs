@@ -3,17 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SLUICE_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use std::process::Output;
+
+use common::cli::{invokable_job, sluice_cli as sluice};
 
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -36,20 +30,7 @@ fn a_bucket_job_reads_csv_and_gzip_samples_with_its_own_reader() {
 #[test]
 fn a_record_whose_rows_do_not_fit_is_reported_as_a_dead_letter_and_the_rest_printed() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("job.toml"),
-        r#"name = "misfit"
-[trigger.kafka]
-brokers = "127.0.0.1:9092"
-topic = "t"
-[function]
-command = ["cat"]
-[output]
-url = "out"
-schema = { id = "int64 not null" }
-"#,
-    )
-    .unwrap();
+    invokable_job("misfit", &["cat"], r#"{ id = "int64 not null" }"#).write_in(dir.path());
     let input = dir.path().join("samples.ndjson");
     std::fs::write(&input, "{\"id\":1}\n{\"id\":\"one\"}\n{\"id\":3}\n").unwrap();
     let out = sluice(&[

@@ -36,50 +36,12 @@ async fn run_example_job(mode: &str) {
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(240)).await;
     sluice.stop_cleanly(Duration::from_secs(10));
 
-    let rows = read_rows(&env, &job.prefix).await;
-    let counts = count_ids(&rows);
-    assert_eq!(rows.len(), EVENTS, "row count");
-    assert_eq!(counts.len(), EVENTS, "distinct ids");
-    assert!(counts.values().all(|&n| n == 1), "every id exactly once");
-    let by_id: std::collections::HashMap<_, _> =
-        rows.iter().map(|r| (r.event_id.clone(), r)).collect();
-    for click in &clicks {
-        let row = by_id[&click.event_id];
-        assert_eq!(
-            row.domain,
-            click.host.to_lowercase(),
-            "domain of {}",
-            click.event_id
-        );
-        assert_eq!(row.user_id, click.user_id);
-        assert_eq!(
-            row.partition_date, click.date,
-            "partition of {}",
-            click.event_id
-        );
-        let expected_ms = parse_rfc3339_ms(&click.ts);
-        assert_eq!(row.ts_ms, expected_ms, "ts of {}", click.event_id);
-    }
+    assert_rows_are_the_clicks(&read_rows(&env, &job.prefix).await, &clicks);
     let logs = sluice.logs();
     assert!(
         !logs.contains("do-not-leak"),
         "a platform secret reached the logs"
     );
-}
-
-/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn parse_rfc3339_ms(ts: &str) -> i64 {
-    let num = |range: std::ops::Range<usize>| ts[range].parse::<i64>().unwrap();
-    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
-    // days from civil (Howard Hinnant's algorithm)
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,14 +44,8 @@ impl Drop for Paused {
 async fn a_30_second_s3_outage_loses_nothing_and_duplicates_nothing() {
     const EVENTS: usize = 6000;
     let env = env();
-    let topic = unique("outage");
-    create_topic(&env, &topic, 2).await;
-    let job = JobDir::new(
-        &env,
-        &topic,
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        "",
-    );
+    let job = JobDir::example_on_new_topic(&env, "outage", 2).await;
+    let topic = job.topic.clone();
     let first: Vec<_> = (0..EVENTS / 2)
         .map(|i| (format!("u{i}"), Click::numbered(i).json()))
         .collect();

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -78,22 +77,19 @@ async fn a_secret_the_function_prints_reaches_no_log_no_status_and_no_dead_lette
 
     let port = free_port();
     let log = leaky.path().join("sluice.log");
-    let child = Command::new(sluice_binary())
-        .arg("run")
-        .arg(leaky.path())
-        .arg(broken.path())
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .env("SLUICE_LOG", "debug")
-        .env("AWS_ACCESS_KEY_ID", &env.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
-        .env("AWS_REGION", &env.region)
-        .env("E2E_MASK_API_TOKEN", SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start sluice");
-    let mut sluice = Sluice { child, log };
+    let http = format!("127.0.0.1:{port}");
+    let mut sluice = Sluice::spawn(
+        &env,
+        &[
+            "run",
+            leaky.path().to_str().unwrap(),
+            broken.path().to_str().unwrap(),
+            "--http",
+            &http,
+        ],
+        &[("SLUICE_LOG", "debug"), ("E2E_MASK_API_TOKEN", SECRET)],
+        log,
+    );
 
     // The leaky job dead-letters its two records; the broken one fails on its preload.
     let mut status = String::new();

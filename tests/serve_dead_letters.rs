@@ -69,18 +69,11 @@ async fn wait_rows(env: &Env, prefix: &str, expected: usize, serve: &Serve) {
 async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
     let env = env();
     let work = tempfile::tempdir().unwrap();
-    let tokens = work.path().join("tokens");
-    std::fs::write(
-        &tokens,
-        format!("ops:admin:{ADMIN_TOKEN}\nci:read:{READ_TOKEN}\n"),
+    let serve = Serve::with_tokens(
+        &env,
+        work.path(),
+        &format!("ops:admin:{ADMIN_TOKEN}\nci:read:{READ_TOKEN}\n"),
     )
-    .unwrap();
-    let serve = Serve::start(&env, &work.path().join("data"), "serve", |command| {
-        command.arg("--tokens").arg(&tokens);
-    });
-    wait_for("serve to answer", Duration::from_secs(60), async || {
-        http_get(serve.port, "/healthz").await.as_deref() == Some("ok\n")
-    })
     .await;
 
     let topic = unique("serve-dlq");

@@ -204,16 +204,10 @@ async fn invocations(registry: Option<&str>) {
     }));
 
     // The status page's job page shows them.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let page = http
-        .get(format!("{}/jobs/{}", serve.url(), job.name))
-        .header("cookie", format!("sluice_token={ADMIN_TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cookie = format!("sluice_token={ADMIN_TOKEN}");
+    let page = serve
+        .get_text(&format!("/jobs/{}", job.name), ("cookie", &cookie))
+        .await;
     assert!(page.contains("function_error"), "{page}");
     assert!(page.contains("refusing the poisoned record"), "{page}");
 

@@ -58,14 +58,8 @@ async fn job_folders_are_registered_at_start_and_keep_their_version() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let jobs_dir = work.path().join("jobs");
-    let topic = unique("serve-dir-clicks");
-    create_topic(&env, &topic, 1).await;
-    let job = JobDir::new(
-        &env,
-        &topic,
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        "",
-    );
+    let job = JobDir::example_on_new_topic(&env, "serve-dir-clicks", 1).await;
+    let topic = job.topic.clone();
     let folder = jobs_dir.join("clicks");
     copy_folder(job.path(), &folder);
     produce(

@@ -44,14 +44,9 @@ async fn the_api_matches_its_openapi_document_under_fuzzing() {
     let env = env();
     let fuzzer = schemathesis();
     let work = tempfile::tempdir().unwrap();
-    let tokens = work.path().join("tokens");
-    std::fs::write(&tokens, format!("fuzz:admin:{TOKEN}\n")).unwrap();
     // The job's dead letters are read from the S3 endpoint (the harness passes its
     // credentials).
-    let mut serve = Serve::start(&env, &work.path().join("data"), "serve", |command| {
-        command.arg("--tokens").arg(&tokens);
-    });
-    serve.wait_healthy().await;
+    let mut serve = Serve::with_tokens(&env, work.path(), &format!("fuzz:admin:{TOKEN}\n")).await;
     let server = serve.url();
     // One job, so the job routes have something to find (its topic never fills).
     let job = JobDir::new(
@@ -60,30 +55,15 @@ async fn the_api_matches_its_openapi_document_under_fuzzing() {
         "command = [\"python3\", \"transform.py\"]",
         "",
     );
-    let deployed = Command::new(sluice_binary())
-        .arg("deploy")
-        .arg(job.path())
-        .args(["--no-wait", "--server", &server])
-        .env("SLUICE_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
+    serve.deploy_ok(TOKEN, job.path(), &["--no-wait"]);
 
     let document = work.path().join("openapi.json");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let body = client
-        .get(format!("{server}/v1/openapi.json"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = serve
+        .get_text(
+            "/v1/openapi.json",
+            ("authorization", &format!("Bearer {TOKEN}")),
+        )
+        .await;
     std::fs::write(&document, body).unwrap();
     let fuzzed = Command::new(&fuzzer)
         .arg("run")

@@ -158,12 +158,12 @@ async fn a_browser_signs_in_and_sees_both_jobs() {
     let env = env();
     let driver_binary = chromedriver();
     let work = tempfile::tempdir().unwrap();
-    let tokens = work.path().join("tokens");
-    std::fs::write(&tokens, format!("ops:admin:{ADMIN}\nviewer:read:{READ}\n")).unwrap();
-    let mut serve = Serve::start(&env, &work.path().join("data"), "serve", |command| {
-        command.arg("--tokens").arg(&tokens);
-    });
-    serve.wait_healthy().await;
+    let serve = Serve::with_tokens(
+        &env,
+        work.path(),
+        &format!("ops:admin:{ADMIN}\nviewer:read:{READ}\n"),
+    )
+    .await;
     let server = serve.url();
     let topic = unique("page-clicks");
     create_topic(&env, &topic, 1).await;
@@ -184,25 +184,14 @@ async fn a_browser_signs_in_and_sees_both_jobs() {
         "",
     );
     for job in [&kafka_job, &amqp_job] {
-        let deployed = Command::new(sluice_binary())
-            .arg("deploy")
-            .arg(job.path())
-            .args(["--server", &server])
-            .env("SLUICE_TOKEN", ADMIN)
-            .output()
-            .unwrap();
-        assert!(
-            deployed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&deployed.stderr)
-        );
+        serve.deploy_ok(ADMIN, job.path(), &[]);
     }
-    let paused = Command::new(sluice_binary())
-        .args(["jobs", "pause", &amqp_job.name, "--server", &server])
-        .env("SLUICE_TOKEN", ADMIN)
-        .output()
-        .unwrap();
-    assert!(paused.status.success());
+    assert!(
+        serve
+            .cli(ADMIN, &["jobs", "pause", &amqp_job.name])
+            .status
+            .success()
+    );
 
     let driver_port = free_port();
     let _driver = Killed(

@@ -94,3 +94,23 @@ stop_recorded() {
     rm -f "$state_dir/$name.pid"
     say "$name: stopped (pid $pid)"
 }
+
+# Runs verb $2 of the sourcing script with its cmd_* functions (install under the lock);
+# anything else prints lines $1 (a sed range) of the script's header as its usage.
+run_verb() {
+    case "${2:-}" in
+    install)
+        mkdir -p "$state_dir"
+        with_lock
+        cmd_install
+        ;;
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    *)
+        sed -n "$1p" "${BASH_SOURCE[1]}" | sed 's/^# \{0,1\}//' >&2
+        exit 2
+        ;;
+    esac
+}

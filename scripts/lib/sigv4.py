@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import sys
 import urllib.parse
 
 
@@ -107,3 +108,20 @@ class Client:
         if status not in statuses:
             raise ProbeError(f"{what} answered {status}: {body[:500]!r}")
         return body
+
+
+def run_probe(doc: str, probe, argv: list[str]) -> int:
+    """Runs `probe(argv)` as a command's main: prints the text it returns (exit 0); a
+    `ProbeError` is printed as the failure (exit 1); `None`, for arguments it does not
+    take, prints the usage in `doc` (exit 2)."""
+    try:
+        answer = probe(argv)
+    except ProbeError as error:
+        print(f"probe failed: {error}", file=sys.stderr)
+        return 1
+    if answer is None:
+        print(doc, file=sys.stderr)
+        return 2
+    if answer:
+        print(answer)
+    return 0

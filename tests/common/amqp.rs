@@ -9,8 +9,58 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use std::time::Duration;
 
-use super::{Click, Env};
+use super::{
+    Click, Env, JobDir, Sluice, assert_rows_are_the_clicks, count_ids, read_rows, wait_for,
+};
+
+/// The clickstream example in stream mode on `queue`, with at most `prefetch` messages
+/// delivered and not yet acknowledged.
+pub fn example_stream_job(env: &Env, queue: &str, prefetch: usize) -> JobDir {
+    JobDir::new_amqp(
+        env,
+        queue,
+        &format!("prefetch = {prefetch}"),
+        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"\ntimeout = \"30s\"",
+        "",
+    )
+}
+
+/// The example job in stream mode on a fresh queue of clicks, caught in the middle of
+/// consuming them (see [`AmqpAdmin::wait_mid_consumption`]): for tests that interrupt
+/// it there.
+pub struct MidConsumption {
+    pub env: Env,
+    pub admin: AmqpAdmin,
+    pub queue: String,
+    pub clicks: Vec<Click>,
+    pub job: JobDir,
+    pub sluice: Sluice,
+}
+
+impl MidConsumption {
+    /// A queue named after `tag` with `events` clicks, consumed with `prefetch`.
+    pub async fn start(tag: &str, events: usize, prefetch: usize) -> MidConsumption {
+        let env = super::env();
+        let admin = AmqpAdmin::connect(&env).await;
+        let queue = super::unique(tag);
+        let clicks = admin.queue_of_clicks(&queue, events).await;
+        let job = example_stream_job(&env, &queue, prefetch);
+        let mut sluice = Sluice::run(&env, &job, "run");
+        admin
+            .wait_mid_consumption(&queue, &mut sluice, events, prefetch)
+            .await;
+        MidConsumption {
+            env,
+            admin,
+            queue,
+            clicks,
+            job,
+            sluice,
+        }
+    }
+}
 
 /// A connection to the test broker with publisher confirms on.
 pub struct AmqpAdmin {
@@ -130,6 +180,89 @@ impl AmqpAdmin {
             .await
             .unwrap();
         (declared.message_count(), declared.consumer_count())
+    }
+
+    /// Waits until `sluice`, consuming `events` messages of `queue` with `prefetch`, is in
+    /// the middle: some acknowledged (gone from the queue), many still ready. Panics when
+    /// it went too fast for something to land in the middle, or made no progress.
+    pub async fn wait_mid_consumption(
+        &self,
+        queue: &str,
+        sluice: &mut Sluice,
+        events: usize,
+        prefetch: usize,
+    ) {
+        let middle = (events - 2 * prefetch) as u32;
+        let mut ready = u32::MAX;
+        wait_for(
+            "consumption to reach the middle",
+            Duration::from_secs(120),
+            async || {
+                sluice.assert_running();
+                ready = self.counts(queue).await.0;
+                ready <= middle
+            },
+        )
+        .await;
+        assert!(
+            ready >= prefetch as u32,
+            "consumption went too fast to act in the middle ({ready} left)"
+        );
+    }
+
+    /// Waits until `sluice` has drained `queue` (nothing ready, its one consumer on it),
+    /// stops it cleanly, and asserts nothing was left unacknowledged: closing the
+    /// connection would have requeued it.
+    pub async fn drain_then_stop(&self, queue: &str, sluice: &mut Sluice) {
+        wait_for("the queue to drain", Duration::from_secs(60), async || {
+            sluice.assert_running();
+            self.counts(queue).await == (0, 1)
+        })
+        .await;
+        sluice.stop_cleanly(Duration::from_secs(30));
+        wait_for(
+            "the job's consumer to go",
+            Duration::from_secs(10),
+            async || self.counts(queue).await.1 == 0,
+        )
+        .await;
+        assert_eq!(
+            self.counts(queue).await,
+            (0, 0),
+            "messages left in the queue"
+        );
+    }
+
+    /// After the job's connection was interrupted: waits for `sluice` to reconnect and
+    /// land every one of `clicks`, drain `queue` and stop; asserts each click landed once
+    /// (redeliveries are recognised by `message_id`) and that the loss of the connection
+    /// and the reconnection were logged.
+    pub async fn finish_after_reconnection(
+        &self,
+        queue: &str,
+        job: &JobDir,
+        sluice: &mut Sluice,
+        clicks: &[Click],
+    ) {
+        let env = super::env();
+        wait_for(
+            "every event in the output",
+            Duration::from_secs(180),
+            async || {
+                sluice.assert_running();
+                count_ids(&read_rows(&env, &job.prefix).await).len() == clicks.len()
+            },
+        )
+        .await;
+        self.drain_then_stop(queue, sluice).await;
+        assert_rows_are_the_clicks(&read_rows(&env, &job.prefix).await, clicks);
+        let logs = sluice.logs();
+        for logged in ["amqp connection lost", "amqp source reconnected"] {
+            assert!(
+                logs.contains(logged),
+                "{logged:?} not logged; logs:\n{logs}"
+            );
+        }
     }
 
     pub async fn delete_queue(self, queue: &str) {

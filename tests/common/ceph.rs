@@ -7,7 +7,21 @@ use std::process::Command;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 
-use super::repo_root;
+use super::notices::put_clicks;
+use super::{JobToml, repo_root};
+
+/// How many objects a Ceph test uploads, and how many clicks each holds.
+pub const OBJECTS: usize = 50;
+pub const PER_OBJECT: usize = 10;
+
+/// Uploads the [`OBJECTS`] of a Ceph test to the gateway's bucket under `base/`, named
+/// with spaces, unicode and `+`.
+pub async fn upload_clicks(store: &AmazonS3, base: &str) {
+    for n in 0..OBJECTS {
+        let key = format!("{base}/día {n} + más.ndjson");
+        put_clicks(store, &key, n, PER_OBJECT).await;
+    }
+}
 
 /// The one RabbitMQ exchange every test's gateway topic publishes to. The gateway keeps
 /// one AMQP connection per broker, bound to the exchange of the first topic that used it,
@@ -37,6 +51,18 @@ pub fn rgw() -> Rgw {
 }
 
 impl Rgw {
+    /// The clickstream example on notifications for the gateway bucket's `base/` objects,
+    /// read with the gateway's endpoint and region; `mode` and the notification feed are
+    /// the caller's to set.
+    pub fn clickstream_job(&self, base: &str) -> JobToml {
+        JobToml::clickstream(base)
+            .bucket(&format!("s3://{}/{base}", self.bucket))
+            .set("trigger.bucket", "mode", "notifications")
+            .set("trigger.bucket.options", "endpoint", &self.endpoint)
+            .set("trigger.bucket.options", "region", &self.region)
+            .set("batch", "max_wait", "200ms")
+    }
+
     /// Runs `ceph_probe.py COMMAND <endpoint, bucket, credentials> ARGS…`; returns stdout.
     pub fn probe(&self, args: &[&str]) -> String {
         let out = Command::new("python3")

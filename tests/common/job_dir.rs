@@ -72,6 +72,19 @@ impl JobDir {
         JobDir::with_trigger(env, &trigger, topic, function, extra)
     }
 
+    /// The example job in stream mode on a fresh topic named after `tag`, with
+    /// `partitions` partitions.
+    pub async fn example_on_new_topic(env: &Env, tag: &str, partitions: i32) -> JobDir {
+        let topic = unique(tag);
+        create_topic(env, &topic, partitions).await;
+        JobDir::new(
+            env,
+            &topic,
+            "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
+            "",
+        )
+    }
+
     /// A job on the AMQP `queue` of the test broker; `trigger_extra` adds lines to
     /// `[trigger.amqp]` (e.g. `prefetch = 500`).
     pub fn new_amqp(

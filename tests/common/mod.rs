@@ -11,9 +11,11 @@
 
 pub mod amqp;
 pub mod ceph;
+pub mod cli;
 pub mod job_dir;
 pub mod notices;
 pub mod observe;
+pub mod poison;
 pub mod serve;
 pub mod sleepy;
 
@@ -29,10 +31,11 @@ pub use sluice_connectors::testing::{unique, wait_until_within as wait_for};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use futures::TryStreamExt;
@@ -247,27 +250,37 @@ pub async fn read_rows(env: &Env, prefix: &str) -> Vec<OutputRow> {
 
 /// Every dead letter under the job's default destination, `<prefix>/_sluice/dead_letters/`.
 pub async fn read_dead_letters(env: &Env, prefix: &str) -> Vec<serde_json::Value> {
-    let store = s3(env);
-    let dead = ObjectPath::from(format!("{prefix}/_sluice/dead_letters"));
-    let objects: Vec<_> = store
-        .list(Some(&dead))
-        .try_collect()
-        .await
-        .expect("list dead letters");
     let mut letters = Vec::new();
-    for object in objects {
-        let bytes = store
-            .get(&object.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+    let dead = format!("{prefix}/_sluice/dead_letters");
+    for (_, bytes) in objects_under(env, &dead, |_| true).await {
         for line in std::str::from_utf8(&bytes).unwrap().lines() {
             letters.push(serde_json::from_str(line).unwrap());
         }
     }
     letters
+}
+
+/// Every object under `prefix` whose key passes `keep`, key and bytes.
+pub async fn objects_under(
+    env: &Env,
+    prefix: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, bytes::Bytes)> {
+    let store = s3(env);
+    let objects: Vec<_> = store
+        .list(Some(&ObjectPath::from(prefix)))
+        .try_collect()
+        .await
+        .expect("list objects");
+    let mut found = Vec::new();
+    for object in objects {
+        let key = object.location.to_string();
+        if keep(&key) {
+            let bytes = store.get(&object.location).await.unwrap().bytes().await;
+            found.push((key, bytes.unwrap()));
+        }
+    }
+    found
 }
 
 /// The example job's rows in one Parquet object, with the `event_date=` partition of its key.
@@ -277,13 +290,8 @@ pub fn rows_of_parquet(key: &str, bytes: bytes::Bytes) -> Vec<OutputRow> {
         .find_map(|seg| seg.strip_prefix("event_date="))
         .unwrap_or_else(|| panic!("{key} is not under an event_date= partition"))
         .to_owned();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
+    for batch in record_batches(bytes) {
         assert!(
             batch.column_by_name("event_date").is_none(),
             "partition column inside the file"
@@ -310,6 +318,60 @@ pub fn rows_of_parquet(key: &str, bytes: bytes::Bytes) -> Vec<OutputRow> {
         }
     }
     rows
+}
+
+/// Asserts the output is `clicks`, each exactly once, transformed as the example job does:
+/// the domain lowercased, the user kept, the timestamp parsed, under its date's partition.
+pub fn assert_rows_are_the_clicks(rows: &[OutputRow], clicks: &[Click]) {
+    let counts = count_ids(rows);
+    let duplicated = counts.values().filter(|&&n| n > 1).count();
+    assert_eq!(
+        (rows.len(), counts.len(), duplicated),
+        (clicks.len(), clicks.len(), 0),
+        "every event exactly once (rows, distinct ids, duplicated ids)"
+    );
+    let by_id: HashMap<_, _> = rows.iter().map(|row| (row.event_id.clone(), row)).collect();
+    for click in clicks {
+        let row = by_id[&click.event_id];
+        assert_eq!(
+            row.domain,
+            click.host.to_lowercase(),
+            "domain of {}",
+            click.event_id
+        );
+        assert_eq!(row.user_id, click.user_id);
+        assert_eq!(
+            row.partition_date, click.date,
+            "partition of {}",
+            click.event_id
+        );
+        let expected_ms = parse_rfc3339_ms(&click.ts);
+        assert_eq!(row.ts_ms, expected_ms, "ts of {}", click.event_id);
+    }
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn parse_rfc3339_ms(ts: &str) -> i64 {
+    let num = |range: std::ops::Range<usize>| ts[range].parse::<i64>().unwrap();
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // days from civil (Howard Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + num(11..13)) * 60 + num(14..16)) * 60_000 + num(17..19) * 1000 + num(20..23)
+}
+
+/// The record batches of one Parquet file.
+pub fn record_batches(bytes: bytes::Bytes) -> impl Iterator<Item = RecordBatch> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    reader.map(|batch| batch.unwrap())
 }
 
 /// Counts rows per event id.
@@ -339,7 +401,27 @@ pub fn sluice_binary() -> PathBuf {
     profile_dir.join("sluice")
 }
 
-/// `sluice run` as a child process, logs captured to a file.
+/// Runs `sluice ARGS… DIR` to its end with the test's S3 credentials; panics with its
+/// stderr unless it succeeds.
+pub fn sluice_ok(env: &Env, args: &[&str], dir: &Path) -> Output {
+    let output = Command::new(sluice_binary())
+        .args(args)
+        .arg(dir)
+        .env("AWS_ACCESS_KEY_ID", &env.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
+        .env("AWS_REGION", &env.region)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sluice {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `sluice` as a child process, its output captured to a file.
 pub struct Sluice {
     pub child: Child,
     pub log: PathBuf,
@@ -352,19 +434,27 @@ impl Sluice {
 
     /// `sluice run JOB_DIR ARGS...`.
     pub fn run_with(env: &Env, job: &JobDir, tag: &str, args: &[&str]) -> Sluice {
+        let mut all = vec!["run", job.path().to_str().unwrap()];
+        all.extend_from_slice(args);
         let log = job.path().join(format!("sluice-{tag}.log"));
+        Sluice::spawn(env, &all, &[], log)
+    }
+
+    /// `sluice ARGS...` as a child process with the test's S3 credentials and `envs`
+    /// (set last, so they win), its stdout and stderr captured to `log`.
+    pub fn spawn(env: &Env, args: &[&str], envs: &[(&str, &str)], log: PathBuf) -> Sluice {
+        let output = std::fs::File::create(&log).unwrap();
         let child = Command::new(sluice_binary())
-            .arg("run")
-            .arg(job.path())
             .args(args)
             .env("SLUICE_LOG", "info")
             .env("AWS_ACCESS_KEY_ID", &env.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &env.secret_key)
             .env("AWS_REGION", &env.region)
             .env("SLUICE_TEST_PLATFORM_SECRET", "do-not-leak")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
             .spawn()
             .expect("start sluice");
         Sluice { child, log }
@@ -433,27 +523,9 @@ pub fn free_port() -> u16 {
 
 /// Every object under `prefix` except `_sluice/` bookkeeping, all `.parquet`, with bytes.
 pub async fn parquet_objects(env: &Env, prefix: &str) -> Vec<(String, bytes::Bytes)> {
-    let store = s3(env);
-    let objects: Vec<_> = store
-        .list(Some(&ObjectPath::from(prefix)))
-        .try_collect()
-        .await
-        .expect("list output");
-    let mut found = Vec::new();
-    for object in objects {
-        let key = object.location.to_string();
-        if key.contains("/_sluice/") {
-            continue;
-        }
+    let found = objects_under(env, prefix, |key| !key.contains("/_sluice/")).await;
+    for (key, _) in &found {
         assert!(key.ends_with(".parquet"), "unexpected object {key}");
-        let bytes = store
-            .get(&object.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        found.push((key, bytes));
     }
     found
 }

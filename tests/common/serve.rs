@@ -44,6 +44,18 @@ impl Serve {
         Serve { child, log, port }
     }
 
+    /// Starts `sluice serve` on `work/data` with the token file `work/tokens` holding
+    /// `tokens` (`NAME:ROLE:TOKEN` lines), and waits until it is healthy.
+    pub async fn with_tokens(env: &Env, work: &Path, tokens: &str) -> Serve {
+        let file = work.join("tokens");
+        std::fs::write(&file, tokens).unwrap();
+        let mut serve = Serve::start(env, &work.join("data"), "serve", |command| {
+            command.arg("--tokens").arg(&file);
+        });
+        serve.wait_healthy().await;
+        serve
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -105,6 +117,31 @@ impl Serve {
             self.logs()
         );
         serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// `sluice deploy JOB ARGS…` with `token`, which must succeed.
+    pub fn deploy_ok(&self, token: &str, job: &Path, args: &[&str]) {
+        let mut all = vec!["deploy", job.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let deployed = self.cli(token, &all);
+        assert!(
+            deployed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&deployed.stderr)
+        );
+    }
+
+    /// The body of `GET PATH` with `header` (e.g. a bearer token or a cookie).
+    pub async fn get_text(&self, path: &str, header: (&str, &str)) -> String {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        http.get(format!("{}{path}", self.url()))
+            .header(header.0, header.1)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// SIGKILL, and waits for the process to be gone.

@@ -32,7 +32,7 @@ use utoipa::ToSchema;
 
 use super::api::{ApiError, ApiState, existing_job, json_response, limit, require_admin};
 use super::auth::Caller;
-use super::openapi::{ErrorBody, JobName, Limit};
+use super::openapi::{ErrorBody, JobName, JobRefusals, Limit};
 use super::supervisor::{RunError, spec_of};
 use crate::deadletter::replay::{DeadLetterListing, ReplayError, ReplaySource, read_dead_letters};
 use crate::pipeline::{Job, JobRuntime};
@@ -259,11 +259,9 @@ fn read_failed(spec: &JobSpec, error: &ReplayError) -> ApiError {
 /// replay. Changes nothing.
 #[utoipa::path(get, path = "/v1/jobs/{name}/dead-letters", params(JobName), security(("bearer" = [])), responses(
     (status = 200, description = "the pending dead letters", body = DeadLetterSummary),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
+    JobRefusals,
     (status = 500, description = "a dead letter Sluice did not write, or the job's stored version is unusable", body = ErrorBody),
     (status = 502, description = "the dead-letter destination cannot be read", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
 ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
@@ -283,11 +281,9 @@ pub(super) async fn list(
 #[utoipa::path(get, path = "/v1/jobs/{name}/dead-letters/letters", params(JobName, Limit), security(("bearer" = [])), responses(
     (status = 200, description = "the pending dead letters", body = DeadLetters),
     (status = 400, description = "`limit` is not an integer from 1 to 10000", body = ErrorBody),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
+    JobRefusals,
     (status = 500, description = "a dead letter Sluice did not write, or the job's stored version is unusable", body = ErrorBody),
     (status = 502, description = "the dead-letter destination cannot be read", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
 ))]
 pub(super) async fn letters(
     State(state): State<ApiState>,

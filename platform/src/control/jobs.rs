@@ -15,7 +15,7 @@ use super::api::{
 };
 use super::auth::Caller;
 use super::bundle::{Bundle, BundleError};
-use super::openapi::{ErrorBody, JobName, Limit};
+use super::openapi::{AdminJobRefusals, ErrorBody, JobName, JobRefusals, Limit, ListRefusals};
 use super::registry::{DesiredState, JobRecord, VersionRecord};
 
 /// A job as the API shows it: the registry's record, the version running here and the
@@ -77,8 +77,7 @@ pub(super) struct JobList {
 /// Every job with its version, state and status.
 #[utoipa::path(get, path = "/v1/jobs", security(("bearer" = [])), responses(
     (status = 200, description = "the jobs", body = JobList),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    ListRefusals,
 ))]
 pub(super) async fn list_jobs(
     State(state): State<ApiState>,
@@ -92,9 +91,7 @@ pub(super) async fn list_jobs(
 /// One job, with its job.toml.
 #[utoipa::path(get, path = "/v1/jobs/{name}", params(JobName), security(("bearer" = [])), responses(
     (status = 200, description = "the job", body = JobView),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    JobRefusals,
 ))]
 pub(super) async fn show_job(
     State(state): State<ApiState>,
@@ -192,10 +189,7 @@ pub(super) async fn deploy(
 /// backlog still measured.
 #[utoipa::path(post, path = "/v1/jobs/{name}/pause", params(JobName), security(("bearer" = [])), responses(
     (status = 200, description = "paused", body = JobView),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 403, description = "the token is read-only", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    AdminJobRefusals,
 ))]
 pub(super) async fn pause(
     State(state): State<ApiState>,
@@ -208,10 +202,7 @@ pub(super) async fn pause(
 /// Runs the job again from its committed positions.
 #[utoipa::path(post, path = "/v1/jobs/{name}/resume", params(JobName), security(("bearer" = [])), responses(
     (status = 200, description = "running", body = JobView),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 403, description = "the token is read-only", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    AdminJobRefusals,
 ))]
 pub(super) async fn resume(
     State(state): State<ApiState>,
@@ -260,11 +251,8 @@ pub struct RollbackRequest {
     responses(
         (status = 200, description = "running the earlier version", body = JobView),
         (status = 400, description = "no such version, or the body is not `{\"version\": N}`", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "the token is read-only", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
+        AdminJobRefusals,
         (status = 413, description = "the body is over the limit", body = ErrorBody),
-        (status = 503, description = "the registry is unavailable", body = ErrorBody),
 ))]
 pub(super) async fn rollback(
     State(state): State<ApiState>,
@@ -325,10 +313,7 @@ pub(super) struct Deleted {
 /// stay where they are.
 #[utoipa::path(delete, path = "/v1/jobs/{name}", params(JobName), security(("bearer" = [])), responses(
     (status = 200, description = "deleted", body = Deleted),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 403, description = "the token is read-only", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    AdminJobRefusals,
 ))]
 pub(super) async fn delete_job(
     State(state): State<ApiState>,
@@ -354,9 +339,7 @@ pub(super) struct Versions {
 /// The job's versions, oldest first.
 #[utoipa::path(get, path = "/v1/jobs/{name}/versions", params(JobName), security(("bearer" = [])), responses(
     (status = 200, description = "the versions", body = Versions),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    JobRefusals,
 ))]
 pub(super) async fn versions(
     State(state): State<ApiState>,
@@ -383,9 +366,7 @@ pub(super) struct Invocations {
 #[utoipa::path(get, path = "/v1/jobs/{name}/invocations", params(JobName, Limit), security(("bearer" = [])), responses(
     (status = 200, description = "the batch attempts", body = Invocations),
     (status = 400, description = "`limit` is not an integer from 1 to 10000", body = ErrorBody),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    JobRefusals,
 ))]
 pub(super) async fn invocations(
     State(state): State<ApiState>,

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 /// The fixed parts of the document; the paths come from the router.
 #[derive(OpenApi)]
@@ -57,6 +57,41 @@ pub struct JobName {
     /// The job's name, as in its job.toml.
     #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub name: String,
+}
+
+/// The refusals of a route that reads the job list: no valid token, the registry
+/// unavailable. A route names its set in `responses(...)` beside its own answers.
+#[derive(IntoResponses)]
+pub enum ListRefusals {
+    #[response(status = 401, description = "no valid token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 503, description = "the registry is unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// The refusals of a route that reads one job: [`ListRefusals`] and no such job.
+#[derive(IntoResponses)]
+pub enum JobRefusals {
+    #[response(status = 401, description = "no valid token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "no such job")]
+    NotFound(ErrorBody),
+    #[response(status = 503, description = "the registry is unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// The refusals of a route that changes one job (admin only): [`JobRefusals`] and a
+/// read-only token.
+#[derive(IntoResponses)]
+pub enum AdminJobRefusals {
+    #[response(status = 401, description = "no valid token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "the token is read-only")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "no such job")]
+    NotFound(ErrorBody),
+    #[response(status = 503, description = "the registry is unavailable")]
+    Unavailable(ErrorBody),
 }
 
 /// `?limit=`: how many, newest first.

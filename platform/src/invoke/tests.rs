@@ -5,17 +5,23 @@ use sluice_connectors::Origin;
 use super::*;
 use crate::spec::parse_job;
 
-fn job(trigger: &str, function: &str, schema: &str) -> JobSpec {
+/// The job, with an empty job folder of its own (kept while the returned folder lives).
+/// A function gets a copy of its job's folder at start: the machine's `/tmp`, used here
+/// before, made each start copy whatever other programs had left there (20 s for one
+/// start on a busy machine).
+fn job(trigger: &str, function: &str, schema: &str) -> (tempfile::TempDir, JobSpec) {
+    let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "name = \"sample\"\n{trigger}\n[function]\n{function}\n[batch]\nmax_records = 100\n[output]\nurl = \"out\"\nschema = {schema}\n"
     );
-    parse_job(
+    let spec = parse_job(
         &text,
         Path::new("/jobs/sample/job.toml"),
-        Path::new("/tmp"),
+        dir.path(),
         &|_| None,
     )
-    .unwrap()
+    .unwrap();
+    (dir, spec)
 }
 
 const KAFKA: &str = "[trigger.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"";
@@ -42,7 +48,7 @@ fn named(name: &str) -> SampleSource<'_> {
 
 #[test]
 fn broker_samples_are_one_payload_per_non_blank_line() {
-    let spec = job(KAFKA, "command = [\"cat\"]", "{ a = \"int64\" }");
+    let (_dir, spec) = job(KAFKA, "command = [\"cat\"]", "{ a = \"int64\" }");
     let events = read_samples(
         &spec,
         &SampleSource::default(),
@@ -61,7 +67,7 @@ fn broker_samples_are_one_payload_per_non_blank_line() {
 
 #[test]
 fn bucket_samples_use_the_trigger_reader_csv_json_arrays_and_gzip() {
-    let spec = job(BUCKET, "command = [\"cat\"]", "{ a = \"utf8\" }");
+    let (_dir, spec) = job(BUCKET, "command = [\"cat\"]", "{ a = \"utf8\" }");
     let csv = read_samples(&spec, &named("clicks.csv"), b"a,b\n1,x\n2,y\n").unwrap();
     assert_eq!(
         payloads(&csv),
@@ -92,7 +98,7 @@ fn bucket_samples_use_the_trigger_reader_csv_json_arrays_and_gzip() {
 
 #[test]
 fn a_csv_row_of_the_wrong_width_is_an_unreadable_record_as_in_run() {
-    let spec = job(BUCKET, "command = [\"cat\"]", "{ a = \"utf8\" }");
+    let (_dir, spec) = job(BUCKET, "command = [\"cat\"]", "{ a = \"utf8\" }");
     let events = read_samples(&spec, &named("x.csv"), b"a,b\n1,2\n3\n").unwrap();
     assert_eq!(events.len(), 2);
     assert!(events[0].unreadable.is_none());
@@ -107,7 +113,7 @@ fn a_csv_row_of_the_wrong_width_is_an_unreadable_record_as_in_run() {
 
 #[test]
 fn envelope_samples_carry_key_headers_and_timestamp() {
-    let spec = job(
+    let (_dir, spec) = job(
         KAFKA,
         "command = [\"cat\"]\ninput = \"envelope\"",
         "{ a = \"int64\" }",
@@ -142,7 +148,7 @@ fn envelope_samples_carry_key_headers_and_timestamp() {
 
 #[test]
 fn envelopes_asked_for_must_be_envelopes() {
-    let spec = job(KAFKA, "command = [\"cat\"]", "{ a = \"int64\" }");
+    let (_dir, spec) = job(KAFKA, "command = [\"cat\"]", "{ a = \"int64\" }");
     let source = SampleSource {
         name: None,
         envelopes: true,
@@ -156,7 +162,7 @@ fn envelopes_asked_for_must_be_envelopes() {
 
 #[tokio::test]
 async fn rows_that_do_not_fit_the_schema_become_dead_letters_and_the_rest_is_kept() {
-    let spec = job(
+    let (_dir, spec) = job(
         KAFKA,
         "command = [\"cat\"]\nmode = \"stream\"",
         "{ id = \"int64 not null\" }",

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ApiError, ApiState, json_response, query_value};
 use crate::control::auth::Caller;
 use crate::control::logs::{JobLog, LogLine, RING_LINES};
-use crate::control::openapi::{ErrorBody, JobName};
+use crate::control::openapi::{ErrorBody, JobName, JobRefusals};
 use crate::control::registry::now_ms;
 
 /// How long a followed line waits for its batch id before it is sent without one.
@@ -69,9 +69,7 @@ pub(super) struct LogLines {
     (status = 200, description = "the lines (`follow=true`: one JSON line per stderr line, streamed)",
         content((LogLines = "application/json"), (LogLineView = "application/x-ndjson"))),
     (status = 400, description = "`limit`, `from` or `follow` out of range", body = ErrorBody),
-    (status = 401, description = "no valid token", body = ErrorBody),
-    (status = 404, description = "no such job", body = ErrorBody),
-    (status = 503, description = "the registry is unavailable", body = ErrorBody),
+    JobRefusals,
 ))]
 pub(super) async fn logs(
     State(state): State<ApiState>,
