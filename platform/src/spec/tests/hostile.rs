@@ -241,11 +241,11 @@ fn the_webhook_token_comes_from_the_environment() {
     };
     let job = parse_with_secret(&bucket("token = \"${AWS_SECRET_ACCESS_KEY}\""))
         .unwrap_or_else(|errors| panic!("{errors}"));
-    let TriggerSpec::Bucket(trigger) = &job.trigger else {
+    let Some(trigger) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
         panic!("a bucket trigger")
     };
     let BucketDiscovery::Notifications {
-        feed: NotificationFeedSpec::Webhook {
+        feed: NotificationFeed::Webhook {
             token: Some(token), ..
         },
         ..
@@ -253,7 +253,10 @@ fn the_webhook_token_comes_from_the_environment() {
     else {
         panic!("a webhook with a token: {:?}", trigger.discovery)
     };
-    assert_eq!(token.expose(), SECRET);
+    assert_eq!(
+        token,
+        &sluice_connectors::bucket::webhook::WebhookToken::new(SECRET)
+    );
     assert!(!format!("{job:?}").contains(SECRET));
 
     let literal = parse_with_secret(&bucket("token = \"literal-token-0123456789\""))
