@@ -33,7 +33,8 @@ pub struct StoreLocation {
 }
 
 impl StoreLocation {
-    /// The object at `relative` (`/`-separated, already escaped) below the prefix.
+    /// The object at `relative` (`/`-separated, already escaped) below the prefix, taken
+    /// verbatim. Errors for empty, `.` or `..` segments and control characters.
     pub fn object_path(&self, relative: &str) -> Result<Path, object_store::path::Error> {
         let prefix = self.prefix.as_ref();
         if prefix.is_empty() {

@@ -6,7 +6,7 @@
 use sluice_connectors::trigger::{ConnectContext, StoreLocation};
 use sluice_connectors::{RangeLog, Source, SourceError};
 
-use crate::output::store::{OutputLocation, StoreError, open_store};
+use crate::output::store::{StoreError, open_store};
 use crate::spec::JobSpec;
 
 /// How the source should behave beyond what the job declares.
@@ -52,7 +52,7 @@ pub async fn connect_source(
     let context = ConnectContext {
         job: spec.name.clone(),
         input,
-        output: store_location(output),
+        output,
         stop_when_idle: options.stop_when_idle,
     };
     spec.trigger.connect(context).await
@@ -68,14 +68,6 @@ pub async fn backlog_at_rest(spec: &JobSpec) -> Option<Result<u64, SourceError>>
 fn input_location(spec: &JobSpec) -> Result<Option<StoreLocation>, StoreError> {
     spec.trigger
         .input_store()
-        .map(|input| open_store(input.url, input.options).map(store_location))
+        .map(|input| open_store(input.url, input.options))
         .transpose()
-}
-
-fn store_location(location: OutputLocation) -> StoreLocation {
-    StoreLocation {
-        store: location.store,
-        prefix: location.prefix,
-        url: location.url,
-    }
 }

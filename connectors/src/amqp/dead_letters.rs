@@ -30,9 +30,8 @@ use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
-use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
 use super::{parse_broker_url, redact_url};
 use crate::dead_letter::{
@@ -258,24 +257,11 @@ impl Failure {
         }
     }
 
-    /// Access refused, a missing queue, a queue declared with other settings or a vhost
-    /// the user may not use are the user's to fix; the rest may pass.
+    /// What the user must fix ([`super::session::is_user_error`]) is not retried.
     fn from_lapin(what: &str, error: &lapin::Error) -> Self {
-        let user_error = match error.kind() {
-            ErrorKind::ProtocolError(amqp) => matches!(
-                amqp.kind(),
-                AMQPErrorKind::Soft(
-                    AMQPSoftError::ACCESSREFUSED
-                        | AMQPSoftError::NOTFOUND
-                        | AMQPSoftError::PRECONDITIONFAILED
-                ) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
-            ),
-            ErrorKind::AuthProviderError(_) => true,
-            _ => false,
-        };
         Self {
             message: format!("could not {what}: {error}"),
-            retryable: !user_error,
+            retryable: !super::session::is_user_error(error),
         }
     }
 }

@@ -125,11 +125,7 @@ async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted()
     let markers = MarkerStore::new(world.output());
     let range = whole_partition();
     let mut intent = markers
-        .get(
-            &sluice_connectors::SplitId::kafka(TOPIC, 0),
-            range,
-            names::MarkerKind::Intent,
-        )
+        .get(&partition(0), range, names::MarkerKind::Intent)
         .await
         .unwrap()
         .unwrap();
@@ -200,15 +196,9 @@ async fn a_crash_during_a_redo_is_recovered_again() {
 async fn markers_are_create_only_and_conflicts_are_refused() {
     let world = World::new();
     let markers = MarkerStore::new(world.output());
-    let manifest = RangeManifest {
-        topic: TOPIC.into(),
-        object: None,
-        partition: 0,
-        first: 0,
-        last: 9,
-        objects: vec!["out/a.parquet".into()],
-        dead_letters: vec![],
-    };
+    let mut manifest =
+        RangeManifest::for_split(&partition(0), PositionRange { first: 0, last: 9 }).unwrap();
+    manifest.objects = vec!["out/a.parquet".into()];
     markers
         .put(names::MarkerKind::Intent, &manifest)
         .await

@@ -181,7 +181,7 @@ mod redo {
     use crate::output::store::open_store;
     use crate::pipeline::{Job, JobError};
     use crate::spec::{BucketTriggerConfig, JobSpec, parse_job};
-    use sluice_connectors::trigger::{ConnectContext, StoreLocation};
+    use sluice_connectors::trigger::ConnectContext;
 
     const LINES: i64 = 30;
     /// Lines the interrupted run reads before its (only) commit: the object's first range.
@@ -260,14 +260,9 @@ schema = {{ id = "int64 not null", day = "date32" }}
                 .expect("a bucket trigger")
         }
 
-        fn input(&self) -> StoreLocation {
+        fn input(&self) -> OutputLocation {
             let bucket = self.bucket();
-            let input = open_store(&bucket.url, &bucket.options).unwrap();
-            StoreLocation {
-                store: input.store,
-                prefix: input.prefix,
-                url: input.url,
-            }
+            open_store(&bucket.url, &bucket.options).unwrap()
         }
 
         fn range_log(&self) -> ObjectRangeLog {
@@ -290,15 +285,10 @@ schema = {{ id = "int64 not null", day = "date32" }}
         /// with its cursor beside the output in the crash store; it ends once the inbox is
         /// read.
         async fn source(&self) -> BucketSource {
-            let output = self.output();
             let context = ConnectContext {
                 job: self.spec.name.clone(),
                 input: None,
-                output: StoreLocation {
-                    store: output.store,
-                    prefix: output.prefix,
-                    url: output.url,
-                },
+                output: self.output(),
                 stop_when_idle: true,
             };
             let mut config = self.bucket().source_config(self.input(), &context).unwrap();
