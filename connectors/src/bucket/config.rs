@@ -47,7 +47,7 @@ pub enum BucketDiscovery {
     Listing,
     Notifications {
         /// Where notifications arrive.
-        feed: NotificationFeed,
+        feed: Box<NotificationFeed>,
         events: Vec<String>,
         prefix: String,
         suffix: String,
@@ -103,7 +103,7 @@ impl BucketTriggerConfig {
                 prefix,
                 suffix,
             } => Discovery::Notifications {
-                feed: Box::new(feed.clone()),
+                feed: feed.clone(),
                 filter: NoticeFilter {
                     events: events.clone(),
                     prefix: prefix.clone(),

@@ -130,7 +130,7 @@ impl Checker<'_> {
             );
         }
         Some(BucketDiscovery::Notifications {
-            feed: feed?,
+            feed: Box::new(feed?),
             events,
             prefix: raw.prefix.clone().unwrap_or_default(),
             suffix: raw.suffix.clone().unwrap_or_default(),
@@ -303,10 +303,10 @@ schema = {{ id = "int64" }}
         assert_eq!(
             bucket.discovery,
             crate::spec::BucketDiscovery::Notifications {
-                feed: crate::spec::NotificationFeed::Webhook {
+                feed: Box::new(crate::spec::NotificationFeed::Webhook {
                     listen: "0.0.0.0:9500".parse().unwrap(),
                     token: None,
-                },
+                }),
                 events: vec!["ObjectCreated:".into()],
                 prefix: String::new(),
                 suffix: ".csv".into(),
@@ -396,11 +396,10 @@ schema = {{ id = "int64" }}
         let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
-        let crate::spec::BucketDiscovery::Notifications {
-            feed: crate::spec::NotificationFeed::Amqp(amqp),
-            ..
-        } = &bucket.discovery
-        else {
+        let crate::spec::BucketDiscovery::Notifications { feed, .. } = &bucket.discovery else {
+            panic!("expected notifications, got {:?}", bucket.discovery)
+        };
+        let crate::spec::NotificationFeed::Amqp(amqp) = feed.as_ref() else {
             panic!("expected an amqp feed, got {:?}", bucket.discovery)
         };
         assert_eq!(amqp.queue, "landing-events");
@@ -415,11 +414,10 @@ schema = {{ id = "int64" }}
         let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
-        let crate::spec::BucketDiscovery::Notifications {
-            feed: crate::spec::NotificationFeed::Kafka(kafka),
-            ..
-        } = &bucket.discovery
-        else {
+        let crate::spec::BucketDiscovery::Notifications { feed, .. } = &bucket.discovery else {
+            panic!("expected notifications, got {:?}", bucket.discovery)
+        };
+        let crate::spec::NotificationFeed::Kafka(kafka) = feed.as_ref() else {
             panic!("expected a kafka feed, got {:?}", bucket.discovery)
         };
         assert_eq!(kafka.topic, "landing-events");

@@ -244,14 +244,14 @@ fn the_webhook_token_comes_from_the_environment() {
     let Some(trigger) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
         panic!("a bucket trigger")
     };
-    let BucketDiscovery::Notifications {
-        feed: NotificationFeed::Webhook {
-            token: Some(token), ..
-        },
-        ..
-    } = &trigger.discovery
+    let BucketDiscovery::Notifications { feed, .. } = &trigger.discovery else {
+        panic!("notifications: {:?}", trigger.discovery)
+    };
+    let NotificationFeed::Webhook {
+        token: Some(token), ..
+    } = feed.as_ref()
     else {
-        panic!("a webhook with a token: {:?}", trigger.discovery)
+        panic!("a webhook with a token: {feed:?}")
     };
     assert_eq!(
         token,
