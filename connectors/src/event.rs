@@ -125,6 +125,48 @@ impl Origin {
             | Origin::Object { line, .. } => *line as i64,
         }
     }
+
+    /// The record's stable identity: the same record always gets the same text (for
+    /// AMQP only when the producer set `message_id`; else the source's sequence number).
+    /// A dead letter's `id`.
+    pub fn identity(&self) -> String {
+        match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => format!("kafka:{topic}/{partition}/{offset}"),
+            Origin::Amqp {
+                queue,
+                message_id: Some(message_id),
+                ..
+            } => format!("amqp:{queue}/{message_id}"),
+            Origin::Amqp { queue, seq, .. } => format!("amqp:{queue}/seq-{seq}"),
+            Origin::Sample { line } => format!("sample:{line}"),
+            Origin::Object {
+                bucket,
+                key,
+                etag,
+                line,
+            } => format!(
+                "object:{bucket}/{key}@{}/{line}",
+                etag.as_deref().unwrap_or("")
+            ),
+            Origin::DeadLetter { object, line } => format!("dead-letter:{object}/{line}"),
+        }
+    }
+
+    /// The producer-set id of the message, which stays the same across redeliveries and
+    /// producer retries (an AMQP `message_id`); `None` when the source has none.
+    pub fn message_id(&self) -> Option<&str> {
+        match self {
+            Origin::Amqp { message_id, .. } => message_id.as_deref(),
+            Origin::Kafka { .. }
+            | Origin::Sample { .. }
+            | Origin::Object { .. }
+            | Origin::DeadLetter { .. } => None,
+        }
+    }
 }
 
 /// A message from a source, as the platform sees it.
@@ -165,5 +207,50 @@ impl Event {
                 .iter()
                 .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
                 .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_is_stable_for_the_same_record() {
+        let amqp = |seq, message_id: Option<&str>| Origin::Amqp {
+            queue: Arc::from("q"),
+            seq,
+            delivery_tag: seq as u64,
+            message_id: message_id.map(str::to_owned),
+            exchange: String::new(),
+            routing_key: "q".into(),
+            redelivered: false,
+        };
+        // A redelivery gets a new sequence number but keeps its message_id.
+        assert_eq!(
+            amqp(1, Some("m-7")).identity(),
+            amqp(9, Some("m-7")).identity()
+        );
+        assert_eq!(amqp(1, Some("m-7")).identity(), "amqp:q/m-7");
+        assert_eq!(amqp(3, None).identity(), "amqp:q/seq-3");
+    }
+
+    #[test]
+    fn only_a_producer_set_id_is_a_message_id() {
+        let kafka = Origin::Kafka {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 3,
+        };
+        assert_eq!(kafka.message_id(), None);
+        let amqp = Origin::Amqp {
+            queue: Arc::from("q"),
+            seq: 1,
+            delivery_tag: 1,
+            message_id: Some("m-1".into()),
+            exchange: String::new(),
+            routing_key: "q".into(),
+            redelivered: false,
+        };
+        assert_eq!(amqp.message_id(), Some("m-1"));
     }
 }

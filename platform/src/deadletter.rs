@@ -3,8 +3,10 @@
 //!
 //! Three destinations (`[dead_letter]` in `job.toml`): NDJSON objects under a store
 //! prefix — the job's `dead_letter.url`, or `<output.url>/_sluice/dead_letters` when
-//! nothing is declared — messages of a Kafka topic (`kafka.rs`), or persistent messages
-//! in an AMQP queue (`amqp.rs`). Every dead letter is the same JSON object: its `id`, the
+//! nothing is declared — or a broker: messages of a Kafka topic, persistent messages in
+//! an AMQP queue. A broker destination is its connector's code
+//! (`sluice_connectors::dead_letter`: the Kafka and AMQP connectors' `dead_letters.rs`);
+//! this file knows it only as a [`LetterPublisher`]. Every dead letter is the same JSON object: its `id`, the
 //! original payload (UTF-8 text, or base64 with `payload_encoding = "base64"`), key
 //! (likewise), headers (UTF-8 text, or `{"base64": …}`), timestamp, origin, error,
 //! attempts and when it failed. [`replay`] reads them back.
@@ -31,8 +33,6 @@
 //! it in the range's intent ([`DeadLetterSink::planned_objects`]). Dead letters of other
 //! splits go into `dead-<run id>-<seq:06>.ndjson` objects.
 
-pub mod amqp;
-pub mod kafka;
 pub mod replay;
 
 use std::borrow::Cow;
@@ -44,7 +44,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde_json::{Value, json};
-use sluice_connectors::{Classify, Event, Origin, PositionRange, Retry, SplitId};
+use sluice_connectors::dead_letter::{LetterPublisher, OutgoingLetter, PublishError};
+use sluice_connectors::{Classify, Event, PositionRange, Retry, SplitId};
 
 use crate::commit::names::range_stem;
 use crate::output::store::{OutputLocation, StoreError, open_store};
@@ -64,26 +65,12 @@ pub enum DeadLetterError {
         source: object_store::Error,
     },
     #[error(
-        "could not produce {count} dead letters to kafka topic {topic}: {message}; their positions stay unacknowledged"
+        "could not {verb} {count} dead letters to {destination}: {message}; their positions stay unacknowledged",
+        verb = source.verb,
+        destination = source.destination,
+        message = source.message
     )]
-    Kafka {
-        count: usize,
-        topic: String,
-        message: String,
-    },
-    #[error(
-        "could not publish {count} dead letters to amqp queue {queue}: {message}; their positions stay unacknowledged"
-    )]
-    Amqp {
-        count: usize,
-        queue: String,
-        message: String,
-        /// False when the user must fix something (credentials, a queue declared with
-        /// other settings).
-        retryable: bool,
-    },
-    #[error("dead-letter destination: {message} (configuration error)")]
-    Config { message: String },
+    Publish { count: usize, source: PublishError },
 }
 
 /// Sending again can succeed when the store or broker was unreachable or slow, not when
@@ -91,9 +78,11 @@ pub enum DeadLetterError {
 impl Classify for DeadLetterError {
     fn retry(&self) -> Retry {
         match self {
-            DeadLetterError::Write { .. } | DeadLetterError::Kafka { .. } => Retry::Transient,
-            DeadLetterError::Amqp { retryable, .. } => Retry::when(*retryable),
-            DeadLetterError::Path { .. } | DeadLetterError::Config { .. } => Retry::Permanent,
+            DeadLetterError::Write { .. } => Retry::Transient,
+            // The broker's connector knows: credentials, a queue declared with other
+            // settings are the user's to fix.
+            DeadLetterError::Publish { source, .. } => source.retry(),
+            DeadLetterError::Path { .. } => Retry::Permanent,
         }
     }
 }
@@ -131,7 +120,7 @@ impl DeadLetter {
                 (h.name.as_str(), value)
             })
             .collect();
-        let id = letter_id(&event.origin);
+        let id = event.origin.identity();
         Self {
             split: event.origin.split(),
             line: json!({
@@ -170,35 +159,6 @@ impl DeadLetter {
     /// The letter as one JSON line (no newline).
     pub fn to_json_line(&self) -> String {
         self.line.to_string()
-    }
-}
-
-/// A dead letter's identity from its record's origin: the same record always gets the
-/// same id (for AMQP only when the producer set `message_id`).
-pub fn letter_id(origin: &Origin) -> String {
-    match origin {
-        Origin::Kafka {
-            topic,
-            partition,
-            offset,
-        } => format!("kafka:{topic}/{partition}/{offset}"),
-        Origin::Amqp {
-            queue,
-            message_id: Some(message_id),
-            ..
-        } => format!("amqp:{queue}/{message_id}"),
-        Origin::Amqp { queue, seq, .. } => format!("amqp:{queue}/seq-{seq}"),
-        Origin::Sample { line } => format!("sample:{line}"),
-        Origin::Object {
-            bucket,
-            key,
-            etag,
-            line,
-        } => format!(
-            "object:{bucket}/{key}@{}/{line}",
-            etag.as_deref().unwrap_or("")
-        ),
-        Origin::DeadLetter { object, line } => format!("dead-letter:{object}/{line}"),
     }
 }
 
@@ -267,8 +227,8 @@ pub struct DeadLetterSink {
 
 enum Destination {
     Store(StoreDestination),
-    Kafka(kafka::KafkaDeadLetters),
-    Amqp(Box<amqp::AmqpDeadLetters>),
+    /// A topic or queue, through its connector.
+    Broker(Box<dyn LetterPublisher>),
 }
 
 /// NDJSON objects under a store prefix.
@@ -296,14 +256,10 @@ impl DeadLetterSink {
     /// The sink of `spec`'s `[dead_letter]` destination: a topic or queue as declared
     /// (connected on the first flush), else objects at `location`.
     pub fn for_job(spec: &JobSpec, location: OutputLocation, run_id: &str) -> Self {
-        let destination = match &spec.dead_letter {
-            Some(DeadLetterSpec::Kafka(kafka)) => {
-                Destination::Kafka(kafka::KafkaDeadLetters::new(&spec.name, kafka.clone()))
-            }
-            Some(DeadLetterSpec::Amqp(amqp)) => Destination::Amqp(Box::new(
-                amqp::AmqpDeadLetters::new(&spec.name, amqp.clone()),
-            )),
-            Some(DeadLetterSpec::Store { .. }) | None => Self::new(location, run_id).destination,
+        let broker = spec.dead_letter.as_ref().and_then(DeadLetterSpec::broker);
+        let destination = match broker {
+            Some(broker) => Destination::Broker(broker.publisher(&spec.name)),
+            None => Self::new(location, run_id).destination,
         };
         Self {
             destination,
@@ -354,8 +310,26 @@ impl DeadLetterSink {
         }
         match &mut self.destination {
             Destination::Store(store) => store.write(&self.pending, ranges).await?,
-            Destination::Kafka(kafka) => kafka.send(&self.pending).await?,
-            Destination::Amqp(amqp) => amqp.send(&self.pending).await?,
+            Destination::Broker(publisher) => {
+                let lines: Vec<String> =
+                    self.pending.iter().map(DeadLetter::to_json_line).collect();
+                let letters: Vec<OutgoingLetter<'_>> = self
+                    .pending
+                    .iter()
+                    .zip(&lines)
+                    .map(|(letter, line)| OutgoingLetter {
+                        id: letter.id(),
+                        line,
+                    })
+                    .collect();
+                publisher
+                    .publish(&letters)
+                    .await
+                    .map_err(|source| DeadLetterError::Publish {
+                        count: letters.len(),
+                        source,
+                    })?;
+            }
         }
         let count = self.pending.len();
         self.pending.clear();
@@ -413,10 +387,11 @@ impl StoreDestination {
 mod tests {
     use std::sync::Arc;
 
-    use sluice_connectors::Header;
+    use sluice_connectors::{Header, Origin};
 
     use super::*;
-    use crate::spec::KafkaDeadLetterSpec;
+    use sluice_connectors::dead_letter::LetterBroker as _;
+    use sluice_connectors::kafka::KafkaDeadLetterConfig;
 
     #[test]
     fn keeps_the_original_record_and_its_error() {
@@ -477,35 +452,15 @@ mod tests {
     }
 
     #[test]
-    fn the_id_is_stable_for_the_same_origin() {
-        let amqp = |seq, message_id: Option<&str>| Origin::Amqp {
-            queue: Arc::from("q"),
-            seq,
-            delivery_tag: seq as u64,
-            message_id: message_id.map(str::to_owned),
-            exchange: String::new(),
-            routing_key: "q".into(),
-            redelivered: false,
-        };
-        // A redelivery gets a new sequence number but keeps its message_id.
-        assert_eq!(
-            letter_id(&amqp(1, Some("m-7"))),
-            letter_id(&amqp(9, Some("m-7")))
-        );
-        assert_eq!(letter_id(&amqp(1, Some("m-7"))), "amqp:q/m-7");
-        assert_eq!(letter_id(&amqp(3, None)), "amqp:q/seq-3");
-    }
-
-    #[test]
     fn a_topic_or_queue_destination_plans_no_objects() {
-        let spec = KafkaDeadLetterSpec {
+        let spec = KafkaDeadLetterConfig {
             brokers: "127.0.0.1:9092".into(),
             topic: "dead".into(),
             group: "g".into(),
             options: BTreeMap::new(),
         };
         let mut sink = DeadLetterSink {
-            destination: Destination::Kafka(kafka::KafkaDeadLetters::new("job", spec)),
+            destination: Destination::Broker(spec.publisher("job")),
             pending: Vec::new(),
             secrets: Secrets::default(),
         };

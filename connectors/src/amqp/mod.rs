@@ -48,7 +48,8 @@
 //! Files: `config.rs` (trigger fields, URL parsing and redaction), `rules.rs` (the rules
 //! of names and URL parameters, shared with `sluice validate`), `source.rs`
 //! ([`AmqpSource`] and the [`Source`] contract), `session.rs` (the task that connects,
-//! consumes and reconnects), `inflight.rs` (positions ↔ delivery tags), `tests.rs`
+//! consumes and reconnects), `inflight.rs` (positions ↔ delivery tags), `dead_letters.rs`
+//! (dead letters as persistent messages of a queue, `[dead_letter.amqp]`), `tests.rs`
 //! (against a real RabbitMQ).
 //!
 //! [`Event`]: crate::Event
@@ -56,11 +57,13 @@
 //! [`Source`]: crate::Source
 
 pub mod config;
+pub mod dead_letters;
 pub mod depth;
 mod inflight;
 pub mod rules;
 mod session;
 pub mod source;
+mod trigger;
 
 // Against a real RabbitMQ: run with `--features amqp-tests`.
 #[cfg(test)]
@@ -68,5 +71,6 @@ pub mod source;
 mod tests;
 
 pub use config::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, redact_url};
+pub use dead_letters::AmqpDeadLetterConfig;
 pub use rules::MAX_NAME_BYTES;
 pub use source::AmqpSource;

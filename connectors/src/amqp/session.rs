@@ -231,18 +231,7 @@ async fn step<T>(
 /// queue declared elsewhere with other settings, an unknown vhost) are configuration
 /// errors; the rest may pass by retrying.
 fn classify(what: &str, error: &lapin::Error) -> SourceError {
-    let user_error = match error.kind() {
-        ErrorKind::ProtocolError(amqp) => matches!(
-            amqp.kind(),
-            AMQPErrorKind::Soft(
-                AMQPSoftError::ACCESSREFUSED
-                    | AMQPSoftError::NOTFOUND
-                    | AMQPSoftError::PRECONDITIONFAILED
-            ) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
-        ),
-        ErrorKind::AuthProviderError(_) => true,
-        _ => false,
-    };
+    let user_error = is_user_error(error);
     let message = format!("could not {what}: {error}");
     if user_error {
         SourceError::Config {
@@ -254,6 +243,23 @@ fn classify(what: &str, error: &lapin::Error) -> SourceError {
             connector: "amqp",
             message: format!("{message} (retrying may help)"),
         }
+    }
+}
+
+/// Access refused, a missing queue or exchange, a queue declared with other settings or
+/// a vhost the user may not use: the user's to fix, not a retry's.
+pub(super) fn is_user_error(error: &lapin::Error) -> bool {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) => matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+            ) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+        ),
+        ErrorKind::AuthProviderError(_) => true,
+        _ => false,
     }
 }
 

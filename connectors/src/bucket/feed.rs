@@ -42,7 +42,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const EXCERPT_CHARS: usize = 200;
 
 /// Where a bucket source in notification mode receives notifications.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotificationFeed {
     /// An HTTP endpoint Sluice serves (see [`super::webhook`]); with a token, only
     /// requests that carry it are accepted.

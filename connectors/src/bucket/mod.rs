@@ -23,6 +23,7 @@
 //! each line's output is written exactly once per object version. [`range`] reads an
 //! unfinished range again for the platform's recovery.
 
+pub mod config;
 pub mod cursor;
 pub mod feed;
 pub mod notification;
@@ -32,6 +33,7 @@ pub mod source;
 pub mod spool;
 pub mod webhook;
 
+pub use config::{BucketDiscovery, BucketTriggerConfig};
 pub use reader::{InputCompression, InputFormat};
 pub use source::{BucketSource, BucketSourceConfig, Discovery};
 

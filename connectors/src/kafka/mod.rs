@@ -25,7 +25,8 @@
 //! ([`KafkaSource`] and the [`Source`] contract), `poll_loop.rs` (the thread polling
 //! librdkafka), `context.rs` (librdkafka callbacks: rebalances, statistics, logs),
 //! `range.rs` (reading one offset range again and committing offsets from outside the
-//! group, for the platform's recovery of unfinished ranges),
+//! group, for the platform's recovery of unfinished ranges), `dead_letters.rs` (dead
+//! letters as messages of a topic, `[dead_letter.kafka]`),
 //! `tests.rs` (against librdkafka's in-process mock cluster).
 //!
 //! [`Event`]: crate::Event
@@ -33,10 +34,12 @@
 
 pub mod config;
 mod context;
+pub mod dead_letters;
 pub mod lag;
 mod poll_loop;
 pub mod range;
 pub mod source;
+mod trigger;
 
 #[cfg(test)]
 mod tests;
@@ -44,5 +47,6 @@ mod tests;
 pub use config::{
     DEFAULT_OPTIONS, KafkaSourceConfig, KafkaStart, MANAGED_OPTIONS, TOPIC_RULE, is_topic_name,
 };
+pub use dead_letters::{KafkaDeadLetterConfig, MANAGED_PRODUCER_OPTIONS};
 pub use range::{KafkaPartitionLog, PartitionLog};
 pub use source::KafkaSource;

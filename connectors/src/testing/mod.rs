@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod rabbitmq;
 mod recording;
+pub mod splits;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt as _;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
-use sluice_connectors::{Classify, Event, Origin, Retry};
+use sluice_connectors::{Classify, Event, Retry};
 use tracing::{debug, info, warn};
 
 use crate::output::store::OutputLocation;
@@ -152,14 +152,10 @@ impl MessageIds {
 
     /// Whether `event` repeats a message already processed or taken; remembers it if not.
     pub(crate) fn is_duplicate(&mut self, event: &Event) -> bool {
-        let Origin::Amqp {
-            message_id: Some(id),
-            ..
-        } = &event.origin
-        else {
+        let Some(id) = event.origin.message_id() else {
             return false;
         };
-        !self.remember(Arc::from(id.as_str()))
+        !self.remember(Arc::from(id))
     }
 
     /// Notes the ids of `events`, whose batch was applied: written with the next commit.
@@ -202,13 +198,7 @@ impl MessageIds {
 pub(crate) fn message_ids(events: &[Event]) -> Vec<Arc<str>> {
     events
         .iter()
-        .filter_map(|event| match &event.origin {
-            Origin::Amqp {
-                message_id: Some(id),
-                ..
-            } => Some(Arc::from(id.as_str())),
-            _ => None,
-        })
+        .filter_map(|event| event.origin.message_id().map(Arc::from))
         .collect()
 }
 

@@ -90,11 +90,12 @@ mod tests {
             first: 7,
             last: 1234,
         };
-        let split = SplitId::kafka("clicks.v1", 3);
+        let split = SplitId::object("s3://in", "k", "e1");
+        let id = object_id("s3://in", "k", "e1");
         let name = split_marker_name(&split, range, MarkerKind::Commit).unwrap();
         assert_eq!(
             name,
-            "_sluice/kafka/clicks.v1/3/00000000000000000007-00000000000000001234.commit.json"
+            format!("_sluice/objects/{id}/00000000000000000007-00000000000000001234.commit.json")
         );
         let file = name.rsplit('/').next().unwrap();
         assert_eq!(parse_marker_file(file), Some((range, MarkerKind::Commit)));
@@ -102,11 +103,11 @@ mod tests {
         assert_eq!(parse_marker_file("readme.txt"), None);
         assert_eq!(
             range_stem(&split, range).unwrap(),
-            "clicks.v1-3-00000000000000000007-00000000000000001234"
+            format!("object-{id}-00000000000000000007-00000000000000001234")
         );
         assert_eq!(range_stem(&SplitId::Sample, range), None);
         assert_eq!(range_stem(&SplitId::amqp("q"), range), None);
-        // A queue named like a topic-partition is still a queue: no range names.
+        // A queue named like a partition of a topic is still a queue: no range names.
         assert_eq!(range_stem(&SplitId::amqp("orders/1"), range), None);
         assert_eq!(
             split_marker_name(&SplitId::amqp("a/b/7"), range, MarkerKind::Intent),

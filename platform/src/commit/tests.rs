@@ -1,12 +1,13 @@
 //! The commit protocol under crashes, over in-memory doubles: a store that "dies" (hangs
-//! forever, after telling the test) at a chosen write, a Kafka double over a `Vec` of
-//! records with group offsets, and real function subprocesses. A crash is the pipeline's
-//! future being dropped mid-flight — what `kill -9` leaves, since everything not in the
-//! store or the group's offsets is lost.
+//! forever, after telling the test) at a chosen write, a replayable log double over a
+//! `Vec` of records per (neutral) split with stored positions, like a consumer group's
+//! offsets, and real function subprocesses. A crash is the pipeline's future being
+//! dropped mid-flight — what `kill -9` leaves, since everything not in the store or the
+//! log's stored positions is lost.
 //!
 //! Each crash case then recovers and runs to the end, and must leave exactly the objects
 //! of a clean run (same names, same rows, same dead letters), no unfinished markers, and
-//! the group's offsets at the end of every partition.
+//! the stored positions at the end of every split.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,10 +23,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sluice_connectors::kafka::PartitionLog;
+use sluice_connectors::range_log::OBJECT_RANGES;
+use sluice_connectors::testing::splits;
 use sluice_connectors::{
-    CheckpointDelta, Event, Origin, PositionRange, RangeLog, Source, SourceError, SplitId,
-    VecSource,
+    CheckpointDelta, Event, PositionRange, RangeLog, Source, SourceError, SplitId, VecSource,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,7 @@ use crate::output::store::OutputLocation;
 use crate::pipeline::{Job, JobStats};
 use crate::spec::{JobSpec, parse_job};
 
-const TOPIC: &str = "t";
+/// Splits of the double (numbered from 0, like partitions).
 const PARTITIONS: i32 = 2;
 const PER_PARTITION: i64 = 30;
 
@@ -92,7 +93,8 @@ fn crash_store() -> Arc<CrashStore> {
     ))
 }
 
-/// The Kafka double: every partition's records and the group's committed offsets.
+/// The replayable log double: every split's records and the positions stored for them
+/// (the next to read), which healing moves forward.
 #[derive(Debug)]
 struct VecLog {
     records: BTreeMap<i32, Vec<Event>>,
@@ -108,13 +110,10 @@ impl VecLog {
                 let events = (0..PER_PARTITION)
                     .map(|o| {
                         let id = o * i64::from(PARTITIONS) + i64::from(p);
-                        Event::from_payload(
+                        splits::event(
+                            p,
+                            o,
                             format!(r#"{{"id":{id},"day":"2026-01-0{}"}}"#, 1 + id % 2),
-                            Origin::Kafka {
-                                topic: Arc::from(TOPIC),
-                                partition: p,
-                                offset: o,
-                            },
                         )
                     })
                     .collect();
@@ -131,8 +130,8 @@ impl VecLog {
         self.committed.lock().unwrap().clone()
     }
 
-    /// What a group member receives: every partition from its committed offset (or the
-    /// start), interleaved.
+    /// What a consumer receives: every split from its stored position (or the start),
+    /// interleaved.
     fn member_events(&self) -> Vec<Event> {
         let committed = self.committed();
         let mut queues: Vec<_> = self
@@ -155,20 +154,33 @@ impl VecLog {
         }
         events
     }
+
+    fn commit_positions(&self, positions: &BTreeMap<i32, i64>) {
+        self.committed.lock().unwrap().extend(positions);
+    }
+}
+
+/// The double's number of `split`, if it is one of its splits.
+fn split_number(split: &SplitId) -> Option<i32> {
+    (0..PARTITIONS).find(|p| splits::split(*p) == *split)
 }
 
 #[async_trait]
-impl PartitionLog for VecLog {
-    fn topic(&self) -> &str {
-        TOPIC
+impl RangeLog for VecLog {
+    fn range_folder(&self) -> String {
+        OBJECT_RANGES.to_owned()
     }
 
     async fn read_range(
         &self,
-        partition: i32,
+        split: &SplitId,
         range: PositionRange,
     ) -> Result<Box<dyn Source>, SourceError> {
-        let events = self.records[&partition]
+        let p = split_number(split).ok_or_else(|| SourceError::Internal {
+            connector: "test log",
+            message: format!("{split} is not a split of the double"),
+        })?;
+        let events = self.records[&p]
             .iter()
             .filter(|e| (range.first..=range.last).contains(&e.origin.position()))
             .cloned()
@@ -176,24 +188,27 @@ impl PartitionLog for VecLog {
         Ok(Box::new(VecSource::new(events, 4)))
     }
 
-    async fn committed_offsets(
+    /// Moves the stored positions that are behind up to `last + 1`.
+    async fn heal(
         &self,
-        partitions: &[i32],
-    ) -> Result<BTreeMap<i32, i64>, SourceError> {
+        latest: &BTreeMap<SplitId, PositionRange>,
+    ) -> Result<BTreeMap<SplitId, i64>, SourceError> {
         let committed = self.committed();
-        Ok(partitions
+        let behind: BTreeMap<i32, i64> = latest
             .iter()
-            .filter_map(|p| committed.get(p).map(|o| (*p, *o)))
+            .filter_map(|(split, range)| Some((split_number(split)?, range)))
+            .filter(|(p, range)| committed.get(p).is_none_or(|&c| c <= range.last))
+            .map(|(p, range)| (p, range.last + 1))
+            .collect();
+        self.commit_positions(&behind);
+        Ok(behind
+            .into_iter()
+            .map(|(p, next)| (splits::split(p), next))
             .collect())
-    }
-
-    async fn commit_offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), SourceError> {
-        self.committed.lock().unwrap().extend(offsets);
-        Ok(())
     }
 }
 
-/// A group member over the double: acks commit offsets to it, and may die there.
+/// A consumer over the double: acks store positions in it, and may die there.
 struct MemberSource {
     inner: VecSource,
     log: Arc<VecLog>,
@@ -212,14 +227,11 @@ impl Source for MemberSource {
             self.died.notify_one();
             std::future::pending::<()>().await;
         }
-        let offsets: BTreeMap<i32, i64> = delta
+        let positions: BTreeMap<i32, i64> = delta
             .iter()
-            .filter_map(|(split, range)| match split {
-                SplitId::Kafka { partition, .. } => Some((*partition, range.last + 1)),
-                _ => None,
-            })
+            .filter_map(|(split, range)| Some((split_number(split)?, range.last + 1)))
             .collect();
-        self.log.commit_offsets(&offsets).await?;
+        self.log.commit_positions(&positions);
         if self.crash == Some(Crash::AfterOffsetCommit) {
             self.died.notify_one();
             std::future::pending::<()>().await;
@@ -238,7 +250,7 @@ const FUNCTION: &str = r#"i=0; while IFS= read -r line; do
   i=$((i+1))
 done"#;
 
-/// One job's world: its folder, output store and Kafka double, outliving every run.
+/// One job's world: its folder, output store and log double, outliving every run.
 struct World {
     _dir: tempfile::TempDir,
     spec: JobSpec,
@@ -255,11 +267,11 @@ impl World {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("fn.sh"), FUNCTION).unwrap();
+        let bucket = splits::BUCKET;
         let text = format!(
             r#"name = "commit-test"
-[trigger.kafka]
-brokers = "127.0.0.1:1"
-topic = "{TOPIC}"
+[trigger.bucket]
+url = "{bucket}"
 [function]
 command = ["sh", "fn.sh"]
 [batch]
@@ -331,7 +343,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
 
     /// Every object but the markers: see [`stored_objects`].
     async fn objects(&self) -> BTreeMap<String, Vec<String>> {
-        stored_objects(self.store.inner(), &["out/_sluice/kafka/"]).await
+        stored_objects(self.store.inner(), &[&format!("out/{OBJECT_RANGES}/")]).await
     }
 
     async fn markers(&self) -> BTreeMap<SplitId, PartitionMarkers> {
@@ -423,7 +435,7 @@ fn all_positions() -> BTreeMap<SplitId, i64> {
 }
 
 fn partition(p: i32) -> SplitId {
-    SplitId::kafka(TOPIC, p)
+    splits::split(p)
 }
 
 /// Crashes at `crash`, recovers, runs to the end; returns the recovery report.

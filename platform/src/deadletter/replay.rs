@@ -32,8 +32,8 @@ use serde_json::Value;
 use sluice_connectors::{CheckpointDelta, Event, Header, Origin, Source, SourceError, SplitId};
 use tracing::info;
 
-use super::amqp::{AmqpReadError, PendingAmqpLetters};
-use super::kafka::{KafkaReadError, PendingKafkaLetters};
+use sluice_connectors::dead_letter::{LetterGroup, PendingLetters, ReadLettersError};
+
 use super::open_dead_letter_store;
 use crate::output::store::{OutputLocation, StoreError};
 use crate::spec::{DeadLetterSpec, JobSpec};
@@ -57,9 +57,7 @@ pub enum ReplayError {
         message: String,
     },
     #[error(transparent)]
-    Kafka(#[from] KafkaReadError),
-    #[error(transparent)]
-    Amqp(#[from] AmqpReadError),
+    Broker(#[from] ReadLettersError),
 }
 
 /// Where some letters are kept — an object, a partition, a queue — and the letters, each
@@ -90,8 +88,8 @@ impl DeadLetterListing {
 /// Where pending letters were read from, kept to acknowledge them.
 enum Pending {
     Store(OutputLocation),
-    Kafka(PendingKafkaLetters),
-    Amqp(Box<PendingAmqpLetters>),
+    /// A topic or queue, through its connector.
+    Broker(Box<dyn PendingLetters>),
 }
 
 /// Every pending dead letter (at most `limit` from a queue), changing nothing.
@@ -100,8 +98,8 @@ pub async fn read_dead_letters(
     limit: Option<usize>,
 ) -> Result<DeadLetterListing, ReplayError> {
     let (pending, listing) = read_pending(spec, limit).await?;
-    if let Pending::Amqp(queue) = pending {
-        queue.release().await;
+    if let Pending::Broker(letters) = pending {
+        letters.release().await;
     }
     Ok(listing)
 }
@@ -110,40 +108,25 @@ async fn read_pending(
     spec: &JobSpec,
     limit: Option<usize>,
 ) -> Result<(Pending, DeadLetterListing), ReplayError> {
-    match &spec.dead_letter {
-        Some(DeadLetterSpec::Kafka(kafka)) => {
-            let pending = PendingKafkaLetters::read(&spec.name, kafka).await?;
+    match spec.dead_letter.as_ref().and_then(DeadLetterSpec::broker) {
+        Some(broker) => {
+            let pending = broker.read_pending(&spec.name, limit).await?;
             let objects = pending
-                .partitions
+                .groups()
                 .iter()
-                .map(|(partition, letters)| LetterObject {
-                    name: format!("{}/{partition}", pending.topic),
-                    letters: letters
-                        .iter()
-                        .map(|(offset, letter)| (*offset as u64 + 1, letter.clone()))
-                        .collect(),
+                .map(|LetterGroup { name, letters }| LetterObject {
+                    name: name.clone(),
+                    letters: letters.clone(),
                 })
                 .collect();
             let listing = DeadLetterListing {
-                destination: format!("kafka topic {} ({})", kafka.topic, kafka.brokers),
-                unit: "partitions",
+                destination: broker.describe(),
+                unit: broker.unit(),
                 objects,
             };
-            Ok((Pending::Kafka(pending), listing))
+            Ok((Pending::Broker(pending), listing))
         }
-        Some(DeadLetterSpec::Amqp(amqp)) => {
-            let pending = PendingAmqpLetters::get(&spec.name, amqp, limit).await?;
-            let listing = DeadLetterListing {
-                destination: format!("amqp queue {} ({})", amqp.queue, amqp.redacted_url()),
-                unit: "queues",
-                objects: vec![LetterObject {
-                    name: amqp.queue.clone(),
-                    letters: pending.letters.clone(),
-                }],
-            };
-            Ok((Pending::Amqp(Box::new(pending)), listing))
-        }
-        Some(DeadLetterSpec::Store { .. }) | None => {
+        None => {
             let (location, objects) = read_store(spec).await?;
             let listing = DeadLetterListing {
                 destination: location.url.clone(),
@@ -268,8 +251,6 @@ pub struct ReplaySource {
     queue: VecDeque<Event>,
     /// Per object: its last line (a store object is retired once it is acknowledged).
     objects: HashMap<Arc<str>, u64>,
-    /// Per `<topic>/<partition>` object: the partition.
-    partitions: HashMap<Arc<str>, i32>,
     /// Letters acknowledged so far, for progress displays.
     progress: Arc<AtomicU64>,
 }
@@ -280,7 +261,6 @@ impl ReplaySource {
         let (pending, listing) = read_pending(spec, None).await?;
         let mut queue = VecDeque::new();
         let mut objects = HashMap::new();
-        let mut partitions = HashMap::new();
         for object in listing.objects {
             let name: Arc<str> = Arc::from(object.name.as_str());
             for (line, letter) in &object.letters {
@@ -293,14 +273,6 @@ impl ReplaySource {
                 })?;
                 queue.push_back(event);
             }
-            if let Pending::Kafka(kafka) = &pending
-                && let Some(partition) = object
-                    .name
-                    .strip_prefix(&format!("{}/", kafka.topic))
-                    .and_then(|p| p.parse().ok())
-            {
-                partitions.insert(name.clone(), partition);
-            }
             let last = object.letters.last().map_or(0, |(line, _)| *line);
             objects.insert(name, last);
         }
@@ -310,7 +282,6 @@ impl ReplaySource {
                 pending,
                 queue,
                 objects,
-                partitions,
                 progress: Arc::new(AtomicU64::new(0)),
             },
             total,
@@ -337,17 +308,7 @@ impl ReplaySource {
                 })?;
                 info!(object = name, letters = size, "dead letters replayed");
             }
-            Pending::Kafka(kafka) => {
-                let Some(&partition) = self.partitions.get(name) else {
-                    return Ok(());
-                };
-                // Lines are offsets + 1: `last` is the next offset to read.
-                kafka
-                    .commit(partition, last as i64)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Pending::Amqp(queue) => queue.ack(first, last).await.map_err(|e| e.to_string())?,
+            Pending::Broker(letters) => letters.retire(name, first, last).await?,
         }
         Ok(())
     }
@@ -403,8 +364,8 @@ impl Source for ReplaySource {
 
     /// Letters taken from a queue and not acknowledged go back to it.
     async fn close(&mut self) {
-        if let Pending::Amqp(queue) = &self.pending {
-            queue.release().await;
+        if let Pending::Broker(letters) = &self.pending {
+            letters.release().await;
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Sample input for `sluice invoke`, read the way the job's trigger reads its source.
 //!
-//! - A bucket trigger's samples go through the trigger's own object reader
-//!   ([`read_records`]) with its `format` and `compression`, resolved from the sample
-//!   file's name as they would be from an object's key: CSV rows, JSON arrays, lines,
-//!   gzip and zstd all come out as they would in production.
-//! - Broker triggers (Kafka, AMQP) take one message payload per non-blank line; a
-//!   `.gz`/`.zst` file is decompressed first.
+//! - Samples go through the bucket connector's object reader ([`read_records`]) with the
+//!   format and compression the trigger reads with (`Trigger::sample_format`), resolved
+//!   from the sample file's name as they would be from an object's key: for a bucket
+//!   trigger CSV rows, JSON arrays, lines, gzip and zstd all come out as they would in
+//!   production; broker triggers (Kafka, AMQP) take one message payload per non-blank
+//!   line, a `.gz`/`.zst` file decompressed first.
 //! - Input from stdin has no name: its compression is recognised by its magic bytes.
 //! - Envelope samples: a line that is an object of envelope fields
 //!   (`{"value", "key", "headers", "timestamp_ms", …}`, as the function sees them with
@@ -16,11 +16,11 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
+use sluice_connectors::bucket::InputCompression;
 use sluice_connectors::bucket::reader::{Record, read_records, resolve};
-use sluice_connectors::bucket::{InputCompression, InputFormat};
 use sluice_connectors::{Event, Header, Origin};
 
-use crate::spec::{InputMode, JobSpec, TriggerSpec};
+use crate::spec::{InputMode, JobSpec};
 
 /// Fields of an envelope line; a sample object with only these (and `value`) is one.
 const ENVELOPE_FIELDS: &[&str] = &[
@@ -57,12 +57,7 @@ pub fn read_samples(
     source: &SampleSource<'_>,
     input: &[u8],
 ) -> Result<Vec<Event>, SampleInputError> {
-    let (format, compression) = match &spec.trigger {
-        TriggerSpec::Bucket(bucket) => (bucket.format, bucket.compression),
-        TriggerSpec::Kafka(_) | TriggerSpec::Amqp(_) => {
-            (InputFormat::Lines, InputCompression::Auto)
-        }
-    };
+    let (format, compression) = spec.trigger.sample_format();
     let (format, mut compression) = resolve(source.name.unwrap_or(""), format, compression);
     if source.name.is_none() && compression == InputCompression::None {
         compression = sniff_compression(input);

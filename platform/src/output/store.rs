@@ -19,38 +19,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use object_store::ClientConfigKey;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ObjectStore};
 
 // Percent-decoding the URL path is the same operation as unescaping a Hive value.
 use super::partition::unescape_partition_value as percent_decode;
 
-/// Where a job's output goes: the store and the prefix inside it.
-#[derive(Debug, Clone)]
-pub struct OutputLocation {
-    pub store: Arc<dyn ObjectStore>,
-    /// Prefix of every object of this output; empty for `file://` (the store is rooted
-    /// at the folder) and for a bare `memory://`.
-    pub prefix: Path,
-    /// The URL the location was opened from, for messages.
-    pub url: String,
-}
-
-impl OutputLocation {
-    /// The object at `relative` (`/`-separated, already escaped) below the prefix, taken
-    /// verbatim. Errors for empty, `.` or `..` segments and control characters.
-    pub fn object_path(&self, relative: &str) -> Result<Path, object_store::path::Error> {
-        let prefix = self.prefix.as_ref();
-        if prefix.is_empty() {
-            Path::parse(relative)
-        } else {
-            Path::parse(format!("{prefix}/{relative}"))
-        }
-    }
-}
+/// Where a job's output goes: the store and the prefix inside it (empty for `file://`,
+/// whose store is rooted at the folder, and for a bare `memory://`). The connectors' type,
+/// so a trigger keeps its state below the output without a conversion.
+pub use sluice_connectors::trigger::StoreLocation as OutputLocation;
 
 /// The output URL cannot be opened. The job's configuration is at fault (or, for
 /// `CreateFolder`, the local file system); retrying without a change does not help.

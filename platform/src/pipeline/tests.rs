@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sluice_connectors::testing::{Recording, RecordingSource};
-use sluice_connectors::{CheckpointDelta, Event, Origin, Source, SourceError, VecSource};
+use sluice_connectors::testing::{Recording, RecordingSource, splits};
+use sluice_connectors::{CheckpointDelta, Event, Source, SourceError, VecSource};
 
 use super::*;
 use crate::spec::parse_job;
@@ -27,11 +27,7 @@ fn events(count: i64) -> Vec<Event> {
             let day = 1 + i % 2;
             Event::from_payload(
                 format!(r#"{{"id":{i},"day":"2026-01-0{day}"}}"#),
-                Origin::Kafka {
-                    topic: Arc::from("t"),
-                    partition: (i % 2) as i32,
-                    offset: i / 2,
-                },
+                splits::origin((i % 2) as i32, i / 2),
             )
         })
         .collect()
@@ -41,9 +37,8 @@ fn job(dir: &Path, command: &str, extra_function: &str) -> JobSpec {
     std::fs::write(dir.join("fn.sh"), command).unwrap();
     let text = format!(
         r#"name = "pipeline-test"
-[trigger.kafka]
-brokers = "127.0.0.1:1"
-topic = "t"
+[trigger.bucket]
+url = "memory://in"
 [function]
 command = ["sh", "fn.sh"]
 retry_backoff = "10ms"
@@ -115,7 +110,10 @@ async fn every_event_is_written_then_acknowledged() {
         acked.acked_through(),
         // 45 events alternate partitions: ids 0,2,…,44 are offsets 0..=22 of partition 0,
         // ids 1,3,…,43 offsets 0..=21 of partition 1.
-        vec![("t/0".to_owned(), 22), ("t/1".to_owned(), 21)]
+        vec![
+            (splits::split(0).to_string(), 22),
+            (splits::split(1).to_string(), 21)
+        ]
     );
 }
 
@@ -164,7 +162,10 @@ done"#,
     // The partition keeps flowing: everything is acknowledged.
     assert_eq!(
         acked.acked_through(),
-        vec![("t/0".to_owned(), 14), ("t/1".to_owned(), 14)]
+        vec![
+            (splits::split(0).to_string(), 14),
+            (splits::split(1).to_string(), 14)
+        ]
     );
 }
 
@@ -188,8 +189,7 @@ async fn a_record_that_crashes_the_function_is_dead_lettered_after_its_attempts(
         letters[0]["attempts"], 2,
         "a single record gets every attempt"
     );
-    assert_eq!(letters[0]["origin"]["partition"], 1);
-    assert_eq!(letters[0]["origin"]["offset"], 3);
+    assert_eq!(letters[0]["origin"], splits::origin(1, 3).to_json());
     let error = letters[0]["error"].as_str().unwrap();
     assert!(
         error.contains("exited with code 1") && error.contains("cannot handle 7"),
@@ -197,7 +197,10 @@ async fn a_record_that_crashes_the_function_is_dead_lettered_after_its_attempts(
     );
     assert_eq!(
         acked.acked_through(),
-        vec![("t/0".to_owned(), 9), ("t/1".to_owned(), 9)]
+        vec![
+            (splits::split(0).to_string(), 9),
+            (splits::split(1).to_string(), 9)
+        ]
     );
 }
 
@@ -235,7 +238,7 @@ rm -f \"$0\"
     let message = error.to_string();
     assert!(message.contains("could not start function"), "{message}");
     assert!(
-        message.contains("t/1:0..=9"),
+        message.contains(&format!("{}:0..=9", splits::split(1))),
         "names the positions: {message}"
     );
     assert!(
@@ -243,12 +246,16 @@ rm -f \"$0\"
         "healthy records are not dead-lettered"
     );
     // Only partition 0's batch (offsets 0..=9, all on day 1) is acknowledged.
-    assert_eq!(acked.acked_through(), vec![("t/0".to_owned(), 9)]);
+    assert_eq!(
+        acked.acked_through(),
+        vec![(splits::split(0).to_string(), 9)]
+    );
     assert_eq!(
         parquet_files(&dir.path().join("out")),
         vec![format!(
-            "{}/day=2026-01-01/t-0-00000000000000000000-00000000000000000009.parquet",
-            dir.path().join("out").display()
+            "{}/day=2026-01-01/{}-00000000000000000000-00000000000000000009.parquet",
+            dir.path().join("out").display(),
+            splits::owner(0)
         )],
         "partition 0's batch written, named from its range"
     );
@@ -277,10 +284,18 @@ done"#;
     names.sort();
     assert_eq!(
         names,
-        vec![
-            "t-0-00000000000000000000-00000000000000000009.ndjson",
-            "t-1-00000000000000000000-00000000000000000009.ndjson"
-        ],
+        {
+            let mut expected: Vec<String> = (0..2)
+                .map(|n| {
+                    format!(
+                        "{}-00000000000000000000-00000000000000000009.ndjson",
+                        splits::owner(n)
+                    )
+                })
+                .collect();
+            expected.sort();
+            expected
+        },
         "one object per range, named from it"
     );
     let letters: Vec<serde_json::Value> = std::fs::read_dir(&dead_dir)
@@ -307,11 +322,14 @@ done"#;
     assert!(
         letters
             .iter()
-            .all(|l| l["error"] == "bad day" && l["origin"]["topic"] == "t")
+            .all(|l| l["error"] == "bad day" && l["origin"]["bucket"] == splits::BUCKET)
     );
     assert_eq!(
         acked.acked_through(),
-        vec![("t/0".to_owned(), 9), ("t/1".to_owned(), 9)]
+        vec![
+            (splits::split(0).to_string(), 9),
+            (splits::split(1).to_string(), 9)
+        ]
     );
 }
 
@@ -331,7 +349,10 @@ async fn shutdown_finishes_the_open_batch_and_commits_it() {
     // The source asked for shutdown after handing over 3 events: fewer than a batch.
     assert_eq!(stats.records_in, 3);
     assert_eq!(stats.rows_out, 3);
-    assert_eq!(acked.acked_through(), vec![("t/0".to_owned(), 2)]);
+    assert_eq!(
+        acked.acked_through(),
+        vec![(splits::split(0).to_string(), 2)]
+    );
 }
 
 /// Hands over one event per call; after the third, requests shutdown and then waits
@@ -350,11 +371,7 @@ impl Source for EndlessSource {
         }
         let event = Event::from_payload(
             format!(r#"{{"id":{},"day":"2026-01-01"}}"#, self.next),
-            Origin::Kafka {
-                topic: Arc::from("t"),
-                partition: 0,
-                offset: self.next,
-            },
+            splits::origin(0, self.next),
         );
         self.next += 1;
         Ok(Some(vec![event]))
@@ -384,11 +401,7 @@ async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
             let old = i % 5 == 0;
             let mut event = Event::from_payload(
                 format!(r#"{{"id":{i},"day":"2026-01-01","old":{old}}}"#),
-                Origin::Kafka {
-                    topic: Arc::from("t"),
-                    partition: 0,
-                    offset: i,
-                },
+                splits::origin(0, i),
             );
             event.timestamp_ms = Some(if old { now_ms - 2 * 3_600_000 } else { now_ms });
             event
@@ -414,7 +427,10 @@ async fn records_older_than_max_record_age_are_dead_lettered_without_running() {
         );
         assert_eq!(letter["attempts"], 0);
     }
-    assert_eq!(acked.acked_through(), vec![("t/0".to_owned(), 19)]);
+    assert_eq!(
+        acked.acked_through(),
+        vec![(splits::split(0).to_string(), 19)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,7 +465,10 @@ async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
     );
     assert_eq!(
         acked.acked_through(),
-        vec![("t/0".to_owned(), 22), ("t/1".to_owned(), 21)],
+        vec![
+            (splits::split(0).to_string(), 22),
+            (splits::split(1).to_string(), 21)
+        ],
         "and acknowledged"
     );
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a masked secret is shown as.
-pub const MASK: &str = "***";
+pub use sluice_connectors::text::MASK;
 
 /// Name parts (case-insensitive) that mark a variable or option key as holding a secret.
 const SECRET_MARKERS: &[&str] = &[
@@ -114,33 +114,6 @@ impl fmt::Debug for Secrets {
     }
 }
 
-/// Replaces the userinfo of every `scheme://user:password@host` in `text` with [`MASK`]
-/// (`s3://***@bucket/prefix`): the user part of a URL is often an access key id.
-pub fn redact_userinfo(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") || !text.contains('@') {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("://") {
-        let authority_start = start + 3;
-        out.push_str(&rest[..authority_start]);
-        let after = &rest[authority_start..];
-        let authority_end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace() || c == '"')
-            .unwrap_or(after.len());
-        match after[..authority_end].rfind('@') {
-            Some(at) => {
-                out.push_str(MASK);
-                rest = &after[at..];
-            }
-            None => rest = after,
-        }
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
-}
-
 /// An options table (or function environment) for `Debug`: values whose key looks
 /// secret are masked.
 pub struct RedactedOptions<'a>(pub &'a BTreeMap<String, String>);
@@ -159,7 +132,7 @@ impl fmt::Debug for RedactedOptions<'_> {
     }
 }
 
-pub use sluice_connectors::text::{MAX_SHOWN_CHARS, shown};
+pub use sluice_connectors::text::{MAX_SHOWN_CHARS, redact_userinfo, shown};
 
 #[cfg(test)]
 mod tests {

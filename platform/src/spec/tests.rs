@@ -131,7 +131,7 @@ url = "s3://${LAKE}/_dead/clicks"
     assert_eq!(job.name, "clickstream_v2");
     assert_eq!(job.dir, PathBuf::from(DIR));
 
-    let TriggerSpec::Kafka(kafka) = &job.trigger else {
+    let Some(kafka) = job.trigger.config::<crate::spec::KafkaSourceConfig>() else {
         panic!("expected a kafka trigger")
     };
     assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9092");
@@ -238,7 +238,7 @@ url = "s3://${LAKE}/_dead/clicks"
 #[test]
 fn minimal_spec_gets_documented_defaults() {
     let job = parse(MINIMAL).unwrap_or_else(|errors| panic!("{errors}"));
-    let TriggerSpec::Kafka(kafka) = &job.trigger else {
+    let Some(kafka) = job.trigger.config::<crate::spec::KafkaSourceConfig>() else {
         panic!("expected a kafka trigger")
     };
     assert_eq!(kafka.brokers, "localhost:9092");

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::secret::{RedactedOptions, Secrets, redact_userinfo};
+use super::secret::{RedactedOptions, Secrets};
 use crate::output::schema::OutputSchema;
 
 /// A job, validated. `Debug` masks every secret of the job, wherever it is.
@@ -64,132 +65,59 @@ pub enum DeadLetterSpec {
     /// NDJSON objects under a store prefix (`file://`, `s3://` or `memory://` URL).
     Store { url: String },
     /// Messages of a Kafka topic.
-    Kafka(KafkaDeadLetterSpec),
+    Kafka(KafkaDeadLetterConfig),
     /// Persistent messages in an AMQP queue.
-    Amqp(AmqpDeadLetterSpec),
+    Amqp(AmqpDeadLetterConfig),
 }
 
-/// `[dead_letter.kafka]`. `Debug` masks secret options.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KafkaDeadLetterSpec {
-    /// Bootstrap servers, `${ENV}` expanded (the Kafka trigger's when not given).
-    pub brokers: String,
-    pub topic: String,
-    /// The group `sluice dlq replay` commits replayed letters to.
-    pub group: String,
-    /// Extra librdkafka properties, `${ENV}` expanded.
-    pub options: BTreeMap<String, String>,
-}
-
-/// `[dead_letter.amqp]`. `Debug` hides the URL's password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AmqpDeadLetterSpec {
-    /// `amqp://user:password@host:port/vhost`, `${ENV}` expanded (the AMQP trigger's when
-    /// not given); show it only through [`AmqpDeadLetterSpec::redacted_url`].
-    pub url: String,
-    pub queue: String,
-    /// Declare the queue (durable) before publishing.
-    pub declare: bool,
-}
-
-impl std::fmt::Debug for KafkaDeadLetterSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaDeadLetterSpec")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("group", &self.group)
-            .field("options", &RedactedOptions(&self.options))
-            .finish()
+impl DeadLetterSpec {
+    /// The broker that keeps the letters, through its connector; `None` for a store.
+    pub fn broker(&self) -> Option<&dyn LetterBroker> {
+        match self {
+            DeadLetterSpec::Store { .. } => None,
+            DeadLetterSpec::Kafka(kafka) => Some(kafka),
+            DeadLetterSpec::Amqp(amqp) => Some(amqp),
+        }
     }
 }
 
-impl AmqpDeadLetterSpec {
-    /// The URL with its password replaced by `***`.
-    pub fn redacted_url(&self) -> String {
-        sluice_connectors::amqp::redact_url(&self.url)
-    }
-}
-
-impl std::fmt::Debug for AmqpDeadLetterSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpDeadLetterSpec")
-            .field("url", &self.redacted_url())
-            .field("queue", &self.queue)
-            .field("declare", &self.declare)
-            .finish()
-    }
-}
+pub use sluice_connectors::amqp::AmqpDeadLetterConfig;
+use sluice_connectors::dead_letter::LetterBroker;
+pub use sluice_connectors::kafka::KafkaDeadLetterConfig;
 
 /// `[trigger.<kind>]`: the connector's own configuration, produced by validation (see
-/// `validate.rs` for the list of kinds).
+/// `TRIGGERS` in `validate.rs` for the kinds). The platform asks it for everything that
+/// differs by kind through [`Trigger`]; [`TriggerSpec::config`] gives the concrete type
+/// back to code that needs it.
 #[derive(Debug, Clone)]
-pub enum TriggerSpec {
-    Kafka(KafkaSourceConfig),
-    Amqp(AmqpSourceConfig),
-    Bucket(BucketTriggerSpec),
+pub struct TriggerSpec(Arc<dyn Trigger>);
+
+impl TriggerSpec {
+    pub fn new(config: impl Trigger + 'static) -> Self {
+        Self(Arc::new(config))
+    }
+
+    /// The connector's configuration as `T`, when the trigger is of that kind.
+    pub fn config<T: Trigger + 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl std::ops::Deref for TriggerSpec {
+    type Target = dyn Trigger;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
+    }
 }
 
 pub use sluice_connectors::amqp::AmqpSourceConfig;
+pub use sluice_connectors::bucket::feed::NotificationFeed;
+pub use sluice_connectors::bucket::{
+    BucketDiscovery, BucketTriggerConfig, InputCompression, InputFormat,
+};
 pub use sluice_connectors::kafka::{KafkaSourceConfig, KafkaStart};
-
-pub use sluice_connectors::bucket::{InputCompression, InputFormat};
-
-/// How a bucket trigger finds objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BucketDiscovery {
-    Listing,
-    Notifications {
-        /// Where notifications arrive.
-        feed: NotificationFeedSpec,
-        events: Vec<String>,
-        prefix: String,
-        suffix: String,
-    },
-}
-
-/// Where a bucket trigger in notification mode receives S3 event notifications.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotificationFeedSpec {
-    /// POSTed to an HTTP endpoint Sluice serves on `listen`; with a token, only requests
-    /// carrying it (`Authorization: Bearer <token>`, or `?token=<token>`) are accepted.
-    Webhook {
-        listen: std::net::SocketAddr,
-        token: Option<super::secret::Secret>,
-    },
-    /// Published on an AMQP queue (`[trigger.bucket.amqp]`).
-    Amqp(Box<AmqpSourceConfig>),
-    /// Published on a Kafka topic (`[trigger.bucket.kafka]`).
-    Kafka(Box<KafkaSourceConfig>),
-}
-
-/// `[trigger.bucket]`. `Debug` masks secret options.
-#[derive(Clone)]
-pub struct BucketTriggerSpec {
-    /// `file://`, `s3://` or `memory://` URL of the input prefix.
-    pub url: String,
-    pub discovery: BucketDiscovery,
-    pub format: InputFormat,
-    pub compression: InputCompression,
-    pub poll_interval: Duration,
-    /// Notifications: how long a notified object may be missing before its notification
-    /// is given up (dead-lettered, out of the spool).
-    pub missing_timeout: Duration,
-    /// Store options for the input, `${ENV}` expanded.
-    pub options: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for BucketTriggerSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BucketTriggerSpec")
-            .field("url", &redact_userinfo(&self.url))
-            .field("discovery", &self.discovery)
-            .field("format", &self.format)
-            .field("compression", &self.compression)
-            .field("poll_interval", &self.poll_interval)
-            .field("options", &RedactedOptions(&self.options))
-            .finish()
-    }
-}
+use sluice_connectors::trigger::Trigger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FunctionMode {

@@ -9,8 +9,9 @@
 //! `validate_amqp.rs`, `[trigger.bucket]` in `validate_bucket.rs`, `[dead_letter]` in
 //! `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`. The
 //! kinds of trigger are listed once, in `TRIGGERS` (below); a trigger validates into its
-//! connector's own configuration (`KafkaSourceConfig`, `AmqpSourceConfig`), whose rules
-//! (topic names, AMQP names and URL parameters) are the connector's.
+//! connector's own configuration (`KafkaSourceConfig`, `AmqpSourceConfig`,
+//! `BucketTriggerConfig`), whose rules (topic names, AMQP names and URL parameters) are
+//! the connector's, and which the platform uses only through `sluice_connectors::Trigger`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,14 +39,15 @@ struct TriggerKind {
 }
 
 /// Every trigger this build supports, the one list of them: adding a connector adds its
-/// folder in `connectors` and one line here.
+/// folder in `connectors`, its table's checks in this folder and one line here (see
+/// "Adding a connector" in the `sluice_connectors` docs).
 const TRIGGERS: &[TriggerKind] = &[
     TriggerKind {
         name: "kafka",
         declared: |raw| raw.kafka.is_some(),
         validate: |checker, raw, job| {
             let kafka = raw.kafka.as_ref()?;
-            checker.kafka(kafka, job).map(TriggerSpec::Kafka)
+            checker.kafka(kafka, job).map(TriggerSpec::new)
         },
     },
     TriggerKind {
@@ -53,7 +55,7 @@ const TRIGGERS: &[TriggerKind] = &[
         declared: |raw| raw.amqp.is_some(),
         validate: |checker, raw, job| {
             let amqp = raw.amqp.as_ref()?;
-            checker.amqp(amqp, job).map(TriggerSpec::Amqp)
+            checker.amqp(amqp, job).map(TriggerSpec::new)
         },
     },
     TriggerKind {
@@ -61,7 +63,7 @@ const TRIGGERS: &[TriggerKind] = &[
         declared: |raw| raw.bucket.is_some(),
         validate: |checker, raw, job| {
             let bucket = raw.bucket.as_ref()?;
-            checker.bucket(bucket, job).map(TriggerSpec::Bucket)
+            checker.bucket(bucket, job).map(TriggerSpec::new)
         },
     },
 ];

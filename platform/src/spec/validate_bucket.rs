@@ -4,18 +4,18 @@ use std::time::Duration;
 
 use super::checker::{Checker, DAY};
 use super::raw::RawBucketTrigger;
-use super::secret::Secret;
 use super::types::{
-    BucketDiscovery, BucketTriggerSpec, InputCompression, InputFormat, NotificationFeedSpec,
+    BucketDiscovery, BucketTriggerConfig, InputCompression, InputFormat, NotificationFeed,
 };
 use super::units::is_env_reference;
+use sluice_connectors::bucket::webhook::WebhookToken;
 
 impl Checker<'_> {
     pub(super) fn bucket(
         &mut self,
         raw: &RawBucketTrigger,
         job_name: Option<&str>,
-    ) -> Option<BucketTriggerSpec> {
+    ) -> Option<BucketTriggerConfig> {
         let url = match &raw.url {
             None => {
                 self.missing(
@@ -100,7 +100,7 @@ impl Checker<'_> {
             7 * DAY,
         );
         let options = self.options("trigger.bucket.options", &raw.options, true);
-        Some(BucketTriggerSpec {
+        Some(BucketTriggerConfig {
             url: url?,
             discovery: discovery?,
             format,
@@ -130,7 +130,7 @@ impl Checker<'_> {
             );
         }
         Some(BucketDiscovery::Notifications {
-            feed: feed?,
+            feed: Box::new(feed?),
             events,
             prefix: raw.prefix.clone().unwrap_or_default(),
             suffix: raw.suffix.clone().unwrap_or_default(),
@@ -144,7 +144,7 @@ impl Checker<'_> {
         &mut self,
         raw: &RawBucketTrigger,
         job_name: Option<&str>,
-    ) -> Option<NotificationFeedSpec> {
+    ) -> Option<NotificationFeed> {
         match (&raw.amqp, &raw.kafka) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -158,20 +158,20 @@ impl Checker<'_> {
                 self.nested("trigger.amqp", "trigger.bucket.amqp", |checker| {
                     checker.amqp(amqp, job_name)
                 })
-                .map(|amqp| NotificationFeedSpec::Amqp(Box::new(amqp)))
+                .map(NotificationFeed::Amqp)
             }
             (None, Some(kafka)) => {
                 self.feed_without_listen(raw, "kafka");
                 self.nested("trigger.kafka", "trigger.bucket.kafka", |checker| {
                     checker.kafka(kafka, job_name)
                 })
-                .map(|kafka| NotificationFeedSpec::Kafka(Box::new(kafka)))
+                .map(NotificationFeed::Kafka)
             }
             (None, None) => {
                 let token = self.webhook_token(raw.token.as_deref());
                 let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:9400");
                 match listen.parse() {
-                    Ok(listen) => Some(NotificationFeedSpec::Webhook {
+                    Ok(listen) => Some(NotificationFeed::Webhook {
                         listen,
                         token: token?,
                     }),
@@ -203,7 +203,7 @@ impl Checker<'_> {
 
     /// The endpoint's token: a `${NAME}` reference to a value of at least 16 characters.
     /// `Some(None)`: no token; `None`: an error was recorded.
-    fn webhook_token(&mut self, raw: Option<&str>) -> Option<Option<Secret>> {
+    fn webhook_token(&mut self, raw: Option<&str>) -> Option<Option<WebhookToken>> {
         const FIELD: &str = "trigger.bucket.token";
         let Some(raw) = raw else {
             return Some(None);
@@ -225,7 +225,7 @@ impl Checker<'_> {
             );
             return None;
         }
-        Some(Some(Secret::new(token)))
+        Some(Some(WebhookToken::new(token)))
     }
 
     /// Runs a section's checks for a table nested elsewhere, so its errors name the
@@ -252,7 +252,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::spec::{InputCompression, InputFormat, SpecErrors, TriggerSpec, parse_job};
+    use crate::spec::{InputCompression, InputFormat, SpecErrors, parse_job};
 
     fn parse(trigger: &str) -> Result<crate::spec::JobSpec, SpecErrors> {
         let text = format!(
@@ -284,7 +284,7 @@ schema = {{ id = "int64" }}
     #[test]
     fn a_folder_is_a_bucket_with_defaults() {
         let job = parse("[trigger.bucket]\nurl = \"inbox\"").unwrap();
-        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+        let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
         assert_eq!(bucket.url, "file:///jobs/files/inbox");
@@ -297,16 +297,16 @@ schema = {{ id = "int64" }}
     #[test]
     fn notifications_have_an_endpoint_and_filters() {
         let job = parse("[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\nlisten = \"0.0.0.0:9500\"\nsuffix = \".csv\"").unwrap();
-        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+        let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
         assert_eq!(
             bucket.discovery,
             crate::spec::BucketDiscovery::Notifications {
-                feed: crate::spec::NotificationFeedSpec::Webhook {
+                feed: Box::new(crate::spec::NotificationFeed::Webhook {
                     listen: "0.0.0.0:9500".parse().unwrap(),
                     token: None,
-                },
+                }),
                 events: vec!["ObjectCreated:".into()],
                 prefix: String::new(),
                 suffix: ".csv".into(),
@@ -320,7 +320,7 @@ schema = {{ id = "int64" }}
             "[trigger.bucket]\nurl = \"s3://landing/clicks\"\nmode = \"listing\"\nformat = \"csv\"\ncompression = \"gzip\"\npoll_interval = \"5s\"\n[trigger.bucket.options]\nregion = \"eu-west-1\"",
         )
         .unwrap();
-        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+        let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
         assert_eq!(bucket.url, "s3://landing/clicks");
@@ -393,14 +393,13 @@ schema = {{ id = "int64" }}
             "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nqueue = \"landing-events\"\ndeclare = true\nexchange = \"s3\"\nrouting_keys = [\"#\"]",
         )
         .unwrap();
-        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+        let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
-        let crate::spec::BucketDiscovery::Notifications {
-            feed: crate::spec::NotificationFeedSpec::Amqp(amqp),
-            ..
-        } = &bucket.discovery
-        else {
+        let crate::spec::BucketDiscovery::Notifications { feed, .. } = &bucket.discovery else {
+            panic!("expected notifications, got {:?}", bucket.discovery)
+        };
+        let crate::spec::NotificationFeed::Amqp(amqp) = feed.as_ref() else {
             panic!("expected an amqp feed, got {:?}", bucket.discovery)
         };
         assert_eq!(amqp.queue, "landing-events");
@@ -412,14 +411,13 @@ schema = {{ id = "int64" }}
             "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"landing-events\"",
         )
         .unwrap();
-        let TriggerSpec::Bucket(bucket) = &job.trigger else {
+        let Some(bucket) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
             panic!("expected a bucket trigger")
         };
-        let crate::spec::BucketDiscovery::Notifications {
-            feed: crate::spec::NotificationFeedSpec::Kafka(kafka),
-            ..
-        } = &bucket.discovery
-        else {
+        let crate::spec::BucketDiscovery::Notifications { feed, .. } = &bucket.discovery else {
+            panic!("expected notifications, got {:?}", bucket.discovery)
+        };
+        let crate::spec::NotificationFeed::Kafka(kafka) = feed.as_ref() else {
             panic!("expected a kafka feed, got {:?}", bucket.discovery)
         };
         assert_eq!(kafka.topic, "landing-events");

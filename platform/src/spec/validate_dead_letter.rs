@@ -8,9 +8,11 @@
 
 use super::checker::Checker;
 use super::raw::{RawAmqpDeadLetter, RawDeadLetter, RawKafkaDeadLetter};
-use super::types::{AmqpDeadLetterSpec, DeadLetterSpec, KafkaDeadLetterSpec, TriggerSpec};
-use crate::deadletter::kafka::MANAGED_PRODUCER_OPTIONS;
-use sluice_connectors::kafka::{TOPIC_RULE, is_topic_name};
+use super::types::{
+    AmqpDeadLetterConfig, AmqpSourceConfig, DeadLetterSpec, KafkaDeadLetterConfig,
+    KafkaSourceConfig, TriggerSpec,
+};
+use sluice_connectors::kafka::{MANAGED_PRODUCER_OPTIONS, TOPIC_RULE, is_topic_name};
 
 impl Checker<'_> {
     /// Validates `[dead_letter]`; `None` when it declares nothing or has errors.
@@ -62,16 +64,17 @@ impl Checker<'_> {
         raw: &RawKafkaDeadLetter,
         trigger: Option<&TriggerSpec>,
         job_name: Option<&str>,
-    ) -> Option<KafkaDeadLetterSpec> {
+    ) -> Option<KafkaDeadLetterConfig> {
         const BROKERS: &str = "dead_letter.kafka.brokers";
-        let brokers = match (&raw.brokers, trigger) {
-            (Some(brokers), _) => self
+        let kafka_trigger = trigger.and_then(TriggerSpec::config::<KafkaSourceConfig>);
+        let brokers = match (&raw.brokers, trigger, kafka_trigger) {
+            (Some(brokers), _, _) => self
                 .expand(BROKERS, brokers)
                 .and_then(|expanded| self.brokers(BROKERS, &expanded)),
-            (None, Some(TriggerSpec::Kafka(kafka))) => Some(kafka.brokers.clone()),
+            (None, _, Some(kafka)) => Some(kafka.brokers.clone()),
             // The trigger has errors of its own, already reported.
-            (None, None) => None,
-            (None, Some(_)) => {
+            (None, None, _) => None,
+            (None, Some(_), None) => {
                 self.error(
                     BROKERS,
                     "required when the trigger is not Kafka, e.g. brokers = \"localhost:9092\"",
@@ -96,7 +99,7 @@ impl Checker<'_> {
                 None
             }
         };
-        if let (Some(TriggerSpec::Kafka(kafka)), Some(topic)) = (trigger, &topic)
+        if let (Some(kafka), Some(topic)) = (kafka_trigger, &topic)
             && kafka.topic == *topic
             && raw.brokers.is_none()
         {
@@ -122,7 +125,7 @@ impl Checker<'_> {
             }
         }
         let options = self.options("dead_letter.kafka.options", &raw.options, true);
-        Some(KafkaDeadLetterSpec {
+        Some(KafkaDeadLetterConfig {
             brokers: brokers?,
             topic: topic?,
             group: group?,
@@ -134,13 +137,14 @@ impl Checker<'_> {
         &mut self,
         raw: &RawAmqpDeadLetter,
         trigger: Option<&TriggerSpec>,
-    ) -> Option<AmqpDeadLetterSpec> {
+    ) -> Option<AmqpDeadLetterConfig> {
         const URL: &str = "dead_letter.amqp.url";
-        let url = match (&raw.url, trigger) {
-            (Some(url), _) => self.amqp_url(URL, url),
-            (None, Some(TriggerSpec::Amqp(amqp))) => Some(amqp.url.clone()),
-            (None, None) => None,
-            (None, Some(_)) => {
+        let amqp_trigger = trigger.and_then(TriggerSpec::config::<AmqpSourceConfig>);
+        let url = match (&raw.url, trigger, amqp_trigger) {
+            (Some(url), _, _) => self.amqp_url(URL, url),
+            (None, _, Some(amqp)) => Some(amqp.url.clone()),
+            (None, None, _) => None,
+            (None, Some(_), None) => {
                 self.error(
                     URL,
                     "required when the trigger is not AMQP, e.g. url = \"amqp://app:${AMQP_PASSWORD}@rabbitmq:5672/%2f\"",
@@ -156,7 +160,7 @@ impl Checker<'_> {
             }
             Some(queue) => self.amqp_queue("dead_letter.amqp.queue", queue, declare),
         };
-        if let (Some(TriggerSpec::Amqp(amqp)), Some(queue)) = (trigger, &queue)
+        if let (Some(amqp), Some(queue)) = (amqp_trigger, &queue)
             && amqp.queue == *queue
             && raw.url.is_none()
         {
@@ -165,7 +169,7 @@ impl Checker<'_> {
                 "is the queue the job consumes; dead letters need a queue of their own",
             );
         }
-        Some(AmqpDeadLetterSpec {
+        Some(AmqpDeadLetterConfig {
             url: url?,
             queue: queue?,
             declare,

@@ -8,15 +8,16 @@ async fn a_clean_run_names_everything_from_its_ranges() {
     let (objects, offsets) = clean_run().await;
     assert_eq!(offsets, all_offsets());
     let names: Vec<&str> = objects.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        vec![
-            "out/_sluice/dead_letters/t-0-00000000000000000000-00000000000000000029.ndjson",
-            "out/_sluice/dead_letters/t-1-00000000000000000000-00000000000000000029.ndjson",
-            "out/day=2026-01-01/t-0-00000000000000000000-00000000000000000029.parquet",
-            "out/day=2026-01-02/t-1-00000000000000000000-00000000000000000029.parquet",
-        ]
-    );
+    let range = "00000000000000000000-00000000000000000029";
+    let (first, second) = (splits::owner(0), splits::owner(1));
+    let mut expected = vec![
+        format!("out/_sluice/dead_letters/{first}-{range}.ndjson"),
+        format!("out/_sluice/dead_letters/{second}-{range}.ndjson"),
+        format!("out/day=2026-01-01/{first}-{range}.parquet"),
+        format!("out/day=2026-01-02/{second}-{range}.parquet"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
     let rows: usize = objects.values().map(Vec::len).sum();
     assert_eq!(rows, 60, "every record once, as a row or a dead letter");
 }
@@ -125,11 +126,7 @@ async fn objects_an_interrupted_attempt_wrote_and_the_redo_did_not_are_deleted()
     let markers = MarkerStore::new(world.output());
     let range = whole_partition();
     let mut intent = markers
-        .get(
-            &sluice_connectors::SplitId::kafka(TOPIC, 0),
-            range,
-            names::MarkerKind::Intent,
-        )
+        .get(&partition(0), range, names::MarkerKind::Intent)
         .await
         .unwrap()
         .unwrap();
@@ -200,15 +197,9 @@ async fn a_crash_during_a_redo_is_recovered_again() {
 async fn markers_are_create_only_and_conflicts_are_refused() {
     let world = World::new();
     let markers = MarkerStore::new(world.output());
-    let manifest = RangeManifest {
-        topic: TOPIC.into(),
-        object: None,
-        partition: 0,
-        first: 0,
-        last: 9,
-        objects: vec!["out/a.parquet".into()],
-        dead_letters: vec![],
-    };
+    let mut manifest =
+        RangeManifest::for_split(&partition(0), PositionRange { first: 0, last: 9 }).unwrap();
+    manifest.objects = vec!["out/a.parquet".into()];
     markers
         .put(names::MarkerKind::Intent, &manifest)
         .await

@@ -169,7 +169,7 @@ mod redo {
     use async_trait::async_trait;
     use object_store::ObjectStoreExt as _;
     use sluice_connectors::bucket::source::object_location;
-    use sluice_connectors::bucket::{BucketSource, BucketSourceConfig, Discovery};
+    use sluice_connectors::bucket::{BucketSource, Discovery};
     use sluice_connectors::{Source, SourceError};
     use tokio_util::sync::CancellationToken;
 
@@ -180,8 +180,8 @@ mod redo {
     use crate::deadletter::dead_letter_location;
     use crate::output::store::open_store;
     use crate::pipeline::{Job, JobError};
-    use crate::spec::{BucketTriggerSpec, JobSpec, TriggerSpec, parse_job};
-    use crate::trigger::{BUCKET_CURSOR, object_range_log};
+    use crate::spec::{BucketTriggerConfig, JobSpec, parse_job};
+    use sluice_connectors::trigger::ConnectContext;
 
     const LINES: i64 = 30;
     /// Lines the interrupted run reads before its (only) commit: the object's first range.
@@ -253,11 +253,20 @@ schema = {{ id = "int64 not null", day = "date32" }}
             }
         }
 
-        fn bucket(&self) -> &BucketTriggerSpec {
-            match &self.spec.trigger {
-                TriggerSpec::Bucket(bucket) => bucket,
-                other => panic!("not a bucket trigger: {other:?}"),
-            }
+        fn bucket(&self) -> &BucketTriggerConfig {
+            self.spec
+                .trigger
+                .config::<BucketTriggerConfig>()
+                .expect("a bucket trigger")
+        }
+
+        fn input(&self) -> OutputLocation {
+            let bucket = self.bucket();
+            open_store(&bucket.url, &bucket.options).unwrap()
+        }
+
+        fn range_log(&self) -> ObjectRangeLog {
+            self.bucket().object_range_log(&self.input())
         }
 
         fn output(&self) -> OutputLocation {
@@ -272,28 +281,21 @@ schema = {{ id = "int64 not null", day = "date32" }}
             dead_letter_location(&self.spec, &self.output()).unwrap()
         }
 
-        /// The source `sluice run` builds for the job (see `trigger.rs`), with its cursor
-        /// beside the output in the crash store; it ends once the inbox is read.
+        /// The source `sluice run` builds for the job (the connector's configuration),
+        /// with its cursor beside the output in the crash store; it ends once the inbox is
+        /// read.
         async fn source(&self) -> BucketSource {
-            let bucket = self.bucket();
-            let input = open_store(&bucket.url, &bucket.options).unwrap();
-            BucketSource::connect(BucketSourceConfig {
+            let context = ConnectContext {
                 job: self.spec.name.clone(),
-                input_store: input.store,
-                input_prefix: input.prefix,
-                input_url: input.url,
-                cursor_store: self.store.clone(),
-                cursor_path: self.output().object_path(BUCKET_CURSOR).unwrap(),
-                format: bucket.format,
-                compression: bucket.compression,
-                discovery: Discovery::Listing {
-                    poll_interval: Duration::from_millis(20),
-                },
+                input: None,
+                output: self.output(),
                 stop_when_idle: true,
-                missing_timeout: bucket.missing_timeout,
-            })
-            .await
-            .unwrap()
+            };
+            let mut config = self.bucket().source_config(self.input(), &context).unwrap();
+            config.discovery = Discovery::Listing {
+                poll_interval: Duration::from_millis(20),
+            };
+            BucketSource::connect(config).await.unwrap()
         }
 
         /// Runs the job until the source ends (after `lines`, if given) or the run dies
@@ -304,7 +306,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
             crash: Option<(&'static str, usize)>,
         ) -> Result<Outcome, JobError> {
             *self.store.faults().crash.lock().unwrap() = crash;
-            let log = object_range_log(self.bucket()).unwrap();
+            let log = self.range_log();
             let committer = Committer::load(self.output(), self.dead_letters(), Some(&log)).await?;
             let source: Box<dyn Source> = match lines {
                 Some(left) => Box::new(FirstLines {
@@ -330,7 +332,7 @@ schema = {{ id = "int64 not null", day = "date32" }}
         async fn recover(&self) -> RecoveryReport {
             recover(
                 &self.spec,
-                &object_range_log(self.bucket()).unwrap(),
+                &self.range_log(),
                 self.output(),
                 self.dead_letters(),
             )

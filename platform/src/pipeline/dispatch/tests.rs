@@ -1,8 +1,8 @@
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sluice_connectors::{CheckpointDelta, Event, Origin, SplitId};
+use sluice_connectors::testing::splits;
+use sluice_connectors::{CheckpointDelta, Event};
 
 use super::*;
 
@@ -13,14 +13,7 @@ fn batch(partition: i32, offsets: std::ops::Range<i64>, keys: &[&str]) -> Batch 
         .clone()
         .enumerate()
         .map(|(i, offset)| {
-            let mut event = Event::from_payload(
-                "{}",
-                Origin::Kafka {
-                    topic: Arc::from("t"),
-                    partition,
-                    offset,
-                },
-            );
+            let mut event = Event::from_payload("{}", splits::origin(partition, offset));
             event.key = keys.get(i).map(|k| Bytes::from(k.to_string()));
             checkpoint
                 .record(event.origin.split(), event.origin.position())
@@ -29,7 +22,7 @@ fn batch(partition: i32, offsets: std::ops::Range<i64>, keys: &[&str]) -> Batch 
         })
         .collect();
     Batch {
-        split: SplitId::kafka("t", partition),
+        split: splits::split(partition),
         bytes: events.len() * 2,
         events,
         checkpoint,
@@ -56,14 +49,10 @@ fn partition_ordering_runs_one_batch_per_partition_and_partitions_side_by_side()
         "partition 0's second batch waits for its first"
     );
     assert_eq!(dispatch.running_batches(), 2);
-    let p0 = if a.split == SplitId::kafka("t", 0) {
-        a
-    } else {
-        b
-    };
+    let p0 = if a.split == splits::split(0) { a } else { b };
     assert_eq!(dispatch.finish(&p0, 0), vec![0]);
     let (next, batch) = dispatch.start_next().unwrap();
-    assert_eq!(next.split, SplitId::kafka("t", 0));
+    assert_eq!(next.split, splits::split(0));
     assert_eq!(first_offset(&batch), 10);
 }
 
@@ -125,9 +114,9 @@ fn after_a_failure_nothing_later_of_the_split_is_applied_or_started() {
     let first = dispatch.start_next().unwrap().0;
     let other = dispatch.start_next().unwrap().0;
     let second = dispatch.start_next().unwrap().0;
-    assert_eq!(first.split, SplitId::kafka("t", 0));
-    assert_eq!(other.split, SplitId::kafka("t", 1));
-    assert_eq!(second.split, SplitId::kafka("t", 0));
+    assert_eq!(first.split, splits::split(0));
+    assert_eq!(other.split, splits::split(1));
+    assert_eq!(second.split, splits::split(0));
     assert_eq!(dispatch.finish(&first, 0), vec![0]);
     dispatch.fail(&second);
     assert_eq!(

@@ -56,11 +56,7 @@ async fn a_full_window_is_committed_before_the_file_age() {
         .map(|i| {
             Event::from_payload(
                 format!(r#"{{"id":{i},"day":"2026-01-01"}}"#),
-                Origin::Kafka {
-                    topic: Arc::from("t"),
-                    partition: 0,
-                    offset: i,
-                },
+                splits::origin(0, i),
             )
         })
         .collect();

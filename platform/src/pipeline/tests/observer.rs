@@ -67,7 +67,7 @@ done"#;
     assert!(failures.len() >= 4, "{failures:#?}");
     for failure in &failures {
         assert_eq!(failure.outcome, AttemptOutcome::FunctionError);
-        assert_eq!(failure.split, "t/1");
+        assert_eq!(failure.split, splits::split(1).to_string());
         assert!((failure.first_position..=failure.last_position).contains(&3));
         assert!(
             failure.stderr_tail.contains("cannot handle 7"),

@@ -15,9 +15,8 @@ fn job_with_secret(dir: &Path, script: &str, extra_function: &str) -> JobSpec {
     std::fs::write(dir.join("fn.sh"), script).unwrap();
     let text = format!(
         r#"name = "secrets-test"
-[trigger.kafka]
-brokers = "127.0.0.1:1"
-topic = "t"
+[trigger.bucket]
+url = "memory://in"
 [function]
 command = ["sh", "fn.sh"]
 {extra_function}

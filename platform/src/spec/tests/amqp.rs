@@ -11,9 +11,9 @@ fn with_amqp(body: &str) -> String {
 
 fn amqp_of(text: &str) -> AmqpSourceConfig {
     let job = parse(text).unwrap_or_else(|errors| panic!("{errors}"));
-    match job.trigger {
-        TriggerSpec::Amqp(amqp) => amqp,
-        other => panic!("not an amqp trigger: {other:?}"),
+    match job.trigger.config::<AmqpSourceConfig>() {
+        Some(amqp) => amqp.clone(),
+        None => panic!("not an amqp trigger: {:?}", job.trigger),
     }
 }
 
@@ -41,7 +41,7 @@ routing_keys = ["click.*", "click.#"]
 prefetch = 2000"#,
     );
     let job = parse_amqp(&text).unwrap_or_else(|errors| panic!("{errors}"));
-    let TriggerSpec::Amqp(amqp) = &job.trigger else {
+    let Some(amqp) = job.trigger.config::<crate::spec::AmqpSourceConfig>() else {
         panic!("not an amqp trigger: {:?}", job.trigger);
     };
     assert_eq!(
@@ -76,7 +76,7 @@ fn minimal_amqp_trigger_gets_defaults() {
 #[test]
 fn whole_url_from_the_environment_is_accepted() {
     let job = parse_amqp(&with_amqp("url = \"${AMQP_URL}\"\nqueue = \"q\"")).unwrap();
-    let TriggerSpec::Amqp(amqp) = &job.trigger else {
+    let Some(amqp) = job.trigger.config::<crate::spec::AmqpSourceConfig>() else {
         panic!("not an amqp trigger");
     };
     assert_eq!(amqp.url, "amqp://app:url-secret@rabbit:5672/prod");

@@ -15,7 +15,7 @@ fn kafka_dead_letters_take_the_triggers_brokers_and_a_default_group() {
     ));
     assert_eq!(
         spec,
-        DeadLetterSpec::Kafka(KafkaDeadLetterSpec {
+        DeadLetterSpec::Kafka(KafkaDeadLetterConfig {
             brokers: "localhost:9092".into(),
             topic: "clicks-dead".into(),
             group: "sluice-clicks-dead-letters".into(),

@@ -241,19 +241,22 @@ fn the_webhook_token_comes_from_the_environment() {
     };
     let job = parse_with_secret(&bucket("token = \"${AWS_SECRET_ACCESS_KEY}\""))
         .unwrap_or_else(|errors| panic!("{errors}"));
-    let TriggerSpec::Bucket(trigger) = &job.trigger else {
+    let Some(trigger) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
         panic!("a bucket trigger")
     };
-    let BucketDiscovery::Notifications {
-        feed: NotificationFeedSpec::Webhook {
-            token: Some(token), ..
-        },
-        ..
-    } = &trigger.discovery
-    else {
-        panic!("a webhook with a token: {:?}", trigger.discovery)
+    let BucketDiscovery::Notifications { feed, .. } = &trigger.discovery else {
+        panic!("notifications: {:?}", trigger.discovery)
     };
-    assert_eq!(token.expose(), SECRET);
+    let NotificationFeed::Webhook {
+        token: Some(token), ..
+    } = feed.as_ref()
+    else {
+        panic!("a webhook with a token: {feed:?}")
+    };
+    assert_eq!(
+        token,
+        &sluice_connectors::bucket::webhook::WebhookToken::new(SECRET)
+    );
     assert!(!format!("{job:?}").contains(SECRET));
 
     let literal = parse_with_secret(&bucket("token = \"literal-token-0123456789\""))

@@ -1,11 +1,12 @@
-//! Dead letters as persistent messages in an AMQP queue (`[dead_letter.amqp]`).
+//! Dead letters as persistent messages in an AMQP queue (`[dead_letter.amqp]`): the AMQP
+//! connector's [`LetterBroker`] (see [`crate::dead_letter`]).
 //!
 //! Sending: one connection (named `sluice-<job>-dead-letters`) with a channel in confirm
 //! mode; the queue is declared durable (unless `declare = false`: then it must exist).
 //! Each letter is published to the default exchange with the queue as routing key,
 //! `mandatory` (an unroutable letter comes back instead of vanishing), persistent
 //! (`delivery_mode = 2`), `message_id` = the letter's `id`, `content_type =
-//! application/json`. [`AmqpDeadLetters::send`] returns only once the broker confirmed
+//! application/json`. [`AmqpDeadLetters`] returns only once the broker confirmed
 //! every message — for a persistent message in a durable queue, once it is on disk. On
 //! any failure the connection is dropped (a fresh one is opened by the next send) and the
 //! caller sends every letter again, so a letter may be in the queue twice with the same
@@ -24,31 +25,84 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
-use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
-use serde_json::Value;
-use sluice_connectors::amqp::parse_broker_url;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use super::{DeadLetter, DeadLetterError};
-use crate::spec::AmqpDeadLetterSpec;
+use super::{parse_broker_url, redact_url};
+use crate::dead_letter::{
+    LetterBroker, LetterGroup, LetterPublisher, OutgoingLetter, PendingLetters, PublishError,
+    ReadLettersError,
+};
+use crate::retry::Retry;
+
+/// `[dead_letter.amqp]`: the queue dead letters go to. `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpDeadLetterConfig {
+    /// `amqp://user:password@host:port/vhost`, `${ENV}` expanded (the AMQP trigger's when
+    /// not given); show it only through [`AmqpDeadLetterConfig::redacted_url`].
+    pub url: String,
+    pub queue: String,
+    /// Declare the queue (durable) before publishing.
+    pub declare: bool,
+}
+
+impl AmqpDeadLetterConfig {
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl std::fmt::Debug for AmqpDeadLetterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpDeadLetterConfig")
+            .field("url", &self.redacted_url())
+            .field("queue", &self.queue)
+            .field("declare", &self.declare)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl LetterBroker for AmqpDeadLetterConfig {
+    fn describe(&self) -> String {
+        format!("amqp queue {} ({})", self.queue, self.redacted_url())
+    }
+
+    fn unit(&self) -> &'static str {
+        "queues"
+    }
+
+    fn publisher(&self, job: &str) -> Box<dyn LetterPublisher> {
+        Box::new(AmqpDeadLetters::new(job, self.clone()))
+    }
+
+    async fn read_pending(
+        &self,
+        job: &str,
+        limit: Option<usize>,
+    ) -> Result<Box<dyn PendingLetters>, ReadLettersError> {
+        Ok(Box::new(PendingAmqpLetters::get(job, self, limit).await?))
+    }
+}
 
 /// Bound on connecting, on each request, and on one whole send.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The publishing side of a queue destination; connected on the first send.
-pub(crate) struct AmqpDeadLetters {
+pub struct AmqpDeadLetters {
     job: String,
-    spec: AmqpDeadLetterSpec,
+    spec: AmqpDeadLetterConfig,
     session: Option<(Connection, Channel)>,
 }
 
 impl AmqpDeadLetters {
-    pub(crate) fn new(job: &str, spec: AmqpDeadLetterSpec) -> Self {
+    pub fn new(job: &str, spec: AmqpDeadLetterConfig) -> Self {
         Self {
             job: job.to_owned(),
             spec,
@@ -56,28 +110,7 @@ impl AmqpDeadLetters {
         }
     }
 
-    /// Publishes every letter and waits for the broker's confirms. See the module docs.
-    pub(crate) async fn send(&mut self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
-        let result = tokio::time::timeout(REQUEST_TIMEOUT, self.publish_all(letters))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Failure::retry(format!(
-                    "no confirm within {REQUEST_TIMEOUT:?}"
-                )))
-            });
-        result.map_err(|failure| {
-            // The channel may hold unconfirmed messages or be closed: start afresh.
-            self.session = None;
-            DeadLetterError::Amqp {
-                count: letters.len(),
-                queue: self.spec.queue.clone(),
-                message: failure.message,
-                retryable: failure.retryable,
-            }
-        })
-    }
-
-    async fn publish_all(&mut self, letters: &[DeadLetter]) -> Result<(), Failure> {
+    async fn publish_all(&mut self, letters: &[OutgoingLetter<'_>]) -> Result<(), Failure> {
         let channel = self.channel().await?;
         let queue = short(&self.spec.queue)?;
         let now = SystemTime::now()
@@ -92,7 +125,7 @@ impl AmqpDeadLetters {
             );
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
-                .with_message_id(short(letter.id())?)
+                .with_message_id(short(letter.id)?)
                 .with_content_type("application/json".into())
                 .with_timestamp(now)
                 .with_headers(headers);
@@ -104,7 +137,7 @@ impl AmqpDeadLetters {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    letter.to_json_line().as_bytes(),
+                    letter.line.as_bytes(),
                     properties,
                 )
                 .await
@@ -171,8 +204,32 @@ impl AmqpDeadLetters {
     }
 }
 
+#[async_trait]
+impl LetterPublisher for AmqpDeadLetters {
+    /// Publishes every letter and waits for the broker's confirms. See the module docs.
+    async fn publish(&mut self, letters: &[OutgoingLetter<'_>]) -> Result<(), PublishError> {
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, self.publish_all(letters))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::retry(format!(
+                    "no confirm within {REQUEST_TIMEOUT:?}"
+                )))
+            });
+        result.map_err(|failure| {
+            // The channel may hold unconfirmed messages or be closed: start afresh.
+            self.session = None;
+            PublishError {
+                verb: "publish",
+                destination: format!("amqp queue {}", self.spec.queue),
+                message: failure.message,
+                retry: Retry::when(failure.retryable),
+            }
+        })
+    }
+}
+
 async fn open_channel(
-    spec: &AmqpDeadLetterSpec,
+    spec: &AmqpDeadLetterConfig,
     connection_name: &str,
 ) -> Result<(Connection, Channel), Failure> {
     let uri = parse_broker_url(&spec.url).map_err(|error| Failure {
@@ -200,24 +257,11 @@ impl Failure {
         }
     }
 
-    /// Access refused, a missing queue, a queue declared with other settings or a vhost
-    /// the user may not use are the user's to fix; the rest may pass.
+    /// What the user must fix ([`super::session::is_user_error`]) is not retried.
     fn from_lapin(what: &str, error: &lapin::Error) -> Self {
-        let user_error = match error.kind() {
-            ErrorKind::ProtocolError(amqp) => matches!(
-                amqp.kind(),
-                AMQPErrorKind::Soft(
-                    AMQPSoftError::ACCESSREFUSED
-                        | AMQPSoftError::NOTFOUND
-                        | AMQPSoftError::PRECONDITIONFAILED
-                ) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
-            ),
-            ErrorKind::AuthProviderError(_) => true,
-            _ => false,
-        };
         Self {
             message: format!("could not {what}: {error}"),
-            retryable: !user_error,
+            retryable: !super::session::is_user_error(error),
         }
     }
 }
@@ -239,29 +283,38 @@ fn short(text: &str) -> Result<ShortString, Failure> {
     })
 }
 
-/// Why reading letters back failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AmqpReadError {
-    #[error("amqp queue {queue}: {message}")]
-    Amqp { queue: String, message: String },
-    #[error(
-        "amqp queue {queue} message {number}: {message} (not a dead letter written by sluice?)"
-    )]
-    Malformed {
-        queue: String,
-        number: u64,
-        message: String,
-    },
-}
-
 /// Letters taken from the queue without acknowledging them, in queue order: each with
 /// its number (from 1) and delivery tag.
 pub struct PendingAmqpLetters {
     pub queue: String,
-    pub letters: Vec<(u64, Value)>,
+    /// One group: the queue.
+    groups: Vec<LetterGroup>,
     tags: Vec<u64>,
     connection: Connection,
     channel: Channel,
+}
+
+#[async_trait]
+impl PendingLetters for PendingAmqpLetters {
+    fn groups(&self) -> &[LetterGroup] {
+        &self.groups
+    }
+
+    async fn retire(&self, _group: &str, first: u64, last: u64) -> Result<(), String> {
+        self.ack(first, last).await.map_err(|e| e.to_string())
+    }
+
+    async fn release(&self) {
+        let _ =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.connection.close(200, "OK".into())).await;
+    }
+}
+
+fn broker_error(queue: &str, failure: Failure) -> ReadLettersError {
+    ReadLettersError::Broker {
+        destination: format!("amqp queue {queue}"),
+        message: failure.message,
+    }
 }
 
 impl PendingAmqpLetters {
@@ -269,14 +322,11 @@ impl PendingAmqpLetters {
     /// acknowledging them.
     pub async fn get(
         job: &str,
-        spec: &AmqpDeadLetterSpec,
+        spec: &AmqpDeadLetterConfig,
         limit: Option<usize>,
-    ) -> Result<Self, AmqpReadError> {
+    ) -> Result<Self, ReadLettersError> {
         let queue = spec.queue.clone();
-        let failed = |failure: Failure| AmqpReadError::Amqp {
-            queue: queue.clone(),
-            message: failure.message,
-        };
+        let failed = |failure: Failure| broker_error(&queue, failure);
         let name = format!("sluice-{job}-dead-letters-reader");
         let (connection, channel) = open_channel(spec, &name).await.map_err(failed)?;
         let queue_name = short(&queue).map_err(failed)?;
@@ -310,9 +360,9 @@ impl PendingAmqpLetters {
             let Some(message) = got else { break };
             let number = letters.len() as u64 + 1;
             let letter = serde_json::from_slice(&message.delivery.data).map_err(|error| {
-                AmqpReadError::Malformed {
-                    queue: queue.clone(),
-                    number,
+                ReadLettersError::Malformed {
+                    destination: format!("amqp queue {queue}"),
+                    position: format!("message {number}"),
                     message: error.to_string(),
                 }
             })?;
@@ -320,8 +370,11 @@ impl PendingAmqpLetters {
             letters.push((number, letter));
         }
         Ok(Self {
+            groups: vec![LetterGroup {
+                name: queue.clone(),
+                letters,
+            }],
             queue,
-            letters,
             tags,
             connection,
             channel,
@@ -330,7 +383,7 @@ impl PendingAmqpLetters {
 
     /// Acknowledges letters `first..=last` (their numbers): their output is durable, they
     /// leave the queue.
-    pub async fn ack(&self, first: u64, last: u64) -> Result<(), AmqpReadError> {
+    pub async fn ack(&self, first: u64, last: u64) -> Result<(), ReadLettersError> {
         for number in first..=last {
             let Some(&tag) = number
                 .checked_sub(1)
@@ -343,17 +396,8 @@ impl PendingAmqpLetters {
                 self.channel.basic_ack(tag, BasicAckOptions::default()),
             )
             .await
-            .map_err(|failure| AmqpReadError::Amqp {
-                queue: self.queue.clone(),
-                message: failure.message,
-            })?;
+            .map_err(|failure| broker_error(&self.queue, failure))?;
         }
         Ok(())
-    }
-
-    /// Closes the connection; every message not acknowledged goes back to the queue.
-    pub async fn release(&self) {
-        let _ =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.connection.close(200, "OK".into())).await;
     }
 }

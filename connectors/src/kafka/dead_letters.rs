@@ -1,7 +1,8 @@
-//! Dead letters as messages of a Kafka topic (`[dead_letter.kafka]`).
+//! Dead letters as messages of a Kafka topic (`[dead_letter.kafka]`): the Kafka
+//! connector's [`LetterBroker`] (see [`crate::dead_letter`]).
 //!
 //! Sending: one message per letter — value the letter's JSON object, key its `id`, header
-//! `sluice-job` — through an idempotent producer with `acks=all`; [`KafkaDeadLetters::send`]
+//! `sluice-job` — through an idempotent producer with `acks=all`; [`KafkaDeadLetters`]
 //! returns only once the broker acknowledged every message (or one failed: then the
 //! caller sends them all again, so a letter may be in the topic twice with the same key).
 //!
@@ -17,9 +18,11 @@
 //! Threads: librdkafka calls block; reading and committing run under `spawn_blocking`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
@@ -27,8 +30,58 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::{DeadLetter, DeadLetterError};
-use crate::spec::KafkaDeadLetterSpec;
+use crate::dead_letter::{
+    LetterBroker, LetterGroup, LetterPublisher, OutgoingLetter, PendingLetters, PublishError,
+    ReadLettersError,
+};
+use crate::retry::Retry;
+
+/// `[dead_letter.kafka]`: the topic dead letters go to. `Debug` shows the names of the
+/// `options`, never their values (they may hold credentials).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaDeadLetterConfig {
+    /// Bootstrap servers, `${ENV}` expanded (the Kafka trigger's when not given).
+    pub brokers: String,
+    pub topic: String,
+    /// The group `sluice dlq replay` commits replayed letters to.
+    pub group: String,
+    /// Extra librdkafka properties, `${ENV}` expanded.
+    pub options: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaDeadLetterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaDeadLetterConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl LetterBroker for KafkaDeadLetterConfig {
+    fn describe(&self) -> String {
+        format!("kafka topic {} ({})", self.topic, self.brokers)
+    }
+
+    fn unit(&self) -> &'static str {
+        "partitions"
+    }
+
+    fn publisher(&self, job: &str) -> Box<dyn LetterPublisher> {
+        Box::new(KafkaDeadLetters::new(job, self.clone()))
+    }
+
+    async fn read_pending(
+        &self,
+        job: &str,
+        _limit: Option<usize>,
+    ) -> Result<Box<dyn PendingLetters>, ReadLettersError> {
+        Ok(Box::new(PendingKafkaLetters::read(job, self).await?))
+    }
+}
 
 /// librdkafka properties Sluice sets itself; `dead_letter.kafka.options` may not.
 pub const MANAGED_PRODUCER_OPTIONS: &[&str] = &[
@@ -54,14 +107,14 @@ const READ_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The producer side of a topic destination; connected on the first send.
-pub(crate) struct KafkaDeadLetters {
+pub struct KafkaDeadLetters {
     job: String,
-    spec: KafkaDeadLetterSpec,
+    spec: KafkaDeadLetterConfig,
     producer: Option<FutureProducer>,
 }
 
 impl KafkaDeadLetters {
-    pub(crate) fn new(job: &str, spec: KafkaDeadLetterSpec) -> Self {
+    pub fn new(job: &str, spec: KafkaDeadLetterConfig) -> Self {
         Self {
             job: job.to_owned(),
             spec,
@@ -69,7 +122,7 @@ impl KafkaDeadLetters {
         }
     }
 
-    fn producer(&mut self) -> Result<&FutureProducer, DeadLetterError> {
+    fn producer(&mut self) -> Result<&FutureProducer, PublishError> {
         let producer = match self.producer.take() {
             Some(producer) => producer,
             None => {
@@ -77,28 +130,29 @@ impl KafkaDeadLetters {
                 config.set("acks", "all").set("enable.idempotence", "true");
                 // Creating a client starts librdkafka's threads: kept off the runtime's
                 // other tasks.
-                tokio::task::block_in_place(|| config.create()).map_err(|error| {
-                    DeadLetterError::Config {
-                        message: format!(
-                            "cannot create the kafka producer for dead letters: {error}"
-                        ),
-                    }
+                tokio::task::block_in_place(|| config.create()).map_err(|error| PublishError {
+                    verb: "produce",
+                    destination: format!("kafka topic {}", self.spec.topic),
+                    message: format!("cannot create the kafka producer for dead letters: {error}"),
+                    retry: Retry::Permanent,
                 })?
             }
         };
         Ok(self.producer.insert(producer))
     }
+}
 
+#[async_trait]
+impl LetterPublisher for KafkaDeadLetters {
     /// Produces every letter and waits until the broker acknowledged each (`acks=all`).
-    pub(crate) async fn send(&mut self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
+    async fn publish(&mut self, letters: &[OutgoingLetter<'_>]) -> Result<(), PublishError> {
         let topic = self.spec.topic.clone();
         let job = self.job.clone();
         let producer = self.producer()?;
-        let lines: Vec<String> = letters.iter().map(DeadLetter::to_json_line).collect();
-        let sends = letters.iter().zip(&lines).map(|(letter, line)| {
+        let sends = letters.iter().map(|letter| {
             let record = FutureRecord::to(&topic)
-                .key(letter.id())
-                .payload(line.as_str())
+                .key(letter.id)
+                .payload(letter.line)
                 .headers(OwnedHeaders::new().insert(Header {
                     key: "sluice-job",
                     value: Some(job.as_str()),
@@ -113,17 +167,22 @@ impl KafkaDeadLetters {
             .next();
         match failed {
             None => Ok(()),
-            Some(message) => Err(DeadLetterError::Kafka {
-                count: letters.len(),
-                topic,
+            Some(message) => Err(PublishError {
+                verb: "produce",
+                destination: format!("kafka topic {topic}"),
                 message,
+                retry: Retry::Transient,
             }),
         }
     }
 }
 
 /// The client configuration shared by the producer and the reader.
-fn client_config(job: &str, spec: &KafkaDeadLetterSpec, defaults: &[(&str, &str)]) -> ClientConfig {
+fn client_config(
+    job: &str,
+    spec: &KafkaDeadLetterConfig,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in defaults {
         config.set(*key, *value);
@@ -138,48 +197,50 @@ fn client_config(job: &str, spec: &KafkaDeadLetterSpec, defaults: &[(&str, &str)
     config
 }
 
-/// Why reading letters back failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaReadError {
-    #[error("kafka topic {topic}: {message}")]
-    Kafka { topic: String, message: String },
-    #[error(
-        "kafka topic {topic} partition {partition} offset {offset}: {message} (not a dead letter written by sluice?)"
-    )]
-    Malformed {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        message: String,
-    },
-}
-
-/// The pending letters of a topic destination, per partition in offset order, and the
-/// consumer that commits them once replayed.
+/// The pending letters of a topic destination, per partition in offset order (as
+/// groups `<topic>/<partition>` whose lines are offsets + 1), and the consumer that
+/// commits them once replayed.
 pub struct PendingKafkaLetters {
     pub topic: String,
-    pub partitions: BTreeMap<i32, Vec<(i64, Value)>>,
+    groups: Vec<LetterGroup>,
     consumer: Arc<BaseConsumer>,
     group: String,
 }
 
+#[async_trait]
+impl PendingLetters for PendingKafkaLetters {
+    fn groups(&self) -> &[LetterGroup] {
+        &self.groups
+    }
+
+    async fn retire(&self, group: &str, _first: u64, last: u64) -> Result<(), String> {
+        let Some(partition) = group
+            .strip_prefix(&format!("{}/", self.topic))
+            .and_then(|p| p.parse().ok())
+        else {
+            return Ok(());
+        };
+        // Lines are offsets + 1: `last` is the next offset to read.
+        self.commit(partition, last as i64)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl PendingKafkaLetters {
     /// Reads every pending letter (see the module docs); commits nothing.
-    pub async fn read(job: &str, spec: &KafkaDeadLetterSpec) -> Result<Self, KafkaReadError> {
+    pub async fn read(job: &str, spec: &KafkaDeadLetterConfig) -> Result<Self, ReadLettersError> {
         let (job, spec) = (job.to_owned(), spec.clone());
         let topic = spec.topic.clone();
         // Metadata, offsets and polling block: off the runtime.
         tokio::task::spawn_blocking(move || read_blocking(&job, &spec))
             .await
-            .map_err(|error| KafkaReadError::Kafka {
-                topic,
-                message: format!("reading task failed: {error}"),
-            })?
+            .map_err(|error| broker_error(&topic, format!("reading task failed: {error}")))?
     }
 
     /// Commits `next` as the dead-letter group's offset of `partition`: every letter
     /// before it was replayed.
-    pub async fn commit(&self, partition: i32, next: i64) -> Result<(), KafkaReadError> {
+    pub async fn commit(&self, partition: i32, next: i64) -> Result<(), ReadLettersError> {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, partition, Offset::Offset(next))
             .map_err(|error| self.error(error))?;
@@ -189,33 +250,33 @@ impl PendingKafkaLetters {
         // A synchronous commit waits for the broker: off the runtime.
         tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
             .await
-            .map_err(|error| KafkaReadError::Kafka {
-                topic: topic.clone(),
-                message: format!("commit task failed: {error}"),
-            })?
-            .map_err(|error| KafkaReadError::Kafka {
-                topic,
-                message: format!("group {group} refused an offset commit: {error}"),
+            .map_err(|error| broker_error(&topic, format!("commit task failed: {error}")))?
+            .map_err(|error| {
+                broker_error(
+                    &topic,
+                    format!("group {group} refused an offset commit: {error}"),
+                )
             })
     }
 
-    fn error(&self, error: KafkaError) -> KafkaReadError {
-        KafkaReadError::Kafka {
-            topic: self.topic.clone(),
-            message: error.to_string(),
-        }
+    fn error(&self, error: KafkaError) -> ReadLettersError {
+        broker_error(&self.topic, error.to_string())
+    }
+}
+
+fn broker_error(topic: &str, message: String) -> ReadLettersError {
+    ReadLettersError::Broker {
+        destination: format!("kafka topic {topic}"),
+        message,
     }
 }
 
 fn read_blocking(
     job: &str,
-    spec: &KafkaDeadLetterSpec,
-) -> Result<PendingKafkaLetters, KafkaReadError> {
+    spec: &KafkaDeadLetterConfig,
+) -> Result<PendingKafkaLetters, ReadLettersError> {
     let topic = spec.topic.clone();
-    let failed = |message: String| KafkaReadError::Kafka {
-        topic: topic.clone(),
-        message,
-    };
+    let failed = |message: String| broker_error(&topic, message);
     let mut config = client_config(job, spec, &[]);
     config
         .set("group.id", spec.group.as_str())
@@ -276,10 +337,9 @@ fn read_blocking(
                 last_progress = Instant::now();
                 let (partition, offset) = (message.partition(), message.offset());
                 let letter = serde_json::from_slice(message.payload().unwrap_or_default())
-                    .map_err(|error| KafkaReadError::Malformed {
-                        topic: topic.clone(),
-                        partition,
-                        offset,
+                    .map_err(|error| ReadLettersError::Malformed {
+                        destination: format!("kafka topic {topic}"),
+                        position: format!("partition {partition} offset {offset}"),
                         message: error.to_string(),
                     })?;
                 letters.entry(partition).or_default().push((offset, letter));
@@ -302,9 +362,19 @@ fn read_blocking(
     consumer
         .unassign()
         .map_err(|error| failed(format!("cannot stop reading: {error}")))?;
+    let groups = letters
+        .into_iter()
+        .map(|(partition, letters)| LetterGroup {
+            name: format!("{topic}/{partition}"),
+            letters: letters
+                .into_iter()
+                .map(|(offset, letter)| (offset as u64 + 1, letter))
+                .collect(),
+        })
+        .collect();
     Ok(PendingKafkaLetters {
         topic,
-        partitions: letters,
+        groups,
         consumer: Arc::new(consumer),
         group: spec.group.clone(),
     })
