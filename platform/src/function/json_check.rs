@@ -195,7 +195,7 @@ impl Scanner<'_> {
             self.at += 8;
         }
         while let Some(byte) = self.peek() {
-            if byte < 0x20 || byte >= 0x80 || byte == b'"' || byte == b'\\' {
+            if !(0x20..0x80).contains(&byte) || byte == b'"' || byte == b'\\' {
                 return;
             }
             self.at += 1;
