@@ -7,18 +7,19 @@
 //! - every line is one valid JSON value in UTF-8.
 //!
 //! `value` mode (the common ETL case) writes a JSON payload as it came, without building a
-//! `serde_json::Value`: the payload is validated in place and copied; only a payload with a
-//! raw line break in it (pretty-printed JSON) is rewritten, by dropping the whitespace
-//! between tokens, which leaves every string, number and key order untouched. A payload
-//! that is not JSON becomes a JSON string when it is UTF-8, else `{"$binary":"<base64>"}`.
+//! `serde_json::Value`: the payload is validated in place, in one pass (`json_check`), and
+//! copied; only a payload with a raw line break in it (pretty-printed JSON) is rewritten, by
+//! dropping the whitespace between tokens, which leaves every string, number and key order
+//! untouched. A payload that is not JSON becomes a JSON string when it is UTF-8, else
+//! `{"$binary":"<base64>"}`.
 //!
 //! `envelope` mode wraps each payload with its metadata; see `docs/function-protocol.md`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::de::IgnoredAny;
 use sluice_connectors::{Event, Origin};
 
+use super::json_check::is_json;
 use crate::spec::InputMode;
 
 /// A batch ready to be written to a function's stdin.
@@ -61,15 +62,14 @@ enum PayloadKind<'a> {
 }
 
 fn classify(payload: &[u8]) -> PayloadKind<'_> {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return PayloadKind::Binary;
-    };
-    let trimmed = text.trim_matches(is_json_whitespace);
-    // Validation without allocation: `IgnoredAny` walks the tokens and keeps nothing.
-    if serde_json::from_str::<IgnoredAny>(trimmed).is_ok() {
-        PayloadKind::Json(trimmed.as_bytes())
-    } else {
-        PayloadKind::Text(text)
+    // The common case first: JSON, UTF-8 checked and the grammar walked in one pass,
+    // without allocating.
+    if is_json(payload) {
+        return PayloadKind::Json(payload.trim_ascii());
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => PayloadKind::Text(text),
+        Err(_) => PayloadKind::Binary,
     }
 }
 
@@ -153,10 +153,6 @@ fn push_envelope_line(out: &mut Vec<u8>, event: &Event) {
 /// connector's origin reaches functions the same way.
 fn push_origin(out: &mut Vec<u8>, origin: &Origin) {
     out.extend_from_slice(origin.to_json().to_string().as_bytes());
-}
-
-fn is_json_whitespace(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 
 /// Copies validated JSON, dropping whitespace between tokens when it holds a line break.

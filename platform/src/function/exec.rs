@@ -48,9 +48,10 @@ pub(crate) async fn run_batch(
         started,
         Some(process.spawned_at()),
     );
-    if spec.encoding == Encoding::Arrow {
-        frame = frame.arrow_encoded();
-    }
+    frame = match spec.encoding {
+        Encoding::Arrow => frame.arrow_encoded(),
+        Encoding::Ndjson => frame.expecting(batch.bytes.len()),
+    };
     let mut reader = OutputReader::new(pipes.stdout);
     let driven = tokio::time::timeout(
         spec.timeout,

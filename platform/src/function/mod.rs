@@ -43,6 +43,7 @@ mod exec;
 mod identity;
 mod invoke_error;
 mod isolation;
+mod json_check;
 mod namespaces;
 mod pid_namespace;
 pub mod protocol;

@@ -227,6 +227,15 @@ impl OutputFrame {
         }
     }
 
+    /// The same frame with room for `bytes` of data rows up front (at most the output
+    /// limit): most functions answer about as many bytes as they were given, and a buffer
+    /// grown by doubling copies everything it held at every step.
+    pub(crate) fn expecting(mut self, bytes: usize) -> Self {
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        self.rows.reserve_exact(bytes.min(limit));
+        self
+    }
+
     /// The same frame for an answer in `encoding = "arrow"`.
     pub(crate) fn arrow_encoded(mut self) -> Self {
         self.arrow = Some(ArrowFrame::default());

@@ -112,7 +112,10 @@ impl StreamInstance {
         let mut frame = OutputFrame::new(batch.records, spec.max_output, started, spawned_at);
         // An NDJSON batch ends with an empty line; an Arrow IPC stream ends itself.
         let end_of_batch: &[u8] = match spec.encoding {
-            Encoding::Ndjson => b"\n",
+            Encoding::Ndjson => {
+                frame = frame.expecting(batch.bytes.len());
+                b"\n"
+            }
             Encoding::Arrow => {
                 frame = frame.arrow_encoded();
                 b""

@@ -364,7 +364,16 @@ impl StrictColumn {
     }
 
     fn decode_utf8(&self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut builder = StringBuilder::with_capacity(pos.len(), pos.len() * 16);
+        // The exact size of the column's text up front: a guess too small regrows (and
+        // copies) the buffer several times per batch for long values such as URLs.
+        let text_bytes = pos
+            .iter()
+            .map(|p| match JsonValue::read(tape, *p) {
+                JsonValue::String(s) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut builder = StringBuilder::with_capacity(pos.len(), text_bytes);
         for (row, p) in pos.iter().enumerate() {
             match JsonValue::read(tape, *p) {
                 JsonValue::Null => {

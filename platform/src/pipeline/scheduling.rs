@@ -81,16 +81,20 @@ impl Pipeline<'_> {
             Some(runner) => self.pool.release(runner, records, busy),
             None => self.pool.forget_busy(),
         }
-        match result {
-            Ok(outcome) => {
-                for outcome in self.dispatch.finish(&ticket, outcome) {
-                    self.apply(outcome)?;
-                }
-            }
+        let applicable = match result {
+            Ok(outcome) => self.dispatch.finish(&ticket, outcome),
             Err(error) => {
                 self.dispatch.fail(&ticket);
                 self.failure.get_or_insert(error);
+                Vec::new()
             }
+        };
+        // The freed instance takes its next batch before this one's rows are encoded to
+        // Parquet, so the function and the encoding run side by side instead of in turn.
+        // Starting a batch changes no output and no position: only `apply` does.
+        self.start_batches();
+        for outcome in applicable {
+            self.apply(outcome)?;
         }
         self.publish_status();
         Ok(())
