@@ -13,14 +13,19 @@
 //! start-up and the group join are in it. Each program runs RUNS times (default 1); the
 //! table shows the median. Peak RSS is the largest sum of resident memory over the
 //! program's whole process tree (the platform plus its function instances), sampled every
-//! 100 ms. `COMPARE_ONLY=TEXT` runs only the programs whose name contains TEXT, and the
-//! bare limit; `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds).
+//! 100 ms, and "instances" the most Python processes seen in it at once (for Sluice, its
+//! function instances). `COMPARE_ONLY=TEXT` runs only the programs whose name contains
+//! TEXT (or one of several texts separated by `|`), and the bare limit;
+//! `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds).
 //!
 //! Programs: the bare limit (`bare_kafka_parquet`: rdkafka → arrow-json → zstd Parquet →
 //! commit); hand-written Python (`bench/python/kafka_consumer.py`: confluent-kafka → json
 //! or orjson → pyarrow → zstd Parquet, and with a per-record transform adding a column);
 //! Sluice with `cat` (stream mode, NDJSON: the platform's own cost), with the same
-//! per-record transform as a stream-mode NDJSON function, and with a vectorised pyarrow
+//! per-record transform as a stream-mode NDJSON function written by hand
+//! (`bench/python/sluice_records.py`) and written with the Python SDK's `@records`
+//! (`bench/python/sluice_sdk_records.py`; at the default `max_instances = 1`, and with
+//! `max_instances = 4` so the autoscaler picks the count), and with a vectorised pyarrow
 //! function over `encoding = "arrow"`.
 //!
 //! Then AMQP (AMQP_EVENTS, default 50,000; 0 skips it): the same events, persistent, on a
@@ -34,34 +39,18 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "events.rs"]
+mod events;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use events::event;
 
 const SCHEMA: &str = r#"{ event_id = "utf8 not null", user_id = "int64", session_id = "utf8", action = "utf8", url = "utf8", referrer = "utf8", country = "utf8", device = "utf8", amount = "float64", ts = "timestamp_ms" }"#;
 const SCHEMA_WITH_LENGTH: &str = r#"{ event_id = "utf8 not null", user_id = "int64", session_id = "utf8", action = "utf8", url = "utf8", referrer = "utf8", country = "utf8", device = "utf8", amount = "float64", ts = "timestamp_ms", url_length = "int64" }"#;
-
-/// One event of ~285 bytes.
-fn event(i: usize) -> String {
-    let actions = ["page_view", "add_to_cart", "checkout", "search"];
-    let countries = ["DE", "FR", "US", "JP", "BR"];
-    let devices = ["mobile", "desktop", "tablet"];
-    format!(
-        r#"{{"event_id":"e-{i:09}","user_id":{user},"session_id":"s-{session:012x}","action":"{action}","url":"https://shop.example.com/products/category-{category}/item-{item}?utm_source=newsletter","referrer":"https://www.search.example/?q=item+{item}","country":"{country}","device":"{device}","amount":{amount:.2},"ts":{ts}}}"#,
-        user = i % 100_003,
-        session = (i / 7).wrapping_mul(2_654_435_761) & 0xffff_ffff_ffff,
-        action = actions[i % actions.len()],
-        category = i % 40,
-        item = i % 9_973,
-        country = countries[i % countries.len()],
-        device = devices[i % devices.len()],
-        amount = (i % 10_000) as f64 / 7.0,
-        ts = 1_764_979_200_000_u64 + i as u64,
-    )
-}
 
 /// Starts a program for a consumer group, in a run directory.
 type Starter<'a> = Box<dyn Fn(&str, &Path) -> Child + 'a>;
@@ -69,6 +58,8 @@ type Starter<'a> = Box<dyn Fn(&str, &Path) -> Child + 'a>;
 struct Measured {
     seconds: f64,
     peak_rss_kib: u64,
+    /// The most Python processes in the program's tree at once.
+    peak_pythons: usize,
 }
 
 fn main() {
@@ -113,6 +104,14 @@ fn main() {
     );
 
     let consumer = root.join("bench/python/kafka_consumer.py");
+    let script = |name: &str| root.join("bench/python").join(name).display().to_string();
+    let python_command = |name: &str| {
+        format!(
+            "command = [{:?}, {:?}]",
+            python.display().to_string(),
+            script(name)
+        )
+    };
     let programs: Vec<(&str, Starter<'_>)> = vec![
         (
             "bare Rust: rdkafka → arrow-json → zstd Parquet, one file, commit",
@@ -139,21 +138,36 @@ fn main() {
         ),
         (
             "Sluice, `cat` in stream mode (NDJSON)",
-            sluice_job(&env, &topic, r#"command = ["cat"]"#, SCHEMA),
+            sluice_job(&env, &topic, r#"command = ["cat"]"#, SCHEMA, ""),
         ),
         (
-            "Sluice, per-record Python transform, stream mode, 1 instance",
+            "Sluice, per-record Python transform written by hand, stream mode, 1 instance",
             sluice_job(
                 &env,
                 &topic,
-                &format!(
-                    "command = [{:?}, {:?}]",
-                    python.display().to_string(),
-                    root.join("bench/python/sluice_records.py")
-                        .display()
-                        .to_string()
-                ),
+                &python_command("sluice_records.py"),
                 SCHEMA_WITH_LENGTH,
+                "",
+            ),
+        ),
+        (
+            "Sluice, per-record Python function with the SDK (`@records`), 1 instance",
+            sluice_job(
+                &env,
+                &topic,
+                &python_command("sluice_sdk_records.py"),
+                SCHEMA_WITH_LENGTH,
+                "",
+            ),
+        ),
+        (
+            "Sluice, per-record Python function with the SDK, `max_instances = 4`",
+            sluice_job(
+                &env,
+                &topic,
+                &python_command("sluice_sdk_records.py"),
+                SCHEMA_WITH_LENGTH,
+                "[scaling]\nmax_instances = 4",
             ),
         ),
         (
@@ -162,22 +176,21 @@ fn main() {
                 &env,
                 &topic,
                 &format!(
-                    "command = [{:?}, {:?}]\nencoding = \"arrow\"",
-                    python.display().to_string(),
-                    root.join("bench/python/sluice_arrow.py")
-                        .display()
-                        .to_string()
+                    "{}\nencoding = \"arrow\"",
+                    python_command("sluice_arrow.py")
                 ),
                 SCHEMA_WITH_LENGTH,
+                "",
             ),
         ),
     ];
 
-    // COMPARE_ONLY=TEXT keeps the programs whose name contains TEXT (and the bare limit).
+    // COMPARE_ONLY=TEXT|TEXT keeps the programs whose name contains one of the texts (and
+    // the bare limit).
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
     let mut results = Vec::new();
     for (index, (name, start)) in programs.iter().enumerate() {
-        if index > 0 && !name.contains(only.as_str()) {
+        if index > 0 && !only.split('|').any(|text| name.contains(text)) {
             continue;
         }
         let mut samples = Vec::new();
@@ -195,16 +208,17 @@ fn main() {
 
     let bare = events as f64 / results[0].1.seconds;
     let bare_rss = results[0].1.peak_rss_kib as f64;
-    println!("| program | msgs/s | vs the bare limit | peak RSS | vs bare RSS |");
-    println!("|---|---|---|---|---|");
+    println!("| program | msgs/s | vs the bare limit | peak RSS | vs bare RSS | instances |");
+    println!("|---|---|---|---|---|---|");
     for (name, measured) in &results {
         let rate = events as f64 / measured.seconds;
         println!(
-            "| {name} | {:.0}k | {:.0} % | {:.0} MiB | {:.2}× |",
+            "| {name} | {:.0}k | {:.0} % | {:.0} MiB | {:.2}× | {} |",
             rate / 1000.0,
             100.0 * rate / bare,
             measured.peak_rss_kib as f64 / 1024.0,
-            measured.peak_rss_kib as f64 / bare_rss
+            measured.peak_rss_kib as f64 / bare_rss,
+            measured.peak_pythons
         );
     }
     if amqp_events > 0 {
@@ -252,7 +266,7 @@ fn compare_amqp(
             };
             let mut peak_rss_kib = 0;
             loop {
-                peak_rss_kib = peak_rss_kib.max(tree_rss_kib(child.id()));
+                peak_rss_kib = peak_rss_kib.max(tree_usage(child.id()).0);
                 let exited = child.try_wait().unwrap();
                 if program == "pika" {
                     if let Some(status) = exited {
@@ -279,6 +293,7 @@ fn compare_amqp(
             samples.push(Measured {
                 seconds,
                 peak_rss_kib,
+                peak_pythons: 0,
             });
         }
         samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
@@ -353,13 +368,21 @@ fn python_consumer(
     })
 }
 
-/// `sluice run` on a job folder made in the run's directory, output to a local folder.
-fn sluice_job(env: &Env, topic: &str, function: &str, schema: &str) -> Starter<'static> {
-    let (brokers, topic, function, schema) = (
+/// `sluice run` on a job folder made in the run's directory, output to a local folder;
+/// `tables` go after `[batch]`.
+fn sluice_job(
+    env: &Env,
+    topic: &str,
+    function: &str,
+    schema: &str,
+    tables: &str,
+) -> Starter<'static> {
+    let (brokers, topic, function, schema, tables) = (
         env.brokers.clone(),
         topic.to_owned(),
         function.to_owned(),
         schema.to_owned(),
+        tables.to_owned(),
     );
     Box::new(move |group, dir| {
         let trigger = format!(
@@ -370,7 +393,7 @@ fn sluice_job(env: &Env, topic: &str, function: &str, schema: &str) -> Starter<'
             &trigger,
             &function,
             &schema,
-            "[batch]\nmax_records = 10000",
+            &format!("[batch]\nmax_records = 10000\n{tables}"),
             "max_file_age = \"1s\"",
         )
     })
@@ -415,9 +438,11 @@ fn measure(
     let partitions = ends.keys().max().map_or(0, |p| p + 1);
     let started = Instant::now();
     let mut child = start();
-    let mut peak_rss_kib = 0;
+    let (mut peak_rss_kib, mut peak_pythons) = (0, 0);
     loop {
-        peak_rss_kib = peak_rss_kib.max(tree_rss_kib(child.id()));
+        let (rss_kib, pythons) = tree_usage(child.id());
+        peak_rss_kib = peak_rss_kib.max(rss_kib);
+        peak_pythons = peak_pythons.max(pythons);
         let committed = probe.committed(topic, partitions);
         if ends.iter().all(|(p, end)| committed.get(p) == Some(end)) {
             break;
@@ -433,6 +458,7 @@ fn measure(
     Measured {
         seconds,
         peak_rss_kib,
+        peak_pythons,
     }
 }
 
@@ -445,8 +471,9 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Resident memory of `root` and all its descendants, KiB.
-fn tree_rss_kib(root: u32) -> u64 {
+/// Resident memory of `root` and all its descendants, KiB, and how many of them are Python
+/// interpreters.
+fn tree_usage(root: u32) -> (u64, usize) {
     let mut parents = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -476,7 +503,14 @@ fn tree_rss_kib(root: u32) -> u64 {
         );
         index += 1;
     }
-    tree.iter().map(|&pid| rss_kib(pid)).sum()
+    let pythons = tree
+        .iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("python"))
+        })
+        .count();
+    (tree.iter().map(|&pid| rss_kib(pid)).sum(), pythons)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -41,11 +41,15 @@ def answer(fn, stream_bytes):
 
 
 def encode(table):
-    """One complete IPC stream holding ``table``."""
+    """One complete IPC stream holding ``table``, as a ``pyarrow.Buffer``.
+
+    The buffer is written to stdout as it is (it supports the buffer protocol): no copy
+    into a ``bytes`` object.
+    """
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def serve(fn, stdin=0, stdout=None):

@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 import types
+from operator import length_hint
 
 from . import _frames
 from ._codec import Codec
@@ -52,16 +53,26 @@ def process_batch(fn, lines, codec, envelope=False):
     # Records that did not produce exactly one row: index -> row count. Kept so a row can
     # be traced back to its record without any bookkeeping for the common one-row case.
     uneven = {}
-    for index, line in enumerate(lines):
+    total = len(lines)
+    # The loop carries no index and sets up no handler per record: the `try` is entered
+    # once, a failure resumes the same iterator, and a record's index is worked out from
+    # how many lines are left, only when one is needed.
+    remaining = iter(lines)
+    one_row = dict
+    while True:
         try:
-            result = fn(loads(line))
-            if type(result) is dict:
-                append(dumps(result))
-            elif result is None:
-                uneven[index] = 0
-            else:
-                uneven[index] = _append_rows(result, dumps, append)
+            for line in remaining:
+                result = fn(loads(line))
+                if type(result) is one_row:
+                    append(dumps(result))
+                elif result is None:
+                    uneven[total - length_hint(remaining) - 1] = 0
+                else:
+                    index = total - length_hint(remaining) - 1
+                    uneven[index] = _append_rows(result, dumps, append)
+            break
         except Exception as error:  # one bad record must not fail the batch
+            index = total - length_hint(remaining) - 1
             if not errors:
                 log.warning("record %d of the batch failed:\n%s", index, traceback.format_exc().rstrip())
             uneven[index] = 0
@@ -69,7 +80,7 @@ def process_batch(fn, lines, codec, envelope=False):
     data = codec.join(out)
     if data.startswith(b'{"$') or b'\n{"$' in data:
         # A row starting with a `$` field would read as a control line (rare: one scan finds it).
-        out = _drop_control_rows(out, len(lines), uneven, codec, errors)
+        out = _drop_control_rows(out, total, uneven, codec, errors)
         data = codec.join(out)
     if errors:
         errors.sort()

@@ -151,3 +151,21 @@ def test_a_plain_record_given_to_an_envelope_function_says_what_is_wrong(backend
     assert result.errors == {
         0: "ValueError: record is not an envelope (no 'value' field): is function.input = \"envelope\" set in job.toml?"
     }
+
+
+def test_indexes_stay_right_at_the_batch_edges_and_after_drops_and_lists(backend):
+    def shape(record):
+        kind = record["kind"]
+        if kind == "fail":
+            raise ValueError(f"bad {record['id']}")
+        if kind == "drop":
+            return None
+        if kind == "two":
+            return [{"id": record["id"]}, {"id": record["id"]}]
+        return {"id": record["id"]}
+
+    kinds = ["fail", "drop", "one", "two", "fail", "fail", "two", "drop", "one", "fail"]
+    result = run_records(shape, [{"id": i, "kind": kind} for i, kind in enumerate(kinds)], backend=backend)
+    assert result.errors == {0: "ValueError: bad 0", 4: "ValueError: bad 4", 5: "ValueError: bad 5",
+                             9: "ValueError: bad 9"}
+    assert [row["id"] for row in result.rows] == [2, 3, 3, 6, 6, 8]

@@ -3,7 +3,8 @@
 //!
 //! - `input = "value"`: one row per record; the columns are `function.input_schema` when
 //!   declared, else inferred from the batch (so a batch's schema may differ from the
-//!   previous one's). Fields the schema does not declare are dropped.
+//!   previous one's; flat records by `infer_arrow` without building a JSON value each,
+//!   others by arrow-json). Fields the schema does not declare are dropped.
 //! - `input = "envelope"`: one row per record with the envelope's fields as columns:
 //!   `value` (a struct of the value's columns, declared or inferred as above),
 //!   `value_encoding`, `key`, `key_encoding` (utf8), `headers` (map utf8 → utf8),
@@ -21,10 +22,12 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
 use arrow_json::ReaderBuilder;
+use arrow_json::reader::Decoder;
 use arrow_json::reader::infer_json_schema_from_seekable;
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef};
 
 use super::encode::EncodedBatch;
+use super::infer_arrow::infer_flat;
 use crate::spec::InputMode;
 
 /// Why a batch could not be turned into an Arrow IPC stream: a record that does not fit.
@@ -42,7 +45,11 @@ pub fn ndjson_to_arrow(
     let schema = match mode {
         InputMode::Value => match input_schema {
             Some(schema) => schema.clone(),
-            None => infer(&batch.bytes)?,
+            None => match infer_flat(&batch.bytes, batch.records) {
+                Ok(Some(schema)) => Arc::new(schema),
+                // Nested or unusual records: arrow-json's inference, and its error.
+                Ok(None) | Err(_) => infer(&batch.bytes)?,
+            },
         },
         InputMode::Envelope => envelope_schema(&batch.bytes, input_schema)?,
     };
@@ -99,10 +106,9 @@ fn envelope_schema(
     ])))
 }
 
-fn decode(ndjson: &[u8], schema: SchemaRef, records: usize) -> Result<RecordBatch, ArrowError> {
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(records.max(1))
-        .build_decoder()?;
+/// Gives `ndjson` to `decoder` until it takes no more; returns what it left (nothing
+/// unless the bytes hold more rows than its batch size).
+pub(super) fn feed<'a>(decoder: &mut Decoder, ndjson: &'a [u8]) -> Result<&'a [u8], ArrowError> {
     let mut rest = ndjson;
     while !rest.is_empty() {
         let consumed = decoder.decode(rest)?;
@@ -111,6 +117,14 @@ fn decode(ndjson: &[u8], schema: SchemaRef, records: usize) -> Result<RecordBatc
         }
         rest = &rest[consumed..];
     }
+    Ok(rest)
+}
+
+fn decode(ndjson: &[u8], schema: SchemaRef, records: usize) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(records.max(1))
+        .build_decoder()?;
+    let rest = feed(&mut decoder, ndjson)?;
     let batch = decoder
         .flush()?
         .unwrap_or_else(|| RecordBatch::new_empty(schema));

@@ -41,6 +41,7 @@ pub mod encode_arrow;
 mod environment;
 mod exec;
 mod identity;
+mod infer_arrow;
 mod invoke_error;
 mod isolation;
 mod json_check;
