@@ -15,6 +15,8 @@ struct WindowedSource {
     unacked: usize,
     /// The last acknowledged offset, -1 before any ack.
     acked: Arc<AtomicI64>,
+    /// How many events were handed to the pipeline.
+    delivered: Arc<AtomicI64>,
 }
 
 #[async_trait]
@@ -27,6 +29,8 @@ impl Source for WindowedSource {
         }
         let take = room.min(7).min(self.events.len());
         self.unacked += take;
+        self.delivered
+            .fetch_add(i64::try_from(take).unwrap(), Ordering::SeqCst);
         Ok(Some(self.events.drain(..take).collect()))
     }
 
@@ -61,11 +65,13 @@ async fn a_full_window_is_committed_before_the_file_age() {
         })
         .collect();
     let acked = Arc::new(AtomicI64::new(-1));
+    let delivered = Arc::new(AtomicI64::new(0));
     let source = WindowedSource {
         events: events.into(),
         window: usize::try_from(WINDOW).unwrap(),
         unacked: 0,
         acked: acked.clone(),
+        delivered: delivered.clone(),
     };
     let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
         .await
@@ -73,11 +79,14 @@ async fn a_full_window_is_committed_before_the_file_age() {
     let stopper = job.stopper();
     let run = job.run(CancellationToken::new());
     let wait = async {
-        // Far below the file age, every event but the last window's passes the window of
-        // 20 in early commits (what is left once the source has nothing more to deliver
-        // is a trickle: it commits on the file age, or here at the stop).
+        // Far below the file age, every event is delivered through the window of 20:
+        // every event but the last window's passes it in early commits (what is left once
+        // the source has nothing more to deliver is a trickle: it commits on the file age,
+        // or here at the stop). Waiting for the acks alone would race the last deliveries.
         let deadline = Instant::now() + Duration::from_secs(15);
-        while acked.load(Ordering::SeqCst) < EVENTS - 1 - WINDOW {
+        while delivered.load(Ordering::SeqCst) < EVENTS
+            || acked.load(Ordering::SeqCst) < EVENTS - 1 - WINDOW
+        {
             assert!(!stopper.is_finished(), "the job ended");
             assert!(
                 Instant::now() < deadline,
