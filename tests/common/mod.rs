@@ -14,6 +14,7 @@ pub mod ceph;
 pub mod job_dir;
 pub mod notices;
 pub mod observe;
+pub mod rss;
 pub mod serve;
 pub mod sleepy;
 
@@ -22,6 +23,8 @@ pub mod sleepy;
 pub use job_dir::*;
 #[allow(unused_imports)]
 pub use observe::{done_objects, http_get, processes_with};
+#[allow(unused_imports)]
+pub use rss::{status_kib, tree_rss_kib};
 /// `wait_for(what, timeout, check)`: polls `check` until it holds; panics naming `what`
 /// after `timeout`. `unique(prefix)`: a name no other test run uses.
 #[allow(unused_imports)]
