@@ -474,35 +474,7 @@ fn stop(child: &mut Child) {
 /// Resident memory of `root` and all its descendants, KiB, and how many of them are Python
 /// interpreters.
 fn tree_usage(root: u32) -> (u64, usize) {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut tree = vec![root];
-    let mut index = 0;
-    while index < tree.len() {
-        let parent = tree[index];
-        tree.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(c, _)| *c),
-        );
-        index += 1;
-    }
+    let tree = common::rss::tree_pids(root);
     let pythons = tree
         .iter()
         .filter(|pid| {
@@ -510,17 +482,9 @@ fn tree_usage(root: u32) -> (u64, usize) {
                 .is_ok_and(|comm| comm.starts_with("python"))
         })
         .count();
-    (tree.iter().map(|&pid| rss_kib(pid)).sum(), pythons)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    let rss = tree
+        .iter()
+        .map(|&pid| common::status_kib(pid, "VmRSS:"))
+        .sum();
+    (rss, pythons)
 }

@@ -1,6 +1,7 @@
 //! `sluice`: the command-line interface. Thin: each subcommand parses its arguments and
 //! calls into `sluice-platform`.
 
+mod allocator;
 mod client;
 mod deploy;
 mod dlq;
@@ -191,6 +192,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::limit_arenas();
     let cli = Cli::parse();
     init_logging();
     // Before any function runs: keep the platform's environment and memory out of their

@@ -11,6 +11,11 @@
 //! bounds batches, it never drops data. [`Batcher::deadline`] is the earliest deadline
 //! of the open batches.
 //!
+//! Memory: the open batches of all splits together hold at most [`OPEN_BYTES`] of event
+//! bytes (plus one event). Past that the largest open batch is cut early, as if it were
+//! full, so a job reading many partitions at once (each with a backlog, interleaved by
+//! the broker) holds a bounded amount, not `max_bytes` per partition.
+//!
 //! Every batch carries the [`CheckpointDelta`] of the positions it covers (one split),
 //! so positions travel with the data they belong to.
 
@@ -20,6 +25,10 @@ use std::time::{Duration, Instant};
 use sluice_connectors::{CheckpointDelta, CheckpointError, Event, SplitId};
 
 use crate::spec::BatchSpec;
+
+/// Most event bytes ([`Event::size_bytes`]) the open batches of all splits hold together
+/// before the largest is cut early.
+pub const OPEN_BYTES: usize = 16 << 20;
 
 /// Events of one split to run through the function together, and the positions they
 /// cover.
@@ -71,7 +80,11 @@ pub struct Batcher {
     max_records: usize,
     max_bytes: usize,
     max_wait: Duration,
+    /// See [`OPEN_BYTES`].
+    max_open_bytes: usize,
     open: BTreeMap<SplitId, Batch>,
+    /// Sum of the open batches' bytes.
+    open_bytes: usize,
 }
 
 impl Batcher {
@@ -80,8 +93,31 @@ impl Batcher {
             max_records: spec.max_records.max(1),
             max_bytes: usize::try_from(spec.max_bytes).unwrap_or(usize::MAX).max(1),
             max_wait: spec.max_wait,
+            max_open_bytes: OPEN_BYTES,
             open: BTreeMap::new(),
+            open_bytes: 0,
         }
+    }
+
+    /// This batcher with another limit on the open batches' bytes than [`OPEN_BYTES`].
+    pub fn with_open_bytes(mut self, max_open_bytes: usize) -> Self {
+        self.max_open_bytes = max_open_bytes.max(1);
+        self
+    }
+
+    /// Removes the open batch of `split`, keeping the byte count.
+    fn take(&mut self, split: &SplitId) -> Option<Batch> {
+        let batch = self.open.remove(split)?;
+        self.open_bytes -= batch.bytes;
+        Some(batch)
+    }
+
+    /// The split whose open batch holds the most bytes.
+    fn largest(&self) -> Option<SplitId> {
+        self.open
+            .iter()
+            .max_by_key(|(_, batch)| batch.bytes)
+            .map(|(split, _)| split.clone())
     }
 
     /// Adds events in arrival order and returns the batches they filled, in the order
@@ -99,7 +135,7 @@ impl Batcher {
             if let Some(open) = self.open.get(&split)
                 && !open.events.is_empty()
                 && open.bytes + size > self.max_bytes
-                && let Some(batch) = self.open.remove(&split)
+                && let Some(batch) = self.take(&split)
             {
                 full.push(batch);
             }
@@ -111,8 +147,14 @@ impl Batcher {
                 .record(split.clone(), event.origin.position())?;
             open.bytes += size;
             open.events.push(event);
+            self.open_bytes += size;
             if open.events.len() >= self.max_records || open.bytes >= self.max_bytes {
-                full.extend(self.open.remove(&split));
+                full.extend(self.take(&split));
+            }
+            if self.open_bytes > self.max_open_bytes
+                && let Some(largest) = self.largest()
+            {
+                full.extend(self.take(&largest));
             }
         }
         Ok(full)
@@ -134,22 +176,20 @@ impl Batcher {
             .filter(|(_, b)| b.opened_at + self.max_wait <= now)
             .map(|(split, _)| split.clone())
             .collect();
-        let mut batches: Vec<Batch> = due
-            .iter()
-            .filter_map(|split| self.open.remove(split))
-            .collect();
+        let mut batches: Vec<Batch> = due.iter().filter_map(|split| self.take(split)).collect();
         batches.sort_by_key(|b| b.opened_at);
         batches
     }
 
     /// Cuts the open batch of `split`, if there is one.
     pub fn cut_split(&mut self, split: &SplitId) -> Option<Batch> {
-        self.open.remove(split)
+        self.take(split)
     }
 
     /// Cuts whatever is open (shutdown, end of a finite source), oldest first.
     pub fn cut(&mut self) -> Vec<Batch> {
         let mut batches: Vec<Batch> = std::mem::take(&mut self.open).into_values().collect();
+        self.open_bytes = 0;
         batches.sort_by_key(|b| b.opened_at);
         batches
     }
@@ -338,6 +378,45 @@ mod tests {
         assert_eq!(full.len(), 1, "partition 0 reached 8 bytes");
         assert_eq!(full[0].events.len(), 2);
         assert_eq!(batcher.cut()[0].bytes, 4);
+    }
+
+    #[test]
+    fn open_batches_of_all_splits_stay_within_the_byte_budget() {
+        // 40 partitions interleaved, each far from its own limits: without the budget
+        // every partition would hold an open batch of 10 events.
+        let mut batcher = Batcher::new(&spec(1000, 1 << 20, 60_000)).with_open_bytes(100);
+        let now = Instant::now();
+        let events: Vec<Event> = (0..10)
+            .flat_map(|offset| (0..40).map(move |partition| event(partition, offset, "0123456789")))
+            .collect();
+        let mut cut = Vec::new();
+        for event in events {
+            cut.extend(batcher.push(vec![event], now).unwrap());
+            assert!(
+                batcher.open_bytes <= 100,
+                "{} bytes open",
+                batcher.open_bytes
+            );
+            let counted: usize = batcher.open.values().map(|b| b.bytes).sum();
+            assert_eq!(batcher.open_bytes, counted);
+        }
+        assert!(!cut.is_empty(), "the budget cut batches early");
+        // Nothing is lost or reordered: per partition, the cut batches and what is
+        // still open cover every offset once, in order.
+        cut.extend(batcher.cut());
+        assert_eq!(batcher.open_bytes, 0);
+        for partition in 0..40 {
+            let offsets: Vec<i64> = cut
+                .iter()
+                .filter(|b| b.split() == SplitId::kafka("t", partition))
+                .flat_map(|b| b.events.iter().map(|e| e.origin.position()))
+                .collect();
+            assert_eq!(
+                offsets,
+                (0..10).collect::<Vec<_>>(),
+                "partition {partition}"
+            );
+        }
     }
 
     #[test]

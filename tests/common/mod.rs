@@ -16,6 +16,7 @@ pub mod job_dir;
 pub mod notices;
 pub mod observe;
 pub mod poison;
+pub mod rss;
 pub mod serve;
 pub mod sleepy;
 
@@ -24,6 +25,8 @@ pub mod sleepy;
 pub use job_dir::*;
 #[allow(unused_imports)]
 pub use observe::{done_objects, http_get, processes_with};
+#[allow(unused_imports)]
+pub use rss::{status_kib, tree_rss_kib};
 /// `wait_for(what, timeout, check)`: polls `check` until it holds; panics naming `what`
 /// after `timeout`. `unique(prefix)`: a name no other test run uses.
 #[allow(unused_imports)]

@@ -85,6 +85,11 @@ pub const DEFAULT_OPTIONS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     // librdkafka's 1 s default backoff after a full fetch queue cut throughput 3-4x.
     ("fetch.queue.backoff.ms", "20"),
+    // librdkafka prefetches up to 64 MiB of messages by default (plus its own overhead
+    // per message), the largest single share of a job's memory. 16 MiB is still well
+    // over what the platform takes in one fetch round trip, and the pipeline holds its
+    // own bounded queue of batches behind it.
+    ("queued.max.messages.kbytes", "16384"),
     // Statistics carry the per-partition high watermark the backlog is computed from.
     ("statistics.interval.ms", "1000"),
     // librdkafka's own default, stated so a status page shows it.
@@ -217,6 +222,7 @@ mod tests {
         assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(client.get("session.timeout.ms"), Some("6000"));
         assert_eq!(client.get("fetch.queue.backoff.ms"), Some("20"));
+        assert_eq!(client.get("queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(client.get("statistics.interval.ms"), Some("1000"));
         assert_eq!(
             client.get("partition.assignment.strategy"),

@@ -1,0 +1,61 @@
+//! Resident memory of a process tree, sampled from `/proc`: what the benchmarks report as
+//! peak RSS (a program plus every process it started, e.g. the platform and its function
+//! instances).
+
+/// Resident memory of `root` and all its descendants, KiB (0 for processes gone meanwhile).
+pub fn tree_rss_kib(root: u32) -> u64 {
+    tree_pids(root)
+        .iter()
+        .map(|&pid| status_kib(pid, "VmRSS:"))
+        .sum()
+}
+
+/// `root` and every process descended from it that is running now.
+pub fn tree_pids(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![root];
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut index = 0;
+    while index < tree.len() {
+        let parent = tree[index];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    tree
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 when the process is gone.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
