@@ -149,13 +149,14 @@ foreign_answers() {
 # elsewhere ($1_external holds), or its daemon $2 started by this checkout runs (waited
 # for until probe $4 answers; $5 says where it listens).
 already_running() {
-    local name=$1 binary=$2 variable=$3 probe=$4 where=$5 pid
+    # Not `probe`: bash scoping is dynamic, and the probe functions read the global one.
+    local name=$1 binary=$2 variable=$3 probe_fn=$4 where=$5 pid
     if "${name}_external"; then
         say "$name: not started, the tests use $variable=${!variable}"
         return 0
     fi
     if pid=$(recorded_pid "$name" "$binary"); then
-        wait_ready "$name" "$probe" "$pid"
+        wait_ready "$name" "$probe_fn" "$pid"
         say "$name: already running (pid $pid) on $where"
         return 0
     fi
