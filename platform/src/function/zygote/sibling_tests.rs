@@ -7,7 +7,9 @@ use super::*;
 
 /// A stream function that, per record, may write `/tmp/sibling-secret` and signal pids;
 /// it reports what it reads there, whether it may make a namespace or mount, the pids it
-/// sees in `/proc`, its `/tmp`'s size and a tag of its own pid (`<pid> <pid namespace>`).
+/// sees in `/proc`, its `/tmp`'s size and a tag of its own pid (`<pid> <pid namespace>
+/// <start time>`: a namespace's inode number is reused once it is gone, so a new instance
+/// may get its predecessor's pid and namespace number, never also its start time).
 const SIBLING: &str = r#"
 import ctypes, json, os, signal, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -22,7 +24,8 @@ for line in sys.stdin:
         batch.append(json.loads(line))
         continue
     for request in batch:
-        answer = {"tag": f"{os.getpid()} {os.readlink('/proc/self/ns/pid')}"}
+        started = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+        answer = {"tag": f"{os.getpid()} {os.readlink('/proc/self/ns/pid')} {started}"}
         if "write" in request:
             with open("/tmp/sibling-secret", "w") as secret:
                 secret.write(request["write"])
