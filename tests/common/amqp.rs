@@ -280,23 +280,15 @@ pub use sluice_connectors::testing::rabbitmq::close_connections_named;
 /// Messages of `queue` delivered to a consumer and not yet acknowledged, as the broker
 /// counts them (`rabbitmqctl list_queues`).
 pub async fn unacknowledged(queue: &str) -> u64 {
-    let listed = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "name",
-            "messages_unacknowledged",
-            "--no-table-headers",
-            "--silent",
-        ])
-        .output()
-        .await
-        .expect("rabbitmqctl runs");
-    assert!(
-        listed.status.success(),
-        "rabbitmqctl list_queues: {}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    String::from_utf8_lossy(&listed.stdout)
+    let listed = sluice_connectors::testing::rabbitmq::rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_unacknowledged",
+        "--no-table-headers",
+        "--silent",
+    ])
+    .await;
+    listed
         .lines()
         .find_map(|line| {
             let (name, count) = line.rsplit_once('\t')?;

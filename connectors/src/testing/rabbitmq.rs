@@ -15,42 +15,42 @@ pub fn broker_url() -> String {
 /// the table output is read: one line per connection, the pid, a tab, then the client
 /// properties, with the name quoted.
 pub async fn close_connections_named(name: &str) -> usize {
-    let listed = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "pid",
-            "client_properties",
-            "--no-table-headers",
-            "--silent",
-        ])
-        .output()
-        .await
-        .expect("rabbitmqctl runs");
-    assert!(
-        listed.status.success(),
-        "rabbitmqctl list_connections: {}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
+    let listed = rabbitmqctl(&[
+        "list_connections",
+        "pid",
+        "client_properties",
+        "--no-table-headers",
+        "--silent",
+    ])
+    .await;
     let quoted = format!("\"{name}\"");
     let mut closed = 0;
-    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+    for line in listed.lines() {
         let Some((pid, properties)) = line.split_once('\t') else {
             continue;
         };
         if !properties.contains(&quoted) {
             continue;
         }
-        let output = tokio::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid.trim(), "test drops the connection"])
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "rabbitmqctl close_connection {pid}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        rabbitmqctl(&["close_connection", pid.trim(), "test drops the connection"]).await;
         closed += 1;
     }
     closed
+}
+
+/// Runs `rabbitmqctl ARGS` and returns its standard output; panics, with its standard
+/// error, when it fails.
+pub async fn rabbitmqctl(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
