@@ -100,7 +100,8 @@ impl Batcher {
     }
 
     /// This batcher with another limit on the open batches' bytes than [`OPEN_BYTES`].
-    pub fn with_open_bytes(mut self, max_open_bytes: usize) -> Self {
+    #[cfg(test)]
+    fn with_open_bytes(mut self, max_open_bytes: usize) -> Self {
         self.max_open_bytes = max_open_bytes.max(1);
         self
     }
