@@ -110,7 +110,9 @@ struct Pending {
 }
 
 mod notified;
+mod queue;
 pub use notified::object_location;
+use queue::ObjectQueue;
 
 /// The notification side of a source in notification mode.
 struct Notifications {
@@ -126,7 +128,8 @@ pub struct BucketSource {
     config: BucketSourceConfig,
     bucket: Arc<str>,
     cursor: Cursor,
-    pending: VecDeque<Pending>,
+    /// Objects to read, and notified objects to look for again (see `queue`).
+    queue: ObjectQueue,
     notifications: Option<Notifications>,
     reading: Option<Reading>,
     in_flight: HashMap<SplitId, InFlight>,
@@ -139,9 +142,8 @@ pub struct BucketSource {
     finishing: Vec<InFlight>,
     dropping: VecDeque<ObjectNotice>,
     next_listing: Instant,
-    /// Notified objects not found yet: when to look again (see `notified`).
-    missing: Vec<(Instant, Pending)>,
-    /// When each of them was first found missing (milliseconds since the epoch).
+    /// When each notified object not found yet (see `notified`) was first found missing
+    /// (milliseconds since the epoch).
     missing_since: HashMap<(String, String), u64>,
     /// Notices given up, as dead-letter events to hand over.
     given_up: Vec<Event>,
@@ -158,7 +160,7 @@ impl BucketSource {
         let mut source = Self {
             bucket: Arc::from(config.input_url.as_str()),
             cursor,
-            pending: VecDeque::new(),
+            queue: ObjectQueue::default(),
             notifications: None,
             reading: None,
             in_flight: HashMap::new(),
@@ -166,7 +168,6 @@ impl BucketSource {
             finishing: Vec::new(),
             dropping: VecDeque::new(),
             next_listing: Instant::now(),
-            missing: Vec::new(),
             missing_since: HashMap::new(),
             given_up: Vec::new(),
             config,
@@ -234,7 +235,7 @@ impl BucketSource {
             {
                 continue;
             }
-            self.pending.push_back(Pending {
+            self.queue.push(Pending {
                 location: meta.location,
                 key: id.0,
                 etag: meta.e_tag,
@@ -386,7 +387,7 @@ impl BucketSource {
         // Set once the listing is in: a listing dropped halfway is redone at once.
         self.list().await?;
         self.next_listing = Instant::now() + poll_interval;
-        let idle = self.pending.is_empty() && self.config.stop_when_idle;
+        let idle = self.queue.is_empty() && self.config.stop_when_idle;
         if idle && !self.failed.is_empty() {
             // A one-shot run must not end as a success while objects it saw are neither
             // in the output nor in the dead letters.
@@ -496,7 +497,7 @@ impl Source for BucketSource {
                 }
                 continue;
             }
-            if let Some(object) = self.pending.pop_front() {
+            if let Some(object) = self.queue.pop() {
                 self.start_reading(object);
                 continue;
             }
@@ -540,6 +541,6 @@ impl Source for BucketSource {
     }
 
     fn backlog(&self) -> Option<u64> {
-        Some(self.pending.len() as u64 + u64::from(self.reading.is_some()))
+        Some(self.queue.len() as u64 + u64::from(self.reading.is_some()))
     }
 }

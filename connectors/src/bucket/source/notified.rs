@@ -26,6 +26,7 @@ use crate::bucket::notification::{NoticeFilter, ObjectNotice};
 use crate::bucket::spool::NoticeSpool;
 use crate::bucket::spool::now_ms;
 use crate::bucket::webhook;
+use crate::checkpoint::SplitId;
 use crate::event::{Event, Origin};
 use crate::kafka::KafkaSource;
 use crate::source::{Source, SourceError};
@@ -102,19 +103,14 @@ impl BucketSource {
     /// Waits for the next notification, or until a missing object is due to be looked
     /// for again; queues what is to be read.
     pub(super) async fn next_notice(&mut self) -> Result<bool, SourceError> {
-        let due = self.missing.iter().map(|(at, _)| *at).min();
+        let due = self.queue.next_due();
         let Some(notifications) = &mut self.notifications else {
             return Ok(false);
         };
         let notice = tokio::select! {
             notice = notifications.notices.recv() => notice,
             () = sleep_until_some(due) => {
-                let now = Instant::now();
-                let (due, later) = std::mem::take(&mut self.missing)
-                    .into_iter()
-                    .partition(|(at, _)| *at <= now);
-                self.missing = later;
-                self.pending.extend(due.into_iter().map(|(_, pending): (Instant, Pending)| pending));
+                self.queue.release_due(Instant::now());
                 return Ok(true);
             }
         };
@@ -145,7 +141,7 @@ impl BucketSource {
         if waited < timeout {
             let retry = (timeout - waited).min(MISSING_RETRY);
             debug!(job = %self.config.job, key = %reading.key, error = message, ?retry, "notified object not found; looking again");
-            self.missing.push((
+            self.queue.put_back(
                 Instant::now() + retry,
                 Pending {
                     location: object_location(&reading.key),
@@ -153,7 +149,7 @@ impl BucketSource {
                     etag: notice.etag.clone(),
                     notice: Some(notice),
                 },
-            ));
+            );
             return;
         }
         self.missing_since.remove(&id);
@@ -186,7 +182,9 @@ impl BucketSource {
     }
 
     /// Queues a notified object unless it is done already (a repeated notification) or
-    /// being processed.
+    /// being processed: queued already (to read, or to look for again), being read, or
+    /// waiting for its acknowledgement. Each check is a lookup, not a scan (see `queue`),
+    /// so a burst of notices costs what each notice costs.
     pub(super) fn queue_notice(&mut self, notice: ObjectNotice) {
         let relative = self.relative_key(&object_location(&notice.key));
         if relative
@@ -204,26 +202,19 @@ impl BucketSource {
             self.dropping.push_back(notice);
             return;
         }
-        let busy = self
-            .in_flight
-            .values()
-            .any(|f| f.key == notice.key && f.etag == etag)
-            || self
-                .missing
-                .iter()
-                .any(|(_, p)| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag)
+        // The split of the object version, as `start_reading` makes it: the key of
+        // `in_flight`.
+        let split = SplitId::object(&self.bucket, &notice.key, &etag);
+        let busy = self.in_flight.contains_key(&split)
             || self
                 .reading
                 .as_ref()
-                .is_some_and(|r| r.key == notice.key && r.etag == etag)
-            || self
-                .pending
-                .iter()
-                .any(|p| p.key == notice.key && p.etag.as_deref().unwrap_or("") == etag);
+                .is_some_and(|r| r.key == notice.key && r.etag == etag);
         if busy {
             return;
         }
-        self.pending.push_back(Pending {
+        // Leaves an object queued already as it is.
+        self.queue.push(Pending {
             location: object_location(&notice.key),
             key: notice.key.clone(),
             etag: notice.etag.clone(),
