@@ -61,24 +61,16 @@ async fn sigkill_mid_object_still_writes_every_line_exactly_once() {
         )
         .await;
     }
-    let trigger = format!(
-        "[trigger.bucket]\nurl = \"s3://{bucket}/{inbox}\"\npoll_interval = \"200ms\"\n[trigger.bucket.options]\nendpoint = \"{endpoint}\"",
-        bucket = env.bucket,
-        endpoint = env.s3_endpoint,
-    );
-    let job = JobDir::with_trigger(
-        &env,
-        &trigger,
-        &inbox,
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        "",
-    );
-    // Commit often, so every object is written in many ranges.
-    let toml = std::fs::read_to_string(job.path().join("job.toml"))
-        .unwrap()
-        .replace("max_file_age = \"1s\"", "max_file_age = \"300ms\"");
-    job.write("job.toml", &toml);
-    let lake = job.prefix.clone();
+    let lake = format!("{base}/clicks");
+    let toml = JobToml::clickstream(&base)
+        .bucket(&format!("s3://{}/{inbox}", env.bucket))
+        .set("trigger.bucket", "poll_interval", "200ms")
+        .set("trigger.bucket.options", "endpoint", &env.s3_endpoint)
+        .set("batch", "max_records", 1000_usize)
+        .set("batch", "max_wait", "500ms")
+        // Commit often, so every object is written in many ranges.
+        .set("output", "max_file_age", "300ms");
+    let job = JobDir::with_toml(&env.output_to(toml, &lake), &inbox, &lake);
 
     let mut seen = 0;
     for kill in 0..KILLS {
