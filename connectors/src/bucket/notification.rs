@@ -13,10 +13,9 @@
 //! rather than a library's strict AWS types: Ceph and MinIO add and omit fields, and a
 //! notification we cannot fully type must still name its object.
 //!
-//! [`NoticeFilter`] keeps the event names and key prefix/suffix a job asked for;
-//! [`Deduplicator`] drops a repeated or stale notification for an object version.
-
-use std::collections::HashMap;
+//! [`NoticeFilter`] keeps the event names and key prefix/suffix a job asked for. A
+//! repeated notification is dropped by the source, by object version (key and etag):
+//! one done already is in its cursor, one in progress is in its queue or in flight.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +29,8 @@ pub struct ObjectNotice {
     pub size: Option<u64>,
     pub etag: Option<String>,
     pub version_id: Option<String>,
-    /// Orders notifications of one key (hexadecimal, compared after left-padding).
+    /// The server's order of notifications of one key (hexadecimal); kept with the
+    /// notice in the spool and in a given-up notice's dead letter, not compared.
     pub sequencer: Option<String>,
     /// When the spool took the notification (milliseconds since the epoch); set by
     /// [`super::spool::NoticeSpool::put`], so a notice's age survives restarts.
@@ -205,72 +205,6 @@ impl NoticeFilter {
     }
 }
 
-/// Drops notifications for an object version already seen, and stale ones (an older
-/// sequencer for a key than one already seen). Remembers at most `capacity` keys.
-#[derive(Debug)]
-pub struct Deduplicator {
-    seen: HashMap<(String, String), Seen>,
-    capacity: usize,
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    sequencer: Option<String>,
-    version: String,
-}
-
-impl Deduplicator {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            seen: HashMap::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// True when the notice is new and should be processed; records it.
-    pub fn admit(&mut self, notice: &ObjectNotice) -> bool {
-        let id = (notice.bucket.clone(), notice.key.clone());
-        let version = notice
-            .version_id
-            .clone()
-            .or_else(|| notice.etag.clone())
-            .unwrap_or_default();
-        if let Some(seen) = self.seen.get(&id) {
-            if !version.is_empty() && seen.version == version {
-                return false;
-            }
-            if let (Some(old), Some(new)) = (&seen.sequencer, &notice.sequencer)
-                && compare_sequencers(new, old) != std::cmp::Ordering::Greater
-            {
-                return false;
-            }
-        }
-        if self.seen.len() >= self.capacity && !self.seen.contains_key(&id) {
-            // Forget an arbitrary entry: a very old repeat may then be processed again,
-            // which rewrites the same output (see the module docs of the source).
-            if let Some(evict) = self.seen.keys().next().cloned() {
-                self.seen.remove(&evict);
-            }
-        }
-        self.seen.insert(
-            id,
-            Seen {
-                sequencer: notice.sequencer.clone(),
-                version,
-            },
-        );
-        true
-    }
-}
-
-/// Sequencers are hexadecimal strings of varying length: compare after left-padding.
-fn compare_sequencers(a: &str, b: &str) -> std::cmp::Ordering {
-    let width = a.len().max(b.len());
-    format!("{a:0>width$}")
-        .to_ascii_uppercase()
-        .cmp(&format!("{b:0>width$}").to_ascii_uppercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,28 +278,5 @@ mod tests {
         assert_eq!(bucket_of_url("file:///tmp/in"), None);
         assert_eq!(bucket_of_url("memory://in"), None);
         assert_eq!(bucket_of_url("relative/folder"), None);
-    }
-
-    #[test]
-    fn repeated_and_stale_notifications_are_dropped() {
-        let mut dedupe = Deduplicator::new(100);
-        let first = parse_notification(AWS.as_bytes()).unwrap().remove(0);
-        assert!(dedupe.admit(&first));
-        assert!(!dedupe.admit(&first), "the same version again");
-        let mut newer = first.clone();
-        newer.etag = Some("999".into());
-        newer.sequencer = Some("0055AED6DCD90281F0".into());
-        assert!(dedupe.admit(&newer), "a new version");
-        let mut stale = first.clone();
-        stale.etag = Some("555".into());
-        stale.sequencer = Some("55AED6DCD90281E6".into());
-        assert!(!dedupe.admit(&stale), "older than the newest seen");
-    }
-
-    #[test]
-    fn sequencers_compare_as_padded_hex() {
-        use std::cmp::Ordering;
-        assert_eq!(compare_sequencers("FF", "0100"), Ordering::Less);
-        assert_eq!(compare_sequencers("0a", "A"), Ordering::Equal);
     }
 }
