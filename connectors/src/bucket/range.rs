@@ -13,13 +13,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
-use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::reader::{InputCompression, InputFormat, resolve};
-use super::source::{ReadItem, object_location, read_object};
+use super::source::{ObjectVersion, ReadItem, object_location, spawn_read};
 use crate::checkpoint::{PositionRange, SplitId};
-use crate::event::{Event, Origin};
 use crate::range_log::{OBJECT_RANGES, RangeLog};
 use crate::source::{Source, SourceError};
 use crate::vec_source::VecSource;
@@ -112,49 +110,43 @@ pub async fn read_object_range(
         warn!(object = %request.location, etag = %request.etag, current = %current, "the object of an unfinished range was replaced; its range is committed empty");
         return Ok(VecSource::new(Vec::new(), 1));
     }
-    let (format, compression) = resolve(&request.key, request.format, request.compression);
-    let (sender, mut items) = mpsc::channel(4);
-    let bucket: Arc<str> = Arc::from(request.bucket.as_str());
-    let key: Arc<str> = Arc::from(request.key.as_str());
-    let etag: Option<Arc<str>> =
-        (!request.etag.is_empty()).then(|| Arc::from(request.etag.as_str()));
-    let runtime = tokio::runtime::Handle::current();
-    let (store, location) = (request.store.clone(), request.location.clone());
-    // The reader is synchronous: a blocking thread, as in the bucket source.
-    let reader = tokio::task::spawn_blocking(move || {
-        read_object(
-            &runtime,
-            &store,
-            &location,
-            format,
-            compression,
-            &sender,
-            &|line, payload| {
-                Event::from_payload(
-                    payload,
-                    Origin::Object {
-                        bucket: bucket.clone(),
-                        key: key.clone(),
-                        etag: etag.clone(),
-                        line,
-                    },
-                )
-            },
-        )
-    });
+    // The same reader as the bucket source's, so the same origins and line numbers.
+    let mut items = spawn_read(
+        request.store.clone(),
+        request.location.clone(),
+        resolve(&request.key, request.format, request.compression),
+        ObjectVersion {
+            bucket: Arc::from(request.bucket.as_str()),
+            key: Arc::from(request.key.as_str()),
+            etag: (!request.etag.is_empty()).then(|| Arc::from(request.etag.as_str())),
+        },
+    );
     let mut events = Vec::new();
-    while let Some(item) = items.recv().await {
-        if let ReadItem::Events(chunk) = item {
-            events.extend(chunk.into_iter().filter(|event| {
-                let line = event.origin.position();
-                line >= range.first && line <= range.last
-            }));
+    let failure = loop {
+        match items.recv().await {
+            Some(ReadItem::Events(chunk)) => {
+                events.extend(chunk.into_iter().filter(|event| {
+                    let line = event.origin.position();
+                    line >= range.first && line <= range.last
+                }));
+            }
+            Some(ReadItem::Done { .. }) => break None,
+            Some(ReadItem::Failed(error)) => break Some(error),
+            None => {
+                return Err(SourceError::Internal {
+                    connector: "bucket",
+                    message: format!(
+                        "the reader of {} stopped before the end of the object",
+                        request.location
+                    ),
+                });
+            }
         }
-    }
-    match reader.await {
-        Ok(Ok(_)) => Ok(VecSource::new(events, 1000)),
+    };
+    match failure {
+        None => Ok(VecSource::new(events, 1000)),
         // The first read got this far too: the lines before the error are the range.
-        Ok(Err(error))
+        Some(error)
             if events
                 .last()
                 .is_some_and(|e| e.origin.position() >= range.last) =>
@@ -162,13 +154,9 @@ pub async fn read_object_range(
             warn!(object = %request.location, error = %error.message, "the object cannot be read to its end; its unfinished range was read");
             Ok(VecSource::new(events, 1000))
         }
-        Ok(Err(error)) => Err(unavailable(format!(
+        Some(error) => Err(unavailable(format!(
             "{} line {:?}: {}",
             request.location, error.line, error.message
         ))),
-        Err(error) => Err(SourceError::Internal {
-            connector: "bucket",
-            message: format!("object reader failed: {error}"),
-        }),
     }
 }

@@ -261,39 +261,16 @@ impl BucketSource {
             line: 0,
         }
         .split();
-        let (format, compression) = resolve(&key, self.config.format, self.config.compression);
-        let (sender, items) = mpsc::channel(4);
-        let store = self.config.input_store.clone();
-        let (bucket, key_arc) = (self.bucket.clone(), Arc::<str>::from(key.as_str()));
-        let runtime = tokio::runtime::Handle::current();
-        // Decompression and parsing are synchronous readers: a blocking thread, bridged to
-        // the object's byte stream.
-        tokio::task::spawn_blocking(move || {
-            let outcome = read_object(
-                &runtime,
-                &store,
-                &location,
-                format,
-                compression,
-                &sender,
-                &|line, payload| {
-                    Event::from_payload(
-                        payload,
-                        Origin::Object {
-                            bucket: bucket.clone(),
-                            key: key_arc.clone(),
-                            etag: origin_etag.clone(),
-                            line,
-                        },
-                    )
-                },
-            );
-            let item = match outcome {
-                Ok(last) => ReadItem::Done { last },
-                Err(error) => ReadItem::Failed(error),
-            };
-            let _ = sender.blocking_send(item);
-        });
+        let items = spawn_read(
+            self.config.input_store.clone(),
+            location,
+            resolve(&key, self.config.format, self.config.compression),
+            ObjectVersion {
+                bucket: self.bucket.clone(),
+                key: Arc::from(key.as_str()),
+                etag: origin_etag,
+            },
+        );
         self.reading = Some(Reading {
             split,
             key,
@@ -403,9 +380,59 @@ impl BucketSource {
     }
 }
 
+/// The object version events read from `spawn_read` name in their origins.
+pub(super) struct ObjectVersion {
+    pub(super) bucket: Arc<str>,
+    pub(super) key: Arc<str>,
+    /// `None` when the store gives no etag.
+    pub(super) etag: Option<Arc<str>>,
+}
+
+/// Reads the object at `location` on a blocking thread (decompression and parsing are
+/// synchronous readers, bridged to the object's byte stream): chunks of events, then
+/// `Done` or `Failed`. The channel closes without either only when the reader panicked
+/// or the receiver went away.
+pub(super) fn spawn_read(
+    store: Arc<dyn ObjectStore>,
+    location: Path,
+    (format, compression): (InputFormat, InputCompression),
+    object: ObjectVersion,
+) -> mpsc::Receiver<ReadItem> {
+    let (sender, items) = mpsc::channel(4);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let make_event = |line: u64, payload: Bytes| {
+            Event::from_payload(
+                payload,
+                Origin::Object {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    etag: object.etag.clone(),
+                    line,
+                },
+            )
+        };
+        let outcome = read_object(
+            &runtime,
+            &store,
+            &location,
+            format,
+            compression,
+            &sender,
+            &make_event,
+        );
+        let item = match outcome {
+            Ok(last) => ReadItem::Done { last },
+            Err(error) => ReadItem::Failed(error),
+        };
+        let _ = sender.blocking_send(item);
+    });
+    items
+}
+
 /// Streams one object through the reader, sending chunks of events. Returns the line of
 /// the last record.
-pub(super) fn read_object(
+fn read_object(
     runtime: &tokio::runtime::Handle,
     store: &Arc<dyn ObjectStore>,
     location: &Path,
