@@ -127,7 +127,10 @@ pub fn dead_letter_broker_kinds() -> &'static [&'static str] {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config_check::ValidationContext;
 
     #[test]
     fn kinds_are_listed_once_each() {
@@ -139,5 +142,60 @@ mod tests {
         }
         assert_eq!(trigger_kinds(), ["kafka", "amqp", "bucket"]);
         assert_eq!(dead_letter_broker_kinds(), ["kafka", "amqp"]);
+    }
+
+    /// The smallest valid table of each kind.
+    fn minimal_table(kind: &str) -> serde_json::Value {
+        match kind {
+            "kafka" => serde_json::json!({ "brokers": "h:9092", "topic": "t" }),
+            "amqp" => serde_json::json!({ "url": "amqp://guest:guest@h:5672/%2f", "queue": "q" }),
+            "bucket" => serde_json::json!({ "url": "s3://landing" }),
+            other => panic!("no minimal table for {other}"),
+        }
+    }
+
+    #[test]
+    fn each_kind_reads_its_table_and_checks_into_a_trigger_of_that_kind() {
+        let env = |_: &str| None;
+        let context = ValidationContext {
+            file: Path::new("/jobs/j/job.toml"),
+            dir: Path::new("/jobs/j"),
+            env: &env,
+        };
+        for kind in supported_triggers::<serde_json::Value>() {
+            let table = (kind.read)(minimal_table(kind.name)).unwrap();
+            let mut checker = Checker::new(&context);
+            let trigger = table.check(&mut checker, Some("j"));
+            assert!(checker.errors.is_empty(), "{:?}", checker.errors);
+            assert_eq!(trigger.map(|trigger| trigger.kind()), Some(kind.name));
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_table_takes_its_brokers_address_from_a_trigger_of_its_kind() {
+        let env = |_: &str| None;
+        let context = ValidationContext {
+            file: Path::new("/jobs/j/job.toml"),
+            dir: Path::new("/jobs/j"),
+            env: &env,
+        };
+        for kind in supported_dead_letter_brokers::<serde_json::Value>() {
+            let trigger = supported_triggers::<serde_json::Value>()
+                .into_iter()
+                .find(|trigger| trigger.name == kind.name)
+                .map(|trigger| (trigger.read)(minimal_table(kind.name)).unwrap())
+                .and_then(|table| table.check(&mut Checker::new(&context), Some("j")))
+                .unwrap();
+            let field = if kind.name == "kafka" {
+                "topic"
+            } else {
+                "queue"
+            };
+            let table = (kind.read)(serde_json::json!({ field: "dead" })).unwrap();
+            let mut checker = Checker::new(&context);
+            let broker = table.check(&mut checker, Some(trigger.as_ref()), Some("j"));
+            assert!(checker.errors.is_empty(), "{:?}", checker.errors);
+            assert!(broker.is_some(), "{}", kind.name);
+        }
     }
 }
