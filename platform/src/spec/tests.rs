@@ -472,6 +472,45 @@ fn unknown_trigger_kind_is_rejected() {
     error_for(&minimal_with("[trigger.sqs]\nqueue = \"q\""), "trigger.sqs");
 }
 
+/// `[trigger]` and `[dead_letter]` are read through the connectors' registry, yet answer
+/// as the serde structs they replaced: arrays are read by position, kinds in the
+/// registry's order, and a short one says how many elements a struct has.
+#[test]
+fn trigger_and_dead_letter_arrays_are_read_by_position() {
+    let kafka = "[trigger.kafka]\nbrokers = \"localhost:9092\"\ntopic = \"clicks\"\n";
+    let error = error_for(
+        &minimal_replacing(kafka, "[[trigger]]\n[[trigger]]\nbrokers = \"h:1\"\n"),
+        "trigger",
+    );
+    assert!(
+        error
+            .message
+            .starts_with("unknown field `brokers`, expected one of `url`, `queue`"),
+        "{}",
+        error.message
+    );
+    let error = error_for(&minimal_replacing(kafka, "trigger = [{}]\n"), "trigger");
+    assert!(
+        error
+            .message
+            .starts_with("invalid length 1, expected struct RawTrigger with 3 elements"),
+        "{}",
+        error.message
+    );
+    let text = minimal_replacing(
+        "name = \"clicks\"",
+        "name = \"clicks\"\ndead_letter = [\"x\"]",
+    );
+    let error = error_for(&text, "dead_letter");
+    assert!(
+        error
+            .message
+            .starts_with("invalid length 1, expected struct RawDeadLetter with 3 elements"),
+        "{}",
+        error.message
+    );
+}
+
 mod amqp;
 mod bucket;
 mod dead_letter;
