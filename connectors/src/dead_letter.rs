@@ -12,7 +12,10 @@
 //! | `sluice dlq replay` | [`PendingLetters::retire`] | marks letters replayed once their output is durable |
 //!
 //! A connector's dead-letter configuration ([`crate::kafka::KafkaDeadLetterConfig`],
-//! [`crate::amqp::AmqpDeadLetterConfig`]) implements [`LetterBroker`].
+//! [`crate::amqp::AmqpDeadLetterConfig`]) implements [`LetterBroker`]; it is checked from
+//! its `[dead_letter.<kind>]` table by the connector (a
+//! [`crate::registry::DeadLetterTable`], listed in
+//! [`crate::registry::supported_dead_letter_brokers`]).
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -102,6 +105,9 @@ pub trait PendingLetters: Send + Sync {
 pub trait LetterBroker: Send + Sync + std::fmt::Debug {
     /// For people: what and where, without secrets (`kafka topic t (host:9092)`).
     fn describe(&self) -> String;
+
+    /// The configuration itself, for code that needs the concrete type (tests).
+    fn as_any(&self) -> &dyn std::any::Any;
 
     /// What a [`LetterGroup`] of this destination is: `partitions`, `queues`.
     fn unit(&self) -> &'static str;

@@ -73,6 +73,17 @@ impl Origin {
         }
     }
 
+    /// Whether the source must still be acknowledged for this record when the platform
+    /// drops it because a commit marker already covers it (its output was written before
+    /// a restart). True for the lines of an object: the bucket source reads an unfinished
+    /// object again whole and marks it done only once every line it handed out is
+    /// acknowledged, the lines written before the restart included. False for a Kafka
+    /// record, whose partition's offset commit covers every earlier offset; the other
+    /// kinds cannot be read again, so no commit marker ever covers them.
+    pub fn needs_ack_when_skipped(&self) -> bool {
+        matches!(self, Origin::Object { .. })
+    }
+
     /// The origin as a JSON object, as shown to functions (envelope input) and in dead
     /// letters: `{"topic", "partition", "offset"}`, `{"queue", "seq", "delivery_tag",
     /// "message_id", "exchange", "routing_key", "redelivered"}` or `{"line"}`.

@@ -70,6 +70,10 @@ impl std::fmt::Debug for AmqpDeadLetterConfig {
 
 #[async_trait]
 impl LetterBroker for AmqpDeadLetterConfig {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn describe(&self) -> String {
         format!("amqp queue {} ({})", self.queue, self.redacted_url())
     }

@@ -45,8 +45,10 @@
 //! connection after 100 ms, doubling up to 5 s between attempts, and goes on consuming;
 //! each reconnection is logged with the job, queue and attempt count.
 //!
-//! Files: `config.rs` (trigger fields, URL parsing and redaction), `rules.rs` (the rules
-//! of names and URL parameters, shared with `sluice validate`), `source.rs`
+//! Files: `table.rs` (the `[trigger.amqp]` and `[dead_letter.amqp]` tables of
+//! `job.toml` and their checks), `config.rs` (trigger fields, URL parsing and
+//! redaction), `rules.rs` (the rules of names and URL parameters, used by those checks
+//! and by the source), `source.rs`
 //! ([`AmqpSource`] and the [`Source`] contract), `session.rs` (the task that connects,
 //! consumes and reconnects), `inflight.rs` (positions ↔ delivery tags), `dead_letters.rs`
 //! (dead letters as persistent messages of a queue, `[dead_letter.amqp]`), `tests.rs`
@@ -63,6 +65,7 @@ mod inflight;
 pub mod rules;
 mod session;
 pub mod source;
+pub mod table;
 mod trigger;
 
 // Against a real RabbitMQ: run with `--features amqp-tests`.

@@ -21,7 +21,8 @@
 //! again whole; the platform's commit protocol (`platform/src/commit/design.md`) names
 //! output from the object version and line range and skips lines already committed, so
 //! each line's output is written exactly once per object version. [`range`] reads an
-//! unfinished range again for the platform's recovery.
+//! unfinished range again for the platform's recovery. [`table`] reads and checks the
+//! `[trigger.bucket]` table of `job.toml`.
 
 pub mod config;
 pub mod cursor;
@@ -31,6 +32,7 @@ pub mod range;
 pub mod reader;
 pub mod source;
 pub mod spool;
+pub mod table;
 pub mod webhook;
 
 pub use config::{BucketDiscovery, BucketTriggerConfig};

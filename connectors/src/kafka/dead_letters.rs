@@ -62,6 +62,10 @@ impl fmt::Debug for KafkaDeadLetterConfig {
 
 #[async_trait]
 impl LetterBroker for KafkaDeadLetterConfig {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn describe(&self) -> String {
         format!("kafka topic {} ({})", self.topic, self.brokers)
     }

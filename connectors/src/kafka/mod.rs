@@ -21,7 +21,8 @@
 //! Backlog: the sum, over assigned partitions, of the high watermark minus the committed
 //! offset, from librdkafka's statistics (the high watermark carried by fetch responses).
 //!
-//! Files: `config.rs` (trigger fields → librdkafka configuration), `source.rs`
+//! Files: `table.rs` (the `[trigger.kafka]` and `[dead_letter.kafka]` tables of
+//! `job.toml` and their checks), `config.rs` (trigger fields → librdkafka configuration), `source.rs`
 //! ([`KafkaSource`] and the [`Source`] contract), `poll_loop.rs` (the thread polling
 //! librdkafka), `context.rs` (librdkafka callbacks: rebalances, statistics, logs),
 //! `range.rs` (reading one offset range again and committing offsets from outside the
@@ -39,6 +40,7 @@ pub mod lag;
 mod poll_loop;
 pub mod range;
 pub mod source;
+pub mod table;
 mod trigger;
 
 #[cfg(test)]

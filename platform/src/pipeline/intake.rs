@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_connectors::{Event, Origin};
+use sluice_connectors::Event;
 use tracing::{debug, info};
 
 use super::{JobError, Pipeline};
@@ -28,8 +28,9 @@ impl Pipeline<'_> {
         let (committer, pending) = (&self.committer, &mut self.pending);
         events.retain(|event| {
             let written = committer.already_committed(event);
-            if written && let Origin::Object { .. } = event.origin {
-                // Acknowledged with the next commit, so the object can be done; an `Err`
+            if written && event.origin.needs_ack_when_skipped() {
+                // Acknowledged with the next commit, so the source can finish the split
+                // (an object is done only once every line is acknowledged); an `Err`
                 // means the position is pending already.
                 let _ = pending.record(event.origin.split(), event.origin.position());
             }

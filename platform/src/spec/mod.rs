@@ -5,16 +5,18 @@
 //! from the environment ([`units`]). Every problem is reported at once: TOML type errors
 //! and unknown fields together with validation's findings. Secrets are never shown
 //! ([`secret`]).
+//!
+//! The tables of triggers and dead-letter brokers belong to their connectors: the
+//! registry in `sluice_connectors::registry` lists the kinds, each connector's serde
+//! struct reads its `[trigger.<kind>]` / `[dead_letter.<kind>]` table and its checks turn
+//! it into the connector's configuration. This folder names no connector. The field
+//! checks, errors, units and secrets are the shared kit, `sluice_connectors::config_check`
+//! (re-exported here as [`error`], [`units`] and [`secret`]).
 
 mod checker;
-pub mod error;
 pub mod raw;
-pub mod secret;
 pub mod types;
-pub mod units;
 pub mod validate;
-mod validate_amqp;
-mod validate_bucket;
 mod validate_dead_letter;
 mod validate_output;
 mod validate_preload;
@@ -24,6 +26,8 @@ mod validate_program;
 mod tests;
 
 use std::path::{Path, PathBuf};
+
+pub use sluice_connectors::config_check::{error, secret, units};
 
 pub use error::{SpecError, SpecErrors};
 pub use types::*;

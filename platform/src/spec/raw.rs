@@ -5,11 +5,22 @@
 //! missing required field is reported together with every other problem instead of
 //! stopping at the first one. Unknown fields are rejected everywhere, so a typo never passes
 //! silently.
+//!
+//! The tables of triggers and of dead-letter brokers are their connectors' own
+//! (`sluice_connectors::registry` lists them); `[trigger]` and `[dead_letter]` here only
+//! hand each `<kind>` table to its connector's struct.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use sluice_connectors::config_check::raw::saturating_integer;
+pub use sluice_connectors::config_check::raw::{RawDuration, RawOptions, RawSize};
+use sluice_connectors::registry::{
+    DeadLetterTable, TableKind, TriggerTable, dead_letter_broker_kinds,
+    supported_dead_letter_brokers, supported_triggers, trigger_kinds,
+};
 
 /// A whole `job.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -19,8 +30,7 @@ pub struct RawJob {
     /// or digit, at most 63 characters. It names the consumer group by default and appears
     /// in logs and metrics.
     pub name: Option<String>,
-    /// Where the job's messages come from: exactly one of `[trigger.kafka]`,
-    /// `[trigger.amqp]`, `[trigger.bucket]`.
+    /// Where the job's messages come from: exactly one `[trigger.<kind>]` table.
     pub trigger: Option<RawTrigger>,
     /// The program that transforms each batch (`[function]`, required).
     pub function: Option<RawFunction>,
@@ -36,111 +46,44 @@ pub struct RawJob {
     pub dead_letter: Option<RawDeadLetter>,
 }
 
-/// `[trigger]`: one table per trigger kind.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTrigger {
-    /// `[trigger.kafka]`: consume a Kafka topic with a consumer group.
-    pub kafka: Option<RawKafkaTrigger>,
-    /// `[trigger.amqp]`: consume an AMQP 0-9-1 (RabbitMQ) queue.
-    pub amqp: Option<RawAmqpTrigger>,
-    /// `[trigger.bucket]`: process the objects that appear under a store prefix.
-    pub bucket: Option<RawBucketTrigger>,
-}
+/// `[trigger]`: one table per trigger kind, in file order, each read by its connector's
+/// table (see `sluice_connectors::registry`, the one list of kinds). A kind not listed
+/// there is an unknown field, reported like any other.
+#[derive(Debug, Default)]
+pub struct RawTrigger(pub Vec<(&'static str, Box<dyn TriggerTable>)>);
 
-/// `[trigger.bucket]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBucketTrigger {
-    /// Where input objects appear (required): `s3://bucket/prefix`, `file:///abs/path`, or a
-    /// folder path relative to the job folder (`"inbox"`). `${NAME}` is expanded.
-    pub url: Option<String>,
-    /// How objects are found: `"listing"` (default: poll the prefix, with a durable cursor
-    /// beside the output) or `"notifications"` (S3 event notifications POSTed to `listen`,
-    /// or published on the queue of `[trigger.bucket.amqp]` or the topic of
-    /// `[trigger.bucket.kafka]`).
-    pub mode: Option<String>,
-    /// Notifications: the address the HTTP endpoint listens on (default `127.0.0.1:9400`);
-    /// not with `[trigger.bucket.amqp]` or `[trigger.bucket.kafka]`.
-    pub listen: Option<String>,
-    /// Notifications: the shared token the HTTP endpoint requires, as a `${NAME}`
-    /// reference (`Authorization: Bearer <token>`, or `?token=<token>` in the endpoint
-    /// URL); default none: any request is accepted.
-    pub token: Option<String>,
-    /// Notifications: read them from an AMQP queue instead of the HTTP endpoint; the same
-    /// fields as `[trigger.amqp]`.
-    pub amqp: Option<RawAmqpTrigger>,
-    /// Notifications: read them from a Kafka topic instead of the HTTP endpoint; the same
-    /// fields as `[trigger.kafka]` (the group defaults to `sluice-<name>`).
-    pub kafka: Option<RawKafkaTrigger>,
-    /// Notifications: event-name prefixes to process (default `["ObjectCreated:"]`).
-    pub events: Option<Vec<String>>,
-    /// Notifications: only keys starting with this.
-    pub prefix: Option<String>,
-    /// Notifications: only keys ending with this.
-    pub suffix: Option<String>,
-    /// How an object becomes records: `"auto"` (default: `.csv` → csv, `.json` → json,
-    /// otherwise lines), `"lines"` (NDJSON or text), `"csv"` (header row), `"json"` (an
-    /// array or one object), `"raw"` (one record: the bytes).
-    pub format: Option<String>,
-    /// `"auto"` (default: by `.gz` / `.zst` suffix), `"none"`, `"gzip"`, `"zstd"`.
-    pub compression: Option<String>,
-    /// How often the prefix is listed for new objects (default 1s).
-    pub poll_interval: Option<RawDuration>,
-    /// Notifications: how long a notified object may be missing before its notification
-    /// is dead-lettered and leaves the spool (default 5m).
-    pub missing_timeout: Option<RawDuration>,
-    /// Object-store options for the input, like `[output.options]`.
-    #[serde(default)]
-    pub options: RawOptions,
-}
-
-/// `[trigger.kafka]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKafkaTrigger {
-    /// Bootstrap servers, `host:port[,host:port…]`; `${NAME}` references are expanded from
-    /// the environment.
-    pub brokers: Option<String>,
-    /// A named connection from `sluice.toml` (not supported yet; use `brokers`).
-    pub connection: Option<String>,
-    /// The topic to consume (required): letters, digits, `.`, `_` and `-`, at most 249
-    /// characters.
-    pub topic: Option<String>,
-    /// Consumer group; default `sluice-<name>`. Jobs sharing a group share the work.
-    pub group: Option<String>,
-    /// Where a new consumer group begins: `"earliest"` (default) or `"latest"`.
-    pub start: Option<String>,
-    /// Extra librdkafka properties, e.g. `"security.protocol" = "SASL_SSL"`. Values are
-    /// strings (numbers and booleans are accepted and written as text) with `${NAME}`
-    /// expanded; a key naming a secret (`secret`, `password`, `token`) must be a `${NAME}`
-    /// reference.
-    #[serde(default)]
-    pub options: RawOptions,
-}
-
-/// `[trigger.amqp]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAmqpTrigger {
-    /// Broker address (required), `amqp://user:password@host:5672/vhost` (`%2f` for the
-    /// vhost `/`); `${NAME}` references are expanded. A password must be a `${NAME}`
-    /// reference (or the whole URL one); only RabbitMQ's default `guest:guest` may be
-    /// written literally.
-    pub url: Option<String>,
-    /// The queue to consume (required), at most 255 bytes.
-    pub queue: Option<String>,
-    /// Declare the queue (durable) before consuming, and bind it to `exchange`; default
-    /// false: the queue must exist.
-    pub declare: Option<bool>,
-    /// With `declare = true`: an existing exchange to bind the queue to.
-    pub exchange: Option<String>,
-    /// With `exchange`: one binding per routing key (default: one binding with `""`).
-    pub routing_keys: Option<Vec<String>>,
-    /// Most unacknowledged deliveries the broker sends at once, 1 to 65535 (default
-    /// 10000); must cover what arrives within `output.max_file_age`.
-    #[serde(default, deserialize_with = "saturating_integer")]
-    pub prefetch: Option<i64>,
+impl<'de> Deserialize<'de> for RawTrigger {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TriggerVisitor;
+        impl<'de> Visitor<'de> for TriggerVisitor {
+            type Value = RawTrigger;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct RawTrigger")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTrigger, A::Error> {
+                let mut tables = Vec::new();
+                while let Some(kind) = map.next_key_seed(KindSeed(trigger_kinds()))? {
+                    let table = map.next_value_seed(TriggerSeed(kind))?;
+                    tables.push((kind, table));
+                }
+                Ok(RawTrigger(tables))
+            }
+            /// Tables by position, kinds in the registry's order, as serde reads a struct
+            /// from an array (`[[trigger]]`).
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawTrigger, A::Error> {
+                let kinds = trigger_kinds();
+                let mut tables = Vec::new();
+                for (index, kind) in kinds.iter().enumerate() {
+                    let Some(table) = seq.next_element_seed(TriggerSeed(kind))? else {
+                        return Err(too_short(index, "RawTrigger", kinds.len()));
+                    };
+                    tables.push((*kind, table));
+                }
+                Ok(RawTrigger(tables))
+            }
+        }
+        deserializer.deserialize_struct("RawTrigger", trigger_kinds(), TriggerVisitor)
+    }
 }
 
 /// `[function]`.
@@ -261,225 +204,141 @@ pub struct RawOutput {
     pub options: RawOptions,
 }
 
-/// `[dead_letter]`: at most one of `url`, `[dead_letter.kafka]`, `[dead_letter.amqp]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[dead_letter]`: at most one of `url` and the `[dead_letter.<kind>]` tables of
+/// brokers that can keep dead letters (`sluice_connectors::registry`).
+#[derive(Debug, Default)]
 pub struct RawDeadLetter {
     /// Dead letters as NDJSON objects under this store prefix, e.g.
     /// `s3://lake/_dead/clicks`; `${NAME}` is expanded.
     pub url: Option<String>,
-    /// `[dead_letter.kafka]`: dead letters as messages of a Kafka topic.
-    pub kafka: Option<RawKafkaDeadLetter>,
-    /// `[dead_letter.amqp]`: dead letters as persistent messages in an AMQP queue.
-    pub amqp: Option<RawAmqpDeadLetter>,
+    /// `[dead_letter.<kind>]`: dead letters as messages of a broker, each table read by
+    /// its connector, in file order.
+    pub brokers: Vec<(&'static str, Box<dyn DeadLetterTable>)>,
 }
 
-/// `[dead_letter.kafka]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKafkaDeadLetter {
-    /// Bootstrap servers, `host:port[,host:port…]`, expanded; default: the Kafka
-    /// trigger's `brokers` (required when the trigger is not Kafka).
-    pub brokers: Option<String>,
-    /// The topic dead letters are produced to (required); it must exist.
-    pub topic: Option<String>,
-    /// The consumer group `sluice dlq replay` commits to once letters are replayed;
-    /// default `sluice-<name>-dead-letters`.
-    pub group: Option<String>,
-    /// Extra librdkafka properties for the producer and the replay consumer, like
-    /// `[trigger.kafka.options]`.
-    #[serde(default)]
-    pub options: RawOptions,
+/// The field of `[dead_letter]` that is not a broker's table.
+const DEAD_LETTER_URL: &str = "url";
+
+/// Every field of `[dead_letter]`: `url`, then the brokers' kinds.
+fn dead_letter_fields() -> &'static [&'static str] {
+    static FIELDS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    FIELDS.get_or_init(|| {
+        std::iter::once(DEAD_LETTER_URL)
+            .chain(dead_letter_broker_kinds().iter().copied())
+            .collect()
+    })
 }
 
-/// `[dead_letter.amqp]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAmqpDeadLetter {
-    /// Broker address, like `[trigger.amqp]`'s `url`; default: the AMQP trigger's `url`
-    /// (required when the trigger is not AMQP).
-    pub url: Option<String>,
-    /// The queue dead letters are published to (required).
-    pub queue: Option<String>,
-    /// Declare the queue (durable) before publishing; default true. `false`: the queue
-    /// must exist.
-    pub declare: Option<bool>,
-}
-
-/// A duration as written, e.g. `"30s"`; parsed during validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawDuration(pub String);
-
-impl<'de> Deserialize<'de> for RawDuration {
+impl<'de> Deserialize<'de> for RawDeadLetter {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct DurationVisitor;
-        impl Visitor<'_> for DurationVisitor {
-            type Value = RawDuration;
+        struct DeadLetterVisitor;
+        impl<'de> Visitor<'de> for DeadLetterVisitor {
+            type Value = RawDeadLetter;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration string such as \"30s\", \"1m30s\" or \"500ms\"")
+                f.write_str("struct RawDeadLetter")
             }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDuration, E> {
-                Ok(RawDuration(value.to_string()))
-            }
-        }
-        deserializer.deserialize_str(DurationVisitor)
-    }
-}
-
-/// A size as written: an integer number of bytes or a string such as `"512MiB"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RawSize {
-    Bytes(i64),
-    Text(String),
-}
-
-impl<'de> Deserialize<'de> for RawSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = RawSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size such as \"512MiB\", \"10MB\" or an integer number of bytes")
-            }
-            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawSize, E> {
-                Ok(RawSize::Bytes(value))
-            }
-            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawSize, E> {
-                Ok(RawSize::Bytes(i64::try_from(value).unwrap_or(i64::MAX)))
-            }
-            fn visit_i128<E: de::Error>(self, value: i128) -> Result<RawSize, E> {
-                Ok(RawSize::Bytes(saturate(value)))
-            }
-            fn visit_u128<E: de::Error>(self, value: u128) -> Result<RawSize, E> {
-                Ok(RawSize::Bytes(i64::try_from(value).unwrap_or(i64::MAX)))
-            }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawSize, E> {
-                Ok(RawSize::Text(value.to_string()))
-            }
-        }
-        deserializer.deserialize_any(SizeVisitor)
-    }
-}
-
-/// An integer field: a number beyond `i64` becomes `i64::MAX` (or `MIN`), so validation
-/// reports it against the field's own range like any other out-of-range value.
-fn saturating_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-    struct IntegerVisitor;
-    impl Visitor<'_> for IntegerVisitor {
-        type Value = i64;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an integer")
-        }
-        fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
-            Ok(value)
-        }
-        fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
-            Ok(i64::try_from(value).unwrap_or(i64::MAX))
-        }
-        fn visit_i128<E: de::Error>(self, value: i128) -> Result<i64, E> {
-            Ok(saturate(value))
-        }
-        fn visit_u128<E: de::Error>(self, value: u128) -> Result<i64, E> {
-            Ok(i64::try_from(value).unwrap_or(i64::MAX))
-        }
-    }
-    deserializer.deserialize_any(IntegerVisitor).map(Some)
-}
-
-fn saturate(value: i128) -> i64 {
-    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// A string → string table, in file order. Numbers and booleans are accepted as text, and
-/// nested tables are flattened into dotted keys, so `sasl.mechanism = "PLAIN"` (unquoted)
-/// means the key `sasl.mechanism`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawOptions(pub Vec<(String, String)>);
-
-/// One value in an options table before flattening.
-enum OptionNode {
-    Leaf(String),
-    Table(Vec<(String, OptionNode)>),
-}
-
-impl<'de> Deserialize<'de> for OptionNode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NodeVisitor;
-        impl<'de> Visitor<'de> for NodeVisitor {
-            type Value = OptionNode;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<OptionNode, E> {
-                Ok(OptionNode::Leaf(value.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, value: i64) -> Result<OptionNode, E> {
-                Ok(OptionNode::Leaf(value.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, value: u64) -> Result<OptionNode, E> {
-                Ok(OptionNode::Leaf(value.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, value: f64) -> Result<OptionNode, E> {
-                Ok(OptionNode::Leaf(value.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, value: bool) -> Result<OptionNode, E> {
-                Ok(OptionNode::Leaf(value.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OptionNode, A::Error> {
-                let mut entries = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, OptionNode>()? {
-                    entries.push((key, value));
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDeadLetter, A::Error> {
+                let mut raw = RawDeadLetter::default();
+                while let Some(field) = map.next_key_seed(KindSeed(dead_letter_fields()))? {
+                    if field == DEAD_LETTER_URL {
+                        raw.url = map.next_value::<Option<String>>()?;
+                    } else {
+                        let table = map.next_value_seed(BrokerSeed(field))?;
+                        raw.brokers.push((field, table));
+                    }
                 }
-                Ok(OptionNode::Table(entries))
+                Ok(raw)
+            }
+            /// Fields by position, as serde reads a struct from an array.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawDeadLetter, A::Error> {
+                let fields = dead_letter_fields();
+                let Some(url) = seq.next_element::<Option<String>>()? else {
+                    return Err(too_short(0, "RawDeadLetter", fields.len()));
+                };
+                let mut raw = RawDeadLetter {
+                    url,
+                    brokers: Vec::new(),
+                };
+                for (index, kind) in dead_letter_broker_kinds().iter().enumerate() {
+                    let Some(table) = seq.next_element_seed(BrokerSeed(kind))? else {
+                        return Err(too_short(index + 1, "RawDeadLetter", fields.len()));
+                    };
+                    raw.brokers.push((*kind, table));
+                }
+                Ok(raw)
             }
         }
-        deserializer.deserialize_any(NodeVisitor)
+        deserializer.deserialize_struct("RawDeadLetter", dead_letter_fields(), DeadLetterVisitor)
     }
 }
 
-fn flatten_into<E: de::Error>(
-    prefix: &str,
-    entries: Vec<(String, OptionNode)>,
-    out: &mut Vec<(String, String)>,
-) -> Result<(), E> {
-    for (key, node) in entries {
-        let key = if prefix.is_empty() {
-            key
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match node {
-            OptionNode::Leaf(value) => {
-                if out.iter().any(|(existing, _)| *existing == key) {
-                    return Err(E::custom(format!("option `{key}` is given twice")));
-                }
-                out.push((key, value));
-            }
-            OptionNode::Table(nested) => flatten_into(&key, nested, out)?,
-        }
-    }
-    Ok(())
+/// An array with `found` elements read as the struct `name` of `fields` fields.
+fn too_short<E: de::Error>(found: usize, name: &str, fields: usize) -> E {
+    E::invalid_length(
+        found,
+        &format!("struct {name} with {fields} elements").as_str(),
+    )
 }
 
-impl<'de> Deserialize<'de> for RawOptions {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OptionsVisitor;
-        impl<'de> Visitor<'de> for OptionsVisitor {
-            type Value = RawOptions;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table of string values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawOptions, A::Error> {
-                let mut entries = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, OptionNode>()? {
-                    entries.push((key, value));
-                }
-                let mut flat = Vec::new();
-                flatten_into::<A::Error>("", entries, &mut flat)?;
-                Ok(RawOptions(flat))
-            }
-        }
-        deserializer.deserialize_map(OptionsVisitor)
+/// Reads a key of a table whose fields are `fields`: any other key is an unknown field,
+/// reported (with the key) as serde reports one of a struct's.
+struct KindSeed(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KindSeed {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KindSeed {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        self.0
+            .iter()
+            .find(|field| **field == value)
+            .copied()
+            .ok_or_else(|| E::unknown_field(value, self.0))
+    }
+}
+
+/// Reads the `[trigger.<kind>]` table of its kind with the connector's struct.
+struct TriggerSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for TriggerSeed {
+    type Value = Box<dyn TriggerTable>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        read_table(supported_triggers::<D>(), self.0, deserializer)
+    }
+}
+
+/// Reads the `[dead_letter.<kind>]` table of its kind with the connector's struct.
+struct BrokerSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for BrokerSeed {
+    type Value = Box<dyn DeadLetterTable>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        read_table(supported_dead_letter_brokers::<D>(), self.0, deserializer)
+    }
+}
+
+/// The table of `kind`, read by its entry of `kinds` (`kind` came from the same list).
+fn read_table<'de, D: Deserializer<'de>, T: ?Sized>(
+    kinds: Vec<TableKind<'de, D, T>>,
+    kind: &str,
+    deserializer: D,
+) -> Result<Box<T>, D::Error> {
+    match kinds.into_iter().find(|entry| entry.name == kind) {
+        Some(entry) => (entry.read)(deserializer),
+        None => Err(de::Error::custom(format!("unknown kind `{kind}`"))),
     }
 }
 

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_connectors::dead_letter::LetterBroker;
+use sluice_connectors::trigger::Trigger;
+
 use super::secret::{RedactedOptions, Secrets};
 use crate::output::schema::OutputSchema;
 
@@ -60,14 +63,12 @@ impl JobSpec {
 }
 
 /// `[dead_letter]`: one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DeadLetterSpec {
     /// NDJSON objects under a store prefix (`file://`, `s3://` or `memory://` URL).
     Store { url: String },
-    /// Messages of a Kafka topic.
-    Kafka(KafkaDeadLetterConfig),
-    /// Persistent messages in an AMQP queue.
-    Amqp(AmqpDeadLetterConfig),
+    /// Messages kept by a broker (`[dead_letter.<kind>]`), through its connector.
+    Broker(Arc<dyn LetterBroker>),
 }
 
 impl DeadLetterSpec {
@@ -75,18 +76,19 @@ impl DeadLetterSpec {
     pub fn broker(&self) -> Option<&dyn LetterBroker> {
         match self {
             DeadLetterSpec::Store { .. } => None,
-            DeadLetterSpec::Kafka(kafka) => Some(kafka),
-            DeadLetterSpec::Amqp(amqp) => Some(amqp),
+            DeadLetterSpec::Broker(broker) => Some(broker.as_ref()),
         }
+    }
+
+    /// The connector's configuration as `T`, when the letters go to a broker of that
+    /// kind.
+    pub fn broker_config<T: LetterBroker + 'static>(&self) -> Option<&T> {
+        self.broker()?.as_any().downcast_ref()
     }
 }
 
-pub use sluice_connectors::amqp::AmqpDeadLetterConfig;
-use sluice_connectors::dead_letter::LetterBroker;
-pub use sluice_connectors::kafka::KafkaDeadLetterConfig;
-
 /// `[trigger.<kind>]`: the connector's own configuration, produced by validation (see
-/// `TRIGGERS` in `validate.rs` for the kinds). The platform asks it for everything that
+/// `sluice_connectors::registry` for the kinds). The platform asks it for everything that
 /// differs by kind through [`Trigger`]; [`TriggerSpec::config`] gives the concrete type
 /// back to code that needs it.
 #[derive(Debug, Clone)]
@@ -103,6 +105,12 @@ impl TriggerSpec {
     }
 }
 
+impl From<Arc<dyn Trigger>> for TriggerSpec {
+    fn from(trigger: Arc<dyn Trigger>) -> Self {
+        Self(trigger)
+    }
+}
+
 impl std::ops::Deref for TriggerSpec {
     type Target = dyn Trigger;
 
@@ -110,14 +118,6 @@ impl std::ops::Deref for TriggerSpec {
         self.0.as_ref()
     }
 }
-
-pub use sluice_connectors::amqp::AmqpSourceConfig;
-pub use sluice_connectors::bucket::feed::NotificationFeed;
-pub use sluice_connectors::bucket::{
-    BucketDiscovery, BucketTriggerConfig, InputCompression, InputFormat,
-};
-pub use sluice_connectors::kafka::{KafkaSourceConfig, KafkaStart};
-use sluice_connectors::trigger::Trigger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FunctionMode {

@@ -4,87 +4,35 @@
 //! Invariant: a `JobSpec` is returned only when no error was found; every value in it is
 //! within the documented range and every `${NAME}` reference has been expanded.
 //!
-//! This file checks the name, trigger (`[trigger.kafka]` itself), function, batch and
-//! scaling sections; `[output]` is checked in `validate_output.rs`, `[trigger.amqp]` in
-//! `validate_amqp.rs`, `[trigger.bucket]` in `validate_bucket.rs`, `[dead_letter]` in
-//! `validate_dead_letter.rs`, and the field checks they share live in `checker.rs`. The
-//! kinds of trigger are listed once, in `TRIGGERS` (below); a trigger validates into its
-//! connector's own configuration (`KafkaSourceConfig`, `AmqpSourceConfig`,
-//! `BucketTriggerConfig`), whose rules (topic names, AMQP names and URL parameters) are
-//! the connector's, and which the platform uses only through `sluice_connectors::Trigger`.
+//! This file checks the name, function, batch and scaling sections and picks the one
+//! trigger; `[output]` is checked in `validate_output.rs`, `[dead_letter]` in
+//! `validate_dead_letter.rs`, `[function] preload` and the program in
+//! `validate_preload.rs` and `validate_program.rs`. A `[trigger.<kind>]` table is its
+//! connector's: read and checked by it into its own configuration (see
+//! `sluice_connectors::registry`, the one list of kinds), which the platform uses only
+//! through `sluice_connectors::Trigger`. The field checks everyone shares are the kit in
+//! `sluice_connectors::config_check`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use super::checker::{Checker, DAY, GIB, HOUR, KIB, MIB, MINUTE, SECOND, TIB};
+use super::checker::{Checker, DAY, GIB, HOUR, KIB, KitChecker, MIB, MINUTE, SECOND, TIB};
 use super::error::SpecErrors;
-use super::raw::{
-    RawBatch, RawFunction, RawJob, RawKafkaTrigger, RawOptions, RawScaling, RawTrigger,
-};
+use super::raw::{RawBatch, RawFunction, RawJob, RawOptions, RawScaling, RawTrigger};
 use super::secret::shown;
 use super::types::{
-    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, IsolationLevel, JobSpec,
-    KafkaSourceConfig, KafkaStart, Ordering, ScalingSpec, TriggerSpec,
+    BatchSpec, Encoding, FunctionMode, FunctionSpec, InputMode, IsolationLevel, JobSpec, Ordering,
+    ScalingSpec, TriggerSpec,
 };
 use super::units::is_env_name;
-use sluice_connectors::kafka::{MANAGED_OPTIONS, TOPIC_RULE, is_topic_name};
+use sluice_connectors::registry::{TRIGGER_EXAMPLE, TriggerTable, trigger_kinds};
 
-/// One kind of trigger: its table under `[trigger]`, whether a file declares it, and the
-/// validation that turns that table into the connector's configuration.
-struct TriggerKind {
-    name: &'static str,
-    declared: fn(&RawTrigger) -> bool,
-    validate: fn(&mut Checker<'_>, &RawTrigger, Option<&str>) -> Option<TriggerSpec>,
-}
-
-/// Every trigger this build supports, the one list of them: adding a connector adds its
-/// folder in `connectors`, its table's checks in this folder and one line here (see
-/// "Adding a connector" in the `sluice_connectors` docs).
-const TRIGGERS: &[TriggerKind] = &[
-    TriggerKind {
-        name: "kafka",
-        declared: |raw| raw.kafka.is_some(),
-        validate: |checker, raw, job| {
-            let kafka = raw.kafka.as_ref()?;
-            checker.kafka(kafka, job).map(TriggerSpec::new)
-        },
-    },
-    TriggerKind {
-        name: "amqp",
-        declared: |raw| raw.amqp.is_some(),
-        validate: |checker, raw, job| {
-            let amqp = raw.amqp.as_ref()?;
-            checker.amqp(amqp, job).map(TriggerSpec::new)
-        },
-    },
-    TriggerKind {
-        name: "bucket",
-        declared: |raw| raw.bucket.is_some(),
-        validate: |checker, raw, job| {
-            let bucket = raw.bucket.as_ref()?;
-            checker.bucket(bucket, job).map(TriggerSpec::new)
-        },
-    },
-];
-
-/// What the validation needs besides the raw job.
-pub struct ValidationContext<'a> {
-    /// The job file, for error messages.
-    pub file: &'a Path,
-    /// The job folder (absolute); relative output paths resolve against it.
-    pub dir: &'a Path,
-    /// Environment lookup for `${NAME}` references.
-    pub env: &'a dyn Fn(&str) -> Option<String>,
-}
+/// What the validation needs besides the raw job: the file, its folder, the environment.
+pub use sluice_connectors::config_check::ValidationContext;
 
 /// Validates `raw` into a [`JobSpec`], or returns every problem found.
 pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec, SpecErrors> {
-    let mut checker = Checker {
-        context,
-        errors: Vec::new(),
-        secrets: Default::default(),
-    };
+    let mut checker = Checker(KitChecker::new(context));
     let name = checker.name(raw.name.as_deref());
     let trigger = checker.trigger(raw.trigger.as_ref(), name.as_deref());
     let function = checker.function(raw.function.as_ref());
@@ -106,10 +54,10 @@ pub fn validate(raw: RawJob, context: &ValidationContext<'_>) -> Result<JobSpec,
                 scaling,
                 output,
                 dead_letter,
-                secrets: checker.secrets,
+                secrets: checker.0.secrets,
             })
         }
-        _ => Err(SpecErrors(checker.errors)),
+        _ => Err(SpecErrors(checker.0.errors)),
     }
 }
 
@@ -138,29 +86,24 @@ impl Checker<'_> {
         Some(name.to_string())
     }
 
+    /// The one `[trigger.<kind>]` table declared, checked by its connector.
     fn trigger(&mut self, raw: Option<&RawTrigger>, job_name: Option<&str>) -> Option<TriggerSpec> {
-        let example =
-            "[trigger.kafka] with brokers and topic, or [trigger.amqp] with url and queue";
+        let no_trigger =
+            format!("no trigger declared; declare exactly one, e.g. {TRIGGER_EXAMPLE}");
         let Some(trigger) = raw else {
-            self.error(
-                "trigger",
-                format!("no trigger declared; declare exactly one, e.g. {example}"),
-            );
+            self.error("trigger", no_trigger);
             return None;
         };
-        let declared: Vec<&TriggerKind> = TRIGGERS
-            .iter()
-            .filter(|kind| (kind.declared)(trigger))
-            .collect();
+        // In the registry's order, whatever the file's.
+        let kinds = trigger_kinds();
+        let mut declared: Vec<&(&'static str, Box<dyn TriggerTable>)> = trigger.0.iter().collect();
+        declared.sort_by_key(|(kind, _)| kinds.iter().position(|known| known == kind));
         match declared.as_slice() {
             [] => {
-                self.error(
-                    "trigger",
-                    format!("no trigger declared; declare exactly one, e.g. {example}"),
-                );
+                self.error("trigger", no_trigger);
                 None
             }
-            [kind] => (kind.validate)(self, trigger, job_name),
+            [(_, table)] => table.check(&mut self.0, job_name).map(TriggerSpec::from),
             _ => {
                 self.error(
                     "trigger",
@@ -169,7 +112,7 @@ impl Checker<'_> {
                         declared.len(),
                         declared
                             .iter()
-                            .map(|kind| kind.name)
+                            .map(|(kind, _)| *kind)
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -177,117 +120,6 @@ impl Checker<'_> {
                 None
             }
         }
-    }
-
-    /// The Kafka connector's configuration for `[trigger.kafka]` (or
-    /// `[trigger.bucket.kafka]`).
-    pub(super) fn kafka(
-        &mut self,
-        raw: &RawKafkaTrigger,
-        job_name: Option<&str>,
-    ) -> Option<KafkaSourceConfig> {
-        let brokers = match (&raw.brokers, &raw.connection) {
-            (_, Some(_)) => {
-                self.error(
-                    "trigger.kafka.connection",
-                    "named connections are not supported yet in this build; use brokers = \"host:port\"",
-                );
-                None
-            }
-            (Some(brokers), None) => self
-                .expand("trigger.kafka.brokers", brokers)
-                .and_then(|expanded| self.brokers("trigger.kafka.brokers", &expanded)),
-            (None, None) => {
-                self.missing("trigger.kafka.brokers", "brokers = \"localhost:9092\"");
-                None
-            }
-        };
-        let topic = match raw.topic.as_deref() {
-            None => {
-                self.missing("trigger.kafka.topic", "topic = \"clicks\"");
-                None
-            }
-            Some(topic) if is_topic_name(topic) => Some(topic.to_string()),
-            Some(topic) => {
-                self.error(
-                    "trigger.kafka.topic",
-                    format!("invalid topic {}; allowed: {TOPIC_RULE}", shown(topic)),
-                );
-                None
-            }
-        };
-        let group = match raw.group.as_deref() {
-            Some(group) => self.group_name("trigger.kafka.group", group, "sluice-<name>"),
-            None => job_name.map(|name| format!("sluice-{name}")),
-        };
-        for key in raw.options.0.iter().map(|(key, _)| key) {
-            if MANAGED_OPTIONS.contains(&key.as_str()) {
-                self.error(
-                    format!("trigger.kafka.options.{key}"),
-                    "set by sluice (from brokers, group and start, or fixed so offsets are committed only after the output is durable); remove it",
-                );
-            }
-        }
-        let start = self.choice(
-            "trigger.kafka.start",
-            raw.start.as_deref(),
-            KafkaStart::Earliest,
-            &[
-                ("earliest", KafkaStart::Earliest),
-                ("latest", KafkaStart::Latest),
-            ],
-            &[],
-        );
-        let options = self.options("trigger.kafka.options", &raw.options, true);
-        Some(KafkaSourceConfig {
-            job: job_name.unwrap_or_default().to_owned(),
-            brokers: brokers?,
-            topic: topic?,
-            group: group?,
-            start,
-            options,
-        })
-    }
-
-    /// Checks a consumer group name: not empty, no control characters, at most 249
-    /// bytes (what brokers accept).
-    pub(super) fn group_name(&mut self, field: &str, group: &str, default: &str) -> Option<String> {
-        if group.trim().is_empty() {
-            self.error(
-                field,
-                format!("empty consumer group; omit it to use {default}"),
-            );
-            return None;
-        }
-        if group.chars().any(char::is_control) || group.len() > 249 {
-            self.error(
-                field,
-                format!(
-                    "invalid consumer group {}; allowed: at most 249 bytes without control characters (NUL, newline, …)",
-                    shown(group)
-                ),
-            );
-            return None;
-        }
-        Some(group.to_string())
-    }
-
-    /// Checks `host:port[,host:port…]` and returns it without stray spaces.
-    pub(super) fn brokers(&mut self, field: &str, brokers: &str) -> Option<String> {
-        let entries: Vec<&str> = brokers.split(',').map(str::trim).collect();
-        let well_formed = entries.iter().all(|entry| {
-            entry.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            })
-        });
-        if !well_formed {
-            self.error(
-                field,
-                format!("invalid brokers {}; allowed: host:port[,host:port...], e.g. \"localhost:9092\"", shown(brokers)),
-            );
-            return None;
-        }
-        Some(entries.join(","))
     }
 
     fn function(&mut self, raw: Option<&RawFunction>) -> Option<FunctionSpec> {
@@ -520,15 +352,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_trigger_kind_is_declared_by_its_own_table_alone() {
-        for kind in TRIGGERS {
-            let raw: RawTrigger = toml::from_str(&format!("[{}]", kind.name)).unwrap();
-            let declared: Vec<&str> = TRIGGERS
-                .iter()
-                .filter(|other| (other.declared)(&raw))
-                .map(|other| other.name)
-                .collect();
-            assert_eq!(declared, [kind.name]);
+    fn each_trigger_kind_is_read_from_its_own_table() {
+        for kind in trigger_kinds() {
+            let raw: RawTrigger = toml::from_str(&format!("[{kind}]")).unwrap();
+            let declared: Vec<&str> = raw.0.iter().map(|(kind, _)| *kind).collect();
+            assert_eq!(declared, [*kind]);
         }
+        let unknown = toml::from_str::<RawTrigger>("[sqs]").unwrap_err();
+        assert!(
+            unknown
+                .message()
+                .contains("unknown field `sqs`, expected one of `kafka`, `amqp`, `bucket`"),
+            "{unknown}"
+        );
     }
 }

@@ -180,7 +180,8 @@ mod redo {
     use crate::deadletter::dead_letter_location;
     use crate::output::store::open_store;
     use crate::pipeline::{Job, JobError};
-    use crate::spec::{BucketTriggerConfig, JobSpec, parse_job};
+    use crate::spec::{JobSpec, parse_job};
+    use sluice_connectors::bucket::BucketTriggerConfig;
     use sluice_connectors::trigger::ConnectContext;
 
     const LINES: i64 = 30;

@@ -41,7 +41,10 @@ routing_keys = ["click.*", "click.#"]
 prefetch = 2000"#,
     );
     let job = parse_amqp(&text).unwrap_or_else(|errors| panic!("{errors}"));
-    let Some(amqp) = job.trigger.config::<crate::spec::AmqpSourceConfig>() else {
+    let Some(amqp) = job
+        .trigger
+        .config::<sluice_connectors::amqp::AmqpSourceConfig>()
+    else {
         panic!("not an amqp trigger: {:?}", job.trigger);
     };
     assert_eq!(
@@ -76,7 +79,10 @@ fn minimal_amqp_trigger_gets_defaults() {
 #[test]
 fn whole_url_from_the_environment_is_accepted() {
     let job = parse_amqp(&with_amqp("url = \"${AMQP_URL}\"\nqueue = \"q\"")).unwrap();
-    let Some(amqp) = job.trigger.config::<crate::spec::AmqpSourceConfig>() else {
+    let Some(amqp) = job
+        .trigger
+        .config::<sluice_connectors::amqp::AmqpSourceConfig>()
+    else {
         panic!("not an amqp trigger");
     };
     assert_eq!(amqp.url, "amqp://app:url-secret@rabbit:5672/prod");

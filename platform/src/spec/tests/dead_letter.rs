@@ -14,8 +14,8 @@ fn kafka_dead_letters_take_the_triggers_brokers_and_a_default_group() {
         "[dead_letter.kafka]\ntopic = \"clicks-dead\"\n[dead_letter.kafka.options]\n\"message.timeout.ms\" = \"5000\"",
     ));
     assert_eq!(
-        spec,
-        DeadLetterSpec::Kafka(KafkaDeadLetterConfig {
+        spec.broker_config::<KafkaDeadLetterConfig>(),
+        Some(&KafkaDeadLetterConfig {
             brokers: "localhost:9092".into(),
             topic: "clicks-dead".into(),
             group: "sluice-clicks-dead-letters".into(),
@@ -29,7 +29,7 @@ fn kafka_dead_letters_with_their_own_brokers_and_group() {
     let spec = dead_letter_of(&minimal_with(
         "[dead_letter.kafka]\nbrokers = \"${KAFKA_BROKERS}\"\ntopic = \"dead\"\ngroup = \"replays\"",
     ));
-    let DeadLetterSpec::Kafka(kafka) = spec else {
+    let Some(kafka) = spec.broker_config::<KafkaDeadLetterConfig>() else {
         panic!("{spec:?}")
     };
     assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9092");
@@ -46,7 +46,7 @@ fn amqp_dead_letters_need_a_url_when_the_trigger_is_not_amqp() {
     let spec = dead_letter_of(&minimal_with(
         "[dead_letter.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nqueue = \"dead\"",
     ));
-    let DeadLetterSpec::Amqp(amqp) = spec else {
+    let Some(amqp) = spec.broker_config::<AmqpDeadLetterConfig>() else {
         panic!("{spec:?}")
     };
     assert_eq!(amqp.queue, "dead");
@@ -62,7 +62,7 @@ fn amqp_dead_letters_take_the_triggers_url() {
     let spec = dead_letter_of(&format!(
         "{text}\n[dead_letter.amqp]\nqueue = \"clicks-dead\"\ndeclare = false"
     ));
-    let DeadLetterSpec::Amqp(amqp) = spec else {
+    let Some(amqp) = spec.broker_config::<AmqpDeadLetterConfig>() else {
         panic!("{spec:?}")
     };
     assert_eq!(amqp.url, "amqp://guest:guest@rabbit:5672/%2f");

@@ -241,7 +241,10 @@ fn the_webhook_token_comes_from_the_environment() {
     };
     let job = parse_with_secret(&bucket("token = \"${AWS_SECRET_ACCESS_KEY}\""))
         .unwrap_or_else(|errors| panic!("{errors}"));
-    let Some(trigger) = job.trigger.config::<crate::spec::BucketTriggerConfig>() else {
+    let Some(trigger) = job
+        .trigger
+        .config::<sluice_connectors::bucket::BucketTriggerConfig>()
+    else {
         panic!("a bucket trigger")
     };
     let BucketDiscovery::Notifications { feed, .. } = &trigger.discovery else {

@@ -1,24 +1,94 @@
-//! The `[trigger.amqp]` section: broker URL (with the rule that keeps passwords out of the
-//! file), queue, optional declaration and bindings, prefetch. The rules of names and URL
-//! parameters are the connector's (`sluice_connectors::amqp::rules`); this file reports
-//! them on the fields of the file.
+//! The AMQP connector's tables in `job.toml`, `[trigger.amqp]` and `[dead_letter.amqp]`:
+//! the serde structs that mirror them and the checks that turn them into
+//! [`AmqpSourceConfig`] and [`AmqpDeadLetterConfig`]: broker URL (with the rule that
+//! keeps passwords out of the file), queue, optional declaration and bindings, prefetch.
+//! The rules of names and URL parameters are [`rules`]; this file reports them on the
+//! fields of the file.
 //!
 //! Password rule: the URL as written may hold a password only as a `${NAME}` reference
 //! (`amqp://app:${AMQP_PASSWORD}@host/vhost`), or be one reference as a whole
 //! (`"${AMQP_URL}"`). The one literal allowed is RabbitMQ's default `guest:guest`, which
 //! RabbitMQ accepts only from localhost. Errors never show the expanded URL's password.
+//!
+//! The same trigger table is read for `[trigger.bucket.amqp]`; its errors are then moved
+//! to that name by the bucket connector.
 
-use sluice_connectors::SourceError;
-use sluice_connectors::amqp::{AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, rules};
+use std::sync::Arc;
 
-use super::checker::Checker;
-use super::raw::RawAmqpTrigger;
-use super::units::is_env_reference;
+use serde::Deserialize;
+
+use super::{AmqpDeadLetterConfig, AmqpSourceConfig, DEFAULT_PREFETCH, parse_broker_url, rules};
+use crate::SourceError;
+use crate::config_check::Checker;
+use crate::config_check::raw::saturating_integer;
+use crate::config_check::units::is_env_reference;
+use crate::dead_letter::LetterBroker;
+use crate::registry::{DeadLetterTable, TriggerTable};
+use crate::trigger::Trigger;
+
+/// `[trigger.amqp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpTrigger {
+    /// Broker address (required), `amqp://user:password@host:5672/vhost` (`%2f` for the
+    /// vhost `/`); `${NAME}` references are expanded. A password must be a `${NAME}`
+    /// reference (or the whole URL one); only RabbitMQ's default `guest:guest` may be
+    /// written literally.
+    pub url: Option<String>,
+    /// The queue to consume (required), at most 255 bytes.
+    pub queue: Option<String>,
+    /// Declare the queue (durable) before consuming, and bind it to `exchange`; default
+    /// false: the queue must exist.
+    pub declare: Option<bool>,
+    /// With `declare = true`: an existing exchange to bind the queue to.
+    pub exchange: Option<String>,
+    /// With `exchange`: one binding per routing key (default: one binding with `""`).
+    pub routing_keys: Option<Vec<String>>,
+    /// Most unacknowledged deliveries the broker sends at once, 1 to 65535 (default
+    /// 10000); must cover what arrives within `output.max_file_age`.
+    #[serde(default, deserialize_with = "saturating_integer")]
+    pub prefetch: Option<i64>,
+}
+
+/// `[dead_letter.amqp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpDeadLetter {
+    /// Broker address, like `[trigger.amqp]`'s `url`; default: the AMQP trigger's `url`
+    /// (required when the trigger is not AMQP).
+    pub url: Option<String>,
+    /// The queue dead letters are published to (required).
+    pub queue: Option<String>,
+    /// Declare the queue (durable) before publishing; default true. `false`: the queue
+    /// must exist.
+    pub declare: Option<bool>,
+}
+
+impl TriggerTable for RawAmqpTrigger {
+    fn check(&self, checker: &mut Checker<'_>, job: Option<&str>) -> Option<Arc<dyn Trigger>> {
+        checker
+            .amqp(self, job)
+            .map(|config| Arc::new(config) as Arc<dyn Trigger>)
+    }
+}
+
+impl DeadLetterTable for RawAmqpDeadLetter {
+    fn check(
+        &self,
+        checker: &mut Checker<'_>,
+        trigger: Option<&dyn Trigger>,
+        _job: Option<&str>,
+    ) -> Option<Arc<dyn LetterBroker>> {
+        checker
+            .amqp_dead_letter(self, trigger)
+            .map(|config| Arc::new(config) as Arc<dyn LetterBroker>)
+    }
+}
 
 impl Checker<'_> {
     /// The AMQP connector's configuration for `[trigger.amqp]` (or
     /// `[trigger.bucket.amqp]`); reconnection keeps the connector's defaults.
-    pub(super) fn amqp(
+    pub(crate) fn amqp(
         &mut self,
         raw: &RawAmqpTrigger,
         job_name: Option<&str>,
@@ -69,7 +139,7 @@ impl Checker<'_> {
     }
 
     /// Checks a broker URL (the password rule above) and expands it.
-    pub(super) fn amqp_url(&mut self, field: &str, raw: &str) -> Option<String> {
+    pub(crate) fn amqp_url(&mut self, field: &str, raw: &str) -> Option<String> {
         if let Some(password) = literal_password(raw) {
             let user = url_user(raw).unwrap_or_default();
             if !(user == "guest" && password == "guest") {
@@ -118,7 +188,7 @@ impl Checker<'_> {
         valid
     }
 
-    pub(super) fn amqp_queue(&mut self, field: &str, queue: &str, declare: bool) -> Option<String> {
+    pub(crate) fn amqp_queue(&mut self, field: &str, queue: &str, declare: bool) -> Option<String> {
         self.amqp_rule(field, rules::check_queue(queue, declare))
             .then(|| queue.to_owned())
     }
@@ -132,6 +202,50 @@ impl Checker<'_> {
                 false
             }
         }
+    }
+
+    pub(crate) fn amqp_dead_letter(
+        &mut self,
+        raw: &RawAmqpDeadLetter,
+        trigger: Option<&dyn Trigger>,
+    ) -> Option<AmqpDeadLetterConfig> {
+        const URL: &str = "dead_letter.amqp.url";
+        let amqp_trigger =
+            trigger.and_then(|trigger| trigger.as_any().downcast_ref::<AmqpSourceConfig>());
+        let url = match (&raw.url, trigger, amqp_trigger) {
+            (Some(url), _, _) => self.amqp_url(URL, url),
+            (None, _, Some(amqp)) => Some(amqp.url.clone()),
+            (None, None, _) => None,
+            (None, Some(_), None) => {
+                self.error(
+                    URL,
+                    "required when the trigger is not AMQP, e.g. url = \"amqp://app:${AMQP_PASSWORD}@rabbitmq:5672/%2f\"",
+                );
+                None
+            }
+        };
+        let declare = raw.declare.unwrap_or(true);
+        let queue = match raw.queue.as_deref() {
+            None => {
+                self.missing("dead_letter.amqp.queue", "queue = \"clicks-dead-letters\"");
+                None
+            }
+            Some(queue) => self.amqp_queue("dead_letter.amqp.queue", queue, declare),
+        };
+        if let (Some(amqp), Some(queue)) = (amqp_trigger, &queue)
+            && amqp.queue == *queue
+            && raw.url.is_none()
+        {
+            self.error(
+                "dead_letter.amqp.queue",
+                "is the queue the job consumes; dead letters need a queue of their own",
+            );
+        }
+        Some(AmqpDeadLetterConfig {
+            url: url?,
+            queue: queue?,
+            declare,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a masked secret is shown as.
-pub use sluice_connectors::text::MASK;
+pub use crate::text::MASK;
 
 /// Name parts (case-insensitive) that mark a variable or option key as holding a secret.
 const SECRET_MARKERS: &[&str] = &[
@@ -132,7 +132,7 @@ impl fmt::Debug for RedactedOptions<'_> {
     }
 }
 
-pub use sluice_connectors::text::{MAX_SHOWN_CHARS, redact_userinfo, shown};
+pub use crate::text::{MAX_SHOWN_CHARS, redact_userinfo, shown};
 
 #[cfg(test)]
 mod tests {
