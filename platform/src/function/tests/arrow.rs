@@ -15,7 +15,6 @@ use sluice_connectors::{Event, Origin};
 use super::*;
 use crate::output::schema::OutputSchema;
 use crate::spec::{InputMode, IsolationLevel};
-use sluice_connectors::Classify as _;
 
 /// The pinned pyarrow the tests use.
 const PYARROW: &str = "pyarrow==26.0.1";
