@@ -58,15 +58,13 @@ async fn a_pyarrow_function_writes_parquet_and_rejects_records() {
     let rejected = (0..3000).filter(|i| i % 977 == 5).count();
     let ends = produce(&env, &topic, &payloads).await;
 
-    let function = format!(
-        "command = [{}, \"transform_arrow.py\"]\nmode = \"stream\"\nencoding = \"arrow\"",
-        pyarrow_command()
-            .iter()
-            .map(|part| format!("{part:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let job = JobDir::new(&env, &topic, &function, "");
+    let mut command = pyarrow_command();
+    command.push("transform_arrow.py".to_owned());
+    let job = JobDir::new(&env, &topic, |job| {
+        job.set("function", "command", command.as_slice())
+            .set("function", "mode", "stream")
+            .set("function", "encoding", "arrow")
+    });
     std::fs::copy(
         repo_root().join("tests/arrow/transform_arrow.py"),
         job.path().join("transform_arrow.py"),

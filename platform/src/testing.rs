@@ -69,6 +69,12 @@ impl From<&[&str]> for TomlValue {
     }
 }
 
+impl From<&[String]> for TomlValue {
+    fn from(items: &[String]) -> Self {
+        TomlValue(serde_json::to_string(items).unwrap())
+    }
+}
+
 /// A job.toml built field by field. Tables come out in the order they were first set
 /// (TOML allows `[trigger.kafka.options]` after `[output]`); setting a key again replaces
 /// its value.
