@@ -5,7 +5,7 @@
 use super::*;
 
 #[allow(unused_imports)]
-pub use sluice_platform::testing::{CLICK_SCHEMA, JobToml, raw};
+pub use sluice_platform::testing::{CLICK_SCHEMA, JobToml, SHARED_TEST_DIR, raw};
 
 impl Env {
     /// `job` with its output under `prefix` in the test bucket of the S3 endpoint.
@@ -39,9 +39,6 @@ pub fn copy_example_function(dir: &Path) {
         }
     }
 }
-
-/// Where job folders are made, reachable by every user's path lookups.
-pub const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
 
 /// A fresh folder outside /tmp (a function sees a private /tmp of its own) and outside the
 /// checkout (which may lie in a folder only root can enter): some tests let the function

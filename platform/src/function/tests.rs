@@ -61,10 +61,7 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
     }
 }
 
-/// Where tests keep folders a function must reach by path: outside `/tmp` (functions get
-/// a private one) and outside the checkout, which may lie in a folder only root can
-/// enter (a function runs as its job's own user).
-pub(crate) const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+pub(crate) use crate::testing::SHARED_TEST_DIR;
 
 #[path = "test_support.rs"]
 mod support;
