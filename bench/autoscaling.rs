@@ -45,13 +45,13 @@ async fn throughput(n: usize, instances: u32) -> f64 {
     let topic = unique("bench-scale");
     create_topic(&env, &topic, 4).await;
     let ends = produce(&env, &topic, &records(n, |i| format!("k{i}"))).await;
-    let (job, log) = sleepy_job(
-        &env,
-        &topic,
-        &format!("max_instances = {instances}\nidle_timeout = \"30s\""),
-        "max_records = 50\nmax_wait = \"200ms\"",
-        "SLEEP_MS = \"20\"",
-    );
+    let (job, log) = sleepy_job(&env, &topic, |job| {
+        job.set("scaling", "max_instances", i64::from(instances))
+            .set("scaling", "idle_timeout", "30s")
+            .set("batch", "max_records", 50_i64)
+            .set("batch", "max_wait", "200ms")
+            .set("function.env", "SLEEP_MS", "20")
+    });
     let mut sluice = Sluice::run_with(&env, &job, "bench", &["--node-instances", "8"]);
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(600)).await;
     sluice.terminate();
@@ -77,13 +77,13 @@ async fn reaction_and_scale_to_zero(n: usize) {
     let env = env();
     let topic = unique("bench-react");
     create_topic(&env, &topic, 4).await;
-    let (job, log) = sleepy_job(
-        &env,
-        &topic,
-        "max_instances = 4\nidle_timeout = \"2s\"",
-        "max_records = 50\nmax_wait = \"100ms\"",
-        "SLEEP_MS = \"20\"",
-    );
+    let (job, log) = sleepy_job(&env, &topic, |job| {
+        job.set("scaling", "max_instances", 4_i64)
+            .set("scaling", "idle_timeout", "2s")
+            .set("batch", "max_records", 50_i64)
+            .set("batch", "max_wait", "100ms")
+            .set("function.env", "SLEEP_MS", "20")
+    });
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
     let mut sluice = Sluice::run_with(

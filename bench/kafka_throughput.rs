@@ -62,29 +62,23 @@ async fn main() {
     }
     let produced_in = started.elapsed();
 
-    let command = match function.as_str() {
-        "cat" => "command = [\"cat\"]\nmode = \"stream\"",
-        "python" => "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        other => panic!("unknown function {other:?}: use cat or python"),
-    };
-    let job = JobDir::new(&env, &topic, command, "");
-    let mut toml = std::fs::read_to_string(job.path().join("job.toml"))
-        .unwrap()
-        .replace(
-            "max_file_age = \"1s\"",
-            &format!("max_file_age = {max_file_age:?}"),
+    let job = JobDir::new(&env, &topic, |job| {
+        let job = job.set("function", "mode", "stream").set(
+            "output",
+            "max_file_age",
+            max_file_age.as_str(),
         );
-    if function == "cat" {
-        // The identity function passes the raw events through: declare their shape.
-        toml = toml
-            .replace("partition_by = [\"event_date\"]", "partition_by = []")
-            .replace(
-                "schema = { event_id = \"utf8 not null\", user_id = \"int64\", action = \"utf8\", domain = \"utf8\", path = \"utf8\", ts = \"timestamp_ms\", event_date = \"date32\" }",
-                "schema = { event_id = \"utf8 not null\", user_id = \"int64\", url = \"utf8\", ts = \"timestamp_ms\", action = \"utf8\" }",
-            )
-            .replace("max_records = 1000", "max_records = 10000");
-    }
-    job.write("job.toml", &toml);
+        match function.as_str() {
+            // The identity function passes the raw events through: declare their shape.
+            "cat" => job
+                .set("function", "command", ["cat"])
+                .set("output", "partition_by", raw("[]"))
+                .schema(r#"{ event_id = "utf8 not null", user_id = "int64", url = "utf8", ts = "timestamp_ms", action = "utf8" }"#)
+                .set("batch", "max_records", 10_000_i64),
+            "python" => job.set("function", "command", ["python3", "transform.py"]),
+            other => panic!("unknown function {other:?}: use cat or python"),
+        }
+    });
 
     let started = Instant::now();
     let mut sluice = Sluice::run(&env, &job, "bench");

@@ -24,13 +24,10 @@ async fn a_queue_larger_than_the_prefetch_is_acknowledged_before_the_file_age() 
     let queue = unique("defaults-amqp");
     admin.queue_of_clicks(&queue, EVENTS).await;
 
-    let job = JobDir::new_amqp(
-        &env,
-        &queue,
-        "",
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-        "",
-    );
+    let job = JobDir::new_amqp(&env, &queue, |job| {
+        job.set("function", "command", ["python3", "transform.py"])
+            .set("function", "mode", "stream")
+    });
     // Back to the defaults: no batch settings, no file age.
     let path = job.path().join("job.toml");
     let toml = std::fs::read_to_string(&path).unwrap();

@@ -6,46 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-
-/// pyarrow for functions: a job's function runs as a user of its own, which cannot
-/// enter root's home (where a pyenv or a venv built from it lives), so pyarrow is
-/// installed with `pip install --target` into a folder every user can read, for the
-/// system's `python3` (same minor version), on first use. The command to put before a
-/// script: `env PYTHONPATH=<that folder> python3`.
-fn pyarrow_command() -> Vec<String> {
-    let site = PathBuf::from(SHARED_TEST_DIR).join("pyarrow-26.0.1");
-    let pythonpath = format!("PYTHONPATH={}", site.display());
-    let command = vec!["env".to_owned(), pythonpath, "python3".to_owned()];
-    let imports = || {
-        std::process::Command::new(&command[0])
-            .args(&command[1..])
-            .args(["-c", "import pyarrow"])
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !imports() {
-        let installed = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&site)
-            .arg("pyarrow==26.0.1")
-            .status()
-            .unwrap();
-        assert!(installed.success(), "pip install pyarrow failed");
-        assert!(imports(), "pyarrow does not import from {}", site.display());
-    }
-    command
-}
+use sluice_platform::testing::pyarrow_command;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pyarrow_function_writes_parquet_and_rejects_records() {
@@ -58,15 +22,13 @@ async fn a_pyarrow_function_writes_parquet_and_rejects_records() {
     let rejected = (0..3000).filter(|i| i % 977 == 5).count();
     let ends = produce(&env, &topic, &payloads).await;
 
-    let function = format!(
-        "command = [{}, \"transform_arrow.py\"]\nmode = \"stream\"\nencoding = \"arrow\"",
-        pyarrow_command()
-            .iter()
-            .map(|part| format!("{part:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let job = JobDir::new(&env, &topic, &function, "");
+    let mut command = pyarrow_command();
+    command.push("transform_arrow.py".to_owned());
+    let job = JobDir::new(&env, &topic, |job| {
+        job.set("function", "command", command.as_slice())
+            .set("function", "mode", "stream")
+            .set("function", "encoding", "arrow")
+    });
     std::fs::copy(
         repo_root().join("tests/arrow/transform_arrow.py"),
         job.path().join("transform_arrow.py"),

@@ -88,13 +88,13 @@ async fn scales_out_to_the_backlog_then_to_zero_then_cold_starts_on_new_work() {
     create_topic(&env, &topic, 4).await;
     let ends = produce(&env, &topic, &records(N, |i| format!("k{i}"))).await;
     assert_eq!(ends.len(), 4, "{ends:?}");
-    let (job, _log) = sleepy_job(
-        &env,
-        &topic,
-        "max_instances = 4\nidle_timeout = \"2s\"",
-        "max_records = 50\nmax_wait = \"200ms\"",
-        "SLEEP_MS = \"150\"",
-    );
+    let (job, _log) = sleepy_job(&env, &topic, |job| {
+        job.set("scaling", "max_instances", 4_i64)
+            .set("scaling", "idle_timeout", "2s")
+            .set("batch", "max_records", 50_i64)
+            .set("batch", "max_wait", "200ms")
+            .set("function.env", "SLEEP_MS", "150")
+    });
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
     let mut sluice = Sluice::run_with(
@@ -233,13 +233,15 @@ async fn commits_stay_in_offset_order_and_keys_in_input_order_when_batches_finis
     // after the other), the pair across blocks does not (it may overlap and finish out of
     // order).
     let ends = produce(&env, &topic, &records(N, |i| format!("block-{}", i / 50))).await;
-    let (job, log) = sleepy_job(
-        &env,
-        &topic,
-        "max_instances = 4\nordering = \"key\"\nidle_timeout = \"30s\"",
-        "max_records = 25\nmax_wait = \"100ms\"",
-        "SLEEP_MS = \"150\", RANDOM_SLEEP = \"1\"",
-    );
+    let (job, log) = sleepy_job(&env, &topic, |job| {
+        job.set("scaling", "max_instances", 4_i64)
+            .set("scaling", "ordering", "key")
+            .set("scaling", "idle_timeout", "30s")
+            .set("batch", "max_records", 25_i64)
+            .set("batch", "max_wait", "100ms")
+            .set("function.env", "SLEEP_MS", "150")
+            .set("function.env", "RANDOM_SLEEP", "1")
+    });
     let probe = CommittedProbe::new(&env, &job.group());
     let log = Path::new(&log).to_path_buf();
     let mut sluice = Sluice::run_with(&env, &job, "run", &["--node-instances", "8"]);
@@ -330,13 +332,15 @@ async fn scale_down_never_stops_an_instance_with_a_batch_in_flight() {
     // Record 0 makes its batch take 5 s; the rest are quick.
     let payloads = records(40, |i| format!("k{i}"));
     let ends = produce(&env, &topic, &payloads).await;
-    let (job, _log) = sleepy_job(
-        &env,
-        &topic,
-        "max_instances = 2\nidle_timeout = \"1s\"",
-        "max_records = 5\nmax_wait = \"100ms\"",
-        "SLEEP_MS = \"1\", SLOW_ID = \"0\", SLOW_MS = \"5000\"",
-    );
+    let (job, _log) = sleepy_job(&env, &topic, |job| {
+        job.set("scaling", "max_instances", 2_i64)
+            .set("scaling", "idle_timeout", "1s")
+            .set("batch", "max_records", 5_i64)
+            .set("batch", "max_wait", "100ms")
+            .set("function.env", "SLEEP_MS", "1")
+            .set("function.env", "SLOW_ID", "0")
+            .set("function.env", "SLOW_MS", "5000")
+    });
     let mut sluice = Sluice::run_with(&env, &job, "run", &["--node-instances", "8"]);
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(60)).await;
     let logs = sluice.logs();

@@ -52,11 +52,9 @@ async fn poison_records_land_in_a_kafka_topic_and_replay_lands_them() {
     let env = env();
     let dead_topic = unique("dead-letters");
     create_topic(&env, &dead_topic, 1).await;
-    let job = run_poisoned_job(
-        &env,
-        "poison-to-topic",
-        &format!("[dead_letter.kafka]\ntopic = \"{dead_topic}\""),
-    )
+    let job = run_poisoned_job(&env, "poison-to-topic", |job| {
+        job.set("dead_letter.kafka", "topic", &dead_topic)
+    })
     .await;
 
     // The 997 others are written once; the 3 are messages keyed by their origin.
@@ -91,14 +89,10 @@ async fn poison_records_land_in_a_kafka_topic_and_replay_lands_them() {
 async fn poison_records_land_in_an_amqp_queue_and_replay_lands_them() {
     let env = env();
     let queue = unique("dead-letters");
-    let job = run_poisoned_job(
-        &env,
-        "poison-to-queue",
-        &format!(
-            "[dead_letter.amqp]\nurl = \"{}\"\nqueue = \"{queue}\"",
-            env.amqp_url
-        ),
-    )
+    let job = run_poisoned_job(&env, "poison-to-queue", |job| {
+        job.set("dead_letter.amqp", "url", &env.amqp_url)
+            .set("dead_letter.amqp", "queue", &queue)
+    })
     .await;
     let admin = AmqpAdmin::connect(&env).await;
     assert_eq!(admin.counts(&queue).await, (3, 0), "3 letters in the queue");

@@ -35,16 +35,25 @@ run_batch(lines, sys.stdout)
 const EVENTS: usize = 3000;
 const TARGET: usize = 1500;
 
-fn flaky_job(env: &Env, topic: &str, mode: &str, settings: &str) -> JobDir {
+fn flaky_job(
+    env: &Env,
+    topic: &str,
+    mode: &str,
+    settings: impl FnOnce(JobToml) -> JobToml,
+) -> JobDir {
     let target = Click::numbered(TARGET).event_id;
-    let job = JobDir::new(
-        env,
-        topic,
-        &format!(
-            "command = [\"python3\", \"flaky.py\", \"{mode}\", \"{target}\"]\nmode = \"exec\"\nretry_backoff = \"100ms\"\n{settings}\nenv = {{ OUT = \"OUT_DIR\" }}"
-        ),
-        "",
-    );
+    let job = JobDir::new(env, topic, |job| {
+        settings(
+            job.set(
+                "function",
+                "command",
+                ["python3", "flaky.py", mode, &target],
+            )
+            .set("function", "mode", "exec")
+            .set("function", "retry_backoff", "100ms"),
+        )
+        .set("function.env", "OUT", "OUT_DIR")
+    });
     let out = job.writable_by_functions();
     let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
     job.write("job.toml", &toml.replace("OUT_DIR", &out));
@@ -56,7 +65,9 @@ fn flaky_job(env: &Env, topic: &str, mode: &str, settings: &str) -> JobDir {
 async fn crash_mid_batch_is_retried_without_loss_or_duplicates() {
     let env = env();
     let (topic, ends) = topic_of_clicks(&env, "crash", EVENTS).await;
-    let job = flaky_job(&env, &topic, "crash", "max_attempts = 3");
+    let job = flaky_job(&env, &topic, "crash", |job| {
+        job.set("function", "max_attempts", 3_i64)
+    });
     let mut sluice = Sluice::run(&env, &job, "run");
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
     sluice.stop_cleanly(Duration::from_secs(10));
@@ -80,7 +91,10 @@ async fn crash_mid_batch_is_retried_without_loss_or_duplicates() {
 async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
     let env = env();
     let (topic, ends) = topic_of_clicks(&env, "hang", EVENTS).await;
-    let job = flaky_job(&env, &topic, "hang", "timeout = \"2s\"\nmax_attempts = 3");
+    let job = flaky_job(&env, &topic, "hang", |job| {
+        job.set("function", "timeout", "2s")
+            .set("function", "max_attempts", 3_i64)
+    });
     let mut sluice = Sluice::run(&env, &job, "run");
 
     let marker = job.path().join("hang.marker");
@@ -115,7 +129,7 @@ async fn hang_past_timeout_is_killed_retried_and_nothing_is_committed_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_the_rest_commits_and_replay_lands_them() {
     let env = env();
-    let job = run_poisoned_job(&env, "poison", "").await;
+    let job = run_poisoned_job(&env, "poison", |job| job).await;
 
     // The 997 others are written once; the 3 are dead letters with their error (the
     // function's stderr), attempts and origin.

@@ -75,18 +75,15 @@ fn two_platform_processes_starting_at_once_both_get_cgroups_ten_times() {
 }
 
 /// A preloaded Python job that accepts what the host gives.
-const PRELOADED_JOB: &str = r#"name = "preloaded"
-[trigger.kafka]
-brokers = "127.0.0.1:9092"
-topic = "unused"
-[function]
-command = ["python3", "transform.py"]
-preload = ["json"]
-isolation = "best_effort"
-[output]
-url = "out"
-schema = { v = "int64" }
-"#;
+fn preloaded_job() -> JobToml {
+    JobToml::new("preloaded")
+        .kafka("127.0.0.1:9092", "unused")
+        .set("function", "command", ["python3", "transform.py"])
+        .set("function", "preload", ["json"])
+        .set("function", "isolation", "best_effort")
+        .output("out")
+        .schema("{ v = \"int64\" }")
+}
 
 /// `sluice validate` run by a user that is not root, so the host cannot give a function
 /// a user of its own (nor namespaces): the strict default refuses, best effort accepts,
@@ -131,7 +128,7 @@ fn validate_names_missing_protections_and_strict_refuses() {
 
     // A preloaded job also names what its forked instances would lack.
     std::fs::write(dir.path().join("transform.py"), "").unwrap();
-    std::fs::write(&job, PRELOADED_JOB).unwrap();
+    std::fs::write(&job, preloaded_job().to_toml()).unwrap();
     let preloaded = validate_as_nobody();
     let stderr = String::from_utf8_lossy(&preloaded.stderr);
     assert!(preloaded.status.success(), "{stderr}");

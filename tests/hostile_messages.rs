@@ -405,7 +405,7 @@ async fn kafka_corpus_every_record_is_in_the_output_or_the_dead_letters() {
             .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
     }
 
-    let job = JobDir::new(&env, &topic, "command = [\"true\"]", "");
+    let job = JobDir::new(&env, &topic, |job| job.set("function", "command", ["true"]));
     std::fs::copy(
         repo_root().join("tests/hostile/hostile.py"),
         job.path().join("hostile.py"),

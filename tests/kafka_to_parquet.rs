@@ -26,12 +26,11 @@ async fn run_example_job(mode: &str) {
     assert_eq!(ends.len(), 3, "events reached every partition: {ends:?}");
     assert_eq!(ends.values().sum::<i64>(), EVENTS as i64);
 
-    let job = JobDir::new(
-        &env,
-        &topic,
-        &format!("command = [\"python3\", \"transform.py\"]\nmode = \"{mode}\"\ntimeout = \"30s\""),
-        "",
-    );
+    let job = JobDir::new(&env, &topic, |job| {
+        job.set("function", "command", ["python3", "transform.py"])
+            .set("function", "mode", mode)
+            .set("function", "timeout", "30s")
+    });
     let mut sluice = Sluice::run(&env, &job, "run");
     wait_committed(&env, &job, &mut sluice, &ends, Duration::from_secs(240)).await;
     sluice.stop_cleanly(Duration::from_secs(10));

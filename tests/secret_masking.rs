@@ -37,30 +37,31 @@ sys.stderr.flush()
 raise RuntimeError("upstream refused token " + os.environ["TOKEN"])
 "#;
 
-const TOKEN_ENV: &str = "[function.env]\nTOKEN = \"${E2E_MASK_API_TOKEN}\"";
+/// The function's environment: the token, by reference to the platform's.
+fn with_token(job: JobToml) -> JobToml {
+    job.set("function.env", "TOKEN", "${E2E_MASK_API_TOKEN}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_the_function_prints_reaches_no_log_no_status_and_no_dead_letter() {
     let env = env();
     let topic = unique("secret-mask");
     create_topic(&env, &topic, 1).await;
-    let leaky = JobDir::new(
-        &env,
-        &topic,
-        &format!(
-            "command = [\"sh\", \"leaky.sh\"]\nmax_attempts = 2\nretry_backoff = \"10ms\"\n{TOKEN_ENV}"
-        ),
-        "",
-    );
+    let leaky = JobDir::new(&env, &topic, |job| {
+        with_token(
+            job.set("function", "command", ["sh", "leaky.sh"])
+                .set("function", "max_attempts", 2_i64)
+                .set("function", "retry_backoff", "10ms"),
+        )
+    });
     leaky.write("leaky.sh", LEAKY_SCRIPT);
-    let broken = JobDir::new(
-        &env,
-        &topic,
-        &format!(
-            "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"\npreload = [\"leaky_module\"]\n{TOKEN_ENV}"
-        ),
-        "",
-    );
+    let broken = JobDir::new(&env, &topic, |job| {
+        with_token(
+            job.set("function", "command", ["python3", "transform.py"])
+                .set("function", "mode", "stream")
+                .set("function", "preload", ["leaky_module"]),
+        )
+    });
     broken.write("leaky_module.py", LEAKY_MODULE);
     let token_payload = format!(r#"{{"n":3,"token":"{SECRET}"}}"#);
     let payloads: Vec<(String, String)> = (0..10)

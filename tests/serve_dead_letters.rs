@@ -41,11 +41,12 @@ fn clicks(range: std::ops::Range<usize>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The job's function line refusing `targets`.
-fn command(targets: &[String]) -> String {
-    format!(
-        "command = [\"python3\", \"poisoned.py\", \"{}\"]",
-        targets.join(",")
+/// The job's function refusing `targets`.
+fn command(job: JobToml, targets: &[String]) -> JobToml {
+    job.set(
+        "function",
+        "command",
+        ["python3", "poisoned.py", &targets.join(",")],
     )
 }
 
@@ -82,15 +83,12 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
         .iter()
         .map(|&i| Click::numbered(i).event_id)
         .collect();
-    let job = JobDir::new(
-        &env,
-        &topic,
-        &format!(
-            "{}\nmode = \"exec\"\nretry_backoff = \"100ms\"\nmax_attempts = 2",
-            command(&poison)
-        ),
-        "",
-    );
+    let job = JobDir::new(&env, &topic, |job| {
+        command(job, &poison)
+            .set("function", "mode", "exec")
+            .set("function", "retry_backoff", "100ms")
+            .set("function", "max_attempts", 2_i64)
+    });
     job.write("poisoned.py", POISONED);
     let name = job.name.as_str();
     let v1 = serve.json(
@@ -145,7 +143,9 @@ async fn dead_letters_are_listed_and_replayed_beside_the_running_job() {
 
     // Fix the function (v2), then replay beside the running job.
     let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
-    job.write("job.toml", &toml.replace(&command(&poison), &command(&[])));
+    let fixed = toml.replace(&format!("{:?}", poison.join(",")), "\"\"");
+    assert_ne!(fixed, toml, "the function's command is in job.toml");
+    job.write("job.toml", &fixed);
     let v2 = serve.json(
         ADMIN_TOKEN,
         &["deploy", job.path().to_str().unwrap(), "--timeout", "90s"],

@@ -122,16 +122,17 @@ async fn invocations(registry: Option<&str>) {
         Click::numbered(POISON).event_id,
         Click::numbered(REJECT).event_id,
     );
-    let job = JobDir::new(
-        &env,
-        &topic,
-        &format!(
-            "command = [\"python3\", \"poison.py\", \"{tag}\", \"{poison}\", \"{reject}\"]\n\
-             mode = \"exec\"\nmax_attempts = 2\nretry_backoff = \"100ms\"\n\
-             env = {{ TOKEN = \"${{INVOC_E2E_TOKEN}}\" }}"
-        ),
-        "",
-    );
+    let job = JobDir::new(&env, &topic, |job| {
+        job.set(
+            "function",
+            "command",
+            ["python3", "poison.py", &tag, &poison, &reject],
+        )
+        .set("function", "mode", "exec")
+        .set("function", "max_attempts", 2_i64)
+        .set("function", "retry_backoff", "100ms")
+        .set("function.env", "TOKEN", "${INVOC_E2E_TOKEN}")
+    });
     job.write("poison.py", FUNCTION);
     json(
         &serve,

@@ -60,11 +60,11 @@ impl AdminCalls for Serve {
 }
 
 /// A function command line no other job shares, so its processes can be found.
-fn function(tag: &str) -> String {
-    format!(
-        "command = [\"python3\", \"transform.py\", \"{tag}\"]\nmode = \"stream\"\ntimeout = \"30s\"\n\
-         [scaling]\nidle_timeout = \"{IDLE_TIMEOUT_S}s\""
-    )
+fn function(job: JobToml, tag: &str) -> JobToml {
+    job.set("function", "command", ["python3", "transform.py", tag])
+        .set("function", "mode", "stream")
+        .set("function", "timeout", "30s")
+        .set("scaling", "idle_timeout", format!("{IDLE_TIMEOUT_S}s"))
 }
 
 fn clicks(range: std::ops::Range<usize>) -> Vec<(String, String)> {
@@ -153,12 +153,12 @@ async fn lifecycle(registry: Option<&str>) {
     let topic = unique("serve-clicks");
     create_topic(&env, &topic, 1).await;
     let kafka_tag = unique("kafka-fn");
-    let kafka_job = JobDir::new(&env, &topic, &function(&kafka_tag), "");
+    let kafka_job = JobDir::new(&env, &topic, |job| function(job, &kafka_tag));
     let admin = AmqpAdmin::connect(&env).await;
     let queue = unique("serve-clicks-amqp");
     admin.declare_queue(&queue).await;
     let amqp_tag = unique("amqp-fn");
-    let amqp_job = JobDir::new_amqp(&env, &queue, "", &function(&amqp_tag), "");
+    let amqp_job = JobDir::new_amqp(&env, &queue, |job| function(job, &amqp_tag));
 
     let denied = serve.cli(READ_TOKEN, &["deploy", kafka_job.path().to_str().unwrap()]);
     assert_eq!(

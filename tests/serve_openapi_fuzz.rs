@@ -49,12 +49,9 @@ async fn the_api_matches_its_openapi_document_under_fuzzing() {
     let mut serve = Serve::with_tokens(&env, work.path(), &format!("fuzz:admin:{TOKEN}\n")).await;
     let server = serve.url();
     // One job, so the job routes have something to find (its topic never fills).
-    let job = JobDir::new(
-        &env,
-        &unique("fuzz-topic"),
-        "command = [\"python3\", \"transform.py\"]",
-        "",
-    );
+    let job = JobDir::new(&env, &unique("fuzz-topic"), |job| {
+        job.set("function", "command", ["python3", "transform.py"])
+    });
     serve.deploy_ok(TOKEN, job.path(), &["--no-wait"]);
 
     let document = work.path().join("openapi.json");

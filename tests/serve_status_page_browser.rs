@@ -167,22 +167,15 @@ async fn a_browser_signs_in_and_sees_both_jobs() {
     let server = serve.url();
     let topic = unique("page-clicks");
     create_topic(&env, &topic, 1).await;
-    let kafka_job = JobDir::new(
-        &env,
-        &topic,
-        "command = [\"python3\", \"transform.py\"]",
-        "",
-    );
+    let kafka_job = JobDir::new(&env, &topic, |job| {
+        job.set("function", "command", ["python3", "transform.py"])
+    });
     let admin = AmqpAdmin::connect(&env).await;
     let queue = unique("page-clicks-amqp");
     admin.declare_queue(&queue).await;
-    let amqp_job = JobDir::new_amqp(
-        &env,
-        &queue,
-        "",
-        "command = [\"python3\", \"transform.py\"]",
-        "",
-    );
+    let amqp_job = JobDir::new_amqp(&env, &queue, |job| {
+        job.set("function", "command", ["python3", "transform.py"])
+    });
     for job in [&kafka_job, &amqp_job] {
         serve.deploy_ok(ADMIN, job.path(), &[]);
     }

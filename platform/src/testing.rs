@@ -1,5 +1,7 @@
 //! Test support for other crates' tests and this one's (feature `testing`): [`JobToml`],
-//! the job spec builder that writes the job.toml a test needs instead of retyping it.
+//! the job spec builder that writes the job.toml a test needs instead of retyping it; the
+//! folder functions can reach by path ([`SHARED_TEST_DIR`]) and the pinned pyarrow that
+//! Arrow functions import ([`pyarrow_command`]).
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +12,54 @@ use crate::spec::{JobSpec, parse_job};
 
 /// The output schema of the clickstream example's function (`jobs/clickstream`).
 pub const CLICK_SCHEMA: &str = r#"{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }"#;
+
+/// Where tests keep folders a function must reach by path: outside `/tmp` (functions get
+/// a private one) and outside the checkout, which may lie in a folder only root can
+/// enter (a function runs as its job's own user).
+pub const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+
+/// The pinned pyarrow the tests use.
+pub const PYARROW: &str = "pyarrow==26.0.1";
+
+/// pyarrow for functions: a job's function runs as a user of its own, which cannot
+/// enter root's home (where a pyenv or a venv built from it lives), so pyarrow is
+/// installed with `pip install --target` into a folder every user can read, for the
+/// system's `python3` (same minor version), on first use. The command to put before a
+/// script: `env PYTHONPATH=<that folder> python3`.
+pub fn pyarrow_command() -> Vec<String> {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _made = MADE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let site = Path::new(SHARED_TEST_DIR).join("pyarrow-26.0.1");
+    let pythonpath = format!("PYTHONPATH={}", site.display());
+    let command = vec!["env".to_owned(), pythonpath, "python3".to_owned()];
+    let imports = || {
+        std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .args(["-c", "import pyarrow"])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !imports() {
+        let installed = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&site)
+            .arg(PYARROW)
+            .status()
+            .expect("pip runs");
+        assert!(installed.success(), "pip install {PYARROW} failed");
+        assert!(imports(), "pyarrow does not import from {}", site.display());
+    }
+    command
+}
 
 /// A value as it is written in job.toml: strings are quoted, [`raw`] text is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +115,12 @@ impl<const N: usize> From<[&str; N]> for TomlValue {
 
 impl From<&[&str]> for TomlValue {
     fn from(items: &[&str]) -> Self {
+        TomlValue(serde_json::to_string(items).unwrap())
+    }
+}
+
+impl From<&[String]> for TomlValue {
+    fn from(items: &[String]) -> Self {
         TomlValue(serde_json::to_string(items).unwrap())
     }
 }

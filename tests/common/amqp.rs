@@ -18,13 +18,12 @@ use super::{
 /// The clickstream example in stream mode on `queue`, with at most `prefetch` messages
 /// delivered and not yet acknowledged.
 pub fn example_stream_job(env: &Env, queue: &str, prefetch: usize) -> JobDir {
-    JobDir::new_amqp(
-        env,
-        queue,
-        &format!("prefetch = {prefetch}"),
-        "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"\ntimeout = \"30s\"",
-        "",
-    )
+    JobDir::new_amqp(env, queue, |job| {
+        job.set("trigger.amqp", "prefetch", prefetch)
+            .set("function", "command", ["python3", "transform.py"])
+            .set("function", "mode", "stream")
+            .set("function", "timeout", "30s")
+    })
 }
 
 /// The example job in stream mode on a fresh queue of clicks, caught in the middle of

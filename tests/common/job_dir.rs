@@ -5,7 +5,7 @@
 use super::*;
 
 #[allow(unused_imports)]
-pub use sluice_platform::testing::{CLICK_SCHEMA, JobToml, raw};
+pub use sluice_platform::testing::{CLICK_SCHEMA, JobToml, SHARED_TEST_DIR, raw};
 
 impl Env {
     /// `job` with its output under `prefix` in the test bucket of the S3 endpoint.
@@ -40,9 +40,6 @@ pub fn copy_example_function(dir: &Path) {
     }
 }
 
-/// Where job folders are made, reachable by every user's path lookups.
-pub const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
-
 /// A fresh folder outside /tmp (a function sees a private /tmp of its own) and outside the
 /// checkout (which may lie in a folder only root can enter): some tests let the function
 /// write here (`JobDir::writable_by_functions`).
@@ -62,14 +59,16 @@ pub struct JobDir {
 }
 
 impl JobDir {
-    /// A job on Kafka `topic` (from the earliest offset). `function` is the `[function]`
-    /// table body; `extra` goes at the end of job.toml.
-    pub fn new(env: &Env, topic: &str, function: &str, extra: &str) -> JobDir {
-        let trigger = format!(
-            "[trigger.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nstart = \"earliest\"",
-            brokers = env.brokers
-        );
-        JobDir::with_trigger(env, &trigger, topic, function, extra)
+    /// A job on Kafka `topic` (from the earliest offset): the example's function with the
+    /// end-to-end defaults ([`JobDir::e2e_job`]), then `settings` (the test's `[function]`,
+    /// dead letters, …; a key set again replaces the default).
+    pub fn new(env: &Env, topic: &str, settings: impl FnOnce(JobToml) -> JobToml) -> JobDir {
+        JobDir::with_job(env, topic, |job| {
+            settings(
+                job.kafka(&env.brokers, topic)
+                    .set("trigger.kafka", "start", "earliest"),
+            )
+        })
     }
 
     /// The example job in stream mode on a fresh topic named after `tag`, with
@@ -77,70 +76,37 @@ impl JobDir {
     pub async fn example_on_new_topic(env: &Env, tag: &str, partitions: i32) -> JobDir {
         let topic = unique(tag);
         create_topic(env, &topic, partitions).await;
-        JobDir::new(
-            env,
-            &topic,
-            "command = [\"python3\", \"transform.py\"]\nmode = \"stream\"",
-            "",
-        )
+        JobDir::new(env, &topic, |job| {
+            job.set("function", "command", ["python3", "transform.py"])
+                .set("function", "mode", "stream")
+        })
     }
 
-    /// A job on the AMQP `queue` of the test broker; `trigger_extra` adds lines to
-    /// `[trigger.amqp]` (e.g. `prefetch = 500`).
-    pub fn new_amqp(
-        env: &Env,
-        queue: &str,
-        trigger_extra: &str,
-        function: &str,
-        extra: &str,
-    ) -> JobDir {
-        let trigger = format!(
-            "[trigger.amqp]\nurl = \"{url}\"\nqueue = \"{queue}\"\n{trigger_extra}",
-            url = env.amqp_url
-        );
-        JobDir::with_trigger(env, &trigger, queue, function, extra)
+    /// A job on the AMQP `queue` of the test broker, as [`JobDir::new`] (`settings` may
+    /// add to `trigger.amqp`, e.g. `prefetch`).
+    pub fn new_amqp(env: &Env, queue: &str, settings: impl FnOnce(JobToml) -> JobToml) -> JobDir {
+        JobDir::with_job(env, queue, |job| settings(job.amqp(&env.amqp_url, queue)))
     }
 
-    /// A job with the given trigger table (whole, header included); `source` names what
-    /// it consumes (kept as [`JobDir::topic`]).
-    pub fn with_trigger(
-        env: &Env,
-        trigger: &str,
-        source: &str,
-        function: &str,
-        extra: &str,
-    ) -> JobDir {
-        let dir = shared_tempdir();
-        copy_example_function(dir.path());
+    /// A job whose trigger and function `settings` gives (it consumes `source`, kept as
+    /// [`JobDir::topic`]), on the end-to-end defaults.
+    fn with_job(env: &Env, source: &str, settings: impl FnOnce(JobToml) -> JobToml) -> JobDir {
         let name = unique("e2e").to_lowercase();
         let prefix = format!("{name}/clicks");
-        let toml = format!(
-            r#"name = "{name}"
-{trigger}
-[function]
-{function}
-[batch]
-max_records = 1000
-max_wait = "500ms"
-[output]
-url = "s3://{bucket}/{prefix}"
-partition_by = ["event_date"]
-max_file_age = "1s"
-schema = {{ event_id = "utf8 not null", user_id = "int64", action = "utf8", domain = "utf8", path = "utf8", ts = "timestamp_ms", event_date = "date32" }}
-[output.options]
-endpoint = "{endpoint}"
-{extra}
-"#,
-            bucket = env.bucket,
-            endpoint = env.s3_endpoint,
-        );
-        std::fs::write(dir.path().join("job.toml"), toml).unwrap();
-        JobDir {
-            dir,
-            name,
-            topic: source.to_owned(),
-            prefix,
-        }
+        let job = settings(JobDir::e2e_job(env, &name, &prefix));
+        JobDir::with_toml(&job, source, &prefix)
+    }
+
+    /// The defaults every end-to-end job starts from: small batches, files closed after a
+    /// second, the example's schema and output under `prefix` in the test bucket.
+    pub fn e2e_job(env: &Env, name: &str, prefix: &str) -> JobToml {
+        let job = JobToml::new(name)
+            .set("batch", "max_records", 1000_i64)
+            .set("batch", "max_wait", "500ms")
+            .set("output", "partition_by", ["event_date"])
+            .set("output", "max_file_age", "1s")
+            .schema(CLICK_SCHEMA);
+        env.output_to(job, prefix)
     }
 
     /// A folder in the shared test folder with the example's function and `job` as its

@@ -8,8 +8,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use super::{
-    Click, Env, JobDir, OutputRow, Sluice, count_ids, create_topic, produce, read_rows, sluice_ok,
-    unique, wait_committed,
+    Click, Env, JobDir, JobToml, OutputRow, Sluice, count_ids, create_topic, produce, read_rows,
+    sluice_ok, unique, wait_committed,
 };
 
 /// The head of a test function wrapping the example: `run_batch(lines, out)` runs the
@@ -44,11 +44,15 @@ pub fn targets() -> Vec<String> {
         .collect()
 }
 
-fn function(mode: &str) -> String {
-    format!(
-        "command = [\"python3\", \"poison.py\", \"{mode}\", \"{}\"]\nmode = \"exec\"\nmax_attempts = 2\nretry_backoff = \"100ms\"",
-        targets().join(",")
+fn function(job: JobToml, mode: &str) -> JobToml {
+    job.set(
+        "function",
+        "command",
+        ["python3", "poison.py", mode, &targets().join(",")],
     )
+    .set("function", "mode", "exec")
+    .set("function", "max_attempts", 2_i64)
+    .set("function", "retry_backoff", "100ms")
 }
 
 /// A fresh one-partition topic of `count` numbered clicks keyed `k<i>`, with the source
@@ -68,11 +72,15 @@ pub async fn topic_of_clicks(
     (topic, ends)
 }
 
-/// A Kafka topic of `RECORDS` clicks and a job on it with `dead_letter` as its
+/// A Kafka topic of `RECORDS` clicks and a job on it to which `dead_letter` adds its
 /// `[dead_letter…]` table; runs it until every offset is committed.
-pub async fn run_poisoned_job(env: &Env, tag: &str, dead_letter: &str) -> JobDir {
+pub async fn run_poisoned_job(
+    env: &Env,
+    tag: &str,
+    dead_letter: impl FnOnce(JobToml) -> JobToml,
+) -> JobDir {
     let (topic, ends) = topic_of_clicks(env, tag, RECORDS).await;
-    let job = JobDir::new(env, &topic, &function("fail"), dead_letter);
+    let job = JobDir::new(env, &topic, |job| dead_letter(function(job, "fail")));
     job.write("poison.py", &format!("{EXAMPLE_BATCH_PY}{POISON}"));
     let mut sluice = Sluice::run(env, &job, "run");
     wait_committed(env, &job, &mut sluice, &ends, Duration::from_secs(120)).await;
@@ -132,10 +140,9 @@ pub fn stdout(output: &Output) -> String {
 /// Fixes the function and replays: the three land in the output once, nothing is left.
 pub async fn fix_and_replay(env: &Env, job: &JobDir) {
     let toml = std::fs::read_to_string(job.path().join("job.toml")).unwrap();
-    job.write(
-        "job.toml",
-        &toml.replace(&function("fail"), &function("ok")),
-    );
+    let fixed = toml.replace(r#""poison.py","fail""#, r#""poison.py","ok""#);
+    assert_ne!(fixed, toml, "the function's command is in job.toml");
+    job.write("job.toml", &fixed);
     let replay = dlq(env, job, "replay");
     let stderr = String::from_utf8_lossy(&replay.stderr);
     assert!(

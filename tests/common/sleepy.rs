@@ -1,53 +1,41 @@
 //! A stream-mode test function that sleeps per batch (tests/autoscaling/sleepy.py), for
 //! the autoscaling tests and benchmark.
 
-use super::{Env, JobDir, repo_root};
+use super::{Env, JobDir, JobToml, repo_root};
 
-/// A job folder running tests/autoscaling/sleepy.py on `topic`.
+/// A job folder running tests/autoscaling/sleepy.py on `topic`; `settings` adds the
+/// test's own (`[scaling]`, `[batch]`, the function's environment as `function.env`).
 pub fn sleepy_job(
     env: &Env,
     topic: &str,
-    scaling: &str,
-    batch: &str,
-    fn_env: &str,
+    settings: impl FnOnce(JobToml) -> JobToml,
 ) -> (JobDir, String) {
-    let job = JobDir::new(env, topic, "command = [\"true\"]", "");
+    let job = JobDir::new(env, topic, |job| job.set("function", "command", ["true"]));
     std::fs::copy(
         repo_root().join("tests/autoscaling/sleepy.py"),
         job.path().join("sleepy.py"),
     )
     .unwrap();
     let log = format!("{}/batches.log", job.writable_by_functions());
-    let toml = format!(
-        r#"name = "{name}"
-[trigger.kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-start = "earliest"
-[function]
-command = ["python3", "sleepy.py", "{name}", "{log}"]
-mode = "stream"
-input = "envelope"
-timeout = "60s"
-env = {{ {fn_env} }}
-[batch]
-{batch}
-[scaling]
-{scaling}
-[output]
-url = "s3://{bucket}/{prefix}"
-max_file_age = "300ms"
-schema = {{ id = "int64 not null", key = "utf8", partition = "int32", offset = "int64", processed_ns = "int64" }}
-[output.options]
-endpoint = "{endpoint}"
-"#,
-        name = job.name,
-        brokers = env.brokers,
-        bucket = env.bucket,
-        prefix = job.prefix,
-        endpoint = env.s3_endpoint,
-    );
-    job.write("job.toml", &toml);
+    let toml = JobToml::new(&job.name)
+        .kafka(&env.brokers, topic)
+        .set("trigger.kafka", "start", "earliest")
+        .set(
+            "function",
+            "command",
+            ["python3", "sleepy.py", &job.name, &log],
+        )
+        .set("function", "mode", "stream")
+        .set("function", "input", "envelope")
+        .set("function", "timeout", "60s");
+    let toml = settings(toml)
+        .output(&format!("s3://{}/{}", env.bucket, job.prefix))
+        .set("output", "max_file_age", "300ms")
+        .schema(
+            r#"{ id = "int64 not null", key = "utf8", partition = "int32", offset = "int64", processed_ns = "int64" }"#,
+        )
+        .set("output.options", "endpoint", &env.s3_endpoint);
+    toml.write_in(job.path());
     (job, log)
 }
 

@@ -467,5 +467,5 @@ pub fn pack_folder(dir: &Path) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-#[path = "bundle_tests.rs"]
+#[path = "tests/bundle.rs"]
 mod tests;

@@ -577,5 +577,5 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-#[path = "registry_tests.rs"]
+#[path = "tests/registry.rs"]
 mod tests;

@@ -268,5 +268,5 @@ impl Nesting {
 }
 
 #[cfg(test)]
-#[path = "json_check_tests.rs"]
+#[path = "tests/json_check.rs"]
 mod tests;

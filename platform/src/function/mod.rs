@@ -413,7 +413,3 @@ impl FunctionRunner {
 mod tests;
 #[cfg(test)]
 pub(crate) use tests::SHARED_TEST_DIR;
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod arrow_tests;

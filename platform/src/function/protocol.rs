@@ -464,5 +464,5 @@ impl<R: AsyncRead + Unpin> OutputReader<R> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-#[path = "protocol_tests.rs"]
+#[path = "tests/protocol.rs"]
 mod tests;

@@ -1,7 +1,7 @@
 //! The runtime against real subprocesses (`sh` and `python3` scripts in a temporary job
 //! folder): the shared fixtures here, the tests by concept in the modules below (output,
-//! lifecycle, sandbox, containment, preload). What the sandbox costs at start is measured
-//! by `bench/sandbox_cold_start.rs`.
+//! lifecycle, sandbox, containment, arrow, preload). What the sandbox costs at start is
+//! measured by `bench/sandbox_cold_start.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,29 +61,24 @@ fn spec(command: &[&str], mode: FunctionMode) -> FunctionSpec {
     }
 }
 
-/// Where tests keep folders a function must reach by path: outside `/tmp` (functions get
-/// a private one) and outside the checkout, which may lie in a folder only root can
-/// enter (a function runs as its job's own user).
-pub(crate) const SHARED_TEST_DIR: &str = "/var/lib/sluice-tests";
+pub(crate) use crate::testing::SHARED_TEST_DIR;
 
 #[path = "test_support.rs"]
 mod support;
 use support::*;
 
-#[path = "output_tests.rs"]
 mod output;
 
-#[path = "lifecycle_tests.rs"]
 mod lifecycle;
 
-#[path = "sandbox_tests.rs"]
 mod sandbox_rules;
 
-#[path = "containment_tests.rs"]
 mod containment;
+
+mod arrow;
 
 #[path = "zygote/tests.rs"]
 mod zygote_tests;
 
-#[path = "zygote/sibling_tests.rs"]
-mod zygote_sibling_tests;
+#[path = "zygote/tests/sibling.rs"]
+mod zygote_sibling;

@@ -464,10 +464,10 @@ const BASE64_URL_SAFE: GeneralPurpose =
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors
-#[path = "decode_tests.rs"]
+#[path = "tests/decode.rs"]
 mod tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors
-#[path = "decode_generated_tests.rs"]
+#[path = "tests/decode_generated.rs"]
 mod generated_tests;

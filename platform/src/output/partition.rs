@@ -354,5 +354,5 @@ fn with_rows(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors
-#[path = "partition_tests.rs"]
+#[path = "tests/partition.rs"]
 mod tests;

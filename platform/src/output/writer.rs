@@ -591,5 +591,5 @@ fn check_file_stem(stem: &str) -> Result<(), String> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors
-#[path = "writer_tests.rs"]
+#[path = "tests/writer.rs"]
 mod tests;

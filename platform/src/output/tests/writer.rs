@@ -375,5 +375,5 @@ async fn mismatched_batches_are_rejected_without_harm() {
     assert_eq!(sink.flush().await.unwrap().len(), 2);
 }
 
-#[path = "writer_tests/failures.rs"]
+#[path = "writer/failures.rs"]
 mod failures;

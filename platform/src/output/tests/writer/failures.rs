@@ -1,4 +1,4 @@
-//! Writer behaviour when uploads fail, and hostile input (continued from `writer_tests.rs`).
+//! Writer behaviour when uploads fail, and hostile input (continued from `tests/writer.rs`).
 
 use sluice_connectors::faulty_store::{Fault, Faults, FaultyStore, Request};
 

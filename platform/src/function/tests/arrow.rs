@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
@@ -15,10 +15,7 @@ use sluice_connectors::{Event, Origin};
 use super::*;
 use crate::output::schema::OutputSchema;
 use crate::spec::{InputMode, IsolationLevel};
-use sluice_connectors::Classify as _;
-
-/// The pinned pyarrow the tests use.
-const PYARROW: &str = "pyarrow==26.0.1";
+use crate::testing::pyarrow_command;
 
 /// An Arrow function. Input column `v` (int64); output `v`, `doubled` and the input's
 /// column names; `v < 0` is rejected with `$error`; `v == 13` crashes after writing part
@@ -73,46 +70,6 @@ while True:
         break
     answer(reader.read_all())
 "#;
-
-/// pyarrow for functions: a job's function runs as a user of its own, which cannot
-/// enter root's home (where a pyenv or a venv built from it lives), so pyarrow is
-/// installed with `pip install --target` into a folder every user can read, for the
-/// system's `python3` (same minor version), on first use. The command to put before a
-/// script: `env PYTHONPATH=<that folder> python3`.
-fn pyarrow_command() -> Vec<String> {
-    static MADE: Mutex<()> = Mutex::new(());
-    let _made = MADE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let site = Path::new(crate::function::SHARED_TEST_DIR).join("pyarrow-26.0.1");
-    let pythonpath = format!("PYTHONPATH={}", site.display());
-    let command = vec!["env".to_owned(), pythonpath, "python3".to_owned()];
-    let imports = || {
-        std::process::Command::new(&command[0])
-            .args(&command[1..])
-            .args(["-c", "import pyarrow"])
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !imports() {
-        let installed = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&site)
-            .arg(PYARROW)
-            .status()
-            .expect("pip runs");
-        assert!(installed.success(), "pip install {PYARROW} failed");
-        assert!(imports(), "pyarrow does not import from {}", site.display());
-    }
-    command
-}
 
 fn arrow_spec(dir: &Path, mode: FunctionMode, args: &[&str]) -> FunctionSpec {
     std::fs::write(dir.join("arrow_fn.py"), ARROW_FUNCTION).unwrap();

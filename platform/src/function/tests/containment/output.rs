@@ -1,5 +1,5 @@
 //! Containment of misbehaving output, input and environment use (continued from
-//! `containment_tests.rs`): floods, early close, bad lines, slow readers, stderr, secrets,
+//! `containment.rs`): floods, early close, bad lines, slow readers, stderr, secrets,
 //! network.
 
 use super::*;

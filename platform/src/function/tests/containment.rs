@@ -377,11 +377,8 @@ async fn a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() {
     neighbour.assert_unaffected().await;
 }
 
-#[path = "containment_tests/output.rs"]
 mod output;
 
-#[path = "containment_tests/attacks.rs"]
 mod attacks;
 
-#[path = "containment_tests/pids.rs"]
 mod pids;

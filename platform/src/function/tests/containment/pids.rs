@@ -1,5 +1,5 @@
 //! The PID namespace of an instance, a job folder over the size cap, and the attacks of
-//! `attacks.rs` again from preloaded functions (continued from `containment_tests.rs`).
+//! `attacks.rs` again from preloaded functions (continued from `containment.rs`).
 
 use super::attacks::{
     HOST_SOCKETS, KERNEL_ATTACKS, LIFT_LIMITS_AND_LEAVE, POSTGRES_SOCKET, SNOOP_AND_SIGNAL,

@@ -1,4 +1,4 @@
-//! Attacks from function code (continued from `containment_tests.rs`): each function
+//! Attacks from function code (continued from `containment.rs`): each function
 //! tries something a data function has no business doing and reports, as its output
 //! row, what the system let it do. Every attempt must be refused, and a second job
 //! running beside it all along must be unaffected.
