@@ -16,7 +16,11 @@
 //! 100 ms, and "instances" the most Python processes seen in it at once (for Sluice, its
 //! function instances). `COMPARE_ONLY=TEXT` runs only the programs whose name contains
 //! TEXT (or one of several texts separated by `|`), and the bare limit;
-//! `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds).
+//! `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds), and
+//! `COMPARE_BUILDS=LABEL=PATH,LABEL=PATH` runs every selected Sluice program once per
+//! listed `sluice` binary, each as its own row (`… [LABEL]`). Runs are interleaved: run 1
+//! of every program, then run 2 of every program, and so on, so builds compared A/B see
+//! the same machine load and the same topic.
 //!
 //! Programs: the bare limit (`bare_kafka_parquet`: rdkafka → arrow-json → zstd Parquet →
 //! commit); hand-written Python (`bench/python/kafka_consumer.py`: confluent-kafka → json
@@ -42,7 +46,7 @@ mod common;
 #[path = "events.rs"]
 mod events;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,11 +81,13 @@ fn main() {
     let env = env();
     let root = repo_root();
     let python = root.join("target/py-venv/bin/python3");
-    assert!(
-        python.exists(),
-        "{} is missing: run bench/compare.sh, which makes it",
-        python.display()
-    );
+    if !python.exists() {
+        // Only the Python programs need it; `COMPARE_ONLY` may leave them out.
+        eprintln!(
+            "{} is missing (bench/compare.sh makes it): the Python programs will fail",
+            python.display()
+        );
+    }
     // This program is an example itself: the bare baseline is built beside it.
     let examples = std::env::current_exe()
         .unwrap()
@@ -112,9 +118,23 @@ fn main() {
             script(name)
         )
     };
-    let programs: Vec<(&str, Starter<'_>)> = vec![
+    let builds = sluice_builds();
+    let sluice_row = |name: &str, function: String, schema: &str, tables: &str| {
+        builds
+            .iter()
+            .map(|(label, binary)| {
+                let name = match label {
+                    Some(label) => format!("{name} [{label}]"),
+                    None => name.to_owned(),
+                };
+                let starter = sluice_job(&env, &topic, &function, schema, tables, binary);
+                (name, starter)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut programs: Vec<(String, Starter<'_>)> = vec![
         (
-            "bare Rust: rdkafka → arrow-json → zstd Parquet, one file, commit",
+            "bare Rust: rdkafka → arrow-json → zstd Parquet, one file, commit".to_owned(),
             Box::new(|group, dir| {
                 Command::new(examples.join("bare_kafka_parquet"))
                     .args([&env.brokers, &topic, group])
@@ -125,86 +145,85 @@ fn main() {
             }),
         ),
         (
-            "hand-written Python: confluent-kafka → json.loads → pyarrow",
+            "hand-written Python: confluent-kafka → json.loads → pyarrow".to_owned(),
             python_consumer(&python, &consumer, &env, &topic, events, "json"),
         ),
         (
-            "hand-written Python, orjson",
+            "hand-written Python, orjson".to_owned(),
             python_consumer(&python, &consumer, &env, &topic, events, "orjson"),
         ),
         (
-            "hand-written Python + per-record transform (adds a column)",
+            "hand-written Python + per-record transform (adds a column)".to_owned(),
             python_consumer(&python, &consumer, &env, &topic, events, "transform"),
         ),
-        (
-            "Sluice, `cat` in stream mode (NDJSON)",
-            sluice_job(&env, &topic, r#"command = ["cat"]"#, SCHEMA, ""),
-        ),
-        (
-            "Sluice, per-record Python transform written by hand, stream mode, 1 instance",
-            sluice_job(
-                &env,
-                &topic,
-                &python_command("sluice_records.py"),
-                SCHEMA_WITH_LENGTH,
-                "",
-            ),
-        ),
-        (
-            "Sluice, per-record Python function with the SDK (`@records`), 1 instance",
-            sluice_job(
-                &env,
-                &topic,
-                &python_command("sluice_sdk_records.py"),
-                SCHEMA_WITH_LENGTH,
-                "",
-            ),
-        ),
-        (
-            "Sluice, per-record Python function with the SDK, `max_instances = 4`",
-            sluice_job(
-                &env,
-                &topic,
-                &python_command("sluice_sdk_records.py"),
-                SCHEMA_WITH_LENGTH,
-                "[scaling]\nmax_instances = 4",
-            ),
-        ),
-        (
-            "Sluice, vectorised pyarrow function, encoding = \"arrow\"",
-            sluice_job(
-                &env,
-                &topic,
-                &format!(
-                    "{}\nencoding = \"arrow\"",
-                    python_command("sluice_arrow.py")
-                ),
-                SCHEMA_WITH_LENGTH,
-                "",
-            ),
-        ),
     ];
+    programs.extend(sluice_row(
+        "Sluice, `cat` in stream mode (NDJSON)",
+        r#"command = ["cat"]"#.to_owned(),
+        SCHEMA,
+        "",
+    ));
+    programs.extend(sluice_row(
+        "Sluice, per-record Python transform written by hand, stream mode, 1 instance",
+        python_command("sluice_records.py"),
+        SCHEMA_WITH_LENGTH,
+        "",
+    ));
+    programs.extend(sluice_row(
+        "Sluice, per-record Python function with the SDK (`@records`), 1 instance",
+        python_command("sluice_sdk_records.py"),
+        SCHEMA_WITH_LENGTH,
+        "",
+    ));
+    programs.extend(sluice_row(
+        "Sluice, per-record Python function with the SDK, `max_instances = 4`",
+        python_command("sluice_sdk_records.py"),
+        SCHEMA_WITH_LENGTH,
+        "[scaling]\nmax_instances = 4",
+    ));
+    programs.extend(sluice_row(
+        "Sluice, vectorised pyarrow function, encoding = \"arrow\"",
+        format!(
+            "{}\nencoding = \"arrow\"",
+            python_command("sluice_arrow.py")
+        ),
+        SCHEMA_WITH_LENGTH,
+        "",
+    ));
 
     // COMPARE_ONLY=TEXT|TEXT keeps the programs whose name contains one of the texts (and
     // the bare limit).
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
-    let mut results = Vec::new();
-    for (index, (name, start)) in programs.iter().enumerate() {
-        if index > 0 && !only.split('|').any(|text| name.contains(text)) {
-            continue;
-        }
-        let mut samples = Vec::new();
-        for run in 0..runs {
-            let dir = work.path().join(format!("{}-{run}", results.len()));
+    let selected: Vec<&(String, Starter<'_>)> = programs
+        .iter()
+        .enumerate()
+        .filter(|(index, (name, _))| *index == 0 || only.split('|').any(|text| name.contains(text)))
+        .map(|(_, program)| program)
+        .collect();
+    // Interleaved: each round runs every selected program once.
+    let mut samples: Vec<Vec<Measured>> = selected.iter().map(|_| Vec::new()).collect();
+    for run in 0..runs {
+        for (index, (name, start)) in selected.iter().enumerate() {
+            let dir = work.path().join(format!("{index}-{run}"));
             std::fs::create_dir_all(&dir).unwrap();
             let group = unique("compare-group");
             let measured = measure(&env, &topic, &ends, &group, || start(&group, &dir));
-            eprintln!("{name}: {:.2} s", measured.seconds);
-            samples.push(measured);
+            eprintln!(
+                "{name}: {:.2} s, {:.0} MiB",
+                measured.seconds,
+                measured.peak_rss_kib as f64 / 1024.0
+            );
+            samples[index].push(measured);
         }
-        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        results.push((name, samples.swap_remove(samples.len() / 2)));
     }
+    let results: Vec<(&String, Measured)> = selected
+        .iter()
+        .zip(samples)
+        .map(|((name, _), mut samples)| {
+            samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            (name, samples.swap_remove(samples.len() / 2))
+        })
+        .collect();
 
     let bare = events as f64 / results[0].1.seconds;
     let bare_rss = results[0].1.peak_rss_kib as f64;
@@ -262,7 +281,15 @@ fn compare_amqp(
                     "[trigger.amqp]\nurl = \"{}\"\nqueue = \"{queue}\"",
                     env.amqp_url
                 );
-                start_sluice(&dir, &trigger, r#"command = ["cat"]"#, SCHEMA, "", "")
+                start_sluice(
+                    &sluice_binary(),
+                    &dir,
+                    &trigger,
+                    r#"command = ["cat"]"#,
+                    SCHEMA,
+                    "",
+                    "",
+                )
             };
             let mut peak_rss_kib = 0;
             loop {
@@ -368,27 +395,47 @@ fn python_consumer(
     })
 }
 
-/// `sluice run` on a job folder made in the run's directory, output to a local folder;
-/// `tables` go after `[batch]`.
+/// The `sluice` binaries to run, labelled: those of `COMPARE_BUILDS` (`LABEL=PATH,…`),
+/// else the one `sluice_binary` finds, unlabelled.
+fn sluice_builds() -> Vec<(Option<String>, PathBuf)> {
+    match std::env::var("COMPARE_BUILDS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|build| {
+                let (label, path) = build
+                    .split_once('=')
+                    .expect("COMPARE_BUILDS is LABEL=PATH,LABEL=PATH");
+                (Some(label.trim().to_owned()), PathBuf::from(path.trim()))
+            })
+            .collect(),
+        _ => vec![(None, sluice_binary())],
+    }
+}
+
+/// `sluice run` (the `binary` given) on a job folder made in the run's directory, output
+/// to a local folder; `tables` go after `[batch]`.
 fn sluice_job(
     env: &Env,
     topic: &str,
     function: &str,
     schema: &str,
     tables: &str,
+    binary: &Path,
 ) -> Starter<'static> {
-    let (brokers, topic, function, schema, tables) = (
+    let (brokers, topic, function, schema, tables, binary) = (
         env.brokers.clone(),
         topic.to_owned(),
         function.to_owned(),
         schema.to_owned(),
         tables.to_owned(),
+        binary.to_owned(),
     );
     Box::new(move |group, dir| {
         let trigger = format!(
             "[trigger.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nstart = \"earliest\""
         );
         start_sluice(
+            &binary,
             dir,
             &trigger,
             &function,
@@ -403,6 +450,7 @@ fn sluice_job(
 /// (stream mode), `extra` tables, output to the local folder `dir/out` with
 /// `output_extra` lines.
 fn start_sluice(
+    binary: &Path,
     dir: &Path,
     trigger: &str,
     function: &str,
@@ -415,7 +463,7 @@ fn start_sluice(
         out = dir.join("out").display()
     );
     std::fs::write(dir.join("job.toml"), toml).unwrap();
-    Command::new(sluice_binary())
+    Command::new(binary)
         .arg("run")
         .arg(dir)
         .env("SLUICE_LOG", "warn")

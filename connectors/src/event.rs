@@ -59,10 +59,17 @@ impl Origin {
     /// version of an object, a sample file.
     pub fn split(&self) -> SplitId {
         match self {
+            // Clones of the origin's names (a reference count), not new strings: this
+            // runs several times per event on the data path.
             Origin::Kafka {
                 topic, partition, ..
-            } => SplitId::kafka(topic, *partition),
-            Origin::Amqp { queue, .. } => SplitId::amqp(queue),
+            } => SplitId::Kafka {
+                topic: Arc::clone(topic),
+                partition: *partition,
+            },
+            Origin::Amqp { queue, .. } => SplitId::Amqp {
+                queue: Arc::clone(queue),
+            },
             Origin::Sample { .. } => SplitId::Sample,
             Origin::DeadLetter { object, .. } => SplitId::DeadLetter {
                 object: object.clone(),

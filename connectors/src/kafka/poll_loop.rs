@@ -43,8 +43,11 @@ pub(super) const MAX_CHUNK_EVENTS: usize = 1000;
 pub(super) const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// How long one poll waits for a message; also bounds how late the stop flag is seen.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long the channel may stay full before the partitions are paused.
-const PAUSE_AFTER: Duration = Duration::from_millis(100);
+/// How long the channel may stay full before the partitions are paused. Pausing drops
+/// what librdkafka prefetched (fetched again on resume), so it is for a platform that has
+/// stopped taking events (a commit waiting out an outage), not for the ordinary rhythm of
+/// a busy pipeline, which takes a few chunks each time a batch starts.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 /// librdkafka events served per wake-up while the channel is full.
 const EVENTS_PER_WAKE: usize = 4;
 

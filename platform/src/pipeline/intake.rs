@@ -13,11 +13,17 @@ use crate::batcher::Batch;
 
 /// How often the autoscaler and the idle-instance reaper run.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
-/// Intake pauses once this many payload bytes wait in batches for an instance. A broker
-/// hands over one partition's backlog in chunks, so the queue must hold more than one
-/// chunk of one partition for the next partition's batches to reach free instances.
+/// Intake pauses once this many payload bytes wait in batches for an instance, per
+/// instance the job may run (`scaling.max_instances`), and at most [`QUEUE_BYTES`]. A
+/// broker hands over one partition's backlog in chunks, so with several instances the
+/// queue must hold more than one chunk of one partition for the next partition's batches
+/// to reach free instances; a single instance only ever needs the next batch ready.
+/// Everything waiting here is resident memory (the events and their payloads), so the
+/// queue is no deeper than the instances can use.
+const QUEUE_BYTES_PER_INSTANCE: usize = 8 << 20;
 const QUEUE_BYTES: usize = 32 << 20;
-/// Batches that may always wait, however large, and the most that may wait at all.
+/// Batches that may always wait, however large (one more than the job's instances, up to
+/// this), and the most that may wait at all.
 const QUEUE_BATCHES_MIN: usize = 4;
 const QUEUE_BATCHES_MAX: usize = 4096;
 
@@ -81,6 +87,19 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// How many batches may always wait, and how many payload bytes may wait at most.
+    fn queue_limits(&self) -> (usize, usize) {
+        let instances = usize::try_from(self.spec.scaling.max_instances)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        (
+            instances.saturating_add(1).min(QUEUE_BATCHES_MIN),
+            instances
+                .saturating_mul(QUEUE_BYTES_PER_INSTANCE)
+                .min(QUEUE_BYTES),
+        )
+    }
+
     pub(super) fn enqueue(&mut self, batches: Vec<Batch>) {
         for batch in batches {
             self.dispatch.enqueue(batch);
@@ -98,8 +117,9 @@ impl Pipeline<'_> {
             let batch_deadline = self.batcher.deadline();
             let flush_deadline = self.commit_deadline();
             let queued = self.dispatch.queued_batches();
-            let room = queued < QUEUE_BATCHES_MIN
-                || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < QUEUE_BYTES);
+            let (min_batches, max_bytes) = self.queue_limits();
+            let room = queued < min_batches
+                || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < max_bytes);
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
