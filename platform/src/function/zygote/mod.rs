@@ -35,8 +35,10 @@
 //!   the zygote reports are the platform's) makes a mount and a PID namespace, mounts a
 //!   private `/tmp` (also `/var/tmp`, 256 MiB, empty) and `/dev/shm`, starts init and
 //!   forks the function, exactly the shape of a spawned instance (`pid_namespace.rs`);
-//!   the function mounts a `/proc` of its namespace, drops every capability and installs
-//!   the full filter before the script runs. Init is a small static program
+//!   the function mounts a `/proc` of its namespace, drops every capability and puts
+//!   itself under the full filter before the script runs (it adds to the zygote's filter,
+//!   which it inherits, only what that one lacks: [`SyscallFilter::instance_programs`]).
+//!   Init is a small static program
 //!   ([`init_program`], built by `platform/build.rs`), handed to the zygote as a sealed,
 //!   execute-only memory file with each fork request and started by the relay with
 //!   `posix_spawn` (a `vfork` and an `exec`), so the only copy of the interpreter per

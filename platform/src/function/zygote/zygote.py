@@ -27,8 +27,9 @@
 # /tmp (also /var/tmp) and /dev/shm, starts the namespace's init (pid 1: the native
 # program passed as fd 3, started with posix_spawn, a vfork and an exec, so no copy of
 # the interpreter; it reaps orphans, dies with the relay, and is not dumpable) and forks
-# the function (pid 2: mounts the namespace's /proc, drops every capability, installs the
-# full system call filter, then runs the script), waits for the function, kills init
+# the function (pid 2: mounts the namespace's /proc, drops every capability, puts itself
+# under the full system call filter by adding to the zygote's, which it inherits, the
+# part the zygote lacks, then runs the script), waits for the function, kills init
 # (which ends every process left in the namespace) and ends as the function ended. Relay
 # and init ignore every signal they can and hold no descriptor. What the relay and the
 # function call per instance is looked up and prepared here once, before any fork.

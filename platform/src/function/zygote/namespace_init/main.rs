@@ -15,7 +15,7 @@
 //!
 //! Built with `panic = "abort"` and no Rust runtime start-up (`#![no_main]`): `main` is
 //! the C library's entry point, and everything here is a plain C library call on
-//! integers and stack memory. Linux on x86_64 and aarch64 (the constants below are the
+//! integers and stack memory. Linux on `x86_64` and `aarch64` (the constants below are the
 //! same on both).
 #![no_main]
 
@@ -23,6 +23,7 @@ use std::ffi::{c_char, c_int, c_long, c_ulong, c_void};
 
 const PR_SET_PDEATHSIG: c_int = 1;
 const PR_SET_DUMPABLE: c_int = 4;
+const PR_SET_NAME: c_int = 15;
 const SIGKILL: c_int = 9;
 const SIGCHLD: c_int = 17;
 const SIGSTOP: c_int = 19;
@@ -60,12 +61,14 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     unsafe {
         prctl(PR_SET_PDEATHSIG, SIGKILL as c_ulong, NONE, NONE, NONE);
         prctl(PR_SET_DUMPABLE, NONE, NONE, NONE, NONE);
+        // Its name in `ps` on the host (it would be "3", from `/proc/self/fd/3`).
+        prctl(PR_SET_NAME, c"sluice-ns-init".as_ptr(), NONE, NONE, NONE);
         // SIGCHLD blocked and taken with sigwaitinfo: none is lost between the reaping
         // loop and the wait.
         let mut chld = SigSet([0; 1024 / c_ulong::BITS as usize]);
-        sigemptyset(&mut chld);
-        sigaddset(&mut chld, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &chld, std::ptr::null_mut());
+        sigemptyset(&raw mut chld);
+        sigaddset(&raw mut chld, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &raw const chld, std::ptr::null_mut());
         for number in 1..=LAST_SIGNAL {
             let handler = if number == SIGCHLD { SIG_DFL } else { SIG_IGN };
             if number != SIGKILL && number != SIGSTOP {
@@ -76,7 +79,7 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
         close_all();
         loop {
             while waitpid(-1, std::ptr::null_mut(), WNOHANG) > 0 {}
-            sigwaitinfo(&chld, std::ptr::null_mut());
+            sigwaitinfo(&raw const chld, std::ptr::null_mut());
         }
     }
 }
@@ -90,7 +93,7 @@ unsafe fn close_all() {
         }
         // Kernels before 5.9 have no close_range.
         let mut limit = [0 as c_ulong; 2];
-        let last = if getrlimit(RLIMIT_NOFILE, &mut limit) == 0 {
+        let last = if getrlimit(RLIMIT_NOFILE, &raw mut limit) == 0 {
             limit[0].min(1 << 20) as c_int
         } else {
             1 << 16
