@@ -38,20 +38,19 @@
 //!   the function mounts a `/proc` of its namespace, drops every capability and puts
 //!   itself under the full filter before the script runs (it adds to the zygote's filter,
 //!   which it inherits, only what that one lacks: [`SyscallFilter::instance_programs`]).
-//!   Init is a small static program
-//!   ([`init_program`], built by `platform/build.rs`), handed to the zygote as a sealed,
-//!   execute-only memory file with each fork request and started by the relay with
-//!   `posix_spawn` (a `vfork` and an `exec`), so the only copy of the interpreter per
-//!   instance besides the relay is the function; execute-only, it is not dumpable, so
-//!   the function cannot see it or touch its memory. What relay and function need per
-//!   instance (C library symbols, mount options, filter programs) the zygote prepares
-//!   once, before forking. So an instance sees only its own processes,
-//!   cannot name its siblings or the zygote, and sees only its own `/tmp`; when the relay
-//!   ends or is killed, init dies and with it everything left in the namespace. Relay and
-//!   init join the instance's cgroup with the function (its `pids.max` has room for
-//!   them, [`FORK_HELPERS`]). Where the host refuses a user namespace to the job's user,
-//!   instances share the zygote's PID namespace and `/tmp`, and the protection is named
-//!   as missing (`function.isolation`).
+//!   Init is a small static program ([`init_program`], built by `platform/build.rs`),
+//!   handed to the zygote as a sealed, execute-only memory file with each fork request
+//!   and started by the relay with `posix_spawn` (a `vfork` and an `exec`), so the only
+//!   copy of the interpreter per instance besides the relay is the function;
+//!   execute-only, it is not dumpable, so the function cannot see it or touch its
+//!   memory. What relay and function need per instance (C library symbols, mount
+//!   options, filter programs) the zygote prepares once, before forking. So an instance
+//!   sees only its own processes, cannot name its siblings or the zygote, and sees only
+//!   its own `/tmp`; when the relay ends or is killed, init dies and with it everything
+//!   left in the namespace. Relay and init join the instance's cgroup with the function
+//!   (its `pids.max` has room for them, [`FORK_HELPERS`]). Where the host refuses a user
+//!   namespace to the job's user, instances share the zygote's PID namespace and `/tmp`,
+//!   and the protection is named as missing (`function.isolation`).
 //! - per instance besides: its own process group (the relay's pid), its own cgroup (the
 //!   platform moves the relay there before it runs any function code, so `max_processes`
 //!   and `memory` hold and a kill reaches everything it starts), exactly the environment
