@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -85,12 +85,14 @@ impl ControlChannel {
     }
 
     /// Asks the zygote to fork an instance with `env`, wired to `fds` (stdin, stdout,
-    /// stderr, go), waiting at most `bound` for the reply. The fds are closed here once
-    /// sent; the zygote holds its copies.
+    /// stderr, go), and with `init` (the init program of its PID namespace) when it gets
+    /// namespaces of its own, waiting at most `bound` for the reply. The fds are closed
+    /// here once sent; the zygote holds its copies.
     pub(super) async fn fork(
         self: &Arc<Self>,
         env: &[(OsString, OsString)],
         fds: [OwnedFd; 4],
+        init: Option<BorrowedFd<'_>>,
         bound: Duration,
     ) -> Result<ForkedLeader, String> {
         let (reply, reply_receiver) = oneshot::channel();
@@ -114,7 +116,11 @@ impl ControlChannel {
             })
             .collect();
         let request = serde_json::json!({"op": "fork", "id": id, "env": env});
-        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let raw: Vec<RawFd> = fds
+            .iter()
+            .map(AsRawFd::as_raw_fd)
+            .chain(init.as_ref().map(AsRawFd::as_raw_fd))
+            .collect();
         if let Err(error) = self.send(&request, &raw) {
             self.state().pending.remove(&id);
             return Err(format!("cannot send the fork request: {error}"));

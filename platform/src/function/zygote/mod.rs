@@ -9,9 +9,9 @@
 //!     │◀─ {"pid": P} ─────────────────────────────────┘        waits for "go"
 //!     ├── moves P into the instance's cgroup, writes "go" ─────▶ pipes as fds 0-2; mount
 //!     │                                                          and PID namespaces,
-//!     │                                                          private /tmp; forks
-//!     │                                     init (pid 1) ◀──────┤
-//!     │                                     function (pid 2) ◀──┘ /proc, no capabilities,
+//!     │                                                          private /tmp;
+//!     │               init (pid 1, native) ◀─ posix_spawn ──────┤
+//!     │               function (pid 2) ◀───── fork ─────────────┘ /proc, no capabilities,
 //!     │                                                          full filter, cleared env,
 //!     │                                                          runpy.run_path(script)
 //!     │◀─ {"exited": P, "status": S} (P, ending as the function did, kept as a zombie
@@ -33,16 +33,24 @@
 //!   `unshare` of mount and PID namespaces ([`super::syscalls`]). After "go", the forked
 //!   child (the relay, the instance's leader in the platform's PID namespace, so the pids
 //!   the zygote reports are the platform's) makes a mount and a PID namespace, mounts a
-//!   private `/tmp` (also `/var/tmp`, 256 MiB, empty) and `/dev/shm`, and forks init and
-//!   the function, exactly the shape of a spawned instance (`pid_namespace.rs`); the
-//!   function mounts a `/proc` of its namespace, drops every capability and installs the
-//!   full filter before the script runs. So an instance sees only its own processes,
-//!   cannot name its siblings or the zygote, and sees only its own `/tmp`; when the relay
-//!   ends or is killed, init dies and with it everything left in the namespace. Relay and
-//!   init join the instance's cgroup with the function (its `pids.max` has room for
-//!   them, [`FORK_HELPERS`]). Where the host refuses a user namespace to the job's user,
-//!   instances share the zygote's PID namespace and `/tmp`, and the protection is named
-//!   as missing (`function.isolation`).
+//!   private `/tmp` (also `/var/tmp`, 256 MiB, empty) and `/dev/shm`, starts init and
+//!   forks the function, exactly the shape of a spawned instance (`pid_namespace.rs`);
+//!   the function mounts a `/proc` of its namespace, drops every capability and puts
+//!   itself under the full filter before the script runs (it adds to the zygote's filter,
+//!   which it inherits, only what that one lacks: [`SyscallFilter::instance_programs`]).
+//!   Init is a small static program ([`init_program`], built by `platform/build.rs`),
+//!   handed to the zygote as a sealed, execute-only memory file with each fork request
+//!   and started by the relay with `posix_spawn` (a `vfork` and an `exec`), so the only
+//!   copy of the interpreter per instance besides the relay is the function;
+//!   execute-only, it is not dumpable, so the function cannot see it or touch its
+//!   memory. What relay and function need per instance (C library symbols, mount
+//!   options, filter programs) the zygote prepares once, before forking. So an instance
+//!   sees only its own processes, cannot name its siblings or the zygote, and sees only
+//!   its own `/tmp`; when the relay ends or is killed, init dies and with it everything
+//!   left in the namespace. Relay and init join the instance's cgroup with the function
+//!   (its `pids.max` has room for them, [`FORK_HELPERS`]). Where the host refuses a user
+//!   namespace to the job's user, instances share the zygote's PID namespace and `/tmp`,
+//!   and the protection is named as missing (`function.isolation`).
 //! - per instance besides: its own process group (the relay's pid), its own cgroup (the
 //!   platform moves the relay there before it runs any function code, so `max_processes`
 //!   and `memory` hold and a kill reaches everything it starts), exactly the environment
@@ -67,6 +75,7 @@
 //! outside its cgroup; its pid cannot be reused while its `FunctionProcess` exists.
 
 mod control;
+mod init_program;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -166,12 +175,14 @@ impl Zygote {
         let spawned_at = Instant::now();
         let channel = self.running_channel(context).await?;
         // With namespaces of its own, an instance's relay and init join its cgroup first
-        // and do not count against function.max_processes.
-        let helpers = if instance_namespaces(context).is_some() {
-            FORK_HELPERS
+        // and do not count against function.max_processes; its relay starts the init
+        // program the platform hands over with the request.
+        let init = if forks_get_namespaces(context) {
+            Some(init_program::sealed().map_err(|reason| InvokeError::Sandbox { reason })?)
         } else {
-            0
+            None
         };
+        let helpers = if init.is_some() { FORK_HELPERS } else { 0 };
         let cgroup = instance_cgroup(context, helpers)?;
         let sandbox_error = |what: &str, error: std::io::Error| InvokeError::Sandbox {
             reason: format!("cannot {what} for a forked instance: {error}"),
@@ -189,7 +200,7 @@ impl Zygote {
         ];
         let env = instance_environment(context);
         let leader = channel
-            .fork(&env, passed, FORK_BOUND)
+            .fork(&env, passed, init, FORK_BOUND)
             .await
             .map_err(|reason| InvokeError::Preload {
                 reason,
@@ -348,14 +359,19 @@ fn exited(status: std::process::ExitStatus) -> (String, bool) {
     }
 }
 
+/// Whether the zygote gives each instance it forks namespaces of its own: when the host
+/// allows it ([`super::user_namespace`]) and the instance runs as the job's user.
+fn forks_get_namespaces(context: &InstanceContext<'_>) -> bool {
+    context.sandbox.is_some() && isolation().forks_get_namespaces(true)
+}
+
 /// What the zygote needs to give each instance it forks namespaces of its own (the
-/// job's ids, the scratch sizes, the system call filter to install), when the host
-/// allows it ([`super::user_namespace`]); `None` when instances share its namespaces.
+/// job's ids, the scratch sizes, the system call filter to install), when
+/// [`forks_get_namespaces`]; `None` when instances share its namespaces. Sent once, when
+/// the zygote starts.
 fn instance_namespaces(context: &InstanceContext<'_>) -> Option<serde_json::Value> {
     let isolation = isolation();
-    let sandbox = context
-        .sandbox
-        .filter(|_| isolation.forks_get_namespaces(true))?;
+    let sandbox = context.sandbox.filter(|_| forks_get_namespaces(context))?;
     Some(serde_json::json!({
         "uid": sandbox.identity.uid,
         "gid": sandbox.identity.gid,

@@ -6,7 +6,9 @@
 # a SOCK_SEQPACKET socket, one JSON object per packet:
 #
 #   platform -> zygote  {"op": "fork", "id": N, "env": {...}} with fds [stdin, stdout,
-#                       stderr, go]: fork an instance wired to those pipes
+#                       stderr, go], and with "namespaces" in the config a fifth, init (a
+#                       sealed, execute-only memory file holding the init program of the
+#                       instance's PID namespace): fork an instance wired to those pipes
 #                       {"op": "release", "pid": P}: reap P now, or as soon as it exits
 #   zygote -> platform  {"ready": true} once the modules are imported
 #                       {"id": N, "pid": P} or {"id": N, "error": "..."}
@@ -22,15 +24,20 @@
 # of its own, and a system call filter that allows mount and unshare of mount and PID
 # namespaces), the forked child, after `go`, becomes the instance's relay, like a spawned
 # instance's (pid_namespace.rs): it makes a mount and a PID namespace, mounts a private
-# /tmp (also /var/tmp) and /dev/shm, forks the namespace's init (pid 1: reaps orphans)
-# and the function (pid 2: mounts the namespace's /proc, drops every capability,
-# installs the full system call filter, then runs the script), waits for the function,
-# kills init (which ends every process left in the namespace) and ends as the function
-# ended. Relay and init ignore every signal they can and hold no descriptor.
+# /tmp (also /var/tmp) and /dev/shm, starts the namespace's init (pid 1: the native
+# program passed as fd 3, started with posix_spawn, a vfork and an exec, so no copy of
+# the interpreter; it reaps orphans, dies with the relay, and is not dumpable) and forks
+# the function (pid 2: mounts the namespace's /proc, drops every capability, puts itself
+# under the full system call filter by adding to the zygote's, which it inherits, the
+# part the zygote lacks, then runs the script), waits for the function, kills init
+# (which ends every process left in the namespace) and ends as the function ended. Relay
+# and init ignore every signal they can and hold no descriptor. What the relay and the
+# function call per instance is looked up and prepared here once, before any fork.
 import ctypes
 import importlib
 import json
 import os
+import runpy
 import select
 import signal
 import socket
@@ -46,6 +53,9 @@ CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 0x1000, 0x4000, 1 << 18
 MAX_MESSAGE = 1 << 20
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+# Where a relay keeps the init program until it starts it.
+INIT_FD = 3
+INIT_PATH = f"/proc/self/fd/{INIT_FD}"
 
 if not (hasattr(os, "pidfd_open") and hasattr(socket, "recv_fds")):
     sys.exit(f"function.preload needs Python 3.9 or later on Linux 5.3 or later; this is Python {sys.version.split()[0]}")
@@ -128,24 +138,6 @@ def ignore_signals():
             pass  # reserved by the C library
 
 
-def run_init():
-    """pid 1 of the instance's PID namespace: reaps orphans until killed. Never returns."""
-    try:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        ignore_signals()
-        os.closerange(0, os.sysconf("SC_OPEN_MAX"))
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
-        while True:
-            try:
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                    pass
-            except ChildProcessError:
-                pass
-            signal.sigwait([signal.SIGCHLD])
-    finally:
-        os._exit(0)
-
-
 def relay(function, init):
     """Waits for the function, ends the namespace, ends as the function did."""
     try:
@@ -165,22 +157,41 @@ def relay(function, init):
         os._exit(1)
 
 
+def prepare_namespaces():
+    """What every instance's relay and function need, made once in the zygote: the C
+    library functions looked up, the mount options, the capability sets and the system
+    call filter programs."""
+    for name in ("unshare", "mount", "capset", "prctl"):
+        getattr(libc, name)
+    ids = f"uid={namespaces['uid']},gid={namespaces['gid']}"
+    programs = []
+    for program in namespaces["seccomp"] or []:
+        code = bytes.fromhex(program)
+        buffer = ctypes.create_string_buffer(code, len(code))
+        programs.append((buffer, SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p))))
+    return {
+        "scratch": f"size={namespaces['scratch_size']},mode=0700,{ids}".encode(),
+        "shm": f"size={namespaces['shm_size']},mode=0700,{ids}".encode(),
+        "var_tmp": real_dir("/var/tmp"),
+        "dev_shm": real_dir("/dev/shm"),
+        "cap_header": CapHeader(CAPABILITY_VERSION_3, 0),
+        "cap_data": (CapData * 2)(),
+        "programs": programs,
+    }
+
+
 def enter_namespaces():
     """Makes the instance's namespaces; returns in the function process (pid 2) only,
     without capabilities and under the full system call filter."""
-    ids = f"uid={namespaces['uid']},gid={namespaces['gid']}"
     check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "make the instance's mount and PID namespaces")
     check(mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make its mounts private")
-    scratch = f"size={namespaces['scratch_size']},mode=0700,{ids}".encode()
-    check(mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, scratch), "mount its /tmp")
-    if real_dir("/var/tmp"):
+    check(mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, prepared["scratch"]), "mount its /tmp")
+    if prepared["var_tmp"]:
         check(mount(b"/tmp", b"/var/tmp", None, MS_BIND | MS_REC, None), "mount its /var/tmp")
-    if real_dir("/dev/shm"):
-        shm = f"size={namespaces['shm_size']},mode=0700,{ids}".encode()
-        check(mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, shm), "mount its /dev/shm")
-    init = os.fork()
-    if init == 0:
-        run_init()
+    if prepared["dev_shm"]:
+        check(mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, prepared["shm"]), "mount its /dev/shm")
+    # The first process of the namespace is its init (pid 1).
+    init = os.posix_spawn(INIT_PATH, ["sluice-namespace-init"], {})
     try:
         function = os.fork()
     except BaseException:
@@ -188,17 +199,15 @@ def enter_namespaces():
         raise
     if function != 0:
         relay(function, init)
+    os.close(INIT_FD)
     check(mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=invisible"), "mount its /proc")
     check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), "clear its ambient capabilities")
-    check(libc.capset(ctypes.byref(CapHeader(CAPABILITY_VERSION_3, 0)), (CapData * 2)()), "drop its capabilities")
-    for program in namespaces["seccomp"] or []:
-        code = bytes.fromhex(program)
-        buffer = ctypes.create_string_buffer(code, len(code))
-        fprog = SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    check(libc.capset(ctypes.byref(prepared["cap_header"]), prepared["cap_data"]), "drop its capabilities")
+    for _buffer, fprog in prepared["programs"]:
         check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog)), "install the system call filter")
 
 
-def run_instance(request, stdin, stdout, stderr, go):
+def run_instance(request, stdin, stdout, stderr, go, init=None):
     """The forked child: never returns."""
     code = 1
     try:
@@ -214,14 +223,14 @@ def run_instance(request, stdin, stdout, stderr, go):
         os.dup2(stdout, 1)
         os.dup2(stderr, 2)
         control.detach()
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        if init is not None:
+            os.dup2(init, INIT_FD)
+        os.closerange(INIT_FD if init is None else INIT_FD + 1, os.sysconf("SC_OPEN_MAX"))
         if namespaces is not None:
             enter_namespaces()
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = [script, *script_args]
-        import runpy
-
         try:
             runpy.run_path(script, run_name="__main__")
             code = 0
@@ -278,8 +287,8 @@ def main():
                         release_on_exit.add(pid)
                     continue
                 try:
-                    if len(fds) != 4:
-                        raise ValueError(f"expected 4 file descriptors, got {len(fds)}")
+                    if len(fds) != expected_fds:
+                        raise ValueError(f"expected {expected_fds} file descriptors, got {len(fds)}")
                     sys.stdout.flush()
                     sys.stderr.flush()
                     pid = os.fork()
@@ -313,5 +322,7 @@ def main():
                 send({"exited": pid, "status": status})
 
 
+prepared = prepare_namespaces() if namespaces is not None else None
+expected_fds = 4 if namespaces is None else 5
 send({"ready": True})
 main()

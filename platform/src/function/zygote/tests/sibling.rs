@@ -100,8 +100,9 @@ async fn a_preloaded_instance_cannot_see_signal_or_read_its_siblings_or_the_zygo
         );
     }
     assert_eq!(attack["read"], "No such file or directory", "{attack}");
-    // Like a spawned instance: pid 2 of its own namespace, whose init (pid 1) keeps a
-    // capability the function lacks, so `hidepid` hides it too.
+    // Like a spawned instance: pid 2 of its own namespace, whose init (pid 1) is not
+    // dumpable (its program is execute-only to the job's user), so `hidepid` hides it
+    // too.
     assert_eq!(
         attack["procs"],
         serde_json::json!([2]),
