@@ -16,7 +16,7 @@
 //!   tag `t` can therefore use `multiple`: no other unacknowledged tag below `t` exists
 //!   on the channel.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 /// One delivery on one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,20 +48,30 @@ pub(super) struct Planned {
     pub(super) skipped: usize,
 }
 
+/// The map, as one slot per position from `first_seq` to `next_seq - 1`: positions are
+/// numbered consecutively and acknowledged mostly from the oldest, so a queue of slots
+/// (emptied ones trimmed from the front) costs no allocation or search per delivery.
 #[derive(Debug)]
 pub(super) struct Inflight {
     next_seq: i64,
+    /// The position of `slots[0]`.
+    first_seq: i64,
     /// The generation deliveries may be acknowledged on; `None` while disconnected.
     live: Option<u64>,
-    deliveries: BTreeMap<i64, Delivered>,
+    /// `None` once acknowledged or lost; the front slot is always held (or none is).
+    slots: VecDeque<Option<Delivered>>,
+    /// Slots holding a delivery.
+    held: usize,
 }
 
 impl Default for Inflight {
     fn default() -> Self {
         Self {
             next_seq: 1,
+            first_seq: 1,
             live: None,
-            deliveries: BTreeMap::new(),
+            slots: VecDeque::new(),
+            held: 0,
         }
     }
 }
@@ -78,17 +88,27 @@ impl Inflight {
         if self.live == Some(generation) {
             self.live = None;
         }
-        let before = self.deliveries.len();
-        self.deliveries
-            .retain(|_, delivered| delivered.generation != generation);
-        before - self.deliveries.len()
+        let mut lost = 0;
+        for slot in &mut self.slots {
+            if slot.is_some_and(|delivered| delivered.generation == generation) {
+                *slot = None;
+                lost += 1;
+            }
+        }
+        self.held -= lost;
+        self.trim();
+        lost
     }
 
     /// Records a delivery of `generation` and returns its position.
     pub(super) fn record(&mut self, generation: u64, tag: u64) -> i64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.deliveries.insert(seq, Delivered { generation, tag });
+        if self.slots.is_empty() {
+            self.first_seq = seq;
+        }
+        self.slots.push_back(Some(Delivered { generation, tag }));
+        self.held += 1;
         seq
     }
 
@@ -103,7 +123,7 @@ impl Inflight {
 
     /// Deliveries received and not yet acknowledged nor lost.
     pub(super) fn unacked(&self) -> usize {
-        self.deliveries.len()
+        self.held
     }
 
     /// Whether acknowledging `covered` processed positions now keeps a channel with a
@@ -114,26 +134,45 @@ impl Inflight {
         covered > 0 && (covered.saturating_mul(2) >= window || self.unacked() >= window)
     }
 
+    /// The slot index of position `seq`, clamped to the slots (`0..=len`).
+    fn index(&self, seq: i64) -> usize {
+        let offset = seq.saturating_sub(self.first_seq).max(0);
+        usize::try_from(offset).map_or(self.slots.len(), |i| i.min(self.slots.len()))
+    }
+
+    /// Drops emptied slots from the front.
+    fn trim(&mut self) {
+        while self.slots.front().is_some_and(Option::is_none) {
+            self.slots.pop_front();
+            self.first_seq += 1;
+        }
+    }
+
     /// Takes positions `first..=last` out of the map and says how to acknowledge those of
     /// the live channel. Entries of other generations are dropped unacknowledged. Entries
     /// before `first` stay (they are not covered).
     pub(super) fn plan_ack(&mut self, first: i64, last: i64) -> Planned {
         let live = self.live;
-        let covered: Vec<(i64, Delivered)> = self
-            .deliveries
-            .range(first..=last)
-            .map(|(seq, delivered)| (*seq, *delivered))
-            .collect();
         let positions = usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0);
-        let mut tags = Vec::with_capacity(covered.len());
-        for (seq, delivered) in &covered {
-            self.deliveries.remove(seq);
-            if Some(delivered.generation) == live {
-                tags.push(delivered.tag);
+        let (from, to) = if first > last {
+            (0, 0)
+        } else {
+            (self.index(first), self.index(last.saturating_add(1)))
+        };
+        let mut tags = Vec::new();
+        let mut taken = 0;
+        for slot in self.slots.range_mut(from..to) {
+            if let Some(delivered) = slot.take() {
+                taken += 1;
+                if Some(delivered.generation) == live {
+                    tags.push(delivered.tag);
+                }
             }
         }
+        self.held -= taken;
         let skipped = positions.saturating_sub(tags.len());
         let Some(generation) = live else {
+            self.trim();
             return Planned {
                 plan: AckPlan::Nothing,
                 generation: 0,
@@ -141,9 +180,11 @@ impl Inflight {
             };
         };
         let earlier_uncovered = self
-            .deliveries
-            .range(..first)
-            .any(|(_, delivered)| delivered.generation == generation);
+            .slots
+            .range(..from)
+            .flatten()
+            .any(|delivered| delivered.generation == generation);
+        self.trim();
         let plan = match tags.as_slice() {
             [] => AckPlan::Nothing,
             [.., last_tag] if !earlier_uncovered => AckPlan::Multiple {
@@ -162,7 +203,9 @@ impl Inflight {
     /// Forgets everything (the source is closing; nothing more will be acknowledged).
     pub(super) fn clear(&mut self) {
         self.live = None;
-        self.deliveries.clear();
+        self.slots.clear();
+        self.held = 0;
+        self.first_seq = self.next_seq;
     }
 }
 
@@ -266,6 +309,48 @@ mod tests {
         assert_eq!(planned.plan, AckPlan::Nothing);
         assert_eq!(planned.skipped, 2);
         assert_eq!(inflight.unacked(), 0);
+    }
+
+    #[test]
+    fn out_of_order_acks_and_ranges_beyond_the_deliveries() {
+        let mut inflight = with_deliveries(1, 1..=6);
+        // The middle first: positions 1 and 2 stay, so no `multiple`.
+        assert_eq!(inflight.plan_ack(3, 4).plan, AckPlan::Each(vec![3, 4]));
+        // A range reaching before and beyond what is held takes only what is held.
+        let planned = inflight.plan_ack(-5, 2);
+        assert_eq!(planned.plan, AckPlan::Multiple { tag: 2, count: 2 });
+        assert_eq!(planned.skipped, 6);
+        let planned = inflight.plan_ack(5, 100);
+        assert_eq!(planned.plan, AckPlan::Multiple { tag: 6, count: 2 });
+        assert_eq!(planned.skipped, 94);
+        assert_eq!(inflight.unacked(), 0);
+        assert_eq!(inflight.slots.len(), 0, "acknowledged slots are dropped");
+        // Numbering goes on after the map emptied.
+        assert_eq!(inflight.record(1, 7), 7);
+        assert_eq!(
+            inflight.plan_ack(7, 7).plan,
+            AckPlan::Multiple { tag: 7, count: 1 }
+        );
+        // An empty range acknowledges nothing.
+        inflight.record(1, 8);
+        assert_eq!(inflight.plan_ack(9, 8).plan, AckPlan::Nothing);
+        assert_eq!(inflight.unacked(), 1);
+    }
+
+    #[test]
+    fn a_lost_generation_between_live_ones_is_skipped() {
+        let mut inflight = with_deliveries(1, 1..=2);
+        inflight.channel_opened(2);
+        inflight.record(2, 1);
+        inflight.record(2, 2);
+        // Generation 1's deliveries are older than generation 2's and still held: losing
+        // generation 1 drops them, and generation 2's can then use `multiple`.
+        assert_eq!(inflight.channel_lost(1), 2);
+        assert_eq!(inflight.unacked(), 2);
+        assert_eq!(inflight.slots.len(), 2, "the lost front slots are dropped");
+        let planned = inflight.plan_ack(1, 4);
+        assert_eq!(planned.plan, AckPlan::Multiple { tag: 2, count: 2 });
+        assert_eq!(planned.skipped, 2);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
@@ -334,12 +334,17 @@ impl SessionTask {
                     }
                 }
                 delivery = session.consumer.next(), if chunk.len() < MAX_CHUNK_EVENTS => {
-                    match delivery {
-                        Some(Ok(delivery)) => chunk.push(self.event(session.generation, delivery)),
-                        Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
-                        None => {
-                            return SessionEnd::Lost("the broker cancelled the consumer (was the queue deleted?)".into());
+                    let mut received = vec![delivery];
+                    // Deliveries already waiting are taken at once, numbered under one
+                    // lock, without a turn of this loop each.
+                    while received.len() < MAX_CHUNK_EVENTS - chunk.len() {
+                        match session.consumer.next().now_or_never() {
+                            Some(delivery) => received.push(delivery),
+                            None => break,
                         }
+                    }
+                    if let Err(reason) = self.take(session.generation, received, &mut chunk) {
+                        return SessionEnd::Lost(reason);
                     }
                 }
                 permit = self.chunks.reserve(), if !chunk.is_empty() => match permit {
@@ -383,12 +388,28 @@ impl SessionTask {
         }
     }
 
-    fn event(&self, generation: u64, delivery: Delivery) -> Event {
-        let seq = self
-            .shared
-            .inflight()
-            .record(generation, delivery.delivery_tag);
-        event_from_delivery(delivery, &self.queue, seq)
+    /// Numbers the deliveries of `received` (in order, under one lock) and appends their
+    /// events to `chunk`; stops at the first error or the end of the consumer, which end
+    /// the session (what was numbered before it is lost with the session's channel).
+    fn take(
+        &self,
+        generation: u64,
+        received: Vec<Option<lapin::Result<Delivery>>>,
+        chunk: &mut Vec<Event>,
+    ) -> Result<(), String> {
+        let mut inflight = self.shared.inflight();
+        for delivery in received {
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => {
+                    return Err("the broker cancelled the consumer (was the queue deleted?)".into());
+                }
+            };
+            let seq = inflight.record(generation, delivery.delivery_tag);
+            chunk.push(event_from_delivery(delivery, &self.queue, seq));
+        }
+        Ok(())
     }
 
     /// Opens sessions with backoff until one works; `None` when cancelled meanwhile.

@@ -11,7 +11,7 @@
 //! transient failure (store or broker unreachable) is retried for as long as the job
 //! runs, and the job reports itself degraded meanwhile (see `status`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_connectors::Classify;
 use tokio_util::sync::CancellationToken;
@@ -29,11 +29,13 @@ impl Pipeline<'_> {
         if self.pending.is_empty() && self.sink.buffered_rows() == 0 && !redoing {
             return Ok(());
         }
+        let started = Instant::now();
         // Names every file: ranged splits from their range. Closing files encodes their
         // last row groups and footers: CPU work, kept off the runtime's other tasks like
         // the rest of the Parquet encoding.
         let ranges = self.committer.ranges(&self.pending);
         tokio::task::block_in_place(|| self.sink.finish_open_files(&ranges))?;
+        let closed = started.elapsed();
         // (a) intents: which objects each range is about to write.
         let objects = self.sink.pending_objects();
         let dead_objects = self.dead_letters.planned_objects(&ranges);
@@ -80,7 +82,7 @@ impl Pipeline<'_> {
         self.stats.files += files.len() as u64;
         self.stats.commits += 1;
         let rows: usize = files.iter().map(|f| f.rows).sum();
-        info!(job = %self.spec.name, files = files.len(), rows, dead_letters = dead, ranges = committed.len(), positions = %delta, "committed");
+        info!(job = %self.spec.name, files = files.len(), rows, dead_letters = dead, ranges = committed.len(), positions = %delta, close_ms = closed.as_millis() as u64, took_ms = started.elapsed().as_millis() as u64, "committed");
         for file in &files {
             debug!(job = %self.spec.name, path = %file.path, rows = file.rows, bytes = file.bytes, "wrote object");
         }
