@@ -1,7 +1,6 @@
 //! `encoding = "arrow"` against real subprocesses: Python functions using pyarrow, from a
 //! virtual environment under `target/py-venv` (made with `pip install pyarrow` on first use).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use sluice_connectors::{Event, Origin};
 
 use super::*;
 use crate::output::schema::OutputSchema;
-use crate::spec::{InputMode, IsolationLevel};
+use crate::spec::InputMode;
 use crate::testing::pyarrow_command;
 
 /// An Arrow function. Input column `v` (int64); output `v`, `doubled` and the input's
@@ -76,25 +75,12 @@ fn arrow_spec(dir: &Path, mode: FunctionMode, args: &[&str]) -> FunctionSpec {
     let mut command = pyarrow_command();
     command.push("arrow_fn.py".to_string());
     command.extend(args.iter().map(|arg| arg.to_string()));
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
     FunctionSpec {
-        command,
-        mode,
         encoding: Encoding::Arrow,
-        input: InputMode::Value,
-        input_schema: None,
         timeout: Duration::from_secs(120),
-        memory: None,
-        open_files: 1024,
-        cpu_time: None,
         max_output: 1 << 30,
-        max_processes: 256,
-        network: false,
-        env: BTreeMap::new(),
-        max_attempts: 1,
-        retry_backoff: Duration::from_secs(1),
-        max_record_age: None,
-        preload: Vec::new(),
-        isolation: IsolationLevel::Strict,
+        ..super::spec(&command, mode)
     }
 }
 

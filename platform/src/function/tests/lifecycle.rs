@@ -4,6 +4,18 @@
 
 use super::*;
 
+/// A stream runner for job `job` over [`STREAM_ECHO`] that has answered one batch: the
+/// runner, the instance's tag (pid, namespace, start time) and its process id.
+async fn warm_echo(dir: &Path) -> (FunctionRunner, Value, i32) {
+    std::fs::write(dir.join("echo.py"), STREAM_ECHO).unwrap();
+    let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
+    let mut runner = test_runner("job", dir, &spec);
+    let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
+    let first_pid = rows(&first)[0]["pid"].clone();
+    let first_process = process_of(&first_pid);
+    (runner, first_pid, first_process)
+}
+
 #[tokio::test]
 async fn stream_reuses_one_process_across_batches() {
     let dir = job_dir();
@@ -88,13 +100,7 @@ async fn a_crash_reports_the_exit_code_and_stderr() {
 #[tokio::test]
 async fn stream_instance_dying_mid_batch_is_replaced() {
     let dir = job_dir();
-    std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
-    let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
-    let mut runner = test_runner("job", dir.path(), &spec);
-
-    let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
-    let first_pid = rows(&first)[0]["pid"].clone();
-    let first_process = process_of(&first_pid);
+    let (mut runner, first_pid, first_process) = warm_echo(dir.path()).await;
 
     match runner
         .invoke(&batch(&[r#"{"v":2}"#, r#"{"v":3,"crash":true}"#]))
@@ -152,12 +158,7 @@ async fn a_missing_program_is_not_retryable() {
 #[tokio::test]
 async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
     let dir = job_dir();
-    std::fs::write(dir.path().join("echo.py"), STREAM_ECHO).unwrap();
-    let spec = spec(&["python3", "echo.py"], FunctionMode::Stream);
-    let mut runner = test_runner("job", dir.path(), &spec);
-    let first = runner.invoke(&batch(&[r#"{"v":1}"#])).await.unwrap();
-    let first_pid = rows(&first)[0]["pid"].clone();
-    let first_process = process_of(&first_pid);
+    let (mut runner, first_pid, first_process) = warm_echo(dir.path()).await;
 
     let leader = runner.warm_pid().unwrap() as i32;
     kill(

@@ -152,12 +152,9 @@ fn mistakes_name_their_field() {
     );
 }
 
-#[test]
-fn notifications_can_arrive_on_a_queue_or_a_topic() {
-    let job = parse(
-        "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nqueue = \"landing-events\"\ndeclare = true\nexchange = \"s3\"\nrouting_keys = [\"#\"]",
-    )
-    .unwrap();
+/// The notification feed of a bucket trigger in notifications mode.
+fn notification_feed(toml: &str) -> sluice_connectors::bucket::feed::NotificationFeed {
+    let job = parse(toml).unwrap();
     let Some(bucket) = job
         .trigger
         .config::<sluice_connectors::bucket::BucketTriggerConfig>()
@@ -168,30 +165,28 @@ fn notifications_can_arrive_on_a_queue_or_a_topic() {
     else {
         panic!("expected notifications, got {:?}", bucket.discovery)
     };
-    let sluice_connectors::bucket::feed::NotificationFeed::Amqp(amqp) = feed.as_ref() else {
-        panic!("expected an amqp feed, got {:?}", bucket.discovery)
+    feed.as_ref().clone()
+}
+
+#[test]
+fn notifications_can_arrive_on_a_queue_or_a_topic() {
+    use sluice_connectors::bucket::feed::NotificationFeed;
+    let feed = notification_feed(
+        "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nqueue = \"landing-events\"\ndeclare = true\nexchange = \"s3\"\nrouting_keys = [\"#\"]",
+    );
+    let NotificationFeed::Amqp(amqp) = feed else {
+        panic!("expected an amqp feed, got {feed:?}")
     };
     assert_eq!(amqp.queue, "landing-events");
     assert!(amqp.declare);
     assert_eq!(amqp.exchange.as_deref(), Some("s3"));
     assert_eq!(amqp.routing_keys, ["#"]);
 
-    let job = parse(
+    let feed = notification_feed(
         "[trigger.bucket]\nurl = \"s3://landing\"\nmode = \"notifications\"\n[trigger.bucket.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"landing-events\"",
-    )
-    .unwrap();
-    let Some(bucket) = job
-        .trigger
-        .config::<sluice_connectors::bucket::BucketTriggerConfig>()
-    else {
-        panic!("expected a bucket trigger")
-    };
-    let sluice_connectors::bucket::BucketDiscovery::Notifications { feed, .. } = &bucket.discovery
-    else {
-        panic!("expected notifications, got {:?}", bucket.discovery)
-    };
-    let sluice_connectors::bucket::feed::NotificationFeed::Kafka(kafka) = feed.as_ref() else {
-        panic!("expected a kafka feed, got {:?}", bucket.discovery)
+    );
+    let NotificationFeed::Kafka(kafka) = feed else {
+        panic!("expected a kafka feed, got {feed:?}")
     };
     assert_eq!(kafka.topic, "landing-events");
     assert_eq!(kafka.group, "sluice-files");
