@@ -88,6 +88,31 @@ pub(super) fn to_integer(value: &JsonValue<'_>) -> Option<i64> {
 /// The JSON number `text` as an `i64` when it is exactly an integer in range: `-12`,
 /// `1.50e2`, `120e-1` are; `1.5`, `9223372036854775808` and malformed text are not.
 fn exact_integer(text: &str) -> Option<i64> {
+    plain_integer(text.as_bytes()).or_else(|| general_integer(text))
+}
+
+/// The common case without allocating: an optional `-` and at most 18 digits, which
+/// always fit an `i64`. `None` sends anything else (fractions, exponents, 19 digits or
+/// more) to [`general_integer`].
+fn plain_integer(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut magnitude: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        magnitude = magnitude * 10 + i64::from(digit - b'0');
+    }
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+fn general_integer(text: &str) -> Option<i64> {
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),

@@ -366,6 +366,22 @@ fn integers_out_of_range_are_refused_in_both_directions() {
         assert_eq!(error.column.as_deref(), Some("n"), "{bad}: {error}");
         assert!(error.message.contains("64 bits"), "{bad}: {error}");
     }
+    // Both sides of the 18-digit fast path read the same way.
+    let edges = decode(
+        &s,
+        "{\"n\":999999999999999999}\n{\"n\":-999999999999999999}\n{\"n\":1000000000000000000}\n{\"n\":-1000000000000000000}\n{\"n\":7}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        edges.column(1).as_primitive::<Int64Type>().values().to_vec(),
+        vec![
+            999_999_999_999_999_999,
+            -999_999_999_999_999_999,
+            1_000_000_000_000_000_000,
+            -1_000_000_000_000_000_000,
+            7
+        ]
+    );
     let s32 = schema(&[("n", "int32")]);
     assert!(decode(&s32, "{\"n\":2147483648}").is_err());
     assert!(decode(&s32, "{\"n\":-2147483649}").is_err());
