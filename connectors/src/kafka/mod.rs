@@ -33,6 +33,7 @@
 //! [`Event`]: crate::Event
 //! [`Source`]: crate::Source
 
+mod chunk;
 pub mod config;
 mod context;
 pub mod dead_letters;

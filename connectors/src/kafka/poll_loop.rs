@@ -4,7 +4,8 @@
 //! logs), so it runs on its own thread, never on the async runtime. The thread:
 //!
 //! 1. polls with a short timeout, then gathers what is immediately available into a chunk
-//!    of at most [`MAX_CHUNK_EVENTS`] events or about [`MAX_CHUNK_BYTES`] bytes;
+//!    of at most [`MAX_CHUNK_EVENTS`] events or about [`MAX_CHUNK_BYTES`] bytes, copied
+//!    into one buffer per partition (`chunk`);
 //! 2. sends the chunk through a bounded channel; memory is bounded by the channel's
 //!    capacity in chunks plus librdkafka's own prefetch queue;
 //! 3. while the channel stays full it pauses the assigned partitions and keeps serving
@@ -33,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, warn};
 
+use super::chunk::ChunkBuilder;
 use super::context::{KafkaConsumer, SourceState};
 use crate::event::{Event, Header, Origin};
 use crate::source::SourceError;
@@ -162,10 +164,9 @@ impl PollLoop {
     /// Polls until a first message arrives (or the timeout), then takes what is already
     /// fetched, up to the chunk limits.
     fn poll_chunk(&mut self) -> (Vec<Event>, Option<PollFailure>) {
-        let mut events = Vec::new();
-        let mut bytes = 0;
+        let mut chunk = ChunkBuilder::default();
         let mut timeout = POLL_TIMEOUT;
-        while events.len() < MAX_CHUNK_EVENTS && bytes < MAX_CHUNK_BYTES {
+        while chunk.len() < MAX_CHUNK_EVENTS && chunk.bytes() < MAX_CHUNK_BYTES {
             match self.consumer.poll(timeout) {
                 // Nothing fetched, or librdkafka served an event (rebalance, statistics).
                 None => break,
@@ -184,20 +185,18 @@ impl PollLoop {
                         timeout = Duration::ZERO;
                         continue;
                     }
-                    let event = event_from_message(&message, &self.topic);
-                    bytes += event.size_bytes();
-                    events.push(event);
+                    chunk.push(&message, &self.topic);
                 }
                 Some(Err(error)) => {
                     if let Some(failure) = self.classify(error) {
-                        return (events, Some(failure));
+                        return (chunk.finish(), Some(failure));
                     }
                     break;
                 }
             }
             timeout = Duration::ZERO;
         }
-        (events, None)
+        (chunk.finish(), None)
     }
 
     /// Sends one item, waiting for room. Returns false when the source is gone or stopping.
