@@ -21,6 +21,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
 use nix::libc;
@@ -334,6 +335,9 @@ pub(crate) struct ChildSetup {
     /// Whether the instance gets a PID namespace of its own (its mounts then include a
     /// `/proc` of that namespace).
     pub(crate) new_pids: bool,
+    /// The sealed memory file holding the namespace's init and relay program
+    /// ([`super::pid_namespace`]), when the host allows one.
+    pub(crate) init_program: Option<RawFd>,
     pub(crate) new_network: bool,
     /// `RLIMIT_AS` in bytes, when memory is not limited by a cgroup.
     pub(crate) address_space: Option<u64>,
@@ -364,7 +368,7 @@ impl ChildSetup {
         }
         if self.new_pids {
             // From here on, this is the function process, in the new namespace.
-            super::pid_namespace::enter_in_child()?;
+            super::pid_namespace::enter_in_child(self.init_program)?;
         }
         super::cgroup::join(&self.cgroup_procs)?;
         close_inherited_descriptors_on_exec()?;

@@ -7,37 +7,46 @@
 //! caller, and the first child becomes the namespace's `init`, which the kernel treats
 //! specially (it gets no signal it has no handler for, even from itself, and the whole
 //! namespace is killed when it ends). So the forked child of the platform makes two
-//! children and does not `exec` itself:
+//! children before it becomes the relay:
 //!
 //! ```text
 //! platform ─ fork (std) ─▶ relay (platform's namespace; the instance's leader and group)
 //!                            │ unshare(CLONE_NEWPID)
-//!                            ├─ clone(CLONE_VM) ─▶ init (pid 1 of the new namespace)
-//!                            └─ fork ────────────▶ function (pid 2): the rest of the
-//!                                                  setup, then exec
+//!                            ├─ posix_spawn ─────▶ init (pid 1 of the new namespace)
+//!                            ├─ fork ────────────▶ function (pid 2): the rest of the
+//!                            │                     setup, then exec
+//!                            └─ exec the relay program
 //! ```
 //!
+//! - init and the relay are the small static program of [`super::zygote`]'s
+//!   `namespace_init` (its two modes), run from the platform's sealed memory file. Neither
+//!   keeps a copy of the platform's memory: a relay that stayed a fork of the platform
+//!   would own, for the instance's whole life, every page the platform wrote since the
+//!   fork (measured: 30 MB per instance started at an idle platform's size, more for one
+//!   started under load).
 //! - The relay waits for the function, then kills init, which ends the namespace (the
 //!   kernel kills whatever the function left in it before init is reaped), and ends as
 //!   the function ended (same exit code, or killed by the same signal), so the platform
 //!   sees the function's status. Killing the relay (SIGKILL to the instance's process
 //!   group) kills init (`PR_SET_PDEATHSIG`), which ends the namespace.
-//! - init only reaps the orphans of the namespace. It shares the relay's memory (no copy
-//!   of the platform's page tables, the cost of a `fork`) and runs on a stack of its own;
-//!   it touches nothing but that stack, and has its own descriptors and signal handlers.
 //! - Both ignore every signal that can be ignored, so a SIGTERM to the process group
 //!   reaches the function (which handles it as it likes) and not them; both close every
 //!   descriptor (the function's pipes and the spawner's error pipe), so the platform sees
 //!   end of file when the function closes its end.
+//! - Without the memory file (a host that refuses executable memory files), init is a
+//!   `clone(CLONE_VM)` of the relay running [`init_main`] on a stack of its own, and the
+//!   relay stays a fork of the platform running [`relay`]: the same behaviour, with the
+//!   memory cost above. An `exec` of the relay program that fails falls back the same way.
 //! - The function joins the instance's cgroup itself (relay and init do not count
 //!   against `function.max_processes`), then mounts a `/proc` of the new namespace
 //!   ([`super::namespaces`]). Its parent, the relay, is outside its namespace:
 //!   `getppid()` answers 0.
 //!
 //! Invariant: everything here runs between `fork` and `exec` (or `_exit`): plain
-//! syscalls on integers, nothing that allocates.
+//! syscalls on integers and stack buffers, nothing that allocates.
 
 use std::io;
+use std::os::fd::RawFd;
 
 use nix::libc;
 
@@ -45,15 +54,74 @@ use nix::libc;
 const INIT_STACK: usize = 256 << 10;
 
 /// Enters a new PID namespace. Returns in the function process (pid 2 of the namespace)
-/// only; the relay never returns (it `_exit`s). In the forked child only.
-pub(crate) fn enter_in_child() -> io::Result<()> {
-    // SAFETY: plain syscalls on integers and on memory mapped here; the clone and fork
-    // happen in an already forked, single-threaded child; init runs `init_main` on its
-    // own stack and touches no other memory.
+/// only; the relay never returns (it `exec`s the relay program, or `_exit`s). `program`
+/// is the sealed memory file holding init and the relay, when the host allows one. In
+/// the forked child only.
+pub(crate) fn enter_in_child(program: Option<RawFd>) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers, on stack buffers and on memory mapped here; the
+    // spawn, clone and fork happen in an already forked, single-threaded child; a cloned
+    // init runs `init_main` on its own stack and touches no other memory.
     unsafe {
         if libc::unshare(libc::CLONE_NEWPID) != 0 {
             return Err(io::Error::last_os_error());
         }
+        let init = match program {
+            Some(program) => spawn_init(program)?,
+            None => clone_init()?,
+        };
+        match libc::fork() {
+            -1 => {
+                let error = io::Error::last_os_error();
+                libc::kill(init, libc::SIGKILL);
+                while libc::waitpid(init, std::ptr::null_mut(), 0) != init {}
+                Err(error)
+            }
+            0 => Ok(()),
+            function => {
+                if let Some(program) = program {
+                    exec_relay(program, function, init);
+                }
+                relay(function, init)
+            }
+        }
+    }
+}
+
+/// Starts the init program as the namespace's pid 1.
+///
+/// # Safety
+/// In the forked child only.
+unsafe fn spawn_init(program: RawFd) -> io::Result<libc::pid_t> {
+    let path = ProcFdPath::new(program);
+    let argv: [*mut libc::c_char; 2] =
+        [c"sluice-ns-init".as_ptr().cast_mut(), std::ptr::null_mut()];
+    let envp: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
+    let mut init: libc::pid_t = 0;
+    // SAFETY: NUL-terminated path and argument arrays on this stack; no file actions or
+    // attributes. posix_spawn is a vfork and an exec: nothing of this process is copied.
+    let failed = unsafe {
+        libc::posix_spawn(
+            &mut init,
+            path.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    if failed != 0 {
+        return Err(io::Error::from_raw_os_error(failed));
+    }
+    Ok(init)
+}
+
+/// Init as a `clone(CLONE_VM)` of this process, for hosts without the init program.
+///
+/// # Safety
+/// In the forked child only.
+unsafe fn clone_init() -> io::Result<libc::pid_t> {
+    // SAFETY: a mapping made here is the clone's stack; `init_main` touches nothing else.
+    unsafe {
         let stack = libc::mmap(
             std::ptr::null_mut(),
             INIT_STACK,
@@ -75,23 +143,81 @@ pub(crate) fn enter_in_child() -> io::Result<()> {
         if init == -1 {
             return Err(io::Error::last_os_error());
         }
-        match libc::fork() {
-            -1 => {
-                let error = io::Error::last_os_error();
-                libc::kill(init, libc::SIGKILL);
-                while libc::waitpid(init, std::ptr::null_mut(), 0) != init {}
-                Err(error)
+        Ok(init)
+    }
+}
+
+/// Replaces this process (the relay) with the relay program. Returns only if the
+/// `exec` failed.
+fn exec_relay(program: RawFd, function: libc::pid_t, init: libc::pid_t) {
+    let path = ProcFdPath::new(program);
+    let function = Decimal::new(function);
+    let init = Decimal::new(init);
+    let argv: [*const libc::c_char; 4] = [
+        c"sluice-relay".as_ptr(),
+        function.as_ptr(),
+        init.as_ptr(),
+        std::ptr::null(),
+    ];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: NUL-terminated path and argument arrays on this stack.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+}
+
+/// `/proc/self/fd/N`, NUL-terminated, on the stack.
+struct ProcFdPath([u8; 32]);
+
+impl ProcFdPath {
+    fn new(fd: RawFd) -> Self {
+        const PREFIX: &[u8] = b"/proc/self/fd/";
+        let mut path = [0; 32];
+        path[..PREFIX.len()].copy_from_slice(PREFIX);
+        let digits = Decimal::new(fd);
+        path[PREFIX.len()..PREFIX.len() + digits.len].copy_from_slice(&digits.text[..digits.len]);
+        Self(path)
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.0.as_ptr().cast()
+    }
+}
+
+/// A non-negative number in decimal, NUL-terminated, on the stack.
+struct Decimal {
+    text: [u8; 12],
+    len: usize,
+}
+
+impl Decimal {
+    fn new(value: libc::c_int) -> Self {
+        let mut digits = [0u8; 12];
+        let mut count = 0;
+        let mut rest = value.unsigned_abs();
+        loop {
+            digits[count] = b'0' + (rest % 10) as u8;
+            count += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
             }
-            0 => Ok(()),
-            function => relay(function, init),
         }
+        let mut text = [0u8; 12];
+        for at in 0..count {
+            text[at] = digits[count - 1 - at];
+        }
+        Self { text, len: count }
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.text.as_ptr().cast()
     }
 }
 
 /// Does nothing: its only effect is to wake init's `sigsuspend`.
 extern "C" fn wake(_signal: libc::c_int) {}
 
-/// The namespace's pid 1: reaps every orphan until it is killed.
+/// The namespace's pid 1 without the init program: reaps every orphan until it is
+/// killed.
 extern "C" fn init_main(_: *mut libc::c_void) -> libc::c_int {
     // SAFETY: plain syscalls on integers and structs on this stack.
     unsafe {
@@ -120,8 +246,9 @@ extern "C" fn init_main(_: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// The instance's leader in the platform's namespace: waits for `function`, ends the
-/// namespace (kills `init` and reaps it), then ends as the function did.
+/// The instance's leader in the platform's namespace without the relay program: waits
+/// for `function`, ends the namespace (kills `init` and reaps it), then ends as the
+/// function did.
 fn relay(function: libc::pid_t, init: libc::pid_t) -> ! {
     ignore_signals();
     close_all();

@@ -39,6 +39,7 @@
 //! stderr is read by a task for the life of the process ([`super::stderr`]).
 
 use std::io;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -147,8 +148,15 @@ fn build_command(
         }
         _ => None,
     };
+    // Init and the relay as a program of their own, so neither keeps a copy of the
+    // platform's memory; without the memory file they are forks of the platform.
+    let init_program = new_pids
+        .then(super::zygote::init_program)
+        .and_then(Result::ok)
+        .map(|fd| fd.as_raw_fd());
     let setup = ChildSetup {
         new_pids,
+        init_program,
         parent: nix::unistd::getpid(),
         cgroup_procs: cgroup
             .map(|cgroup| cgroup.procs_files().to_vec())

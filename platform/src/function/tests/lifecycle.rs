@@ -178,3 +178,58 @@ async fn an_instance_that_died_while_idle_is_replaced_before_the_batch() {
     assert_eq!(runner.warm_instance(), Some("job-2"));
     runner.shutdown().await;
 }
+
+/// A spawned instance's relay (its leader) and its namespace's init are the small relay
+/// program, not forks of the platform: a fork would keep, for the instance's whole life,
+/// every page of the platform's memory written since the fork.
+#[tokio::test]
+async fn a_spawned_instance_keeps_no_copy_of_the_platform_memory() {
+    let dir = job_dir();
+    let (mut runner, _, function) = warm_echo(dir.path()).await;
+    let leader = runner.warm_pid().unwrap();
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let resident_kib = |pid: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap()
+    };
+    assert_eq!(comm(leader), "sluice-relay");
+    let children =
+        std::fs::read_to_string(format!("/proc/{leader}/task/{leader}/children")).unwrap();
+    let children: Vec<u32> = children
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    assert_eq!(children.len(), 2, "init and the function: {children:?}");
+    assert!(children.contains(&(function as u32)), "{children:?}");
+    let init = children
+        .into_iter()
+        .find(|pid| *pid != function as u32)
+        .unwrap();
+    assert_eq!(comm(init), "sluice-ns-init");
+    let platform = resident_kib("self");
+    for pid in [leader, init] {
+        let relay = resident_kib(&pid.to_string());
+        assert!(
+            relay < 8 * 1024 && relay < platform / 4,
+            "{} holds {relay} KiB (the platform {platform} KiB)",
+            comm(pid)
+        );
+    }
+    runner.shutdown().await;
+}

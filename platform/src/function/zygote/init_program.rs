@@ -1,7 +1,9 @@
-//! The init program of a preloaded instance's PID namespace (`namespace_init/main.rs`,
+//! The init and relay program of an instance's PID namespace (`namespace_init/main.rs`,
 //! built by `platform/build.rs`), embedded in the platform and put once per platform
-//! process in a sealed memory file, whose descriptor goes to the preload process with
-//! each fork request; the instance's relay starts it as `/proc/self/fd/3`.
+//! process in a sealed memory file. Its descriptor goes to the preload process with each
+//! fork request, whose instance relay starts init as `/proc/self/fd/3`; a spawned
+//! instance's relay starts init from it and then becomes the relay program
+//! ([`super::super::pid_namespace`]).
 //!
 //! Invariants: the memory file holds exactly the embedded program and can no longer be
 //! changed (sealed against writes, growth and shrinking, and against new seals); its
@@ -24,7 +26,7 @@ static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice-namespa
 static SEALED: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
 
 /// The sealed memory file holding the init program, made on the first call.
-pub(super) fn sealed() -> Result<BorrowedFd<'static>, String> {
+pub(crate) fn sealed() -> Result<BorrowedFd<'static>, String> {
     match SEALED.get_or_init(|| {
         seal(PROGRAM)
             .map_err(|error| format!("cannot prepare the PID namespace's init program: {error}"))

@@ -92,6 +92,9 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use control::ControlChannel;
 pub(crate) use control::ForkedLeader;
+/// The sealed memory file holding the PID namespace's init and relay program, which
+/// spawned instances use too ([`super::pid_namespace`]).
+pub(crate) use init_program::sealed as init_program;
 
 use super::isolation::isolation;
 use super::namespaces::{SCRATCH_SIZE, SHM_SIZE};

@@ -373,7 +373,11 @@ fn integers_out_of_range_are_refused_in_both_directions() {
     )
     .unwrap();
     assert_eq!(
-        edges.column(1).as_primitive::<Int64Type>().values().to_vec(),
+        edges
+            .column(1)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec(),
         vec![
             999_999_999_999_999_999,
             -999_999_999_999_999_999,
