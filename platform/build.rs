@@ -1,7 +1,7 @@
 //! Builds the init program of a preloaded instance's PID namespace
-//! (`src/function/zygote/namespace_init/main.rs`) as a static executable for the target,
+//! (`src/function/namespace_init/main.rs`) as a static executable for the target,
 //! with the `rustc` that builds this crate, into `$OUT_DIR/sluice-namespace-init`, which
-//! the platform embeds (`function::zygote::init_program`).
+//! the platform embeds (`function::init_program`).
 //!
 //! A separate program rather than part of this crate: the preload process (a Python
 //! interpreter) starts it with `posix_spawn`, so it must be an executable of its own;
@@ -11,7 +11,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCE: &str = "src/function/zygote/namespace_init/main.rs";
+const SOURCE: &str = "src/function/namespace_init/main.rs";
 
 fn main() {
     println!("cargo::rerun-if-changed={SOURCE}");

@@ -42,6 +42,7 @@ mod environment;
 mod exec;
 mod identity;
 mod infer_arrow;
+mod init_program;
 mod invoke_error;
 mod isolation;
 mod json_check;

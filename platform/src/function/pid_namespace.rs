@@ -18,8 +18,8 @@
 //!                            └─ exec the relay program
 //! ```
 //!
-//! - init and the relay are the small static program of [`super::zygote`]'s
-//!   `namespace_init` (its two modes), run from the platform's sealed memory file. Neither
+//! - init and the relay are the small static program `namespace_init` (its two modes),
+//!   run from the platform's sealed memory file ([`super::init_program`]). Neither
 //!   keeps a copy of the platform's memory: a relay that stayed a fork of the platform
 //!   would own, for the instance's whole life, every page the platform wrote since the
 //!   fork (measured: 30 MB per instance started at an idle platform's size, more for one

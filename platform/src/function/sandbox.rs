@@ -151,7 +151,7 @@ fn build_command(
     // Init and the relay as a program of their own, so neither keeps a copy of the
     // platform's memory; without the memory file they are forks of the platform.
     let init_program = new_pids
-        .then(super::zygote::init_program)
+        .then(super::init_program::sealed)
         .and_then(Result::ok)
         .map(|fd| fd.as_raw_fd());
     let setup = ChildSetup {

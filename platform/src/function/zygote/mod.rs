@@ -38,7 +38,7 @@
 //!   the function mounts a `/proc` of its namespace, drops every capability and puts
 //!   itself under the full filter before the script runs (it adds to the zygote's filter,
 //!   which it inherits, only what that one lacks: [`SyscallFilter::instance_programs`]).
-//!   Init is a small static program ([`init_program`], built by `platform/build.rs`),
+//!   Init is a small static program ([`super::init_program`], built by `platform/build.rs`),
 //!   handed to the zygote as a sealed, execute-only memory file with each fork request
 //!   and started by the relay with `posix_spawn` (a `vfork` and an `exec`), so the only
 //!   copy of the interpreter per instance besides the relay is the function;
@@ -75,7 +75,6 @@
 //! outside its cgroup; its pid cannot be reused while its `FunctionProcess` exists.
 
 mod control;
-mod init_program;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -92,9 +91,6 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use control::ControlChannel;
 pub(crate) use control::ForkedLeader;
-/// The sealed memory file holding the PID namespace's init and relay program, which
-/// spawned instances use too ([`super::pid_namespace`]).
-pub(crate) use init_program::sealed as init_program;
 
 use super::isolation::isolation;
 use super::namespaces::{SCRATCH_SIZE, SHM_SIZE};
@@ -181,7 +177,7 @@ impl Zygote {
         // and do not count against function.max_processes; its relay starts the init
         // program the platform hands over with the request.
         let init = if forks_get_namespaces(context) {
-            Some(init_program::sealed().map_err(|reason| InvokeError::Sandbox { reason })?)
+            Some(super::init_program::sealed().map_err(|reason| InvokeError::Sandbox { reason })?)
         } else {
             None
         };

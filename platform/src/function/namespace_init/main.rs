@@ -1,6 +1,6 @@
 //! The init of an instance's PID namespace (pid 1), and the instance's relay: a program of
 //! its own, built by `platform/build.rs` as a static executable and embedded in the
-//! platform ([`super::super::init_program`]) as a sealed memory file.
+//! platform (`function/init_program.rs`) as a sealed memory file.
 //!
 //! - **init** (no arguments): the instance's relay starts it with `posix_spawn` (a `vfork`
 //!   and an `exec`: none of the platform's or the interpreter's memory is copied) right

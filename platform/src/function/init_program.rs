@@ -3,7 +3,7 @@
 //! process in a sealed memory file. Its descriptor goes to the preload process with each
 //! fork request, whose instance relay starts init as `/proc/self/fd/3`; a spawned
 //! instance's relay starts init from it and then becomes the relay program
-//! ([`super::super::pid_namespace`]).
+//! ([`super::pid_namespace`]).
 //!
 //! Invariants: the memory file holds exactly the embedded program and can no longer be
 //! changed (sealed against writes, growth and shrinking, and against new seals); its
