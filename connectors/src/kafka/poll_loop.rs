@@ -24,11 +24,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -36,7 +35,7 @@ use tracing::{debug, warn};
 
 use super::chunk::ChunkBuilder;
 use super::context::{KafkaConsumer, SourceState};
-use crate::event::{Event, Header, Origin};
+use crate::event::Event;
 use crate::source::SourceError;
 
 /// Most events in one chunk.
@@ -342,33 +341,13 @@ fn is_permission_error(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Copies a message out of librdkafka's buffers. A null payload becomes an empty one.
+/// Copies one message out of librdkafka's buffers, as a chunk of one ([`ChunkBuilder`]).
+/// A null payload becomes an empty one.
 pub(super) fn event_from_message(message: &BorrowedMessage<'_>, topic: &Arc<str>) -> Event {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|header| Header {
-                    name: header.key.to_owned(),
-                    value: header.value.map(Bytes::copy_from_slice),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Event {
-        payload: message
-            .payload()
-            .map(Bytes::copy_from_slice)
-            .unwrap_or_default(),
-        key: message.key().map(Bytes::copy_from_slice),
-        headers,
-        timestamp_ms: message.timestamp().to_millis(),
-        origin: Origin::Kafka {
-            topic: Arc::clone(topic),
-            partition: message.partition(),
-            offset: message.offset(),
-        },
-        unreadable: None,
-    }
+    let mut chunk = ChunkBuilder::default();
+    chunk.push(message, topic);
+    chunk
+        .finish()
+        .pop()
+        .expect("a chunk of one pushed message holds one event")
 }
