@@ -150,10 +150,17 @@ fn build_command(
     };
     // Init and the relay as a program of their own, so neither keeps a copy of the
     // platform's memory; without the memory file they are forks of the platform.
-    let init_program = new_pids
-        .then(super::init_program::sealed)
-        .and_then(Result::ok)
-        .map(|fd| fd.as_raw_fd());
+    let init_program = match new_pids.then(super::init_program::sealed) {
+        Some(Ok(fd)) => Some(fd.as_raw_fd()),
+        Some(Err(reason)) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(%reason, "instances keep a relay that is a fork of the platform (each holds a copy of the platform's memory)");
+            });
+            None
+        }
+        None => None,
+    };
     let setup = ChildSetup {
         new_pids,
         init_program,
