@@ -51,6 +51,7 @@ mod pid_namespace;
 pub mod protocol;
 pub mod protocol_arrow;
 mod sandbox;
+mod spawn_command;
 mod stderr;
 mod stream;
 mod syscalls;
