@@ -6,10 +6,17 @@
 //! (the function protocol has no row → record mapping).
 //!
 //! A batch closes when it holds `max_records` events, when the next event would take it
-//! past `max_bytes`, or when `max_wait` has passed since its first event. A single event
-//! larger than `max_bytes` forms a batch of its own rather than being refused: the limit
-//! bounds batches, it never drops data. [`Batcher::deadline`] is the earliest deadline
-//! of the open batches.
+//! past `max_bytes`, when `max_wait` has passed since its first event, or when no event
+//! reached it for `max_idle` while the source was being read (its split went quiet: the
+//! end of a backlog or of a burst need not wait out `max_wait`). A single event larger
+//! than `max_bytes` forms a batch of its own rather than being refused: the limit bounds
+//! batches, it never drops data. [`Batcher::deadline`] is the earliest deadline of the
+//! open batches.
+//!
+//! Idle time counts only while the caller reads the source: a caller that stops reading
+//! (its queue is full, it is committing) says so with `reading = false`, and calls
+//! [`Batcher::restart_idle_clocks`] when it reads again, so a pause of its own is never
+//! taken for a quiet split.
 //!
 //! Memory: the open batches of all splits together hold at most [`OPEN_BYTES`] of event
 //! bytes (plus one event). Past that the largest open batch is cut early, as if it were
@@ -74,15 +81,24 @@ impl Batch {
     }
 }
 
+/// An open batch, and since when it counts as idle: its last event, or the last time
+/// the caller started reading again, whichever is later.
+#[derive(Debug)]
+struct Open {
+    batch: Batch,
+    active_at: Instant,
+}
+
 /// Accumulates events into at most one open batch per split.
 #[derive(Debug)]
 pub struct Batcher {
     max_records: usize,
     max_bytes: usize,
     max_wait: Duration,
+    max_idle: Duration,
     /// See [`OPEN_BYTES`].
     max_open_bytes: usize,
-    open: BTreeMap<SplitId, Batch>,
+    open: BTreeMap<SplitId, Open>,
     /// Sum of the open batches' bytes.
     open_bytes: usize,
 }
@@ -93,6 +109,7 @@ impl Batcher {
             max_records: spec.max_records.max(1),
             max_bytes: usize::try_from(spec.max_bytes).unwrap_or(usize::MAX).max(1),
             max_wait: spec.max_wait,
+            max_idle: spec.max_idle,
             max_open_bytes: OPEN_BYTES,
             open: BTreeMap::new(),
             open_bytes: 0,
@@ -108,16 +125,16 @@ impl Batcher {
 
     /// Removes the open batch of `split`, keeping the byte count.
     fn take(&mut self, split: &SplitId) -> Option<Batch> {
-        let batch = self.open.remove(split)?;
-        self.open_bytes -= batch.bytes;
-        Some(batch)
+        let open = self.open.remove(split)?;
+        self.open_bytes -= open.batch.bytes;
+        Some(open.batch)
     }
 
     /// The split whose open batch holds the most bytes.
     fn largest(&self) -> Option<SplitId> {
         self.open
             .iter()
-            .max_by_key(|(_, batch)| batch.bytes)
+            .max_by_key(|(_, open)| open.batch.bytes)
             .map(|(split, _)| split.clone())
     }
 
@@ -134,22 +151,25 @@ impl Batcher {
             let size = event.size_bytes();
             let split = event.origin.split();
             if let Some(open) = self.open.get(&split)
-                && !open.events.is_empty()
-                && open.bytes + size > self.max_bytes
+                && !open.batch.events.is_empty()
+                && open.batch.bytes + size > self.max_bytes
                 && let Some(batch) = self.take(&split)
             {
                 full.push(batch);
             }
-            let open = self
-                .open
-                .entry(split.clone())
-                .or_insert_with(|| Batch::open(split.clone(), now));
-            open.checkpoint
+            let open = self.open.entry(split.clone()).or_insert_with(|| Open {
+                batch: Batch::open(split.clone(), now),
+                active_at: now,
+            });
+            open.active_at = now;
+            let batch = &mut open.batch;
+            batch
+                .checkpoint
                 .record(split.clone(), event.origin.position())?;
-            open.bytes += size;
-            open.events.push(event);
+            batch.bytes += size;
+            batch.events.push(event);
             self.open_bytes += size;
-            if open.events.len() >= self.max_records || open.bytes >= self.max_bytes {
+            if batch.events.len() >= self.max_records || batch.bytes >= self.max_bytes {
                 full.extend(self.take(&split));
             }
             if self.open_bytes > self.max_open_bytes
@@ -161,25 +181,46 @@ impl Batcher {
         Ok(full)
     }
 
-    /// When the earliest open batch must be cut, if one is open.
-    pub fn deadline(&self) -> Option<Instant> {
+    /// When `open` must be cut: `max_wait` after its first event, or — while the caller
+    /// is `reading` — `max_idle` after it was last active.
+    fn due_at(&self, open: &Open, reading: bool) -> Instant {
+        let waited = open.batch.opened_at + self.max_wait;
+        if reading {
+            waited.min(open.active_at + self.max_idle)
+        } else {
+            waited
+        }
+    }
+
+    /// When the earliest open batch must be cut, if one is open; idle time counts only
+    /// while the caller is `reading` the source.
+    pub fn deadline(&self, reading: bool) -> Option<Instant> {
         self.open
             .values()
-            .map(|b| b.opened_at + self.max_wait)
+            .map(|open| self.due_at(open, reading))
             .min()
     }
 
-    /// Cuts every open batch whose `max_wait` has passed, oldest first.
-    pub fn cut_if_due(&mut self, now: Instant) -> Vec<Batch> {
+    /// Cuts every open batch whose `max_wait` has passed, or (while `reading`) that was
+    /// idle for `max_idle`, oldest first.
+    pub fn cut_if_due(&mut self, now: Instant, reading: bool) -> Vec<Batch> {
         let due: Vec<SplitId> = self
             .open
             .iter()
-            .filter(|(_, b)| b.opened_at + self.max_wait <= now)
+            .filter(|(_, open)| self.due_at(open, reading) <= now)
             .map(|(split, _)| split.clone())
             .collect();
         let mut batches: Vec<Batch> = due.iter().filter_map(|split| self.take(split)).collect();
         batches.sort_by_key(|b| b.opened_at);
         batches
+    }
+
+    /// The caller reads the source again after a pause (a full queue, a commit): idle
+    /// time counts from `now`, since nothing could arrive while it was not reading.
+    pub fn restart_idle_clocks(&mut self, now: Instant) {
+        for open in self.open.values_mut() {
+            open.active_at = open.active_at.max(now);
+        }
     }
 
     /// Cuts the open batch of `split`, if there is one.
@@ -189,7 +230,10 @@ impl Batcher {
 
     /// Cuts whatever is open (shutdown, end of a finite source), oldest first.
     pub fn cut(&mut self) -> Vec<Batch> {
-        let mut batches: Vec<Batch> = std::mem::take(&mut self.open).into_values().collect();
+        let mut batches: Vec<Batch> = std::mem::take(&mut self.open)
+            .into_values()
+            .map(|open| open.batch)
+            .collect();
         self.open_bytes = 0;
         batches.sort_by_key(|b| b.opened_at);
         batches
@@ -208,12 +252,25 @@ mod tests {
 
     use super::*;
 
+    /// Limits that cut by time only at `max_wait` (`max_idle` as long).
     fn spec(max_records: usize, max_bytes: u64, max_wait_ms: u64) -> BatchSpec {
         BatchSpec {
-            max_records,
             max_bytes,
-            max_wait: Duration::from_millis(max_wait_ms),
+            ..idle_spec(max_records, max_wait_ms, max_wait_ms)
         }
+    }
+
+    fn idle_spec(max_records: usize, max_wait_ms: u64, max_idle_ms: u64) -> BatchSpec {
+        BatchSpec {
+            max_records,
+            max_bytes: 1 << 20,
+            max_wait: Duration::from_millis(max_wait_ms),
+            max_idle: Duration::from_millis(max_idle_ms),
+        }
+    }
+
+    fn ms(start: Instant, millis: u64) -> Instant {
+        start + Duration::from_millis(millis)
     }
 
     fn event(partition: i32, offset: i64, payload: &str) -> Event {
@@ -286,7 +343,7 @@ mod tests {
     fn cuts_by_wait_from_first_event() {
         let mut batcher = Batcher::new(&spec(100, 1 << 20, 500));
         let start = Instant::now();
-        assert_eq!(batcher.deadline(), None);
+        assert_eq!(batcher.deadline(true), None);
         assert!(
             batcher
                 .push(vec![event(0, 0, "{}")], start)
@@ -300,16 +357,19 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(500)));
+        assert_eq!(
+            batcher.deadline(true),
+            Some(start + Duration::from_millis(500))
+        );
         assert!(
             batcher
-                .cut_if_due(start + Duration::from_millis(499))
+                .cut_if_due(start + Duration::from_millis(499), true)
                 .is_empty()
         );
-        let batches = batcher.cut_if_due(start + Duration::from_millis(500));
+        let batches = batcher.cut_if_due(start + Duration::from_millis(500), true);
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].events.len(), 2);
-        assert_eq!(batcher.deadline(), None);
+        assert_eq!(batcher.deadline(true), None);
     }
 
     #[test]
@@ -352,12 +412,18 @@ mod tests {
         batcher.push(vec![event(1, 0, "{}")], start).unwrap();
         let later = start + Duration::from_millis(200);
         batcher.push(vec![event(0, 0, "{}")], later).unwrap();
-        assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(500)));
-        let due = batcher.cut_if_due(start + Duration::from_millis(600));
+        assert_eq!(
+            batcher.deadline(true),
+            Some(start + Duration::from_millis(500))
+        );
+        let due = batcher.cut_if_due(start + Duration::from_millis(600), true);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].split(), SplitId::kafka("t", 1));
-        assert_eq!(batcher.deadline(), Some(later + Duration::from_millis(500)));
-        let due = batcher.cut_if_due(later + Duration::from_millis(500));
+        assert_eq!(
+            batcher.deadline(true),
+            Some(later + Duration::from_millis(500))
+        );
+        let due = batcher.cut_if_due(later + Duration::from_millis(500), true);
         assert_eq!(due[0].split(), SplitId::kafka("t", 0));
         assert!(batcher.is_empty());
     }
@@ -398,7 +464,7 @@ mod tests {
                 "{} bytes open",
                 batcher.open_bytes
             );
-            let counted: usize = batcher.open.values().map(|b| b.bytes).sum();
+            let counted: usize = batcher.open.values().map(|open| open.batch.bytes).sum();
             assert_eq!(batcher.open_bytes, counted);
         }
         assert!(!cut.is_empty(), "the budget cut batches early");
@@ -427,5 +493,80 @@ mod tests {
         batcher.push(vec![event(0, 5, "{}")], now).unwrap();
         let err = batcher.push(vec![event(0, 4, "{}")], now).unwrap_err();
         assert!(err.to_string().contains("t/0"), "{err}");
+    }
+
+    #[test]
+    fn a_split_that_goes_quiet_is_cut_after_max_idle() {
+        let mut batcher = Batcher::new(&idle_spec(100, 2000, 100));
+        let start = Instant::now();
+        batcher.push(vec![event(0, 0, "{}")], start).unwrap();
+        batcher
+            .push(vec![event(0, 1, "{}")], ms(start, 80))
+            .unwrap();
+        assert_eq!(batcher.deadline(true), Some(ms(start, 180)));
+        assert!(batcher.cut_if_due(ms(start, 179), true).is_empty());
+        let cut = batcher.cut_if_due(ms(start, 180), true);
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].events.len(), 2);
+        assert!(batcher.is_empty());
+    }
+
+    #[test]
+    fn a_trickle_faster_than_max_idle_is_gathered_until_max_wait() {
+        let mut batcher = Batcher::new(&idle_spec(100, 1000, 100));
+        let start = Instant::now();
+        let mut cut = Vec::new();
+        for offset in 0..30_i64 {
+            let now = ms(start, 50 * offset.unsigned_abs());
+            cut.extend(batcher.cut_if_due(now, true));
+            cut.extend(batcher.push(vec![event(0, offset, "{}")], now).unwrap());
+        }
+        // Events at 0, 50, …, 950 ms share the first batch; the one at 1000 ms finds it
+        // due (max_wait) and opens the next.
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].events.len(), 20);
+        assert_eq!(batcher.deadline(true), Some(ms(start, 1450 + 100)));
+    }
+
+    #[test]
+    fn idle_counts_per_split() {
+        let mut batcher = Batcher::new(&idle_spec(100, 2000, 100));
+        let start = Instant::now();
+        batcher
+            .push(vec![event(0, 0, "{}"), event(1, 0, "{}")], start)
+            .unwrap();
+        batcher
+            .push(vec![event(1, 1, "{}")], ms(start, 90))
+            .unwrap();
+        let cut = batcher.cut_if_due(ms(start, 100), true);
+        assert_eq!(cut.len(), 1, "partition 1 is still receiving");
+        assert_eq!(cut[0].split(), SplitId::kafka("t", 0));
+        assert_eq!(batcher.deadline(true), Some(ms(start, 190)));
+    }
+
+    #[test]
+    fn idle_time_counts_only_while_the_caller_reads() {
+        let mut batcher = Batcher::new(&idle_spec(100, 2000, 100));
+        let start = Instant::now();
+        batcher.push(vec![event(0, 0, "{}")], start).unwrap();
+        // Not reading (queue full, committing): only max_wait applies.
+        assert_eq!(batcher.deadline(false), Some(ms(start, 2000)));
+        assert!(batcher.cut_if_due(ms(start, 700), false).is_empty());
+        // Reading again at 700 ms: the pause is not idleness.
+        batcher.restart_idle_clocks(ms(start, 700));
+        assert_eq!(batcher.deadline(true), Some(ms(start, 800)));
+        assert!(batcher.cut_if_due(ms(start, 799), true).is_empty());
+        assert_eq!(batcher.cut_if_due(ms(start, 800), true).len(), 1);
+    }
+
+    #[test]
+    fn max_idle_at_max_wait_cuts_by_time_only() {
+        let mut batcher = Batcher::new(&idle_spec(100, 500, 500));
+        let start = Instant::now();
+        batcher.push(vec![event(0, 0, "{}")], start).unwrap();
+        batcher
+            .push(vec![event(0, 1, "{}")], ms(start, 400))
+            .unwrap();
+        assert_eq!(batcher.deadline(true), Some(ms(start, 500)));
     }
 }

@@ -204,6 +204,7 @@ fn samples_are_cut_into_batches_by_records_and_bytes_like_the_batcher() {
         max_records: 3,
         max_bytes: 10,
         max_wait: std::time::Duration::from_secs(1),
+        max_idle: std::time::Duration::from_secs(1),
     };
     let sizes: Vec<Vec<usize>> = cut_batches(&events, &spec)
         .into_iter()

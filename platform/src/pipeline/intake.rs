@@ -110,16 +110,23 @@ impl Pipeline<'_> {
     pub(super) async fn intake(&mut self) -> Result<(), JobError> {
         let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the source was read in the last turn: an open batch counts as idle
+        // (`batch.max_idle`) only while it is, and from when reading resumed.
+        let mut was_reading = true;
         loop {
             if self.failure.is_some() {
                 return Ok(());
             }
-            let batch_deadline = self.batcher.deadline();
-            let flush_deadline = self.commit_deadline();
             let queued = self.dispatch.queued_batches();
             let (min_batches, max_bytes) = self.queue_limits();
             let room = queued < min_batches
                 || (queued < QUEUE_BATCHES_MAX && self.dispatch.queued_bytes() < max_bytes);
+            if room && !was_reading {
+                self.batcher.restart_idle_clocks(Instant::now());
+            }
+            was_reading = room;
+            let batch_deadline = self.batcher.deadline(room);
+            let flush_deadline = self.commit_deadline();
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => {
@@ -130,7 +137,7 @@ impl Pipeline<'_> {
                     self.finished(done)?;
                 }
                 () = sleep_until(batch_deadline) => {
-                    let due = self.batcher.cut_if_due(Instant::now());
+                    let due = self.batcher.cut_if_due(Instant::now(), room);
                     self.enqueue(due);
                 }
                 () = sleep_until(flush_deadline) => {}
@@ -147,6 +154,8 @@ impl Pipeline<'_> {
             // A redo commits its whole range at once, with the range's own boundaries.
             if self.commit_due(Instant::now()) && !self.committer.redoing() {
                 self.commit().await?;
+                // Nothing was read while committing.
+                self.batcher.restart_idle_clocks(Instant::now());
             }
         }
     }

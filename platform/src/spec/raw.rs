@@ -156,6 +156,8 @@ pub struct RawBatch {
     pub max_bytes: Option<RawSize>,
     /// Longest a batch waits for more records after its first one (default 2s, at most 15m).
     pub max_wait: Option<RawDuration>,
+    /// A batch that no record reached for this long is cut (default 200ms, at most 15m).
+    pub max_idle: Option<RawDuration>,
 }
 
 /// `[scaling]`.

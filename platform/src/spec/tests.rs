@@ -108,6 +108,7 @@ API_TOKEN = "${API_TOKEN}"
 max_records = 10000
 max_bytes = "16MiB"
 max_wait = "5s"
+max_idle = "750ms"
 
 [scaling]
 min_instances = 1
@@ -190,6 +191,7 @@ url = "s3://${LAKE}/_dead/clicks"
     assert_eq!(job.batch.max_records, 10_000);
     assert_eq!(job.batch.max_bytes, 16 << 20);
     assert_eq!(job.batch.max_wait, Duration::from_secs(5));
+    assert_eq!(job.batch.max_idle, Duration::from_millis(750));
 
     assert_eq!(job.scaling.min_instances, 1);
     assert_eq!(job.scaling.max_instances, 4);
@@ -276,6 +278,7 @@ fn minimal_spec_gets_documented_defaults() {
     assert_eq!(job.batch.max_records, 1000);
     assert_eq!(job.batch.max_bytes, 8 << 20);
     assert_eq!(job.batch.max_wait, Duration::from_secs(2));
+    assert_eq!(job.batch.max_idle, Duration::from_millis(200));
 
     assert_eq!(job.scaling.min_instances, 0);
     assert_eq!(job.scaling.max_instances, 1);

@@ -236,6 +236,9 @@ pub struct BatchSpec {
     pub max_records: usize,
     pub max_bytes: u64,
     pub max_wait: Duration,
+    /// A batch no event reached for this long (while the source is read) is cut; at or
+    /// above `max_wait` it changes nothing.
+    pub max_idle: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

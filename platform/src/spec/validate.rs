@@ -27,6 +27,11 @@ use super::types::{
 use super::units::is_env_name;
 use sluice_connectors::registry::{TRIGGER_EXAMPLE, TriggerTable, trigger_kinds};
 
+/// Default `batch.max_idle`: long enough that a steady stream (even a slow one, an event
+/// every 100 ms) keeps filling its batch, short enough that the end of a backlog or a
+/// burst is processed almost at once instead of after `max_wait`.
+const DEFAULT_MAX_IDLE: Duration = Duration::from_millis(200);
+
 /// What the validation needs besides the raw job: the file, its folder, the environment.
 pub use sluice_connectors::config_check::ValidationContext;
 
@@ -302,11 +307,19 @@ impl Checker<'_> {
             Duration::from_millis(1),
             15 * MINUTE,
         );
+        let max_idle = self.duration(
+            "batch.max_idle",
+            raw.max_idle.as_ref(),
+            DEFAULT_MAX_IDLE,
+            Duration::from_millis(1),
+            15 * MINUTE,
+        );
         BatchSpec {
             // At most 1_000_000 (checked above), which fits any usize.
             max_records: usize::try_from(max_records).unwrap_or(1000),
             max_bytes,
             max_wait,
+            max_idle,
         }
     }
 

@@ -241,6 +241,7 @@ fn generate(rng: &mut Rng) -> String {
         "max_records",
         "max_bytes",
         "max_wait",
+        "max_idle",
         "min_instances",
         "max_instances",
         "ordering",
