@@ -23,8 +23,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 /// The events of the comparison benchmark: 10 columns.
 fn bench_schema() -> SchemaRef {
@@ -48,20 +48,34 @@ fn bench_schema() -> SchemaRef {
 
 const ROWS_PER_FLUSH: usize = 10_000;
 
+/// Says on stderr when the group join has assigned the partitions, for the comparison's
+/// "after the join" time.
+struct Announce;
+
+impl ClientContext for Announce {}
+
+impl ConsumerContext for Announce {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            eprintln!("kafka partitions assigned");
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [brokers, topic, group, out, events] = &args[..] else {
         panic!("usage: bare_kafka_parquet BROKERS TOPIC GROUP OUT.parquet EVENTS");
     };
     let events: usize = events.parse().expect("EVENTS is a number");
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<Announce> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("fetch.queue.backoff.ms", "20")
-        .create()
+        .create_with_context(Announce)
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
 

@@ -10,7 +10,10 @@
 //! 4-partition topic once; then each program consumes the whole topic under its own
 //! consumer group, writes Parquet to a local folder and commits. Time runs from starting
 //! the program to its group's committed offsets reaching the end of every partition, so
-//! start-up and the group join are in it. Each program runs RUNS times (default 1); the
+//! start-up and the group join are in it; "after the join" counts from when the program
+//! says on stderr that its partitions are assigned (seen every 100 ms) — from about the
+//! first message fetched, the measure: the join is a wait the broker imposes on
+//! every consumer alike (3 s here), which would hide how fast each one is. Each program runs RUNS times (default 1); the
 //! table shows the median. Peak RSS is the largest sum of resident memory over the
 //! program's whole process tree (the platform plus its function instances), sampled every
 //! 100 ms, and "instances" the most Python processes seen in it at once (for Sluice, its
@@ -61,9 +64,19 @@ type Starter<'a> = Box<dyn Fn(&str, &Path) -> Child + 'a>;
 
 struct Measured {
     seconds: f64,
+    /// Seconds from the start until the group had finished joining (its consumers fetch
+    /// from then on), when the broker said so.
+    joined_after: Option<f64>,
     peak_rss_kib: u64,
     /// The most Python processes in the program's tree at once.
     peak_pythons: usize,
+}
+
+impl Measured {
+    /// Seconds from the end of the group join to the last commit.
+    fn after_join(&self) -> Option<f64> {
+        self.joined_after.map(|joined| self.seconds - joined)
+    }
 }
 
 fn main() {
@@ -140,6 +153,7 @@ fn main() {
                     .args([&env.brokers, &topic, group])
                     .arg(dir.join("out.parquet"))
                     .arg(events.to_string())
+                    .stderr(program_log(dir))
                     .spawn()
                     .unwrap()
             }),
@@ -207,10 +221,16 @@ fn main() {
             let dir = work.path().join(format!("{index}-{run}"));
             std::fs::create_dir_all(&dir).unwrap();
             let group = unique("compare-group");
-            let measured = measure(&env, &topic, &ends, &group, || start(&group, &dir));
+            let measured = measure(&env, &topic, &ends, &group, &dir, || start(&group, &dir));
             eprintln!(
-                "{name}: {:.2} s, {:.0} MiB",
+                "{name}: {:.2} s ({}), {:.0} MiB",
                 measured.seconds,
+                measured
+                    .joined_after
+                    .map_or("group join not seen".to_owned(), |joined| format!(
+                        "{:.2} s after the group join",
+                        measured.seconds - joined
+                    )),
                 measured.peak_rss_kib as f64 / 1024.0
             );
             samples[index].push(measured);
@@ -226,13 +246,27 @@ fn main() {
         .collect();
 
     let bare = events as f64 / results[0].1.seconds;
+    let bare_joined = results[0]
+        .1
+        .after_join()
+        .map(|seconds| events as f64 / seconds);
     let bare_rss = results[0].1.peak_rss_kib as f64;
-    println!("| program | msgs/s | vs the bare limit | peak RSS | vs bare RSS | instances |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| program | msgs/s | vs the bare limit | msgs/s after the join | vs the bare limit | peak RSS | vs bare RSS | instances |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, measured) in &results {
         let rate = events as f64 / measured.seconds;
+        let joined = measured.after_join().map(|seconds| events as f64 / seconds);
+        let (joined_rate, joined_ratio) = match (joined, bare_joined) {
+            (Some(rate), Some(bare)) => (
+                format!("{:.0}k", rate / 1000.0),
+                format!("{:.0} %", 100.0 * rate / bare),
+            ),
+            _ => ("–".to_owned(), "–".to_owned()),
+        };
         println!(
-            "| {name} | {:.0}k | {:.0} % | {:.0} MiB | {:.2}× | {} |",
+            "| {name} | {:.0}k | {:.0} % | {joined_rate} | {joined_ratio} | {:.0} MiB | {:.2}× | {} |",
             rate / 1000.0,
             100.0 * rate / bare,
             measured.peak_rss_kib as f64 / 1024.0,
@@ -319,6 +353,7 @@ fn compare_amqp(
             eprintln!("amqp {program}: {seconds:.2} s");
             samples.push(Measured {
                 seconds,
+                joined_after: None,
                 peak_rss_kib,
                 peak_pythons: 0,
             });
@@ -390,6 +425,7 @@ fn python_consumer(
             .args([&brokers, &topic, group])
             .arg(dir.join("out.parquet"))
             .args([events.to_string().as_str(), variant])
+            .stderr(program_log(dir))
             .spawn()
             .unwrap()
     })
@@ -466,20 +502,37 @@ fn start_sluice(
     Command::new(binary)
         .arg("run")
         .arg(dir)
-        .env("SLUICE_LOG", "warn")
+        // Warnings, and the line that says the group join assigned the partitions.
+        .env("SLUICE_LOG", format!("warn,{ASSIGNED_TARGET}=info"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sluice.log")).unwrap())
+        .stderr(program_log(dir))
         .spawn()
         .unwrap()
 }
 
-/// Runs a program until `group` has committed `ends`, sampling its process tree's RSS.
+/// Where Sluice logs "kafka partitions assigned".
+const ASSIGNED_TARGET: &str = "sluice_connectors::kafka::context";
+
+/// A program's stderr, where each says "kafka partitions assigned" once its group join is
+/// done.
+fn program_log(dir: &Path) -> std::fs::File {
+    std::fs::File::create(dir.join("program.log")).unwrap()
+}
+
+fn says_assigned(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("program.log"))
+        .is_ok_and(|log| log.contains("kafka partitions assigned"))
+}
+
+/// Runs a program until `group` has committed `ends`, sampling its process tree's RSS and
+/// noting when its log (in `dir`) says the group join is done.
 fn measure(
     env: &Env,
     topic: &str,
     ends: &std::collections::BTreeMap<i32, i64>,
     group: &str,
+    dir: &Path,
     start: impl FnOnce() -> Child,
 ) -> Measured {
     let probe = CommittedProbe::new(env, group);
@@ -487,7 +540,11 @@ fn measure(
     let started = Instant::now();
     let mut child = start();
     let (mut peak_rss_kib, mut peak_pythons) = (0, 0);
+    let mut joined_after = None;
     loop {
+        if joined_after.is_none() && says_assigned(dir) {
+            joined_after = Some(started.elapsed().as_secs_f64());
+        }
         let (rss_kib, pythons) = tree_usage(child.id());
         peak_rss_kib = peak_rss_kib.max(rss_kib);
         peak_pythons = peak_pythons.max(pythons);
@@ -505,6 +562,7 @@ fn measure(
     stop(&mut child);
     Measured {
         seconds,
+        joined_after,
         peak_rss_kib,
         peak_pythons,
     }

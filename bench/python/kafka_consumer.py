@@ -40,7 +40,9 @@ def main():
             "fetch.queue.backoff.ms": 20,
         }
     )
-    consumer.subscribe([topic])
+    # Says when the group join has assigned the partitions, for the comparison's "after
+    # the join" time.
+    consumer.subscribe([topic], on_assign=lambda _consumer, _partitions: print("kafka partitions assigned", file=sys.stderr, flush=True))
     writer = pq.ParquetWriter(out, schema, compression="zstd")
     rows, read = [], 0
     while read < events:
