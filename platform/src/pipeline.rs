@@ -185,6 +185,7 @@ async fn run_pipeline(
         intake_stopped: false,
         message_ids,
         pending_since: None,
+        last_event_at: None,
     };
     pipeline.status.set_state(JobState::Running, None);
     let result = pipeline.run().await;
@@ -241,6 +242,8 @@ struct Pipeline<'a> {
     message_ids: Option<MessageIds>,
     /// When `pending` last went from empty to holding positions.
     pending_since: Option<Instant>,
+    /// When the source last delivered events.
+    last_event_at: Option<Instant>,
 }
 
 impl Pipeline<'_> {
@@ -265,14 +268,32 @@ impl Pipeline<'_> {
     /// positions with no rows to write (duplicates, records that all went to the dead
     /// letters, output with no rows) — `output.max_file_age` after the first of them, so
     /// they are acknowledged even when no row ever follows.
+    ///
+    /// Earlier when the source went quiet after a backlog or a burst ([`Self::drained`]).
     fn commit_deadline(&self) -> Option<Instant> {
         let positions = self
             .pending_since
             .map(|since| since + self.spec.output.max_file_age);
-        match (self.sink.flush_deadline(), positions) {
-            (Some(rows), Some(positions)) => Some(rows.min(positions)),
-            (rows, positions) => rows.or(positions),
-        }
+        [self.sink.flush_deadline(), positions, self.drained()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the source counts as drained, if every event it delivered is processed and
+    /// the buffered output holds at least a full batch (`batch.max_records` rows):
+    /// `batch.max_idle` after its last event. Then `output.max_file_age` would only delay
+    /// the commit, since no rows are coming to fill the files; committing ends a backlog
+    /// or a burst with its output durable and its positions acknowledged at once. A
+    /// trickle's files stay below a batch between commits, so they still wait for the
+    /// file age and a trickle does not make a file per record.
+    fn drained(&self) -> Option<Instant> {
+        let processed =
+            self.batcher.is_empty() && self.running.is_empty() && self.dispatch.is_idle();
+        let enough = self.sink.buffered_rows() >= self.spec.batch.max_records;
+        self.last_event_at
+            .filter(|_| processed && enough)
+            .map(|at| at + self.spec.batch.max_idle)
     }
 
     /// Also due, whatever the file age, when the source is about to stop delivering until

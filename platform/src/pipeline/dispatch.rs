@@ -257,7 +257,6 @@ impl<T> Dispatcher<T> {
     }
 
     /// Nothing queued and nothing running.
-    #[cfg(test)]
     pub(super) fn is_idle(&self) -> bool {
         self.queued_batches == 0 && self.running_batches == 0
     }

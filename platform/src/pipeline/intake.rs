@@ -144,6 +144,9 @@ impl Pipeline<'_> {
                 _ = maintenance.tick() => self.maintain().await,
                 events = self.source.next_events(), if room => match events? {
                     Some(events) => {
+                        if !events.is_empty() {
+                            self.last_event_at = Some(Instant::now());
+                        }
                         let events = self.skip_committed(events);
                         self.take(events)?;
                     }

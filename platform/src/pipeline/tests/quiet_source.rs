@@ -1,6 +1,8 @@
 //! A split that goes quiet is processed after `batch.max_idle`, not after `max_wait`: the
-//! end of a backlog or of a burst does not sit in an open batch.
+//! end of a backlog or of a burst does not sit in an open batch. Output of at least a full
+//! batch is then committed at once; less (a trickle) waits for `output.max_file_age`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::*;
@@ -10,19 +12,39 @@ struct QuietSource {
     events: Option<Vec<Event>>,
     /// The last acknowledged offset, -1 before any ack.
     acked: Arc<AtomicI64>,
+    /// When the events were delivered and when the first ack came.
+    times: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+}
+
+impl QuietSource {
+    fn new(events: Vec<Event>) -> Self {
+        Self {
+            events: Some(events),
+            acked: Arc::new(AtomicI64::new(-1)),
+            times: Arc::default(),
+        }
+    }
 }
 
 #[async_trait]
 impl Source for QuietSource {
     async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
         match self.events.take() {
-            Some(events) => Ok(Some(events)),
+            Some(events) => {
+                self.times.lock().unwrap().0 = Some(Instant::now());
+                Ok(Some(events))
+            }
             // Cancel-safe: nothing was taken.
             None => std::future::pending().await,
         }
     }
 
     async fn ack(&mut self, delta: &CheckpointDelta) -> Result<(), SourceError> {
+        self.times
+            .lock()
+            .unwrap()
+            .1
+            .get_or_insert_with(Instant::now);
         for (_, range) in delta.iter() {
             self.acked.fetch_max(range.last, Ordering::SeqCst);
         }
@@ -30,30 +52,31 @@ impl Source for QuietSource {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_last_records_before_a_quiet_spell_are_committed_without_waiting_out_max_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fn.sh"), "exec cat").unwrap();
-    let text = r#"name = "quiet"
+fn quiet_job(dir: &Path, max_records: usize, max_file_age: &str) -> JobSpec {
+    std::fs::write(dir.join("fn.sh"), "exec cat").unwrap();
+    let text = format!(
+        r#"name = "quiet"
 [trigger.bucket]
 url = "memory://in"
 [function]
 command = ["sh", "fn.sh"]
 [batch]
-max_records = 1000
+max_records = {max_records}
 max_wait = "10m"
 [output]
 url = "out"
-schema = { id = "int64 not null", day = "date32" }
-max_file_age = "1s"
-"#;
-    let spec = parse_job(text, &dir.path().join("job.toml"), dir.path(), &|_| None).unwrap();
-    assert_eq!(
-        spec.batch.max_idle,
-        Duration::from_millis(200),
-        "the default"
+schema = {{ id = "int64 not null", day = "date32" }}
+max_file_age = "{max_file_age}"
+"#
     );
-    let events = (0..5)
+    parse_job(&text, &dir.join("job.toml"), dir, &|_| None).unwrap()
+}
+
+/// Runs `spec` over `count` events of one split until every one is acknowledged (at most
+/// 60 s), then stops it. Returns the stats and how long after the delivery the first ack
+/// came.
+async fn run_until_acknowledged(spec: &JobSpec, count: i64) -> (JobStats, Duration) {
+    let events = (0..count)
         .map(|i| {
             Event::from_payload(
                 format!(r#"{{"id":{i},"day":"2026-01-01"}}"#),
@@ -61,32 +84,59 @@ max_file_age = "1s"
             )
         })
         .collect();
-    let acked = Arc::new(AtomicI64::new(-1));
-    let source = QuietSource {
-        events: Some(events),
-        acked: acked.clone(),
-    };
-    let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
+    let source = QuietSource::new(events);
+    let (acked, times) = (source.acked.clone(), source.times.clone());
+    let job = Job::over(spec, Box::new(source), JobRuntime::for_job(spec))
         .await
         .unwrap();
     let stopper = job.stopper();
     let run = job.run(CancellationToken::new());
     let wait = async {
-        // `max_wait` is 10 minutes and the batch is far from `max_records`: only the idle
-        // cut can run it, then the file age commits it.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while acked.load(Ordering::SeqCst) < 4 {
+        while acked.load(Ordering::SeqCst) < count - 1 {
             assert!(!stopper.is_finished(), "the job ended");
             assert!(
                 Instant::now() < deadline,
-                "the 5 records were not acknowledged within 60 s: the open batch waits for max_wait"
+                "acknowledged through {} of {} within 60 s: the output waits for max_wait or the file age",
+                acked.load(Ordering::SeqCst),
+                count - 1
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stopper.stop().await;
     };
     let (stats, ()) = tokio::join!(run, wait);
-    let stats = stats.unwrap();
+    let (delivered, first_ack) = *times.lock().unwrap();
+    (stats.unwrap(), first_ack.unwrap() - delivered.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_trickle_is_run_after_max_idle_and_committed_at_the_file_age() {
+    let dir = tempfile::tempdir().unwrap();
+    // `max_wait` is 10 minutes and the batch is far from `max_records`: only the idle
+    // cut can run it. Its 5 rows are less than a batch: they wait for the file age.
+    let spec = quiet_job(dir.path(), 1000, "1s");
+    assert_eq!(
+        spec.batch.max_idle,
+        Duration::from_millis(200),
+        "the default"
+    );
+    let (stats, acked_after) = run_until_acknowledged(&spec, 5).await;
     assert_eq!((stats.records_in, stats.rows_out), (5, 5));
+    assert!(
+        acked_after >= Duration::from_secs(1),
+        "a trickle is committed at the file age, not when it goes quiet: after {acked_after:?}"
+    );
     assert_eq!(parquet_files(&dir.path().join("out")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_backlog_is_committed_without_waiting_for_the_file_age() {
+    let dir = tempfile::tempdir().unwrap();
+    // 50 rows, batches of 10: the output holds full batches when the source goes quiet,
+    // so it is committed then, long before the 10-minute file age.
+    let spec = quiet_job(dir.path(), 10, "10m");
+    let (stats, _) = run_until_acknowledged(&spec, 50).await;
+    assert_eq!((stats.records_in, stats.rows_out), (50, 50));
+    assert_eq!(stats.commits, 1, "one commit, when the source went quiet");
 }
