@@ -186,6 +186,7 @@ async fn run_pipeline(
         message_ids,
         pending_since: None,
         last_event_at: None,
+        burst: 0,
     };
     pipeline.status.set_state(JobState::Running, None);
     let result = pipeline.run().await;
@@ -244,6 +245,8 @@ struct Pipeline<'a> {
     pending_since: Option<Instant>,
     /// When the source last delivered events.
     last_event_at: Option<Instant>,
+    /// Events delivered since the source was last quiet for `batch.max_idle`.
+    burst: usize,
 }
 
 impl Pipeline<'_> {
@@ -280,19 +283,21 @@ impl Pipeline<'_> {
             .min()
     }
 
-    /// When the source counts as drained, if every event it delivered is processed and
-    /// the buffered output holds at least a full batch (`batch.max_records` rows):
-    /// `batch.max_idle` after its last event. Then `output.max_file_age` would only delay
-    /// the commit, since no rows are coming to fill the files; committing ends a backlog
-    /// or a burst with its output durable and its positions acknowledged at once. A
-    /// trickle's files stay below a batch between commits, so they still wait for the
-    /// file age and a trickle does not make a file per record.
+    /// When the source counts as drained after a backlog or a burst — at least a batch
+    /// (`batch.max_records`) of events since it was last quiet — once every event it
+    /// delivered is processed and output or positions wait: `batch.max_idle` after its
+    /// last event. Then `output.max_file_age` would only delay the commit, since no rows
+    /// are coming to fill the files; committing ends a backlog or a burst with its output
+    /// durable and its positions acknowledged at once. A trickle (events further apart
+    /// than `max_idle`) never reaches a batch, so its files still wait for the file age
+    /// and a trickle does not make a file per record.
     fn drained(&self) -> Option<Instant> {
         let processed =
             self.batcher.is_empty() && self.running.is_empty() && self.dispatch.is_idle();
-        let enough = self.sink.buffered_rows() >= self.spec.batch.max_records;
+        let waiting = self.sink.buffered_rows() > 0 || !self.pending.is_empty();
+        let burst = self.burst >= self.spec.batch.max_records;
         self.last_event_at
-            .filter(|_| processed && enough)
+            .filter(|_| processed && waiting && burst)
             .map(|at| at + self.spec.batch.max_idle)
     }
 

@@ -53,6 +53,22 @@ impl Pipeline<'_> {
         events
     }
 
+    /// Counts `count` events arriving `now` into the current burst, which starts afresh
+    /// after a quiet spell of `batch.max_idle` (see [`Pipeline::drained`]).
+    fn note_arrival(&mut self, count: usize, now: Instant) {
+        if count == 0 {
+            return;
+        }
+        if self
+            .last_event_at
+            .is_some_and(|last| now.duration_since(last) >= self.spec.batch.max_idle)
+        {
+            self.burst = 0;
+        }
+        self.burst = self.burst.saturating_add(count);
+        self.last_event_at = Some(now);
+    }
+
     /// Batches `events`; a duplicate AMQP message (see `message_ids`) is not batched but
     /// queued, in its split's order, to be acknowledged only.
     fn take(&mut self, events: Vec<Event>) -> Result<(), JobError> {
@@ -144,9 +160,7 @@ impl Pipeline<'_> {
                 _ = maintenance.tick() => self.maintain().await,
                 events = self.source.next_events(), if room => match events? {
                     Some(events) => {
-                        if !events.is_empty() {
-                            self.last_event_at = Some(Instant::now());
-                        }
+                        self.note_arrival(events.len(), Instant::now());
                         let events = self.skip_committed(events);
                         self.take(events)?;
                     }
