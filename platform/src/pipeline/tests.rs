@@ -59,6 +59,46 @@ fn source(events: Vec<Event>) -> (Box<dyn Source>, Recording) {
     (Box::new(source), recording)
 }
 
+/// Events `0..count` of partition 0, all of one day.
+fn one_split_events(count: i64) -> Vec<Event> {
+    (0..count)
+        .map(|i| {
+            Event::from_payload(
+                format!(r#"{{"id":{i},"day":"2026-01-01"}}"#),
+                splits::origin(0, i),
+            )
+        })
+        .collect()
+}
+
+/// Opens the job over `source` (which never ends) and runs it until `done` holds, then
+/// stops it. Fails if the job ends first, or if `done` does not hold within `within`,
+/// with `waiting` saying what was not reached. Returns the run's result and the stopper.
+async fn run_until_then_stop(
+    spec: &JobSpec,
+    source: Box<dyn Source>,
+    within: Duration,
+    done: impl Fn() -> bool,
+    waiting: impl Fn() -> String,
+) -> (Result<JobStats, JobError>, JobStopper) {
+    let job = Job::over(spec, source, JobRuntime::for_job(spec))
+        .await
+        .expect("open the job");
+    let stopper = job.stopper();
+    let run = job.run(CancellationToken::new());
+    let stop = async {
+        let deadline = Instant::now() + within;
+        while !done() {
+            assert!(!stopper.is_finished(), "the job ended: {}", waiting());
+            assert!(Instant::now() < deadline, "after {within:?}: {}", waiting());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stopper.stop().await;
+    };
+    let (result, ()) = tokio::join!(run, stop);
+    (result, stopper)
+}
+
 /// Opens the job over `source` and runs it to the source's end.
 async fn run_over(spec: &JobSpec, source: Box<dyn Source>) -> Result<JobStats, JobError> {
     Job::over(spec, source, JobRuntime::for_job(spec))
@@ -439,22 +479,14 @@ async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
     let spec = job(dir.path(), "exec cat", "");
     let (source, acked) = RecordingSource::new(VecSource::new(events(45), 7));
     let source = source.endless();
-    let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
-        .await
-        .unwrap();
-    let stopper = job.stopper();
-    let run = job.run(CancellationToken::new());
-    let stop = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !acked.exhausted() {
-            assert!(!stopper.is_finished(), "an endless source's job ended");
-            assert!(Instant::now() < deadline, "events not taken in within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stopper.stop().await;
-    };
-
-    let (stats, ()) = tokio::join!(run, stop);
+    let (stats, stopper) = run_until_then_stop(
+        &spec,
+        Box::new(source),
+        Duration::from_secs(30),
+        || acked.exhausted(),
+        || "events not taken in".to_owned(),
+    )
+    .await;
 
     let stats = stats.unwrap();
     assert!(stopper.is_finished());

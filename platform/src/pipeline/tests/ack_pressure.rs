@@ -56,14 +56,7 @@ async fn a_full_window_is_committed_before_the_file_age() {
     // acknowledged before it, and the window of 20 would hold intake at 20 events.
     let spec = job(dir.path(), "exec cat", "");
     assert_eq!(spec.output.max_file_age, Duration::from_secs(30));
-    let events: Vec<Event> = (0..EVENTS)
-        .map(|i| {
-            Event::from_payload(
-                format!(r#"{{"id":{i},"day":"2026-01-01"}}"#),
-                splits::origin(0, i),
-            )
-        })
-        .collect();
+    let events = one_split_events(EVENTS);
     let acked = Arc::new(AtomicI64::new(-1));
     let delivered = Arc::new(AtomicI64::new(0));
     let source = WindowedSource {
@@ -73,32 +66,27 @@ async fn a_full_window_is_committed_before_the_file_age() {
         acked: acked.clone(),
         delivered: delivered.clone(),
     };
-    let job = Job::over(&spec, Box::new(source), JobRuntime::for_job(&spec))
-        .await
-        .unwrap();
-    let stopper = job.stopper();
-    let run = job.run(CancellationToken::new());
-    let wait = async {
-        // Far below the file age, every event is delivered through the window of 20:
-        // every event but the last window's passes it in early commits (what is left once
-        // the source has nothing more to deliver is a trickle: it commits on the file age,
-        // or here at the stop). Waiting for the acks alone would race the last deliveries.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while delivered.load(Ordering::SeqCst) < EVENTS
-            || acked.load(Ordering::SeqCst) < EVENTS - 1 - WINDOW
-        {
-            assert!(!stopper.is_finished(), "the job ended");
-            assert!(
-                Instant::now() < deadline,
-                "acknowledged through offset {} of {} after 15 s: intake waits for the file age",
+    // Far below the file age, every event is delivered through the window of 20: every
+    // event but the last window's passes it in early commits (what is left once the
+    // source has nothing more to deliver is a trickle: it commits on the file age, or
+    // here at the stop). Waiting for the acks alone would race the last deliveries.
+    let (stats, _) = run_until_then_stop(
+        &spec,
+        Box::new(source),
+        Duration::from_secs(15),
+        || {
+            delivered.load(Ordering::SeqCst) >= EVENTS
+                && acked.load(Ordering::SeqCst) >= EVENTS - 1 - WINDOW
+        },
+        || {
+            format!(
+                "acknowledged through offset {} of {}: intake waits for the file age",
                 acked.load(Ordering::SeqCst),
                 EVENTS - 1
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stopper.stop().await;
-    };
-    let (stats, ()) = tokio::join!(run, wait);
+            )
+        },
+    )
+    .await;
     let stats = stats.unwrap();
     assert_eq!(
         acked.load(Ordering::SeqCst),

@@ -76,36 +76,22 @@ max_file_age = "{max_file_age}"
 /// 60 s), then stops it. Returns the stats and how long after the delivery the first ack
 /// came.
 async fn run_until_acknowledged(spec: &JobSpec, count: i64) -> (JobStats, Duration) {
-    let events = (0..count)
-        .map(|i| {
-            Event::from_payload(
-                format!(r#"{{"id":{i},"day":"2026-01-01"}}"#),
-                splits::origin(0, i),
-            )
-        })
-        .collect();
-    let source = QuietSource::new(events);
+    let source = QuietSource::new(one_split_events(count));
     let (acked, times) = (source.acked.clone(), source.times.clone());
-    let job = Job::over(spec, Box::new(source), JobRuntime::for_job(spec))
-        .await
-        .unwrap();
-    let stopper = job.stopper();
-    let run = job.run(CancellationToken::new());
-    let wait = async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while acked.load(Ordering::SeqCst) < count - 1 {
-            assert!(!stopper.is_finished(), "the job ended");
-            assert!(
-                Instant::now() < deadline,
-                "acknowledged through {} of {} within 60 s: the output waits for max_wait or the file age",
+    let (stats, _) = run_until_then_stop(
+        spec,
+        Box::new(source),
+        Duration::from_secs(60),
+        || acked.load(Ordering::SeqCst) >= count - 1,
+        || {
+            format!(
+                "acknowledged through {} of {}: the output waits for max_wait or the file age",
                 acked.load(Ordering::SeqCst),
                 count - 1
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stopper.stop().await;
-    };
-    let (stats, ()) = tokio::join!(run, wait);
+            )
+        },
+    )
+    .await;
     let (delivered, first_ack) = *times.lock().unwrap();
     (stats.unwrap(), first_ack.unwrap() - delivered.unwrap())
 }
