@@ -273,7 +273,13 @@ impl Pipeline<'_> {
     /// they are acknowledged even when no row ever follows.
     ///
     /// Earlier when the source went quiet after a backlog or a burst ([`Self::drained`]).
+    /// None during a redo: it commits its whole range at once, when its source ends, so
+    /// no deadline may wake intake before (a deadline that has passed would be ready on
+    /// every turn and starve the reader).
     fn commit_deadline(&self) -> Option<Instant> {
+        if self.committer.redoing() {
+            return None;
+        }
         let positions = self
             .pending_since
             .map(|since| since + self.spec.output.max_file_age);

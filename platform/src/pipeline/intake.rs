@@ -168,7 +168,8 @@ impl Pipeline<'_> {
                 },
             }
             self.start_batches();
-            // A redo commits its whole range at once, with the range's own boundaries.
+            // A redo commits its whole range at once, with the range's own boundaries
+            // (`commit_deadline` is none meanwhile).
             if self.commit_due(Instant::now()) && !self.committer.redoing() {
                 self.commit().await?;
                 // Nothing was read while committing.

@@ -226,7 +226,7 @@ impl JobStopper {
 }
 
 /// The output and dead-letter locations.
-fn open_locations(spec: &JobSpec) -> Result<(OutputLocation, OutputLocation), JobError> {
+pub(super) fn open_locations(spec: &JobSpec) -> Result<(OutputLocation, OutputLocation), JobError> {
     let location = open_store(&spec.output.url, &spec.output.options)?;
     let dead_location = dead_letter_location(spec, &location)?;
     Ok((location, dead_location))

@@ -126,3 +126,75 @@ async fn a_drained_backlog_is_committed_without_waiting_for_the_file_age() {
     assert_eq!((stats.records_in, stats.rows_out), (50, 50));
     assert_eq!(stats.commits, 1, "one commit, when the source went quiet");
 }
+
+/// Delivers its first events, then nothing for a second (longer than `max_idle`), then
+/// the rest, then ends: a range read again whose reader stalls in the middle.
+struct StallingSource {
+    first: Option<Vec<Event>>,
+    rest: Option<Vec<Event>>,
+    resume_at: Option<Instant>,
+}
+
+#[async_trait]
+impl Source for StallingSource {
+    async fn next_events(&mut self) -> Result<Option<Vec<Event>>, SourceError> {
+        if let Some(first) = self.first.take() {
+            self.resume_at = Some(Instant::now() + Duration::from_secs(1));
+            return Ok(Some(first));
+        }
+        if let Some(resume_at) = self.resume_at {
+            // Cancel-safe: the rest stays until the sleep completes.
+            tokio::time::sleep_until(resume_at.into()).await;
+        }
+        Ok(self.rest.take())
+    }
+
+    async fn ack(&mut self, _delta: &CheckpointDelta) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_redo_whose_reader_stalls_after_a_burst_still_reads_the_rest_of_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batches of 10: the first 15 events are a burst, and once they are processed the
+    // source is quiet for a second. A redo never commits before its range is whole, so
+    // the drained commit must not fall due and starve the reader.
+    let spec = quiet_job(dir.path(), 10, "10m");
+    let (location, dead_letters) = super::job::open_locations(&spec).unwrap();
+    let split = splits::split(0);
+    let range = sluice_connectors::PositionRange { first: 0, last: 29 };
+    let committer = crate::commit::Committer::for_redo(
+        crate::commit::MarkerStore::new(location.clone()),
+        dead_letters.clone(),
+        None,
+        crate::commit::RangeManifest::for_split(&split, range).unwrap(),
+    );
+    let mut events = one_split_events(30);
+    let rest = events.split_off(15);
+    let source = StallingSource {
+        first: Some(events),
+        rest: Some(rest),
+        resume_at: None,
+    };
+    let job = Job::from_parts(&spec, location, dead_letters, committer, Box::new(source));
+    // On a thread and runtime of its own, so a loop that never waits cannot starve the
+    // bounded wait here.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = done.send(runtime.block_on(job.run(CancellationToken::new())));
+    });
+    let stats = result
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the redo ends within 30 s of reading its 30 records")
+        .unwrap();
+    assert_eq!(
+        (stats.records_in, stats.rows_out, stats.commits),
+        (30, 30, 1)
+    );
+}
