@@ -9,7 +9,8 @@ use crate::checkpoint::SplitId;
 /// One message header. Kafka allows a header without a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
+    /// Shared by the events of a chunk that carry the same name.
+    pub name: Arc<str>,
     pub value: Option<Bytes>,
 }
 
@@ -193,7 +194,9 @@ pub struct Event {
     /// The message value.
     pub payload: Bytes,
     pub key: Option<Bytes>,
-    pub headers: Vec<Header>,
+    /// In the message's order. A list, not each event's own: consecutive messages with
+    /// the same headers share one (see `kafka/chunk.rs`).
+    pub headers: Arc<[Header]>,
     /// Milliseconds since the Unix epoch, when the broker gave one.
     pub timestamp_ms: Option<i64>,
     pub origin: Origin,
@@ -209,7 +212,7 @@ impl Event {
         Self {
             payload: payload.into(),
             key: None,
-            headers: Vec::new(),
+            headers: Arc::default(),
             timestamp_ms: None,
             origin,
             unreadable: None,

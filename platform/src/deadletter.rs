@@ -117,7 +117,7 @@ impl DeadLetter {
                         (text, "utf8") => Value::String(text),
                         (encoded, _) => json!({ "base64": encoded }),
                     });
-                (h.name.as_str(), value)
+                (&*h.name, value)
             })
             .collect();
         let id = event.origin.identity();
@@ -401,7 +401,8 @@ mod tests {
             headers: vec![Header {
                 name: "trace".into(),
                 value: Some(Bytes::from_static(b"abc")),
-            }],
+            }]
+            .into(),
             timestamp_ms: Some(1_700_000_000_000),
             origin: Origin::Kafka {
                 topic: Arc::from("clicks"),
@@ -467,7 +468,7 @@ mod tests {
         let event = Event {
             payload: Bytes::from_static(b"{}"),
             key: None,
-            headers: vec![],
+            headers: Arc::default(),
             timestamp_ms: None,
             origin: Origin::Kafka {
                 topic: Arc::from("clicks"),

@@ -497,7 +497,7 @@ pub(super) fn event_from_delivery(delivery: Delivery, queue: &Arc<str>, seq: i64
             table
                 .into_iter()
                 .map(|(name, value)| Header {
-                    name: name.to_string(),
+                    name: Arc::from(name.as_str()),
                     value: header_value(value),
                 })
                 .collect()

@@ -204,7 +204,7 @@ fn header<'a>(event: &'a Event, name: &str) -> Option<&'a [u8]> {
     event
         .headers
         .iter()
-        .find(|header| header.name == name)
+        .find(|header| &*header.name == name)
         .unwrap_or_else(|| panic!("no header {name}: {:?}", event.headers))
         .value
         .as_deref()

@@ -197,8 +197,8 @@ async fn delivers_every_message_with_its_metadata_in_partition_order() {
         assert_eq!(event.payload, Bytes::from(payload_of(partition, n)));
         assert_eq!(event.key, Some(Bytes::from(key_of(partition, n))));
         assert_eq!(
-            event.headers,
-            vec![
+            *event.headers,
+            [
                 Header {
                     name: "trace".into(),
                     value: Some(Bytes::from(format!("t-{n}"))),

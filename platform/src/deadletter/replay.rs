@@ -214,7 +214,7 @@ pub fn letter_to_event(letter: &Value, object: &Arc<str>, line: u64) -> Result<E
                 other => return Err(format!("header {name}: unexpected {other}")),
             };
             headers.push(Header {
-                name: name.clone(),
+                name: Arc::from(name.as_str()),
                 value,
             });
         }
@@ -222,7 +222,7 @@ pub fn letter_to_event(letter: &Value, object: &Arc<str>, line: u64) -> Result<E
     Ok(Event {
         payload,
         key,
-        headers,
+        headers: headers.into(),
         timestamp_ms: letter.get("timestamp_ms").and_then(Value::as_i64),
         origin: Origin::DeadLetter {
             object: object.clone(),
@@ -393,7 +393,8 @@ mod tests {
                     name: "empty".into(),
                     value: None,
                 },
-            ],
+            ]
+            .into(),
             timestamp_ms: Some(1_700_000_000_000),
             origin: Origin::Kafka {
                 topic: Arc::from("clicks"),
@@ -408,9 +409,9 @@ mod tests {
         assert_eq!(event.payload, original.payload);
         assert_eq!(event.key, original.key);
         assert_eq!(event.timestamp_ms, original.timestamp_ms);
-        let mut headers = event.headers.clone();
+        let mut headers = event.headers.to_vec();
         headers.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut expected = original.headers.clone();
+        let mut expected = original.headers.to_vec();
         expected.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(headers, expected);
         assert_eq!(event.origin, Origin::DeadLetter { object, line: 7 });

@@ -343,7 +343,8 @@ mod tests {
                         name: "raw".into(),
                         value: Some(Bytes::from_static(&[0xff])),
                     },
-                ],
+                ]
+                .into(),
                 timestamp_ms: Some(1_700_000_000_123),
                 origin: kafka,
                 unreadable: None,
@@ -351,7 +352,7 @@ mod tests {
             Event {
                 payload: Bytes::from_static(b"not json"),
                 key: Some(Bytes::from_static(&[0x00, 0xff])),
-                headers: Vec::new(),
+                headers: Arc::default(),
                 timestamp_ms: None,
                 origin: Origin::Sample { line: 9 },
                 unreadable: None,

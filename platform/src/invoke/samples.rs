@@ -13,6 +13,8 @@
 //!   timestamp. Lines are read so when `envelopes` is asked for, or when the job's input is
 //!   `envelope` and the line has that shape.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
@@ -134,7 +136,7 @@ fn from_envelope(fields: serde_json::Map<String, Value>, origin: Origin) -> Resu
         Some(key) => Some(decode(key, fields.get("key_encoding"), "key")?),
     };
     let headers = match fields.get("headers") {
-        None | Some(Value::Null) => Vec::new(),
+        None | Some(Value::Null) => Arc::default(),
         Some(Value::Object(headers)) => headers
             .iter()
             .map(|(name, value)| header(name, value))
@@ -192,7 +194,7 @@ fn header(name: &str, value: &Value) -> Result<Header, String> {
         }
     };
     Ok(Header {
-        name: name.to_owned(),
+        name: Arc::from(name),
         value,
     })
 }

@@ -129,7 +129,7 @@ fn envelope_samples_carry_key_headers_and_timestamp() {
     let headers: Vec<_> = events[0]
         .headers
         .iter()
-        .map(|h| (h.name.as_str(), h.value.as_deref()))
+        .map(|h| (&*h.name, h.value.as_deref()))
         .collect();
     assert_eq!(
         headers,
