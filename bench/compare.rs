@@ -17,7 +17,9 @@
 //! table shows the median. Peak RSS is the largest sum of resident memory over the
 //! program's whole process tree (the platform plus its function instances), sampled every
 //! 100 ms, and "instances" the most Python processes seen in it at once (for Sluice, its
-//! function instances). `COMPARE_ONLY=TEXT` runs only the programs whose name contains
+//! function instances). "CPU µs/msg" is the tree's user and system time up to the last
+//! commit (reaped children included, the broker's not), per message: a second view of a
+//! program's own cost when the broker's state moves the wall-clock figures. `COMPARE_ONLY=TEXT` runs only the programs whose name contains
 //! TEXT (or one of several texts separated by `|`), and the bare limit;
 //! `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds), and
 //! `COMPARE_BUILDS=LABEL=PATH,LABEL=PATH` runs every selected Sluice program once per
@@ -68,6 +70,9 @@ struct Measured {
     /// from then on), when the broker said so.
     joined_after: Option<f64>,
     peak_rss_kib: u64,
+    /// CPU time of the program's process tree (its function instances included) up to
+    /// the end of the run.
+    cpu_seconds: f64,
     /// The most Python processes in the program's tree at once.
     peak_pythons: usize,
 }
@@ -223,7 +228,7 @@ fn main() {
             let group = unique("compare-group");
             let measured = measure(&env, &topic, &ends, &group, &dir, || start(&group, &dir));
             eprintln!(
-                "{name}: {:.2} s ({}), {:.0} MiB",
+                "{name}: {:.2} s ({}), {:.0} MiB, {:.1} s CPU",
                 measured.seconds,
                 measured
                     .joined_after
@@ -231,7 +236,8 @@ fn main() {
                         "{:.2} s after the group join",
                         measured.seconds - joined
                     )),
-                measured.peak_rss_kib as f64 / 1024.0
+                measured.peak_rss_kib as f64 / 1024.0,
+                measured.cpu_seconds
             );
             samples[index].push(measured);
         }
@@ -252,9 +258,9 @@ fn main() {
         .map(|seconds| events as f64 / seconds);
     let bare_rss = results[0].1.peak_rss_kib as f64;
     println!(
-        "| program | msgs/s | vs the bare limit | msgs/s after the join | vs the bare limit | peak RSS | vs bare RSS | instances |"
+        "| program | msgs/s | vs the bare limit | msgs/s after the join | vs the bare limit | peak RSS | vs bare RSS | instances | CPU µs/msg |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, measured) in &results {
         let rate = events as f64 / measured.seconds;
         let joined = measured.after_join().map(|seconds| events as f64 / seconds);
@@ -266,12 +272,13 @@ fn main() {
             _ => ("–".to_owned(), "–".to_owned()),
         };
         println!(
-            "| {name} | {:.0}k | {:.0} % | {joined_rate} | {joined_ratio} | {:.0} MiB | {:.2}× | {} |",
+            "| {name} | {:.0}k | {:.0} % | {joined_rate} | {joined_ratio} | {:.0} MiB | {:.2}× | {} | {:.2} |",
             rate / 1000.0,
             100.0 * rate / bare,
             measured.peak_rss_kib as f64 / 1024.0,
             measured.peak_rss_kib as f64 / bare_rss,
-            measured.peak_pythons
+            measured.peak_pythons,
+            measured.cpu_seconds * 1e6 / events as f64
         );
     }
     if amqp_events > 0 {
@@ -325,9 +332,10 @@ fn compare_amqp(
                     "",
                 )
             };
-            let mut peak_rss_kib = 0;
+            let (mut peak_rss_kib, mut cpu_seconds) = (0, 0.0);
             loop {
                 peak_rss_kib = peak_rss_kib.max(tree_usage(child.id()).0);
+                cpu_seconds = tree_cpu_seconds(child.id()).max(cpu_seconds);
                 let exited = child.try_wait().unwrap();
                 if program == "pika" {
                     if let Some(status) = exited {
@@ -355,6 +363,7 @@ fn compare_amqp(
                 seconds,
                 joined_after: None,
                 peak_rss_kib,
+                cpu_seconds,
                 peak_pythons: 0,
             });
         }
@@ -539,13 +548,14 @@ fn measure(
     let partitions = ends.keys().max().map_or(0, |p| p + 1);
     let started = Instant::now();
     let mut child = start();
-    let (mut peak_rss_kib, mut peak_pythons) = (0, 0);
+    let (mut peak_rss_kib, mut peak_pythons, mut cpu_seconds) = (0, 0, 0.0);
     let mut joined_after = None;
     loop {
         if joined_after.is_none() && says_assigned(dir) {
             joined_after = Some(started.elapsed().as_secs_f64());
         }
         let (rss_kib, pythons) = tree_usage(child.id());
+        cpu_seconds = tree_cpu_seconds(child.id()).max(cpu_seconds);
         peak_rss_kib = peak_rss_kib.max(rss_kib);
         peak_pythons = peak_pythons.max(pythons);
         let committed = probe.committed(topic, partitions);
@@ -564,6 +574,7 @@ fn measure(
         seconds,
         joined_after,
         peak_rss_kib,
+        cpu_seconds,
         peak_pythons,
     }
 }
@@ -575,22 +586,4 @@ fn stop(child: &mut Child) {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
-}
-
-/// Resident memory of `root` and all its descendants, KiB, and how many of them are Python
-/// interpreters.
-fn tree_usage(root: u32) -> (u64, usize) {
-    let tree = common::rss::tree_pids(root);
-    let pythons = tree
-        .iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.starts_with("python"))
-        })
-        .count();
-    let rss = tree
-        .iter()
-        .map(|&pid| common::status_kib(pid, "VmRSS:"))
-        .sum();
-    (rss, pythons)
 }

@@ -1,6 +1,6 @@
-//! Resident memory of a process tree, sampled from `/proc`: what the benchmarks report as
-//! peak RSS (a program plus every process it started, e.g. the platform and its function
-//! instances).
+//! Resident memory and CPU time of a process tree, sampled from `/proc`: what the
+//! benchmarks report as peak RSS and CPU (a program plus every process it started, e.g.
+//! the platform and its function instances).
 
 /// Resident memory of `root` and all its descendants, KiB (0 for processes gone meanwhile).
 pub fn tree_rss_kib(root: u32) -> u64 {
@@ -58,4 +58,46 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time, in seconds, that `root` and its descendants have used so far: user and
+/// system time of each, plus that of the children each has already waited for (so a
+/// function instance that ended still counts once its parent reaped it).
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    // SAFETY: sysconf only reads a constant of the system.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = tree_pids(root)
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command's closing parenthesis, from the state (field 3):
+            // utime, stime, cutime and cstime are fields 14 to 17.
+            stat.rsplit(')')
+                .next()
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .skip(11)
+                        .take(4)
+                        .filter_map(|field| field.parse::<u64>().ok())
+                        .sum()
+                })
+                .unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / ticks_per_second
+}
+
+/// Resident memory of `root` and all its descendants, KiB, and how many of them are Python
+/// interpreters.
+pub fn tree_usage(root: u32) -> (u64, usize) {
+    let tree = tree_pids(root);
+    let pythons = tree
+        .iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("python"))
+        })
+        .count();
+    let rss = tree.iter().map(|&pid| status_kib(pid, "VmRSS:")).sum();
+    (rss, pythons)
 }
