@@ -123,17 +123,14 @@ impl ChunkBuilder {
     }
 
     /// Whether the headers at `headers` (just appended to `buffer`) equal those of the
-    /// previous event, when that event is of the same partition.
+    /// previous event, when that event is of the same partition. The list the previous
+    /// event uses is always of its own buffer (a list is only shared within one), so
+    /// comparing buffers compares partitions.
     fn same_as_previous(&self, buffer: usize, headers: Range<usize>) -> bool {
         let Some((previous_buffer, theirs)) = &self.previous_headers else {
             return false;
         };
-        if *previous_buffer != buffer
-            || self
-                .slices
-                .last()
-                .is_none_or(|previous| previous.buffer != buffer)
-        {
+        if *previous_buffer != buffer {
             return false;
         }
         let data = &self.buffers[buffer].1;
