@@ -334,8 +334,9 @@ fn compare_amqp(
             };
             let (mut peak_rss_kib, mut cpu_seconds) = (0, 0.0);
             loop {
-                peak_rss_kib = peak_rss_kib.max(tree_usage(child.id()).0);
-                cpu_seconds = tree_cpu_seconds(child.id()).max(cpu_seconds);
+                let usage = tree_usage(child.id());
+                peak_rss_kib = peak_rss_kib.max(usage.rss_kib);
+                cpu_seconds = usage.cpu_seconds.max(cpu_seconds);
                 let exited = child.try_wait().unwrap();
                 if program == "pika" {
                     if let Some(status) = exited {
@@ -554,10 +555,10 @@ fn measure(
         if joined_after.is_none() && says_assigned(dir) {
             joined_after = Some(started.elapsed().as_secs_f64());
         }
-        let (rss_kib, pythons) = tree_usage(child.id());
-        cpu_seconds = tree_cpu_seconds(child.id()).max(cpu_seconds);
-        peak_rss_kib = peak_rss_kib.max(rss_kib);
-        peak_pythons = peak_pythons.max(pythons);
+        let usage = tree_usage(child.id());
+        cpu_seconds = usage.cpu_seconds.max(cpu_seconds);
+        peak_rss_kib = peak_rss_kib.max(usage.rss_kib);
+        peak_pythons = peak_pythons.max(usage.pythons);
         let committed = probe.committed(topic, partitions);
         if ends.iter().all(|(p, end)| committed.get(p) == Some(end)) {
             break;

@@ -26,7 +26,7 @@ pub use job_dir::*;
 #[allow(unused_imports)]
 pub use observe::{done_objects, http_get, processes_with};
 #[allow(unused_imports)]
-pub use rss::{status_kib, tree_cpu_seconds, tree_rss_kib, tree_usage};
+pub use rss::{TreeUsage, status_kib, tree_rss_kib, tree_usage};
 /// `wait_for(what, timeout, check)`: polls `check` until it holds; panics naming `what`
 /// after `timeout`. `unique(prefix)`: a name no other test run uses.
 #[allow(unused_imports)]

@@ -60,36 +60,22 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time, in seconds, that `root` and its descendants have used so far: user and
-/// system time of each, plus that of the children each has already waited for (so a
-/// function instance that ended still counts once its parent reaped it).
-pub fn tree_cpu_seconds(root: u32) -> f64 {
-    // SAFETY: sysconf only reads a constant of the system.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let ticks: u64 = tree_pids(root)
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            // Fields after the command's closing parenthesis, from the state (field 3):
-            // utime, stime, cutime and cstime are fields 14 to 17.
-            stat.rsplit(')')
-                .next()
-                .map(|rest| {
-                    rest.split_whitespace()
-                        .skip(11)
-                        .take(4)
-                        .filter_map(|field| field.parse::<u64>().ok())
-                        .sum()
-                })
-                .unwrap_or(0)
-        })
-        .sum();
-    ticks as f64 / ticks_per_second
+/// One sample of a process tree: `root` and every process descended from it.
+pub struct TreeUsage {
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+    /// How many of the processes are Python interpreters.
+    pub pythons: usize,
+    /// CPU time used so far: user and system time of each process, plus that of the
+    /// children each has already waited for (so a function instance that ended still
+    /// counts once its parent reaped it).
+    pub cpu_seconds: f64,
 }
 
-/// Resident memory of `root` and all its descendants, KiB, and how many of them are Python
-/// interpreters.
-pub fn tree_usage(root: u32) -> (u64, usize) {
+/// Samples the tree under `root`, walking `/proc` once.
+pub fn tree_usage(root: u32) -> TreeUsage {
+    // SAFETY: sysconf only reads a constant of the system.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let tree = tree_pids(root);
     let pythons = tree
         .iter()
@@ -98,6 +84,28 @@ pub fn tree_usage(root: u32) -> (u64, usize) {
                 .is_ok_and(|comm| comm.starts_with("python"))
         })
         .count();
-    let rss = tree.iter().map(|&pid| status_kib(pid, "VmRSS:")).sum();
-    (rss, pythons)
+    let ticks: u64 = tree.iter().map(|&pid| cpu_ticks(pid)).sum();
+    TreeUsage {
+        rss_kib: tree.iter().map(|&pid| status_kib(pid, "VmRSS:")).sum(),
+        pythons,
+        cpu_seconds: ticks as f64 / ticks_per_second,
+    }
+}
+
+/// utime + stime + cutime + cstime of `pid` in clock ticks (0 once it is gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command's closing parenthesis start at the state (field
+            // 3): utime, stime, cutime and cstime are fields 14 to 17.
+            stat.rsplit(')').next().map(|rest| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(4)
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum()
+            })
+        })
+        .unwrap_or(0)
 }
