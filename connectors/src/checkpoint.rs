@@ -151,8 +151,9 @@ impl CheckpointDelta {
         self.ranges.is_empty()
     }
 
-    /// Adds one position of a split.
-    pub fn record(&mut self, split: SplitId, position: i64) -> Result<(), CheckpointError> {
+    /// Adds one position of a split (cloned only when it is new to this delta: this runs
+    /// once per event).
+    pub fn record(&mut self, split: &SplitId, position: i64) -> Result<(), CheckpointError> {
         self.merge_range(
             split,
             PositionRange {
@@ -164,16 +165,20 @@ impl CheckpointDelta {
 
     /// Appends a later delta to this one; see the module invariant.
     pub fn extend(&mut self, later: CheckpointDelta) -> Result<(), CheckpointError> {
-        for (split, range) in later.ranges {
-            self.merge_range(split, range)?;
+        for (split, range) in &later.ranges {
+            self.merge_range(split, *range)?;
         }
         Ok(())
     }
 
-    fn merge_range(&mut self, split: SplitId, range: PositionRange) -> Result<(), CheckpointError> {
-        match self.ranges.get_mut(&split) {
+    fn merge_range(
+        &mut self,
+        split: &SplitId,
+        range: PositionRange,
+    ) -> Result<(), CheckpointError> {
+        match self.ranges.get_mut(split) {
             None => {
-                self.ranges.insert(split, range);
+                self.ranges.insert(split.clone(), range);
                 Ok(())
             }
             Some(held) if range.first > held.last => {
@@ -181,7 +186,7 @@ impl CheckpointDelta {
                 Ok(())
             }
             Some(held) => Err(CheckpointError::Backwards {
-                split,
+                split: split.clone(),
                 held_last: held.last,
                 new_first: range.first,
                 new_last: range.last,
@@ -225,10 +230,10 @@ mod tests {
     fn extends_forward_with_gaps() {
         let split = SplitId::kafka("t", 0);
         let mut delta = CheckpointDelta::new();
-        delta.record(split.clone(), 3).unwrap();
-        delta.record(split.clone(), 4).unwrap();
+        delta.record(&split, 3).unwrap();
+        delta.record(&split, 4).unwrap();
         let mut later = CheckpointDelta::new();
-        later.record(split.clone(), 9).unwrap();
+        later.record(&split, 9).unwrap();
         delta.extend(later).unwrap();
         assert_eq!(delta.get(&split), Some(PositionRange { first: 3, last: 9 }));
         assert_eq!(delta.to_string(), "t/0:3..=9");
@@ -238,8 +243,8 @@ mod tests {
     fn refuses_to_go_backwards() {
         let split = SplitId::kafka("t", 1);
         let mut delta = CheckpointDelta::new();
-        delta.record(split.clone(), 10).unwrap();
-        let err = delta.record(split.clone(), 10).unwrap_err();
+        delta.record(&split, 10).unwrap();
+        let err = delta.record(&split, 10).unwrap_err();
         assert!(matches!(
             err,
             CheckpointError::Backwards { held_last: 10, .. }

@@ -81,6 +81,57 @@ impl Origin {
         }
     }
 
+    /// Whether this record belongs to `split`: `self.split() == *split`, without building
+    /// a split (reference counts, and for an object three new strings).
+    pub fn in_split(&self, split: &SplitId) -> bool {
+        match (self, split) {
+            (
+                Origin::Kafka {
+                    topic, partition, ..
+                },
+                SplitId::Kafka {
+                    topic: split_topic,
+                    partition: split_partition,
+                },
+            ) => partition == split_partition && topic == split_topic,
+            (Origin::Amqp { queue, .. }, SplitId::Amqp { queue: split_queue }) => {
+                queue == split_queue
+            }
+            (Origin::Sample { .. }, SplitId::Sample) => true,
+            (
+                Origin::DeadLetter { object, .. },
+                SplitId::DeadLetter {
+                    object: split_object,
+                },
+            ) => object == split_object,
+            (
+                Origin::Object {
+                    bucket, key, etag, ..
+                },
+                SplitId::Object {
+                    bucket: split_bucket,
+                    key: split_key,
+                    etag: split_etag,
+                },
+            ) => {
+                key == split_key
+                    && bucket == split_bucket
+                    && etag.as_deref().unwrap_or("") == &**split_etag
+            }
+            _ => false,
+        }
+    }
+
+    /// [`Origin::split`], reusing `current` when this record belongs to it. Records come
+    /// in runs of one split, so a loop over events that keeps its `current` builds one
+    /// split per run instead of one per event.
+    pub fn split_cached<'a>(&self, current: &'a mut Option<SplitId>) -> &'a SplitId {
+        if !current.as_ref().is_some_and(|split| self.in_split(split)) {
+            *current = None;
+        }
+        current.get_or_insert_with(|| self.split())
+    }
+
     /// Whether the source must still be acknowledged for this record when the platform
     /// drops it because a commit marker already covers it (its output was written before
     /// a restart). True for the lines of an object: the bucket source reads an unfinished
@@ -273,5 +324,76 @@ mod tests {
             redelivered: false,
         };
         assert_eq!(amqp.message_id(), Some("m-1"));
+    }
+
+    #[test]
+    fn in_split_agrees_with_comparing_built_splits() {
+        let kafka = |topic: &str, partition| Origin::Kafka {
+            topic: Arc::from(topic),
+            partition,
+            offset: 7,
+        };
+        let object = |key: &str, etag: Option<&str>| Origin::Object {
+            bucket: Arc::from("b"),
+            key: Arc::from(key),
+            etag: etag.map(Arc::from),
+            line: 2,
+        };
+        let origins = [
+            kafka("t", 0),
+            kafka("t", 1),
+            kafka("u", 0),
+            Origin::Amqp {
+                queue: Arc::from("t"),
+                seq: 1,
+                delivery_tag: 1,
+                message_id: None,
+                exchange: String::new(),
+                routing_key: "t".into(),
+                redelivered: false,
+            },
+            object("k", None),
+            object("k", Some("")),
+            object("k", Some("e1")),
+            object("j", Some("e1")),
+            Origin::Sample { line: 1 },
+            Origin::DeadLetter {
+                object: Arc::from("t"),
+                line: 1,
+            },
+        ];
+        for origin in &origins {
+            for other in &origins {
+                let split = other.split();
+                assert_eq!(
+                    origin.in_split(&split),
+                    origin.split() == split,
+                    "{origin:?} in {split}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn split_cached_builds_a_split_only_when_the_run_changes() {
+        let kafka = |partition| Origin::Kafka {
+            topic: Arc::from("t"),
+            partition,
+            offset: 0,
+        };
+        let mut current = None;
+        let first = kafka(0).split_cached(&mut current).clone();
+        assert_eq!(first, SplitId::kafka("t", 0));
+        let Some(SplitId::Kafka { topic: kept, .. }) = &current else {
+            panic!("no split kept: {current:?}");
+        };
+        let kept = Arc::clone(kept);
+        // Same split from another origin value: the kept one is reused, not rebuilt.
+        kafka(0).split_cached(&mut current);
+        assert!(
+            matches!(&current, Some(SplitId::Kafka { topic, .. }) if Arc::ptr_eq(topic, &kept))
+        );
+        assert_eq!(kafka(1).split_cached(&mut current), &SplitId::kafka("t", 1));
+        assert_eq!(current, Some(SplitId::kafka("t", 1)));
     }
 }

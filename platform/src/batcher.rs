@@ -75,8 +75,8 @@ impl Batch {
         position: i64,
         now: Instant,
     ) -> Result<Self, CheckpointError> {
-        let mut batch = Self::open(split.clone(), now);
-        batch.checkpoint.record(split, position)?;
+        let mut batch = Self::open(split, now);
+        batch.checkpoint.record(&batch.split, position)?;
         Ok(batch)
     }
 }
@@ -147,30 +147,33 @@ impl Batcher {
         now: Instant,
     ) -> Result<Vec<Batch>, CheckpointError> {
         let mut full = Vec::new();
+        let mut current = None;
         for event in events {
             let size = event.size_bytes();
-            let split = event.origin.split();
-            if let Some(open) = self.open.get(&split)
+            let position = event.origin.position();
+            let split = event.origin.split_cached(&mut current);
+            if let Some(open) = self.open.get(split)
                 && !open.batch.events.is_empty()
                 && open.batch.bytes + size > self.max_bytes
-                && let Some(batch) = self.take(&split)
+                && let Some(batch) = self.take(split)
             {
                 full.push(batch);
             }
-            let open = self.open.entry(split.clone()).or_insert_with(|| Open {
-                batch: Batch::open(split.clone(), now),
-                active_at: now,
-            });
+            let open = match self.open.get_mut(split) {
+                Some(open) => open,
+                None => self.open.entry(split.clone()).or_insert_with(|| Open {
+                    batch: Batch::open(split.clone(), now),
+                    active_at: now,
+                }),
+            };
             open.active_at = now;
             let batch = &mut open.batch;
-            batch
-                .checkpoint
-                .record(split.clone(), event.origin.position())?;
+            batch.checkpoint.record(split, position)?;
             batch.bytes += size;
             batch.events.push(event);
             self.open_bytes += size;
             if batch.events.len() >= self.max_records || batch.bytes >= self.max_bytes {
-                full.extend(self.take(&split));
+                full.extend(self.take(split));
             }
             if self.open_bytes > self.max_open_bytes
                 && let Some(largest) = self.largest()

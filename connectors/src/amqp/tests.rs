@@ -193,9 +193,9 @@ fn number(event: &Event) -> usize {
 
 fn delta(queue: &str, first: i64, last: i64) -> CheckpointDelta {
     let mut delta = CheckpointDelta::new();
-    delta.record(SplitId::amqp(queue), first).unwrap();
+    delta.record(&SplitId::amqp(queue), first).unwrap();
     if last > first {
-        delta.record(SplitId::amqp(queue), last).unwrap();
+        delta.record(&SplitId::amqp(queue), last).unwrap();
     }
     delta
 }

@@ -149,7 +149,7 @@ impl<S: Source> Feed<S> {
                     }
                     if !self.held.contains(&split) {
                         // Positions of one split grow: recording cannot go backwards.
-                        if let Err(error) = ready.record(split, position) {
+                        if let Err(error) = ready.record(&split, position) {
                             return Err(FeedStop::Failed(SourceError::Internal {
                                 connector: "bucket",
                                 message: error.to_string(),

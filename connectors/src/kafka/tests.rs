@@ -155,11 +155,11 @@ fn ack_delta(topic: &str, ranges: &[(i32, i64, i64)]) -> CheckpointDelta {
     let mut delta = CheckpointDelta::new();
     for &(partition, first, last) in ranges {
         delta
-            .record(SplitId::kafka(topic, partition), first)
+            .record(&SplitId::kafka(topic, partition), first)
             .unwrap();
         if last > first {
             delta
-                .record(SplitId::kafka(topic, partition), last)
+                .record(&SplitId::kafka(topic, partition), last)
                 .unwrap();
         }
     }

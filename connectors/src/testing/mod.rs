@@ -114,7 +114,7 @@ pub fn delta_of(events: &[Event]) -> CheckpointDelta {
     let mut delta = CheckpointDelta::new();
     for event in events {
         delta
-            .record(event.origin.split(), event.origin.position())
+            .record(&event.origin.split(), event.origin.position())
             .unwrap_or_else(|error| panic!("events out of order: {error}"));
     }
     delta

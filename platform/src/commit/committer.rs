@@ -101,10 +101,18 @@ impl Committer {
 
     /// True when a commit marker already covers `event` (a record at or below the last
     /// position of its split's latest committed range: a Kafka offset, a line of an object
-    /// version): its output is written, and writing it again would duplicate it.
-    pub fn already_committed(&self, event: &Event) -> bool {
+    /// version): its output is written, and writing it again would duplicate it. `split`
+    /// is the event's own, passed in so a caller going through a run of one split's events
+    /// builds it once (see [`Origin::split_cached`]).
+    ///
+    /// [`Origin::split_cached`]: sluice_connectors::Origin::split_cached
+    pub fn already_committed(&self, event: &Event, split: &SplitId) -> bool {
+        debug_assert!(
+            event.origin.in_split(split),
+            "{split} is not the event's split"
+        );
         self.committed
-            .get(&event.origin.split())
+            .get(split)
             .is_some_and(|range| event.origin.position() <= range.last)
     }
 

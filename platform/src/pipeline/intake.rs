@@ -32,13 +32,15 @@ impl Pipeline<'_> {
     fn skip_committed(&mut self, mut events: Vec<Event>) -> Vec<Event> {
         let before = events.len();
         let (committer, pending) = (&self.committer, &mut self.pending);
+        let mut current = None;
         events.retain(|event| {
-            let written = committer.already_committed(event);
+            let split = event.origin.split_cached(&mut current);
+            let written = committer.already_committed(event, split);
             if written && event.origin.needs_ack_when_skipped() {
                 // Acknowledged with the next commit, so the source can finish the split
                 // (an object is done only once every line is acknowledged); an `Err`
                 // means the position is pending already.
-                let _ = pending.record(event.origin.split(), event.origin.position());
+                let _ = pending.record(split, event.origin.position());
             }
             !written
         });

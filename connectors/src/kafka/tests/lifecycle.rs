@@ -66,7 +66,7 @@ async fn reports_the_backlog_until_it_is_acknowledged() {
     for event in &events {
         // Offsets grow within each partition, as delivered.
         delta
-            .record(event.origin.split(), event.origin.position())
+            .record(&event.origin.split(), event.origin.position())
             .unwrap();
     }
     source.ack(&delta).await.unwrap();

@@ -54,8 +54,8 @@ fn line(n: u64) -> Event {
 
 fn pending(first: i64, last: i64) -> CheckpointDelta {
     let mut delta = CheckpointDelta::new();
-    delta.record(split(), first).unwrap();
-    delta.record(split(), last).unwrap();
+    delta.record(&split(), first).unwrap();
+    delta.record(&split(), last).unwrap();
     delta
 }
 
@@ -104,16 +104,16 @@ async fn object_ranges_are_named_from_the_version_and_committed_lines_are_recogn
         markers(&store).await,
         [intent.replace("intent", "commit"), intent.clone()]
     );
-    assert!(committer.already_committed(&line(100)));
-    assert!(!committer.already_committed(&line(101)));
+    assert!(committer.already_committed(&line(100), &split()));
+    assert!(!committer.already_committed(&line(101), &split()));
 
     // After a restart: the committed range is known, and an object read again from its
     // first line names only the lines after it.
     let committer = Committer::load(output.clone(), dead.clone(), Some(&*object_versions()))
         .await
         .unwrap();
-    assert!(committer.already_committed(&line(1)));
-    assert!(!committer.already_committed(&line(101)));
+    assert!(committer.already_committed(&line(1), &split()));
+    assert!(!committer.already_committed(&line(101), &split()));
     assert_eq!(
         committer.ranges(&pending(1, 150)),
         BTreeMap::from([(
@@ -131,7 +131,7 @@ async fn object_ranges_are_named_from_the_version_and_committed_lines_are_recogn
     // Another version of the same key is another object.
     let other = SplitId::object(BUCKET, KEY, "e2");
     let mut delta = CheckpointDelta::new();
-    delta.record(other.clone(), 1).unwrap();
+    delta.record(&other, 1).unwrap();
     assert_eq!(
         committer.ranges(&delta),
         BTreeMap::from([(other, PositionRange { first: 1, last: 1 })])

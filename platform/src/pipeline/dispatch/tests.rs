@@ -16,7 +16,7 @@ fn batch(partition: i32, offsets: std::ops::Range<i64>, keys: &[&str]) -> Batch 
             let mut event = Event::from_payload("{}", splits::origin(partition, offset));
             event.key = keys.get(i).map(|k| Bytes::from(k.to_string()));
             checkpoint
-                .record(event.origin.split(), event.origin.position())
+                .record(&event.origin.split(), event.origin.position())
                 .unwrap();
             event
         })
