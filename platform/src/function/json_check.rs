@@ -183,14 +183,17 @@ impl Scanner<'_> {
             let chars = u64::from_le_bytes(word);
             // The high bit of a byte is set below where that byte is a control
             // character, `"`, `\` or not ASCII (the classic "has a byte less than n"
-            // trick; it only has to say whether there is one).
+            // trick). A borrow can also flag a plain byte, but only above a byte that
+            // is flagged rightly, so the lowest flag is exact: the scan jumps to it.
             let control = chars.wrapping_sub(ONES * 0x20) & !chars;
             let quote = chars ^ (ONES * u64::from(b'"'));
             let quote = quote.wrapping_sub(ONES) & !quote;
             let backslash = chars ^ (ONES * u64::from(b'\\'));
             let backslash = backslash.wrapping_sub(ONES) & !backslash;
-            if (control | quote | backslash | chars) & HIGH != 0 {
-                break;
+            let flags = (control | quote | backslash | chars) & HIGH;
+            if flags != 0 {
+                self.at += (flags.trailing_zeros() / 8) as usize;
+                return;
             }
             self.at += 8;
         }
