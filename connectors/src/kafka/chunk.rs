@@ -17,6 +17,12 @@
 //! same partition shares that event's list ([`Event::headers`] is an `Arc<[Header]>`),
 //! and header names are interned per chunk.
 //!
+//! The topic name is copied once per chunk too, rather than shared by every event of the
+//! source: each event holds a reference to it, and the poll thread takes one per message
+//! while the pipeline and the workers clone and drop others. With one name for the whole
+//! source, every thread wrote the same reference count all the time; with one per chunk
+//! the poll thread is done with it when it hands the chunk over.
+//!
 //! Invariant: [`ChunkBuilder::finish`] returns the events in the order they were pushed,
 //! each with the bytes librdkafka gave for it (a null payload is an empty one, a null key
 //! or header value stays `None`), and headers equal, name by name and byte for byte, to
@@ -65,6 +71,8 @@ pub(super) struct ChunkBuilder {
     buffers: Vec<(i32, Vec<u8>)>,
     /// Bytes of the events so far, as [`Event::size_bytes`] counts them.
     bytes: usize,
+    /// The chunk's own copy of the topic name, which its events share.
+    topic: Option<Arc<str>>,
 }
 
 impl ChunkBuilder {
@@ -107,7 +115,7 @@ impl ChunkBuilder {
             headers: Arc::default(),
             timestamp_ms: message.timestamp().to_millis(),
             origin: Origin::Kafka {
-                topic: Arc::clone(topic),
+                topic: Arc::clone(self.topic.get_or_insert_with(|| Arc::from(&**topic))),
                 partition,
                 offset: message.offset(),
             },
@@ -348,5 +356,30 @@ mod tests {
         };
         assert_eq!(end(&one), buffer_len(&one));
         assert_eq!(end(&many), buffer_len(&many));
+    }
+
+    #[test]
+    fn events_of_a_chunk_share_the_chunk_s_own_topic_name() {
+        let topic: Arc<str> = Arc::from("clicks");
+        let mut builder = ChunkBuilder::default();
+        for offset in 0..3 {
+            builder.push(&message(offset % 2, i64::from(offset), &[]), &topic);
+        }
+        let events = builder.finish();
+        let topic_of = |event: &Event| match &event.origin {
+            Origin::Kafka { topic, .. } => Arc::clone(topic),
+            other => panic!("not a Kafka origin: {other:?}"),
+        };
+        let first = topic_of(&events[0]);
+        assert_eq!(&*first, "clicks");
+        assert!(
+            !Arc::ptr_eq(&first, &topic),
+            "the source's own name is not shared"
+        );
+        assert!(
+            events
+                .iter()
+                .all(|event| Arc::ptr_eq(&topic_of(event), &first))
+        );
     }
 }
