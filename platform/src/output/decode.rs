@@ -2,8 +2,9 @@
 //! matches the job's [`OutputSchema`].
 //!
 //! Rows go straight from bytes into Arrow builders: arrow-json tokenizes the input onto a
-//! tape and this module supplies one strict decoder per declared column, so no row is ever
-//! materialised as a `serde_json::Value`.
+//! tape, `decode_root` sorts each row's fields into the declared columns, and this module
+//! supplies one strict decoder per column, so no row is ever materialised as a
+//! `serde_json::Value`.
 //!
 //! What each column type accepts (anything else is an error naming the row and column):
 //!
@@ -39,6 +40,7 @@ use arrow_schema::{ArrowError, DataType, FieldRef, SchemaRef, TimeUnit};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
+use super::decode_root::RowDecoder;
 use super::json_value::{JsonValue, to_date32, to_f32, to_f64, to_integer, to_timestamp};
 use super::schema::{ColumnType, OutputSchema};
 
@@ -258,7 +260,7 @@ struct StrictColumns {
 impl DecoderFactory for StrictColumns {
     fn make_default_decoder(
         &self,
-        _ctx: &DecoderContext,
+        ctx: &DecoderContext,
         field: &FieldRef,
         is_nullable: bool,
     ) -> Result<Option<Box<dyn ArrayDecoder>>, ArrowError> {
@@ -273,7 +275,9 @@ impl DecoderFactory for StrictColumns {
             DataType::Date32 => ColumnType::Date32,
             DataType::Timestamp(TimeUnit::Millisecond, _) => ColumnType::TimestampMs,
             DataType::Timestamp(TimeUnit::Microsecond, _) => ColumnType::TimestampUs,
-            // The root object and anything undeclared keep arrow-json's own decoders.
+            // No column is a struct: this is the root, the rows.
+            DataType::Struct(fields) => return Ok(Some(Box::new(RowDecoder::new(ctx, fields)?))),
+            // Anything undeclared keeps arrow-json's own decoder.
             _ => return Ok(None),
         };
         Ok(Some(Box::new(StrictColumn {

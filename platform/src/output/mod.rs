@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod decode_arrow;
+mod decode_root;
 mod json_value;
 pub mod partition;
 pub mod schema;

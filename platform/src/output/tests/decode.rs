@@ -94,6 +94,42 @@ fn decodes_every_type_with_nulls_and_missing_fields() {
 }
 
 #[test]
+fn fields_in_any_order_repeated_or_undeclared_find_their_columns() {
+    let schema = schema(&[("a", "int64"), ("s", "utf8"), ("b", "bool")]);
+    let text = concat!(
+        r#"{"a":1,"s":"x","b":true}"#,
+        "\n",
+        r#"{"s":"y","a":2}"#,
+        "\n",
+        r#"{"zz":{"a":0},"b":false,"a":3,"s":"z"}"#,
+        "\n",
+        r#"{"a":4,"a":5,"s":"w"}"#,
+        "\n",
+        r#"{"s":"v","b":true,"a":6}"#,
+        "\n",
+        r#"{"s":"u","b":null,"a":7}"#,
+        "\n",
+    );
+    let batch = decode(&schema, text).unwrap();
+    let a = batch.column(0).as_primitive::<Int64Type>();
+    assert_eq!(
+        a.values().to_vec(),
+        [1, 2, 3, 5, 6, 7],
+        "a repeated field counts its last value"
+    );
+    let s = batch.column(1).as_string::<i32>();
+    assert_eq!(
+        s.iter().flatten().collect::<Vec<_>>(),
+        ["x", "y", "z", "w", "v", "u"]
+    );
+    let b = batch.column(2).as_boolean();
+    assert_eq!(
+        b.iter().collect::<Vec<_>>(),
+        [Some(true), None, Some(false), None, Some(true), None]
+    );
+}
+
+#[test]
 fn timestamps_are_utc_in_the_declared_unit() {
     let batch = decode(
         &all_types(),
