@@ -25,7 +25,7 @@
 //! `COMPARE_BUILDS=LABEL=PATH,LABEL=PATH` runs every selected Sluice program once per
 //! listed `sluice` binary, each as its own row (`… [LABEL]`). Runs are interleaved: run 1
 //! of every program, then run 2 of every program, and so on, so builds compared A/B see
-//! the same machine load and the same topic.
+//! the same machine load and the same topic. The AMQP comparison runs the first build.
 //!
 //! Programs: the bare limit (`bare_kafka_parquet`: rdkafka → arrow-json → zstd Parquet →
 //! commit); hand-written Python (`bench/python/kafka_consumer.py`: confluent-kafka → json
@@ -295,6 +295,7 @@ fn compare_amqp(
     events: usize,
     runs: usize,
 ) {
+    let (_, binary) = sluice_builds().swap_remove(0);
     let admin = runtime.block_on(amqp::AmqpAdmin::connect(env));
     let payloads: Vec<(String, String)> =
         (0..events).map(|i| (format!("m-{i}"), event(i))).collect();
@@ -323,7 +324,7 @@ fn compare_amqp(
                     env.amqp_url
                 );
                 start_sluice(
-                    &sluice_binary(),
+                    &binary,
                     &dir,
                     &trigger,
                     r#"command = ["cat"]"#,
