@@ -65,6 +65,13 @@ use crate::spec::{Compression, OutputSpec};
 
 /// Most rows in one Parquet row group.
 pub const MAX_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Bytes a column's dictionary may reach before the column falls back to plain encoding
+/// (parquet's default: 1 MiB). Mostly distinct strings (ids, URLs) gain nothing from one
+/// but pay for hashing every value and holding it: on the comparison's events, 17 % smaller
+/// files and 15 % less peak RSS at the same rate (BENCHMARKS.md).
+const DICTIONARY_PAGE_BYTES: usize = 256 << 10;
+
 /// Files larger than this are uploaded with a multipart upload instead of one PUT.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
 /// Part size of multipart uploads.
@@ -251,6 +258,7 @@ impl ParquetSink {
             // Spec-conformant Parquet types for every reader; ms and us timestamps keep
             // their unit either way.
             .set_coerce_types(true)
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
             .build();
         Ok(Self {
             location,
