@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array as _, ArrayRef, StructArray, new_empty_array};
+use arrow_array::{ArrayRef, StructArray, new_empty_array};
 use arrow_json::reader::{ArrayDecoder, DecoderContext, Tape, TapeElement};
 use arrow_schema::{ArrowError, DataType, Fields};
 
@@ -119,17 +119,9 @@ impl ArrayDecoder for RowDecoder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some((field, _)) = self
-            .fields
-            .iter()
-            .zip(&arrays)
-            .find(|(field, array)| !field.is_nullable() && array.null_count() > 0)
-        {
-            return Err(ArrowError::JsonError(format!(
-                "Encountered unmasked nulls in non-nullable StructArray child: {field}"
-            )));
-        }
-        let rows = StructArray::try_new_with_length(self.fields.clone(), arrays, None, rows)?;
-        Ok(Arc::new(rows))
+        // Also refuses nulls in a column declared `not null` (the strict decoders never
+        // return one; they fail first, naming the row).
+        let array = StructArray::try_new_with_length(self.fields.clone(), arrays, None, rows)?;
+        Ok(Arc::new(array))
     }
 }
