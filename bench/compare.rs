@@ -19,8 +19,9 @@
 //! 100 ms, and "instances" the most Python processes seen in it at once (for Sluice, its
 //! function instances). "CPU µs/msg" is the tree's user and system time up to the last
 //! commit (reaped children included, the broker's not), per message: a second view of a
-//! program's own cost when the broker's state moves the wall-clock figures. `COMPARE_ONLY=TEXT` runs only the programs whose name contains
-//! TEXT (or one of several texts separated by `|`), and the bare limit;
+//! program's own cost when the broker's state moves the wall-clock figures.
+//! `COMPARE_ONLY=TEXT` runs only the programs whose name contains TEXT (or one of several
+//! texts separated by `|`), and the bare limit;
 //! `SLUICE_TEST_BINARY` runs another `sluice` binary (to compare builds), and
 //! `COMPARE_BUILDS=LABEL=PATH,LABEL=PATH` runs every selected Sluice program once per
 //! listed `sluice` binary, each as its own row (`… [LABEL]`). Runs are interleaved: run 1

@@ -39,8 +39,8 @@ pub const OPEN_BYTES: usize = 16 << 20;
 
 /// Events a new open batch has room for up front (or `max_records`, if fewer). Growing the
 /// vector by doubling instead moved every event about twice, into freshly faulted pages
-/// each time: 40 % of cutting a batch of 10,000 (`bench/data_path_cost.rs`). Room the batch
-/// does not fill is address space the process never touches, not memory.
+/// each time: a third of cutting a batch of 10,000 (`bench/data_path_cost.rs`). Room the
+/// batch does not fill is address space the process never touches, not memory.
 const RESERVED_EVENTS: usize = 16_384;
 
 /// Events of one split to run through the function together, and the positions they
