@@ -151,6 +151,9 @@ pub struct InvocationRecord {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pool: AnyPool,
+    /// Whether the database is SQLite, whose write transactions must say so up front
+    /// ([`Registry::begin_write`]).
+    sqlite: bool,
 }
 
 impl Registry {
@@ -182,9 +185,28 @@ impl Registry {
                 .execute(&pool)
                 .await?;
         }
-        let registry = Self { pool };
+        let registry = Self {
+            pool,
+            sqlite: url.starts_with("sqlite:"),
+        };
         registry.migrate().await?;
         Ok(registry)
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), waiting for another writer within the busy timeout: a
+    /// deferred transaction that read first cannot take it once another connection has
+    /// written, and fails at once with "database is locked". PostgreSQL needs no such
+    /// thing.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, RegistryError> {
+        let statement = if self.sqlite {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        Ok(self.pool.begin_with(statement).await?)
     }
 
     async fn migrate(&self) -> Result<(), RegistryError> {
@@ -219,7 +241,7 @@ impl Registry {
         deployed_by: &str,
     ) -> Result<Deployed, RegistryError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing: Option<i64> =
             sqlx::query("SELECT version FROM versions WHERE job = $1 AND sha256 = $2")
                 .bind(job)
@@ -423,7 +445,7 @@ impl Registry {
         &self,
         records: &[InvocationRecord],
     ) -> Result<(), RegistryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for record in records {
             sqlx::query(
                 "INSERT INTO invocations (job, id, version, instance, started_ms, duration_ms, \

@@ -18,7 +18,7 @@ impl Registry {
         job: &str,
         candidates: impl Iterator<Item = u32>,
     ) -> Result<Option<i64>, RegistryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(record) = job_in(&mut tx, job).await? else {
             return Ok(None);
         };

@@ -280,6 +280,51 @@ async fn invocations_are_kept_by_age_and_count(fresh: &Fresh) {
     assert_eq!(ids, ["b4", "b3", "b2"]);
 }
 
+/// Transactions that read before they write (a deploy, a uid's first record) run at the
+/// same time as other writers — a running job's invocation records — and must wait for
+/// them, never fail. On SQLite a deferred transaction that read first cannot take the
+/// write lock once another connection wrote, and fails with "database is locked" at
+/// once, whatever the busy timeout.
+async fn concurrent_writers_wait_for_each_other(fresh: &Fresh) {
+    let registry = &fresh.registry;
+    let deployer = |job: usize| async move {
+        for round in 0..8 {
+            registry
+                .deploy(&format!("job-{job}"), &format!("sha-{round}"), "ops")
+                .await
+                .map_err(|error| format!("deploy job-{job} round {round}: {error}"))?;
+            registry
+                .function_uid(
+                    &format!("job-{job}"),
+                    60_000 + job as u32 * 10..60_010 + job as u32 * 10,
+                )
+                .await
+                .map_err(|error| format!("uid job-{job} round {round}: {error}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    let recorder = |job: usize| async move {
+        for round in 0..8 {
+            let records: Vec<_> = (0..20)
+                .map(|i| invocation(&format!("job-{job}"), &format!("r{round}-{i}"), now_ms()))
+                .collect();
+            registry
+                .insert_invocations(&records)
+                .await
+                .map_err(|error| format!("invocations job-{job} round {round}: {error}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    let results = futures::future::join_all(
+        (0..4)
+            .map(|job| futures::future::Either::Left(deployer(job)))
+            .chain((0..4).map(|job| futures::future::Either::Right(recorder(job)))),
+    )
+    .await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -313,4 +358,5 @@ on_both_databases!(
     a_newer_database_is_refused,
     invocations_are_kept_by_age_and_count,
     a_jobs_function_uid_is_recorded_once_and_unique,
+    concurrent_writers_wait_for_each_other,
 );
