@@ -179,16 +179,14 @@ impl Registry {
             .max_connections(4)
             .connect(&url)
             .await?;
-        if url.starts_with("sqlite:") {
+        let sqlite = url.starts_with("sqlite:");
+        if sqlite {
             // Readers do not block the writer; a busy writer is waited for.
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await?;
         }
-        let registry = Self {
-            pool,
-            sqlite: url.starts_with("sqlite:"),
-        };
+        let registry = Self { pool, sqlite };
         registry.migrate().await?;
         Ok(registry)
     }
