@@ -24,9 +24,11 @@
 //!     events  = source.next_events()            // while less than QUEUE_BYTES waits in batches
 //!     events.retain(not already committed)
 //!     dispatcher.enqueue(batcher.push(events))  // one open batch per split
-//!     while a batch may start and pool.lease() gives an instance:
-//!         spawn run_batch(batch, instance)      // retries, bisection: batch_runner.rs
-//!     finished batch → pool.release(instance); apply the outcomes now in split order
+//!     while a batch may start and fewer than instances + 2 batch tasks run:
+//!         spawn run_batch(batch)                // retries, bisection: batch_runner.rs
+//!     a task wants an instance → pool.lease(), for one invocation (leases.rs);
+//!         it comes back before the output is decoded → pool.release()
+//!     finished batch → apply the outcomes now in split order
 //!     every 500 ms: autoscaler (backlog, throughput) → desired; stop idle instances
 //!     if commit_due() { intents; sink.flush(); dead_letters.flush(); commit markers;
 //!                           source.ack(pending); prune markers }
@@ -36,14 +38,17 @@
 //! ```
 //!
 //! Parts, each read in one sitting: `intake.rs` (source → batches), `scheduling.rs`
-//! (batches → instances, outcomes applied in split order), `batch_runner.rs` (one batch:
-//! retries, bisection, dead letters), `dispatch.rs` (which batch may start),
+//! (batches → tasks, outcomes applied in split order), `leases.rs` (instances lent to
+//! tasks per invocation), `batch_runner.rs` (one batch: retries, bisection, dead
+//! letters), `dispatch.rs` (which batch may start),
 //! `commit_sequence.rs` (the pending commit, step by step), `job.rs` (open, run, stop).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_connectors::{CheckpointDelta, CheckpointError, Source, SourceError};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -63,6 +68,7 @@ use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
 pub use job::{Job, JobOpenError, JobStopper};
+use leases::{LeaseMessage, Lender};
 pub use observer::{AttemptOutcome, BatchAttempt, BatchObserver};
 
 /// Why a job stopped with an error.
@@ -154,6 +160,7 @@ async fn run_pipeline(
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
     let template =
         FunctionRunner::new(&spec.name, &spec.dir, &spec.function).with_secrets(&spec.secrets);
+    let (lender, leases) = Lender::new();
     let pool = InstancePool::new(
         &spec.name,
         template,
@@ -168,11 +175,14 @@ async fn run_pipeline(
             shutdown: shutdown.clone(),
             observer: runtime.observer,
             attempt_ids: observer::AttemptIds::new(&run_id),
+            lender,
         },
         source,
         batcher: Batcher::new(&spec.batch),
         dispatch: Dispatcher::new(spec.scaling.ordering),
         pool,
+        leases,
+        wanting: VecDeque::new(),
         running: JoinSet::new(),
         sink,
         dead_letters,
@@ -210,13 +220,8 @@ async fn run_pipeline(
     result.map(|()| stats)
 }
 
-/// A batch task's result: its ticket, its runner back (none if the task panicked), and
-/// what the batch produced.
-type Finished = (
-    Ticket,
-    Option<FunctionRunner>,
-    Result<BatchOutcome, JobError>,
-);
+/// A batch task's result: its ticket and what the batch produced.
+type Finished = (Ticket, Result<BatchOutcome, JobError>);
 
 struct Pipeline<'a> {
     spec: &'a JobSpec,
@@ -225,6 +230,10 @@ struct Pipeline<'a> {
     batcher: Batcher,
     dispatch: Dispatcher<BatchOutcome>,
     pool: InstancePool,
+    /// What batch tasks say about instances: wanted, given back, lost (`leases`).
+    leases: mpsc::UnboundedReceiver<LeaseMessage>,
+    /// Tasks waiting for an instance, oldest first.
+    wanting: VecDeque<oneshot::Sender<FunctionRunner>>,
     running: JoinSet<Finished>,
     sink: ParquetSink,
     dead_letters: DeadLetterSink,
@@ -319,10 +328,13 @@ impl Pipeline<'_> {
     async fn drain(&mut self) -> Result<(), JobError> {
         loop {
             self.start_batches();
-            let Some(done) = self.running.join_next().await else {
+            if self.running.is_empty() {
                 return Ok(());
-            };
-            self.finished(done)?;
+            }
+            tokio::select! {
+                Some(done) = self.running.join_next() => self.finished(done)?,
+                Some(message) = self.leases.recv() => self.lend(message),
+            }
         }
     }
 }
@@ -344,6 +356,7 @@ mod commit_sequence;
 mod dispatch;
 mod intake;
 mod job;
+mod leases;
 pub mod observer;
 mod scheduling;
 

@@ -1,7 +1,8 @@
-//! One batch through the function, on one leased instance: retries, bisection, dead
-//! letters. Runs as its own task, so batches of different splits run concurrently; what
-//! it produces comes back as a [`BatchOutcome`] that the pipeline applies in the split's
-//! order (see `dispatch`).
+//! One batch through the function: retries, bisection, dead letters. Runs as its own
+//! task, so batches of different splits run concurrently; what it produces comes back as
+//! a [`BatchOutcome`] that the pipeline applies in the split's order (see `dispatch`).
+//! Each invocation borrows an instance for the call only (`leases`): input is encoded
+//! before and output decoded after, while the instance runs other batches.
 //!
 //! ```text
 //! records the source could not read (Event::unreadable) → dead-letter destination
@@ -30,6 +31,7 @@ use sluice_connectors::{CheckpointDelta, Classify, Event, SplitId};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::leases::Lender;
 use super::observer::{
     AttemptCounts, AttemptIds, AttemptOutcome, AttemptStart, BatchObserver, BatchProbe,
 };
@@ -37,7 +39,6 @@ use super::{JobError, JobStats, backoff};
 use crate::batcher::Batch;
 use crate::commit::message_ids::message_ids;
 use crate::deadletter::DeadLetter;
-use crate::function::FunctionRunner;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::FunctionOutput;
 use crate::output::decode::DecodeError;
@@ -51,6 +52,8 @@ pub(super) struct BatchContext {
     /// Told about every attempt, when the job has an observer.
     pub observer: Option<Arc<dyn BatchObserver>>,
     pub attempt_ids: AttemptIds,
+    /// Where invocations borrow their instance.
+    pub lender: Lender,
 }
 
 /// What a finished batch hands back: everything derived from its records, to be made
@@ -67,9 +70,6 @@ pub(super) struct BatchOutcome {
     pub cold_starts: Vec<Option<Duration>>,
     /// The AMQP `message_id`s of the batch's records (recorded once its output is durable).
     pub message_ids: Vec<Arc<str>>,
-    /// Records of the batch and how long it held its instance.
-    pub records: usize,
-    pub busy: Duration,
 }
 
 /// How one attempt series over some records ended.
@@ -89,18 +89,14 @@ enum Attempt {
 /// A failed attempt still to be reported.
 struct FailedReport {
     start: AttemptStart,
+    /// The instance the attempt ran on, if one started.
+    instance: Option<String>,
     outcome: AttemptOutcome,
     stderr_tail: String,
 }
 
 impl FailedReport {
-    fn send(
-        self,
-        probe: &mut Option<BatchProbe>,
-        runner: &FunctionRunner,
-        events: &[Event],
-        dead_letters: u64,
-    ) {
+    fn send(self, probe: &mut Option<BatchProbe>, events: &[Event], dead_letters: u64) {
         if let Some(probe) = probe {
             let counts = AttemptCounts {
                 dead_letters,
@@ -108,7 +104,7 @@ impl FailedReport {
             };
             probe.report(
                 &self.start,
-                runner,
+                self.instance.as_deref(),
                 events,
                 counts,
                 self.outcome,
@@ -118,13 +114,11 @@ impl FailedReport {
     }
 }
 
-/// Runs `batch` through the function on `runner` (see the module docs).
+/// Runs `batch` through the function (see the module docs).
 pub(super) async fn run_batch(
     context: &BatchContext,
-    runner: &mut FunctionRunner,
     batch: Batch,
 ) -> Result<BatchOutcome, JobError> {
-    let started = Instant::now();
     let spec = &context.spec;
     let split = batch.split();
     let records = batch.events.len();
@@ -140,8 +134,6 @@ pub(super) async fn run_batch(
         },
         cold_starts: Vec::new(),
         message_ids: message_ids(&batch.events),
-        records,
-        busy: Duration::ZERO,
     };
     let max_attempts = spec.function.max_attempts.max(1);
     let mut probe = context
@@ -163,7 +155,7 @@ pub(super) async fn run_batch(
         } else {
             1
         };
-        match attempt(context, runner, &events, attempts, &mut outcome, &mut probe).await {
+        match attempt(context, &events, attempts, &mut outcome, &mut probe).await {
             Attempt::Succeeded => {}
             Attempt::Failed {
                 message,
@@ -174,7 +166,7 @@ pub(super) async fn run_batch(
                 let stopping = !data_fault || context.shutdown.is_cancelled();
                 if let Some(report) = report {
                     let dead_letters = u64::from(!stopping && events.len() == 1);
-                    report.send(&mut probe, runner, &events, dead_letters);
+                    report.send(&mut probe, &events, dead_letters);
                 }
                 if stopping {
                     return Err(JobError::BatchFailed {
@@ -201,7 +193,6 @@ pub(super) async fn run_batch(
             }
         }
     }
-    outcome.busy = started.elapsed();
     Ok(outcome)
 }
 
@@ -280,7 +271,6 @@ impl BatchOutcome {
 /// record behind it.
 async fn attempt(
     context: &BatchContext,
-    runner: &mut FunctionRunner,
     events: &[Event],
     max_attempts: u32,
     outcome: &mut BatchOutcome,
@@ -290,8 +280,21 @@ async fn attempt(
     let input = encode_batch(events, spec.function.input);
     let mut attempt = 1;
     loop {
-        let start = probe.as_ref().map(|_| BatchProbe::start(runner));
-        let error = match runner.invoke(&input).await {
+        let Some(mut lease) = context.lender.lease().await else {
+            return Attempt::Failed {
+                message: "the job stopped lending function instances".to_owned(),
+                attempts: attempt,
+                data_fault: false,
+                report: None,
+            };
+        };
+        let start = probe.as_ref().map(|_| BatchProbe::start(lease.runner()));
+        let invoked = lease.runner().invoke(&input).await;
+        let instance = lease.runner().last_instance().map(str::to_owned);
+        // The instance runs other batches while this one's output is decoded or its
+        // retry waits. Failed calls count no records: they measure no throughput.
+        lease.give_back(if invoked.is_ok() { events.len() } else { 0 });
+        let error = match invoked {
             Ok(output) => {
                 if output.cold_start {
                     outcome.cold_starts.push(output.init_time);
@@ -306,7 +309,14 @@ async fn attempt(
                                 init_time: output.init_time,
                                 cold_start: Some(output.cold_start),
                             };
-                            probe.report(start, runner, events, counts, AttemptOutcome::Ok, "");
+                            probe.report(
+                                start,
+                                instance.as_deref(),
+                                events,
+                                counts,
+                                AttemptOutcome::Ok,
+                                "",
+                            );
                         }
                         outcome.accept(spec, rows, &output, events);
                         Attempt::Succeeded
@@ -321,6 +331,7 @@ async fn attempt(
                         data_fault: true,
                         report: start.map(|start| FailedReport {
                             start,
+                            instance,
                             outcome: AttemptOutcome::SchemaError,
                             stderr_tail: String::new(),
                         }),
@@ -334,6 +345,7 @@ async fn attempt(
         let message = spec.redact(&error.to_string()).into_owned();
         let report = start.map(|start| FailedReport {
             start,
+            instance,
             outcome: AttemptOutcome::of(&error),
             stderr_tail: spec
                 .redact(AttemptOutcome::stderr_tail(&error))
@@ -348,7 +360,7 @@ async fn attempt(
             };
         }
         if let Some(report) = report {
-            report.send(probe, runner, events, 0);
+            report.send(probe, events, 0);
         }
         let backoff = backoff(spec.function.retry_backoff, attempt);
         warn!(job = %spec.name, attempt, max_attempts, records = events.len(), first = ?events[0].origin, error = %message, backoff_ms = backoff.as_millis() as u64, "batch failed; retrying");

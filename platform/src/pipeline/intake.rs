@@ -154,6 +154,7 @@ impl Pipeline<'_> {
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => {
                     self.finished(done)?;
                 }
+                Some(message) = self.leases.recv() => self.lend(message),
                 () = sleep_until(batch_deadline) => {
                     let due = self.batcher.cut_if_due(Instant::now(), room);
                     self.enqueue(due);

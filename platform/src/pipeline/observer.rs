@@ -199,7 +199,7 @@ impl BatchProbe {
     pub(super) fn report(
         &mut self,
         start: &AttemptStart,
-        runner: &FunctionRunner,
+        instance: Option<&str>,
         events: &[Event],
         counts: AttemptCounts,
         outcome: AttemptOutcome,
@@ -211,7 +211,7 @@ impl BatchProbe {
         };
         self.observer.attempt(BatchAttempt {
             id: format!("{}.{}", self.batch, self.attempts),
-            instance: runner.last_instance().map(str::to_owned),
+            instance: instance.map(str::to_owned),
             started: start.started,
             duration: start.clock.elapsed(),
             cold_start: counts.cold_start.unwrap_or(start.cold_start),

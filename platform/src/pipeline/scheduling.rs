@@ -1,57 +1,103 @@
-//! The concurrent part of the pipeline: starting queued batches on leased instances,
-//! taking finished ones back (instance to the pool, outcome applied in its split's order),
-//! and the periodic autoscaler turn. See the parent module for the loop that drives them.
+//! The concurrent part of the pipeline: starting queued batches as tasks, lending them
+//! instances one invocation at a time (`leases`), taking finished batches back (outcome
+//! applied in its split's order), and the periodic autoscaler turn. See the parent module
+//! for the loop that drives them.
 //!
 //! Invariant: a batch's effects (rows, dead letters, positions) reach the sink and the
 //! pending checkpoint only through [`Pipeline::apply`], called in split order by
 //! [`Pipeline::finished`]; nothing here acknowledges anything.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt as _;
 
 use super::batch_runner::{BatchOutcome, run_batch};
+use super::leases::LeaseMessage;
 use super::{Finished, JobError, Pipeline};
 use crate::pool::autoscaler::Load;
 use crate::status::InstanceStatus;
 
+/// Batch tasks beyond the instances the pool may lend: one encoding its input ahead and
+/// one decoding its output behind while the instances invoke. More would only hold more
+/// batches in memory (the instances bound the rate); fewer would leave the instance idle
+/// while the platform works on the batches around its invocation.
+const TASKS_AHEAD: usize = 2;
+
 impl Pipeline<'_> {
-    /// Starts queued batches on instances while the ordering rule and the pool allow.
+    /// Lends instances to the tasks waiting for one, then starts queued batches as tasks
+    /// while the ordering rule allows and the pool could keep them busy.
     pub(super) fn start_batches(&mut self) {
+        self.serve_leases();
         if self.failure.is_some() || self.intake_stopped {
             return;
         }
-        while self.dispatch.has_startable() {
+        while self.dispatch.has_startable()
+            && self.running.len() < self.pool.capacity() as usize + TASKS_AHEAD
+        {
+            let Some((ticket, batch)) = self.dispatch.start_next() else {
+                return;
+            };
+            let context = self.context.clone();
+            self.running.spawn(async move {
+                let run = std::panic::AssertUnwindSafe(run_batch(&context, batch));
+                match run.catch_unwind().await {
+                    Ok(result) => (ticket, result),
+                    // A lease the task held reported its instance lost as it unwound.
+                    Err(_panic) => (
+                        ticket,
+                        Err(JobError::Internal("a batch task panicked".into())),
+                    ),
+                }
+            });
+        }
+    }
+
+    /// Takes one message from the batch tasks about instances (see `leases`).
+    pub(super) fn lend(&mut self, message: LeaseMessage) {
+        match message {
+            LeaseMessage::Want(reply) => self.wanting.push_back(reply),
+            LeaseMessage::Return {
+                runner,
+                records,
+                busy,
+            } => self.pool.release(*runner, records, busy),
+            LeaseMessage::Lost => self.pool.forget_busy(),
+        }
+    }
+
+    /// Takes every message already sent, then lends instances to waiting tasks, oldest
+    /// first, while the pool has them.
+    fn serve_leases(&mut self) {
+        while let Ok(message) = self.leases.try_recv() {
+            self.lend(message);
+        }
+        while let Some(reply) = self.wanting.pop_front() {
+            if reply.is_closed() {
+                continue;
+            }
             let runner = match self.pool.lease() {
                 Some(runner) => runner,
-                // Work waits and no instance is free: scale up now rather than at the
+                // A task waits and no instance is free: scale up now rather than at the
                 // next maintenance tick (a higher count takes effect at once).
                 None if self.pool.rescale_due(Instant::now()) => {
                     self.rescale();
                     match self.pool.lease() {
                         Some(runner) => runner,
-                        None => return,
+                        None => {
+                            self.wanting.push_front(reply);
+                            return;
+                        }
                     }
                 }
-                None => return,
-            };
-            let Some((ticket, batch)) = self.dispatch.start_next() else {
-                self.pool.release(runner, 0, Duration::ZERO);
-                return;
-            };
-            let context = self.context.clone();
-            self.running.spawn(async move {
-                let mut runner = runner;
-                let run = std::panic::AssertUnwindSafe(run_batch(&context, &mut runner, batch));
-                match run.catch_unwind().await {
-                    Ok(result) => (ticket, Some(runner), result),
-                    Err(_panic) => (
-                        ticket,
-                        None,
-                        Err(JobError::Internal("a batch task panicked".into())),
-                    ),
+                None => {
+                    self.wanting.push_front(reply);
+                    return;
                 }
-            });
+            };
+            if let Err(runner) = reply.send(runner) {
+                // The task stopped waiting between the check and the send.
+                self.pool.release(runner, 0, std::time::Duration::ZERO);
+            }
         }
     }
 
@@ -61,26 +107,19 @@ impl Pipeline<'_> {
         &mut self,
         done: Result<Finished, tokio::task::JoinError>,
     ) -> Result<(), JobError> {
-        let (ticket, runner, result) = match done {
+        // Its instances came back before it ended: account for them first.
+        self.serve_leases();
+        let (ticket, result) = match done {
             Ok(finished) => finished,
             Err(error) => {
-                // Tasks are never aborted; a lost task is a bug. Its split stays
-                // unacknowledged from the lost batch on.
-                self.pool.forget_busy();
+                // Tasks are never aborted; a lost task is a bug (a lease it held reported
+                // its instance lost). Its split stays unacknowledged from the lost batch on.
                 self.failure.get_or_insert(JobError::Internal(format!(
                     "a batch task was lost: {error}"
                 )));
                 return Ok(());
             }
         };
-        let (records, busy) = match &result {
-            Ok(outcome) => (outcome.records, outcome.busy),
-            Err(_) => (0, Duration::ZERO),
-        };
-        match runner {
-            Some(runner) => self.pool.release(runner, records, busy),
-            None => self.pool.forget_busy(),
-        }
         let applicable = match result {
             Ok(outcome) => self.dispatch.finish(&ticket, outcome),
             Err(error) => {
@@ -89,9 +128,9 @@ impl Pipeline<'_> {
                 Vec::new()
             }
         };
-        // The freed instance takes its next batch before this one's rows are encoded to
-        // Parquet, so the function and the encoding run side by side instead of in turn.
-        // Starting a batch changes no output and no position: only `apply` does.
+        // The next batch starts before this one's rows are encoded to Parquet, so the
+        // function and the encoding run side by side instead of in turn. Starting a
+        // batch changes no output and no position: only `apply` does.
         self.start_batches();
         for outcome in applicable {
             self.apply(outcome)?;

@@ -1,5 +1,5 @@
 //! A job's pool of function instances: 0..`max_instances` runners, each holding at most
-//! one warm instance, leased to one batch at a time.
+//! one warm instance, leased to one invocation at a time.
 //!
 //! ```text
 //! every 500 ms, and at once (at most every 50 ms) when work waits for an instance:
@@ -7,12 +7,12 @@
 //!                stop idle instances past idle_timeout, down to min_instances
 //!                give back idle instances when other jobs wait (node.rs)
 //!                keep min_instances started and warm
-//! batch ready:   lease()   → an idle warm runner, or a new one (a cold start) while
+//! invocation:    lease()   → an idle warm runner, or a new one (a cold start) while
 //!                            instances < desired and the node has a slot
-//! batch done:    release() → back to idle (stream mode, still warm) or gone
+//! its end:       release() → back to idle (stream mode, still warm) or gone
 //! ```
 //!
-//! Invariants: an instance with a batch in flight is never stopped by the pool (it is
+//! Invariants: an instance with an invocation in flight is never stopped by the pool (it is
 //! outside the pool while leased); every runner holds one node slot from lease or warm-up
 //! until it is dropped or stopped; exec-mode runners hold no process between batches, so
 //! they are released at once (scale to zero is immediate there). Stopping an idle instance
@@ -150,22 +150,27 @@ impl InstancePool {
         desired
     }
 
-    /// A runner for one batch: the warmest idle one, or a new one while the pool is below
-    /// its desired count and the node has a free slot. `None`: wait for a busy one.
+    /// How many instances the pool may lend now: the desired count, and at least one
+    /// (work that asks is waiting, even between ticks), at most `max_instances`.
+    pub fn capacity(&self) -> u32 {
+        self.desired.max(1).min(self.scaling.max_instances.max(1))
+    }
+
+    /// A runner for one invocation: the warmest idle one, or a new one while the pool is
+    /// below its [capacity](Self::capacity) and the node has a free slot. `None`: wait
+    /// for a busy one.
     pub fn lease(&mut self) -> Option<FunctionRunner> {
         if let Some(idle) = self.idle.pop() {
             return Some(self.lend(idle.runner));
         }
-        // Work is waiting, so at least one instance is wanted even between ticks.
-        let cap = self.desired.max(1).min(self.scaling.max_instances.max(1));
-        if self.instances() < cap && self.node.try_acquire(&self.job) {
+        if self.instances() < self.capacity() && self.node.try_acquire(&self.job) {
             let runner = self.template.sibling();
             return Some(self.lend(runner));
         }
         None
     }
 
-    /// Takes a runner back after its batch: `records` handled in `busy` time. A
+    /// Takes a runner back after its invocation: `records` handled in `busy` time. A
     /// stream-mode runner whose instance is still warm waits for the next batch; any other
     /// gives its node slot back.
     pub fn release(&mut self, runner: FunctionRunner, records: usize, busy: Duration) {
