@@ -58,6 +58,7 @@ mod syscalls;
 mod user_namespace;
 mod zygote;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,6 +115,29 @@ pub struct FunctionRunner {
     sandbox: Arc<tokio::sync::Mutex<Option<Arc<JobSandbox>>>>,
     /// The instance the last [`invoke`](Self::invoke) ran on, for invocation records.
     last_instance: Option<String>,
+}
+
+/// A batch in the function's wire encoding (`function.encoding`): made by [`wire_batch`]
+/// before an instance is leased, so the conversion's CPU work does not hold one.
+#[derive(Debug)]
+pub struct WireBatch<'a>(Cow<'a, EncodedBatch>);
+
+/// `batch` (NDJSON, as [`encode_batch`] makes it) as the function described by `spec`
+/// reads it: as it is, or as an Arrow IPC stream with `encoding = "arrow"` (CPU work of
+/// the order of decoding the output). A record that does not fit the input schema is an
+/// [`InvokeError::Input`]: the same batch would fail the same way every time.
+pub fn wire_batch<'a>(
+    spec: &FunctionSpec,
+    batch: &'a EncodedBatch,
+) -> Result<WireBatch<'a>, InvokeError> {
+    Ok(WireBatch(match spec.encoding {
+        Encoding::Ndjson => Cow::Borrowed(batch),
+        Encoding::Arrow => Cow::Owned(encode_arrow::ndjson_to_arrow(
+            batch,
+            spec.input_schema.as_ref(),
+            spec.input,
+        )?),
+    }))
 }
 
 impl FunctionRunner {
@@ -269,19 +293,16 @@ impl FunctionRunner {
     /// turned into an Arrow IPC stream first, and a record that does not fit the input
     /// schema fails the invocation ([`InvokeError::Input`]) before any process starts.
     pub async fn invoke(&mut self, batch: &EncodedBatch) -> Result<FunctionOutput, InvokeError> {
-        let converted;
-        let batch = match self.spec.encoding {
-            Encoding::Ndjson => batch,
-            Encoding::Arrow => {
-                // CPU work of the order of the batch's decoding, done inline.
-                converted = encode_arrow::ndjson_to_arrow(
-                    batch,
-                    self.spec.input_schema.as_ref(),
-                    self.spec.input,
-                )?;
-                &converted
-            }
-        };
+        let wire = wire_batch(&self.spec, batch)?;
+        self.invoke_wire(&wire).await
+    }
+
+    /// [`invoke`](Self::invoke) on a batch already in the function's wire encoding.
+    pub async fn invoke_wire(
+        &mut self,
+        batch: &WireBatch<'_>,
+    ) -> Result<FunctionOutput, InvokeError> {
+        let batch = batch.0.as_ref();
         self.last_instance = None;
         match self.spec.mode {
             FunctionMode::Exec => {

@@ -41,6 +41,7 @@ use crate::commit::message_ids::message_ids;
 use crate::deadletter::DeadLetter;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::FunctionOutput;
+use crate::function::wire_batch;
 use crate::output::decode::DecodeError;
 use crate::spec::JobSpec;
 
@@ -266,9 +267,9 @@ impl BatchOutcome {
 }
 
 /// Invokes the function on `events` up to `max_attempts` times with backoff, and on
-/// success keeps the output in `outcome`. Output that does not fit the schema fails the
-/// attempt at once (the same input would give the same output), so bisection finds the
-/// record behind it.
+/// success keeps the output in `outcome`. Input that does not fit the function's input
+/// schema, and output that does not fit the output schema, fail at once (the same input
+/// would fail the same way), so bisection finds the record behind them.
 async fn attempt(
     context: &BatchContext,
     events: &[Event],
@@ -278,6 +279,22 @@ async fn attempt(
 ) -> Attempt {
     let spec = &context.spec;
     let input = encode_batch(events, spec.function.input);
+    let input = match wire_batch(&spec.function, &input) {
+        Ok(input) => input,
+        Err(error) => {
+            return Attempt::Failed {
+                message: spec.redact(&error.to_string()).into_owned(),
+                attempts: 1,
+                data_fault: true,
+                report: probe.as_ref().map(|_| FailedReport {
+                    start: BatchProbe::start_without_instance(),
+                    instance: None,
+                    outcome: AttemptOutcome::of(&error),
+                    stderr_tail: String::new(),
+                }),
+            };
+        }
+    };
     let mut attempt = 1;
     loop {
         let Some(mut lease) = context.lender.lease().await else {
@@ -289,7 +306,7 @@ async fn attempt(
             };
         };
         let start = probe.as_ref().map(|_| BatchProbe::start(lease.runner()));
-        let invoked = lease.runner().invoke(&input).await;
+        let invoked = lease.runner().invoke_wire(&input).await;
         let instance = lease.runner().last_instance().map(str::to_owned);
         // The instance runs other batches while this one's output is decoded or its
         // retry waits. Failed calls count no records: they measure no throughput.

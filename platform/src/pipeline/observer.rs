@@ -189,9 +189,17 @@ impl BatchProbe {
 
     pub(super) fn start(runner: &FunctionRunner) -> AttemptStart {
         AttemptStart {
+            cold_start: runner.warm_pid().is_none(),
+            ..Self::start_without_instance()
+        }
+    }
+
+    /// An attempt that fails before it needs an instance.
+    pub(super) fn start_without_instance() -> AttemptStart {
+        AttemptStart {
             started: SystemTime::now(),
             clock: Instant::now(),
-            cold_start: runner.warm_pid().is_none(),
+            cold_start: false,
         }
     }
 

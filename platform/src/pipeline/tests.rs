@@ -505,6 +505,7 @@ async fn a_stopped_job_commits_and_acknowledges_everything_it_took_in() {
     );
 }
 mod ack_pressure;
+mod arrow_input;
 mod instance_sharing;
 mod observer;
 mod quiet_source;
