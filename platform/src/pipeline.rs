@@ -43,12 +43,11 @@
 //! letters), `dispatch.rs` (which batch may start),
 //! `commit_sequence.rs` (the pending commit, step by step), `job.rs` (open, run, stop).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_connectors::{CheckpointDelta, CheckpointError, Source, SourceError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -68,7 +67,7 @@ use crate::status::{JobState, JobStatusHandle};
 use batch_runner::{BatchContext, BatchOutcome};
 use dispatch::{Dispatcher, Ticket};
 pub use job::{Job, JobOpenError, JobStopper};
-use leases::{LeaseMessage, Lender};
+use leases::{LeaseMessage, Lender, Line};
 pub use observer::{AttemptOutcome, BatchAttempt, BatchObserver};
 
 /// Why a job stopped with an error.
@@ -160,7 +159,7 @@ async fn run_pipeline(
     let dead_letters = DeadLetterSink::for_job(spec, dead_location, &run_id);
     let template =
         FunctionRunner::new(&spec.name, &spec.dir, &spec.function).with_secrets(&spec.secrets);
-    let (lender, leases) = Lender::new();
+    let (lender, leases, line) = Lender::new();
     let pool = InstancePool::new(
         &spec.name,
         template,
@@ -182,7 +181,7 @@ async fn run_pipeline(
         dispatch: Dispatcher::new(spec.scaling.ordering),
         pool,
         leases,
-        wanting: VecDeque::new(),
+        line,
         running: JoinSet::new(),
         sink,
         dead_letters,
@@ -233,7 +232,7 @@ struct Pipeline<'a> {
     /// What batch tasks say about instances: wanted, given back, lost (`leases`).
     leases: mpsc::UnboundedReceiver<LeaseMessage>,
     /// Tasks waiting for an instance, oldest first.
-    wanting: VecDeque<oneshot::Sender<FunctionRunner>>,
+    line: Line,
     running: JoinSet<Finished>,
     sink: ParquetSink,
     dead_letters: DeadLetterSink,

@@ -19,8 +19,8 @@ use crate::status::InstanceStatus;
 
 /// Batch tasks beyond the instances the pool may lend: one encoding its input ahead and
 /// one decoding its output behind while the instances invoke. More would only hold more
-/// batches in memory (the instances bound the rate); fewer would leave the instance idle
-/// while the platform works on the batches around its invocation.
+/// batches in memory (the instances bound the rate). Measured with one instance and a
+/// pyarrow function: 2 beat 1 (BENCHMARKS.md, "Instances lent per invocation").
 const TASKS_AHEAD: usize = 2;
 
 impl Pipeline<'_> {
@@ -55,12 +55,14 @@ impl Pipeline<'_> {
     /// Takes one message from the batch tasks about instances (see `leases`).
     pub(super) fn lend(&mut self, message: LeaseMessage) {
         match message {
-            LeaseMessage::Want(reply) => self.wanting.push_back(reply),
+            // Served by `serve_leases`, after this turn.
+            LeaseMessage::Wanted => {}
             LeaseMessage::Return {
                 runner,
                 records,
                 busy,
             } => self.pool.release(*runner, records, busy),
+            LeaseMessage::HandedOn { records, busy } => self.pool.observe(records, busy),
             LeaseMessage::Lost => self.pool.forget_busy(),
         }
     }
@@ -71,7 +73,9 @@ impl Pipeline<'_> {
         while let Ok(message) = self.leases.try_recv() {
             self.lend(message);
         }
-        while let Some(reply) = self.wanting.pop_front() {
+        let line = self.line.clone();
+        let mut line = line.lock();
+        while let Some(reply) = line.pop_front() {
             if reply.is_closed() {
                 continue;
             }
@@ -84,13 +88,13 @@ impl Pipeline<'_> {
                     match self.pool.lease() {
                         Some(runner) => runner,
                         None => {
-                            self.wanting.push_front(reply);
+                            line.push_front(reply);
                             return;
                         }
                     }
                 }
                 None => {
-                    self.wanting.push_front(reply);
+                    line.push_front(reply);
                     return;
                 }
             };

@@ -186,6 +186,12 @@ impl InstancePool {
         }
     }
 
+    /// Counts `records` handled in `busy` time by a runner that stays lent (it went
+    /// from one invocation straight to the next).
+    pub fn observe(&mut self, records: usize, busy: Duration) {
+        self.autoscaler.observe(records, busy);
+    }
+
     /// Gives back a runner lost with its batch (the batch's task failed).
     pub fn forget_busy(&mut self) {
         self.busy = self.busy.saturating_sub(1);
