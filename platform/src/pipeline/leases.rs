@@ -20,9 +20,11 @@
 //! Lease dropped holding its runner (a panic) ──Lost──▶ pool.forget_busy()
 //! ```
 //!
-//! Invariant: a runner is either idle in the pool, in a [`Lease`], or in a message on its
-//! way back; every runner the pool lends ends in exactly one `Return` or `Lost` (handing
-//! on keeps it lent), so the pool's busy count and node slots stay exact.
+//! Invariant: a runner is idle in the pool, in a [`Lease`], or on its way between them
+//! (a `Return` message, or a reply to the task first in line); every runner the pool
+//! lends ends in exactly one `Return` or `Lost` (handing on keeps it lent), so the pool's
+//! busy count and node slots stay exact. Tasks are never aborted while the pipeline runs,
+//! so no reply is dropped with a runner in it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
