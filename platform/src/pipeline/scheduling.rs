@@ -105,13 +105,13 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Takes a finished batch: its instance back to the pool, its outcome (and any
-    /// earlier-finished ones of its split now in order) applied.
+    /// Takes a finished batch: its outcome (and any earlier-finished ones of its split
+    /// now in order) applied. Its instances came back before it ended.
     pub(super) fn finished(
         &mut self,
         done: Result<Finished, tokio::task::JoinError>,
     ) -> Result<(), JobError> {
-        // Its instances came back before it ended: account for them first.
+        // Account for them first.
         self.serve_leases();
         let (ticket, result) = match done {
             Ok(finished) => finished,
