@@ -27,7 +27,8 @@
 //!     while a batch may start and fewer than instances + 2 batch tasks run:
 //!         spawn run_batch(batch)                // retries, bisection: batch_runner.rs
 //!     a task wants an instance → pool.lease(), for one invocation (leases.rs);
-//!         it comes back before the output is decoded → pool.release()
+//!         after the call it goes straight to a waiting task, else → pool.release(),
+//!         before the output is decoded
 //!     finished batch → apply the outcomes now in split order
 //!     every 500 ms: autoscaler (backlog, throughput) → desired; stop idle instances
 //!     if commit_due() { intents; sink.flush(); dead_letters.flush(); commit markers;

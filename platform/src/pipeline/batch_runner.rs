@@ -41,7 +41,7 @@ use crate::commit::message_ids::message_ids;
 use crate::deadletter::DeadLetter;
 use crate::function::encode::encode_batch;
 use crate::function::protocol::FunctionOutput;
-use crate::function::wire_batch;
+use crate::function::{InvokeError, wire_batch};
 use crate::output::decode::DecodeError;
 use crate::spec::JobSpec;
 
@@ -282,16 +282,13 @@ async fn attempt(
     let input = match wire_batch(&spec.function, &input) {
         Ok(input) => input,
         Err(error) => {
+            let start = probe.as_ref().map(|_| BatchProbe::start_without_instance());
+            let (message, report) = invoke_failure(spec, &error, start, None);
             return Attempt::Failed {
-                message: spec.redact(&error.to_string()).into_owned(),
+                message,
                 attempts: 1,
-                data_fault: true,
-                report: probe.as_ref().map(|_| FailedReport {
-                    start: BatchProbe::start_without_instance(),
-                    instance: None,
-                    outcome: AttemptOutcome::of(&error),
-                    stderr_tail: String::new(),
-                }),
+                data_fault: error.is_transient(),
+                report,
             };
         }
     };
@@ -299,7 +296,7 @@ async fn attempt(
     loop {
         let Some(mut lease) = context.lender.lease().await else {
             return Attempt::Failed {
-                message: "the job stopped lending function instances".to_owned(),
+                message: "internal error: the job stopped lending function instances before the batch could run".to_owned(),
                 attempts: attempt,
                 data_fault: false,
                 report: None,
@@ -358,16 +355,7 @@ async fn attempt(
             Err(error) => error,
         };
         let data_fault = error.is_transient();
-        // Logged, dead-lettered and maybe the job's failure reason: never with a secret.
-        let message = spec.redact(&error.to_string()).into_owned();
-        let report = start.map(|start| FailedReport {
-            start,
-            instance,
-            outcome: AttemptOutcome::of(&error),
-            stderr_tail: spec
-                .redact(AttemptOutcome::stderr_tail(&error))
-                .into_owned(),
-        });
+        let (message, report) = invoke_failure(spec, &error, start, instance);
         if !data_fault || attempt >= max_attempts || context.shutdown.is_cancelled() {
             return Attempt::Failed {
                 message,
@@ -388,6 +376,25 @@ async fn attempt(
         }
         attempt += 1;
     }
+}
+
+/// What a failed invocation (or its input's conversion) says: the message, to be logged,
+/// dead-lettered and maybe the job's failure reason, so never with a secret; and the
+/// report of the attempt, when it is observed (`start`).
+fn invoke_failure(
+    spec: &JobSpec,
+    error: &InvokeError,
+    start: Option<AttemptStart>,
+    instance: Option<String>,
+) -> (String, Option<FailedReport>) {
+    let message = spec.redact(&error.to_string()).into_owned();
+    let report = start.map(|start| FailedReport {
+        start,
+        instance,
+        outcome: AttemptOutcome::of(error),
+        stderr_tail: spec.redact(AttemptOutcome::stderr_tail(error)).into_owned(),
+    });
+    (message, report)
 }
 
 /// Decodes the output rows against the schema. CPU work: under `block_in_place`, so the

@@ -7,7 +7,7 @@
 //! pending checkpoint only through [`Pipeline::apply`], called in split order by
 //! [`Pipeline::finished`]; nothing here acknowledges anything.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 
@@ -100,19 +100,17 @@ impl Pipeline<'_> {
             };
             if let Err(runner) = reply.send(runner) {
                 // The task stopped waiting between the check and the send.
-                self.pool.release(runner, 0, std::time::Duration::ZERO);
+                self.pool.release(runner, 0, Duration::ZERO);
             }
         }
     }
 
     /// Takes a finished batch: its outcome (and any earlier-finished ones of its split
-    /// now in order) applied. Its instances came back before it ended.
+    /// now in order) applied. Its instances came back through `leases` before it ended.
     pub(super) fn finished(
         &mut self,
         done: Result<Finished, tokio::task::JoinError>,
     ) -> Result<(), JobError> {
-        // Account for them first.
-        self.serve_leases();
         let (ticket, result) = match done {
             Ok(finished) => finished,
             Err(error) => {

@@ -175,7 +175,7 @@ impl InstancePool {
     /// gives its node slot back.
     pub fn release(&mut self, runner: FunctionRunner, records: usize, busy: Duration) {
         self.busy = self.busy.saturating_sub(1);
-        self.autoscaler.observe(records, busy);
+        self.observe(records, busy);
         if self.mode == FunctionMode::Stream && runner.warm_pid().is_some() {
             self.idle.push(Idle {
                 runner,
@@ -192,7 +192,7 @@ impl InstancePool {
         self.autoscaler.observe(records, busy);
     }
 
-    /// Gives back a runner lost with its batch (the batch's task failed).
+    /// Gives back a runner lost with its lease (the batch's task panicked).
     pub fn forget_busy(&mut self) {
         self.busy = self.busy.saturating_sub(1);
         self.node.release(&self.job);
