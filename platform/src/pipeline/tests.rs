@@ -33,16 +33,24 @@ fn events(count: i64) -> Vec<Event> {
         .collect()
 }
 
+/// A job whose function is `sh fn.sh`, with `command` as the script, retried after 10 ms.
 fn job(dir: &Path, command: &str, extra_function: &str) -> JobSpec {
     std::fs::write(dir.join("fn.sh"), command).unwrap();
+    job_with_function(
+        dir,
+        &format!("command = [\"sh\", \"fn.sh\"]\nretry_backoff = \"10ms\"\n{extra_function}"),
+    )
+}
+
+/// A job over `memory://in` whose `[function]` table holds `function`: batches of 10,
+/// output `{ id, day }` partitioned by day.
+fn job_with_function(dir: &Path, function: &str) -> JobSpec {
     let text = format!(
         r#"name = "pipeline-test"
 [trigger.bucket]
 url = "memory://in"
 [function]
-command = ["sh", "fn.sh"]
-retry_backoff = "10ms"
-{extra_function}
+{function}
 [batch]
 max_records = 10
 [output]
@@ -106,6 +114,33 @@ async fn run_over(spec: &JobSpec, source: Box<dyn Source>) -> Result<JobStats, J
         .expect("open the job")
         .run(CancellationToken::new())
         .await
+}
+
+/// An observer that keeps every attempt.
+#[derive(Debug, Default)]
+struct Collecting(std::sync::Mutex<Vec<BatchAttempt>>);
+
+impl BatchObserver for Collecting {
+    fn attempt(&self, attempt: BatchAttempt) {
+        self.0.lock().unwrap().push(attempt);
+    }
+}
+
+/// [`run_over`] with an observer: the job's stats and every attempt it reported.
+async fn run_observed(spec: &JobSpec, source: Box<dyn Source>) -> (JobStats, Vec<BatchAttempt>) {
+    let observer = Arc::new(Collecting::default());
+    let runtime = JobRuntime {
+        observer: Some(Arc::clone(&observer) as _),
+        ..JobRuntime::for_job(spec)
+    };
+    let stats = Job::over(spec, source, runtime)
+        .await
+        .expect("open the job")
+        .run(CancellationToken::new())
+        .await
+        .expect("the job runs to the source's end");
+    let attempts = std::mem::take(&mut *observer.0.lock().unwrap());
+    (stats, attempts)
 }
 
 fn parquet_files(dir: &Path) -> Vec<String> {

@@ -19,25 +19,16 @@ async fn a_record_that_does_not_fit_the_input_schema_is_dead_lettered_without_re
     std::fs::write(dir.path().join("echo.py"), ECHO).unwrap();
     let mut command = pyarrow_command();
     command.push("echo.py".to_owned());
-    let text = format!(
-        r#"name = "pipeline-test"
-[trigger.bucket]
-url = "memory://in"
-[function]
-command = {command:?}
+    let spec = job_with_function(
+        dir.path(),
+        &format!(
+            r#"command = {command:?}
 encoding = "arrow"
 input_schema = {{ id = "int64 not null", day = "date32" }}
 max_attempts = 3
-retry_backoff = "10ms"
-[batch]
-max_records = 10
-[output]
-url = "out"
-partition_by = ["day"]
-schema = {{ id = "int64 not null", day = "date32" }}
-"#
+retry_backoff = "10ms""#
+        ),
     );
-    let spec = parse_job(&text, &dir.path().join("job.toml"), dir.path(), &|_| None).unwrap();
     let mut input = events(20);
     input[4] = Event::from_payload(
         r#"{"id":"four","day":"2026-01-01"}"#.to_owned(),

@@ -1,18 +1,6 @@
 //! An instance is lent for one invocation at a time, not for a whole batch.
 
-use std::sync::Mutex;
-
 use super::*;
-use crate::pipeline::{AttemptOutcome, BatchAttempt, BatchObserver};
-
-#[derive(Debug, Default)]
-struct Collecting(Mutex<Vec<BatchAttempt>>);
-
-impl BatchObserver for Collecting {
-    fn attempt(&self, attempt: BatchAttempt) {
-        self.0.lock().unwrap().push(attempt);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_waiting_to_retry_leaves_the_only_instance_to_other_batches() {
@@ -24,42 +12,20 @@ async fn a_batch_waiting_to_retry_leaves_the_only_instance_to_other_batches() {
 done"#,
     )
     .unwrap();
-    let text = r#"name = "pipeline-test"
-[trigger.bucket]
-url = "memory://in"
-[function]
-command = ["sh", "fn.sh"]
+    let spec = job_with_function(
+        dir.path(),
+        r#"command = ["sh", "fn.sh"]
 max_attempts = 2
-retry_backoff = "500ms"
-[scaling]
-max_instances = 1
-[batch]
-max_records = 10
-[output]
-url = "out"
-partition_by = ["day"]
-schema = { id = "int64 not null", day = "date32" }
-"#;
-    let spec = parse_job(text, &dir.path().join("job.toml"), dir.path(), &|_| None).unwrap();
+retry_backoff = "500ms""#,
+    );
+    assert_eq!(spec.scaling.max_instances, 1, "one instance, the default");
     // Two splits of 10: split 0's batch (with id 0) fills first and starts first.
     let (source, _acked) = source(events(20));
-    let observer = Arc::new(Collecting::default());
-    let runtime = JobRuntime {
-        observer: Some(Arc::clone(&observer) as _),
-        ..JobRuntime::for_job(&spec)
-    };
-    let stats = Job::over(&spec, source, runtime)
-        .await
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap();
+    let (stats, attempts) = run_observed(&spec, source).await;
     assert_eq!((stats.rows_out, stats.dead_letters), (19, 1));
 
-    let attempts = observer.0.lock().unwrap();
-    let split = |partition: i32| splits::origin(partition, 0).split().to_string();
     let of = |partition: i32| {
-        let split = split(partition);
+        let split = splits::split(partition).to_string();
         attempts
             .iter()
             .filter(move |attempt| attempt.split == split)

@@ -1,17 +1,6 @@
 //! The observer sees every batch attempt, and the attempts account for every record.
 
 use super::*;
-use crate::pipeline::{AttemptOutcome, BatchAttempt, BatchObserver};
-use std::sync::Mutex;
-
-#[derive(Debug, Default)]
-struct Collecting(Mutex<Vec<BatchAttempt>>);
-
-impl BatchObserver for Collecting {
-    fn attempt(&self, attempt: BatchAttempt) {
-        self.0.lock().unwrap().push(attempt);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attempt_is_observed_and_the_attempts_add_up() {
@@ -27,20 +16,9 @@ async fn every_attempt_is_observed_and_the_attempts_add_up() {
 done"#;
     let spec = job(dir.path(), script, "max_attempts = 2");
     let (source, _acked) = source(events(20));
-    let observer = Arc::new(Collecting::default());
-    let runtime = JobRuntime {
-        observer: Some(Arc::clone(&observer) as _),
-        ..JobRuntime::for_job(&spec)
-    };
-    let stats = Job::over(&spec, source, runtime)
-        .await
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap();
+    let (stats, attempts) = run_observed(&spec, source).await;
     assert_eq!((stats.rows_out, stats.dead_letters), (18, 2));
 
-    let attempts = observer.0.lock().unwrap();
     let total = |f: fn(&BatchAttempt) -> u64, keep: fn(&BatchAttempt) -> bool| -> u64 {
         attempts.iter().filter(|a| keep(a)).map(f).sum()
     };
